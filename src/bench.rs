@@ -1,0 +1,154 @@
+//! `wavecp bench fe`: DoF-updates per second of the time loop, and the machine's memory bandwidth.
+
+use crate::fem::WaveSpeed;
+use crate::mesh::{rectangle, CellShape};
+use crate::solver::{BoundaryKind, OperatorKind, Problem, WaveSolver};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::time::Instant;
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeCase {
+    pub shape: CellShape,
+    pub operator: OperatorKind,
+    pub threads: usize,
+    pub nodes: usize,
+    pub steps_per_sample: usize,
+    pub samples: usize,
+    pub median_s_per_step: f64,
+    pub dof_updates_per_s: f64,
+    pub dof_updates_per_s_per_thread: f64,
+    pub bytes_per_step: usize,
+    pub effective_gb_per_s: f64,
+}
+
+/// The whole benchmark report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeReport {
+    pub cases: Vec<FeCase>,
+    /// STREAM-like triad `a = b + s c` bandwidth (GB/s) per thread count.
+    pub triad_gb_per_s: Vec<(usize, f64)>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Triad bandwidth with `threads` threads on arrays of `n` doubles (24 bytes moved per entry).
+pub fn triad_bandwidth(n: usize, threads: usize, samples: usize) -> f64 {
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(p) => p,
+        Err(_) => return f64::NAN,
+    };
+    pool.install(|| {
+        let b = vec![1.0f64; n];
+        let c = vec![2.0f64; n];
+        let mut a = vec![0.0f64; n];
+        let mut times = Vec::new();
+        for _ in 0..samples {
+            let t = Instant::now();
+            a.par_chunks_mut(1 << 16).enumerate().for_each(|(k, ch)| {
+                let base = k << 16;
+                for (j, x) in ch.iter_mut().enumerate() {
+                    *x = b[base + j] + 3.0 * c[base + j];
+                }
+            });
+            times.push(t.elapsed().as_secs_f64());
+            std::hint::black_box(&a);
+        }
+        24.0 * n as f64 / median(times) / 1e9
+    })
+}
+
+/// Measures the time loop for each shape × operator × thread count on a square of about `nodes` nodes.
+pub fn run_fe(
+    nodes: usize,
+    threads: &[usize],
+    operators: &[OperatorKind],
+    steps: usize,
+    samples: usize,
+) -> Result<FeReport, crate::driver::DriverError> {
+    let side = ((nodes as f64).sqrt().round() as usize)
+        .saturating_sub(1)
+        .max(2);
+    let mut cases = Vec::new();
+    for shape in [CellShape::Quad, CellShape::Tri] {
+        let mesh = rectangle(shape, side, side, [0.0, 1.0], [0.0, 1.0])?;
+        let n = mesh.num_nodes();
+        let u0: Vec<f64> = mesh
+            .coords
+            .iter()
+            .map(|p| (-((p[0] - 0.5).powi(2) + (p[1] - 0.5).powi(2)) / 0.01).exp())
+            .collect();
+        let v0 = vec![0.0; n];
+        for &op in operators {
+            let problem = Problem {
+                speed: WaveSpeed::PerCell(vec![1.0; mesh.num_cells()]),
+                boundaries: vec![
+                    (1, BoundaryKind::Absorbing),
+                    (2, BoundaryKind::Absorbing),
+                    (3, BoundaryKind::Absorbing),
+                    (4, BoundaryKind::Absorbing),
+                ],
+                sources: vec![],
+                operator: op,
+                mesh: mesh.clone(),
+            };
+            let mut solver = WaveSolver::new(&problem)?;
+            solver.set_dt(0.9 * solver.dt_limit())?;
+            for &t in threads {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .map_err(|e| crate::driver::DriverError::Threads(e.to_string()))?;
+                let times = pool.install(|| -> Result<Vec<f64>, crate::driver::DriverError> {
+                    solver.set_initial(&u0, &v0)?;
+                    for _ in 0..steps.min(5) {
+                        solver.step();
+                    }
+                    let mut times = Vec::with_capacity(samples);
+                    for _ in 0..samples {
+                        let t0 = Instant::now();
+                        for _ in 0..steps {
+                            solver.step();
+                        }
+                        times.push(t0.elapsed().as_secs_f64() / steps as f64);
+                    }
+                    solver.check_finite()?;
+                    Ok(times)
+                })?;
+                let med = median(times);
+                let rate = n as f64 / med;
+                cases.push(FeCase {
+                    shape,
+                    operator: op,
+                    threads: t,
+                    nodes: n,
+                    steps_per_sample: steps,
+                    samples,
+                    median_s_per_step: med,
+                    dof_updates_per_s: rate,
+                    dof_updates_per_s_per_thread: rate / t as f64,
+                    bytes_per_step: solver.bytes_per_step(),
+                    effective_gb_per_s: solver.bytes_per_step() as f64 / med / 1e9,
+                });
+                tracing::info!("{shape:?} {op:?} {t} thread(s): {rate:.3e} DoF-updates/s");
+            }
+        }
+    }
+    let triad = threads
+        .iter()
+        .map(|&t| (t, triad_bandwidth(1 << 24, t, 9)))
+        .collect();
+    Ok(FeReport {
+        cases,
+        triad_gb_per_s: triad,
+    })
+}

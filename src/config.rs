@@ -1,0 +1,457 @@
+//! Job files: serde structs for the TOML job, `--set key=value` overrides, validation by key.
+
+use crate::mesh::CellShape;
+use crate::solver::OperatorKind;
+use crate::sources::Gaussian;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Errors in a job file; each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {msg}")]
+    Parse { file: String, msg: String },
+    #[error("--set {arg}: {msg}")]
+    Override { arg: String, msg: String },
+    #[error("job key `{key}`: {msg}")]
+    Invalid { key: String, msg: String },
+}
+
+fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        msg: msg.into(),
+    }
+}
+
+/// A whole job. Sections and keys are documented in the README ("Job files").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub mesh: MeshConfig,
+    #[serde(default)]
+    pub material: MaterialConfig,
+    #[serde(default)]
+    pub boundary: Vec<BoundaryConfig>,
+    #[serde(default)]
+    pub source: Vec<SourceConfig>,
+    #[serde(default)]
+    pub initial: InitialConfig,
+    pub time: TimeConfig,
+    #[serde(default)]
+    pub receiver: Vec<ReceiverConfig>,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub solver: SolverConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Gmsh MSH 4.1 file, relative to the job file's folder.
+    pub file: Option<PathBuf>,
+    /// Built-in rectangle.
+    pub generate: Option<GenerateConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateConfig {
+    pub shape: CellShape,
+    pub nx: usize,
+    pub ny: usize,
+    #[serde(default = "unit")]
+    pub x: [f64; 2],
+    #[serde(default = "unit")]
+    pub y: [f64; 2],
+}
+
+fn unit() -> [f64; 2] {
+    [0.0, 1.0]
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaterialConfig {
+    /// Constant wave speed (default 1 when nothing else is given).
+    pub c: Option<f64>,
+    /// Wave speed per physical region, by name or tag number.
+    pub regions: Option<BTreeMap<String, f64>>,
+    /// Text file with one wave speed per mesh node, relative to the job file's folder.
+    pub nodal_file: Option<PathBuf>,
+}
+
+/// A tag given by physical name or by number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TagRef {
+    Number(i64),
+    Name(String),
+}
+
+impl std::fmt::Display for TagRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TagRef::Number(n) => write!(f, "{n}"),
+            TagRef::Name(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoundaryKindConfig {
+    Dirichlet,
+    Neumann,
+    Absorbing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeFunctionKind {
+    #[default]
+    Constant,
+    Sine,
+    Ricker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundaryConfig {
+    pub tags: Vec<TagRef>,
+    pub kind: BoundaryKindConfig,
+    /// Dirichlet: value (or amplitude of the time function).
+    #[serde(default)]
+    pub value: f64,
+    #[serde(default)]
+    pub time_function: TimeFunctionKind,
+    pub frequency: Option<f64>,
+    pub delay: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub position: [f64; 2],
+    /// Ricker peak frequency.
+    pub frequency: f64,
+    #[serde(default = "one")]
+    pub amplitude: f64,
+    /// Time of the Ricker peak; default `1.2 / frequency` (the wavelet starts near zero).
+    pub delay: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialConfig {
+    /// Gaussian bumps summed into `u(0)`.
+    #[serde(default)]
+    pub displacement: Vec<Gaussian>,
+    /// Gaussian bumps summed into `u_t(0)`.
+    #[serde(default)]
+    pub velocity: Vec<Gaussian>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    pub end: f64,
+    /// Fixed time step; refused when above the stability limit.
+    pub dt: Option<f64>,
+    /// Fraction of the stability limit used when `dt` is absent.
+    #[serde(default = "default_safety")]
+    pub safety: f64,
+}
+
+fn default_safety() -> f64 {
+    0.9
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    pub position: [f64; 2],
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// VTKHDF file (relative to the working directory); `""` writes no file.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+    /// Write `u` every this many steps (the last step is always written).
+    #[serde(default = "default_every")]
+    pub every: usize,
+    /// Also write an XDMF file next to the HDF5 file for ParaView 5.10/5.11.
+    #[serde(default = "yes")]
+    pub xdmf: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            path: default_path(),
+            every: default_every(),
+            xdmf: true,
+        }
+    }
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from("wavecp_output.vtkhdf")
+}
+fn default_every() -> usize {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolverConfig {
+    /// `csr` (assembled, default) or `ebe` (element by element).
+    #[serde(default)]
+    pub operator: OperatorKind,
+    /// Worker threads; 0 = rayon's default (all cores or RAYON_NUM_THREADS).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+impl Config {
+    /// Reads a job file and applies `--set key=value` overrides before deserialising.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses TOML text (`name` is used in errors) with overrides.
+    pub fn from_toml(text: &str, name: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    file: name.into(),
+                    msg: e.to_string(),
+                })?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let cfg: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                file: name.into(),
+                msg: e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that deserialise but make no sense, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.mesh.file, &self.mesh.generate) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "mesh",
+                    "give either `file` or `generate`, not both",
+                ))
+            }
+            (None, None) => return Err(invalid("mesh", "give `file` (Gmsh .msh) or `generate`")),
+            (None, Some(g)) => {
+                if g.nx == 0 || g.ny == 0 {
+                    return Err(invalid("mesh.generate.nx/ny", "must be at least 1"));
+                }
+                if !(g.x[1] > g.x[0]) {
+                    return Err(invalid(
+                        "mesh.generate.x",
+                        format!("[{}, {}] is empty", g.x[0], g.x[1]),
+                    ));
+                }
+                if !(g.y[1] > g.y[0]) {
+                    return Err(invalid(
+                        "mesh.generate.y",
+                        format!("[{}, {}] is empty", g.y[0], g.y[1]),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        let m = &self.material;
+        let given = m.c.is_some() as u8 + m.regions.is_some() as u8 + m.nodal_file.is_some() as u8;
+        if given > 1 {
+            return Err(invalid(
+                "material",
+                "give only one of `c`, `regions`, `nodal_file`",
+            ));
+        }
+        if let Some(c) = m.c {
+            positive("material.c", c)?;
+        }
+        for (k, c) in m.regions.iter().flatten() {
+            positive(&format!("material.regions.{k}"), *c)?;
+        }
+        for (i, b) in self.boundary.iter().enumerate() {
+            if b.tags.is_empty() {
+                return Err(invalid(format!("boundary[{i}].tags"), "is empty"));
+            }
+            if b.kind != BoundaryKindConfig::Dirichlet
+                && (b.value != 0.0 || b.time_function != TimeFunctionKind::Constant)
+            {
+                return Err(invalid(
+                    format!("boundary[{i}].value"),
+                    "only Dirichlet boundaries take a value or time function",
+                ));
+            }
+            if b.time_function != TimeFunctionKind::Constant {
+                positive(
+                    &format!("boundary[{i}].frequency"),
+                    b.frequency.unwrap_or(f64::NAN),
+                )?;
+            }
+            finite(&format!("boundary[{i}].value"), b.value)?;
+        }
+        for (i, s) in self.source.iter().enumerate() {
+            positive(&format!("source[{i}].frequency"), s.frequency)?;
+            finite(&format!("source[{i}].amplitude"), s.amplitude)?;
+            finite(
+                &format!("source[{i}].position"),
+                s.position[0] + s.position[1],
+            )?;
+            if let Some(d) = s.delay {
+                finite(&format!("source[{i}].delay"), d)?;
+            }
+        }
+        for (name, list) in [
+            ("initial.displacement", &self.initial.displacement),
+            ("initial.velocity", &self.initial.velocity),
+        ] {
+            for (i, g) in list.iter().enumerate() {
+                positive(&format!("{name}[{i}].width"), g.width)?;
+                finite(&format!("{name}[{i}].amplitude"), g.amplitude)?;
+            }
+        }
+        positive("time.end", self.time.end)?;
+        if let Some(dt) = self.time.dt {
+            positive("time.dt", dt)?;
+        }
+        if !(self.time.safety > 0.0 && self.time.safety <= 1.0) {
+            return Err(invalid(
+                "time.safety",
+                format!("must be in (0, 1], found {}", self.time.safety),
+            ));
+        }
+        if self.output.every == 0 {
+            return Err(invalid("output.every", "must be at least 1"));
+        }
+        for (i, r) in self.receiver.iter().enumerate() {
+            finite(
+                &format!("receiver[{i}].position"),
+                r.position[0] + r.position[1],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be a positive number, found {v}"),
+        ))
+    }
+}
+
+fn finite(key: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be finite, found {v}")))
+    }
+}
+
+/// Applies `a.b.c=value` (numeric segments index arrays of tables, e.g. `source.0.frequency=8`).
+/// The value is parsed as a TOML value, falling back to a plain string.
+pub fn apply_override(table: &mut toml::Table, arg: &str) -> Result<(), ConfigError> {
+    let mut root = toml::Value::Table(std::mem::take(table));
+    let result = set_path(&mut root, arg);
+    if let toml::Value::Table(t) = root {
+        *table = t;
+    }
+    result
+}
+
+fn set_path(root: &mut toml::Value, arg: &str) -> Result<(), ConfigError> {
+    let err = |msg: String| ConfigError::Override {
+        arg: arg.into(),
+        msg,
+    };
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| err("expected key=value".into()))?;
+    let value: toml::Value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(err("empty key segment".into()));
+    }
+    let (last, path) = parts.split_last().ok_or_else(|| err("empty key".into()))?;
+    let mut cur = root;
+    for (depth, part) in path.iter().enumerate() {
+        cur = match cur {
+            toml::Value::Table(t) => t
+                .entry((*part).to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+            toml::Value::Array(a) => {
+                let i: usize = part
+                    .parse()
+                    .map_err(|_| err(format!("`{part}` must be an array index")))?;
+                let len = a.len();
+                a.get_mut(i).ok_or_else(|| {
+                    err(format!("index {i} out of range (array has {len} entries)"))
+                })?
+            }
+            _ => {
+                return Err(err(format!(
+                    "`{}` is not a table",
+                    parts[..depth].join(".")
+                )))
+            }
+        };
+    }
+    match cur {
+        toml::Value::Table(t) => {
+            t.insert((*last).to_string(), value);
+        }
+        toml::Value::Array(a) => {
+            let i: usize = last
+                .parse()
+                .map_err(|_| err(format!("`{last}` must be an array index")))?;
+            let len = a.len();
+            *a.get_mut(i).ok_or_else(|| {
+                err(format!("index {i} out of range (array has {len} entries)"))
+            })? = value;
+        }
+        _ => return Err(err(format!("`{}` is not a table", path.join(".")))),
+    }
+    Ok(())
+}

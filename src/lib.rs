@@ -1,0 +1,15 @@
+//! wavecp: explicit finite-element acoustic wave solver (the foundation of the surrogate work).
+//!
+//! Data flow: [`config::Config`] (TOML job) → [`mesh::Mesh`] (generated or Gmsh) →
+//! [`fem`] (lumped mass, stiffness, boundary damping) → [`solver::WaveSolver`]
+//! (central differences) → [`output`] (VTKHDF + XDMF, receivers, energy).
+
+pub mod bench;
+pub mod config;
+pub mod driver;
+pub mod fem;
+pub mod mesh;
+pub mod output;
+pub mod progress;
+pub mod solver;
+pub mod sources;

@@ -1,0 +1,246 @@
+//! The `wavecp` command line: solve, demo, mesh info, bench.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wavecp::config::Config;
+use wavecp::driver::{self, RunOptions};
+use wavecp::solver::OperatorKind;
+
+#[derive(Parser)]
+#[command(
+    name = "wavecp",
+    version,
+    about = "Explicit FE acoustic wave solver (and, later, its CNN surrogate)"
+)]
+struct Cli {
+    /// Log filter (also WAVECP_LOG), e.g. `info`, `debug`, `warn`.
+    #[arg(long, global = true, env = "WAVECP_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a job file.
+    Solve {
+        job: PathBuf,
+        /// Override a job key, e.g. `--set time.end=0.5 --set source.0.frequency=6`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Testing aid: abort (as a crash would) after this many output steps.
+        #[arg(long, hide = true)]
+        abort_after_outputs: Option<usize>,
+    },
+    /// Run the built-in default case (no files needed).
+    Demo {
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mesh tools.
+    Mesh {
+        #[command(subcommand)]
+        cmd: MeshCmd,
+    },
+    /// Benchmarks (JSON on stdout).
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MeshCmd {
+    /// Summary of a Gmsh MSH 4.1 file: counts, tags, names, bounding box, edge lengths.
+    Info {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
+    Fe {
+        #[arg(long, default_value_t = 1_000_000)]
+        nodes: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        threads: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "csr,ebe")]
+        operators: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 7)]
+        samples: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Solve {
+            job,
+            set,
+            json,
+            abort_after_outputs,
+        } => {
+            let cfg = Config::load(&job, &set)?;
+            let base = job.parent().map(PathBuf::from).unwrap_or_default();
+            let opts = RunOptions {
+                progress: !json,
+                abort_after_outputs,
+            };
+            let summary = driver::run(&cfg, &base, &opts)
+                .with_context(|| format!("job {}", job.display()))?;
+            report(&summary, json)
+        }
+        Cmd::Demo { set, json } => {
+            let mut table =
+                toml::Table::try_from(driver::demo_config()).context("demo configuration")?;
+            for s in &set {
+                wavecp::config::apply_override(&mut table, s)?;
+            }
+            let cfg: Config = table.try_into().context("demo configuration with --set")?;
+            cfg.validate()?;
+            let summary = driver::run(
+                &cfg,
+                std::path::Path::new("."),
+                &RunOptions {
+                    progress: !json,
+                    abort_after_outputs: None,
+                },
+            )?;
+            report(&summary, json)
+        }
+        Cmd::Mesh {
+            cmd: MeshCmd::Info { file, json },
+        } => mesh_info(&file, json),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Fe {
+                    nodes,
+                    threads,
+                    operators,
+                    steps,
+                    samples,
+                },
+        } => {
+            let ops = operators
+                .iter()
+                .map(|o| match o.as_str() {
+                    "csr" => Ok(OperatorKind::Csr),
+                    "ebe" => Ok(OperatorKind::Ebe),
+                    other => Err(anyhow::anyhow!("unknown operator `{other}` (csr or ebe)")),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                steps > 0 && samples > 0 && !threads.contains(&0),
+                "steps, samples and thread counts must be positive"
+            );
+            let report = wavecp::bench::run_fe(nodes, &threads, &ops, steps, samples)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}
+
+fn report(s: &driver::RunSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        println!(
+            "{} steps, dt = {:.4e} (limit {:.4e}), {:.2} s wall ({:.2} s compute), {:.3e} DoF-updates/s, final energy {:.6e}",
+            s.steps, s.dt, s.dt_limit, s.wall_s, s.compute_s, s.dof_updates_per_s, s.final_energy
+        );
+        if let Some(p) = &s.output {
+            println!(
+                "output: {}{}",
+                p.display(),
+                s.xdmf
+                    .as_ref()
+                    .map(|x| format!(" (+ {})", x.display()))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn mesh_info(file: &std::path::Path, json: bool) -> Result<()> {
+    let m = wavecp::mesh::read_msh(file)?;
+    let (hmin, hmax) = m.edge_length_range();
+    let name = |d: i32, t: i32| m.names.get(&(d, t)).cloned().unwrap_or_default();
+    let regions: Vec<serde_json::Value> = m
+        .region_tags()
+        .iter()
+        .map(|(t, n)| serde_json::json!({"tag": t, "name": name(2, *t), "cells": n}))
+        .collect();
+    let bounds: Vec<serde_json::Value> = m
+        .boundary_tags()
+        .iter()
+        .map(|(t, n)| serde_json::json!({"tag": t, "name": name(1, *t), "edges": n}))
+        .collect();
+    let v = serde_json::json!({
+        "file": file, "nodes": m.num_nodes(), "triangles": m.tris.len(), "quads": m.quads.len(),
+        "bbox": m.bbox(), "edge_length_min": hmin, "edge_length_max": hmax,
+        "regions": regions, "boundaries": bounds,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: {} nodes, {} triangles, {} quads",
+            file.display(),
+            m.num_nodes(),
+            m.tris.len(),
+            m.quads.len()
+        );
+        let b = m.bbox();
+        println!(
+            "bounding box [{}, {}] × [{}, {}], edge length {hmin:.4e} .. {hmax:.4e}",
+            b[0], b[2], b[1], b[3]
+        );
+        for r in &regions {
+            println!(
+                "region   {:>4} {:<16} {} cells",
+                r["tag"],
+                r["name"].as_str().unwrap_or(""),
+                r["cells"]
+            );
+        }
+        for r in &bounds {
+            println!(
+                "boundary {:>4} {:<16} {} edges",
+                r["tag"],
+                r["name"].as_str().unwrap_or(""),
+                r["edges"]
+            );
+        }
+    }
+    Ok(())
+}

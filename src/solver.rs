@@ -1,0 +1,391 @@
+//! The explicit wave solver: lumped mass, central differences, boundary damping, point sources.
+//!
+//! Scheme (`M`, `C` diagonal): `M (u⁺ − 2u + u⁻)/dt² + C (u⁺ − u⁻)/(2dt) + K u = F(t)`, solved
+//! for `u⁺` node by node in one fused pass that also computes `(K u)_i`. Stable iff
+//! `dt² λ_max(M⁻¹K) < 4`: the centred damping term only removes energy (it adds
+//! `−dt (u⁺−u⁻)ᵀC(u⁺−u⁻)/(4dt²)` per step), so the boundary damping does not tighten the limit.
+
+use crate::fem::{
+    assemble_csr, boundary_damping, element_matrices, Csr, ElementByElement, RowOperator, WaveSpeed,
+};
+use crate::mesh::Mesh;
+use crate::sources::{PointSource, TimeFunction};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Errors of setting up or running the solver.
+#[derive(Debug, thiserror::Error)]
+pub enum SolverError {
+    #[error("time step dt = {dt:.6e} exceeds the stability limit {limit:.6e} (CFL: dt < 2/sqrt(λ_max(M⁻¹K)), λ_max ≈ {lambda:.6e}); use a smaller dt or drop `time.dt` to let wavecp choose one")]
+    Unstable { dt: f64, limit: f64, lambda: f64 },
+    #[error("invalid time step dt = {0}: must be positive and finite")]
+    BadDt(f64),
+    #[error("solution is not finite (NaN or Inf) at step {step}, t = {time:.6e}")]
+    NonFinite { step: usize, time: f64 },
+    #[error("{what}: expected {expected} values, found {found}")]
+    Shape {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error("wave speed must be positive and finite everywhere (found {0})")]
+    BadSpeed(f64),
+}
+
+/// How the stiffness is applied in the time loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorKind {
+    /// Assembled CSR matrix (the faster one on this machine: see docs/benchmarks.md).
+    #[default]
+    Csr,
+    /// Stored element matrices, gathered per node.
+    Ebe,
+}
+
+/// Boundary condition on the edges with one physical tag.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BoundaryKind {
+    Dirichlet(TimeFunction),
+    Neumann,
+    Absorbing,
+}
+
+/// Everything that defines the discrete problem except the time step and initial state.
+pub struct Problem {
+    pub mesh: Mesh,
+    pub speed: WaveSpeed,
+    /// `(boundary tag, condition)`; edges whose tag is not listed are homogeneous Neumann.
+    pub boundaries: Vec<(i32, BoundaryKind)>,
+    pub sources: Vec<PointSource>,
+    pub operator: OperatorKind,
+}
+
+enum Stiffness {
+    Csr(Csr),
+    Ebe(ElementByElement),
+}
+
+/// The time stepper. Owns every buffer; [`WaveSolver::step`] does not allocate.
+pub struct WaveSolver {
+    k: Stiffness,
+    mass: Vec<f64>,
+    damp: Vec<f64>,
+    /// `1 / (M/dt² + C/(2dt))`
+    inv: Vec<f64>,
+    /// `(M/dt² − C/(2dt)) · inv`; then `u⁺ = (1+b) u − b u⁻ − inv (K u − F)`.
+    b: Vec<f64>,
+    u_prev: Vec<f64>,
+    u: Vec<f64>,
+    u_next: Vec<f64>,
+    dirichlet: Vec<(u32, TimeFunction)>,
+    sources: Vec<PointSource>,
+    dt: f64,
+    step: usize,
+    lambda_max: f64,
+}
+
+impl WaveSolver {
+    /// Builds operators and estimates `λ_max(M⁻¹K)`. The time step must be set before stepping.
+    pub fn new(p: &Problem) -> Result<Self, SolverError> {
+        let n = p.mesh.num_nodes();
+        let expect = match &p.speed {
+            WaveSpeed::PerCell(v) => (v, p.mesh.num_cells(), "wave speed per cell"),
+            WaveSpeed::Nodal(v) => (v, n, "wave speed per node"),
+        };
+        if expect.0.len() != expect.1 {
+            return Err(SolverError::Shape {
+                what: expect.2,
+                expected: expect.1,
+                found: expect.0.len(),
+            });
+        }
+        if let Some(bad) = expect.0.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
+            return Err(SolverError::BadSpeed(*bad));
+        }
+        let em = element_matrices(&p.mesh, &p.speed);
+        let absorbing: Vec<i32> = p
+            .boundaries
+            .iter()
+            .filter(|(_, k)| *k == BoundaryKind::Absorbing)
+            .map(|(t, _)| *t)
+            .collect();
+        let damp = boundary_damping(&p.mesh, &p.speed, &absorbing);
+        let k = match p.operator {
+            OperatorKind::Csr => Stiffness::Csr(assemble_csr(&p.mesh, &em)),
+            OperatorKind::Ebe => Stiffness::Ebe(ElementByElement::new(&p.mesh, &em)),
+        };
+        // Dirichlet nodes: a node on several Dirichlet tags takes the last one listed.
+        let mut dir_of = vec![None; n];
+        for (tag, kind) in &p.boundaries {
+            if let BoundaryKind::Dirichlet(f) = kind {
+                for e in p.mesh.boundary.iter().filter(|e| e.tag == *tag) {
+                    for v in e.nodes {
+                        dir_of[v as usize] = Some(*f);
+                    }
+                }
+            }
+        }
+        let dirichlet: Vec<(u32, TimeFunction)> = dir_of
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.map(|f| (i as u32, f)))
+            .collect();
+        let mut s = WaveSolver {
+            k,
+            mass: em.mass,
+            damp,
+            inv: vec![0.0; n],
+            b: vec![0.0; n],
+            u_prev: vec![0.0; n],
+            u: vec![0.0; n],
+            u_next: vec![0.0; n],
+            dirichlet,
+            sources: p.sources.clone(),
+            dt: 0.0,
+            step: 0,
+            lambda_max: 0.0,
+        };
+        s.lambda_max = s.estimate_lambda_max(60);
+        Ok(s)
+    }
+
+    /// Power iteration for `λ_max(M⁻¹K)` on the unconstrained nodes (Dirichlet values are
+    /// prescribed, so those rows do not take part in the dynamics). The Rayleigh quotient
+    /// approaches `λ_max` from below; the safety factor on `dt` covers the gap.
+    fn estimate_lambda_max(&mut self, iters: usize) -> f64 {
+        let n = self.mass.len();
+        let mut fixed = vec![false; n];
+        for (i, _) in &self.dirichlet {
+            fixed[*i as usize] = true;
+        }
+        // A deterministic, high-frequency-rich start vector (hashing the node index).
+        let mut x: Vec<f64> = (0..n)
+            .map(|i| {
+                let h = (i as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .rotate_left(17)
+                    ^ 0xD1B5_4A32_D192_ED03;
+                if fixed[i] {
+                    0.0
+                } else {
+                    (h >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+                }
+            })
+            .collect();
+        let mut y = vec![0.0; n];
+        let mut lambda = 0.0;
+        for _ in 0..iters {
+            self.apply_k(&x, &mut y);
+            let xkx: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let xmx: f64 = x.iter().zip(&self.mass).map(|(a, m)| a * a * m).sum();
+            if xmx <= 0.0 {
+                break;
+            }
+            lambda = xkx / xmx;
+            for i in 0..n {
+                y[i] = if fixed[i] { 0.0 } else { y[i] / self.mass[i] };
+            }
+            let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                break;
+            }
+            for i in 0..n {
+                x[i] = y[i] / norm;
+            }
+        }
+        lambda
+    }
+
+    fn apply_k(&self, x: &[f64], y: &mut [f64]) {
+        match &self.k {
+            Stiffness::Csr(k) => k.apply(x, y),
+            Stiffness::Ebe(k) => k.apply(x, y),
+        }
+    }
+
+    /// Estimated `λ_max(M⁻¹K)`.
+    pub fn lambda_max(&self) -> f64 {
+        self.lambda_max
+    }
+
+    /// Largest stable time step, `2 / sqrt(λ_max)`.
+    pub fn dt_limit(&self) -> f64 {
+        2.0 / self.lambda_max.sqrt()
+    }
+
+    /// Sets the time step; refuses one above the stability limit.
+    pub fn set_dt(&mut self, dt: f64) -> Result<(), SolverError> {
+        if !(dt.is_finite() && dt > 0.0) {
+            return Err(SolverError::BadDt(dt));
+        }
+        if dt > self.dt_limit() {
+            return Err(SolverError::Unstable {
+                dt,
+                limit: self.dt_limit(),
+                lambda: self.lambda_max,
+            });
+        }
+        self.set_dt_unchecked(dt);
+        Ok(())
+    }
+
+    /// Sets `dt` without the stability check (for tests that show the limit is real).
+    pub fn set_dt_unchecked(&mut self, dt: f64) {
+        self.dt = dt;
+        for i in 0..self.mass.len() {
+            let m = self.mass[i] / (dt * dt);
+            let d = self.damp[i] / (2.0 * dt);
+            self.inv[i] = 1.0 / (m + d);
+            self.b[i] = (m - d) * self.inv[i];
+        }
+    }
+
+    /// Sets `u(0) = u0`, `u_t(0) = v0` and the step counter to 0. Builds `u(−dt)` from a
+    /// second-order Taylor expansion with `u_tt(0) = M⁻¹(F(0) − K u0 − C v0)`.
+    pub fn set_initial(&mut self, u0: &[f64], v0: &[f64]) -> Result<(), SolverError> {
+        let n = self.mass.len();
+        for (what, v) in [("initial displacement", u0), ("initial velocity", v0)] {
+            if v.len() != n {
+                return Err(SolverError::Shape {
+                    what,
+                    expected: n,
+                    found: v.len(),
+                });
+            }
+        }
+        if self.dt <= 0.0 {
+            return Err(SolverError::BadDt(self.dt));
+        }
+        let dt = self.dt;
+        self.u.copy_from_slice(u0);
+        for (i, f) in &self.dirichlet {
+            self.u[*i as usize] = f.eval(0.0);
+        }
+        let mut ku = vec![0.0; n];
+        self.apply_k(&self.u, &mut ku);
+        for s in &self.sources {
+            let w = s.wavelet.eval(0.0);
+            for k in 0..s.location.len {
+                ku[s.location.nodes[k] as usize] -= s.location.weights[k] * w;
+            }
+        }
+        for i in 0..n {
+            let acc = -(ku[i] + self.damp[i] * v0[i]) / self.mass[i];
+            self.u_prev[i] = self.u[i] - dt * v0[i] + 0.5 * dt * dt * acc;
+        }
+        for (i, f) in &self.dirichlet {
+            self.u_prev[*i as usize] = f.eval(-dt);
+        }
+        self.step = 0;
+        Ok(())
+    }
+
+    /// Advances one step. Allocation-free.
+    pub fn step(&mut self) {
+        let t = self.step as f64 * self.dt;
+        let (u, u_prev, inv, b) = (&self.u, &self.u_prev, &self.inv, &self.b);
+        match &self.k {
+            Stiffness::Csr(k) => fused_update(k, u, u_prev, inv, b, &mut self.u_next),
+            Stiffness::Ebe(k) => fused_update(k, u, u_prev, inv, b, &mut self.u_next),
+        }
+        for s in &self.sources {
+            let w = s.wavelet.eval(t);
+            for k in 0..s.location.len {
+                let i = s.location.nodes[k] as usize;
+                self.u_next[i] += self.inv[i] * s.location.weights[k] * w;
+            }
+        }
+        let t_next = t + self.dt;
+        for (i, f) in &self.dirichlet {
+            self.u_next[*i as usize] = f.eval(t_next);
+        }
+        std::mem::swap(&mut self.u_prev, &mut self.u);
+        std::mem::swap(&mut self.u, &mut self.u_next);
+        self.step += 1;
+    }
+
+    /// Discrete energy `½‖(uⁿ⁺¹ − uⁿ)/dt‖²_M + ½ (uⁿ⁺¹)ᵀ K uⁿ` after the last step (exactly
+    /// conserved by the scheme without damping, sources or inhomogeneous Dirichlet data).
+    pub fn energy(&self) -> f64 {
+        let (u, up, dt) = (&self.u, &self.u_prev, self.dt);
+        let row = |i: usize| {
+            let ku = match &self.k {
+                Stiffness::Csr(k) => k.row_dot(i, up),
+                Stiffness::Ebe(k) => k.row_dot(i, up),
+            };
+            let v = (u[i] - up[i]) / dt;
+            0.5 * self.mass[i] * v * v + 0.5 * u[i] * ku
+        };
+        // Fixed chunks summed in order: the value does not depend on the thread count.
+        const CH: usize = 8192;
+        let n = u.len();
+        let partial: Vec<f64> = (0..n.div_ceil(CH))
+            .into_par_iter()
+            .map(|c| (c * CH..((c + 1) * CH).min(n)).map(row).sum())
+            .collect();
+        partial.iter().sum()
+    }
+
+    /// Checks that the current state is finite; the error names the step.
+    pub fn check_finite(&self) -> Result<(), SolverError> {
+        if self.u.iter().all(|v| v.is_finite()) {
+            Ok(())
+        } else {
+            Err(SolverError::NonFinite {
+                step: self.step,
+                time: self.time(),
+            })
+        }
+    }
+
+    pub fn u(&self) -> &[f64] {
+        &self.u
+    }
+    pub fn dt(&self) -> f64 {
+        self.dt
+    }
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+    pub fn time(&self) -> f64 {
+        self.step as f64 * self.dt
+    }
+    pub fn mass(&self) -> &[f64] {
+        &self.mass
+    }
+    pub fn damping(&self) -> &[f64] {
+        &self.damp
+    }
+    pub fn num_dofs(&self) -> usize {
+        self.mass.len()
+    }
+    /// Bytes read and written by one step (operator data plus five vector streams).
+    pub fn bytes_per_step(&self) -> usize {
+        let op = match &self.k {
+            Stiffness::Csr(k) => k.bytes(),
+            Stiffness::Ebe(k) => k.bytes(),
+        };
+        op + 6 * 8 * self.mass.len()
+    }
+}
+
+/// `u⁺_i = (1+b_i) u_i − b_i u⁻_i − inv_i (K u)_i` for all rows, in parallel.
+fn fused_update<K: RowOperator>(
+    k: &K,
+    u: &[f64],
+    u_prev: &[f64],
+    inv: &[f64],
+    b: &[f64],
+    out: &mut [f64],
+) {
+    const CH: usize = 4096;
+    out.par_chunks_mut(CH).enumerate().for_each(|(c, chunk)| {
+        let base = c * CH;
+        for (j, o) in chunk.iter_mut().enumerate() {
+            let i = base + j;
+            let ku = k.row_dot(i, u);
+            *o = (1.0 + b[i]) * u[i] - b[i] * u_prev[i] - inv[i] * ku;
+        }
+    });
+}
