@@ -275,13 +275,13 @@ impl Config {
                 if g.nx == 0 || g.ny == 0 {
                     return Err(invalid("mesh.generate.nx/ny", "must be at least 1"));
                 }
-                if !(g.x[1] > g.x[0]) {
+                if !increasing(g.x) {
                     return Err(invalid(
                         "mesh.generate.x",
                         format!("[{}, {}] is empty", g.x[0], g.x[1]),
                     ));
                 }
-                if !(g.y[1] > g.y[0]) {
+                if !increasing(g.y) {
                     return Err(invalid(
                         "mesh.generate.y",
                         format!("[{}, {}] is empty", g.y[0], g.y[1]),
@@ -365,6 +365,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `a[0] < a[1]` (false for NaN).
+fn increasing(a: [f64; 2]) -> bool {
+    a[0] < a[1]
 }
 
 fn positive(key: &str, v: f64) -> Result<(), ConfigError> {

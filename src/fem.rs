@@ -452,3 +452,47 @@ impl RowOperator for ElementByElement {
             + self.quads.len() * 16
     }
 }
+
+/// `‖u_h − f‖_{L2}` for a nodal field `u_h`, by 3-point (triangles) and 3×3 Gauss (quads) quadrature.
+pub fn l2_error(mesh: &Mesh, u: &[f64], f: impl Fn([f64; 2]) -> f64) -> f64 {
+    let mut sum = 0.0;
+    // Triangle rule exact for quadratics: weights 1/3 at (1/6, 1/6, 2/3) and permutations.
+    let bary = [
+        [2.0 / 3.0, 1.0 / 6.0, 1.0 / 6.0],
+        [1.0 / 6.0, 2.0 / 3.0, 1.0 / 6.0],
+        [1.0 / 6.0, 1.0 / 6.0, 2.0 / 3.0],
+    ];
+    for t in &mesh.tris {
+        let area = crate::mesh::signed_area(&mesh.coords, t);
+        let x = t.map(|v| mesh.coords[v as usize]);
+        for l in &bary {
+            let p = [
+                l[0] * x[0][0] + l[1] * x[1][0] + l[2] * x[2][0],
+                l[0] * x[0][1] + l[1] * x[1][1] + l[2] * x[2][1],
+            ];
+            let uh: f64 = (0..3).map(|k| l[k] * u[t[k] as usize]).sum();
+            sum += area / 3.0 * (uh - f(p)).powi(2);
+        }
+    }
+    let g3 = [
+        (-0.774_596_669_241_483_4, 5.0 / 9.0),
+        (0.0, 8.0 / 9.0),
+        (0.774_596_669_241_483_4, 5.0 / 9.0),
+    ];
+    for q in &mesh.quads {
+        let x = q.map(|v| mesh.coords[v as usize]);
+        for &(s, ws) in &g3 {
+            for &(t, wt) in &g3 {
+                let phi = q1_shape([s, t]);
+                let (_, det) = q1_phys_grad(&x, [s, t]);
+                let p = [
+                    (0..4).map(|a| phi[a] * x[a][0]).sum(),
+                    (0..4).map(|a| phi[a] * x[a][1]).sum(),
+                ];
+                let uh: f64 = (0..4).map(|a| phi[a] * u[q[a] as usize]).sum();
+                sum += ws * wt * det * (uh - f(p)).powi(2);
+            }
+        }
+    }
+    sum.sqrt()
+}

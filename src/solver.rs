@@ -146,55 +146,74 @@ impl WaveSolver {
             step: 0,
             lambda_max: 0.0,
         };
-        s.lambda_max = s.estimate_lambda_max(60);
+        s.lambda_max = s.estimate_lambda_max(80);
         Ok(s)
     }
 
-    /// Power iteration for `λ_max(M⁻¹K)` on the unconstrained nodes (Dirichlet values are
-    /// prescribed, so those rows do not take part in the dynamics). The Rayleigh quotient
-    /// approaches `λ_max` from below; the safety factor on `dt` covers the gap.
+    /// Estimates `λ_max(M⁻¹K)` on the unconstrained nodes (Dirichlet values are prescribed, so
+    /// those rows take no part in the dynamics) by Lanczos iteration on the symmetric
+    /// `M^{-1/2} K M^{-1/2}`: the power iteration's Krylov space, but taking its best Ritz value
+    /// instead of the last Rayleigh quotient, which matters when the top of the spectrum is
+    /// clustered (uniform grids). The largest Ritz value approaches `λ_max` from below.
     fn estimate_lambda_max(&mut self, iters: usize) -> f64 {
         let n = self.mass.len();
-        let mut fixed = vec![false; n];
+        let mut free = vec![1.0; n];
         for (i, _) in &self.dirichlet {
-            fixed[*i as usize] = true;
+            free[*i as usize] = 0.0;
         }
-        // A deterministic, high-frequency-rich start vector (hashing the node index).
-        let mut x: Vec<f64> = (0..n)
+        let scale: Vec<f64> = self
+            .mass
+            .iter()
+            .zip(&free)
+            .map(|(m, f)| f / m.sqrt())
+            .collect();
+        // A deterministic start vector rich in every frequency (hash of the node index).
+        let mut q: Vec<f64> = (0..n)
             .map(|i| {
                 let h = (i as u64)
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                     .rotate_left(17)
                     ^ 0xD1B5_4A32_D192_ED03;
-                if fixed[i] {
-                    0.0
-                } else {
-                    (h >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-                }
+                free[i] * ((h >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
             })
             .collect();
-        let mut y = vec![0.0; n];
-        let mut lambda = 0.0;
-        for _ in 0..iters {
-            self.apply_k(&x, &mut y);
-            let xkx: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
-            let xmx: f64 = x.iter().zip(&self.mass).map(|(a, m)| a * a * m).sum();
-            if xmx <= 0.0 {
-                break;
-            }
-            lambda = xkx / xmx;
-            for i in 0..n {
-                y[i] = if fixed[i] { 0.0 } else { y[i] / self.mass[i] };
-            }
-            let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
-            if norm == 0.0 {
-                break;
-            }
-            for i in 0..n {
-                x[i] = y[i] / norm;
-            }
+        let norm = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return 0.0;
         }
-        lambda
+        q.iter_mut().for_each(|v| *v /= norm);
+        let mut q_prev = vec![0.0; n];
+        let mut x = vec![0.0; n];
+        let mut y = vec![0.0; n];
+        let (mut alpha, mut beta) = (Vec::new(), Vec::new());
+        let mut b_prev = 0.0;
+        for _ in 0..iters.min(n) {
+            // y = S K S q with S = M^{-1/2} on free nodes, 0 on fixed ones.
+            for i in 0..n {
+                x[i] = scale[i] * q[i];
+            }
+            self.apply_k(&x, &mut y);
+            for i in 0..n {
+                y[i] *= scale[i];
+            }
+            let a: f64 = q.iter().zip(&y).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                y[i] -= a * q[i] + b_prev * q_prev[i];
+            }
+            alpha.push(a);
+            let b = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if b <= 1e-12 * a.abs() {
+                break;
+            }
+            beta.push(b);
+            for i in 0..n {
+                q_prev[i] = q[i];
+                q[i] = y[i] / b;
+            }
+            b_prev = b;
+        }
+        beta.truncate(alpha.len().saturating_sub(1));
+        largest_tridiagonal_eigenvalue(&alpha, &beta)
     }
 
     fn apply_k(&self, x: &[f64], y: &mut [f64]) {
@@ -388,4 +407,48 @@ fn fused_update<K: RowOperator>(
             *o = (1.0 + b[i]) * u[i] - b[i] * u_prev[i] - inv[i] * ku;
         }
     });
+}
+
+/// Largest eigenvalue of the symmetric tridiagonal matrix (diagonal `a`, off-diagonal `b`) by
+/// bisection on the Sturm sequence count.
+fn largest_tridiagonal_eigenvalue(a: &[f64], b: &[f64]) -> f64 {
+    if a.is_empty() {
+        return 0.0;
+    }
+    // Gershgorin interval.
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for i in 0..a.len() {
+        let r = b.get(i).map_or(0.0, |v| v.abs()) + if i > 0 { b[i - 1].abs() } else { 0.0 };
+        lo = lo.min(a[i] - r);
+        hi = hi.max(a[i] + r);
+    }
+    // Number of eigenvalues below x.
+    let count_below = |x: f64| {
+        let mut c = 0;
+        let mut d = 1.0;
+        for i in 0..a.len() {
+            let off = if i > 0 { b[i - 1] * b[i - 1] } else { 0.0 };
+            d = a[i] - x - if i > 0 { off / d } else { 0.0 };
+            if d == 0.0 {
+                d = -1e-300;
+            }
+            if d < 0.0 {
+                c += 1;
+            }
+        }
+        c
+    };
+    let n = a.len();
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if count_below(mid) >= n {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
 }

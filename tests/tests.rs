@@ -1,1 +1,9 @@
-//! placeholder
+//! The integration-test binary (one binary keeps link time down): every test module is listed here.
+
+mod common;
+mod config;
+mod convergence;
+mod energy;
+mod mesh;
+mod output;
+mod source;

@@ -28,7 +28,8 @@ pub fn rectangle(
             "nx and ny must be at least 1 (got {nx} × {ny})"
         )));
     }
-    if !(x[1] > x[0]) || !(y[1] > y[0]) {
+    let increasing = |a: [f64; 2]| a[0] < a[1];
+    if !increasing(x) || !increasing(y) {
         return Err(MeshError::Generate(format!(
             "empty rectangle x = {x:?}, y = {y:?}"
         )));

@@ -418,7 +418,7 @@ impl Reader<'_> {
         self.binary = save;
         if !tok.starts_with('$') || tok.len() < 2 {
             return Err(self.err(format!(
-                "expected a section header like $Nodes, found `{}`",
+                "expected a section header ($MeshFormat, $Nodes, ...), found `{}`",
                 tok.chars().take(40).collect::<String>()
             )));
         }

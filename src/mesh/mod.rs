@@ -5,7 +5,7 @@ mod gmsh;
 mod locate;
 
 pub use generate::{rectangle, CellShape};
-pub use gmsh::read_msh;
+pub use gmsh::{parse as gmsh_parse, read_msh};
 pub use locate::PointLocation;
 
 use std::collections::BTreeMap;

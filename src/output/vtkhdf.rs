@@ -39,6 +39,17 @@ pub struct VtkHdfWriter {
     nrec: usize,
 }
 
+/// Datasets kept open for appending.
+struct Handles {
+    steps: Group,
+    u: Dataset,
+    rec_u: Dataset,
+    rec_t: Dataset,
+    energy: Dataset,
+    energy_t: Dataset,
+    per_step: Vec<(Dataset, i64)>,
+}
+
 fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> OutputError + '_ {
     move |e| OutputError::Hdf5 {
         file: path.to_path_buf(),
@@ -112,24 +123,54 @@ impl VtkHdfWriter {
             xdmf_topo.push(XDMF_QUAD);
             xdmf_topo.extend(q.iter().map(|&v| v as i64));
         }
-        let write = || -> hdf5::Result<(Group, Dataset, Dataset, Dataset, Dataset, Dataset, Vec<(Dataset, i64)>)> {
-            root.new_dataset::<i64>().shape(1).create("NumberOfPoints")?.write(&[n as i64])?;
-            root.new_dataset::<i64>().shape(1).create("NumberOfCells")?.write(&[nc as i64])?;
-            root.new_dataset::<i64>().shape(1).create("NumberOfConnectivityIds")?.write(&[conn.len() as i64])?;
-            root.new_dataset_builder().with_data(ndarray::ArrayView2::from_shape((n, 3), &points).map_err(|x| hdf5::Error::from(x.to_string().as_str()))?).create("Points")?;
-            root.new_dataset_builder().with_data(&conn).create("Connectivity")?;
-            root.new_dataset_builder().with_data(&offsets).create("Offsets")?;
-            root.new_dataset_builder().with_data(&types).create("Types")?;
+        let write = || -> hdf5::Result<Handles> {
+            root.new_dataset::<i64>()
+                .shape(1)
+                .create("NumberOfPoints")?
+                .write(&[n as i64])?;
+            root.new_dataset::<i64>()
+                .shape(1)
+                .create("NumberOfCells")?
+                .write(&[nc as i64])?;
+            root.new_dataset::<i64>()
+                .shape(1)
+                .create("NumberOfConnectivityIds")?
+                .write(&[conn.len() as i64])?;
+            root.new_dataset_builder()
+                .with_data(
+                    ndarray::ArrayView2::from_shape((n, 3), &points)
+                        .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
+                )
+                .create("Points")?;
+            root.new_dataset_builder()
+                .with_data(&conn)
+                .create("Connectivity")?;
+            root.new_dataset_builder()
+                .with_data(&offsets)
+                .create("Offsets")?;
+            root.new_dataset_builder()
+                .with_data(&types)
+                .create("Types")?;
             let pd = root.create_group("PointData")?;
             let u = extensible::<f64>(&pd, "u", n.clamp(1, 1 << 20))?;
             let cd = root.create_group("CellData")?;
-            cd.new_dataset_builder().with_data(&mesh.cell_tags()).create("region")?;
+            cd.new_dataset_builder()
+                .with_data(&mesh.cell_tags())
+                .create("region")?;
             let steps = root.create_group("Steps")?;
-            steps.new_attr::<i64>().create("NSteps")?.write_scalar(&0i64)?;
+            steps
+                .new_attr::<i64>()
+                .create("NSteps")?
+                .write_scalar(&0i64)?;
             let mut per_step = Vec::new();
             // (dataset, value written for the k-th step: `value * k`, or constant when value < 0)
             per_step.push((extensible::<f64>(&steps, "Values", 1024)?, 0));
-            for name in ["PartOffsets", "PointOffsets", "CellOffsets", "ConnectivityIdOffsets"] {
+            for name in [
+                "PartOffsets",
+                "PointOffsets",
+                "CellOffsets",
+                "ConnectivityIdOffsets",
+            ] {
                 per_step.push((extensible::<i64>(&steps, name, 1024)?, 0));
             }
             per_step.push((extensible::<i64>(&steps, "NumberOfParts", 1024)?, -1));
@@ -139,20 +180,50 @@ impl VtkHdfWriter {
             per_step.push((extensible::<i64>(&cdo, "region", 1024)?, 0));
 
             let w = file.create_group("wavecp")?;
-            w.new_dataset_builder().with_data(&xdmf_topo).create("xdmf_topology")?;
+            w.new_dataset_builder()
+                .with_data(&xdmf_topo)
+                .create("xdmf_topology")?;
             let rg = w.create_group("receivers")?;
             let pos: Vec<f64> = receivers.iter().flat_map(|r| r.position).collect();
-            rg.new_dataset_builder().with_data(ndarray::ArrayView2::from_shape((receivers.len(), 2), &pos).map_err(|x| hdf5::Error::from(x.to_string().as_str()))?).create("positions")?;
-            let names: Vec<VarLenUnicode> = receivers.iter().map(|r| r.name.parse().unwrap_or_default()).collect();
+            rg.new_dataset_builder()
+                .with_data(
+                    ndarray::ArrayView2::from_shape((receivers.len(), 2), &pos)
+                        .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
+                )
+                .create("positions")?;
+            let names: Vec<VarLenUnicode> = receivers
+                .iter()
+                .map(|r| r.name.parse().unwrap_or_default())
+                .collect();
             rg.new_dataset_builder().with_data(&names).create("names")?;
             let nrec = receivers.len().max(1);
-            let rec_u = rg.new_dataset::<f64>().chunk((256, nrec)).shape((0.., receivers.len()..)).create("u")?;
+            let rec_u = rg
+                .new_dataset::<f64>()
+                .chunk((256, nrec))
+                .shape((0.., receivers.len()..))
+                .create("u")?;
             let rec_t = extensible::<f64>(&rg, "time", 4096)?;
             let energy = extensible::<f64>(&w, "energy", 1024)?;
             let energy_t = extensible::<f64>(&w, "energy_time", 1024)?;
-            Ok((steps, u, rec_u, rec_t, energy, energy_t, per_step))
+            Ok(Handles {
+                steps,
+                u,
+                rec_u,
+                rec_t,
+                energy,
+                energy_t,
+                per_step,
+            })
         };
-        let (steps, u, rec_u, rec_t, energy, energy_t, per_step) = write().map_err(&e)?;
+        let Handles {
+            steps,
+            u,
+            rec_u,
+            rec_t,
+            energy,
+            energy_t,
+            per_step,
+        } = write().map_err(&e)?;
         file.flush().map_err(&e)?;
         let xdmf = xdmf.then(|| path.with_extension("xdmf"));
         Ok(VtkHdfWriter {
