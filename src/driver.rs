@@ -450,16 +450,16 @@ impl Output {
     }
 }
 
-/// The built-in demo: a Ricker source in a unit square with absorbing sides, 160 × 160 quads,
-/// three receivers, output every 20 steps to `wavecp_demo.vtkhdf`.
+/// The built-in demo: a 6 Hz Ricker source in a unit square with absorbing sides, 400 × 400
+/// quads (160 801 nodes), three receivers, to t = 1.5, output every 25 steps to `wavecp_demo.vtkhdf`.
 pub fn demo_config() -> Config {
     Config {
         mesh: MeshConfig {
             file: None,
             generate: Some(GenerateConfig {
                 shape: CellShape::Quad,
-                nx: 160,
-                ny: 160,
+                nx: 400,
+                ny: 400,
                 x: [0.0, 1.0],
                 y: [0.0, 1.0],
             }),
@@ -480,14 +480,14 @@ pub fn demo_config() -> Config {
             delay: None,
         }],
         source: vec![SourceConfig {
-            position: [0.5, 0.5],
-            frequency: 8.0,
+            position: [0.4, 0.45],
+            frequency: 6.0,
             amplitude: 1.0,
             delay: None,
         }],
         initial: Default::default(),
         time: TimeConfig {
-            end: 1.0,
+            end: 1.5,
             dt: None,
             safety: 0.9,
         },
@@ -501,7 +501,7 @@ pub fn demo_config() -> Config {
             .collect(),
         output: crate::config::OutputConfig {
             path: "wavecp_demo.vtkhdf".into(),
-            every: 20,
+            every: 25,
             xdmf: true,
         },
         solver: Default::default(),

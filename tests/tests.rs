@@ -1,5 +1,6 @@
 //! The integration-test binary (one binary keeps link time down): every test module is listed here.
 
+mod alloc;
 mod common;
 mod config;
 mod convergence;
