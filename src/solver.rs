@@ -315,7 +315,7 @@ impl WaveSolver {
                 self.u_next[i] += self.inv[i] * s.location.weights[k] * w;
             }
         }
-        let t_next = t + self.dt;
+        let t_next = (self.step + 1) as f64 * self.dt;
         for (i, f) in &self.dirichlet {
             self.u_next[*i as usize] = f.eval(t_next);
         }

@@ -70,3 +70,39 @@ fn triangles_converge_at_second_order() {
 fn quads_converge_at_second_order() {
     check(CellShape::Quad);
 }
+
+/// The same mode started from rest displacement and a velocity, `u = sin(√2πt)/(√2π) sin πx sin πy`:
+/// checks the second-order start `u⁻¹ = u⁰ − dt v⁰ + dt²/2 a⁰` through the convergence rate.
+#[test]
+fn initial_velocity_converges_at_second_order() {
+    let w = (2.0f64).sqrt() * PI;
+    let t_end = 0.6;
+    let err = |n: usize| {
+        let p = square(
+            CellShape::Quad,
+            n,
+            1.0,
+            Some(BoundaryKind::Dirichlet(TimeFunction::Constant(0.0))),
+        );
+        let mut s = WaveSolver::new(&p).unwrap();
+        let steps = (t_end / (0.25 / n as f64)).ceil() as usize;
+        s.set_dt(t_end / steps as f64).unwrap();
+        let v0: Vec<f64> = p
+            .mesh
+            .coords
+            .iter()
+            .map(|x| (PI * x[0]).sin() * (PI * x[1]).sin())
+            .collect();
+        s.set_initial(&vec![0.0; v0.len()], &v0).unwrap();
+        for _ in 0..steps {
+            s.step();
+        }
+        l2_error(&p.mesh, s.u(), |x| {
+            (w * t_end).sin() / w * (PI * x[0]).sin() * (PI * x[1]).sin()
+        })
+    };
+    let e: Vec<f64> = [8, 16, 32].iter().map(|n| err(*n)).collect();
+    let r = rate(&[1.0 / 8.0, 1.0 / 16.0, 1.0 / 32.0], &e);
+    eprintln!("initial velocity: errors {e:?}, rate {r:.3}");
+    assert!((1.9..=2.1).contains(&r), "rate {r} (errors {e:?})");
+}

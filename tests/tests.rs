@@ -7,4 +7,5 @@ mod convergence;
 mod energy;
 mod mesh;
 mod output;
+mod solver;
 mod source;
