@@ -343,12 +343,14 @@ pub fn assemble_csr(mesh: &Mesh, em: &ElementMatrices) -> Csr {
             let mut cols = Vec::with_capacity(entries.len());
             let mut vals: Vec<f64> = Vec::with_capacity(entries.len());
             for (j, v) in entries {
-                if cols.last() == Some(&j) {
-                    *vals.last_mut().unwrap_or(&mut 0.0) += v;
-                } else {
-                    cols.push(j);
-                    vals.push(v);
+                if let (Some(&last), Some(acc)) = (cols.last(), vals.last_mut()) {
+                    if last == j {
+                        *acc += v;
+                        continue;
+                    }
                 }
+                cols.push(j);
+                vals.push(v);
             }
             (cols, vals)
         })

@@ -28,14 +28,8 @@ pub struct VtkHdfWriter {
     num_cells: usize,
     topology_len: usize,
     times: Vec<f64>,
-    steps: Group,
-    u: Dataset,
-    rec_u: Dataset,
-    rec_t: Dataset,
+    h: Handles,
     rec_rows: usize,
-    energy: Dataset,
-    energy_t: Dataset,
-    per_step: Vec<(Dataset, i64)>,
     nrec: usize,
 }
 
@@ -215,15 +209,7 @@ impl VtkHdfWriter {
                 per_step,
             })
         };
-        let Handles {
-            steps,
-            u,
-            rec_u,
-            rec_t,
-            energy,
-            energy_t,
-            per_step,
-        } = write().map_err(&e)?;
+        let h = write().map_err(&e)?;
         file.flush().map_err(&e)?;
         let xdmf = xdmf.then(|| path.with_extension("xdmf"));
         Ok(VtkHdfWriter {
@@ -234,14 +220,8 @@ impl VtkHdfWriter {
             num_cells: nc,
             topology_len: xdmf_topo.len(),
             times: Vec::new(),
-            steps,
-            u,
-            rec_u,
-            rec_t,
+            h,
             rec_rows: 0,
-            energy,
-            energy_t,
-            per_step,
             nrec: receivers.len(),
         })
     }
@@ -254,15 +234,15 @@ impl VtkHdfWriter {
         let e = h5err(&self.path);
         let rows = times.len();
         let (r0, r1) = (self.rec_rows, self.rec_rows + rows);
-        self.rec_u.resize((r1, self.nrec)).map_err(&e)?;
+        self.h.rec_u.resize((r1, self.nrec)).map_err(&e)?;
         let view = ndarray::ArrayView2::from_shape((rows, self.nrec), values).map_err(|x| {
             OutputError::Hdf5 {
                 file: self.path.clone(),
                 msg: x.to_string(),
             }
         })?;
-        self.rec_u.write_slice(view, s![r0..r1, ..]).map_err(&e)?;
-        append(&self.rec_t, times).map_err(&e)?;
+        self.h.rec_u.write_slice(view, s![r0..r1, ..]).map_err(&e)?;
+        append(&self.h.rec_t, times).map_err(&e)?;
         self.rec_rows = r1;
         Ok(())
     }
@@ -271,10 +251,10 @@ impl VtkHdfWriter {
     pub fn write_step(&mut self, time: f64, u: &[f64], energy: f64) -> Result<(), OutputError> {
         let e = h5err(&self.path);
         let k = self.times.len() as i64;
-        append(&self.u, u).map_err(&e)?;
-        append(&self.energy, &[energy]).map_err(&e)?;
-        append(&self.energy_t, &[time]).map_err(&e)?;
-        for (i, (ds, per)) in self.per_step.iter().enumerate() {
+        append(&self.h.u, u).map_err(&e)?;
+        append(&self.h.energy, &[energy]).map_err(&e)?;
+        append(&self.h.energy_t, &[time]).map_err(&e)?;
+        for (i, (ds, per)) in self.h.per_step.iter().enumerate() {
             if i == 0 {
                 append(ds, &[time]).map_err(&e)?;
             } else {
@@ -283,7 +263,8 @@ impl VtkHdfWriter {
             }
         }
         self.times.push(time);
-        self.steps
+        self.h
+            .steps
             .attr("NSteps")
             .and_then(|a| a.write_scalar(&(k + 1)))
             .map_err(&e)?;
