@@ -6,6 +6,8 @@
 
 pub mod bench;
 pub mod config;
+#[cfg(feature = "hdf5")]
+pub mod dataset;
 pub mod driver;
 pub mod fem;
 pub mod mesh;

@@ -44,6 +44,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Generate a surrogate training/test dataset from FE simulations (HDF5).
+    Dataset {
+        job: PathBuf,
+        /// Which split(s) of the job to generate.
+        #[arg(long, value_parser = ["train", "test", "all"], default_value = "all")]
+        split: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Replace an existing file that was made from a different job.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        json: bool,
+        /// Testing aid: abort (as a crash would) after this many samples were written.
+        #[arg(long, hide = true)]
+        abort_after_samples: Option<usize>,
+    },
     /// Mesh tools.
     Mesh {
         #[command(subcommand)]
@@ -138,6 +155,14 @@ fn run(cmd: Cmd) -> Result<()> {
             )?;
             report(&summary, json)
         }
+        Cmd::Dataset {
+            job,
+            split,
+            set,
+            overwrite,
+            json,
+            abort_after_samples,
+        } => dataset(&job, &split, &set, overwrite, json, abort_after_samples),
         Cmd::Mesh {
             cmd: MeshCmd::Info { file, json },
         } => mesh_info(&file, json),
@@ -244,4 +269,64 @@ fn mesh_info(file: &std::path::Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "hdf5")]
+fn dataset(
+    job: &std::path::Path,
+    split: &str,
+    set: &[String],
+    overwrite: bool,
+    json: bool,
+    abort_after_samples: Option<usize>,
+) -> Result<()> {
+    use wavecp::dataset::{generate, DatasetJob, DatasetOptions};
+    let d = DatasetJob::load(job, set)?;
+    let base = job.parent().map(PathBuf::from).unwrap_or_default();
+    let opts = DatasetOptions {
+        progress: !json,
+        overwrite,
+        abort_after_samples,
+    };
+    let mut splits = Vec::new();
+    if split != "test" {
+        splits.push(d.train.clone());
+    }
+    if split != "train" {
+        match &d.test {
+            Some(t) => splits.push(t.clone()),
+            None if split == "test" => {
+                anyhow::bail!("{}: the job has no [test] section", job.display())
+            }
+            None => {}
+        }
+    }
+    let mut summaries = Vec::new();
+    for s in &splits {
+        let summary = generate(&d, &base, s, &opts)
+            .with_context(|| format!("dataset {}", s.path.display()))?;
+        if !json {
+            println!(
+                "{}: {} samples ({} generated, {} resumed) of {} frames {}×{}, frame dt {:.4e}, mean {:.3e}, std {:.3e}, {:.1} s",
+                summary.path.display(), summary.samples, summary.generated, summary.resumed, summary.frames, summary.ny, summary.nx, summary.frame_dt, summary.mean, summary.std, summary.wall_s
+            );
+        }
+        summaries.push(summary);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn dataset(
+    _: &std::path::Path,
+    _: &str,
+    _: &[String],
+    _: bool,
+    _: bool,
+    _: Option<usize>,
+) -> Result<()> {
+    anyhow::bail!("this wavecp was built without the `hdf5` feature: datasets need it")
 }

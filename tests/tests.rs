@@ -4,6 +4,7 @@ mod alloc;
 mod common;
 mod config;
 mod convergence;
+mod dataset;
 mod energy;
 mod mesh;
 mod output;

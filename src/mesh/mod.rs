@@ -6,7 +6,7 @@ mod locate;
 
 pub use generate::{rectangle, CellShape};
 pub use gmsh::{parse as gmsh_parse, read_msh};
-pub use locate::PointLocation;
+pub use locate::{CellLocator, PointLocation};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
