@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod driver;
 pub mod fem;
 pub mod mesh;
+pub mod nn;
 pub mod output;
 pub mod progress;
 pub mod solver;

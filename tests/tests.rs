@@ -7,6 +7,7 @@ mod convergence;
 mod dataset;
 mod energy;
 mod mesh;
+mod nn;
 mod output;
 mod solver;
 mod source;

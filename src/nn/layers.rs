@@ -1,0 +1,989 @@
+//! Network layers with forward, input-gradient and weight-gradient passes.
+//!
+//! # Shapes
+//! Every layer maps `x: [B, Ci, T, Y, X]` to `y: [B, Co, T', Y', X']` (2-D layers: `T = T' = 1`).
+//! `backward_input(dy)` returns `dx` with the shape of the last `x`; `backward_weights(dy)` adds
+//! the weight gradients of the last forward pass into each [`Param::grad`].
+
+use super::conv::{
+    col2im, depthwise_axis, depthwise_axis_backward, gemm, im2col, view, AxisConv, DwShape, Geom,
+};
+use super::tensor::{NnError, Tensor};
+use rayon::prelude::*;
+
+/// A trainable array and its gradient.
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: Vec<f32>,
+    pub grad: Vec<f32>,
+}
+
+impl Param {
+    pub fn new(name: impl Into<String>, shape: &[usize], value: Vec<f32>) -> Self {
+        let n = value.len();
+        Param {
+            name: name.into(),
+            shape: shape.to_vec(),
+            value,
+            grad: vec![0.0; n],
+        }
+    }
+}
+
+/// A layer of the network. See the module docs for shapes.
+pub trait Layer: Send + Sync {
+    /// `x: [B, Ci, T, Y, X] → y: [B, Co, T', Y', X']`; keeps what the backward passes need.
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError>;
+    /// `dy: [B, Co, T', Y', X'] → dx: [B, Ci, T, Y, X]`.
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError>;
+    /// Adds `∂L/∂θ` for `dy = ∂L/∂y` into the parameters' gradients.
+    fn backward_weights(&mut self, _dy: &Tensor) -> Result<(), NnError> {
+        Ok(())
+    }
+    fn params(&self) -> Vec<&Param> {
+        vec![]
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        vec![]
+    }
+    fn describe(&self) -> String;
+}
+
+fn axis_conv(g: &Geom, ax: usize) -> AxisConv {
+    AxisConv {
+        axis: ax,
+        k: g.k[ax],
+        stride: g.stride[ax],
+        pad: g.pad[ax],
+        dil: g.dil[ax],
+    }
+}
+
+fn saved<'a>(x: &'a Option<Tensor>, what: &str) -> Result<&'a Tensor, NnError> {
+    x.as_ref()
+        .ok_or_else(|| NnError::Model(format!("{what}: backward before forward")))
+}
+
+fn check_channels(x: &Tensor, c: usize, what: &str) -> Result<[usize; 5], NnError> {
+    let d = x.dims5(what)?;
+    if d[1] != c {
+        return Err(NnError::Shape {
+            what: format!("{what} input channels"),
+            expected: vec![c],
+            found: vec![d[1]],
+        });
+    }
+    Ok(d)
+}
+
+fn check_same(a: &Tensor, shape: &[usize], what: &str) -> Result<(), NnError> {
+    if a.shape != shape {
+        return Err(NnError::Shape {
+            what: what.into(),
+            expected: shape.to_vec(),
+            found: a.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `f(b, out_slice)` for every sample in parallel and stacks the results.
+fn per_sample(b: usize, each: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    let mut out = vec![0.0f32; b * each];
+    out.par_chunks_mut(each.max(1))
+        .enumerate()
+        .for_each(|(i, o)| f(i, o));
+    out
+}
+
+/// Sums per-sample gradient contributions in sample order (deterministic for any thread count).
+fn sum_per_sample(b: usize, len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    let parts = per_sample(b, len, f);
+    let mut acc = vec![0.0f32; len];
+    for p in parts.chunks(len.max(1)) {
+        for (a, v) in acc.iter_mut().zip(p) {
+            *a += v;
+        }
+    }
+    acc
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense convolution
+
+/// The dense kernel math shared by `dense` and `pair`: `W: [Co, Ci·kt·ky·kx]`.
+#[derive(Debug, Clone)]
+pub struct ConvCore {
+    pub ci: usize,
+    pub co: usize,
+    pub g: Geom,
+}
+
+impl ConvCore {
+    fn dims(&self, x: &Tensor, what: &str) -> Result<([usize; 5], [usize; 3]), NnError> {
+        let d = check_channels(x, self.ci, what)?;
+        let o = self.g.out_dims([d[2], d[3], d[4]])?;
+        Ok((d, o))
+    }
+
+    /// `y = W ⋆ x + b`.
+    pub fn forward(&self, x: &Tensor, w: &[f32], bias: Option<&[f32]>) -> Result<Tensor, NnError> {
+        let (d, o) = self.dims(x, "convolution")?;
+        let ind = [d[2], d[3], d[4]];
+        let (nin, n, k) = (
+            self.ci * ind.iter().product::<usize>(),
+            o.iter().product::<usize>(),
+            self.ci * self.g.kvol(),
+        );
+        let data = per_sample(d[0], self.co * n, |b, y| {
+            let mut col = vec![0.0f32; k * n];
+            im2col(
+                &x.data[b * nin..(b + 1) * nin],
+                self.ci,
+                ind,
+                &self.g,
+                o,
+                &mut col,
+            );
+            gemm(1.0, view(w, self.co, k), view(&col, k, n), 0.0, y);
+            if let Some(bias) = bias {
+                for (c, row) in y.chunks_mut(n).enumerate() {
+                    row.iter_mut().for_each(|v| *v += bias[c]);
+                }
+            }
+        });
+        Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data)
+    }
+
+    /// `dx = Wᵀ ⋆ dy` (im2col adjoint).
+    pub fn backward_input(&self, x: &Tensor, dy: &Tensor, w: &[f32]) -> Result<Tensor, NnError> {
+        let (d, o) = self.dims(x, "convolution")?;
+        check_same(
+            dy,
+            &[d[0], self.co, o[0], o[1], o[2]],
+            "convolution output gradient",
+        )?;
+        let ind = [d[2], d[3], d[4]];
+        let (nin, n, k) = (
+            self.ci * ind.iter().product::<usize>(),
+            o.iter().product::<usize>(),
+            self.ci * self.g.kvol(),
+        );
+        let data = per_sample(d[0], nin, |b, dx| {
+            let mut col = vec![0.0f32; k * n];
+            gemm(
+                1.0,
+                view(w, self.co, k).t(),
+                view(&dy.data[b * self.co * n..], self.co, n),
+                0.0,
+                &mut col,
+            );
+            col2im(&col, self.ci, ind, &self.g, o, dx);
+        });
+        Tensor::from_vec(&x.shape, data)
+    }
+
+    /// `(dW, db)` with `dW = Σ_b dy_b · col_bᵀ`.
+    pub fn backward_weights(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Vec<f32>, Vec<f32>), NnError> {
+        let (d, o) = self.dims(x, "convolution")?;
+        check_same(
+            dy,
+            &[d[0], self.co, o[0], o[1], o[2]],
+            "convolution output gradient",
+        )?;
+        let ind = [d[2], d[3], d[4]];
+        let (nin, n, k) = (
+            self.ci * ind.iter().product::<usize>(),
+            o.iter().product::<usize>(),
+            self.ci * self.g.kvol(),
+        );
+        let dw = sum_per_sample(d[0], self.co * k, |b, dw| {
+            let mut col = vec![0.0f32; k * n];
+            im2col(
+                &x.data[b * nin..(b + 1) * nin],
+                self.ci,
+                ind,
+                &self.g,
+                o,
+                &mut col,
+            );
+            gemm(
+                1.0,
+                view(&dy.data[b * self.co * n..], self.co, n),
+                view(&col, k, n).t(),
+                0.0,
+                dw,
+            );
+        });
+        let mut db = vec![0.0f32; self.co];
+        for b in 0..d[0] {
+            for (c, row) in dy.data[b * self.co * n..(b + 1) * self.co * n]
+                .chunks(n)
+                .enumerate()
+            {
+                db[c] += row.iter().sum::<f32>();
+            }
+        }
+        Ok((dw, db))
+    }
+}
+
+/// `dense`: the usual kernel `W[o, i, kt, ky, kx]`, every entry trainable.
+pub struct DenseConv {
+    pub core: ConvCore,
+    pub w: Param,
+    pub b: Option<Param>,
+    x: Option<Tensor>,
+}
+
+impl DenseConv {
+    pub fn new(core: ConvCore, w: Vec<f32>, bias: bool) -> Self {
+        let k = core.g.k;
+        let w = Param::new("weight", &[core.co, core.ci, k[0], k[1], k[2]], w);
+        let b = bias.then(|| Param::new("bias", &[core.co], vec![0.0; core.co]));
+        DenseConv {
+            core,
+            w,
+            b,
+            x: None,
+        }
+    }
+}
+
+impl Layer for DenseConv {
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        let y = self
+            .core
+            .forward(x, &self.w.value, self.b.as_ref().map(|b| &b.value[..]))?;
+        self.x = Some(x.clone());
+        Ok(y)
+    }
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
+        self.core
+            .backward_input(saved(&self.x, "dense conv")?, dy, &self.w.value)
+    }
+    fn backward_weights(&mut self, dy: &Tensor) -> Result<(), NnError> {
+        let (dw, db) = self
+            .core
+            .backward_weights(saved(&self.x, "dense conv")?, dy)?;
+        self.w.grad.iter_mut().zip(dw).for_each(|(g, d)| *g += d);
+        if let Some(b) = &mut self.b {
+            b.grad.iter_mut().zip(db).for_each(|(g, d)| *g += d);
+        }
+        Ok(())
+    }
+    fn params(&self) -> Vec<&Param> {
+        std::iter::once(&self.w).chain(self.b.as_ref()).collect()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        std::iter::once(&mut self.w)
+            .chain(self.b.as_mut())
+            .collect()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "dense conv {}→{} k{:?} s{:?} p{:?} d{:?}",
+            self.core.ci,
+            self.core.co,
+            self.core.g.k,
+            self.core.g.stride,
+            self.core.g.pad,
+            self.core.g.dil
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pair-wise factorised convolution (the paper's form)
+
+/// `pair`: every kernel `W[o, i]` is `Σ_r f_t[o,i,r] ⊗ f_y[o,i,r] ⊗ f_x[o,i,r]` (2-D: `f_y ⊗ f_x`).
+///
+/// Implementation: the dense kernel is rebuilt from the factors (`Co·Ci·R·kvol` flops, negligible
+/// beside the convolution) and run through the dense path; the factor gradients follow from the
+/// dense kernel gradient by the chain rule. This is exact and faster than per-pair separable passes,
+/// which would need a `Co·Ci`-channel intermediate.
+pub struct PairConv {
+    pub core: ConvCore,
+    pub rank: usize,
+    /// Axes that carry a factor (3-D: t, y, x; 2-D: y, x).
+    pub axes: Vec<usize>,
+    /// One factor per axis in `axes`: `[Co, Ci, R, k_axis]`.
+    pub factors: Vec<Param>,
+    pub b: Option<Param>,
+    x: Option<Tensor>,
+    w: Vec<f32>,
+}
+
+impl PairConv {
+    pub fn new(
+        core: ConvCore,
+        rank: usize,
+        axes: Vec<usize>,
+        factors: Vec<Vec<f32>>,
+        bias: bool,
+    ) -> Self {
+        let names = ["factor_t", "factor_y", "factor_x"];
+        let factors = axes
+            .iter()
+            .zip(factors)
+            .map(|(&a, v)| Param::new(names[a], &[core.co, core.ci, rank, core.g.k[a]], v))
+            .collect();
+        let b = bias.then(|| Param::new("bias", &[core.co], vec![0.0; core.co]));
+        let mut p = PairConv {
+            core,
+            rank,
+            axes,
+            factors,
+            b,
+            x: None,
+            w: vec![],
+        };
+        p.rebuild();
+        p
+    }
+
+    /// Factor value of axis slot `s` at `(o, i, r, j)`.
+    fn f(&self, s: usize, oi: usize, r: usize, j: usize) -> f32 {
+        let k = self.core.g.k[self.axes[s]];
+        self.factors[s].value[(oi * self.rank + r) * k + j]
+    }
+
+    /// Index of kernel tap `(p, q, s)` along the factor axis in slot `slot`.
+    fn tap(&self, slot: usize, pqs: [usize; 3]) -> usize {
+        pqs[self.axes[slot]]
+    }
+
+    /// Dense kernel from the factors.
+    pub fn rebuild(&mut self) {
+        let k = self.core.g.k;
+        let kv = self.core.g.kvol();
+        let mut w = vec![0.0f32; self.core.co * self.core.ci * kv];
+        for oi in 0..self.core.co * self.core.ci {
+            for p in 0..k[0] {
+                for q in 0..k[1] {
+                    for s in 0..k[2] {
+                        let mut acc = 0.0;
+                        for r in 0..self.rank {
+                            let mut prod = 1.0;
+                            for slot in 0..self.axes.len() {
+                                prod *= self.f(slot, oi, r, self.tap(slot, [p, q, s]));
+                            }
+                            acc += prod;
+                        }
+                        w[oi * kv + (p * k[1] + q) * k[2] + s] = acc;
+                    }
+                }
+            }
+        }
+        self.w = w;
+    }
+
+    pub fn dense_kernel(&self) -> &[f32] {
+        &self.w
+    }
+}
+
+impl Layer for PairConv {
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        self.rebuild();
+        let y = self
+            .core
+            .forward(x, &self.w, self.b.as_ref().map(|b| &b.value[..]))?;
+        self.x = Some(x.clone());
+        Ok(y)
+    }
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
+        self.core
+            .backward_input(saved(&self.x, "pair conv")?, dy, &self.w)
+    }
+    fn backward_weights(&mut self, dy: &Tensor) -> Result<(), NnError> {
+        let (dw, db) = self
+            .core
+            .backward_weights(saved(&self.x, "pair conv")?, dy)?;
+        let k = self.core.g.k;
+        let kv = self.core.g.kvol();
+        let na = self.axes.len();
+        let mut grads: Vec<Vec<f32>> = self
+            .factors
+            .iter()
+            .map(|f| vec![0.0; f.value.len()])
+            .collect();
+        for oi in 0..self.core.co * self.core.ci {
+            for p in 0..k[0] {
+                for q in 0..k[1] {
+                    for s in 0..k[2] {
+                        let g = dw[oi * kv + (p * k[1] + q) * k[2] + s];
+                        for r in 0..self.rank {
+                            for slot in 0..na {
+                                // ∂W/∂f_slot = product of the other factors.
+                                let mut prod = g;
+                                for other in 0..na {
+                                    if other != slot {
+                                        prod *= self.f(other, oi, r, self.tap(other, [p, q, s]));
+                                    }
+                                }
+                                let kk = k[self.axes[slot]];
+                                grads[slot]
+                                    [(oi * self.rank + r) * kk + self.tap(slot, [p, q, s])] += prod;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (f, g) in self.factors.iter_mut().zip(grads) {
+            f.grad.iter_mut().zip(g).for_each(|(a, d)| *a += d);
+        }
+        if let Some(b) = &mut self.b {
+            b.grad.iter_mut().zip(db).for_each(|(g, d)| *g += d);
+        }
+        Ok(())
+    }
+    fn params(&self) -> Vec<&Param> {
+        self.factors.iter().chain(self.b.as_ref()).collect()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.factors.iter_mut().chain(self.b.as_mut()).collect()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "pair conv {}→{} rank {} k{:?} s{:?} p{:?}",
+            self.core.ci,
+            self.core.co,
+            self.rank,
+            self.core.g.k,
+            self.core.g.stride,
+            self.core.g.pad
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole-kernel CP convolution (Lebedev et al. 2015)
+
+/// `cp`: `W[o,i,p,q,s] = Σ_r U[o,r] · A_t[r,p] · A_y[r,q] · A_x[r,s] · V[r,i]`, run as a 1×1
+/// convolution `Ci → R`, one depthwise 1-D convolution per axis (carrying that axis's stride,
+/// padding and dilation), and a 1×1 convolution `R → Co` plus bias. Exact: zero padding and
+/// strides separate along axes for a separable kernel.
+pub struct CpConv {
+    pub ci: usize,
+    pub co: usize,
+    pub rank: usize,
+    pub g: Geom,
+    /// Axes with a depthwise factor (3-D: t, y, x; 2-D: y, x).
+    pub axes: Vec<usize>,
+    /// `V: [R, Ci]`
+    pub v: Param,
+    /// One `[R, k_axis]` per axis in `axes`.
+    pub a: Vec<Param>,
+    /// `U: [Co, R]`
+    pub u: Param,
+    pub b: Option<Param>,
+    /// Forward intermediates: x, then the input of each depthwise pass, then its output.
+    cache: Vec<Tensor>,
+}
+
+impl CpConv {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ci: usize,
+        co: usize,
+        rank: usize,
+        g: Geom,
+        axes: Vec<usize>,
+        v: Vec<f32>,
+        a: Vec<Vec<f32>>,
+        u: Vec<f32>,
+        bias: bool,
+    ) -> Self {
+        let names = ["factor_t", "factor_y", "factor_x"];
+        let a = axes
+            .iter()
+            .zip(a)
+            .map(|(&ax, val)| Param::new(names[ax], &[rank, g.k[ax]], val))
+            .collect();
+        CpConv {
+            ci,
+            co,
+            rank,
+            g,
+            axes,
+            v: Param::new("factor_in", &[rank, ci], v),
+            a,
+            u: Param::new("factor_out", &[co, rank], u),
+            b: bias.then(|| Param::new("bias", &[co], vec![0.0; co])),
+            cache: vec![],
+        }
+    }
+
+    /// The equivalent dense kernel `[Co, Ci, kt, ky, kx]` (for tests and export).
+    pub fn dense_kernel(&self) -> Vec<f32> {
+        let k = self.g.k;
+        let kv = self.g.kvol();
+        let mut w = vec![0.0f32; self.co * self.ci * kv];
+        for o in 0..self.co {
+            for i in 0..self.ci {
+                for p in 0..k[0] {
+                    for q in 0..k[1] {
+                        for s in 0..k[2] {
+                            let mut acc = 0.0;
+                            for r in 0..self.rank {
+                                let mut prod =
+                                    self.u.value[o * self.rank + r] * self.v.value[r * self.ci + i];
+                                for (slot, &ax) in self.axes.iter().enumerate() {
+                                    prod *= self.a[slot].value[r * k[ax] + [p, q, s][ax]];
+                                }
+                                acc += prod;
+                            }
+                            w[(o * self.ci + i) * kv + (p * k[1] + q) * k[2] + s] = acc;
+                        }
+                    }
+                }
+            }
+        }
+        w
+    }
+
+    fn pointwise(
+        x: &Tensor,
+        w: &[f32],
+        co: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Tensor, NnError> {
+        let d = x.dims5("1×1 convolution")?;
+        let (ci, n) = (d[1], d[2] * d[3] * d[4]);
+        let data = per_sample(d[0], co * n, |b, y| {
+            gemm(
+                1.0,
+                view(w, co, ci),
+                view(&x.data[b * ci * n..], ci, n),
+                0.0,
+                y,
+            );
+            if let Some(bias) = bias {
+                for (c, row) in y.chunks_mut(n).enumerate() {
+                    row.iter_mut().for_each(|v| *v += bias[c]);
+                }
+            }
+        });
+        Tensor::from_vec(&[d[0], co, d[2], d[3], d[4]], data)
+    }
+
+    fn axis_geom(&self, ax: usize) -> Geom {
+        let mut g = Geom {
+            k: [1; 3],
+            stride: [1; 3],
+            pad: [0; 3],
+            dil: [1; 3],
+        };
+        g.k[ax] = self.g.k[ax];
+        g.stride[ax] = self.g.stride[ax];
+        g.pad[ax] = self.g.pad[ax];
+        g.dil[ax] = self.g.dil[ax];
+        g
+    }
+}
+
+impl Layer for CpConv {
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        check_channels(x, self.ci, "cp conv")?;
+        // Strides on axes without a factor (2-D: t) would be lost; the model builder rejects them.
+        let mut cache = vec![x.clone()];
+        let mut z = Self::pointwise(x, &self.v.value, self.rank, None)?;
+        for (slot, &ax) in self.axes.iter().enumerate() {
+            let d = z.dims5("cp conv")?;
+            let ind = [d[2], d[3], d[4]];
+            let g = self.axis_geom(ax);
+            let o = g.out_dims(ind)?;
+            let (nin, nout) = (ind.iter().product::<usize>(), o.iter().product::<usize>());
+            let w = &self.a[slot].value;
+            let data = per_sample(d[0], self.rank * nout, |b, y| {
+                let sh = DwShape {
+                    c: self.rank,
+                    ind,
+                    outd: o,
+                };
+                depthwise_axis(
+                    &z.data[b * self.rank * nin..(b + 1) * self.rank * nin],
+                    sh,
+                    &axis_conv(&g, ax),
+                    w,
+                    y,
+                );
+            });
+            cache.push(z);
+            z = Tensor::from_vec(&[d[0], self.rank, o[0], o[1], o[2]], data)?;
+        }
+        let y = Self::pointwise(
+            &z,
+            &self.u.value,
+            self.co,
+            self.b.as_ref().map(|b| &b.value[..]),
+        )?;
+        cache.push(z);
+        self.cache = cache;
+        Ok(y)
+    }
+
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
+        Ok(self.backward(dy, false)?.0)
+    }
+
+    fn backward_weights(&mut self, dy: &Tensor) -> Result<(), NnError> {
+        let (_, grads) = self.backward(dy, true)?;
+        let mut it = grads.into_iter();
+        for p in self.params_mut() {
+            if let Some(g) = it.next() {
+                p.grad.iter_mut().zip(g).for_each(|(a, d)| *a += d);
+            }
+        }
+        Ok(())
+    }
+
+    fn params(&self) -> Vec<&Param> {
+        let mut v = vec![&self.v];
+        v.extend(self.a.iter());
+        v.push(&self.u);
+        v.extend(self.b.as_ref());
+        v
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut v = vec![&mut self.v];
+        v.extend(self.a.iter_mut());
+        v.push(&mut self.u);
+        v.extend(self.b.as_mut());
+        v
+    }
+    fn describe(&self) -> String {
+        format!(
+            "cp conv {}→{} rank {} k{:?} s{:?} p{:?}",
+            self.ci, self.co, self.rank, self.g.k, self.g.stride, self.g.pad
+        )
+    }
+}
+
+impl CpConv {
+    /// Backpropagates through the chain; returns `dx` and, when asked, the parameter gradients
+    /// in `params()` order.
+    fn backward(
+        &self,
+        dy: &Tensor,
+        want_weights: bool,
+    ) -> Result<(Tensor, Vec<Vec<f32>>), NnError> {
+        if self.cache.len() != self.axes.len() + 2 {
+            return Err(NnError::Model("cp conv: backward before forward".into()));
+        }
+        let zl = &self.cache[self.axes.len() + 1];
+        let d = zl.dims5("cp conv")?;
+        let n = d[2] * d[3] * d[4];
+        check_same(
+            dy,
+            &[d[0], self.co, d[2], d[3], d[4]],
+            "cp conv output gradient",
+        )?;
+        let r = self.rank;
+        let mut grads_a: Vec<Vec<f32>> = vec![];
+        let (mut du, mut db) = (vec![], vec![]);
+        if want_weights {
+            du = sum_per_sample(d[0], self.co * r, |b, g| {
+                gemm(
+                    1.0,
+                    view(&dy.data[b * self.co * n..], self.co, n),
+                    view(&zl.data[b * r * n..], r, n).t(),
+                    0.0,
+                    g,
+                )
+            });
+            db = vec![0.0f32; self.co];
+            for b in 0..d[0] {
+                for (c, row) in dy.data[b * self.co * n..(b + 1) * self.co * n]
+                    .chunks(n)
+                    .enumerate()
+                {
+                    db[c] += row.iter().sum::<f32>();
+                }
+            }
+        }
+        // dz = Uᵀ dy
+        let mut dz = Tensor::from_vec(
+            &zl.shape,
+            per_sample(d[0], r * n, |b, g| {
+                gemm(
+                    1.0,
+                    view(&self.u.value, self.co, r).t(),
+                    view(&dy.data[b * self.co * n..], self.co, n),
+                    0.0,
+                    g,
+                )
+            }),
+        )?;
+        for (slot, &ax) in self.axes.iter().enumerate().rev() {
+            let zin = &self.cache[slot + 1];
+            let di = zin.dims5("cp conv")?;
+            let ind = [di[2], di[3], di[4]];
+            let g = self.axis_geom(ax);
+            let o = g.out_dims(ind)?;
+            let (nin, nout) = (ind.iter().product::<usize>(), o.iter().product::<usize>());
+            let k = g.k[ax];
+            let w = &self.a[slot].value;
+            let mut dx = vec![0.0f32; di[0] * r * nin];
+            let mut dw_parts = vec![0.0f32; di[0] * r * k];
+            dx.par_chunks_mut(r * nin)
+                .zip(dw_parts.par_chunks_mut(r * k))
+                .enumerate()
+                .for_each(|(b, (dxb, dwb))| {
+                    let sh = DwShape { c: r, ind, outd: o };
+                    depthwise_axis_backward(
+                        &zin.data[b * r * nin..(b + 1) * r * nin],
+                        &dz.data[b * r * nout..(b + 1) * r * nout],
+                        sh,
+                        &axis_conv(&g, ax),
+                        w,
+                        dxb,
+                        dwb,
+                    );
+                });
+            if want_weights {
+                let mut dw = vec![0.0f32; r * k];
+                for part in dw_parts.chunks(r * k) {
+                    dw.iter_mut().zip(part).for_each(|(a, v)| *a += v);
+                }
+                grads_a.push(dw);
+            }
+            dz = Tensor::from_vec(&zin.shape, dx)?;
+        }
+        grads_a.reverse();
+        // dx = Vᵀ dz0; dV = Σ dz0 xᵀ
+        let x = &self.cache[0];
+        let dx0 = x.dims5("cp conv")?;
+        let nx = dx0[2] * dx0[3] * dx0[4];
+        let dv = if want_weights {
+            sum_per_sample(dx0[0], r * self.ci, |b, g| {
+                gemm(
+                    1.0,
+                    view(&dz.data[b * r * nx..], r, nx),
+                    view(&x.data[b * self.ci * nx..], self.ci, nx).t(),
+                    0.0,
+                    g,
+                )
+            })
+        } else {
+            vec![]
+        };
+        let dxd = per_sample(dx0[0], self.ci * nx, |b, g| {
+            gemm(
+                1.0,
+                view(&self.v.value, r, self.ci).t(),
+                view(&dz.data[b * r * nx..], r, nx),
+                0.0,
+                g,
+            )
+        });
+        let mut grads = vec![];
+        if want_weights {
+            grads.push(dv);
+            grads.extend(grads_a);
+            grads.push(du);
+            if self.b.is_some() {
+                grads.push(db);
+            }
+        }
+        Ok((Tensor::from_vec(&x.shape, dxd)?, grads))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transposed convolution (up-sampling)
+
+/// Transposed dense convolution, `W: [Ci, Co, kt, ky, kx]` (PyTorch's layout). Its forward pass
+/// is the input-gradient of a convolution from the (larger) output to the input:
+/// `out = (in − 1)·s − 2p + d(k − 1) + 1 + output_padding` per axis.
+pub struct ConvTranspose {
+    pub ci: usize,
+    pub co: usize,
+    pub g: Geom,
+    pub output_padding: [usize; 3],
+    pub w: Param,
+    pub b: Option<Param>,
+    x: Option<Tensor>,
+}
+
+impl ConvTranspose {
+    pub fn new(
+        ci: usize,
+        co: usize,
+        g: Geom,
+        output_padding: [usize; 3],
+        w: Vec<f32>,
+        bias: bool,
+    ) -> Self {
+        let k = g.k;
+        ConvTranspose {
+            ci,
+            co,
+            g,
+            output_padding,
+            w: Param::new("weight", &[ci, co, k[0], k[1], k[2]], w),
+            b: bias.then(|| Param::new("bias", &[co], vec![0.0; co])),
+            x: None,
+        }
+    }
+
+    fn out_dims(&self, ind: [usize; 3]) -> Result<[usize; 3], NnError> {
+        let mut o = [0; 3];
+        for a in 0..3 {
+            let full = (ind[a] - 1) * self.g.stride[a]
+                + self.g.dil[a] * (self.g.k[a] - 1)
+                + 1
+                + self.output_padding[a];
+            if full <= 2 * self.g.pad[a] || ind[a] == 0 {
+                return Err(NnError::Shape {
+                    what: format!("transposed convolution along axis {a}"),
+                    expected: vec![2 * self.g.pad[a] + 1],
+                    found: vec![full],
+                });
+            }
+            o[a] = full - 2 * self.g.pad[a];
+        }
+        // The adjoint convolution must map `o` back onto `ind`.
+        if self.g.out_dims(o)? != ind {
+            return Err(NnError::Model(format!(
+                "transposed convolution: output_padding {:?} is not smaller than the stride {:?}",
+                self.output_padding, self.g.stride
+            )));
+        }
+        Ok(o)
+    }
+}
+
+impl Layer for ConvTranspose {
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        let d = check_channels(x, self.ci, "transposed conv")?;
+        let ind = [d[2], d[3], d[4]];
+        let o = self.out_dims(ind)?;
+        let (nin, nout, k) = (
+            ind.iter().product::<usize>(),
+            o.iter().product::<usize>(),
+            self.co * self.g.kvol(),
+        );
+        let data = per_sample(d[0], self.co * nout, |b, y| {
+            let mut col = vec![0.0f32; k * nin];
+            gemm(
+                1.0,
+                view(&self.w.value, self.ci, k).t(),
+                view(&x.data[b * self.ci * nin..], self.ci, nin),
+                0.0,
+                &mut col,
+            );
+            col2im(&col, self.co, o, &self.g, ind, y);
+            if let Some(bias) = &self.b {
+                for (c, row) in y.chunks_mut(nout).enumerate() {
+                    row.iter_mut().for_each(|v| *v += bias.value[c]);
+                }
+            }
+        });
+        self.x = Some(x.clone());
+        Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data)
+    }
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
+        let x = saved(&self.x, "transposed conv")?;
+        let d = x.dims5("transposed conv")?;
+        let ind = [d[2], d[3], d[4]];
+        let o = self.out_dims(ind)?;
+        check_same(
+            dy,
+            &[d[0], self.co, o[0], o[1], o[2]],
+            "transposed conv output gradient",
+        )?;
+        let (nin, nout, k) = (
+            ind.iter().product::<usize>(),
+            o.iter().product::<usize>(),
+            self.co * self.g.kvol(),
+        );
+        let data = per_sample(d[0], self.ci * nin, |b, dx| {
+            let mut col = vec![0.0f32; k * nin];
+            im2col(
+                &dy.data[b * self.co * nout..(b + 1) * self.co * nout],
+                self.co,
+                o,
+                &self.g,
+                ind,
+                &mut col,
+            );
+            gemm(
+                1.0,
+                view(&self.w.value, self.ci, k),
+                view(&col, k, nin),
+                0.0,
+                dx,
+            );
+        });
+        Tensor::from_vec(&x.shape, data)
+    }
+    fn backward_weights(&mut self, dy: &Tensor) -> Result<(), NnError> {
+        let x = saved(&self.x, "transposed conv")?;
+        let d = x.dims5("transposed conv")?;
+        let ind = [d[2], d[3], d[4]];
+        let o = self.out_dims(ind)?;
+        check_same(
+            dy,
+            &[d[0], self.co, o[0], o[1], o[2]],
+            "transposed conv output gradient",
+        )?;
+        let (nin, nout, k) = (
+            ind.iter().product::<usize>(),
+            o.iter().product::<usize>(),
+            self.co * self.g.kvol(),
+        );
+        let dw = sum_per_sample(d[0], self.ci * k, |b, dw| {
+            let mut col = vec![0.0f32; k * nin];
+            im2col(
+                &dy.data[b * self.co * nout..(b + 1) * self.co * nout],
+                self.co,
+                o,
+                &self.g,
+                ind,
+                &mut col,
+            );
+            gemm(
+                1.0,
+                view(&x.data[b * self.ci * nin..], self.ci, nin),
+                view(&col, k, nin).t(),
+                0.0,
+                dw,
+            );
+        });
+        self.w.grad.iter_mut().zip(dw).for_each(|(g, v)| *g += v);
+        if let Some(bias) = &mut self.b {
+            for b in 0..d[0] {
+                for (c, row) in dy.data[b * self.co * nout..(b + 1) * self.co * nout]
+                    .chunks(nout)
+                    .enumerate()
+                {
+                    bias.grad[c] += row.iter().sum::<f32>();
+                }
+            }
+        }
+        Ok(())
+    }
+    fn params(&self) -> Vec<&Param> {
+        std::iter::once(&self.w).chain(self.b.as_ref()).collect()
+    }
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        std::iter::once(&mut self.w)
+            .chain(self.b.as_mut())
+            .collect()
+    }
+    fn describe(&self) -> String {
+        format!(
+            "transposed conv {}→{} k{:?} s{:?} p{:?}",
+            self.ci, self.co, self.g.k, self.g.stride, self.g.pad
+        )
+    }
+}

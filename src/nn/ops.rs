@@ -1,0 +1,282 @@
+//! Parameter-free layers: activations, pooling, nearest up-sampling.
+
+use super::layers::Layer;
+use super::tensor::{NnError, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Element-wise activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActKind {
+    Relu,
+    /// GELU, tanh approximation (PyTorch `approximate="tanh"`).
+    Gelu,
+    Tanh,
+}
+
+pub struct Activation {
+    pub kind: ActKind,
+    x: Option<Tensor>,
+}
+
+impl Activation {
+    pub fn new(kind: ActKind) -> Self {
+        Activation { kind, x: None }
+    }
+}
+
+const GELU_C: f32 = 0.797_884_6; // sqrt(2/π)
+
+fn act(kind: ActKind, v: f32) -> f32 {
+    match kind {
+        ActKind::Relu => v.max(0.0),
+        ActKind::Tanh => v.tanh(),
+        ActKind::Gelu => 0.5 * v * (1.0 + (GELU_C * (v + 0.044715 * v * v * v)).tanh()),
+    }
+}
+
+fn dact(kind: ActKind, v: f32) -> f32 {
+    match kind {
+        ActKind::Relu => {
+            if v > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        ActKind::Tanh => 1.0 - v.tanh().powi(2),
+        ActKind::Gelu => {
+            let u = GELU_C * (v + 0.044715 * v * v * v);
+            let t = u.tanh();
+            0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * v * v)
+        }
+    }
+}
+
+impl Layer for Activation {
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        let y = Tensor {
+            shape: x.shape.clone(),
+            data: x.data.iter().map(|v| act(self.kind, *v)).collect(),
+        };
+        self.x = Some(x.clone());
+        Ok(y)
+    }
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
+        let x = self
+            .x
+            .as_ref()
+            .ok_or_else(|| NnError::Model("activation: backward before forward".into()))?;
+        if dy.shape != x.shape {
+            return Err(NnError::Shape {
+                what: "activation output gradient".into(),
+                expected: x.shape.clone(),
+                found: dy.shape.clone(),
+            });
+        }
+        Ok(Tensor {
+            shape: x.shape.clone(),
+            data: x
+                .data
+                .iter()
+                .zip(&dy.data)
+                .map(|(v, g)| dact(self.kind, *v) * g)
+                .collect(),
+        })
+    }
+    fn describe(&self) -> String {
+        format!("{:?}", self.kind).to_lowercase()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+/// Non-overlapping pooling with window = stride = `k` per axis (trailing remainders dropped).
+pub struct Pool {
+    pub kind: PoolKind,
+    pub k: [usize; 3],
+    x_shape: Vec<usize>,
+    /// For max pooling: the input index that won each output.
+    argmax: Vec<usize>,
+}
+
+impl Pool {
+    pub fn new(kind: PoolKind, k: [usize; 3]) -> Self {
+        Pool {
+            kind,
+            k,
+            x_shape: vec![],
+            argmax: vec![],
+        }
+    }
+
+    fn out(&self, d: [usize; 5]) -> Result<[usize; 3], NnError> {
+        let o = [d[2] / self.k[0], d[3] / self.k[1], d[4] / self.k[2]];
+        if o.contains(&0) {
+            return Err(NnError::Shape {
+                what: format!("pooling window {:?}", self.k),
+                expected: self.k.to_vec(),
+                found: d[2..].to_vec(),
+            });
+        }
+        Ok(o)
+    }
+}
+
+impl Layer for Pool {
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        let d = x.dims5("pool")?;
+        let o = self.out(d)?;
+        let [kt, ky, kx] = self.k;
+        let mut y = Tensor::zeros(&[d[0], d[1], o[0], o[1], o[2]]);
+        self.argmax = vec![0; y.len()];
+        let inv = 1.0 / (kt * ky * kx) as f32;
+        let mut yi = 0;
+        for bc in 0..d[0] * d[1] {
+            for t in 0..o[0] {
+                for a in 0..o[1] {
+                    for b in 0..o[2] {
+                        let (mut best, mut arg, mut sum) = (f32::NEG_INFINITY, 0, 0.0f32);
+                        for p in 0..kt {
+                            for q in 0..ky {
+                                for s in 0..kx {
+                                    let i = ((bc * d[2] + t * kt + p) * d[3] + a * ky + q) * d[4]
+                                        + b * kx
+                                        + s;
+                                    let v = x.data[i];
+                                    sum += v;
+                                    if v > best {
+                                        best = v;
+                                        arg = i;
+                                    }
+                                }
+                            }
+                        }
+                        y.data[yi] = match self.kind {
+                            PoolKind::Max => best,
+                            PoolKind::Avg => sum * inv,
+                        };
+                        self.argmax[yi] = arg;
+                        yi += 1;
+                    }
+                }
+            }
+        }
+        self.x_shape = x.shape.clone();
+        Ok(y)
+    }
+
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
+        if dy.len() != self.argmax.len() {
+            return Err(NnError::Shape {
+                what: "pool output gradient".into(),
+                expected: vec![self.argmax.len()],
+                found: dy.shape.clone(),
+            });
+        }
+        let mut dx = Tensor::zeros(&self.x_shape);
+        let [kt, ky, kx] = self.k;
+        match self.kind {
+            PoolKind::Max => {
+                for (g, &i) in dy.data.iter().zip(&self.argmax) {
+                    dx.data[i] += g;
+                }
+            }
+            PoolKind::Avg => {
+                let d = &self.x_shape;
+                let inv = 1.0 / (kt * ky * kx) as f32;
+                for (g, &first) in dy.data.iter().zip(&self.argmax) {
+                    // `first` is some index inside the window; recover the window's corner.
+                    let x = first % d[4];
+                    let y = (first / d[4]) % d[3];
+                    let t = (first / (d[4] * d[3])) % d[2];
+                    let bc = first / (d[4] * d[3] * d[2]);
+                    let (t0, y0, x0) = (t / kt * kt, y / ky * ky, x / kx * kx);
+                    for p in 0..kt {
+                        for q in 0..ky {
+                            for s in 0..kx {
+                                dx.data[((bc * d[2] + t0 + p) * d[3] + y0 + q) * d[4] + x0 + s] +=
+                                    g * inv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(dx)
+    }
+    fn describe(&self) -> String {
+        format!("{:?} pool {:?}", self.kind, self.k).to_lowercase()
+    }
+}
+
+/// Nearest-neighbour up-sampling by integer factors per axis.
+pub struct Upsample {
+    pub scale: [usize; 3],
+    x_shape: Vec<usize>,
+}
+
+impl Upsample {
+    pub fn new(scale: [usize; 3]) -> Self {
+        Upsample {
+            scale,
+            x_shape: vec![],
+        }
+    }
+}
+
+impl Layer for Upsample {
+    fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        let d = x.dims5("upsample")?;
+        let [st, sy, sx] = self.scale;
+        let o = [d[2] * st, d[3] * sy, d[4] * sx];
+        let mut y = Tensor::zeros(&[d[0], d[1], o[0], o[1], o[2]]);
+        let mut yi = 0;
+        for bc in 0..d[0] * d[1] {
+            for t in 0..o[0] {
+                for a in 0..o[1] {
+                    for b in 0..o[2] {
+                        y.data[yi] = x.data[((bc * d[2] + t / st) * d[3] + a / sy) * d[4] + b / sx];
+                        yi += 1;
+                    }
+                }
+            }
+        }
+        self.x_shape = x.shape.clone();
+        Ok(y)
+    }
+    fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
+        let d = &self.x_shape;
+        let mut dx = Tensor::zeros(d);
+        let [st, sy, sx] = self.scale;
+        let o = [d[2] * st, d[3] * sy, d[4] * sx];
+        if dy.len() != d[0] * d[1] * o.iter().product::<usize>() {
+            return Err(NnError::Shape {
+                what: "upsample output gradient".into(),
+                expected: vec![d[0], d[1], o[0], o[1], o[2]],
+                found: dy.shape.clone(),
+            });
+        }
+        let mut yi = 0;
+        for bc in 0..d[0] * d[1] {
+            for t in 0..o[0] {
+                for a in 0..o[1] {
+                    for b in 0..o[2] {
+                        dx.data[((bc * d[2] + t / st) * d[3] + a / sy) * d[4] + b / sx] +=
+                            dy.data[yi];
+                        yi += 1;
+                    }
+                }
+            }
+        }
+        Ok(dx)
+    }
+    fn describe(&self) -> String {
+        format!("upsample {:?}", self.scale)
+    }
+}

@@ -1,0 +1,87 @@
+//! f32 tensors, row-major and contiguous: `[batch, channel, time, y, x]` for the network.
+
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Errors of the network engine: shapes that do not fit, bad model files.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    #[error("{what}: expected shape {expected:?}, found {found:?}")]
+    Shape {
+        what: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// A dense tensor. The network uses rank 5, `[B, C, T, Y, X]`; 2-D layers see `T = 1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn zeros(shape: &[usize]) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
+    }
+
+    pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Self, NnError> {
+        if shape.iter().product::<usize>() != data.len() {
+            return Err(NnError::Shape {
+                what: "tensor data".into(),
+                expected: shape.to_vec(),
+                found: vec![data.len()],
+            });
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Standard normal entries times `std`.
+    pub fn randn(shape: &[usize], std: f32, rng: &mut impl Rng) -> Self {
+        let n = shape.iter().product();
+        let data = (0..n)
+            .map(|_| std * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, rng))
+            .collect();
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// `[B, C, T, Y, X]` as five numbers; errors name `what` when the rank is not 5.
+    pub fn dims5(&self, what: &str) -> Result<[usize; 5], NnError> {
+        match self.shape[..] {
+            [b, c, t, y, x] => Ok([b, c, t, y, x]),
+            _ => Err(NnError::Shape {
+                what: format!("{what} (rank-5 [B, C, T, Y, X])"),
+                expected: vec![],
+                found: self.shape.clone(),
+            }),
+        }
+    }
+
+    pub fn dot(&self, other: &Tensor) -> f64 {
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
+    }
+}
