@@ -8,6 +8,7 @@ mod dataset;
 mod energy;
 mod mesh;
 mod nn;
+mod nn_model;
 mod output;
 mod solver;
 mod source;

@@ -8,3 +8,7 @@ pub mod tensor;
 
 pub use layers::{Layer, Param};
 pub use tensor::{NnError, Tensor};
+pub mod model;
+pub mod train;
+
+pub use model::{Model, ModelSpec};
