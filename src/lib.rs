@@ -16,3 +16,5 @@ pub mod output;
 pub mod progress;
 pub mod solver;
 pub mod sources;
+#[cfg(feature = "hdf5")]
+pub mod surrogate;

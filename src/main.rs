@@ -61,6 +61,36 @@ enum Cmd {
         #[arg(long, hide = true)]
         abort_after_samples: Option<usize>,
     },
+    /// Train a surrogate model on a dataset.
+    Train {
+        job: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Continue from `<output.dir>/checkpoint.safetensors`.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        json: bool,
+        /// Testing aid: stop after this many epochs (as a time limit would).
+        #[arg(long, hide = true)]
+        stop_after_epochs: Option<usize>,
+    },
+    /// Relative L2 error of a model on a dataset: per predicted frame and over rollouts.
+    Eval {
+        model: PathBuf,
+        dataset: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Predict the frames after the first t_in frames of each sample of an HDF5 file.
+    Predict {
+        model: PathBuf,
+        input: PathBuf,
+        #[arg(long, short, default_value = "prediction.h5")]
+        output: PathBuf,
+    },
     /// Mesh tools.
     Mesh {
         #[command(subcommand)]
@@ -163,6 +193,24 @@ fn run(cmd: Cmd) -> Result<()> {
             json,
             abort_after_samples,
         } => dataset(&job, &split, &set, overwrite, json, abort_after_samples),
+        Cmd::Train {
+            job,
+            set,
+            resume,
+            json,
+            stop_after_epochs,
+        } => train(&job, &set, resume, json, stop_after_epochs),
+        Cmd::Eval {
+            model,
+            dataset,
+            batch,
+            json,
+        } => eval(&model, &dataset, batch, json),
+        Cmd::Predict {
+            model,
+            input,
+            output,
+        } => predict(&model, &input, &output),
         Cmd::Mesh {
             cmd: MeshCmd::Info { file, json },
         } => mesh_info(&file, json),
@@ -329,4 +377,90 @@ fn dataset(
     _: Option<usize>,
 ) -> Result<()> {
     anyhow::bail!("this wavecp was built without the `hdf5` feature: datasets need it")
+}
+
+#[cfg(feature = "hdf5")]
+fn train(
+    job: &std::path::Path,
+    set: &[String],
+    resume: bool,
+    json: bool,
+    stop_after_epochs: Option<usize>,
+) -> Result<()> {
+    use wavecp::surrogate::train::{run, TrainJob, TrainOptions};
+    let j = TrainJob::load(job, set)?;
+    let base = job.parent().map(PathBuf::from).unwrap_or_default();
+    let s = run(
+        &j,
+        &base,
+        &TrainOptions {
+            progress: !json,
+            resume,
+            stop_after_epochs,
+        },
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!(
+            "{} epochs, {} trainable parameters ({} weight bytes), best validation loss {:.4e}, {:.2} s/epoch, peak memory {:.0} MiB; best model: {}",
+            s.epochs, s.trainable_params, s.weight_bytes, s.best_val_loss, s.mean_epoch_s, s.peak_rss_mb, s.best_model.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "hdf5")]
+fn eval(
+    model: &std::path::Path,
+    dataset: &std::path::Path,
+    batch: usize,
+    json: bool,
+) -> Result<()> {
+    let r = wavecp::surrogate::eval::evaluate(model, dataset, batch)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} windows: relative L2 error {:.4} (per frame: {:.4?})",
+            r.windows, r.rel_l2_mean, r.rel_l2_per_frame
+        );
+        println!(
+            "rollout over {} windows: {:.4?}",
+            r.rollout_windows, r.rollout_rel_l2
+        );
+        println!(
+            "inference {:.3} ms per sample, {} trainable parameters",
+            r.inference_ms_per_sample, r.trainable_params
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "hdf5")]
+fn predict(
+    model: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> Result<()> {
+    let n = wavecp::surrogate::eval::predict(model, input, output)?;
+    println!("{n} predictions written to {}", output.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn train(_: &std::path::Path, _: &[String], _: bool, _: bool, _: Option<usize>) -> Result<()> {
+    anyhow::bail!("this wavecp was built without the `hdf5` feature: training reads HDF5 datasets")
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn eval(_: &std::path::Path, _: &std::path::Path, _: usize, _: bool) -> Result<()> {
+    anyhow::bail!(
+        "this wavecp was built without the `hdf5` feature: evaluation reads HDF5 datasets"
+    )
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn predict(_: &std::path::Path, _: &std::path::Path, _: &std::path::Path) -> Result<()> {
+    anyhow::bail!("this wavecp was built without the `hdf5` feature: prediction reads HDF5 files")
 }

@@ -12,3 +12,4 @@ mod nn_model;
 mod output;
 mod solver;
 mod source;
+mod surrogate;

@@ -1,0 +1,206 @@
+//! `wavecp eval` and `wavecp predict`: relative L2 error per predicted frame, autoregressive
+//! rollouts, and predictions written to HDF5 for scripts.
+
+use super::data::{FrameSet, WindowSpec};
+use super::modelfile::{self, ModelMeta};
+use super::{file_err, SurrogateError};
+use crate::nn::{Model, Tensor};
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+
+/// Evaluation report. Errors are `‖pred − true‖₂ / ‖true‖₂` per frame, in physical units,
+/// averaged over windows (frames whose truth is zero are skipped).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub windows: usize,
+    pub rel_l2_per_frame: Vec<f64>,
+    pub rel_l2_mean: f64,
+    /// Rollout error per predicted window (window k predicts frames `t_in + k·t_out …`).
+    pub rollout_rel_l2: Vec<f64>,
+    pub rollout_windows: usize,
+    pub inference_ms_per_sample: f64,
+    pub trainable_params: usize,
+}
+
+pub(crate) fn check_grid(
+    meta: &ModelMeta,
+    fs: &FrameSet,
+    model_path: &Path,
+) -> Result<(), SurrogateError> {
+    if (meta.ny, meta.nx) != (fs.ny, fs.nx) {
+        return Err(SurrogateError::Mismatch(format!(
+            "{} was trained on a {}×{} grid; {} has {}×{}",
+            model_path.display(),
+            meta.ny,
+            meta.nx,
+            fs.path.display(),
+            fs.ny,
+            fs.nx
+        )));
+    }
+    if meta.t_in + meta.t_out > fs.nframes {
+        return Err(SurrogateError::Mismatch(format!(
+            "{} needs windows of {} + {} frames; {} has {} frames per sample",
+            model_path.display(),
+            meta.t_in,
+            meta.t_out,
+            fs.path.display(),
+            fs.nframes
+        )));
+    }
+    Ok(())
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> Option<f64> {
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    (n > 0.0).then(|| d / n)
+}
+
+/// Denormalised frames of a window tensor, frame by frame.
+fn frames_of(t: &Tensor, b: usize, nt: usize, n: usize, mean: f64, std: f64) -> Vec<Vec<f32>> {
+    (0..nt)
+        .map(|k| {
+            t.data[(b * nt + k) * n..(b * nt + k + 1) * n]
+                .iter()
+                .map(|v| (*v as f64 * std + mean) as f32)
+                .collect()
+        })
+        .collect()
+}
+
+pub fn evaluate(
+    model_path: &Path,
+    data_path: &Path,
+    batch: usize,
+) -> Result<EvalReport, SurrogateError> {
+    let l = modelfile::load(model_path)?;
+    let (mut model, meta) = (l.model, l.meta);
+    let fs = FrameSet::load(data_path)?;
+    check_grid(&meta, &fs, model_path)?;
+    let ws = WindowSpec {
+        t_in: meta.t_in,
+        t_out: meta.t_out,
+        dims: model.spec.model.dims,
+    };
+    let all: Vec<usize> = (0..fs.samples).collect();
+    let wins = ws.windows(&fs, &all, meta.t_out);
+    let n = fs.ny * fs.nx;
+    let mut per = vec![(0.0, 0usize); meta.t_out];
+    let t0 = Instant::now();
+    for chunk in wins.chunks(batch.max(1)) {
+        let (x, y) = ws.batch(&fs, chunk, meta.mean, meta.std);
+        let p = model.forward(&x)?;
+        for b in 0..chunk.len() {
+            let (pf, yf) = (
+                frames_of(&p, b, meta.t_out, n, meta.mean, meta.std),
+                frames_of(&y, b, meta.t_out, n, meta.mean, meta.std),
+            );
+            for k in 0..meta.t_out {
+                if let Some(e) = rel_l2(&pf[k], &yf[k]) {
+                    per[k].0 += e;
+                    per[k].1 += 1;
+                }
+            }
+        }
+    }
+    let infer_ms = t0.elapsed().as_secs_f64() * 1e3 / wins.len().max(1) as f64;
+    let per: Vec<f64> = per.iter().map(|(s, c)| s / (*c).max(1) as f64).collect();
+    // Rollout: from the first t_in frames of each sample, feed predictions back.
+    let nroll = (fs.nframes - meta.t_in) / meta.t_out;
+    let mut roll = vec![(0.0, 0usize); nroll];
+    {
+        for s in 0..fs.samples {
+            let mut hist: Vec<Vec<f32>> = (0..meta.t_in)
+                .map(|k| fs.frames[(s * fs.nframes + k) * n..(s * fs.nframes + k + 1) * n].to_vec())
+                .collect();
+            for (w, slot) in roll.iter_mut().enumerate() {
+                let input: Vec<f32> = hist[hist.len() - meta.t_in..]
+                    .iter()
+                    .flat_map(|f| {
+                        f.iter()
+                            .map(|v| ((*v as f64 - meta.mean) / meta.std) as f32)
+                    })
+                    .collect();
+                let x = Tensor {
+                    shape: ws.shape(1, meta.t_in, fs.ny, fs.nx),
+                    data: input,
+                };
+                let p = model.forward(&x)?;
+                let pf = frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std);
+                let start = meta.t_in + w * meta.t_out;
+                let truth: Vec<f32> = fs.frames
+                    [(s * fs.nframes + start) * n..(s * fs.nframes + start + meta.t_out) * n]
+                    .to_vec();
+                let pred: Vec<f32> = pf.iter().flatten().copied().collect();
+                if let Some(e) = rel_l2(&pred, &truth) {
+                    slot.0 += e;
+                    slot.1 += 1;
+                }
+                hist.extend(pf);
+            }
+        }
+    }
+    Ok(EvalReport {
+        windows: wins.len(),
+        rel_l2_mean: per.iter().sum::<f64>() / per.len().max(1) as f64,
+        rel_l2_per_frame: per,
+        rollout_rel_l2: roll.iter().map(|(s, c)| s / (*c).max(1) as f64).collect(),
+        rollout_windows: nroll,
+        inference_ms_per_sample: infer_ms,
+        trainable_params: model.num_params(),
+    })
+}
+
+/// Predicts the `t_out` frames that follow the first `t_in` frames of every sample of `input`
+/// (a dataset file, or any HDF5 file with `/frames [n, ≥ t_in, ny, nx]` and `mean`/`std`
+/// attributes) and writes `/prediction [n, t_out, ny, nx]` to `output`.
+pub fn predict(model_path: &Path, input: &Path, output: &Path) -> Result<usize, SurrogateError> {
+    let l = modelfile::load(model_path)?;
+    let (mut model, meta): (Model, ModelMeta) = (l.model, l.meta);
+    let fs = FrameSet::load(input)?;
+    if (meta.ny, meta.nx) != (fs.ny, fs.nx) || fs.nframes < meta.t_in {
+        return Err(SurrogateError::Mismatch(format!(
+            "{} needs {} frames of {}×{}; {} has {} frames of {}×{}",
+            model_path.display(),
+            meta.t_in,
+            meta.ny,
+            meta.nx,
+            input.display(),
+            fs.nframes,
+            fs.ny,
+            fs.nx
+        )));
+    }
+    let ws = WindowSpec {
+        t_in: meta.t_in,
+        t_out: meta.t_out,
+        dims: model.spec.model.dims,
+    };
+    let n = fs.ny * fs.nx;
+    let mut out = Vec::with_capacity(fs.samples * meta.t_out * n);
+    for s in 0..fs.samples {
+        let x = ws.stack(&fs, &[(s, 0)], 0, meta.t_in, meta.mean, meta.std);
+        let p = model.forward(&x)?;
+        out.extend(
+            frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std)
+                .into_iter()
+                .flatten(),
+        );
+    }
+    let e = |m: hdf5::Error| file_err(output, m);
+    let f = hdf5::File::create(output).map_err(e)?;
+    let arr = ndarray::ArrayView4::from_shape((fs.samples, meta.t_out, fs.ny, fs.nx), &out)
+        .map_err(|m| file_err(output, m))?;
+    f.new_dataset_builder()
+        .with_data(arr)
+        .create("prediction")
+        .map_err(e)?;
+    Ok(fs.samples)
+}

@@ -1,0 +1,32 @@
+//! The surrogate workflow: datasets of FE frames → windows → training → model files →
+//! evaluation (one window and autoregressive rollout) and prediction.
+
+pub mod data;
+pub mod eval;
+pub mod modelfile;
+pub mod train;
+
+use crate::nn::NnError;
+use std::path::PathBuf;
+
+/// Errors of the surrogate workflow; each names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SurrogateError {
+    #[error("{file}: {msg}")]
+    File { file: PathBuf, msg: String },
+    #[error("job key `{key}`: {msg}")]
+    Invalid { key: String, msg: String },
+    #[error(transparent)]
+    Nn(#[from] NnError),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("loss is not finite (NaN or Inf) in epoch {epoch}; the last good checkpoint is {checkpoint}")]
+    NonFinite { epoch: usize, checkpoint: String },
+}
+
+pub(crate) fn file_err(file: &std::path::Path, msg: impl std::fmt::Display) -> SurrogateError {
+    SurrogateError::File {
+        file: file.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}

@@ -1,0 +1,418 @@
+//! `wavecp train`: mini-batch training on dataset windows, with validation, checkpoints,
+//! `--resume`, the best model kept, and a NaN guard.
+//!
+//! Deterministic: batches are shuffled with a ChaCha8 stream seeded by `(seed, epoch)`, and every
+//! reduction runs in a fixed order, so a resumed run ends with the same weights as an
+//! uninterrupted one.
+
+use super::data::{FrameSet, WindowSpec};
+use super::modelfile::{self, ModelMeta, TrainState};
+use super::{file_err, SurrogateError};
+use crate::nn::model::ModelSpec;
+use crate::nn::train::{loss, Adam, AdamConfig, LossKind};
+use crate::nn::Model;
+use crate::progress::Progress;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A training job (see the README for every key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainJob {
+    pub data: DataConfig,
+    pub model: ModelRef,
+    pub train: TrainConfig,
+    pub optimizer: AdamConfig,
+    pub output: TrainOutput,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset file (from `wavecp dataset`), relative to the job file.
+    pub train: PathBuf,
+    pub t_in: usize,
+    pub t_out: usize,
+    /// Frames between window starts.
+    #[serde(default = "one")]
+    pub window_stride: usize,
+    /// Fraction of the samples held out for validation (the last ones).
+    #[serde(default = "val")]
+    pub validation: f64,
+}
+
+fn one() -> usize {
+    1
+}
+fn val() -> f64 {
+    0.2
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRef {
+    /// Model file (TOML architecture), relative to the job file.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    #[serde(default = "mse")]
+    pub loss: LossKind,
+    #[serde(default)]
+    pub seed: u64,
+    /// Threads (0: all cores or RAYON_NUM_THREADS).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn mse() -> LossKind {
+    LossKind::Mse
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOutput {
+    /// Folder for `best.safetensors`, `checkpoint.safetensors`, `history.json` (relative to the
+    /// working directory).
+    pub dir: PathBuf,
+    /// Write a checkpoint every this many epochs.
+    #[serde(default = "one")]
+    pub checkpoint_every: usize,
+}
+
+impl TrainJob {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, SurrogateError> {
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_err(path, e))?;
+        for o in overrides {
+            crate::config::apply_override(&mut table, o).map_err(|e| file_err(path, e))?;
+        }
+        let job: TrainJob = table
+            .try_into()
+            .map_err(|e: toml::de::Error| file_err(path, e))?;
+        job.validate()?;
+        Ok(job)
+    }
+
+    pub fn validate(&self) -> Result<(), SurrogateError> {
+        let bad = |k: &str, m: &str| {
+            Err(SurrogateError::Invalid {
+                key: k.into(),
+                msg: m.into(),
+            })
+        };
+        if self.data.t_in == 0 || self.data.t_out == 0 {
+            return bad("data.t_in/t_out", "must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.data.validation) {
+            return bad("data.validation", "must be in [0, 1)");
+        }
+        if self.train.epochs == 0 || self.train.batch == 0 {
+            return bad("train.epochs/batch", "must be at least 1");
+        }
+        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+            return bad("optimizer.lr", "must be a positive number");
+        }
+        if self.output.checkpoint_every == 0 {
+            return bad("output.checkpoint_every", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// What a training run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub epochs: usize,
+    pub resumed_from: Option<usize>,
+    pub trainable_params: usize,
+    pub weight_bytes: usize,
+    pub train_windows: usize,
+    pub val_windows: usize,
+    pub best_val_loss: f64,
+    pub final_train_loss: f64,
+    pub mean_epoch_s: f64,
+    pub peak_rss_mb: f64,
+    pub best_model: PathBuf,
+    pub history: Vec<(usize, f64, f64, f64)>,
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB; NaN elsewhere.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Options that are not part of the job.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    pub progress: bool,
+    pub resume: bool,
+    /// Test hook: stop (cleanly, as after a time limit) once this many epochs are done.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// Trains; `base` is the job file's folder.
+pub fn run(
+    job: &TrainJob,
+    base: &Path,
+    opts: &TrainOptions,
+) -> Result<TrainSummary, SurrogateError> {
+    if job.train.threads > 0 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(job.train.threads)
+            .build()
+            .map_err(|e| SurrogateError::Mismatch(e.to_string()))?;
+        return pool.install(|| run_inner(job, base, opts));
+    }
+    run_inner(job, base, opts)
+}
+
+fn run_inner(
+    job: &TrainJob,
+    base: &Path,
+    opts: &TrainOptions,
+) -> Result<TrainSummary, SurrogateError> {
+    // 1. Data and windows.
+    let fs = FrameSet::load(&base.join(&job.data.train))?;
+    let model_path = base.join(&job.model.file);
+    let spec_text = std::fs::read_to_string(&model_path).map_err(|e| file_err(&model_path, e))?;
+    let spec = ModelSpec::from_toml(&spec_text).map_err(|e| file_err(&model_path, e))?;
+    let ws = WindowSpec {
+        t_in: job.data.t_in,
+        t_out: job.data.t_out,
+        dims: spec.model.dims,
+    };
+    if job.data.t_in + job.data.t_out > fs.nframes {
+        return Err(SurrogateError::Invalid {
+            key: "data.t_in/t_out".into(),
+            msg: format!(
+                "a window of {} frames does not fit in {} frames per sample",
+                job.data.t_in + job.data.t_out,
+                fs.nframes
+            ),
+        });
+    }
+    let nval = ((fs.samples as f64 * job.data.validation).round() as usize).min(fs.samples - 1);
+    let train_s: Vec<usize> = (0..fs.samples - nval).collect();
+    let val_s: Vec<usize> = (fs.samples - nval..fs.samples).collect();
+    let train_w = ws.windows(&fs, &train_s, job.data.window_stride);
+    let val_w = ws.windows(&fs, &val_s, job.data.window_stride);
+    // 2. Model, checked against the windows.
+    let expect_in = if ws.dims == 2 { ws.t_in } else { 1 };
+    if spec.model.in_channels != expect_in {
+        return Err(SurrogateError::Mismatch(format!(
+            "{}: in_channels = {} but a {}-D model on t_in = {} frames needs {expect_in}",
+            model_path.display(),
+            spec.model.in_channels,
+            ws.dims,
+            ws.t_in
+        )));
+    }
+    let out_dir = job.output.dir.clone();
+    let ckpt = out_dir.join("checkpoint.safetensors");
+    let best = out_dir.join("best.safetensors");
+    let (mut model, mut adam, mut state) = if opts.resume && ckpt.exists() {
+        let l = modelfile::load(&ckpt)?;
+        let ck = l
+            .train
+            .ok_or_else(|| file_err(&ckpt, "holds no training state"))?;
+        if toml::to_string(&l.model.spec).ok() != toml::to_string(&spec).ok() {
+            return Err(SurrogateError::Mismatch(format!(
+                "{}: the checkpoint's architecture differs from {}",
+                ckpt.display(),
+                model_path.display()
+            )));
+        }
+        let mut adam = Adam::new(ck.optimizer);
+        adam.m = ck.m;
+        adam.v = ck.v;
+        adam.step = ck.state.adam_step;
+        tracing::info!(
+            "resuming from {} after epoch {}",
+            ckpt.display(),
+            ck.state.epoch
+        );
+        (l.model, adam, ck.state)
+    } else {
+        (
+            Model::new(spec)?,
+            Adam::new(job.optimizer.clone()),
+            TrainState {
+                epoch: 0,
+                adam_step: 0,
+                best_val: f64::INFINITY,
+                history: vec![],
+            },
+        )
+    };
+    let probe = model.forward(
+        &ws.batch(&fs, &train_w[..1.min(train_w.len())], fs.mean, fs.std)
+            .0,
+    )?;
+    let want = ws.shape(1, ws.t_out, fs.ny, fs.nx);
+    if probe.shape != want {
+        return Err(SurrogateError::Mismatch(format!(
+            "{}: the model maps a window to {:?}, the targets are {want:?}",
+            model_path.display(),
+            probe.shape
+        )));
+    }
+    let resumed_from = (state.epoch > 0).then_some(state.epoch);
+    let nparams = model.num_params();
+    tracing::info!(
+        "model: {nparams} trainable parameters; {} training and {} validation windows",
+        train_w.len(),
+        val_w.len()
+    );
+    for l in model.summary() {
+        tracing::debug!("  {l}");
+    }
+    let meta = |epoch: usize, tl: f64, vl: f64| ModelMeta {
+        t_in: ws.t_in,
+        t_out: ws.t_out,
+        ny: fs.ny,
+        nx: fs.nx,
+        mean: fs.mean,
+        std: fs.std,
+        frame_dt: fs.frame_dt,
+        dataset: fs.path.display().to_string(),
+        epoch,
+        train_loss: tl,
+        val_loss: vl,
+        trainable_params: nparams,
+    };
+    // 3. Epochs.
+    let batches_per_epoch = train_w.len().div_ceil(job.train.batch);
+    let mut progress = Progress::new(
+        "train",
+        (batches_per_epoch * job.train.epochs) as u64,
+        opts.progress,
+        Duration::from_secs(10),
+    );
+    let mut last_train = f64::NAN;
+    for epoch in state.epoch + 1..=job.train.epochs {
+        let t0 = Instant::now();
+        let mut order = train_w.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(job.train.seed);
+        rng.set_stream(epoch as u64);
+        order.shuffle(&mut rng);
+        let mut sum = 0.0;
+        for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
+            let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
+            let pred = model.forward(&x)?;
+            let (l, dy) = loss(job.train.loss, &pred, &y)?;
+            if !l.is_finite() {
+                let good = if ckpt.exists() {
+                    ckpt.display().to_string()
+                } else {
+                    "none (no epoch finished)".into()
+                };
+                return Err(SurrogateError::NonFinite {
+                    epoch,
+                    checkpoint: good,
+                });
+            }
+            sum += l * chunk.len() as f64;
+            model.zero_grad();
+            model.backward(&dy)?;
+            let mut ps = model.params_mut();
+            adam.update(&mut ps);
+            progress.set(((epoch - 1) * batches_per_epoch + bi + 1) as u64);
+        }
+        last_train = sum / order.len().max(1) as f64;
+        let val_loss = evaluate_loss(
+            &mut model,
+            &ws,
+            &fs,
+            &val_w,
+            job.train.batch,
+            job.train.loss,
+        )?;
+        let secs = t0.elapsed().as_secs_f64();
+        state.epoch = epoch;
+        state.adam_step = adam.step;
+        state.history.push((epoch, last_train, val_loss, secs));
+        let remaining = secs * (job.train.epochs - epoch) as f64;
+        tracing::info!("epoch {epoch}/{}: loss {last_train:.4e}, validation {val_loss:.4e}, {secs:.1} s (ETA {remaining:.0} s)", job.train.epochs);
+        let score = if val_w.is_empty() {
+            last_train
+        } else {
+            val_loss
+        };
+        if score < state.best_val {
+            state.best_val = score;
+            modelfile::save(&best, &model, &meta(epoch, last_train, val_loss), None)?;
+        }
+        if epoch % job.output.checkpoint_every == 0 || epoch == job.train.epochs {
+            modelfile::save(
+                &ckpt,
+                &model,
+                &meta(epoch, last_train, val_loss),
+                Some((&adam, &state)),
+            )?;
+            let hist = serde_json::to_string_pretty(&state.history).unwrap_or_default();
+            crate::output::write_atomic(&out_dir.join("history.json"), hist.as_bytes())
+                .map_err(|e| file_err(&out_dir, e))?;
+        }
+        if opts.stop_after_epochs == Some(epoch) {
+            break;
+        }
+    }
+    progress.finish();
+    let mean_epoch_s =
+        state.history.iter().map(|h| h.3).sum::<f64>() / state.history.len().max(1) as f64;
+    Ok(TrainSummary {
+        epochs: state.epoch,
+        resumed_from,
+        trainable_params: nparams,
+        weight_bytes: 4 * nparams,
+        train_windows: train_w.len(),
+        val_windows: val_w.len(),
+        best_val_loss: state.best_val,
+        final_train_loss: last_train,
+        mean_epoch_s,
+        peak_rss_mb: peak_rss_mb(),
+        best_model: best,
+        history: state.history,
+    })
+}
+
+/// Mean loss over windows, without gradients.
+pub fn evaluate_loss(
+    model: &mut Model,
+    ws: &WindowSpec,
+    fs: &FrameSet,
+    wins: &[(usize, usize)],
+    batch: usize,
+    kind: LossKind,
+) -> Result<f64, SurrogateError> {
+    let mut sum = 0.0;
+    for chunk in wins.chunks(batch.max(1)) {
+        let (x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
+        let pred = model.forward(&x)?;
+        sum += loss(kind, &pred, &y)?.0 * chunk.len() as f64;
+    }
+    Ok(if wins.is_empty() {
+        f64::NAN
+    } else {
+        sum / wins.len() as f64
+    })
+}

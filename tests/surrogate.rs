@@ -1,0 +1,233 @@
+//! Surrogate workflow end to end on a small dataset: training lowers the loss, the best model
+//! evaluates and predicts, a resumed run ends bit-identical to an uninterrupted one, and
+//! mismatched or corrupt inputs are clear errors.
+
+use crate::common::repo;
+use std::path::{Path, PathBuf};
+use wavecp::dataset::{generate, DatasetJob, DatasetOptions};
+use wavecp::surrogate::data::{FrameSet, WindowSpec};
+use wavecp::surrogate::eval::{evaluate, predict};
+use wavecp::surrogate::modelfile;
+use wavecp::surrogate::train::{run, TrainJob, TrainOptions};
+use wavecp::surrogate::SurrogateError;
+
+fn dataset(dir: &Path, name: &str, n: usize, samples: usize, seed: u64) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "[mesh.generate]\nshape = \"quad\"\nnx = 30\nny = 30\n[[boundary]]\ntags = [\"left\", \"right\", \"top\", \"bottom\"]\nkind = \"absorbing\"\n\
+         [zone]\nx = [0.2, 0.8]\ny = [0.2, 0.8]\nnx = {n}\nny = {n}\n[frames]\nstride = 1\ncount = 20\nstart = 8\n\
+         [sampling]\nsource_x = [0.3, 0.7]\nsource_y = [0.3, 0.7]\nfrequency = [3.0, 5.0]\ndelay = [0.1, 0.2]\n\
+         [train]\nsamples = {samples}\nseed = {seed}\npath = \"{}\"\n",
+        path.display()
+    );
+    let job: DatasetJob = toml::from_str(&text).unwrap();
+    generate(&job, Path::new("."), &job.train, &DatasetOptions::default()).unwrap();
+    path
+}
+
+fn job(data: &Path, out: &Path, model: &str, epochs: usize) -> TrainJob {
+    let text = format!(
+        "[data]\ntrain = \"{}\"\nt_in = 8\nt_out = 8\nwindow_stride = 2\nvalidation = 0.25\n[model]\nfile = \"{}\"\n\
+         [train]\nepochs = {epochs}\nbatch = 4\nseed = 3\n[optimizer]\nlr = 3e-3\nclip_norm = 1.0\n[output]\ndir = \"{}\"\n",
+        data.display(),
+        repo(&format!("models/{model}.toml")).display(),
+        out.display()
+    );
+    let j: TrainJob = toml::from_str(&text).unwrap();
+    j.validate().unwrap();
+    j
+}
+
+#[test]
+fn train_evaluate_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), "d.h5", 16, 8, 1);
+    for model in ["small_pair", "small_cp", "small_dense"] {
+        let out = dir.path().join(model);
+        let s = run(
+            &job(&data, &out, model, 40),
+            Path::new("."),
+            &TrainOptions::default(),
+        )
+        .unwrap();
+        let h = &s.history;
+        let last = h.len() - 1;
+        eprintln!(
+            "{model}: {} params, train loss {:.4} -> {:.4}, val {:.4} -> {:.4}",
+            s.trainable_params, h[0].1, h[last].1, h[0].2, h[last].2
+        );
+        assert!(
+            h[last].1 < h[0].1,
+            "{model}: training loss did not fall: {h:?}"
+        );
+        // Baseline: predicting zeros (the normalised mean) on the validation windows.
+        let fs = FrameSet::load(&data).unwrap();
+        let ws = WindowSpec {
+            t_in: 8,
+            t_out: 8,
+            dims: 3,
+        };
+        let (_, y) = ws.batch(&fs, &ws.windows(&fs, &[6, 7], 2), fs.mean, fs.std);
+        let zero = y.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / y.len() as f64;
+        eprintln!("{model}: zero-prediction validation loss {zero:.4}");
+        assert!(
+            s.best_val_loss < 0.6 * zero,
+            "{model}: validation loss {} is not well below the zero predictor's {zero}",
+            s.best_val_loss
+        );
+        assert!(s.best_val_loss.is_finite() && s.best_model.exists());
+        let r = evaluate(&s.best_model, &data, 4).unwrap();
+        assert_eq!(r.rel_l2_per_frame.len(), 8);
+        assert!(r.rel_l2_per_frame.iter().all(|e| e.is_finite() && *e > 0.0));
+        assert_eq!(r.rollout_windows, 1, "(20 − 8) / 8 rollout windows");
+        assert_eq!(r.trainable_params, s.trainable_params);
+        let pred = dir.path().join(format!("{model}_pred.h5"));
+        assert_eq!(predict(&s.best_model, &data, &pred).unwrap(), 8);
+        let f = hdf5::File::open(&pred).unwrap();
+        assert_eq!(f.dataset("prediction").unwrap().shape(), vec![8, 8, 16, 16]);
+    }
+    // The pair model is smaller than the dense one with the same architecture.
+    let p = modelfile::load(&dir.path().join("small_pair/best.safetensors"))
+        .unwrap()
+        .model
+        .num_params();
+    let d = modelfile::load(&dir.path().join("small_dense/best.safetensors"))
+        .unwrap()
+        .model
+        .num_params();
+    assert!(p < d, "pair {p} vs dense {d}");
+}
+
+#[test]
+fn a_resumed_run_ends_identical_to_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), "d.h5", 16, 6, 2);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    run(
+        &job(&data, &a, "small_pair", 4),
+        Path::new("."),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let half = run(
+        &job(&data, &b, "small_pair", 4),
+        Path::new("."),
+        &TrainOptions {
+            stop_after_epochs: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(half.epochs, 2);
+    let rest = run(
+        &job(&data, &b, "small_pair", 4),
+        Path::new("."),
+        &TrainOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(rest.resumed_from, Some(2));
+    let la = modelfile::load(&a.join("checkpoint.safetensors")).unwrap();
+    let lb = modelfile::load(&b.join("checkpoint.safetensors")).unwrap();
+    for (pa, pb) in la.model.params().iter().zip(lb.model.params()) {
+        assert_eq!(
+            pa.value, pb.value,
+            "parameter {} differs after resume",
+            pa.name
+        );
+    }
+    assert_eq!(
+        la.train
+            .unwrap()
+            .state
+            .history
+            .iter()
+            .map(|h| h.1)
+            .collect::<Vec<_>>(),
+        lb.train
+            .unwrap()
+            .state
+            .history
+            .iter()
+            .map(|h| h.1)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn mismatched_corrupt_and_diverging_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), "d.h5", 16, 4, 3);
+    let other = dataset(dir.path(), "e.h5", 12, 2, 4);
+    let out = dir.path().join("m");
+    let s = run(
+        &job(&data, &out, "small_pair", 1),
+        Path::new("."),
+        &TrainOptions::default(),
+    )
+    .unwrap();
+    let e = evaluate(&s.best_model, &other, 4).unwrap_err().to_string();
+    assert!(e.contains("16×16") && e.contains("12×12"), "{e}");
+    // Corrupt model file.
+    let bytes = std::fs::read(&s.best_model).unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let e = evaluate(&bad, &data, 4).err().unwrap().to_string();
+    assert!(
+        e.contains("bad.safetensors") && e.contains("not a wavecp model file"),
+        "{e}"
+    );
+    // A model whose input channels do not fit the windows.
+    let mut j = job(&data, &out, "small_pair", 1);
+    j.data.t_in = 4;
+    j.data.t_out = 4;
+    let two_d = dir.path().join("m2.toml");
+    std::fs::write(
+        &two_d,
+        std::fs::read_to_string(repo("models/small_pair.toml"))
+            .unwrap()
+            .replace("dims = 3", "dims = 2")
+            .replace("kernel = [1, 2, 2]", "kernel = [2, 2]")
+            .replace("stride = [1, 2, 2]", "stride = [2, 2]"),
+    )
+    .unwrap();
+    j.model.file = two_d;
+    let e = run(&j, Path::new("."), &TrainOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("in_channels"), "{e}");
+    // A learning rate that makes the loss overflow stops with the epoch and the last checkpoint.
+    let mut j = job(&data, &dir.path().join("nan"), "small_pair", 3);
+    j.optimizer.lr = 1e30;
+    j.optimizer.clip_norm = 0.0;
+    match run(&j, Path::new("."), &TrainOptions::default()) {
+        Err(SurrogateError::NonFinite { epoch, .. }) => assert!(epoch >= 1),
+        other => panic!(
+            "expected a non-finite loss error, got {:?}",
+            other.map(|s| s.history)
+        ),
+    }
+}
+
+#[test]
+fn the_shipped_training_job_runs_shortened() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), "d.h5", 16, 4, 5);
+    let path = repo("jobs/train_small.toml");
+    let sets = vec![
+        format!("data.train=\"{}\"", data.display()),
+        "train.epochs=1".into(),
+        format!("output.dir=\"{}\"", dir.path().join("o").display()),
+    ];
+    let j = TrainJob::load(&path, &sets).unwrap();
+    let s = run(&j, path.parent().unwrap(), &TrainOptions::default()).unwrap();
+    assert_eq!(s.epochs, 1);
+    let e = TrainJob::load(&path, &["train.epoch=3".into()])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("epoch"), "{e}");
+}
