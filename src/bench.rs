@@ -152,3 +152,96 @@ pub fn run_fe(
         triad_gb_per_s: triad,
     })
 }
+
+/// Shapes of one convolution benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvShape {
+    pub kind: crate::nn::model::ConvKind,
+    pub dims: usize,
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    /// `[t, y, x]` of the input (2-D: t = 1).
+    pub size: [usize; 3],
+    pub kernel: usize,
+    pub rank: usize,
+}
+
+/// Timings of one convolution benchmark (medians over samples, milliseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvResult {
+    pub shape: ConvShape,
+    pub threads: usize,
+    pub trainable_params: usize,
+    pub forward_ms: f64,
+    pub backward_input_ms: f64,
+    pub backward_weights_ms: f64,
+    pub forward_backward_ms: f64,
+    pub samples: usize,
+}
+
+/// Times forward, input-gradient and weight-gradient passes of one layer ("same" padding).
+pub fn run_conv(
+    shape: &ConvShape,
+    threads: usize,
+    samples: usize,
+) -> Result<ConvResult, crate::nn::NnError> {
+    use crate::nn::model::{Model, ModelSpec};
+    use crate::nn::Tensor;
+    let kind = match shape.kind {
+        crate::nn::model::ConvKind::Dense => "dense",
+        crate::nn::model::ConvKind::Pair => "pair",
+        crate::nn::model::ConvKind::Cp => "cp",
+    };
+    let text = format!(
+        "[model]\ndims = {}\nin_channels = {}\nkind = \"{kind}\"\nrank = {}\n[[layer]]\ntype = \"conv\"\nout = {}\nkernel = {}\npadding = {}\n",
+        shape.dims,
+        shape.cin,
+        shape.rank,
+        shape.cout,
+        shape.kernel,
+        shape.kernel / 2
+    );
+    let mut model = Model::new(ModelSpec::from_toml(&text)?)?;
+    let t = if shape.dims == 2 { 1 } else { shape.size[0] };
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    let x = Tensor::randn(
+        &[shape.batch, shape.cin, t, shape.size[1], shape.size[2]],
+        1.0,
+        &mut rng,
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| crate::nn::NnError::Model(e.to_string()))?;
+    pool.install(|| {
+        let mut f = vec![];
+        let mut fb = vec![];
+        let y = model.forward(&x)?;
+        let dy = Tensor::randn(&y.shape, 1.0, &mut rng);
+        model.backward(&dy)?;
+        for _ in 0..samples {
+            let t0 = Instant::now();
+            model.forward(&x)?;
+            let t1 = Instant::now();
+            model.zero_grad();
+            model.backward(&dy)?;
+            let t2 = Instant::now();
+            f.push((t1 - t0).as_secs_f64() * 1e3);
+            fb.push((t2 - t0).as_secs_f64() * 1e3);
+        }
+        let fm = median(f);
+        let fbm = median(fb);
+        Ok(ConvResult {
+            shape: shape.clone(),
+            threads,
+            trainable_params: model.num_params(),
+            forward_ms: fm,
+            // The model runs both backward passes together; split them by running them alone.
+            backward_input_ms: f64::NAN,
+            backward_weights_ms: f64::NAN,
+            forward_backward_ms: fbm,
+            samples,
+        })
+    })
+}

@@ -84,12 +84,26 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Compare models on one test set (the first is the reference): parameters, memory, time, errors.
+    Compare {
+        test: PathBuf,
+        models: Vec<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Predict the frames after the first t_in frames of each sample of an HDF5 file.
     Predict {
         model: PathBuf,
         input: PathBuf,
         #[arg(long, short, default_value = "prediction.h5")]
         output: PathBuf,
+    },
+    /// Model files: layer list and trainable parameters of a TOML architecture.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
     },
     /// Mesh tools.
     Mesh {
@@ -100,6 +114,16 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Layers, output channels and trainable parameters (TOML architecture or .safetensors model).
+    Info {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -115,6 +139,31 @@ enum MeshCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Milliseconds per forward and forward+backward pass of one convolution layer.
+    Conv {
+        /// dense, pair or cp (comma-separated for several).
+        #[arg(long, value_delimiter = ',', default_value = "dense,pair,cp")]
+        kind: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        dims: usize,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        #[arg(long, default_value_t = 32)]
+        cin: usize,
+        #[arg(long, default_value_t = 32)]
+        cout: usize,
+        /// Input extent t,y,x (2-D ignores t).
+        #[arg(long, value_delimiter = ',', default_value = "8,32,32")]
+        size: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        kernel: usize,
+        #[arg(long, default_value_t = 4)]
+        rank: usize,
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        threads: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+    },
     /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
     Fe {
         #[arg(long, default_value_t = 1_000_000)]
@@ -211,9 +260,63 @@ fn run(cmd: Cmd) -> Result<()> {
             input,
             output,
         } => predict(&model, &input, &output),
+        Cmd::Compare {
+            test,
+            models,
+            batch,
+            json,
+        } => compare(&test, &models, batch, json),
+        Cmd::Model {
+            cmd: ModelCmd::Info { file, json },
+        } => model_info(&file, json),
         Cmd::Mesh {
             cmd: MeshCmd::Info { file, json },
         } => mesh_info(&file, json),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Conv {
+                    kind,
+                    dims,
+                    batch,
+                    cin,
+                    cout,
+                    size,
+                    kernel,
+                    rank,
+                    threads,
+                    samples,
+                },
+        } => {
+            anyhow::ensure!(size.len() == 3, "--size takes t,y,x");
+            anyhow::ensure!(
+                samples > 0 && batch > 0 && !threads.contains(&0),
+                "samples, batch and threads must be positive"
+            );
+            let mut out = vec![];
+            for k in &kind {
+                let kind = match k.as_str() {
+                    "dense" => wavecp::nn::model::ConvKind::Dense,
+                    "pair" => wavecp::nn::model::ConvKind::Pair,
+                    "cp" => wavecp::nn::model::ConvKind::Cp,
+                    other => anyhow::bail!("unknown convolution kind `{other}` (dense, pair, cp)"),
+                };
+                let shape = wavecp::bench::ConvShape {
+                    kind,
+                    dims,
+                    batch,
+                    cin,
+                    cout,
+                    size: [size[0], size[1], size[2]],
+                    kernel,
+                    rank,
+                };
+                for &t in &threads {
+                    out.push(wavecp::bench::run_conv(&shape, t, samples)?);
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         Cmd::Bench {
             cmd:
                 BenchCmd::Fe {
@@ -463,4 +566,48 @@ fn eval(_: &std::path::Path, _: &std::path::Path, _: usize, _: bool) -> Result<(
 #[cfg(not(feature = "hdf5"))]
 fn predict(_: &std::path::Path, _: &std::path::Path, _: &std::path::Path) -> Result<()> {
     anyhow::bail!("this wavecp was built without the `hdf5` feature: prediction reads HDF5 files")
+}
+
+fn model_info(file: &std::path::Path, json: bool) -> Result<()> {
+    use wavecp::nn::{Model, ModelSpec};
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+    let spec = ModelSpec::from_toml(&text).with_context(|| format!("{}", file.display()))?;
+    let m = Model::new(spec).with_context(|| format!("{}", file.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"file": file, "trainable_params": m.num_params(), "weight_bytes": 4 * m.num_params(), "out_channels": m.out_channels, "layers": m.summary()})
+        );
+    } else {
+        for l in m.summary() {
+            println!("  {l}");
+        }
+        println!(
+            "{}: {} trainable parameters ({} weight bytes), {} output channels",
+            file.display(),
+            m.num_params(),
+            4 * m.num_params(),
+            m.out_channels
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "hdf5")]
+fn compare(test: &std::path::Path, models: &[PathBuf], batch: usize, json: bool) -> Result<()> {
+    anyhow::ensure!(!models.is_empty(), "give at least one model file");
+    let rows = wavecp::surrogate::eval::compare(models, test, batch)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", wavecp::surrogate::eval::compare_markdown(&rows));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn compare(_: &std::path::Path, _: &[PathBuf], _: usize, _: bool) -> Result<()> {
+    anyhow::bail!(
+        "this wavecp was built without the `hdf5` feature: comparisons read HDF5 datasets"
+    )
 }

@@ -189,3 +189,32 @@ fn truncated_binary_files_never_panic() {
         assert!(r.is_err(), "truncated at {cut} of {} accepted", bytes.len());
     }
 }
+
+/// The bucket locator answers exactly like the brute-force search, on structured and Gmsh meshes.
+#[test]
+fn the_bucket_locator_agrees_with_brute_force() {
+    for m in [
+        rectangle(CellShape::Quad, 30, 30, [0.0, 1.0], [0.0, 1.0]).unwrap(),
+        rectangle(CellShape::Tri, 17, 9, [-1.0, 2.0], [0.0, 0.5]).unwrap(),
+        read_msh(&repo("meshes/lshape.msh")).unwrap(),
+        read_msh(&repo("meshes/inclusion.msh")).unwrap(),
+    ] {
+        let b = m.bbox();
+        let loc = m.locator();
+        for i in 0..64 {
+            for j in 0..64 {
+                let p = [b[0] + (b[2] - b[0]) * i as f64 / 63.0, b[1] + (b[3] - b[1]) * j as f64 / 63.0];
+                assert_eq!(loc.locate(p), m.locate(p), "at {p:?}");
+            }
+        }
+    }
+    // Every point of a rectangle is found (a None on both sides would also "agree").
+    let m = rectangle(CellShape::Quad, 30, 30, [0.0, 1.0], [0.0, 1.0]).unwrap();
+    let loc = m.locator();
+    for i in 0..=97 {
+        for j in 0..=97 {
+            let p = [i as f64 / 97.0, j as f64 / 97.0];
+            assert!(loc.locate(p).is_some(), "{p:?} not found");
+        }
+    }
+}

@@ -231,3 +231,45 @@ fn the_shipped_training_job_runs_shortened() {
         .to_string();
     assert!(e.contains("epoch"), "{e}");
 }
+
+/// The paper's comparison files: the dense encoder-decoder has the paper's ~7 M parameters, the
+/// CP one at least 7× fewer, the pair one (rank 1, 3×3×3) about 3× fewer; each training job
+/// runs one epoch on a small 64 × 64 dataset, and `compare` puts them side by side.
+#[test]
+fn the_paper_comparison_files_have_the_stated_sizes_and_run() {
+    let count = |k: &str| {
+        let text = std::fs::read_to_string(repo(&format!("models/paper_{k}.toml"))).unwrap();
+        wavecp::nn::Model::new(wavecp::nn::ModelSpec::from_toml(&text).unwrap()).unwrap().num_params()
+    };
+    let (d, p, c) = (count("dense"), count("pair"), count("cp"));
+    eprintln!("paper models: dense {d}, pair {p}, cp {c}");
+    assert!((6_500_000..7_500_000).contains(&d), "dense {d}");
+    assert!(d as f64 / c as f64 >= 7.0, "cp reduction {}", d as f64 / c as f64);
+    assert!((2.5..3.0).contains(&(d as f64 / p as f64)), "pair reduction {}", d as f64 / p as f64);
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), "d.h5", 64, 2, 6);
+    let mut bests = vec![];
+    for k in ["dense", "pair", "cp"] {
+        let path = repo(&format!("jobs/train_paper_{k}.toml"));
+        let out = dir.path().join(k);
+        let sets = vec![
+            format!("data.train=\"{}\"", data.display()),
+            "data.validation=0.5".into(),
+            "data.window_stride=8".into(),
+            "train.epochs=1".into(),
+            "train.batch=1".into(),
+            format!("output.dir=\"{}\"", out.display()),
+        ];
+        let j = TrainJob::load(&path, &sets).unwrap();
+        let s = run(&j, path.parent().unwrap(), &TrainOptions::default()).unwrap();
+        assert_eq!(s.trainable_params, [d, p, c][bests.len()]);
+        bests.push(s.best_model);
+    }
+    let rows = wavecp::surrogate::eval::compare(&bests, &data, 2).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].param_reduction, 1.0);
+    assert!((rows[2].param_reduction - d as f64 / c as f64).abs() < 1e-9);
+    assert!(rows.iter().all(|r| r.epoch_s > 0.0 && r.peak_train_mb > 0.0 && r.test_rel_l2.is_finite()));
+    assert!(wavecp::surrogate::eval::compare_markdown(&rows).lines().count() == 5);
+}

@@ -204,3 +204,75 @@ pub fn predict(model_path: &Path, input: &Path, output: &Path) -> Result<usize, 
         .map_err(e)?;
     Ok(fs.samples)
 }
+
+/// One row of the comparison table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareRow {
+    pub model: String,
+    pub trainable_params: usize,
+    pub weight_bytes: usize,
+    pub peak_train_mb: f64,
+    pub epoch_s: f64,
+    pub epochs: usize,
+    pub inference_ms_per_sample: f64,
+    pub test_rel_l2: f64,
+    pub rollout_rel_l2: f64,
+    /// Parameters of the first model divided by this one's.
+    pub param_reduction: f64,
+    /// This model's test error divided by the first model's.
+    pub error_ratio: f64,
+}
+
+/// Evaluates several models on one test set; ratios are relative to the first (the reference).
+pub fn compare(
+    models: &[std::path::PathBuf],
+    test: &Path,
+    batch: usize,
+) -> Result<Vec<CompareRow>, SurrogateError> {
+    let mut rows: Vec<CompareRow> = vec![];
+    for m in models {
+        let meta = modelfile::load(m)?.meta;
+        let r = evaluate(m, test, batch)?;
+        let roll = r.rollout_rel_l2.iter().sum::<f64>() / r.rollout_rel_l2.len().max(1) as f64;
+        let (p0, e0) = rows
+            .first()
+            .map_or((r.trainable_params as f64, r.rel_l2_mean), |f| {
+                (f.trainable_params as f64, f.test_rel_l2)
+            });
+        rows.push(CompareRow {
+            model: m.display().to_string(),
+            trainable_params: r.trainable_params,
+            weight_bytes: 4 * r.trainable_params,
+            peak_train_mb: meta.peak_rss_mb,
+            epoch_s: meta.epoch_s,
+            epochs: meta.epoch,
+            inference_ms_per_sample: r.inference_ms_per_sample,
+            test_rel_l2: r.rel_l2_mean,
+            rollout_rel_l2: roll,
+            param_reduction: p0 / r.trainable_params as f64,
+            error_ratio: r.rel_l2_mean / e0,
+        });
+    }
+    Ok(rows)
+}
+
+/// The comparison as a Markdown table.
+pub fn compare_markdown(rows: &[CompareRow]) -> String {
+    let mut s = String::from("| model | trainable params | weight bytes | peak training memory (MiB) | s / epoch | inference ms / sample | test rel. L2 (one window) | rollout rel. L2 | params ÷ | error × |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.4} | {:.4} | {:.1} | {:.3} |\n",
+            r.model,
+            r.trainable_params,
+            r.weight_bytes,
+            r.peak_train_mb,
+            r.epoch_s,
+            r.inference_ms_per_sample,
+            r.test_rel_l2,
+            r.rollout_rel_l2,
+            r.param_reduction,
+            r.error_ratio
+        ));
+    }
+    s
+}

@@ -28,6 +28,12 @@ pub struct ModelMeta {
     pub train_loss: f64,
     pub val_loss: f64,
     pub trainable_params: usize,
+    /// Peak resident memory of the training process so far (MiB).
+    #[serde(default)]
+    pub peak_rss_mb: f64,
+    /// Mean wall time of the epochs so far (s).
+    #[serde(default)]
+    pub epoch_s: f64,
 }
 
 /// Training state kept in checkpoints.

@@ -298,6 +298,8 @@ fn run_inner(
         train_loss: tl,
         val_loss: vl,
         trainable_params: nparams,
+        peak_rss_mb: peak_rss_mb(),
+        epoch_s: 0.0,
     };
     // 3. Epochs.
     let batches_per_epoch = train_w.len().div_ceil(job.train.batch);
@@ -357,17 +359,14 @@ fn run_inner(
         } else {
             val_loss
         };
+        let mut m = meta(epoch, last_train, val_loss);
+        m.epoch_s = state.history.iter().map(|h| h.3).sum::<f64>() / state.history.len() as f64;
         if score < state.best_val {
             state.best_val = score;
-            modelfile::save(&best, &model, &meta(epoch, last_train, val_loss), None)?;
+            modelfile::save(&best, &model, &m, None)?;
         }
         if epoch % job.output.checkpoint_every == 0 || epoch == job.train.epochs {
-            modelfile::save(
-                &ckpt,
-                &model,
-                &meta(epoch, last_train, val_loss),
-                Some((&adam, &state)),
-            )?;
+            modelfile::save(&ckpt, &model, &m, Some((&adam, &state)))?;
             let hist = serde_json::to_string_pretty(&state.history).unwrap_or_default();
             crate::output::write_atomic(&out_dir.join("history.json"), hist.as_bytes())
                 .map_err(|e| file_err(&out_dir, e))?;
