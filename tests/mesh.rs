@@ -203,7 +203,10 @@ fn the_bucket_locator_agrees_with_brute_force() {
         let loc = m.locator();
         for i in 0..64 {
             for j in 0..64 {
-                let p = [b[0] + (b[2] - b[0]) * i as f64 / 63.0, b[1] + (b[3] - b[1]) * j as f64 / 63.0];
+                let p = [
+                    b[0] + (b[2] - b[0]) * i as f64 / 63.0,
+                    b[1] + (b[3] - b[1]) * j as f64 / 63.0,
+                ];
                 assert_eq!(loc.locate(p), m.locate(p), "at {p:?}");
             }
         }

@@ -239,13 +239,23 @@ fn the_shipped_training_job_runs_shortened() {
 fn the_paper_comparison_files_have_the_stated_sizes_and_run() {
     let count = |k: &str| {
         let text = std::fs::read_to_string(repo(&format!("models/paper_{k}.toml"))).unwrap();
-        wavecp::nn::Model::new(wavecp::nn::ModelSpec::from_toml(&text).unwrap()).unwrap().num_params()
+        wavecp::nn::Model::new(wavecp::nn::ModelSpec::from_toml(&text).unwrap())
+            .unwrap()
+            .num_params()
     };
     let (d, p, c) = (count("dense"), count("pair"), count("cp"));
     eprintln!("paper models: dense {d}, pair {p}, cp {c}");
     assert!((6_500_000..7_500_000).contains(&d), "dense {d}");
-    assert!(d as f64 / c as f64 >= 7.0, "cp reduction {}", d as f64 / c as f64);
-    assert!((2.5..3.0).contains(&(d as f64 / p as f64)), "pair reduction {}", d as f64 / p as f64);
+    assert!(
+        d as f64 / c as f64 >= 7.0,
+        "cp reduction {}",
+        d as f64 / c as f64
+    );
+    assert!(
+        (2.5..3.0).contains(&(d as f64 / p as f64)),
+        "pair reduction {}",
+        d as f64 / p as f64
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), "d.h5", 64, 2, 6);
@@ -270,6 +280,13 @@ fn the_paper_comparison_files_have_the_stated_sizes_and_run() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0].param_reduction, 1.0);
     assert!((rows[2].param_reduction - d as f64 / c as f64).abs() < 1e-9);
-    assert!(rows.iter().all(|r| r.epoch_s > 0.0 && r.peak_train_mb > 0.0 && r.test_rel_l2.is_finite()));
-    assert!(wavecp::surrogate::eval::compare_markdown(&rows).lines().count() == 5);
+    assert!(rows
+        .iter()
+        .all(|r| r.epoch_s > 0.0 && r.peak_train_mb > 0.0 && r.test_rel_l2.is_finite()));
+    assert!(
+        wavecp::surrogate::eval::compare_markdown(&rows)
+            .lines()
+            .count()
+            == 5
+    );
 }

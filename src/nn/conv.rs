@@ -43,6 +43,52 @@ impl Geom {
     }
 }
 
+thread_local! {
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A per-thread work buffer of `len` values with unspecified contents (callers overwrite what they
+/// read). Reusing it saves zeroing and page-faulting a fresh im2col matrix for every sample; it
+/// goes back to the thread when dropped.
+pub struct Scratch {
+    buf: Vec<f32>,
+    len: usize,
+}
+
+impl Scratch {
+    pub fn new(len: usize) -> Self {
+        let mut buf = SCRATCH.with(|c| c.take());
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        Scratch { buf, len }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        SCRATCH.with(|c| {
+            // Keep the larger of the two buffers if scratches were nested.
+            let other = c.take();
+            c.set(if other.len() > buf.len() { other } else { buf });
+        });
+    }
+}
+
 /// `C = alpha · A · B + beta · C` with `A: [m, k]`, `B: [k, n]` given as (possibly transposed) views.
 pub fn gemm(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: &mut [f32]) {
     let (m, n) = (a.nrows(), b.ncols());
@@ -57,14 +103,37 @@ pub fn view(s: &[f32], r: usize, c: usize) -> ArrayView2<'_, f32> {
         .expect("a contiguous slice of r·c elements is a valid [r, c] view")
 }
 
-/// Visits every (column row, output position, input position) of the im2col matrix.
+/// For kernel tap `c` along x: the output range `[lo, hi)` whose input `ox·s + c·d − p` is inside
+/// `[0, n)`, and the input index of `lo`.
 #[inline]
-fn for_each_tap(
+fn x_range(out: usize, n: usize, s: usize, c: usize, d: usize, p: usize) -> (usize, usize, usize) {
+    let off = (c * d) as isize - p as isize;
+    // smallest ox with ox·s + off ≥ 0
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off) as usize).div_ceil(s)
+    };
+    // largest ox with ox·s + off ≤ n − 1, plus one
+    let hi = if (n as isize) - 1 - off < 0 {
+        0
+    } else {
+        (((n as isize - 1 - off) as usize) / s + 1).min(out)
+    };
+    let lo = lo.min(hi);
+    (lo, hi, (lo as isize * s as isize + off).max(0) as usize)
+}
+
+/// Calls `f(row, out_offset, in_offset, len, in_stride)` for every contiguous run of valid taps
+/// and `z(row, out_offset, len)` for the runs that fall in the zero padding.
+#[inline]
+fn for_each_run(
     c: usize,
     ind: [usize; 3],
     g: &Geom,
     outd: [usize; 3],
-    mut f: impl FnMut(usize, usize, Option<usize>),
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+    mut z: impl FnMut(usize, usize, usize),
 ) {
     let n = outd[0] * outd[1] * outd[2];
     let [kt, ky, kx] = g.k;
@@ -73,26 +142,29 @@ fn for_each_tap(
             for b in 0..ky {
                 for cc in 0..kx {
                     let row = ((ci * kt + a) * ky + b) * kx + cc;
-                    let mut col = 0;
+                    let (lo, hi, ix0) =
+                        x_range(outd[2], ind[2], g.stride[2], cc, g.dil[2], g.pad[2]);
                     for ot in 0..outd[0] {
                         let it = (ot * g.stride[0] + a * g.dil[0]) as isize - g.pad[0] as isize;
                         for oy in 0..outd[1] {
                             let iy = (oy * g.stride[1] + b * g.dil[1]) as isize - g.pad[1] as isize;
-                            for ox in 0..outd[2] {
-                                let ix =
-                                    (ox * g.stride[2] + cc * g.dil[2]) as isize - g.pad[2] as isize;
-                                let inside = it >= 0
-                                    && iy >= 0
-                                    && ix >= 0
-                                    && (it as usize) < ind[0]
-                                    && (iy as usize) < ind[1]
-                                    && (ix as usize) < ind[2];
-                                let src = inside.then(|| {
-                                    ((ci * ind[0] + it as usize) * ind[1] + iy as usize) * ind[2]
-                                        + ix as usize
-                                });
-                                f(row * n + col, col, src);
-                                col += 1;
+                            let o = row * n + (ot * outd[1] + oy) * outd[2];
+                            let inside = it >= 0
+                                && iy >= 0
+                                && (it as usize) < ind[0]
+                                && (iy as usize) < ind[1];
+                            if !inside || lo >= hi {
+                                z(row, o, outd[2]);
+                                continue;
+                            }
+                            if lo > 0 {
+                                z(row, o, lo);
+                            }
+                            let src =
+                                ((ci * ind[0] + it as usize) * ind[1] + iy as usize) * ind[2] + ix0;
+                            f(row, o + lo, src, hi - lo, g.stride[2]);
+                            if hi < outd[2] {
+                                z(row, o + hi, outd[2] - hi);
                             }
                         }
                     }
@@ -104,18 +176,52 @@ fn for_each_tap(
 
 /// `col[(c, kt, ky, kx), (ot, oy, ox)]` from one sample `x: [c, T, Y, X]`.
 pub fn im2col(x: &[f32], c: usize, ind: [usize; 3], g: &Geom, outd: [usize; 3], col: &mut [f32]) {
-    for_each_tap(c, ind, g, outd, |k, _, src| {
-        col[k] = src.map_or(0.0, |s| x[s])
-    });
+    // Two closures write `col`; route both through one cell-free helper by splitting the work:
+    // first the copies, then the zeros (disjoint ranges).
+    let mut zeros: Vec<(usize, usize)> = Vec::new();
+    for_each_run(
+        c,
+        ind,
+        g,
+        outd,
+        |_, o, src, len, s| {
+            let dst = &mut col[o..o + len];
+            if s == 1 {
+                dst.copy_from_slice(&x[src..src + len]);
+            } else {
+                for (k, d) in dst.iter_mut().enumerate() {
+                    *d = x[src + k * s];
+                }
+            }
+        },
+        |_, o, len| zeros.push((o, len)),
+    );
+    for (o, len) in zeros {
+        col[o..o + len].fill(0.0);
+    }
 }
 
 /// Adds `col` back into `dx: [c, T, Y, X]` (the adjoint of [`im2col`]).
 pub fn col2im(col: &[f32], c: usize, ind: [usize; 3], g: &Geom, outd: [usize; 3], dx: &mut [f32]) {
-    for_each_tap(c, ind, g, outd, |k, _, src| {
-        if let Some(s) = src {
-            dx[s] += col[k];
-        }
-    });
+    for_each_run(
+        c,
+        ind,
+        g,
+        outd,
+        |_, o, src, len, s| {
+            let from = &col[o..o + len];
+            if s == 1 {
+                for (d, v) in dx[src..src + len].iter_mut().zip(from) {
+                    *d += v;
+                }
+            } else {
+                for (k, v) in from.iter().enumerate() {
+                    dx[src + k * s] += v;
+                }
+            }
+        },
+        |_, _, _| {},
+    );
 }
 
 /// A 1-D convolution along one axis: kernel length, stride, padding, dilation.

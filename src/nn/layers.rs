@@ -7,6 +7,7 @@
 
 use super::conv::{
     col2im, depthwise_axis, depthwise_axis_backward, gemm, im2col, view, AxisConv, DwShape, Geom,
+    Scratch,
 };
 use super::tensor::{NnError, Tensor};
 use rayon::prelude::*;
@@ -138,7 +139,7 @@ impl ConvCore {
             self.ci * self.g.kvol(),
         );
         let data = per_sample(d[0], self.co * n, |b, y| {
-            let mut col = vec![0.0f32; k * n];
+            let mut col = Scratch::new(k * n);
             im2col(
                 &x.data[b * nin..(b + 1) * nin],
                 self.ci,
@@ -172,7 +173,7 @@ impl ConvCore {
             self.ci * self.g.kvol(),
         );
         let data = per_sample(d[0], nin, |b, dx| {
-            let mut col = vec![0.0f32; k * n];
+            let mut col = Scratch::new(k * n);
             gemm(
                 1.0,
                 view(w, self.co, k).t(),
@@ -204,7 +205,7 @@ impl ConvCore {
             self.ci * self.g.kvol(),
         );
         let dw = sum_per_sample(d[0], self.co * k, |b, dw| {
-            let mut col = vec![0.0f32; k * n];
+            let mut col = Scratch::new(k * n);
             im2col(
                 &x.data[b * nin..(b + 1) * nin],
                 self.ci,
@@ -835,6 +836,44 @@ impl ConvTranspose {
         }
     }
 
+    /// The saved input, its dims, input and output extents and sizes, and `Co·kvol`, after
+    /// checking `dy`'s shape.
+    #[allow(clippy::type_complexity)]
+    fn grad_dims(
+        &self,
+        dy: &Tensor,
+    ) -> Result<
+        (
+            &Tensor,
+            [usize; 5],
+            [usize; 3],
+            [usize; 3],
+            usize,
+            usize,
+            usize,
+        ),
+        NnError,
+    > {
+        let x = saved(&self.x, "transposed conv")?;
+        let d = x.dims5("transposed conv")?;
+        let ind = [d[2], d[3], d[4]];
+        let o = self.out_dims(ind)?;
+        check_same(
+            dy,
+            &[d[0], self.co, o[0], o[1], o[2]],
+            "transposed conv output gradient",
+        )?;
+        Ok((
+            x,
+            d,
+            ind,
+            o,
+            ind.iter().product(),
+            o.iter().product(),
+            self.co * self.g.kvol(),
+        ))
+    }
+
     fn out_dims(&self, ind: [usize; 3]) -> Result<[usize; 3], NnError> {
         let mut o = [0; 3];
         for a in 0..3 {
@@ -873,7 +912,7 @@ impl Layer for ConvTranspose {
             self.co * self.g.kvol(),
         );
         let data = per_sample(d[0], self.co * nout, |b, y| {
-            let mut col = vec![0.0f32; k * nin];
+            let mut col = Scratch::new(k * nin);
             gemm(
                 1.0,
                 view(&self.w.value, self.ci, k).t(),
@@ -892,22 +931,9 @@ impl Layer for ConvTranspose {
         Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data)
     }
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
-        let x = saved(&self.x, "transposed conv")?;
-        let d = x.dims5("transposed conv")?;
-        let ind = [d[2], d[3], d[4]];
-        let o = self.out_dims(ind)?;
-        check_same(
-            dy,
-            &[d[0], self.co, o[0], o[1], o[2]],
-            "transposed conv output gradient",
-        )?;
-        let (nin, nout, k) = (
-            ind.iter().product::<usize>(),
-            o.iter().product::<usize>(),
-            self.co * self.g.kvol(),
-        );
+        let (x, d, ind, o, nin, nout, k) = self.grad_dims(dy)?;
         let data = per_sample(d[0], self.ci * nin, |b, dx| {
-            let mut col = vec![0.0f32; k * nin];
+            let mut col = Scratch::new(k * nin);
             im2col(
                 &dy.data[b * self.co * nout..(b + 1) * self.co * nout],
                 self.co,
@@ -927,22 +953,9 @@ impl Layer for ConvTranspose {
         Tensor::from_vec(&x.shape, data)
     }
     fn backward_weights(&mut self, dy: &Tensor) -> Result<(), NnError> {
-        let x = saved(&self.x, "transposed conv")?;
-        let d = x.dims5("transposed conv")?;
-        let ind = [d[2], d[3], d[4]];
-        let o = self.out_dims(ind)?;
-        check_same(
-            dy,
-            &[d[0], self.co, o[0], o[1], o[2]],
-            "transposed conv output gradient",
-        )?;
-        let (nin, nout, k) = (
-            ind.iter().product::<usize>(),
-            o.iter().product::<usize>(),
-            self.co * self.g.kvol(),
-        );
+        let (x, d, ind, o, nin, nout, k) = self.grad_dims(dy)?;
         let dw = sum_per_sample(d[0], self.ci * k, |b, dw| {
-            let mut col = vec![0.0f32; k * nin];
+            let mut col = Scratch::new(k * nin);
             im2col(
                 &dy.data[b * self.co * nout..(b + 1) * self.co * nout],
                 self.co,
