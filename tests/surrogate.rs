@@ -296,14 +296,30 @@ fn the_paper_comparison_files_have_the_stated_sizes_and_run() {
 fn a_two_dimensional_model_trains() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), "d.h5", 16, 8, 7);
-    let s = run(&job(&data, &dir.path().join("o"), "small_pair2d", 30), Path::new("."), &TrainOptions::default()).unwrap();
+    let s = run(
+        &job(&data, &dir.path().join("o"), "small_pair2d", 30),
+        Path::new("."),
+        &TrainOptions::default(),
+    )
+    .unwrap();
     let fs = FrameSet::load(&data).unwrap();
-    let ws = WindowSpec { t_in: 8, t_out: 8, dims: 2 };
+    let ws = WindowSpec {
+        t_in: 8,
+        t_out: 8,
+        dims: 2,
+    };
     let (_, y) = ws.batch(&fs, &ws.windows(&fs, &[6, 7], 2), fs.mean, fs.std);
     assert_eq!(y.shape[1..3], [8, 1]);
     let zero = y.data.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / y.len() as f64;
-    eprintln!("2-D pair: best validation {:.4} vs zero predictor {zero:.4}", s.best_val_loss);
-    assert!(s.best_val_loss < 0.6 * zero, "{} vs {zero}", s.best_val_loss);
+    eprintln!(
+        "2-D pair: best validation {:.4} vs zero predictor {zero:.4}",
+        s.best_val_loss
+    );
+    assert!(
+        s.best_val_loss < 0.6 * zero,
+        "{} vs {zero}",
+        s.best_val_loss
+    );
     let r = evaluate(&s.best_model, &data, 4).unwrap();
     assert_eq!(r.rel_l2_per_frame.len(), 8);
 }

@@ -242,40 +242,92 @@ pub struct DwShape {
     pub outd: [usize; 3],
 }
 
+/// Calls `f(out_offset, in_offset, len, in_step)` for every contiguous run of `(output, input)`
+/// pairs of tap `j` of a depthwise 1-D convolution along `a.axis`, within one channel.
+/// Along x the run covers the valid outputs of a row (input step = stride); along t or y it covers
+/// a whole x-row (identical in input and output, step 1), so the inner loops vectorise.
+#[inline]
+fn for_each_axis_run(
+    sh: &DwShape,
+    a: &AxisConv,
+    j: usize,
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
+    let (ind, outd) = (sh.ind, sh.outd);
+    let (lo, hi, i0) = x_range(outd[a.axis], ind[a.axis], a.stride, j, a.dil, a.pad);
+    if lo >= hi {
+        return;
+    }
+    let (ist, ost) = (strides(ind), strides(outd));
+    match a.axis {
+        2 => {
+            for o0 in 0..outd[0] {
+                for o1 in 0..outd[1] {
+                    f(
+                        o0 * ost[0] + o1 * ost[1] + lo,
+                        o0 * ist[0] + o1 * ist[1] + i0,
+                        hi - lo,
+                        a.stride,
+                    );
+                }
+            }
+        }
+        1 => {
+            for o0 in 0..outd[0] {
+                for (k, o1) in (lo..hi).enumerate() {
+                    let i1 = i0 + k * a.stride;
+                    f(
+                        o0 * ost[0] + o1 * ost[1],
+                        o0 * ist[0] + i1 * ist[1],
+                        outd[2],
+                        1,
+                    );
+                }
+            }
+        }
+        _ => {
+            for (k, o0) in (lo..hi).enumerate() {
+                let i0k = i0 + k * a.stride;
+                for o1 in 0..outd[1] {
+                    f(
+                        o0 * ost[0] + o1 * ost[1],
+                        i0k * ist[0] + o1 * ist[1],
+                        outd[2],
+                        1,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Depthwise 1-D convolution along `a.axis` of `x: [C, T, Y, X]` with one filter `w[c, k]` per
 /// channel: `y[c, .., o, ..] = Σ_j w[c, j] x[c, .., o·s + j·d − p, ..]`.
 pub fn depthwise_axis(x: &[f32], sh: DwShape, a: &AxisConv, w: &[f32], y: &mut [f32]) {
-    let DwShape { c, ind, outd } = sh;
-    let AxisConv {
-        axis,
-        k,
-        stride: s,
-        pad: p,
-        dil: d,
-    } = *a;
-    let (ist, ost) = (strides(ind), strides(outd));
-    for ch in 0..c {
-        let (xo, yo) = (
-            ch * ind.iter().product::<usize>(),
-            ch * outd.iter().product::<usize>(),
+    let (nin, nout) = (
+        sh.ind.iter().product::<usize>(),
+        sh.outd.iter().product::<usize>(),
+    );
+    for ch in 0..sh.c {
+        let (xc, yc) = (
+            &x[ch * nin..(ch + 1) * nin],
+            &mut y[ch * nout..(ch + 1) * nout],
         );
-        for o0 in 0..outd[0] {
-            for o1 in 0..outd[1] {
-                for o2 in 0..outd[2] {
-                    let o = [o0, o1, o2];
-                    let mut acc = 0.0f32;
-                    for j in 0..k {
-                        let i = (o[axis] * s + j * d) as isize - p as isize;
-                        if i < 0 || i as usize >= ind[axis] {
-                            continue;
-                        }
-                        let mut ii = o;
-                        ii[axis] = i as usize;
-                        acc += w[ch * k + j] * x[xo + ii[0] * ist[0] + ii[1] * ist[1] + ii[2]];
+        yc.fill(0.0);
+        for j in 0..a.k {
+            let wj = w[ch * a.k + j];
+            for_each_axis_run(&sh, a, j, |o, i, len, step| {
+                let out = &mut yc[o..o + len];
+                if step == 1 {
+                    for (v, xv) in out.iter_mut().zip(&xc[i..i + len]) {
+                        *v += wj * xv;
                     }
-                    y[yo + o0 * ost[0] + o1 * ost[1] + o2] = acc;
+                } else {
+                    for (k, v) in out.iter_mut().enumerate() {
+                        *v += wj * xc[i + k * step];
+                    }
                 }
-            }
+            });
         }
     }
 }
@@ -290,38 +342,34 @@ pub fn depthwise_axis_backward(
     dx: &mut [f32],
     dw: &mut [f32],
 ) {
-    let DwShape { c, ind, outd } = sh;
-    let AxisConv {
-        axis,
-        k,
-        stride: s,
-        pad: p,
-        dil: d,
-    } = *a;
-    let (ist, ost) = (strides(ind), strides(outd));
-    for ch in 0..c {
-        let (xo, yo) = (
-            ch * ind.iter().product::<usize>(),
-            ch * outd.iter().product::<usize>(),
+    let (nin, nout) = (
+        sh.ind.iter().product::<usize>(),
+        sh.outd.iter().product::<usize>(),
+    );
+    for ch in 0..sh.c {
+        let (xc, gc) = (
+            &x[ch * nin..(ch + 1) * nin],
+            &dy[ch * nout..(ch + 1) * nout],
         );
-        for o0 in 0..outd[0] {
-            for o1 in 0..outd[1] {
-                for o2 in 0..outd[2] {
-                    let o = [o0, o1, o2];
-                    let g = dy[yo + o0 * ost[0] + o1 * ost[1] + o2];
-                    for j in 0..k {
-                        let i = (o[axis] * s + j * d) as isize - p as isize;
-                        if i < 0 || i as usize >= ind[axis] {
-                            continue;
-                        }
-                        let mut ii = o;
-                        ii[axis] = i as usize;
-                        let xi = xo + ii[0] * ist[0] + ii[1] * ist[1] + ii[2];
-                        dx[xi] += w[ch * k + j] * g;
-                        dw[ch * k + j] += x[xi] * g;
+        let dxc = &mut dx[ch * nin..(ch + 1) * nin];
+        for j in 0..a.k {
+            let wj = w[ch * a.k + j];
+            let mut acc = 0.0f32;
+            for_each_axis_run(&sh, a, j, |o, i, len, step| {
+                let g = &gc[o..o + len];
+                if step == 1 {
+                    for ((d, xv), gv) in dxc[i..i + len].iter_mut().zip(&xc[i..i + len]).zip(g) {
+                        *d += wj * gv;
+                        acc += xv * gv;
+                    }
+                } else {
+                    for (k, gv) in g.iter().enumerate() {
+                        dxc[i + k * step] += wj * gv;
+                        acc += xc[i + k * step] * gv;
                     }
                 }
-            }
+            });
+            dw[ch * a.k + j] += acc;
         }
     }
 }
