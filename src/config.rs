@@ -233,30 +233,14 @@ pub struct SolverConfig {
 impl Config {
     /// Reads a job file and applies `--set key=value` overrides before deserialising.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml(&text, &path.display().to_string(), overrides)
+        let cfg: Config = load_with_overrides(path, overrides)?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     /// Parses TOML text (`name` is used in errors) with overrides.
     pub fn from_toml(text: &str, name: &str, overrides: &[String]) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    file: name.into(),
-                    msg: e.to_string(),
-                })?;
-        for o in overrides {
-            apply_override(&mut table, o)?;
-        }
-        let cfg: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                file: name.into(),
-                msg: e.to_string(),
-            })?;
+        let cfg: Config = parse_with_overrides(text, name, overrides)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -389,6 +373,35 @@ fn finite(key: &str, v: f64) -> Result<(), ConfigError> {
     } else {
         Err(invalid(key, format!("must be finite, found {v}")))
     }
+}
+
+/// Reads a TOML job file of any kind and applies `--set` overrides before deserialising.
+pub fn load_with_overrides<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    overrides: &[String],
+) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    parse_with_overrides(&text, &path.display().to_string(), overrides)
+}
+
+/// Parses TOML text (`name` is used in errors), applies overrides, deserialises.
+pub fn parse_with_overrides<T: serde::de::DeserializeOwned>(
+    text: &str,
+    name: &str,
+    overrides: &[String],
+) -> Result<T, ConfigError> {
+    let parse = |e: toml::de::Error| ConfigError::Parse {
+        file: name.into(),
+        msg: e.to_string(),
+    };
+    let mut table: toml::Table = text.parse().map_err(parse)?;
+    for o in overrides {
+        apply_override(&mut table, o)?;
+    }
+    table.try_into().map_err(parse)
 }
 
 /// Applies `a.b.c=value` (numeric segments index arrays of tables, e.g. `source.0.frequency=8`).

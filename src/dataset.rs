@@ -5,8 +5,7 @@
 //! not depend on the number of threads or on how the work was interrupted and resumed.
 
 use crate::config::{
-    BoundaryConfig, Config, ConfigError, MaterialConfig, MeshConfig, SolverConfig, SourceConfig,
-    TimeConfig,
+    BoundaryConfig, Config, MaterialConfig, MeshConfig, SolverConfig, SourceConfig, TimeConfig,
 };
 use crate::driver::{self, DriverError};
 use crate::fem::WaveSpeed;
@@ -172,27 +171,7 @@ fn range_ok(key: &str, r: [f64; 2], positive: bool) -> Result<(), DriverError> {
 impl DatasetJob {
     /// Reads a dataset job with `--set` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, DriverError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let name = path.display().to_string();
-        let mut table: toml::Table =
-            text.parse()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    file: name.clone(),
-                    msg: e.to_string(),
-                })?;
-        for o in overrides {
-            crate::config::apply_override(&mut table, o)?;
-        }
-        let job: DatasetJob =
-            table
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    file: name,
-                    msg: e.to_string(),
-                })?;
+        let job: DatasetJob = crate::config::load_with_overrides(path, overrides)?;
         job.validate()?;
         Ok(job)
     }

@@ -90,16 +90,8 @@ pub struct TrainOutput {
 
 impl TrainJob {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, SurrogateError> {
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(path, e))?;
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| file_err(path, e))?;
-        for o in overrides {
-            crate::config::apply_override(&mut table, o).map_err(|e| file_err(path, e))?;
-        }
-        let job: TrainJob = table
-            .try_into()
-            .map_err(|e: toml::de::Error| file_err(path, e))?;
+        let job: TrainJob =
+            crate::config::load_with_overrides(path, overrides).map_err(|e| file_err(path, e))?;
         job.validate()?;
         Ok(job)
     }
