@@ -43,11 +43,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Triad bandwidth with `threads` threads on arrays of `n` doubles (24 bytes moved per entry).
 pub fn triad_bandwidth(n: usize, threads: usize, samples: usize) -> f64 {
-    let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(p) => p,
-        Err(_) => return f64::NAN,
-    };
-    pool.install(|| {
+    crate::threads::with_threads(threads, || {
         let b = vec![1.0f64; n];
         let c = vec![2.0f64; n];
         let mut a = vec![0.0f64; n];
@@ -65,6 +61,7 @@ pub fn triad_bandwidth(n: usize, threads: usize, samples: usize) -> f64 {
         }
         24.0 * n as f64 / median(times) / 1e9
     })
+    .unwrap_or(f64::NAN)
 }
 
 /// Measures the time loop for each shape × operator × thread count on a square of about `nodes` nodes.
@@ -104,26 +101,26 @@ pub fn run_fe(
             let mut solver = WaveSolver::new(&problem)?;
             solver.set_dt(0.9 * solver.dt_limit())?;
             for &t in threads {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .map_err(|e| crate::driver::DriverError::Threads(e.to_string()))?;
-                let times = pool.install(|| -> Result<Vec<f64>, crate::driver::DriverError> {
-                    solver.set_initial(&u0, &v0)?;
-                    for _ in 0..steps.min(5) {
-                        solver.step();
-                    }
-                    let mut times = Vec::with_capacity(samples);
-                    for _ in 0..samples {
-                        let t0 = Instant::now();
-                        for _ in 0..steps {
+                let times = crate::threads::with_threads(
+                    t,
+                    || -> Result<Vec<f64>, crate::driver::DriverError> {
+                        solver.set_initial(&u0, &v0)?;
+                        for _ in 0..steps.min(5) {
                             solver.step();
                         }
-                        times.push(t0.elapsed().as_secs_f64() / steps as f64);
-                    }
-                    solver.check_finite()?;
-                    Ok(times)
-                })?;
+                        let mut times = Vec::with_capacity(samples);
+                        for _ in 0..samples {
+                            let t0 = Instant::now();
+                            for _ in 0..steps {
+                                solver.step();
+                            }
+                            times.push(t0.elapsed().as_secs_f64() / steps as f64);
+                        }
+                        solver.check_finite()?;
+                        Ok(times)
+                    },
+                )
+                .map_err(crate::driver::DriverError::Threads)??;
                 let med = median(times);
                 let rate = n as f64 / med;
                 cases.push(FeCase {
@@ -210,11 +207,7 @@ pub fn run_conv(
         1.0,
         &mut rng,
     );
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| crate::nn::NnError::Model(e.to_string()))?;
-    pool.install(|| {
+    crate::threads::with_threads(threads, || {
         let mut f = vec![];
         let mut fb = vec![];
         let y = model.forward(&x)?;
@@ -244,4 +237,5 @@ pub fn run_conv(
             samples,
         })
     })
+    .map_err(crate::nn::NnError::Model)?
 }

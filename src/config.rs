@@ -174,7 +174,8 @@ pub struct TimeConfig {
     pub safety: f64,
 }
 
-fn default_safety() -> f64 {
+/// Default `time.safety` (fraction of the stability limit) for solve and dataset jobs.
+pub(crate) fn default_safety() -> f64 {
     0.9
 }
 

@@ -47,7 +47,7 @@ pub struct DatasetJob {
 #[serde(deny_unknown_fields)]
 pub struct StepConfig {
     pub dt: Option<f64>,
-    #[serde(default = "safety")]
+    #[serde(default = "crate::config::default_safety")]
     pub safety: f64,
 }
 
@@ -55,13 +55,9 @@ impl Default for StepConfig {
     fn default() -> Self {
         StepConfig {
             dt: None,
-            safety: safety(),
+            safety: crate::config::default_safety(),
         }
     }
-}
-
-fn safety() -> f64 {
-    0.9
 }
 
 /// The zone of interest: a rectangle sampled on an `nx × ny` vertex grid (edges included).

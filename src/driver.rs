@@ -264,14 +264,8 @@ pub fn time_step(t: &TimeConfig, solver: &mut WaveSolver) -> Result<usize, Drive
 
 /// Runs a job to the end; writes output when `output.path` is not empty.
 pub fn run(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<RunSummary, DriverError> {
-    if cfg.solver.threads > 0 {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.solver.threads)
-            .build()
-            .map_err(|e| DriverError::Threads(e.to_string()))?;
-        return pool.install(|| run_inner(cfg, base, opts));
-    }
-    run_inner(cfg, base, opts)
+    crate::threads::with_threads(cfg.solver.threads, || run_inner(cfg, base, opts))
+        .map_err(DriverError::Threads)?
 }
 
 fn run_inner(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<RunSummary, DriverError> {

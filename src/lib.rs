@@ -18,3 +18,4 @@ pub mod solver;
 pub mod sources;
 #[cfg(feature = "hdf5")]
 pub mod surrogate;
+pub mod threads;

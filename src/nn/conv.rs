@@ -124,19 +124,25 @@ fn x_range(out: usize, n: usize, s: usize, c: usize, d: usize, p: usize) -> (usi
     (lo, hi, (lo as isize * s as isize + off).max(0) as usize)
 }
 
-/// Calls `f(row, out_offset, in_offset, len, in_stride)` for every contiguous run of valid taps
-/// and `z(row, out_offset, len)` for the runs that fall in the zero padding.
+/// A contiguous stretch of one im2col row: `len` columns from `out`, either copied from the
+/// input (`Some((first input index, input step))`) or in the zero padding (`None`).
+#[derive(Clone, Copy)]
+struct Run {
+    out: usize,
+    len: usize,
+    src: Option<(usize, usize)>,
+}
+
+/// Calls `f` for every run of every im2col row, in order.
 #[inline]
-fn for_each_run(
-    c: usize,
-    ind: [usize; 3],
-    g: &Geom,
-    outd: [usize; 3],
-    mut f: impl FnMut(usize, usize, usize, usize, usize),
-    mut z: impl FnMut(usize, usize, usize),
-) {
+fn for_each_run(c: usize, ind: [usize; 3], g: &Geom, outd: [usize; 3], mut f: impl FnMut(Run)) {
     let n = outd[0] * outd[1] * outd[2];
     let [kt, ky, kx] = g.k;
+    let zero = |out, len| Run {
+        out,
+        len,
+        src: None,
+    };
     for ci in 0..c {
         for a in 0..kt {
             for b in 0..ky {
@@ -154,17 +160,21 @@ fn for_each_run(
                                 && (it as usize) < ind[0]
                                 && (iy as usize) < ind[1];
                             if !inside || lo >= hi {
-                                z(row, o, outd[2]);
+                                f(zero(o, outd[2]));
                                 continue;
                             }
                             if lo > 0 {
-                                z(row, o, lo);
+                                f(zero(o, lo));
                             }
                             let src =
                                 ((ci * ind[0] + it as usize) * ind[1] + iy as usize) * ind[2] + ix0;
-                            f(row, o + lo, src, hi - lo, g.stride[2]);
+                            f(Run {
+                                out: o + lo,
+                                len: hi - lo,
+                                src: Some((src, g.stride[2])),
+                            });
                             if hi < outd[2] {
-                                z(row, o + hi, outd[2] - hi);
+                                f(zero(o + hi, outd[2] - hi));
                             }
                         }
                     }
@@ -176,52 +186,35 @@ fn for_each_run(
 
 /// `col[(c, kt, ky, kx), (ot, oy, ox)]` from one sample `x: [c, T, Y, X]`.
 pub fn im2col(x: &[f32], c: usize, ind: [usize; 3], g: &Geom, outd: [usize; 3], col: &mut [f32]) {
-    // Two closures write `col`; route both through one cell-free helper by splitting the work:
-    // first the copies, then the zeros (disjoint ranges).
-    let mut zeros: Vec<(usize, usize)> = Vec::new();
-    for_each_run(
-        c,
-        ind,
-        g,
-        outd,
-        |_, o, src, len, s| {
-            let dst = &mut col[o..o + len];
-            if s == 1 {
-                dst.copy_from_slice(&x[src..src + len]);
-            } else {
-                for (k, d) in dst.iter_mut().enumerate() {
-                    *d = x[src + k * s];
-                }
-            }
-        },
-        |_, o, len| zeros.push((o, len)),
-    );
-    for (o, len) in zeros {
-        col[o..o + len].fill(0.0);
-    }
+    for_each_run(c, ind, g, outd, |r| {
+        let dst = &mut col[r.out..r.out + r.len];
+        match r.src {
+            None => dst.fill(0.0),
+            Some((src, 1)) => dst.copy_from_slice(&x[src..src + r.len]),
+            Some((src, s)) => dst
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, d)| *d = x[src + k * s]),
+        }
+    });
 }
 
 /// Adds `col` back into `dx: [c, T, Y, X]` (the adjoint of [`im2col`]).
 pub fn col2im(col: &[f32], c: usize, ind: [usize; 3], g: &Geom, outd: [usize; 3], dx: &mut [f32]) {
-    for_each_run(
-        c,
-        ind,
-        g,
-        outd,
-        |_, o, src, len, s| {
-            let from = &col[o..o + len];
-            if s == 1 {
-                for (d, v) in dx[src..src + len].iter_mut().zip(from) {
-                    *d += v;
-                }
-            } else {
-                for (k, v) in from.iter().enumerate() {
-                    dx[src + k * s] += v;
-                }
-            }
-        },
-        |_, _, _| {},
-    );
+    for_each_run(c, ind, g, outd, |r| {
+        let from = &col[r.out..r.out + r.len];
+        match r.src {
+            None => {}
+            Some((src, 1)) => dx[src..src + r.len]
+                .iter_mut()
+                .zip(from)
+                .for_each(|(d, v)| *d += v),
+            Some((src, s)) => from
+                .iter()
+                .enumerate()
+                .for_each(|(k, v)| dx[src + k * s] += v),
+        }
+    });
 }
 
 /// A 1-D convolution along one axis: kernel length, stride, padding, dilation.

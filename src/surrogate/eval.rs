@@ -115,36 +115,34 @@ pub fn evaluate(
     // Rollout: from the first t_in frames of each sample, feed predictions back.
     let nroll = (fs.nframes - meta.t_in) / meta.t_out;
     let mut roll = vec![(0.0, 0usize); nroll];
-    {
-        for s in 0..fs.samples {
-            let mut hist: Vec<Vec<f32>> = (0..meta.t_in)
-                .map(|k| fs.frames[(s * fs.nframes + k) * n..(s * fs.nframes + k + 1) * n].to_vec())
+    for s in 0..fs.samples {
+        let mut hist: Vec<Vec<f32>> = (0..meta.t_in)
+            .map(|k| fs.frames[(s * fs.nframes + k) * n..(s * fs.nframes + k + 1) * n].to_vec())
+            .collect();
+        for (w, slot) in roll.iter_mut().enumerate() {
+            let input: Vec<f32> = hist[hist.len() - meta.t_in..]
+                .iter()
+                .flat_map(|f| {
+                    f.iter()
+                        .map(|v| ((*v as f64 - meta.mean) / meta.std) as f32)
+                })
                 .collect();
-            for (w, slot) in roll.iter_mut().enumerate() {
-                let input: Vec<f32> = hist[hist.len() - meta.t_in..]
-                    .iter()
-                    .flat_map(|f| {
-                        f.iter()
-                            .map(|v| ((*v as f64 - meta.mean) / meta.std) as f32)
-                    })
-                    .collect();
-                let x = Tensor {
-                    shape: ws.shape(1, meta.t_in, fs.ny, fs.nx),
-                    data: input,
-                };
-                let p = model.forward(&x)?;
-                let pf = frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std);
-                let start = meta.t_in + w * meta.t_out;
-                let truth: Vec<f32> = fs.frames
-                    [(s * fs.nframes + start) * n..(s * fs.nframes + start + meta.t_out) * n]
-                    .to_vec();
-                let pred: Vec<f32> = pf.iter().flatten().copied().collect();
-                if let Some(e) = rel_l2(&pred, &truth) {
-                    slot.0 += e;
-                    slot.1 += 1;
-                }
-                hist.extend(pf);
+            let x = Tensor {
+                shape: ws.shape(1, meta.t_in, fs.ny, fs.nx),
+                data: input,
+            };
+            let p = model.forward(&x)?;
+            let pf = frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std);
+            let start = meta.t_in + w * meta.t_out;
+            let truth: Vec<f32> = fs.frames
+                [(s * fs.nframes + start) * n..(s * fs.nframes + start + meta.t_out) * n]
+                .to_vec();
+            let pred: Vec<f32> = pf.iter().flatten().copied().collect();
+            if let Some(e) = rel_l2(&pred, &truth) {
+                slot.0 += e;
+                slot.1 += 1;
             }
+            hist.extend(pf);
         }
     }
     Ok(EvalReport {

@@ -167,14 +167,8 @@ pub fn run(
     base: &Path,
     opts: &TrainOptions,
 ) -> Result<TrainSummary, SurrogateError> {
-    if job.train.threads > 0 {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(job.train.threads)
-            .build()
-            .map_err(|e| SurrogateError::Mismatch(e.to_string()))?;
-        return pool.install(|| run_inner(job, base, opts));
-    }
-    run_inner(job, base, opts)
+    crate::threads::with_threads(job.train.threads, || run_inner(job, base, opts))
+        .map_err(SurrogateError::Mismatch)?
 }
 
 fn run_inner(
