@@ -102,11 +102,13 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
 /// (kernel, stride, padding, dilation) along (t, y, x).
 type GeomSpec = ([usize; 3], [usize; 3], [usize; 3], [usize; 3]);
 
-const GEOMS: [GeomSpec; 4] = [
+const GEOMS: [GeomSpec; 5] = [
     ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
     ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1]),
     ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2]),
     ([1, 3, 3], [1, 2, 1], [0, 0, 1], [1, 1, 1]),
+    // Stride, padding and dilation in time together (the time-split GEMMs, one per slice).
+    ([3, 3, 2], [2, 1, 2], [2, 1, 0], [2, 1, 1]),
 ];
 
 #[test]

@@ -5,8 +5,7 @@
 //! kernel of length 1 along time, so one code path serves both.
 
 use super::tensor::NnError;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 
 /// Kernel size, stride, zero padding and dilation along `(t, y, x)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +88,89 @@ impl Drop for Scratch {
     }
 }
 
-/// `C = alpha · A · B + beta · C` with `A: [m, k]`, `B: [k, n]` given as (possibly transposed) views.
+/// `C = alpha · A · B + beta · C` with `A: [m, k]`, `B: [k, n]` given as (possibly transposed)
+/// views and `C` row-major `[m, n]`.
 pub fn gemm(alpha: f32, a: ArrayView2<f32>, b: ArrayView2<f32>, beta: f32, c: &mut [f32]) {
     let (m, n) = (a.nrows(), b.ncols());
-    if let Ok(mut cv) = ArrayViewMut2::from_shape((m, n), c) {
-        general_mat_mul(alpha, &a, &b, beta, &mut cv);
+    let c = ArrayViewMut2::from_shape((m, n), &mut c[..m * n])
+        .expect("a contiguous slice of m·n elements is a valid [m, n] view");
+    gemm_view(alpha, a, b, beta, c);
+}
+
+/// `C = alpha · A · B + beta · C` on arbitrary strided views (`C` may be a window of a larger
+/// matrix, e.g. one time tap's columns of a 2-D im2col matrix).
+///
+/// Runs on the `gemm` crate's kernels, which dispatch at run time to AVX-512 where the CPU has it
+/// (matrixmultiply, behind ndarray, stops at AVX2). Single-threaded: callers parallelise over
+/// samples, which keeps results independent of the thread count.
+pub fn gemm_view(
+    alpha: f32,
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    beta: f32,
+    mut c: ArrayViewMut2<f32>,
+) {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(
+        b.nrows() == k && c.nrows() == m && c.ncols() == n,
+        "gemm: [{m}, {k}] · [{}, {n}] into [{}, {}]",
+        b.nrows(),
+        c.nrows(),
+        c.ncols()
+    );
+    if m == 0 || n == 0 {
+        return;
     }
+    if k == 0 {
+        c.map_inplace(|v| *v *= beta);
+        return;
+    }
+    let (ars, acs) = (a.strides()[0], a.strides()[1]);
+    let (brs, bcs) = (b.strides()[0], b.strides()[1]);
+    let (crs, ccs) = (c.strides()[0], c.strides()[1]);
+    // SAFETY: the pointers and strides come from live ndarray views of m×k, k×n and m×n
+    // elements; `c` is a mutable view, so it aliases neither input.
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            ccs,
+            crs,
+            beta != 0.0,
+            a.as_ptr(),
+            acs,
+            ars,
+            b.as_ptr(),
+            bcs,
+            brs,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::None,
+        );
+    }
+}
+
+/// A `[r, c]` view of `s` starting at `off` with row stride `rs` and unit column stride.
+pub fn view_at(s: &[f32], off: usize, r: usize, c: usize, rs: usize) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((r, c).strides((rs, 1)), &s[off..])
+        .expect("the caller sized the slice for r rows of stride rs")
+}
+
+/// The mutable twin of [`view_at`].
+pub fn view_at_mut(
+    s: &mut [f32],
+    off: usize,
+    r: usize,
+    c: usize,
+    rs: usize,
+) -> ArrayViewMut2<'_, f32> {
+    ArrayViewMut2::from_shape((r, c).strides((rs, 1)), &mut s[off..])
+        .expect("the caller sized the slice for r rows of stride rs")
 }
 
 /// A row-major `[r, c]` view of a slice whose length the caller has sized.

@@ -6,8 +6,8 @@
 //! the weight gradients of the last forward pass into each [`Param::grad`].
 
 use super::conv::{
-    col2im, depthwise_axis, depthwise_axis_backward, gemm, im2col, view, AxisConv, DwShape, Geom,
-    Scratch,
+    col2im, depthwise_axis, depthwise_axis_backward, gemm, gemm_view, im2col, view, view_at,
+    view_at_mut, AxisConv, DwShape, Geom, Scratch,
 };
 use super::tensor::{NnError, Tensor};
 use rayon::prelude::*;
@@ -115,11 +115,41 @@ fn sum_per_sample(b: usize, len: usize, f: impl Fn(usize, &mut [f32]) + Sync + S
 // Dense convolution
 
 /// The dense kernel math shared by `dense` and `pair`: `W: [Co, Ci·kt·ky·kx]`.
+///
+/// A 3-D convolution runs as `kt` GEMMs over one 2-D im2col matrix: the columns
+/// `col2[(ci, ky, kx), (t, oy, ox)]` are built once for every zero-padded input time slice `t`,
+/// and time tap `a` multiplies `W[:, :, a]` (`[Co, Ci·ky·kx]`) by the window of columns that
+/// starts at slice `a·dt` (stride 1 in time: one GEMM over all output slices; otherwise one GEMM
+/// per output slice). Against a full 3-D im2col this builds a matrix `kt` times smaller and keeps
+/// the GEMM depth at `Ci·ky·kx`, where the kernels run near peak (see docs/benchmarks.md). A 2-D
+/// layer (`kt = 1`) is the plain im2col + one GEMM.
 #[derive(Debug, Clone)]
 pub struct ConvCore {
     pub ci: usize,
     pub co: usize,
     pub g: Geom,
+}
+
+/// Sizes of the time-split im2col for one input shape.
+struct Split {
+    /// Geometry of the 2-D im2col (kernel 1 and stride 1 in time, the time padding kept).
+    g2: Geom,
+    /// Its output extent `[T + 2pt, Y', X']`.
+    o2: [usize; 3],
+    /// Rows `Ci·ky·kx`.
+    k2: usize,
+    /// Output extent of the convolution.
+    o: [usize; 3],
+    /// `Y'·X'`.
+    nyx: usize,
+    /// `(T + 2pt)·Y'·X'`: the row stride of the im2col matrix.
+    ld: usize,
+}
+
+impl Split {
+    fn col_len(&self) -> usize {
+        self.k2 * self.ld
+    }
 }
 
 impl ConvCore {
@@ -129,36 +159,118 @@ impl ConvCore {
         Ok((d, o))
     }
 
+    fn split(&self, ind: [usize; 3], o: [usize; 3]) -> Split {
+        let g = &self.g;
+        let g2 = Geom {
+            k: [1, g.k[1], g.k[2]],
+            stride: [1, g.stride[1], g.stride[2]],
+            pad: g.pad,
+            dil: [1, g.dil[1], g.dil[2]],
+        };
+        let o2 = [ind[0] + 2 * g.pad[0], o[1], o[2]];
+        let nyx = o[1] * o[2];
+        Split {
+            g2,
+            o2,
+            k2: self.ci * g.k[1] * g.k[2],
+            o,
+            nyx,
+            ld: o2[0] * nyx,
+        }
+    }
+
+    /// `W[o, i, a, ky, kx]` regrouped as `[a][o][(i, ky, kx)]`, one GEMM operand per time tap.
+    fn taps(&self, w: &[f32]) -> Vec<f32> {
+        let kt = self.g.k[0];
+        if kt == 1 {
+            return w.to_vec();
+        }
+        let kyx = self.g.k[1] * self.g.k[2];
+        let k2 = self.ci * kyx;
+        let mut out = vec![0.0f32; w.len()];
+        for (oi, blk) in w.chunks(kt * kyx).enumerate() {
+            let (o, i) = (oi / self.ci, oi % self.ci);
+            for a in 0..kt {
+                let dst = (a * self.co + o) * k2 + i * kyx;
+                out[dst..dst + kyx].copy_from_slice(&blk[a * kyx..(a + 1) * kyx]);
+            }
+        }
+        out
+    }
+
+    /// The inverse of [`Self::taps`].
+    fn untaps(&self, t: &[f32]) -> Vec<f32> {
+        let kt = self.g.k[0];
+        if kt == 1 {
+            return t.to_vec();
+        }
+        let kyx = self.g.k[1] * self.g.k[2];
+        let k2 = self.ci * kyx;
+        let mut w = vec![0.0f32; t.len()];
+        for (oi, blk) in w.chunks_mut(kt * kyx).enumerate() {
+            let (o, i) = (oi / self.ci, oi % self.ci);
+            for a in 0..kt {
+                let src = (a * self.co + o) * k2 + i * kyx;
+                blk[a * kyx..(a + 1) * kyx].copy_from_slice(&t[src..src + kyx]);
+            }
+        }
+        w
+    }
+
+    /// Calls `f(a, out_offset, col_offset, n)` for every GEMM of the time split: time tap `a`
+    /// maps output columns `[out_offset, out_offset + n)` to im2col columns starting at
+    /// `col_offset`.
+    fn for_each_gemm(&self, sp: &Split, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let (st, dt) = (self.g.stride[0], self.g.dil[0]);
+        for a in 0..self.g.k[0] {
+            if st == 1 {
+                f(a, 0, a * dt * sp.nyx, sp.o[0] * sp.nyx);
+            } else {
+                for t in 0..sp.o[0] {
+                    f(a, t * sp.nyx, (t * st + a * dt) * sp.nyx, sp.nyx);
+                }
+            }
+        }
+    }
+
     /// `y = W ⋆ x + b`.
     pub fn forward(&self, x: &Tensor, w: &[f32], bias: Option<&[f32]>) -> Result<Tensor, NnError> {
         let (d, o) = self.dims(x, "convolution")?;
         let ind = [d[2], d[3], d[4]];
-        let (nin, n, k) = (
+        let sp = self.split(ind, o);
+        let (nin, n) = (
             self.ci * ind.iter().product::<usize>(),
             o.iter().product::<usize>(),
-            self.ci * self.g.kvol(),
         );
+        let wt = self.taps(w);
         let data = per_sample(d[0], self.co * n, |b, y| {
-            let mut col = Scratch::new(k * n);
+            let mut col = Scratch::new(sp.col_len());
             im2col(
                 &x.data[b * nin..(b + 1) * nin],
                 self.ci,
                 ind,
-                &self.g,
-                o,
+                &sp.g2,
+                sp.o2,
                 &mut col,
             );
-            gemm(1.0, view(w, self.co, k), view(&col, k, n), 0.0, y);
-            if let Some(bias) = bias {
-                for (c, row) in y.chunks_mut(n).enumerate() {
-                    row.iter_mut().for_each(|v| *v += bias[c]);
-                }
+            // Bias first, so that every tap's GEMM accumulates (beta = 1).
+            for (c, row) in y.chunks_mut(n).enumerate() {
+                row.fill(bias.map_or(0.0, |b| b[c]));
             }
+            self.for_each_gemm(&sp, |a, yo, co, len| {
+                gemm_view(
+                    1.0,
+                    view(&wt[a * self.co * sp.k2..], self.co, sp.k2),
+                    view_at(&col, co, sp.k2, len, sp.ld),
+                    1.0,
+                    view_at_mut(y, yo, self.co, len, n),
+                );
+            });
         });
         Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data)
     }
 
-    /// `dx = Wᵀ ⋆ dy` (im2col adjoint).
+    /// `dx = Wᵀ ⋆ dy` (the im2col adjoint).
     pub fn backward_input(&self, x: &Tensor, dy: &Tensor, w: &[f32]) -> Result<Tensor, NnError> {
         let (d, o) = self.dims(x, "convolution")?;
         check_same(
@@ -167,26 +279,32 @@ impl ConvCore {
             "convolution output gradient",
         )?;
         let ind = [d[2], d[3], d[4]];
-        let (nin, n, k) = (
+        let sp = self.split(ind, o);
+        let (nin, n) = (
             self.ci * ind.iter().product::<usize>(),
             o.iter().product::<usize>(),
-            self.ci * self.g.kvol(),
         );
+        let wt = self.taps(w);
         let data = per_sample(d[0], nin, |b, dx| {
-            let mut col = Scratch::new(k * n);
-            gemm(
-                1.0,
-                view(w, self.co, k).t(),
-                view(&dy.data[b * self.co * n..], self.co, n),
-                0.0,
-                &mut col,
-            );
-            col2im(&col, self.ci, ind, &self.g, o, dx);
+            let mut col = Scratch::new(sp.col_len());
+            // Time taps overlap in the im2col columns, so they accumulate into a zeroed matrix.
+            col.fill(0.0);
+            let dyb = &dy.data[b * self.co * n..(b + 1) * self.co * n];
+            self.for_each_gemm(&sp, |a, yo, co, len| {
+                gemm_view(
+                    1.0,
+                    view(&wt[a * self.co * sp.k2..], self.co, sp.k2).t(),
+                    view_at(dyb, yo, self.co, len, n),
+                    1.0,
+                    view_at_mut(&mut col, co, sp.k2, len, sp.ld),
+                );
+            });
+            col2im(&col, self.ci, ind, &sp.g2, sp.o2, dx);
         });
         Tensor::from_vec(&x.shape, data)
     }
 
-    /// `(dW, db)` with `dW = Σ_b dy_b · col_bᵀ`.
+    /// `(dW, db)` with `dW[:, :, a] = Σ_b dy_b · col_{b,a}ᵀ`.
     pub fn backward_weights(
         &self,
         x: &Tensor,
@@ -199,29 +317,45 @@ impl ConvCore {
             "convolution output gradient",
         )?;
         let ind = [d[2], d[3], d[4]];
-        let (nin, n, k) = (
+        let sp = self.split(ind, o);
+        let (nin, n) = (
             self.ci * ind.iter().product::<usize>(),
             o.iter().product::<usize>(),
-            self.ci * self.g.kvol(),
         );
-        let dw = sum_per_sample(d[0], self.co * k, |b, dw| {
-            let mut col = Scratch::new(k * n);
+        let per_tap = self.co * sp.k2;
+        let dwt = sum_per_sample(d[0], per_tap * self.g.k[0], |b, dw| {
+            let mut col = Scratch::new(sp.col_len());
             im2col(
                 &x.data[b * nin..(b + 1) * nin],
                 self.ci,
                 ind,
-                &self.g,
-                o,
+                &sp.g2,
+                sp.o2,
                 &mut col,
             );
-            gemm(
-                1.0,
-                view(&dy.data[b * self.co * n..], self.co, n),
-                view(&col, k, n).t(),
-                0.0,
-                dw,
-            );
+            let dyb = &dy.data[b * self.co * n..(b + 1) * self.co * n];
+            self.for_each_gemm(&sp, |a, yo, co, len| {
+                // As dWᵀ = col · dyᵀ into a row-major [k2, Co] block: with the long reduction
+                // along contiguous rows of both operands, the other layouts ran 5× slower.
+                gemm_view(
+                    1.0,
+                    view_at(&col, co, sp.k2, len, sp.ld),
+                    view_at(dyb, yo, self.co, len, n).t(),
+                    1.0,
+                    view_at_mut(&mut dw[a * per_tap..], 0, sp.k2, self.co, self.co),
+                );
+            });
         });
+        // [a][k2][Co] → [a][Co][k2]
+        let mut dwt2 = vec![0.0f32; dwt.len()];
+        for (src, dst) in dwt.chunks(per_tap).zip(dwt2.chunks_mut(per_tap)) {
+            for r in 0..sp.k2 {
+                for o in 0..self.co {
+                    dst[o * sp.k2 + r] = src[r * self.co + o];
+                }
+            }
+        }
+        let dw = self.untaps(&dwt2);
         let mut db = vec![0.0f32; self.co];
         for b in 0..d[0] {
             for (c, row) in dy.data[b * self.co * n..(b + 1) * self.co * n]
