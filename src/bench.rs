@@ -239,3 +239,86 @@ pub fn run_conv(
     })
     .map_err(crate::nn::NnError::Model)?
 }
+
+/// One `wavecp bench train` measurement: a whole training step of a model file.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainStepResult {
+    pub model: String,
+    pub threads: usize,
+    pub input_shape: Vec<usize>,
+    pub trainable_params: usize,
+    /// Medians over `steps` steps (after `warmup` untimed ones).
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub update_ms: f64,
+    pub step_ms: f64,
+    pub steps: usize,
+}
+
+/// Times the training step `forward → MSE → backward → AdamW (clipped)` of the model in `file`
+/// on a random `[batch, in_channels, t, y, x]` input (`t` ignored for 2-D models) and a random
+/// target of the output's shape, as `wavecp train` runs it.
+pub fn run_train(
+    file: &std::path::Path,
+    batch: usize,
+    size: [usize; 3],
+    threads: usize,
+    steps: usize,
+    warmup: usize,
+) -> Result<TrainStepResult, crate::nn::NnError> {
+    use crate::nn::model::{Model, ModelSpec};
+    use crate::nn::train::{loss, Adam, AdamConfig, LossKind, Schedule};
+    use crate::nn::{NnError, Tensor};
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| NnError::Model(format!("{}: {e}", file.display())))?;
+    let spec = ModelSpec::from_toml(&text)?;
+    let (dims, cin) = (spec.model.dims, spec.model.in_channels);
+    let mut model = Model::new(spec)?;
+    let t = if dims == 2 { 1 } else { size[0] };
+    let shape = vec![batch, cin, t, size[1], size[2]];
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+    let x = Tensor::randn(&shape, 1.0, &mut rng);
+    let mut adam = Adam::new(AdamConfig {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        warmup: 0,
+        schedule: Schedule::Constant,
+        clip_norm: 1.0,
+    });
+    crate::threads::with_threads(threads, || {
+        let target = Tensor::randn(&model.forward(&x)?.shape, 1.0, &mut rng);
+        let (mut f, mut b, mut u, mut s) = (vec![], vec![], vec![], vec![]);
+        for i in 0..warmup + steps {
+            let t0 = Instant::now();
+            let pred = model.forward(&x)?;
+            let (_, dy) = loss(LossKind::Mse, &pred, &target)?;
+            let t1 = Instant::now();
+            model.zero_grad();
+            model.backward(&dy)?;
+            let t2 = Instant::now();
+            adam.update(&mut model.params_mut());
+            let t3 = Instant::now();
+            if i >= warmup {
+                f.push((t1 - t0).as_secs_f64() * 1e3);
+                b.push((t2 - t1).as_secs_f64() * 1e3);
+                u.push((t3 - t2).as_secs_f64() * 1e3);
+                s.push((t3 - t0).as_secs_f64() * 1e3);
+            }
+        }
+        Ok(TrainStepResult {
+            model: file.display().to_string(),
+            threads,
+            input_shape: shape.clone(),
+            trainable_params: model.num_params(),
+            forward_ms: median(f),
+            backward_ms: median(b),
+            update_ms: median(u),
+            step_ms: median(s),
+            steps,
+        })
+    })
+    .map_err(NnError::Model)?
+}

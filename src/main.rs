@@ -164,6 +164,29 @@ enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         samples: usize,
     },
+    /// Milliseconds per training step (forward, MSE, backward, clipped AdamW) of model files.
+    Train {
+        /// Model files (TOML), comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "models/paper_dense.toml,models/paper_pair.toml,models/paper_cp.toml"
+        )]
+        model: Vec<PathBuf>,
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Input extent t,y,x (2-D models ignore t).
+        #[arg(long, value_delimiter = ',', default_value = "8,64,64")]
+        size: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "2")]
+        threads: Vec<usize>,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+    },
     /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
     Fe {
         #[arg(long, default_value_t = 1_000_000)]
@@ -272,6 +295,38 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Mesh {
             cmd: MeshCmd::Info { file, json },
         } => mesh_info(&file, json),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Train {
+                    model,
+                    batch,
+                    size,
+                    threads,
+                    steps,
+                    warmup,
+                },
+        } => {
+            anyhow::ensure!(size.len() == 3, "--size takes t,y,x");
+            anyhow::ensure!(
+                steps > 0 && batch > 0 && !threads.contains(&0),
+                "steps, batch and threads must be positive"
+            );
+            let mut out = vec![];
+            for m in &model {
+                for &t in &threads {
+                    out.push(wavecp::bench::run_train(
+                        m,
+                        batch,
+                        [size[0], size[1], size[2]],
+                        t,
+                        steps,
+                        warmup,
+                    )?);
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         Cmd::Bench {
             cmd:
                 BenchCmd::Conv {

@@ -346,3 +346,21 @@ fn wrong_shapes_are_errors_not_panics() {
         "backward before forward"
     );
 }
+
+#[test]
+fn fast_tanh_matches_libm() {
+    use wavecp::nn::ops::fast_tanh;
+    let mut worst = 0.0f64;
+    for i in -200_000..=200_000 {
+        let x = i as f32 * 1e-4; // [-20, 20], covering the clamp
+        let e = (fast_tanh(x) as f64 - (x as f64).tanh()).abs();
+        worst = worst.max(e);
+    }
+    assert!(worst < 5e-7, "max |fast_tanh − tanh| = {worst:e}");
+    assert_eq!(fast_tanh(0.0), 0.0);
+    assert!(fast_tanh(f32::INFINITY) == 1.0 && fast_tanh(-1e30) == -1.0);
+    assert!(
+        fast_tanh(f32::NAN).is_nan(),
+        "NaN must propagate for the training NaN guard"
+    );
+}

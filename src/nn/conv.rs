@@ -427,10 +427,29 @@ pub fn depthwise_axis_backward(
             for_each_axis_run(&sh, a, j, |o, i, len, step| {
                 let g = &gc[o..o + len];
                 if step == 1 {
-                    for ((d, xv), gv) in dxc[i..i + len].iter_mut().zip(&xc[i..i + len]).zip(g) {
+                    // 16 partial sums in a fixed order, so the reduction vectorises and stays
+                    // deterministic.
+                    let mut lanes = [0.0f32; 16];
+                    let (d, xv) = (&mut dxc[i..i + len], &xc[i..i + len]);
+                    let mut dc = d.chunks_exact_mut(16);
+                    let mut xcs = xv.chunks_exact(16);
+                    let mut gcs = g.chunks_exact(16);
+                    for ((d16, x16), g16) in (&mut dc).zip(&mut xcs).zip(&mut gcs) {
+                        for l in 0..16 {
+                            d16[l] += wj * g16[l];
+                            lanes[l] += x16[l] * g16[l];
+                        }
+                    }
+                    for ((d, xv), gv) in dc
+                        .into_remainder()
+                        .iter_mut()
+                        .zip(xcs.remainder())
+                        .zip(gcs.remainder())
+                    {
                         *d += wj * gv;
                         acc += xv * gv;
                     }
+                    acc += lanes.iter().sum::<f32>();
                 } else {
                     for (k, gv) in g.iter().enumerate() {
                         dxc[i + k * step] += wj * gv;

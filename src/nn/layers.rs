@@ -9,7 +9,7 @@ use super::conv::{
     col2im, depthwise_axis, depthwise_axis_backward, gemm, gemm_view, im2col, view, view_at,
     view_at_mut, AxisConv, DwShape, Geom, Scratch,
 };
-use super::tensor::{NnError, Tensor};
+use super::tensor::{zeroed, NnError, Tensor};
 use rayon::prelude::*;
 
 /// A trainable array and its gradient.
@@ -92,7 +92,7 @@ fn check_same(a: &Tensor, shape: &[usize], what: &str) -> Result<(), NnError> {
 
 /// Runs `f(b, out_slice)` for every sample in parallel and stacks the results.
 fn per_sample(b: usize, each: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
-    let mut out = vec![0.0f32; b * each];
+    let mut out = zeroed(b * each);
     out.par_chunks_mut(each.max(1))
         .enumerate()
         .for_each(|(i, o)| f(i, o));
@@ -102,7 +102,7 @@ fn per_sample(b: usize, each: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send
 /// Sums per-sample gradient contributions in sample order (deterministic for any thread count).
 fn sum_per_sample(b: usize, len: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
     let parts = per_sample(b, len, f);
-    let mut acc = vec![0.0f32; len];
+    let mut acc = zeroed(len);
     for p in parts.chunks(len.max(1)) {
         for (a, v) in acc.iter_mut().zip(p) {
             *a += v;
@@ -867,8 +867,8 @@ impl CpConv {
             let (nin, nout) = (ind.iter().product::<usize>(), o.iter().product::<usize>());
             let k = g.k[ax];
             let w = &self.a[slot].value;
-            let mut dx = vec![0.0f32; di[0] * r * nin];
-            let mut dw_parts = vec![0.0f32; di[0] * r * k];
+            let mut dx = zeroed(di[0] * r * nin);
+            let mut dw_parts = zeroed(di[0] * r * k);
             dx.par_chunks_mut(r * nin)
                 .zip(dw_parts.par_chunks_mut(r * k))
                 .enumerate()

