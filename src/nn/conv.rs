@@ -386,6 +386,8 @@ pub fn depthwise_axis(x: &[f32], sh: DwShape, a: &AxisConv, w: &[f32], y: &mut [
         for j in 0..a.k {
             let wj = w[ch * a.k + j];
             for_each_axis_run(&sh, a, j, |o, i, len, step| {
+                // A run-local copy, so stores to `y` do not force re-reading the capture.
+                let wj = std::hint::black_box(wj);
                 let out = &mut yc[o..o + len];
                 if step == 1 {
                     for (v, xv) in out.iter_mut().zip(&xc[i..i + len]) {
@@ -426,40 +428,53 @@ pub fn depthwise_axis_backward(
             let mut acc = 0.0f32;
             for_each_axis_run(&sh, a, j, |o, i, len, step| {
                 let g = &gc[o..o + len];
-                if step == 1 {
-                    // 16 partial sums in a fixed order, so the reduction vectorises and stays
-                    // deterministic.
-                    let mut lanes = [0.0f32; 16];
-                    let (d, xv) = (&mut dxc[i..i + len], &xc[i..i + len]);
-                    let mut dc = d.chunks_exact_mut(16);
-                    let mut xcs = xv.chunks_exact(16);
-                    let mut gcs = g.chunks_exact(16);
-                    for ((d16, x16), g16) in (&mut dc).zip(&mut xcs).zip(&mut gcs) {
-                        for l in 0..16 {
-                            d16[l] += wj * g16[l];
-                            lanes[l] += x16[l] * g16[l];
-                        }
-                    }
-                    for ((d, xv), gv) in dc
-                        .into_remainder()
-                        .iter_mut()
-                        .zip(xcs.remainder())
-                        .zip(gcs.remainder())
-                    {
-                        *d += wj * gv;
-                        acc += xv * gv;
-                    }
-                    acc += lanes.iter().sum::<f32>();
+                let part = if step == 1 {
+                    axpy_dot(&mut dxc[i..i + len], &xc[i..i + len], g, wj)
                 } else {
+                    let mut part = 0.0f32;
                     for (k, gv) in g.iter().enumerate() {
                         dxc[i + k * step] += wj * gv;
-                        acc += xc[i + k * step] * gv;
+                        part += xc[i + k * step] * gv;
                     }
-                }
+                    part
+                };
+                acc += part;
             });
             dw[ch * a.k + j] += acc;
         }
     }
+}
+
+/// `d += w·g` and returns `Σ x·g`, over equal-length slices.
+///
+/// A function of its own so that the slices arrive as `noalias` arguments: inside the run closure
+/// LLVM re-read `w` after every store to `d` and kept the loop scalar. Eight partial sums in a
+/// fixed order let the reduction vectorise and keep it deterministic.
+#[inline(never)]
+fn axpy_dot(d: &mut [f32], x: &[f32], g: &[f32], w: f32) -> f32 {
+    let n = d.len().min(x.len()).min(g.len());
+    let (d, x, g) = (&mut d[..n], &x[..n], &g[..n]);
+    let mut lanes = [0.0f32; 8];
+    let mut dc = d.chunks_exact_mut(8);
+    let mut xc = x.chunks_exact(8);
+    let mut gc = g.chunks_exact(8);
+    for ((d8, x8), g8) in (&mut dc).zip(&mut xc).zip(&mut gc) {
+        for l in 0..8 {
+            d8[l] += w * g8[l];
+            lanes[l] += x8[l] * g8[l];
+        }
+    }
+    let mut tail = 0.0f32;
+    for ((dv, xv), gv) in dc
+        .into_remainder()
+        .iter_mut()
+        .zip(xc.remainder())
+        .zip(gc.remainder())
+    {
+        *dv += w * gv;
+        tail += xv * gv;
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 fn strides(d: [usize; 3]) -> [usize; 2] {
