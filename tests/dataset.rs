@@ -206,18 +206,24 @@ fn the_shipped_dataset_job_runs_small() {
         "zone.ny=8".into(),
         "frames.count=4".into(),
     ];
-    let path = repo("jobs/dataset_inclusion.toml");
-    let j = DatasetJob::load(&path, &sets).unwrap();
-    for split in [j.train.clone(), j.test.clone().unwrap()] {
-        let s = generate(
-            &j,
-            path.parent().unwrap(),
-            &split,
-            &DatasetOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(s.generated, split.samples);
+    for job in ["jobs/dataset_paper.toml", "jobs/dataset_inclusion.toml"] {
+        let path = repo(job);
+        let j = DatasetJob::load(&path, &sets).unwrap();
+        for split in [j.train.clone(), j.test.clone().unwrap()] {
+            let s = generate(
+                &j,
+                path.parent().unwrap(),
+                &split,
+                &DatasetOptions {
+                    overwrite: true,
+                    ..DatasetOptions::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(s.generated, split.samples, "{job}");
+        }
     }
+    let path = repo("jobs/dataset_inclusion.toml");
     let f = hdf5::File::open(dir.path().join("tr.h5")).unwrap();
     let names: Vec<hdf5::types::VarLenUnicode> =
         f.dataset("param_names").unwrap().read_raw().unwrap();

@@ -232,20 +232,30 @@ fn the_shipped_training_job_runs_shortened() {
     assert!(e.contains("epoch"), "{e}");
 }
 
-/// The paper's comparison files: the dense encoder-decoder has the paper's ~7 M parameters, the
-/// CP one at least 7× fewer, the pair one (rank 1, 3×3×3) about 3× fewer; each training job
-/// runs one epoch on a small 64 × 64 dataset, and `compare` puts them side by side.
+/// The paper's comparison files at both scales: the dense encoder-decoder has the paper's ~7 M
+/// parameters (half width: ~1.8 M), the CP one at least 7× fewer, the pair one (rank 1, 3×3×3)
+/// about 3× fewer; each training job runs one epoch on a small 64 × 64 dataset, and `compare`
+/// puts them side by side.
 #[test]
 fn the_paper_comparison_files_have_the_stated_sizes_and_run() {
+    for (scale, dense_range) in [
+        ("paper", 6_500_000..7_500_000),
+        ("half", 1_500_000..2_000_000),
+    ] {
+        paper_scale_runs(scale, dense_range);
+    }
+}
+
+fn paper_scale_runs(scale: &str, dense_range: std::ops::Range<usize>) {
     let count = |k: &str| {
-        let text = std::fs::read_to_string(repo(&format!("models/paper_{k}.toml"))).unwrap();
+        let text = std::fs::read_to_string(repo(&format!("models/{scale}_{k}.toml"))).unwrap();
         wavecp::nn::Model::new(wavecp::nn::ModelSpec::from_toml(&text).unwrap())
             .unwrap()
             .num_params()
     };
     let (d, p, c) = (count("dense"), count("pair"), count("cp"));
-    eprintln!("paper models: dense {d}, pair {p}, cp {c}");
-    assert!((6_500_000..7_500_000).contains(&d), "dense {d}");
+    eprintln!("{scale} models: dense {d}, pair {p}, cp {c}");
+    assert!(dense_range.contains(&d), "dense {d}");
     assert!(
         d as f64 / c as f64 >= 7.0,
         "cp reduction {}",
@@ -261,7 +271,7 @@ fn the_paper_comparison_files_have_the_stated_sizes_and_run() {
     let data = dataset(dir.path(), "d.h5", 64, 2, 6);
     let mut bests = vec![];
     for k in ["dense", "pair", "cp"] {
-        let path = repo(&format!("jobs/train_paper_{k}.toml"));
+        let path = repo(&format!("jobs/train_{scale}_{k}.toml"));
         let out = dir.path().join(k);
         let sets = vec![
             format!("data.train=\"{}\"", data.display()),
