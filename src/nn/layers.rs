@@ -6,7 +6,7 @@
 //! the weight gradients of the last forward pass into each [`Param::grad`].
 
 use super::conv::{
-    col2im, depthwise_axis, depthwise_axis_backward, gemm, gemm_view, im2col, view, view_at,
+    col2im, depthwise_axis, depthwise_axis_backward, gemm, gemm_view, im2col, sum8, view, view_at,
     view_at_mut, AxisConv, DwShape, Geom, Scratch,
 };
 use super::tensor::{zeroed, NnError, Tensor};
@@ -362,7 +362,7 @@ impl ConvCore {
                 .chunks(n)
                 .enumerate()
             {
-                db[c] += row.iter().sum::<f32>();
+                db[c] += sum8(row);
             }
         }
         Ok((dw, db))
@@ -841,7 +841,7 @@ impl CpConv {
                     .chunks(n)
                     .enumerate()
                 {
-                    db[c] += row.iter().sum::<f32>();
+                    db[c] += sum8(row);
                 }
             }
         }
@@ -1113,7 +1113,7 @@ impl Layer for ConvTranspose {
                     .chunks(nout)
                     .enumerate()
                 {
-                    bias.grad[c] += row.iter().sum::<f32>();
+                    bias.grad[c] += sum8(row);
                 }
             }
         }
