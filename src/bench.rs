@@ -267,7 +267,7 @@ pub fn run_train(
     warmup: usize,
 ) -> Result<TrainStepResult, crate::nn::NnError> {
     use crate::nn::model::{Model, ModelSpec};
-    use crate::nn::train::{loss, Adam, AdamConfig, LossKind, Schedule};
+    use crate::nn::train::{loss, Adam, AdamConfig, LossKind};
     use crate::nn::{NnError, Tensor};
     let text = std::fs::read_to_string(file)
         .map_err(|e| NnError::Model(format!("{}: {e}", file.display())))?;
@@ -279,14 +279,8 @@ pub fn run_train(
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
     let x = Tensor::randn(&shape, 1.0, &mut rng);
     let mut adam = Adam::new(AdamConfig {
-        lr: 1e-4,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        warmup: 0,
-        schedule: Schedule::Constant,
         clip_norm: 1.0,
+        ..AdamConfig::new(1e-4)
     });
     crate::threads::with_threads(threads, || {
         let target = Tensor::randn(&model.forward(&x)?.shape, 1.0, &mut rng);

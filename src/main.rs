@@ -219,6 +219,22 @@ fn retain_freed_memory() {
     }
 }
 
+/// Checks the arguments shared by `bench conv` and `bench train`; returns `--size` as `[t, y, x]`.
+fn bench_size(
+    size: &[usize],
+    threads: &[usize],
+    batch: usize,
+    count: usize,
+    count_name: &str,
+) -> Result<[usize; 3]> {
+    anyhow::ensure!(
+        count > 0 && batch > 0 && !threads.contains(&0),
+        "{count_name}, batch and threads must be positive"
+    );
+    size.try_into()
+        .map_err(|_| anyhow::anyhow!("--size takes t,y,x"))
+}
+
 fn main() -> ExitCode {
     retain_freed_memory();
     let cli = Cli::parse();
@@ -324,22 +340,11 @@ fn run(cmd: Cmd) -> Result<()> {
                     warmup,
                 },
         } => {
-            anyhow::ensure!(size.len() == 3, "--size takes t,y,x");
-            anyhow::ensure!(
-                steps > 0 && batch > 0 && !threads.contains(&0),
-                "steps, batch and threads must be positive"
-            );
+            let size = bench_size(&size, &threads, batch, steps, "steps")?;
             let mut out = vec![];
             for m in &model {
                 for &t in &threads {
-                    out.push(wavecp::bench::run_train(
-                        m,
-                        batch,
-                        [size[0], size[1], size[2]],
-                        t,
-                        steps,
-                        warmup,
-                    )?);
+                    out.push(wavecp::bench::run_train(m, batch, size, t, steps, warmup)?);
                 }
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -360,11 +365,7 @@ fn run(cmd: Cmd) -> Result<()> {
                     samples,
                 },
         } => {
-            anyhow::ensure!(size.len() == 3, "--size takes t,y,x");
-            anyhow::ensure!(
-                samples > 0 && batch > 0 && !threads.contains(&0),
-                "samples, batch and threads must be positive"
-            );
+            let size = bench_size(&size, &threads, batch, samples, "samples")?;
             let mut out = vec![];
             for k in &kind {
                 let kind = match k.as_str() {
@@ -379,7 +380,7 @@ fn run(cmd: Cmd) -> Result<()> {
                     batch,
                     cin,
                     cout,
-                    size: [size[0], size[1], size[2]],
+                    size,
                     kernel,
                     rank,
                 };

@@ -386,13 +386,9 @@ pub fn depthwise_axis(x: &[f32], sh: DwShape, a: &AxisConv, w: &[f32], y: &mut [
         for j in 0..a.k {
             let wj = w[ch * a.k + j];
             for_each_axis_run(&sh, a, j, |o, i, len, step| {
-                // A run-local copy, so stores to `y` do not force re-reading the capture.
-                let wj = std::hint::black_box(wj);
                 let out = &mut yc[o..o + len];
                 if step == 1 {
-                    for (v, xv) in out.iter_mut().zip(&xc[i..i + len]) {
-                        *v += wj * xv;
-                    }
+                    axpy(out, &xc[i..i + len], wj);
                 } else {
                     for (k, v) in out.iter_mut().enumerate() {
                         *v += wj * xc[i + k * step];
@@ -457,6 +453,15 @@ pub fn sum8(v: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
+}
+
+/// `d += w·x` over equal-length slices; a function of its own for the same reason as
+/// [`axpy_dot`].
+#[inline(never)]
+fn axpy(d: &mut [f32], x: &[f32], w: f32) {
+    for (dv, xv) in d.iter_mut().zip(x) {
+        *dv += w * xv;
+    }
 }
 
 /// `d += w·g` and returns `Σ x·g`, over equal-length slices.

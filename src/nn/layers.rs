@@ -179,42 +179,28 @@ impl ConvCore {
         }
     }
 
-    /// `W[o, i, a, ky, kx]` regrouped as `[a][o][(i, ky, kx)]`, one GEMM operand per time tap.
-    fn taps(&self, w: &[f32]) -> Vec<f32> {
-        let kt = self.g.k[0];
-        if kt == 1 {
-            return w.to_vec();
-        }
+    /// Offset of `W[o, i, a, 0, 0]` in the time-tap layout `[a][o][(i, ky, kx)]`.
+    fn tap_offset(&self, o: usize, i: usize, a: usize) -> usize {
         let kyx = self.g.k[1] * self.g.k[2];
-        let k2 = self.ci * kyx;
+        (a * self.co + o) * self.ci * kyx + i * kyx
+    }
+
+    /// `W[o, i, a, ky, kx]` regrouped as `[a][o][(i, ky, kx)]`, one GEMM operand per time tap
+    /// (borrowed as it is when there is one tap).
+    fn taps<'w>(&self, w: &'w [f32]) -> std::borrow::Cow<'w, [f32]> {
+        let (kt, kyx) = (self.g.k[0], self.g.k[1] * self.g.k[2]);
+        if kt == 1 {
+            return std::borrow::Cow::Borrowed(w);
+        }
         let mut out = vec![0.0f32; w.len()];
         for (oi, blk) in w.chunks(kt * kyx).enumerate() {
             let (o, i) = (oi / self.ci, oi % self.ci);
             for a in 0..kt {
-                let dst = (a * self.co + o) * k2 + i * kyx;
+                let dst = self.tap_offset(o, i, a);
                 out[dst..dst + kyx].copy_from_slice(&blk[a * kyx..(a + 1) * kyx]);
             }
         }
-        out
-    }
-
-    /// The inverse of [`Self::taps`].
-    fn untaps(&self, t: &[f32]) -> Vec<f32> {
-        let kt = self.g.k[0];
-        if kt == 1 {
-            return t.to_vec();
-        }
-        let kyx = self.g.k[1] * self.g.k[2];
-        let k2 = self.ci * kyx;
-        let mut w = vec![0.0f32; t.len()];
-        for (oi, blk) in w.chunks_mut(kt * kyx).enumerate() {
-            let (o, i) = (oi / self.ci, oi % self.ci);
-            for a in 0..kt {
-                let src = (a * self.co + o) * k2 + i * kyx;
-                blk[a * kyx..(a + 1) * kyx].copy_from_slice(&t[src..src + kyx]);
-            }
-        }
-        w
+        std::borrow::Cow::Owned(out)
     }
 
     /// Calls `f(a, out_offset, col_offset, n)` for every GEMM of the time split: time tap `a`
@@ -346,16 +332,18 @@ impl ConvCore {
                 );
             });
         });
-        // [a][k2][Co] → [a][Co][k2]
-        let mut dwt2 = vec![0.0f32; dwt.len()];
-        for (src, dst) in dwt.chunks(per_tap).zip(dwt2.chunks_mut(per_tap)) {
-            for r in 0..sp.k2 {
-                for o in 0..self.co {
-                    dst[o * sp.k2 + r] = src[r * self.co + o];
+        // The GEMMs left `[a][(i, ky, kx)][Co]`; scatter once into `W[o, i, a, ky, kx]`.
+        let (kt, kyx) = (self.g.k[0], self.g.k[1] * self.g.k[2]);
+        let mut dw = vec![0.0f32; dwt.len()];
+        for (oi, blk) in dw.chunks_mut(kt * kyx).enumerate() {
+            let (o, i) = (oi / self.ci, oi % self.ci);
+            for a in 0..kt {
+                let rows = a * per_tap + i * kyx * self.co;
+                for (j, v) in blk[a * kyx..(a + 1) * kyx].iter_mut().enumerate() {
+                    *v = dwt[rows + j * self.co + o];
                 }
             }
         }
-        let dw = self.untaps(&dwt2);
         let mut db = vec![0.0f32; self.co];
         for b in 0..d[0] {
             for (c, row) in dy.data[b * self.co * n..(b + 1) * self.co * n]

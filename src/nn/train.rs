@@ -117,6 +117,23 @@ fn constant() -> Schedule {
     Schedule::Constant
 }
 
+impl AdamConfig {
+    /// Adam at learning rate `lr` with the defaults of a job file: β = (0.9, 0.999), ε = 1e-8, no
+    /// decay, no warm-up, constant schedule, no clipping.
+    pub fn new(lr: f64) -> Self {
+        AdamConfig {
+            lr,
+            beta1: b1(),
+            beta2: b2(),
+            eps: eps(),
+            weight_decay: 0.0,
+            warmup: 0,
+            schedule: constant(),
+            clip_norm: 0.0,
+        }
+    }
+}
+
 /// Optimiser state (first and second moments per parameter, step count).
 #[derive(Debug, Clone)]
 pub struct Adam {
