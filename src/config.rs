@@ -50,6 +50,23 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub solver: SolverConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Checkpoints: the state to continue a run exactly (`wavecp solve --restart`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Checkpoint file (relative to the working directory); `""` (default) writes none.
+    #[serde(default)]
+    pub path: PathBuf,
+    /// Write one every this many steps (0: not by step count).
+    #[serde(default)]
+    pub every: usize,
+    /// Write one when this many minutes have passed since the last (0: not by time).
+    #[serde(default)]
+    pub minutes: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -229,6 +246,9 @@ pub struct SolverConfig {
     /// Worker threads; 0 = rayon's default (all cores or RAYON_NUM_THREADS).
     #[serde(default)]
     pub threads: usize,
+    /// How cells are split over MPI ranks: `metis` (default) or `rcb`.
+    #[serde(default)]
+    pub partition: crate::partition::PartitionMethod,
 }
 
 impl Config {
@@ -308,6 +328,19 @@ impl Config {
                 )?;
             }
             finite(&format!("boundary[{i}].value"), b.value)?;
+        }
+        let c = &self.checkpoint;
+        if !(c.minutes.is_finite() && c.minutes >= 0.0) {
+            return Err(invalid(
+                "checkpoint.minutes",
+                "must be a non-negative number",
+            ));
+        }
+        if c.path.as_os_str().is_empty() && (c.every > 0 || c.minutes > 0.0) {
+            return Err(invalid(
+                "checkpoint.path",
+                "is empty, but `every` or `minutes` asks for checkpoints",
+            ));
         }
         for (i, s) in self.source.iter().enumerate() {
             positive(&format!("source[{i}].frequency"), s.frequency)?;

@@ -228,6 +228,7 @@ impl DatasetJob {
             material: self.material.clone(),
             boundary: self.boundary.clone(),
             source,
+            checkpoint: Default::default(),
             initial: Default::default(),
             time: TimeConfig {
                 end: if end > 0.0 { end } else { 1.0 },

@@ -1,6 +1,7 @@
 //! Runs a job: 1. mesh, 2. materials and boundaries, 3. solver and time step, 4. initial state,
 //! 5. time loop with receivers and output, 6. summary.
 
+use crate::comm::{Comm, Serial};
 use crate::config::{
     BoundaryKindConfig, Config, ConfigError, GenerateConfig, MeshConfig, ReceiverConfig,
     SourceConfig, TimeConfig, TimeFunctionKind,
@@ -8,11 +9,14 @@ use crate::config::{
 use crate::fem::WaveSpeed;
 use crate::mesh::{self, CellShape, Mesh, MeshError, PointLocation};
 use crate::output::{OutputError, ReceiverInfo};
+use crate::partition::{build_parts, partition_cells, GlobalPieces, LocalPart, PartitionError};
 use crate::progress::Progress;
 use crate::solver::{BoundaryKind, Problem, SolverError, WaveSolver};
 use crate::sources::{Gaussian, PointSource, TimeFunction};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Any failure of a run, with the layer it came from.
@@ -30,6 +34,11 @@ pub enum DriverError {
     Invalid { key: String, msg: String },
     #[error("cannot build a thread pool: {0}")]
     Threads(String),
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// A failure reported by rank 0 (reading the job, the mesh or a checkpoint) to the others.
+    #[error("{0}")]
+    OtherRank(String),
 }
 
 fn invalid(key: impl Into<String>, msg: impl Into<String>) -> DriverError {
@@ -44,17 +53,32 @@ fn invalid(key: impl Into<String>, msg: impl Into<String>) -> DriverError {
 pub struct RunSummary {
     pub nodes: usize,
     pub cells: usize,
+    /// MPI ranks (1 for a serial run).
+    pub ranks: usize,
+    /// Steps of the whole run, and how many this invocation ran (fewer after a restart or a stop).
     pub steps: usize,
+    pub steps_run: usize,
     pub dt: f64,
     pub dt_limit: f64,
     pub end_time: f64,
     pub wall_s: f64,
+    /// Time in the time-stepping kernel (rank 0), including the halo exchange.
     pub compute_s: f64,
+    /// Part of `compute_s` spent waiting for neighbours after the overlapped work (rank 0).
+    pub exchange_wait_s: f64,
     pub output_s: f64,
     pub dof_updates_per_s: f64,
+    /// Node values sent between ranks per step, all ranks together.
+    pub halo_values_per_step: usize,
+    /// Cells held as ghosts, all ranks together.
+    pub ghost_cells: usize,
     pub initial_energy: f64,
     pub final_energy: f64,
     pub output_steps: usize,
+    pub checkpoints: usize,
+    pub restarted: bool,
+    /// Stopped early by SIGTERM/SIGUSR1 (after writing a checkpoint when one is configured).
+    pub interrupted: bool,
     pub output: Option<PathBuf>,
     pub xdmf: Option<PathBuf>,
     pub receivers: usize,
@@ -67,6 +91,14 @@ pub struct RunOptions {
     pub progress: bool,
     /// Test hook: abort the process (no clean-up, as a crash would) after this many output steps.
     pub abort_after_outputs: Option<usize>,
+    /// Continue from the job's checkpoint when there is one.
+    pub restart: bool,
+    /// Checkpoint and stop on SIGTERM / SIGUSR1 (installs signal handlers).
+    pub signals: bool,
+    /// Test hook: behave as if a stop signal arrived after this step.
+    pub stop_after_steps: Option<usize>,
+    /// Test hook: `(rank, step)`: that rank exits at once after that step, as a crash would.
+    pub fail_rank_at: Option<(usize, usize)>,
 }
 
 /// The discrete problem and its initial state built from a job.
@@ -262,186 +294,679 @@ pub fn time_step(t: &TimeConfig, solver: &mut WaveSolver) -> Result<usize, Drive
     Ok(n)
 }
 
-/// Runs a job to the end; writes output when `output.path` is not empty.
+/// Runs a job to the end on one rank; writes output when `output.path` is not empty.
 pub fn run(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<RunSummary, DriverError> {
-    crate::threads::with_threads(cfg.solver.threads, || run_inner(cfg, base, opts))
+    run_on(cfg, base, opts, &Serial)
+}
+
+/// Runs a job over the ranks of `comm` (collective). Rank 0 reads the mesh, partitions it and
+/// sends each rank its part; the result is the same to the last bit for any number of ranks.
+pub fn run_on(
+    cfg: &Config,
+    base: &Path,
+    opts: &RunOptions,
+    comm: &dyn Comm,
+) -> Result<RunSummary, DriverError> {
+    crate::threads::with_threads(cfg.solver.threads, || run_inner(cfg, base, opts, comm))
         .map_err(DriverError::Threads)?
 }
 
-fn run_inner(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<RunSummary, DriverError> {
+/// What only rank 0 holds: the output file and how gathered vectors map to global order.
+struct RootIo {
+    writer: Option<Writer>,
+    nodes: usize,
+    cells: usize,
+    /// Owned global node ids of every rank, concatenated in rank order, and their counts.
+    owned_ids: Vec<u64>,
+    owned_counts: Vec<usize>,
+    /// Receivers per rank and their job indices, concatenated in rank order.
+    rec_counts: Vec<u64>,
+    rec_ids: Vec<u64>,
+    nrec: usize,
+    rec_t: Vec<f64>,
+    rec_rows_written: usize,
+    ghost_cells: usize,
+}
+
+#[cfg(feature = "hdf5")]
+type Writer = crate::output::VtkHdfWriter;
+#[cfg(not(feature = "hdf5"))]
+type Writer = ();
+
+/// The restart state (`wavecp solve --restart`), written by rank 0 in global node order, so a
+/// run may continue on a different number of ranks.
+#[derive(Serialize, serde::Deserialize)]
+struct Checkpoint {
+    magic: [u8; 8],
+    nodes: u64,
+    dt: f64,
+    step: u64,
+    u: Vec<f64>,
+    u_prev: Vec<f64>,
+    outputs: u64,
+    rec_rows: u64,
+    initial_energy: f64,
+}
+const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC1";
+
+type Boundaries = Vec<(i32, BoundaryKind)>;
+
+/// Steps 1–2 on rank 0: the global problem, its partition, the output file; then every rank
+/// gets its part. A failure on rank 0 reaches every rank as an error, so none waits for ever.
+fn distribute(
+    cfg: &Config,
+    base: &Path,
+    opts: &RunOptions,
+    comm: &dyn Comm,
+) -> Result<(LocalPart, Boundaries, Option<RootIo>), DriverError> {
+    let size = comm.size();
+    let mut root_io = None;
+    let mut status = Vec::new();
+    let mut parts = None;
+    let mut bnd = Vec::new();
+    if comm.rank() == 0 {
+        let built = (|| -> Result<(Vec<Vec<u8>>, RootIo, Boundaries), DriverError> {
+            let s = setup(cfg, base)?;
+            let mesh = &s.problem.mesh;
+            tracing::info!(
+                "mesh: {} nodes, {} triangles, {} quads; {size} rank(s)",
+                mesh.num_nodes(),
+                mesh.tris.len(),
+                mesh.quads.len()
+            );
+            let cell_part = partition_cells(mesh, size, cfg.solver.partition)?;
+            let recs: Vec<PointLocation> = s.receivers.iter().map(|r| r.1).collect();
+            let pieces = GlobalPieces {
+                mesh,
+                speed: &s.problem.speed,
+                sources: &s.problem.sources,
+                receivers: &recs,
+                u0: &s.u0,
+                v0: &s.v0,
+            };
+            let local = build_parts(&pieces, &cell_part, size);
+            let ghost_cells: usize = local
+                .iter()
+                .map(|p| p.mesh.num_cells() - p.owned_cells.min(p.mesh.num_cells()))
+                .sum();
+            let info: Vec<ReceiverInfo> = s.receivers.iter().map(|r| r.0.clone()).collect();
+            let writer = open_writer(cfg, mesh, &info, &cell_part, opts.restart)?;
+            let bytes = local
+                .iter()
+                .map(|p| bincode::serialize(p).expect("in-memory serialisation"))
+                .collect();
+            Ok((
+                bytes,
+                RootIo {
+                    writer,
+                    nodes: mesh.num_nodes(),
+                    cells: mesh.num_cells(),
+                    owned_ids: Vec::new(),
+                    owned_counts: Vec::new(),
+                    rec_counts: Vec::new(),
+                    rec_ids: Vec::new(),
+                    nrec: info.len(),
+                    rec_t: Vec::new(),
+                    rec_rows_written: 0,
+                    ghost_cells,
+                },
+                s.problem.boundaries.clone(),
+            ))
+        })();
+        match built {
+            Ok((b, io, bd)) => {
+                parts = Some(b);
+                root_io = Some(io);
+                bnd = bd;
+                status.push(0u8);
+                status.extend(bincode::serialize(&bnd).expect("in-memory serialisation"));
+            }
+            Err(e) => {
+                status.push(1u8);
+                status.extend(e.to_string().into_bytes());
+                comm.broadcast_bytes(&mut status);
+                return Err(e);
+            }
+        }
+    }
+    comm.broadcast_bytes(&mut status);
+    if status.first() != Some(&0) {
+        return Err(DriverError::OtherRank(
+            String::from_utf8_lossy(status.get(1..).unwrap_or_default()).into_owned(),
+        ));
+    }
+    if comm.rank() != 0 {
+        bnd = bincode::deserialize(&status[1..])
+            .map_err(|e| DriverError::OtherRank(e.to_string()))?;
+    }
+    let bytes = comm.scatter_bytes(parts);
+    let part: LocalPart =
+        bincode::deserialize(&bytes).map_err(|e| DriverError::OtherRank(e.to_string()))?;
+    Ok((part, bnd, root_io))
+}
+
+#[cfg(feature = "hdf5")]
+fn open_writer(
+    cfg: &Config,
+    mesh: &Mesh,
+    info: &[ReceiverInfo],
+    cell_part: &[u32],
+    restart: bool,
+) -> Result<Option<Writer>, DriverError> {
+    if cfg.output.path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    // On restart the file is reopened once the checkpoint says how much of it to keep.
+    if restart && checkpoint_exists(cfg) {
+        return Ok(None);
+    }
+    Ok(Some(crate::output::VtkHdfWriter::create(
+        &cfg.output.path,
+        mesh,
+        info,
+        cfg.output.xdmf,
+        Some(cell_part),
+    )?))
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn open_writer(
+    cfg: &Config,
+    _: &Mesh,
+    _: &[ReceiverInfo],
+    _: &[u32],
+    _: bool,
+) -> Result<Option<Writer>, DriverError> {
+    if cfg.output.path.as_os_str().is_empty() {
+        Ok(None)
+    } else {
+        Err(OutputError::NoHdf5.into())
+    }
+}
+
+fn checkpoint_exists(cfg: &Config) -> bool {
+    !cfg.checkpoint.path.as_os_str().is_empty() && cfg.checkpoint.path.exists()
+}
+
+fn run_inner(
+    cfg: &Config,
+    base: &Path,
+    opts: &RunOptions,
+    comm: &dyn Comm,
+) -> Result<RunSummary, DriverError> {
     let wall = Instant::now();
-    // 1–2. Mesh and problem.
-    let s = setup(cfg, base)?;
-    let mesh = &s.problem.mesh;
-    tracing::info!(
-        "mesh: {} nodes, {} triangles, {} quads",
-        mesh.num_nodes(),
-        mesh.tris.len(),
-        mesh.quads.len()
-    );
-    // 3. Operators and time step.
-    let mut solver = WaveSolver::new(&s.problem)?;
+    let root = comm.rank() == 0;
+    // 1–2. Mesh, problem and partition on rank 0; each rank receives its part.
+    let (part, boundaries, mut io) = distribute(cfg, base, opts, comm)?;
+    let problem = Problem {
+        mesh: part.mesh,
+        speed: part.speed,
+        boundaries,
+        sources: part.sources,
+        operator: cfg.solver.operator,
+    };
+    // 3. Operators and time step (the same bits on every rank: see comm::repro_sum).
+    let mut solver = WaveSolver::new_on(&problem, part.layout, comm)?;
     let nsteps = time_step(&cfg.time, &mut solver)?;
+    let layout = solver.layout().clone();
+    let no = layout.n_owned;
+    let (sent, received) = layout.halo_values();
+    let mut stats = [no as f64, sent as f64, received as f64];
+    let mut totals = stats;
+    comm.sum_f64(&mut totals);
+    comm.max_f64(&mut stats);
     tracing::info!(
         "dt = {:.4e} (stability limit {:.4e}), {nsteps} steps to t = {:.4e}",
         solver.dt(),
         solver.dt_limit(),
         nsteps as f64 * solver.dt()
     );
-    // 4. Initial state.
-    solver.set_initial(&s.u0, &s.v0)?;
-    let mut out = Output::open(cfg, mesh, &s.receivers)?;
+    if comm.size() > 1 {
+        tracing::info!(
+            "partition ({:?}): at most {} owned nodes per rank (mean {:.0}); halo values per step: {} in all, at most {} sent by one rank",
+            cfg.solver.partition,
+            stats[0],
+            totals[0] / comm.size() as f64,
+            totals[1],
+            stats[1]
+        );
+    }
+    // Rank 0 learns where every rank's owned values and receivers go.
+    let owned_ids = comm.gather_u64(&layout.global[..no]);
+    let owned_counts = comm.gather_u64(&[no as u64]);
+    let rec_ids_local: Vec<u64> = part.receivers.iter().map(|r| r.0 as u64).collect();
+    let rec_counts = comm.gather_u64(&[rec_ids_local.len() as u64]);
+    let rec_ids = comm.gather_u64(&rec_ids_local);
+    if let Some(io) = io.as_mut() {
+        io.owned_ids = owned_ids.unwrap_or_default();
+        io.owned_counts = owned_counts
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c as usize)
+            .collect();
+        io.rec_counts = rec_counts.unwrap_or_default();
+        io.rec_ids = rec_ids.unwrap_or_default();
+    }
+    let receivers: Vec<PointLocation> = part.receivers.iter().map(|r| r.1).collect();
+    // 4. Initial state, or the state of the checkpoint.
+    solver.set_initial_on(&part.u0, &part.v0, comm)?;
+    let mut first = 1;
+    let mut outputs;
+    let mut e0 = solver.energy_on(comm);
+    let mut rec_u: Vec<f64> = Vec::with_capacity((cfg.output.every + 1) * receivers.len());
     let mut output_time = Duration::ZERO;
-    let t0 = Instant::now();
-    let e0 = solver.energy();
-    out.record_receivers(&s.receivers, &solver);
-    out.write(&solver, e0)?;
-    output_time += t0.elapsed();
+    let restarted = opts.restart && checkpoint_exists_on(cfg, comm);
+    if restarted {
+        let (step, outs, energy0) = restore(cfg, &mut solver, io.as_mut(), comm)?;
+        first = step + 1;
+        outputs = outs;
+        e0 = energy0;
+        tracing::info!(
+            "restarted from {} at step {step} (t = {:.4e}), {outs} output steps kept",
+            cfg.checkpoint.path.display(),
+            solver.time()
+        );
+    } else {
+        if opts.restart {
+            tracing::info!("--restart: no checkpoint yet, starting from t = 0");
+        }
+        let t0 = Instant::now();
+        record(&mut io, &mut rec_u, &receivers, &solver);
+        write_output(&mut io, &mut rec_u, &solver, e0, comm)?;
+        outputs = 1;
+        output_time += t0.elapsed();
+    }
     // 5. Time loop.
+    let stop = Arc::new(AtomicBool::new(false));
+    if opts.signals {
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))
+                .map_err(|e| invalid("signals", format!("cannot install a handler: {e}")))?;
+        }
+    }
     let mut progress = Progress::new(
         "solve",
         nsteps as u64,
-        opts.progress,
+        opts.progress && root,
         Duration::from_secs(10),
     );
+    progress.set(first as u64 - 1);
     let mut compute = Duration::ZERO;
-    let mut outputs = 1;
     let mut energy = e0;
-    for n in 1..=nsteps {
+    let mut checkpoints = 0;
+    let mut last_ckpt = Instant::now();
+    let mut interrupted = false;
+    let mut steps_run = 0;
+    for n in first..=nsteps {
         let t = Instant::now();
-        solver.step();
+        solver.step_on(comm);
         compute += t.elapsed();
+        steps_run += 1;
+        if opts.fail_rank_at == Some((comm.rank(), n)) {
+            eprintln!("rank {}: dying at step {n} (test hook)", comm.rank());
+            std::process::exit(17);
+        }
         let t = Instant::now();
-        out.record_receivers(&s.receivers, &solver);
+        record(&mut io, &mut rec_u, &receivers, &solver);
         if n % cfg.output.every == 0 || n == nsteps {
-            solver.check_finite()?;
-            energy = solver.energy();
-            out.write(&solver, energy)?;
+            solver.check_finite_on(comm)?;
+            energy = solver.energy_on(comm);
+            write_output(&mut io, &mut rec_u, &solver, energy, comm)?;
             outputs += 1;
             if opts.abort_after_outputs == Some(outputs) {
                 std::process::abort();
             }
         }
+        // One small reduction decides, for all ranks together, whether to checkpoint or stop.
+        let mut flags = [
+            f64::from(u8::from(
+                stop.load(Ordering::Relaxed) || opts.stop_after_steps == Some(n),
+            )),
+            f64::from(u8::from(
+                root && cfg.checkpoint.minutes > 0.0
+                    && last_ckpt.elapsed().as_secs_f64() >= 60.0 * cfg.checkpoint.minutes,
+            )),
+        ];
+        comm.max_f64(&mut flags);
+        let by_steps = cfg.checkpoint.every > 0 && n % cfg.checkpoint.every == 0;
+        let halt = flags[0] > 0.0 && n < nsteps;
+        if (by_steps || flags[1] > 0.0 || halt) && !cfg.checkpoint.path.as_os_str().is_empty() {
+            write_checkpoint(cfg, &solver, &mut io, &mut rec_u, outputs, e0, comm)?;
+            checkpoints += 1;
+            last_ckpt = Instant::now();
+        }
         output_time += t.elapsed();
         progress.set(n as u64);
+        if halt {
+            interrupted = true;
+            tracing::warn!(
+                "stopped at step {n} of {nsteps} on request (signal); {}",
+                if cfg.checkpoint.path.as_os_str().is_empty() {
+                    "no checkpoint path is set, so the run cannot be continued".to_string()
+                } else {
+                    format!(
+                        "checkpoint {} written: continue with --restart",
+                        cfg.checkpoint.path.display()
+                    )
+                }
+            );
+            flush_receivers(&mut io, &mut rec_u, &receivers, comm)?;
+            break;
+        }
     }
     progress.finish();
     // 6. Summary.
+    let (nodes, cells, path, xdmf, ghost_cells) = match &io {
+        Some(io) => (
+            io.nodes,
+            io.cells,
+            writer_path(io),
+            writer_xdmf(io),
+            io.ghost_cells,
+        ),
+        None => (0, 0, None, None, 0),
+    };
+    let mut counts = [nodes as f64, cells as f64, ghost_cells as f64];
+    comm.max_f64(&mut counts);
     let summary = RunSummary {
-        nodes: mesh.num_nodes(),
-        cells: mesh.num_cells(),
+        nodes: counts[0] as usize,
+        cells: counts[1] as usize,
+        ranks: comm.size(),
         steps: nsteps,
+        steps_run,
         dt: solver.dt(),
         dt_limit: solver.dt_limit(),
         end_time: solver.time(),
         wall_s: wall.elapsed().as_secs_f64(),
         compute_s: compute.as_secs_f64(),
+        exchange_wait_s: solver.exchange_wait().as_secs_f64(),
         output_s: output_time.as_secs_f64(),
-        dof_updates_per_s: (nsteps * mesh.num_nodes()) as f64 / compute.as_secs_f64().max(1e-12),
+        dof_updates_per_s: (steps_run * counts[0] as usize) as f64
+            / compute.as_secs_f64().max(1e-12),
+        halo_values_per_step: totals[1] as usize,
+        ghost_cells: counts[2] as usize,
         initial_energy: e0,
         final_energy: energy,
         output_steps: outputs,
-        output: out.path(),
-        xdmf: out.xdmf_path(),
-        receivers: s.receivers.len(),
+        checkpoints,
+        restarted,
+        interrupted,
+        output: path,
+        xdmf,
+        receivers: cfg.receiver.len(),
     };
     tracing::info!(
         "done: {} steps in {:.2} s compute + {:.2} s output, {:.3e} DoF-updates/s, energy {:.6e} -> {:.6e}",
-        summary.steps, summary.compute_s, summary.output_s, summary.dof_updates_per_s, e0, energy
+        summary.steps_run, summary.compute_s, summary.output_s, summary.dof_updates_per_s, e0, energy
     );
     Ok(summary)
 }
 
-/// Output sink: the VTKHDF writer (when enabled) and the receiver buffer between writes.
-struct Output {
-    #[cfg(feature = "hdf5")]
-    writer: Option<crate::output::VtkHdfWriter>,
-    rec_t: Vec<f64>,
-    rec_u: Vec<f64>,
+fn checkpoint_exists_on(cfg: &Config, comm: &dyn Comm) -> bool {
+    let mut f = [f64::from(u8::from(
+        comm.rank() == 0 && checkpoint_exists(cfg),
+    ))];
+    comm.max_f64(&mut f);
+    f[0] > 0.0
 }
 
-impl Output {
-    fn open(
-        cfg: &Config,
-        mesh: &Mesh,
-        receivers: &[(ReceiverInfo, PointLocation)],
-    ) -> Result<Self, DriverError> {
-        let cap = cfg.output.every + 1;
-        let rec_t = Vec::with_capacity(cap);
-        let rec_u = Vec::with_capacity(cap * receivers.len());
-        if cfg.output.path.as_os_str().is_empty() {
-            return Ok(Output {
+fn writer_path(io: &RootIo) -> Option<PathBuf> {
+    #[cfg(feature = "hdf5")]
+    return io.writer.as_ref().map(|w| w.path().to_path_buf());
+    #[cfg(not(feature = "hdf5"))]
+    {
+        let _ = io;
+        None
+    }
+}
+
+fn writer_xdmf(io: &RootIo) -> Option<PathBuf> {
+    #[cfg(feature = "hdf5")]
+    return io
+        .writer
+        .as_ref()
+        .and_then(|w| w.xdmf_path().map(Path::to_path_buf));
+    #[cfg(not(feature = "hdf5"))]
+    {
+        let _ = io;
+        None
+    }
+}
+
+/// Buffers one receiver row on the ranks that own receivers (no allocation in the loop).
+fn record(
+    io: &mut Option<RootIo>,
+    rec_u: &mut Vec<f64>,
+    receivers: &[PointLocation],
+    solver: &WaveSolver,
+) {
+    if let Some(io) = io.as_mut() {
+        if io.nrec > 0 {
+            io.rec_t.push(solver.time());
+        }
+    }
+    for loc in receivers {
+        rec_u.push(loc.interpolate(solver.u()));
+    }
+}
+
+/// Gathers the buffered receiver rows to rank 0 and appends them to the file. Collective.
+fn flush_receivers(
+    io: &mut Option<RootIo>,
+    rec_u: &mut Vec<f64>,
+    receivers: &[PointLocation],
+    comm: &dyn Comm,
+) -> Result<(), DriverError> {
+    let _ = receivers;
+    let gathered = comm.gather_f64(rec_u);
+    rec_u.clear();
+    let Some(io) = io.as_mut() else {
+        return Ok(());
+    };
+    let rows = io.rec_t.len();
+    if io.nrec == 0 || rows == 0 {
+        io.rec_t.clear();
+        return Ok(());
+    }
+    let g = gathered.unwrap_or_default();
+    let mut table = vec![0.0; rows * io.nrec];
+    let (mut off, mut id) = (0usize, 0usize);
+    for &c in &io.rec_counts {
+        let c = c as usize;
+        for r in 0..rows {
+            for j in 0..c {
+                table[r * io.nrec + io.rec_ids[id + j] as usize] = g[off + r * c + j];
+            }
+        }
+        off += rows * c;
+        id += c;
+    }
+    #[cfg(feature = "hdf5")]
+    if let Some(w) = &mut io.writer {
+        w.append_receivers(&io.rec_t, &table)?;
+        io.rec_rows_written = w.receiver_rows();
+    }
+    io.rec_t.clear();
+    Ok(())
+}
+
+/// Owned values of every rank in global node order, on rank 0. Collective.
+fn gather_global(io: &Option<RootIo>, owned: &[f64], comm: &dyn Comm) -> Option<Vec<f64>> {
+    let g = comm.gather_f64(owned)?;
+    let io = io.as_ref()?;
+    let mut out = vec![0.0; io.nodes];
+    for (v, &i) in g.iter().zip(&io.owned_ids) {
+        out[i as usize] = *v;
+    }
+    Some(out)
+}
+
+/// Writes one output step (receivers buffered since the last one, the field, the energy).
+fn write_output(
+    io: &mut Option<RootIo>,
+    rec_u: &mut Vec<f64>,
+    solver: &WaveSolver,
+    energy: f64,
+    comm: &dyn Comm,
+) -> Result<(), DriverError> {
+    flush_receivers(io, rec_u, &[], comm)?;
+    let has_writer = io.as_ref().is_some_and(|i| i.writer.is_some());
+    let mut flag = [f64::from(u8::from(has_writer))];
+    comm.max_f64(&mut flag);
+    if flag[0] == 0.0 {
+        return Ok(());
+    }
+    let u = gather_global(io, &solver.u()[solver.owned()], comm);
+    #[cfg(feature = "hdf5")]
+    if let (Some(io), Some(u)) = (io.as_mut(), u) {
+        if let Some(w) = &mut io.writer {
+            w.write_step(solver.time(), &u, energy)?;
+        }
+    }
+    #[cfg(not(feature = "hdf5"))]
+    let _ = (u, energy);
+    Ok(())
+}
+
+/// Writes the checkpoint (through a temporary file and a rename). Collective.
+fn write_checkpoint(
+    cfg: &Config,
+    solver: &WaveSolver,
+    io: &mut Option<RootIo>,
+    rec_u: &mut Vec<f64>,
+    outputs: usize,
+    e0: f64,
+    comm: &dyn Comm,
+) -> Result<(), DriverError> {
+    // Receivers first, so the file holds every row up to this step.
+    flush_receivers(io, rec_u, &[], comm)?;
+    let u = gather_global(io, &solver.u()[solver.owned()], comm);
+    let up = gather_global(io, &solver.u_prev()[solver.owned()], comm);
+    let mut ok = vec![0u8];
+    if let (Some(io), Some(u), Some(u_prev)) = (io.as_ref(), u, up) {
+        let ck = Checkpoint {
+            magic: CHECKPOINT_MAGIC,
+            nodes: io.nodes as u64,
+            dt: solver.dt(),
+            step: solver.steps_done() as u64,
+            u,
+            u_prev,
+            outputs: outputs as u64,
+            rec_rows: io.rec_rows_written as u64,
+            initial_energy: e0,
+        };
+        let bytes = bincode::serialize(&ck).expect("in-memory serialisation");
+        if let Err(e) = crate::output::write_atomic(&cfg.checkpoint.path, &bytes) {
+            ok = vec![1];
+            ok.extend(e.to_string().into_bytes());
+        }
+    }
+    comm.broadcast_bytes(&mut ok);
+    if ok[0] != 0 {
+        return Err(DriverError::OtherRank(
+            String::from_utf8_lossy(&ok[1..]).into_owned(),
+        ));
+    }
+    tracing::debug!("checkpoint at step {}", solver.steps_done());
+    Ok(())
+}
+
+/// Reads the checkpoint on rank 0, sends each rank its owned values and reopens the output
+/// file at the checkpoint's position. Returns `(step, output steps, initial energy)`. Collective.
+fn restore(
+    cfg: &Config,
+    solver: &mut WaveSolver,
+    io: Option<&mut RootIo>,
+    comm: &dyn Comm,
+) -> Result<(usize, usize, f64), DriverError> {
+    let path = &cfg.checkpoint.path;
+    let mut head = Vec::new();
+    let mut parts = None;
+    if let Some(io) = io {
+        let read = || -> Result<Checkpoint, String> {
+            let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+            let ck: Checkpoint = bincode::deserialize(&bytes)
+                .map_err(|e| format!("not a wavecp checkpoint or damaged ({e})"))?;
+            if ck.magic != CHECKPOINT_MAGIC {
+                return Err("not a wavecp checkpoint".into());
+            }
+            if ck.nodes as usize != io.nodes
+                || ck.u.len() != io.nodes
+                || ck.u_prev.len() != io.nodes
+            {
+                return Err(format!(
+                    "written for a mesh of {} nodes, this job has {}",
+                    ck.nodes, io.nodes
+                ));
+            }
+            if ck.dt.to_bits() != solver.dt().to_bits() {
+                return Err(format!(
+                    "written with dt = {:e}, this job has dt = {:e}",
+                    ck.dt,
+                    solver.dt()
+                ));
+            }
+            Ok(ck)
+        };
+        match read() {
+            Ok(ck) => {
                 #[cfg(feature = "hdf5")]
-                writer: None,
-                rec_t,
-                rec_u,
-            });
-        }
-        #[cfg(feature = "hdf5")]
-        {
-            let info: Vec<ReceiverInfo> = receivers.iter().map(|r| r.0.clone()).collect();
-            let w = crate::output::VtkHdfWriter::create(
-                &cfg.output.path,
-                mesh,
-                &info,
-                cfg.output.xdmf,
-            )?;
-            Ok(Output {
-                writer: Some(w),
-                rec_t,
-                rec_u,
-            })
-        }
-        #[cfg(not(feature = "hdf5"))]
-        {
-            let _ = (mesh, rec_t, rec_u);
-            Err(OutputError::NoHdf5.into())
+                if !cfg.output.path.as_os_str().is_empty() {
+                    let w = crate::output::VtkHdfWriter::reopen(
+                        &cfg.output.path,
+                        ck.outputs as usize,
+                        ck.rec_rows as usize,
+                        cfg.output.xdmf,
+                    );
+                    match w {
+                        Ok(w) => {
+                            io.writer = Some(w);
+                            io.rec_rows_written = ck.rec_rows as usize;
+                        }
+                        Err(e) => {
+                            head.push(1u8);
+                            head.extend(e.to_string().into_bytes());
+                        }
+                    }
+                }
+                if head.is_empty() {
+                    head.push(0u8);
+                    head.extend(
+                        bincode::serialize(&(ck.step, ck.outputs, ck.initial_energy))
+                            .expect("in-memory serialisation"),
+                    );
+                    let mut per_rank = Vec::with_capacity(comm.size());
+                    let mut off = 0usize;
+                    for &c in &io.owned_counts {
+                        let ids = &io.owned_ids[off..off + c];
+                        off += c;
+                        let u: Vec<f64> = ids.iter().map(|&i| ck.u[i as usize]).collect();
+                        let up: Vec<f64> = ids.iter().map(|&i| ck.u_prev[i as usize]).collect();
+                        per_rank
+                            .push(bincode::serialize(&(u, up)).expect("in-memory serialisation"));
+                    }
+                    parts = Some(per_rank);
+                }
+            }
+            Err(msg) => {
+                head.push(1u8);
+                head.extend(format!("checkpoint {}: {msg}", path.display()).into_bytes());
+            }
         }
     }
-
-    /// Buffers one receiver row (capacity reserved up front: no allocation in the loop).
-    fn record_receivers(
-        &mut self,
-        receivers: &[(ReceiverInfo, PointLocation)],
-        solver: &WaveSolver,
-    ) {
-        if receivers.is_empty() {
-            return;
-        }
-        self.rec_t.push(solver.time());
-        for (_, loc) in receivers {
-            self.rec_u.push(loc.interpolate(solver.u()));
-        }
+    comm.broadcast_bytes(&mut head);
+    if head.first() != Some(&0) {
+        return Err(DriverError::OtherRank(
+            String::from_utf8_lossy(head.get(1..).unwrap_or_default()).into_owned(),
+        ));
     }
-
-    fn write(&mut self, solver: &WaveSolver, energy: f64) -> Result<(), DriverError> {
-        #[cfg(feature = "hdf5")]
-        if let Some(w) = &mut self.writer {
-            w.append_receivers(&self.rec_t, &self.rec_u)?;
-            w.write_step(solver.time(), solver.u(), energy)?;
-        }
-        let _ = (solver, energy);
-        self.rec_t.clear();
-        self.rec_u.clear();
-        Ok(())
-    }
-
-    fn path(&self) -> Option<PathBuf> {
-        #[cfg(feature = "hdf5")]
-        return self.writer.as_ref().map(|w| w.path().to_path_buf());
-        #[cfg(not(feature = "hdf5"))]
-        None
-    }
-
-    fn xdmf_path(&self) -> Option<PathBuf> {
-        #[cfg(feature = "hdf5")]
-        return self
-            .writer
-            .as_ref()
-            .and_then(|w| w.xdmf_path().map(Path::to_path_buf));
-        #[cfg(not(feature = "hdf5"))]
-        None
-    }
+    let (step, outputs, e0): (u64, u64, f64) =
+        bincode::deserialize(&head[1..]).map_err(|e| DriverError::OtherRank(e.to_string()))?;
+    let mine = comm.scatter_bytes(parts);
+    let (u, up): (Vec<f64>, Vec<f64>) =
+        bincode::deserialize(&mine).map_err(|e| DriverError::OtherRank(e.to_string()))?;
+    solver.restore_on(&u, &up, step as usize, comm)?;
+    Ok((step as usize, outputs as usize, e0))
 }
 
 /// The built-in demo: a 6 Hz Ricker source in a unit square with absorbing sides, 400 × 400
@@ -499,5 +1024,6 @@ pub fn demo_config() -> Config {
             xdmf: true,
         },
         solver: Default::default(),
+        checkpoint: Default::default(),
     }
 }

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 
 /// Wave speed given per cell (triangles then quads) or per node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum WaveSpeed {
     PerCell(Vec<f64>),
     Nodal(Vec<f64>),
@@ -260,6 +260,23 @@ pub struct Csr {
     pub row_ptr: Vec<u32>,
     pub cols: Vec<u32>,
     pub vals: Vec<f64>,
+}
+
+impl Csr {
+    /// Reorders each row's entries by `key[column]` (the values themselves are untouched).
+    pub fn sort_rows_by(&mut self, key: &[u64]) {
+        let mut tmp: Vec<(u64, u32, f64)> = Vec::new();
+        for r in 0..self.row_ptr.len() - 1 {
+            let (a, b) = (self.row_ptr[r] as usize, self.row_ptr[r + 1] as usize);
+            tmp.clear();
+            tmp.extend((a..b).map(|p| (key[self.cols[p] as usize], self.cols[p], self.vals[p])));
+            tmp.sort_by_key(|e| e.0);
+            for (p, e) in (a..b).zip(&tmp) {
+                self.cols[p] = e.1;
+                self.vals[p] = e.2;
+            }
+        }
+    }
 }
 
 impl RowOperator for Csr {

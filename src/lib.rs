@@ -5,6 +5,7 @@
 //! (central differences) → [`output`] (VTKHDF + XDMF, receivers, energy).
 
 pub mod bench;
+pub mod comm;
 pub mod config;
 #[cfg(feature = "hdf5")]
 pub mod dataset;
@@ -13,6 +14,7 @@ pub mod fem;
 pub mod mesh;
 pub mod nn;
 pub mod output;
+pub mod partition;
 pub mod progress;
 pub mod solver;
 pub mod sources;

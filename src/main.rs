@@ -33,9 +33,18 @@ enum Cmd {
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
+        /// Continue from the job's checkpoint (`checkpoint.path`) if it exists, else start at t = 0.
+        #[arg(long)]
+        restart: bool,
         /// Testing aid: abort (as a crash would) after this many output steps.
         #[arg(long, hide = true)]
         abort_after_outputs: Option<usize>,
+        /// Testing aid: behave as if SIGTERM arrived after this step.
+        #[arg(long, hide = true)]
+        stop_after_steps: Option<usize>,
+        /// Testing aid: `RANK:STEP`: that rank exits at once after that step.
+        #[arg(long, hide = true)]
+        fail_rank_at: Option<String>,
     },
     /// Run the built-in default case (no files needed).
     Demo {
@@ -235,10 +244,22 @@ fn bench_size(
         .map_err(|_| anyhow::anyhow!("--size takes t,y,x"))
 }
 
+/// Exit status of a run stopped by SIGTERM/SIGUSR1 after writing its checkpoint (for job
+/// scripts: requeue and rerun with `--restart`).
+const EXIT_INTERRUPTED: u8 = 3;
+
 fn main() -> ExitCode {
     retain_freed_memory();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    // MPI first (when started by a launcher), so that only rank 0 logs.
+    let comm = wavecp::comm::world();
+    let rank = comm.rank();
+    let log = if rank == 0 || std::env::var_os("WAVECP_LOG_ALL_RANKS").is_some() {
+        cli.log.clone()
+    } else {
+        "error".to_string()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -246,32 +267,58 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
-    match run(cli.cmd) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli.cmd, comm.as_ref()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(EXIT_INTERRUPTED),
         Err(e) => {
+            if comm.size() > 1 {
+                eprintln!("error (rank {rank} of {}): {e:#}", comm.size());
+                // Another rank may be waiting for this one in a collective: end them all.
+                comm.abort(1)
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cmd: Cmd) -> Result<()> {
-    match cmd {
+/// Runs one command; `Ok(false)` when a solve stopped early on a signal.
+fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
+    let done: Result<()> = match cmd {
         Cmd::Solve {
             job,
             set,
             json,
+            restart,
             abort_after_outputs,
+            stop_after_steps,
+            fail_rank_at,
         } => {
             let cfg = Config::load(&job, &set)?;
             let base = job.parent().map(PathBuf::from).unwrap_or_default();
+            let fail_rank_at = match fail_rank_at {
+                None => None,
+                Some(s) => {
+                    let (r, n) = s
+                        .split_once(':')
+                        .context("--fail-rank-at takes RANK:STEP")?;
+                    Some((r.parse()?, n.parse()?))
+                }
+            };
             let opts = RunOptions {
                 progress: !json,
                 abort_after_outputs,
+                restart,
+                signals: true,
+                stop_after_steps,
+                fail_rank_at,
             };
-            let summary = driver::run(&cfg, &base, &opts)
+            let summary = driver::run_on(&cfg, &base, &opts, comm)
                 .with_context(|| format!("job {}", job.display()))?;
-            report(&summary, json)
+            if comm.rank() == 0 {
+                report(&summary, json)?;
+            }
+            return Ok(!summary.interrupted);
         }
         Cmd::Demo { set, json } => {
             let mut table =
@@ -281,15 +328,20 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             let cfg: Config = table.try_into().context("demo configuration with --set")?;
             cfg.validate()?;
-            let summary = driver::run(
+            let summary = driver::run_on(
                 &cfg,
                 std::path::Path::new("."),
                 &RunOptions {
                     progress: !json,
-                    abort_after_outputs: None,
+                    signals: true,
+                    ..Default::default()
                 },
+                comm,
             )?;
-            report(&summary, json)
+            if comm.rank() == 0 {
+                report(&summary, json)?;
+            }
+            return Ok(!summary.interrupted);
         }
         Cmd::Dataset {
             job,
@@ -417,7 +469,8 @@ fn run(cmd: Cmd) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-    }
+    };
+    done.map(|()| true)
 }
 
 fn report(s: &driver::RunSummary, json: bool) -> Result<()> {

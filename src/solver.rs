@@ -5,10 +5,12 @@
 //! `dt² λ_max(M⁻¹K) < 4`: the centred damping term only removes energy (it adds
 //! `−dt (u⁺−u⁻)ᵀC(u⁺−u⁻)/(4dt²)` per step), so the boundary damping does not tighten the limit.
 
+use crate::comm::{repro_sum, Comm, Serial};
 use crate::fem::{
     assemble_csr, boundary_damping, element_matrices, Csr, ElementByElement, RowOperator, WaveSpeed,
 };
 use crate::mesh::Mesh;
+use crate::partition::Layout;
 use crate::sources::{PointSource, TimeFunction};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -44,7 +46,7 @@ pub enum OperatorKind {
 }
 
 /// Boundary condition on the edges with one physical tag.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum BoundaryKind {
     Dirichlet(TimeFunction),
     Neumann,
@@ -78,8 +80,17 @@ pub struct WaveSolver {
     u_prev: Vec<f64>,
     u: Vec<f64>,
     u_next: Vec<f64>,
-    dirichlet: Vec<(u32, TimeFunction)>,
+    /// Prescribed rows among the owned ones; `[rows < n_send, the rest]`.
+    dirichlet: [Vec<(u32, TimeFunction)>; 2],
     sources: Vec<PointSource>,
+    /// `(owned row, weight, source)` in the serial order (source, then stencil node), split as
+    /// `dirichlet`; `wavelet` holds each source's value at the current time.
+    forcing: [Vec<(u32, f64, u32)>; 2],
+    wavelet: Vec<f64>,
+    layout: Layout,
+    send_buf: Vec<Vec<f64>>,
+    recv_buf: Vec<Vec<f64>>,
+    wait: std::time::Duration,
     dt: f64,
     step: usize,
     lambda_max: f64,
@@ -88,7 +99,20 @@ pub struct WaveSolver {
 impl WaveSolver {
     /// Builds operators and estimates `λ_max(M⁻¹K)`. The time step must be set before stepping.
     pub fn new(p: &Problem) -> Result<Self, SolverError> {
+        Self::new_on(p, Layout::serial(p.mesh.num_nodes()), &Serial)
+    }
+
+    /// As [`WaveSolver::new`] for one part of a decomposed problem: `p.mesh` is the part's
+    /// local mesh (owned cells and ghost layer) numbered as `layout` says. Collective.
+    pub fn new_on(p: &Problem, layout: Layout, comm: &dyn Comm) -> Result<Self, SolverError> {
         let n = p.mesh.num_nodes();
+        if layout.global.len() != n {
+            return Err(SolverError::Shape {
+                what: "local-to-global node map",
+                expected: n,
+                found: layout.global.len(),
+            });
+        }
         let expect = match &p.speed {
             WaveSpeed::PerCell(v) => (v, p.mesh.num_cells(), "wave speed per cell"),
             WaveSpeed::Nodal(v) => (v, n, "wave speed per node"),
@@ -112,7 +136,14 @@ impl WaveSolver {
             .collect();
         let damp = boundary_damping(&p.mesh, &p.speed, &absorbing);
         let k = match p.operator {
-            OperatorKind::Csr => Stiffness::Csr(assemble_csr(&p.mesh, &em)),
+            OperatorKind::Csr => {
+                let mut k = assemble_csr(&p.mesh, &em);
+                if !layout.is_serial() {
+                    // Columns in global order, so each row is summed as in the serial run.
+                    k.sort_rows_by(&layout.global);
+                }
+                Stiffness::Csr(k)
+            }
             OperatorKind::Ebe => Stiffness::Ebe(ElementByElement::new(&p.mesh, &em)),
         };
         // Dirichlet nodes: a node on several Dirichlet tags takes the last one listed.
@@ -126,11 +157,28 @@ impl WaveSolver {
                 }
             }
         }
-        let dirichlet: Vec<(u32, TimeFunction)> = dir_of
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.map(|f| (i as u32, f)))
-            .collect();
+        let ns = layout.n_send;
+        let mut dirichlet: [Vec<(u32, TimeFunction)>; 2] = Default::default();
+        for (i, f) in dir_of.iter().enumerate().take(layout.n_owned) {
+            if let Some(f) = f {
+                dirichlet[usize::from(i >= ns)].push((i as u32, *f));
+            }
+        }
+        let mut forcing: [Vec<(u32, f64, u32)>; 2] = Default::default();
+        for (si, s) in p.sources.iter().enumerate() {
+            for k in 0..s.location.len {
+                let i = s.location.nodes[k] as usize;
+                if i < layout.n_owned {
+                    forcing[usize::from(i >= ns)].push((
+                        i as u32,
+                        s.location.weights[k],
+                        si as u32,
+                    ));
+                }
+            }
+        }
+        let send_buf = layout.send.iter().map(|l| vec![0.0; l.len()]).collect();
+        let recv_buf = layout.recv.iter().map(|l| vec![0.0; l.len()]).collect();
         let mut s = WaveSolver {
             k,
             mass: em.mass,
@@ -142,12 +190,42 @@ impl WaveSolver {
             u_next: vec![0.0; n],
             dirichlet,
             sources: p.sources.clone(),
+            forcing,
+            wavelet: vec![0.0; p.sources.len()],
+            layout,
+            send_buf,
+            recv_buf,
+            wait: std::time::Duration::ZERO,
             dt: 0.0,
             step: 0,
             lambda_max: 0.0,
         };
-        s.lambda_max = s.estimate_lambda_max(80);
+        s.lambda_max = s.estimate_lambda_max(80, comm);
         Ok(s)
+    }
+
+    /// Fills the ghost entries of `v` from their owners.
+    fn fill_ghosts(&mut self, v: &mut [f64], comm: &dyn Comm) {
+        if self.layout.neighbours.is_empty() {
+            return;
+        }
+        pack(&self.layout, v, &mut self.send_buf);
+        comm.exchange(
+            &self.layout.neighbours,
+            &self.send_buf,
+            &mut self.recv_buf,
+            &mut || {},
+        );
+        unpack(&self.layout, &self.recv_buf, v);
+    }
+
+    /// Owned part of the local vectors: the rows this rank computes.
+    pub fn owned(&self) -> std::ops::Range<usize> {
+        0..self.layout.n_owned
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// Estimates `λ_max(M⁻¹K)` on the unconstrained nodes (Dirichlet values are prescribed, so
@@ -155,12 +233,20 @@ impl WaveSolver {
     /// `M^{-1/2} K M^{-1/2}`: the power iteration's Krylov space, but taking its best Ritz value
     /// instead of the last Rayleigh quotient, which matters when the top of the spectrum is
     /// clustered (uniform grids). The largest Ritz value approaches `λ_max` from below.
-    fn estimate_lambda_max(&mut self, iters: usize) -> f64 {
+    fn estimate_lambda_max(&mut self, iters: usize, comm: &dyn Comm) -> f64 {
         let n = self.mass.len();
+        let no = self.layout.n_owned;
         let mut free = vec![1.0; n];
-        for (i, _) in &self.dirichlet {
+        for (i, _) in self.dirichlet.iter().flatten() {
             free[*i as usize] = 0.0;
         }
+        // Dot products over owned rows, summed so every rank count gets the same bits.
+        let dot = |a: &[f64], b: &[f64]| -> f64 {
+            let t: Vec<f64> = a[..no].iter().zip(&b[..no]).map(|(x, y)| x * y).collect();
+            repro_sum(comm, &t)
+        };
+        let mut n_global = [no as u64];
+        comm.sum_u64(&mut n_global);
         let scale: Vec<f64> = self
             .mass
             .iter()
@@ -170,14 +256,14 @@ impl WaveSolver {
         // A deterministic start vector rich in every frequency (hash of the node index).
         let mut q: Vec<f64> = (0..n)
             .map(|i| {
-                let h = (i as u64)
+                let h = self.layout.global[i]
                     .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                     .rotate_left(17)
                     ^ 0xD1B5_4A32_D192_ED03;
                 free[i] * ((h >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
             })
             .collect();
-        let norm = q.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let norm = dot(&q, &q).sqrt();
         if norm == 0.0 {
             return 0.0;
         }
@@ -187,21 +273,22 @@ impl WaveSolver {
         let mut y = vec![0.0; n];
         let (mut alpha, mut beta) = (Vec::new(), Vec::new());
         let mut b_prev = 0.0;
-        for _ in 0..iters.min(n) {
+        for _ in 0..iters.min(n_global[0] as usize) {
             // y = S K S q with S = M^{-1/2} on free nodes, 0 on fixed ones.
             for i in 0..n {
                 x[i] = scale[i] * q[i];
             }
+            self.fill_ghosts(&mut x, comm);
             self.apply_k(&x, &mut y);
             for i in 0..n {
                 y[i] *= scale[i];
             }
-            let a: f64 = q.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let a: f64 = dot(&q, &y);
             for i in 0..n {
                 y[i] -= a * q[i] + b_prev * q_prev[i];
             }
             alpha.push(a);
-            let b = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let b = dot(&y, &y).sqrt();
             if b <= 1e-12 * a.abs() {
                 break;
             }
@@ -263,6 +350,16 @@ impl WaveSolver {
     /// Sets `u(0) = u0`, `u_t(0) = v0` and the step counter to 0. Builds `u(−dt)` from a
     /// second-order Taylor expansion with `u_tt(0) = M⁻¹(F(0) − K u0 − C v0)`.
     pub fn set_initial(&mut self, u0: &[f64], v0: &[f64]) -> Result<(), SolverError> {
+        self.set_initial_on(u0, v0, &Serial)
+    }
+
+    /// As [`WaveSolver::set_initial`] with local vectors (ghosts included). Collective.
+    pub fn set_initial_on(
+        &mut self,
+        u0: &[f64],
+        v0: &[f64],
+        comm: &dyn Comm,
+    ) -> Result<(), SolverError> {
         let n = self.mass.len();
         for (what, v) in [("initial displacement", u0), ("initial velocity", v0)] {
             if v.len() != n {
@@ -277,48 +374,121 @@ impl WaveSolver {
             return Err(SolverError::BadDt(self.dt));
         }
         let dt = self.dt;
-        self.u.copy_from_slice(u0);
-        for (i, f) in &self.dirichlet {
-            self.u[*i as usize] = f.eval(0.0);
+        let mut u = std::mem::take(&mut self.u);
+        u.copy_from_slice(u0);
+        for (i, f) in self.dirichlet.iter().flatten() {
+            u[*i as usize] = f.eval(0.0);
         }
+        self.fill_ghosts(&mut u, comm);
+        self.u = u;
         let mut ku = vec![0.0; n];
         self.apply_k(&self.u, &mut ku);
-        for s in &self.sources {
-            let w = s.wavelet.eval(0.0);
-            for k in 0..s.location.len {
-                ku[s.location.nodes[k] as usize] -= s.location.weights[k] * w;
-            }
+        for (si, s) in self.sources.iter().enumerate() {
+            self.wavelet[si] = s.wavelet.eval(0.0);
+        }
+        for &(i, w, si) in self.forcing.iter().flatten() {
+            ku[i as usize] -= w * self.wavelet[si as usize];
         }
         for i in 0..n {
             let acc = -(ku[i] + self.damp[i] * v0[i]) / self.mass[i];
             self.u_prev[i] = self.u[i] - dt * v0[i] + 0.5 * dt * dt * acc;
         }
-        for (i, f) in &self.dirichlet {
+        for (i, f) in self.dirichlet.iter().flatten() {
             self.u_prev[*i as usize] = f.eval(-dt);
         }
+        let mut up = std::mem::take(&mut self.u_prev);
+        self.fill_ghosts(&mut up, comm);
+        self.u_prev = up;
         self.step = 0;
+        Ok(())
+    }
+
+    /// Sets the state from owned values (`uⁿ`, `uⁿ⁻¹`, in local order) and the step counter,
+    /// as a restart does; ghosts are fetched from their owners. Collective.
+    pub fn restore_on(
+        &mut self,
+        u: &[f64],
+        u_prev: &[f64],
+        step: usize,
+        comm: &dyn Comm,
+    ) -> Result<(), SolverError> {
+        let no = self.layout.n_owned;
+        for (what, v) in [("checkpoint u", u), ("checkpoint u_prev", u_prev)] {
+            if v.len() != no {
+                return Err(SolverError::Shape {
+                    what,
+                    expected: no,
+                    found: v.len(),
+                });
+            }
+        }
+        let mut a = std::mem::take(&mut self.u);
+        a[..no].copy_from_slice(u);
+        self.fill_ghosts(&mut a, comm);
+        self.u = a;
+        let mut b = std::mem::take(&mut self.u_prev);
+        b[..no].copy_from_slice(u_prev);
+        self.fill_ghosts(&mut b, comm);
+        self.u_prev = b;
+        self.step = step;
         Ok(())
     }
 
     /// Advances one step. Allocation-free.
     pub fn step(&mut self) {
+        self.step_on(&Serial)
+    }
+
+    /// Advances one step of a decomposed problem: the rows neighbours need are computed first
+    /// and sent while the other owned rows are computed. Collective; allocation-free.
+    pub fn step_on(&mut self, comm: &dyn Comm) {
         let t = self.step as f64 * self.dt;
-        let (u, u_prev, inv, b) = (&self.u, &self.u_prev, &self.inv, &self.b);
-        match &self.k {
-            Stiffness::Csr(k) => fused_update(k, u, u_prev, inv, b, &mut self.u_next),
-            Stiffness::Ebe(k) => fused_update(k, u, u_prev, inv, b, &mut self.u_next),
-        }
-        for s in &self.sources {
-            let w = s.wavelet.eval(t);
-            for k in 0..s.location.len {
-                let i = s.location.nodes[k] as usize;
-                self.u_next[i] += self.inv[i] * s.location.weights[k] * w;
-            }
-        }
         let t_next = (self.step + 1) as f64 * self.dt;
-        for (i, f) in &self.dirichlet {
-            self.u_next[*i as usize] = f.eval(t_next);
+        for (w, s) in self.wavelet.iter_mut().zip(&self.sources) {
+            *w = s.wavelet.eval(t);
         }
+        let (ns, no) = (self.layout.n_send, self.layout.n_owned);
+        let WaveSolver {
+            k,
+            inv,
+            b,
+            u_prev,
+            u,
+            u_next,
+            dirichlet,
+            forcing,
+            wavelet,
+            layout,
+            send_buf,
+            recv_buf,
+            ..
+        } = self;
+        let rows = |range: std::ops::Range<usize>, phase: usize, out: &mut [f64]| {
+            match &*k {
+                Stiffness::Csr(k) => fused_update(k, u, u_prev, inv, b, out, range),
+                Stiffness::Ebe(k) => fused_update(k, u, u_prev, inv, b, out, range),
+            }
+            for &(i, w, si) in &forcing[phase] {
+                let i = i as usize;
+                out[i] += inv[i] * w * wavelet[si as usize];
+            }
+            for (i, f) in &dirichlet[phase] {
+                out[*i as usize] = f.eval(t_next);
+            }
+        };
+        rows(0..ns, 0, u_next);
+        pack(layout, u_next, send_buf);
+        let mut overlapped = None;
+        let t0 = std::time::Instant::now();
+        comm.exchange(&layout.neighbours, send_buf, recv_buf, &mut || {
+            rows(ns..no, 1, u_next);
+            overlapped = Some(std::time::Instant::now());
+        });
+        if !layout.neighbours.is_empty() {
+            let t1 = std::time::Instant::now();
+            self.wait += t1 - overlapped.unwrap_or(t0);
+        }
+        unpack(layout, recv_buf, u_next);
         std::mem::swap(&mut self.u_prev, &mut self.u);
         std::mem::swap(&mut self.u, &mut self.u_next);
         self.step += 1;
@@ -327,28 +497,40 @@ impl WaveSolver {
     /// Discrete energy `½‖(uⁿ⁺¹ − uⁿ)/dt‖²_M + ½ (uⁿ⁺¹)ᵀ K uⁿ` after the last step (exactly
     /// conserved by the scheme without damping, sources or inhomogeneous Dirichlet data).
     pub fn energy(&self) -> f64 {
+        self.energy_on(&Serial)
+    }
+
+    /// As [`WaveSolver::energy`] over all ranks; the same bits for any rank or thread count
+    /// ([`repro_sum`]). Collective.
+    pub fn energy_on(&self, comm: &dyn Comm) -> f64 {
         let (u, up, dt) = (&self.u, &self.u_prev, self.dt);
-        let row = |i: usize| {
-            let ku = match &self.k {
-                Stiffness::Csr(k) => k.row_dot(i, up),
-                Stiffness::Ebe(k) => k.row_dot(i, up),
-            };
-            let v = (u[i] - up[i]) / dt;
-            0.5 * self.mass[i] * v * v + 0.5 * u[i] * ku
-        };
-        // Fixed chunks summed in order: the value does not depend on the thread count.
-        const CH: usize = 8192;
-        let n = u.len();
-        let partial: Vec<f64> = (0..n.div_ceil(CH))
+        let terms: Vec<f64> = (0..self.layout.n_owned)
             .into_par_iter()
-            .map(|c| (c * CH..((c + 1) * CH).min(n)).map(row).sum())
+            .with_min_len(4096)
+            .map(|i| {
+                let ku = match &self.k {
+                    Stiffness::Csr(k) => k.row_dot(i, up),
+                    Stiffness::Ebe(k) => k.row_dot(i, up),
+                };
+                let v = (u[i] - up[i]) / dt;
+                0.5 * self.mass[i] * v * v + 0.5 * u[i] * ku
+            })
             .collect();
-        partial.iter().sum()
+        repro_sum(comm, &terms)
     }
 
     /// Checks that the current state is finite; the error names the step.
     pub fn check_finite(&self) -> Result<(), SolverError> {
-        if self.u.iter().all(|v| v.is_finite()) {
+        self.check_finite_on(&Serial)
+    }
+
+    /// As [`WaveSolver::check_finite`] over all ranks: every rank returns the same answer.
+    /// Collective.
+    pub fn check_finite_on(&self, comm: &dyn Comm) -> Result<(), SolverError> {
+        let bad = !self.u[..self.layout.n_owned].iter().all(|v| v.is_finite());
+        let mut flag = [f64::from(u8::from(bad))];
+        comm.max_f64(&mut flag);
+        if flag[0] == 0.0 {
             Ok(())
         } else {
             Err(SolverError::NonFinite {
@@ -358,8 +540,17 @@ impl WaveSolver {
         }
     }
 
+    /// Local `uⁿ` (owned values, then ghosts).
     pub fn u(&self) -> &[f64] {
         &self.u
+    }
+    /// Local `uⁿ⁻¹`.
+    pub fn u_prev(&self) -> &[f64] {
+        &self.u_prev
+    }
+    /// Time spent waiting for neighbours' messages after the overlapped rows were done.
+    pub fn exchange_wait(&self) -> std::time::Duration {
+        self.wait
     }
     pub fn dt(&self) -> f64 {
         self.dt
@@ -376,8 +567,9 @@ impl WaveSolver {
     pub fn damping(&self) -> &[f64] {
         &self.damp
     }
+    /// Degrees of freedom this rank updates (all of them in a serial run).
     pub fn num_dofs(&self) -> usize {
-        self.mass.len()
+        self.layout.n_owned
     }
     /// Bytes read and written by one step (operator data plus five vector streams).
     pub fn bytes_per_step(&self) -> usize {
@@ -389,7 +581,7 @@ impl WaveSolver {
     }
 }
 
-/// `u⁺_i = (1+b_i) u_i − b_i u⁻_i − inv_i (K u)_i` for all rows, in parallel.
+/// `u⁺_i = (1+b_i) u_i − b_i u⁻_i − inv_i (K u)_i` for the rows in `range`, in parallel.
 fn fused_update<K: RowOperator>(
     k: &K,
     u: &[f64],
@@ -397,16 +589,39 @@ fn fused_update<K: RowOperator>(
     inv: &[f64],
     b: &[f64],
     out: &mut [f64],
+    range: std::ops::Range<usize>,
 ) {
     const CH: usize = 4096;
-    out.par_chunks_mut(CH).enumerate().for_each(|(c, chunk)| {
-        let base = c * CH;
-        for (j, o) in chunk.iter_mut().enumerate() {
-            let i = base + j;
-            let ku = k.row_dot(i, u);
-            *o = (1.0 + b[i]) * u[i] - b[i] * u_prev[i] - inv[i] * ku;
+    let start = range.start;
+    out[range]
+        .par_chunks_mut(CH)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let base = start + c * CH;
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let i = base + j;
+                let ku = k.row_dot(i, u);
+                *o = (1.0 + b[i]) * u[i] - b[i] * u_prev[i] - inv[i] * ku;
+            }
+        });
+}
+
+/// Copies the values each neighbour needs into its send buffer.
+fn pack(l: &Layout, v: &[f64], bufs: &mut [Vec<f64>]) {
+    for (list, buf) in l.send.iter().zip(bufs.iter_mut()) {
+        for (d, &i) in buf.iter_mut().zip(list) {
+            *d = v[i as usize];
         }
-    });
+    }
+}
+
+/// Writes received values into the ghost entries.
+fn unpack(l: &Layout, bufs: &[Vec<f64>], v: &mut [f64]) {
+    for (list, buf) in l.recv.iter().zip(bufs) {
+        for (&i, &x) in list.iter().zip(buf) {
+            v[i as usize] = x;
+        }
+    }
 }
 
 /// Largest eigenvalue of the symmetric tridiagonal matrix (diagonal `a`, off-diagonal `b`) by

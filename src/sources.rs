@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
 /// A scalar function of time used by sources and time-dependent Dirichlet values.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TimeFunction {
     Constant(f64),
     /// `amplitude · sin(2π f t)`
@@ -44,7 +44,7 @@ impl TimeFunction {
 
 /// A point source `f(x, t) = w(t) δ(x − x_s)`, distributed to the nodes of the cell holding `x_s`
 /// with the shape-function values there (the exact load vector of a point load).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct PointSource {
     pub location: PointLocation,
     pub wavelet: TimeFunction,

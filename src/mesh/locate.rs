@@ -5,7 +5,7 @@ use super::Mesh;
 use crate::fem::{q1_inverse_map, q1_shape};
 
 /// Interpolation stencil of a point: `value = Σ weights[k] · u[nodes[k]]` over `len` nodes.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PointLocation {
     pub nodes: [u32; 4],
     pub weights: [f64; 4],

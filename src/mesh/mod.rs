@@ -34,7 +34,7 @@ pub enum MeshError {
 }
 
 /// A boundary edge (two nodes) carrying the physical tag of the curve it lies on.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BoundaryEdge {
     pub nodes: [u32; 2],
     pub tag: i32,
@@ -42,7 +42,7 @@ pub struct BoundaryEdge {
 
 /// A mesh: node coordinates, triangles and quadrilaterals (0-based node indices, counter-clockwise),
 /// a region tag per cell, and tagged boundary edges. Cells are ordered triangles first, then quads.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Mesh {
     pub coords: Vec<[f64; 2]>,
     pub tris: Vec<[u32; 3]>,

@@ -65,12 +65,14 @@ fn append<T: hdf5::H5Type + Copy>(ds: &Dataset, data: &[T]) -> hdf5::Result<()> 
 }
 
 impl VtkHdfWriter {
-    /// Creates the file (replacing any old one), writes the mesh and region tags.
+    /// Creates the file (replacing any old one), writes the mesh, region tags and the rank that
+    /// owns each cell (`partition`; all 0 when `None`).
     pub fn create(
         path: &Path,
         mesh: &Mesh,
         receivers: &[ReceiverInfo],
         xdmf: bool,
+        partition: Option<&[u32]>,
     ) -> Result<Self, OutputError> {
         let e = h5err(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -151,6 +153,13 @@ impl VtkHdfWriter {
             cd.new_dataset_builder()
                 .with_data(&mesh.cell_tags())
                 .create("region")?;
+            let part: Vec<i32> = match partition {
+                Some(p) => p.iter().map(|&x| x as i32).collect(),
+                None => vec![0; nc],
+            };
+            cd.new_dataset_builder()
+                .with_data(&part)
+                .create("partition")?;
             let steps = root.create_group("Steps")?;
             steps
                 .new_attr::<i64>()
@@ -172,6 +181,7 @@ impl VtkHdfWriter {
             per_step.push((extensible::<i64>(&pdo, "u", 1024)?, n as i64));
             let cdo = steps.create_group("CellDataOffsets")?;
             per_step.push((extensible::<i64>(&cdo, "region", 1024)?, 0));
+            per_step.push((extensible::<i64>(&cdo, "partition", 1024)?, 0));
 
             let w = file.create_group("wavecp")?;
             w.new_dataset_builder()
@@ -285,6 +295,97 @@ impl VtkHdfWriter {
             )?;
         }
         Ok(())
+    }
+
+    /// Reopens a file this writer made, keeping its first `steps` output steps and `rec_rows`
+    /// receiver rows and dropping anything written after them (a restart from a checkpoint
+    /// taken at that point).
+    pub fn reopen(
+        path: &Path,
+        steps: usize,
+        rec_rows: usize,
+        xdmf: bool,
+    ) -> Result<Self, OutputError> {
+        let e = h5err(path);
+        let file = File::open_rw(path).map_err(&e)?;
+        let open = || -> hdf5::Result<(Handles, usize, usize, usize, Vec<f64>, usize)> {
+            let root = file.group("VTKHDF")?;
+            let n = root.dataset("NumberOfPoints")?.read_raw::<i64>()?[0] as usize;
+            let nc = root.dataset("NumberOfCells")?.read_raw::<i64>()?[0] as usize;
+            let steps_g = root.group("Steps")?;
+            let have = steps_g.attr("NSteps")?.read_scalar::<i64>()? as usize;
+            if steps > have {
+                return Err(hdf5::Error::from(
+                    format!("the file has {have} output steps, the checkpoint expects {steps}")
+                        .as_str(),
+                ));
+            }
+            let u = root.group("PointData")?.dataset("u")?;
+            u.resize(steps * n)?;
+            let mut per_step = Vec::new();
+            let values = steps_g.dataset("Values")?;
+            values.resize(steps)?;
+            let times = values.read_raw::<f64>()?;
+            per_step.push((values, 0));
+            for name in [
+                "PartOffsets",
+                "PointOffsets",
+                "CellOffsets",
+                "ConnectivityIdOffsets",
+            ] {
+                per_step.push((steps_g.dataset(name)?, 0));
+            }
+            per_step.push((steps_g.dataset("NumberOfParts")?, -1));
+            per_step.push((steps_g.group("PointDataOffsets")?.dataset("u")?, n as i64));
+            let cdo = steps_g.group("CellDataOffsets")?;
+            per_step.push((cdo.dataset("region")?, 0));
+            per_step.push((cdo.dataset("partition")?, 0));
+            for (ds, _) in &per_step {
+                ds.resize(steps)?;
+            }
+            steps_g.attr("NSteps")?.write_scalar(&(steps as i64))?;
+            let w = file.group("wavecp")?;
+            let topology_len = w.dataset("xdmf_topology")?.shape()[0];
+            let rg = w.group("receivers")?;
+            let rec_u = rg.dataset("u")?;
+            let nrec = rec_u.shape()[1];
+            rec_u.resize((rec_rows, nrec))?;
+            let rec_t = rg.dataset("time")?;
+            rec_t.resize(rec_rows)?;
+            let energy = w.dataset("energy")?;
+            energy.resize(steps)?;
+            let energy_t = w.dataset("energy_time")?;
+            energy_t.resize(steps)?;
+            let h = Handles {
+                steps: steps_g,
+                u,
+                rec_u,
+                rec_t,
+                energy,
+                energy_t,
+                per_step,
+            };
+            Ok((h, n, nc, topology_len, times, nrec))
+        };
+        let (h, n, nc, topology_len, times, nrec) = open().map_err(&e)?;
+        file.flush().map_err(&e)?;
+        Ok(VtkHdfWriter {
+            file,
+            path: path.to_path_buf(),
+            xdmf: xdmf.then(|| path.with_extension("xdmf")),
+            num_nodes: n,
+            num_cells: nc,
+            topology_len,
+            times,
+            h,
+            rec_rows,
+            nrec,
+        })
+    }
+
+    /// Receiver rows written so far.
+    pub fn receiver_rows(&self) -> usize {
+        self.rec_rows
     }
 
     pub fn path(&self) -> &Path {

@@ -57,6 +57,11 @@ pub fn write_xdmf(
             "    <Attribute Name=\"region\" AttributeType=\"Scalar\" Center=\"Cell\">"
         );
         let _ = writeln!(s, "     <DataItem Dimensions=\"{num_cells}\" NumberType=\"Int\" Precision=\"4\" Format=\"HDF\">{h5_name}:/VTKHDF/CellData/region</DataItem>\n    </Attribute>");
+        let _ = writeln!(
+            s,
+            "    <Attribute Name=\"partition\" AttributeType=\"Scalar\" Center=\"Cell\">"
+        );
+        let _ = writeln!(s, "     <DataItem Dimensions=\"{num_cells}\" NumberType=\"Int\" Precision=\"4\" Format=\"HDF\">{h5_name}:/VTKHDF/CellData/partition</DataItem>\n    </Attribute>");
         let _ = writeln!(s, "   </Grid>");
     }
     let _ = writeln!(s, "  </Grid>\n </Domain>\n</Xdmf>");
