@@ -316,3 +316,158 @@ pub fn run_train(
     })
     .map_err(NnError::Model)?
 }
+
+/// One rank count of `wavecp bench fe --ranks` (all figures are over the whole job).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct FeRanksCase {
+    pub ranks: usize,
+    pub threads_per_rank: usize,
+    pub nodes: usize,
+    pub steps_per_sample: usize,
+    pub samples: usize,
+    /// Median over samples of the slowest rank's time per step.
+    pub median_s_per_step: f64,
+    pub dof_updates_per_s: f64,
+    /// Of a step, the median time the slowest rank waited for neighbours after its overlapped
+    /// work, and the rest (computation, packing, posting messages).
+    pub exchange_wait_s_per_step: f64,
+    pub compute_s_per_step: f64,
+    /// Node values sent per step by all ranks together, and by the busiest rank.
+    pub halo_values_per_step: usize,
+    pub max_halo_values_per_rank: usize,
+    pub bytes_exchanged_per_step: usize,
+    /// Values per step an ideal partition of the square would send: `2 × interface nodes` of the
+    /// best k × m grid of equal rectangles (each interface line is sent once in each direction).
+    pub ideal_halo_values_per_step: usize,
+    /// Owned nodes: most on one rank, and the mean (load balance).
+    pub max_owned_nodes: usize,
+    pub mean_owned_nodes: f64,
+    /// Cells held by a rank beyond its own (the ghost layer), all ranks together.
+    pub ghost_cells: usize,
+}
+
+/// Times the distributed time loop on a square of Q1 quads with about `nodes` nodes, partitioned
+/// by METIS over the ranks of `comm`, one thread per rank. Collective.
+pub fn run_fe_ranks(
+    nodes: usize,
+    steps: usize,
+    samples: usize,
+    comm: &dyn crate::comm::Comm,
+) -> Result<FeRanksCase, crate::driver::DriverError> {
+    use crate::partition::{
+        build_parts, partition_cells, GlobalPieces, LocalPart, PartitionMethod,
+    };
+    let side = ((nodes as f64).sqrt().round() as usize)
+        .saturating_sub(1)
+        .max(2);
+    let ranks = comm.size();
+    let mut parts = None;
+    let mut n_global = 0usize;
+    if comm.rank() == 0 {
+        let mesh = rectangle(CellShape::Quad, side, side, [0.0, 1.0], [0.0, 1.0])?;
+        n_global = mesh.num_nodes();
+        let u0: Vec<f64> = mesh
+            .coords
+            .iter()
+            .map(|p| (-((p[0] - 0.5).powi(2) + (p[1] - 0.5).powi(2)) / 0.01).exp())
+            .collect();
+        let v0 = vec![0.0; n_global];
+        let speed = WaveSpeed::PerCell(vec![1.0; mesh.num_cells()]);
+        let cp = partition_cells(&mesh, ranks, PartitionMethod::Metis)?;
+        let g = GlobalPieces {
+            mesh: &mesh,
+            speed: &speed,
+            sources: &[],
+            receivers: &[],
+            u0: &u0,
+            v0: &v0,
+        };
+        parts = Some(
+            build_parts(&g, &cp, ranks)
+                .iter()
+                .map(|p| bincode::serialize(p).expect("in-memory serialisation"))
+                .collect(),
+        );
+    }
+    let bytes = comm.scatter_bytes(parts);
+    let part: LocalPart = bincode::deserialize(&bytes)
+        .map_err(|e| crate::driver::DriverError::OtherRank(e.to_string()))?;
+    let owned_cells = part.owned_cells;
+    let local_cells = part.mesh.num_cells();
+    let problem = Problem {
+        speed: part.speed,
+        boundaries: (1..=4).map(|t| (t, BoundaryKind::Absorbing)).collect(),
+        sources: vec![],
+        operator: OperatorKind::Csr,
+        mesh: part.mesh,
+    };
+    crate::threads::with_threads(1, || -> Result<FeRanksCase, crate::driver::DriverError> {
+        let mut solver = WaveSolver::new_on(&problem, part.layout, comm)?;
+        solver.set_dt(0.9 * solver.dt_limit())?;
+        solver.set_initial_on(&part.u0, &part.v0, comm)?;
+        for _ in 0..steps.min(5) {
+            solver.step_on(comm);
+        }
+        let mut times = Vec::with_capacity(samples);
+        let mut waits = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            comm.barrier();
+            let w0 = solver.exchange_wait();
+            let t0 = Instant::now();
+            for _ in 0..steps {
+                solver.step_on(comm);
+            }
+            let mut t = [
+                t0.elapsed().as_secs_f64() / steps as f64,
+                (solver.exchange_wait() - w0).as_secs_f64() / steps as f64,
+            ];
+            comm.max_f64(&mut t);
+            times.push(t[0]);
+            waits.push(t[1]);
+        }
+        solver.check_finite_on(comm)?;
+        let l = solver.layout();
+        let (sent, _) = l.halo_values();
+        let mut sums = [
+            sent as f64,
+            l.n_owned as f64,
+            (local_cells - owned_cells.min(local_cells)) as f64,
+            n_global as f64,
+        ];
+        let mut maxes = [sent as f64, l.n_owned as f64];
+        comm.sum_f64(&mut sums);
+        comm.max_f64(&mut maxes);
+        let med = median(times);
+        let wait = median(waits);
+        let n = sums[3] as usize;
+        Ok(FeRanksCase {
+            ranks,
+            threads_per_rank: 1,
+            nodes: n,
+            steps_per_sample: steps,
+            samples,
+            median_s_per_step: med,
+            dof_updates_per_s: n as f64 / med,
+            exchange_wait_s_per_step: wait,
+            compute_s_per_step: med - wait,
+            halo_values_per_step: sums[0] as usize,
+            max_halo_values_per_rank: maxes[0] as usize,
+            bytes_exchanged_per_step: 8 * sums[0] as usize,
+            ideal_halo_values_per_step: ideal_halo(side + 1, ranks),
+            max_owned_nodes: maxes[1] as usize,
+            mean_owned_nodes: sums[1] / ranks as f64,
+            ghost_cells: sums[2] as usize,
+        })
+    })
+    .map_err(crate::driver::DriverError::Threads)?
+}
+
+/// `2 × interface nodes` of the best split of an `s × s`-node square into `p` equal rectangles
+/// (a k × m grid, k m = p): every interface line of `s` nodes is sent once each way.
+pub fn ideal_halo(s: usize, p: usize) -> usize {
+    (1..=p)
+        .filter(|k| p % k == 0)
+        .map(|k| 2 * ((k - 1) + (p / k - 1)) * s)
+        .min()
+        .unwrap_or(0)
+}

@@ -208,6 +208,20 @@ enum BenchCmd {
         steps: usize,
         #[arg(long, default_value_t = 7)]
         samples: usize,
+        /// Rank counts to compare (e.g. `1,2`): each runs under `mpirun -np N` with one thread
+        /// per rank, and the report gives the parallel efficiency against the first.
+        #[arg(long, value_delimiter = ',')]
+        ranks: Vec<usize>,
+    },
+    /// One rank count of `bench fe --ranks` (run under mpirun by it).
+    #[command(hide = true)]
+    FeRanks {
+        #[arg(long)]
+        nodes: usize,
+        #[arg(long)]
+        steps: usize,
+        #[arg(long)]
+        samples: usize,
     },
 }
 
@@ -445,12 +459,38 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         }
         Cmd::Bench {
             cmd:
+                BenchCmd::FeRanks {
+                    nodes,
+                    steps,
+                    samples,
+                },
+        } => {
+            let case = wavecp::bench::run_fe_ranks(nodes, steps, samples, comm)?;
+            if comm.rank() == 0 {
+                println!("{}", serde_json::to_string(&case)?);
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Fe {
+                    nodes,
+                    threads: _,
+                    operators: _,
+                    steps,
+                    samples,
+                    ranks,
+                },
+        } if !ranks.is_empty() => bench_fe_ranks(&ranks, nodes, steps, samples),
+        Cmd::Bench {
+            cmd:
                 BenchCmd::Fe {
                     nodes,
                     threads,
                     operators,
                     steps,
                     samples,
+                    ranks: _,
                 },
         } => {
             let ops = operators
@@ -471,6 +511,66 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         }
     };
     done.map(|()| true)
+}
+
+/// `bench fe --ranks`: one `mpirun` per rank count, efficiencies against the first count.
+fn bench_fe_ranks(ranks: &[usize], nodes: usize, steps: usize, samples: usize) -> Result<()> {
+    anyhow::ensure!(
+        !ranks.contains(&0) && steps > 0 && samples > 0,
+        "--ranks, --steps and --samples must be positive"
+    );
+    let exe = std::env::current_exe().context("path of this wavecp")?;
+    let mut cases: Vec<wavecp::bench::FeRanksCase> = Vec::new();
+    let launcher = std::env::var("WAVECP_MPIRUN").unwrap_or_else(|_| "mpirun".into());
+    for &r in ranks {
+        let mut cmd = std::process::Command::new(&launcher);
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            // Open MPI refuses root unless told twice; CI containers run as root.
+            cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        }
+        let out = cmd
+            .args([
+                "--oversubscribe",
+                "--bind-to",
+                "core",
+                "-np",
+                &r.to_string(),
+            ])
+            .arg(&exe)
+            .args(["--log", "warn", "bench", "fe-ranks"])
+            .args(["--nodes", &nodes.to_string()])
+            .args(["--steps", &steps.to_string()])
+            .args(["--samples", &samples.to_string()])
+            .output()
+            .context("cannot start mpirun (install Open MPI: bash scripts/setup)")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "mpirun -np {r} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let case = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("reading the report of {r} rank(s)"))?;
+        cases.push(case);
+    }
+    let base = cases[0].dof_updates_per_s / cases[0].ranks as f64;
+    let eff: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "ranks": c.ranks,
+                "speedup": c.dof_updates_per_s / cases[0].dof_updates_per_s,
+                "parallel_efficiency": c.dof_updates_per_s / (base * c.ranks as f64),
+                "halo_over_ideal": if c.ideal_halo_values_per_step > 0 {
+                    c.halo_values_per_step as f64 / c.ideal_halo_values_per_step as f64
+                } else { f64::NAN },
+            })
+        })
+        .collect();
+    let report = serde_json::json!({ "cases": cases, "scaling": eff });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 fn report(s: &driver::RunSummary, json: bool) -> Result<()> {

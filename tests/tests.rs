@@ -7,6 +7,7 @@ mod convergence;
 mod dataset;
 mod energy;
 mod mesh;
+mod mpi;
 mod nn;
 mod nn_model;
 mod output;

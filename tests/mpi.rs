@@ -1,0 +1,489 @@
+//! Distributed runs: partitions, rank-count invariance under `mpirun` (1–4 ranks, oversubscribed),
+//! checkpoints and restarts (also onto another rank count), signals, and failing ranks.
+
+use crate::common::repo;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use wavecp::comm::{repro_sum, Serial};
+use wavecp::fem::WaveSpeed;
+use wavecp::mesh::{read_msh, rectangle, CellShape};
+use wavecp::partition::{build_parts, partition_cells, GlobalPieces, PartitionMethod};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wavecp");
+
+/// `mpirun` with what a root CI container and a 2-core machine need.
+fn mpirun(np: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "-np", &np.to_string(), BIN])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        // No ptrace-based single copy inside containers.
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+    c
+}
+
+/// Runs `cmd` with a deadline, so a hung job fails the test instead of stalling the suite.
+fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun (Open MPI) must be installed: bash scripts/setup --tests installs it");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "timed out after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A job on the Gmsh inclusion mesh (triangles, two regions, absorbing boundary, a source,
+/// receivers), written into `dir` with absolute paths.
+fn job(dir: &Path, end: f64) -> PathBuf {
+    let text = format!(
+        r#"# Sample run: wavecp solve job.toml
+[mesh]
+file = "{mesh}"
+[material.regions]
+matrix = 1.0
+inclusion = 2.0
+[[boundary]]
+tags = ["outer"]
+kind = "absorbing"
+[[source]]
+position = [0.25, 0.3]
+frequency = 4.0
+amplitude = 1.0
+[time]
+end = {end}
+safety = 0.9
+[[receiver]]
+position = [0.85, 0.75]
+[[receiver]]
+position = [0.25, 0.8]
+[[receiver]]
+position = [0.5, 0.5]
+[output]
+path = "{dir}/out.vtkhdf"
+every = 10
+"#,
+        mesh = repo("meshes/inclusion.msh").display(),
+        dir = dir.display()
+    );
+    let p = dir.join("job.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn read_f64(path: &Path, name: &str) -> Vec<f64> {
+    let f = hdf5::File::open(path).unwrap();
+    f.dataset(name).unwrap().read_raw::<f64>().unwrap()
+}
+
+/// Field, receivers, energy and times of an output file.
+fn results(path: &Path) -> Vec<Vec<f64>> {
+    [
+        "VTKHDF/PointData/u",
+        "wavecp/receivers/u",
+        "wavecp/receivers/time",
+        "wavecp/energy",
+        "VTKHDF/Steps/Values",
+    ]
+    .iter()
+    .map(|n| read_f64(path, n))
+    .collect()
+}
+
+fn bits(v: &[Vec<f64>]) -> Vec<Vec<u64>> {
+    v.iter()
+        .map(|x| x.iter().map(|y| y.to_bits()).collect())
+        .collect()
+}
+
+#[test]
+fn partitions_cover_every_cell_once_and_neighbour_lists_match() {
+    let mesh = read_msh(&repo("meshes/inclusion.msh")).unwrap();
+    let n = mesh.num_nodes();
+    let speed = WaveSpeed::PerCell(vec![1.0; mesh.num_cells()]);
+    let zeros = vec![0.0; n];
+    let g = GlobalPieces {
+        mesh: &mesh,
+        speed: &speed,
+        sources: &[],
+        receivers: &[],
+        u0: &zeros,
+        v0: &zeros,
+    };
+    for method in [PartitionMethod::Metis, PartitionMethod::Rcb] {
+        for parts in 1..=5 {
+            let cp = partition_cells(&mesh, parts, method).unwrap();
+            assert_eq!(cp.len(), mesh.num_cells());
+            let mut per_part = vec![0usize; parts];
+            for &p in &cp {
+                per_part[p as usize] += 1;
+            }
+            // Balanced within 10 % (METIS' default imbalance is 3 %; RCB splits by count).
+            let mean = mesh.num_cells() as f64 / parts as f64;
+            assert!(
+                per_part.iter().all(|&c| (c as f64) < 1.1 * mean + 1.0),
+                "{method:?} {parts}: {per_part:?}"
+            );
+            let local = build_parts(&g, &cp, parts);
+            // Every node owned by exactly one part.
+            let mut owner = vec![usize::MAX; n];
+            for (p, part) in local.iter().enumerate() {
+                for &gid in &part.layout.global[..part.layout.n_owned] {
+                    assert_eq!(owner[gid as usize], usize::MAX, "node {gid} owned twice");
+                    owner[gid as usize] = p;
+                }
+            }
+            assert!(
+                owner.iter().all(|&o| o != usize::MAX),
+                "a node has no owner"
+            );
+            // Each part holds every cell that touches a node it owns (whole rows).
+            for part in &local {
+                let l = &part.layout;
+                let mut count = vec![0usize; l.global.len()];
+                for c in part.mesh.tris.iter().map(|t| &t[..]) {
+                    for &v in c {
+                        count[v as usize] += 1;
+                    }
+                }
+                for (i, &gid) in l.global[..l.n_owned].iter().enumerate() {
+                    let global_count = mesh
+                        .tris
+                        .iter()
+                        .filter(|t| t.contains(&(gid as u32)))
+                        .count();
+                    assert_eq!(count[i], global_count, "owned node {gid} misses cells");
+                }
+            }
+            // What p sends to q is what q receives from p, in the same order.
+            for (p, part) in local.iter().enumerate() {
+                for (k, &q) in part.layout.neighbours.iter().enumerate() {
+                    let sent: Vec<u64> = part.layout.send[k]
+                        .iter()
+                        .map(|&i| part.layout.global[i as usize])
+                        .collect();
+                    let other = &local[q as usize].layout;
+                    let kq = other
+                        .neighbours
+                        .iter()
+                        .position(|&x| x as usize == p)
+                        .unwrap();
+                    let got: Vec<u64> = other.recv[kq]
+                        .iter()
+                        .map(|&i| other.global[i as usize])
+                        .collect();
+                    assert_eq!(sent, got, "{method:?} {parts}: {p} -> {q}");
+                    assert!(part.layout.send[k]
+                        .iter()
+                        .all(|&i| (i as usize) < part.layout.n_send));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_partition_requests_are_clear_errors() {
+    let mesh = rectangle(CellShape::Quad, 2, 1, [0.0, 1.0], [0.0, 1.0]).unwrap();
+    let e = partition_cells(&mesh, 3, PartitionMethod::Metis).unwrap_err();
+    assert!(e.to_string().contains("at most 2 ranks"), "{e}");
+    let e = partition_cells(&mesh, 0, PartitionMethod::Rcb).unwrap_err();
+    assert!(e.to_string().contains("ranks"), "{e}");
+}
+
+#[test]
+fn reproducible_sum_is_order_independent_and_accurate() {
+    // Terms spanning 30 orders of magnitude with cancellation.
+    let mut terms: Vec<f64> = (0..20_000)
+        .map(|i| {
+            let x = ((i as f64) * 0.618_033_988_75).fract() - 0.5;
+            x * 10f64.powi((i % 31) - 15)
+        })
+        .collect();
+    let a = repro_sum(&Serial, &terms);
+    terms.reverse();
+    let b = repro_sum(&Serial, &terms);
+    terms.sort_by(|x, y| x.total_cmp(y));
+    let c = repro_sum(&Serial, &terms);
+    assert_eq!(a.to_bits(), b.to_bits());
+    assert_eq!(a.to_bits(), c.to_bits());
+    // Reference: exact sum with integer arithmetic is hard for this range; compare with a
+    // compensated (Neumaier) sum over the sorted terms, which is accurate to a few ulps here.
+    let (mut s, mut comp) = (0.0f64, 0.0f64);
+    for &t in &terms {
+        let u = s + t;
+        comp += if s.abs() >= t.abs() {
+            (s - u) + t
+        } else {
+            (t - u) + s
+        };
+        s = u;
+    }
+    let reference = s + comp;
+    assert!(
+        ((a - reference) / reference).abs() < 1e-14,
+        "{a} vs {reference}"
+    );
+    assert_eq!(repro_sum(&Serial, &[]), 0.0);
+    assert!(repro_sum(&Serial, &[1.0, f64::NAN]).is_nan());
+}
+
+#[test]
+fn one_to_four_ranks_give_bitwise_the_same_field_receivers_and_energy() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(dir.path(), 0.6);
+    // Serial, without mpirun: the reference.
+    let out = Command::new(BIN)
+        .args(["solve", j.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let serial = results(&dir.path().join("out.vtkhdf"));
+    assert!(
+        serial[0].iter().any(|v| v.abs() > 1e-3),
+        "the wave reached no node"
+    );
+    for (np, method) in [
+        (1, "metis"),
+        (2, "metis"),
+        (3, "metis"),
+        (4, "metis"),
+        (3, "rcb"),
+    ] {
+        let name = format!("out{np}{method}.vtkhdf");
+        let out = run_with_timeout(
+            mpirun(np).args([
+                "solve",
+                j.to_str().unwrap(),
+                "--json",
+                "--set",
+                &format!("output.path=\"{}\"", dir.path().join(&name).display()),
+                "--set",
+                &format!("solver.partition=\"{method}\""),
+            ]),
+            Duration::from_secs(120),
+        );
+        ok(&out);
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["ranks"], np);
+        let par = results(&dir.path().join(&name));
+        assert_eq!(
+            bits(&par),
+            bits(&serial),
+            "{np} ranks ({method}) differ from the serial run"
+        );
+        // The partition is written as a cell field: every rank owns cells.
+        let f = hdf5::File::open(dir.path().join(&name)).unwrap();
+        let part = f
+            .dataset("VTKHDF/CellData/partition")
+            .unwrap()
+            .read_raw::<i32>()
+            .unwrap();
+        for r in 0..np as i32 {
+            assert!(part.contains(&r), "rank {r} owns no cell");
+        }
+    }
+}
+
+fn with_checkpoint(cmd: &mut Command, j: &Path, dir: &Path, name: &str) {
+    cmd.args([
+        "solve",
+        j.to_str().unwrap(),
+        "--json",
+        "--set",
+        &format!(
+            "output.path=\"{}\"",
+            dir.join(format!("{name}.vtkhdf")).display()
+        ),
+        "--set",
+        &format!(
+            "checkpoint.path=\"{}\"",
+            dir.join(format!("{name}.ckpt")).display()
+        ),
+        "--set",
+        "checkpoint.every=7",
+    ]);
+}
+
+#[test]
+fn a_stopped_run_restarts_to_the_same_result_also_on_another_rank_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let j = job(d, 0.6);
+    let mut full = Command::new(BIN);
+    with_checkpoint(&mut full, &j, d, "full");
+    ok(&full.output().unwrap());
+    let reference = results(&d.join("full.vtkhdf"));
+
+    // Serial: stop after step 23 (as SIGTERM would), then continue.
+    let mut a = Command::new(BIN);
+    with_checkpoint(&mut a, &j, d, "a");
+    let out = a.args(["--stop-after-steps", "23"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["interrupted"], true);
+    assert_eq!(s["steps_run"], 23);
+    let mut b = Command::new(BIN);
+    with_checkpoint(&mut b, &j, d, "a");
+    let out = b.arg("--restart").output().unwrap();
+    ok(&out);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["restarted"], true);
+    assert_eq!(bits(&results(&d.join("a.vtkhdf"))), bits(&reference));
+
+    // Two ranks stop; three ranks continue from the same checkpoint.
+    let mut c = mpirun(2);
+    with_checkpoint(&mut c, &j, d, "m");
+    c.args(["--stop-after-steps", "30"]);
+    let out = run_with_timeout(&mut c, Duration::from_secs(120));
+    // mpirun passes the ranks' exit code on.
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = mpirun(3);
+    with_checkpoint(&mut c, &j, d, "m");
+    c.arg("--restart");
+    let out = run_with_timeout(&mut c, Duration::from_secs(120));
+    ok(&out);
+    assert_eq!(bits(&results(&d.join("m.vtkhdf"))), bits(&reference));
+}
+
+#[test]
+fn sigterm_writes_a_checkpoint_and_the_restart_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A longer run, so the signal arrives in the time loop.
+    let j = job(d, 40.0);
+    let mut full = Command::new(BIN);
+    with_checkpoint(&mut full, &j, d, "full");
+    ok(&full.output().unwrap());
+    let reference = results(&d.join("full.vtkhdf"));
+
+    let mut c = Command::new(BIN);
+    with_checkpoint(&mut c, &j, d, "s");
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first checkpoint shows the loop (and the signal handler) is running.
+    let ck = d.join("s.ckpt");
+    let start = Instant::now();
+    while !ck.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the run finished before SIGTERM arrived: lengthen it"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["interrupted"], true);
+    let mut r = Command::new(BIN);
+    with_checkpoint(&mut r, &j, d, "s");
+    ok(&r.arg("--restart").output().unwrap());
+    assert_eq!(bits(&results(&d.join("s.vtkhdf"))), bits(&reference));
+}
+
+#[test]
+fn a_rank_that_dies_ends_the_job_with_an_error_instead_of_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = job(dir.path(), 0.6);
+    let out = run_with_timeout(
+        mpirun(3).args(["solve", j.to_str().unwrap(), "--fail-rank-at", "1:5"]),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn an_error_on_rank_0_reaches_every_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    // More ranks than cells is caught on rank 0 while partitioning.
+    let j = dir.path().join("tiny.toml");
+    std::fs::write(
+        &j,
+        "[mesh.generate]\nshape = \"quad\"\nnx = 1\nny = 2\nx = [0.0, 1.0]\ny = [0.0, 1.0]\n\
+         [time]\nend = 0.1\n[output]\npath = \"\"\n",
+    )
+    .unwrap();
+    let out = run_with_timeout(
+        mpirun(3).args(["solve", j.to_str().unwrap()]),
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 2 ranks"), "{err}");
+}
+
+#[test]
+fn a_checkpoint_of_another_job_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let j = job(d, 0.6);
+    let mut a = Command::new(BIN);
+    with_checkpoint(&mut a, &j, d, "x");
+    let out = a.args(["--stop-after-steps", "10"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let mut b = Command::new(BIN);
+    with_checkpoint(&mut b, &j, d, "x");
+    let out = b
+        .args(["--restart", "--set", "time.dt=0.001"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dt"), "{err}");
+    // A damaged checkpoint is an error too, not a panic.
+    std::fs::write(d.join("x.ckpt"), b"garbage").unwrap();
+    let mut c = Command::new(BIN);
+    with_checkpoint(&mut c, &j, d, "x");
+    let out = c.arg("--restart").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checkpoint"), "{err}");
+}
