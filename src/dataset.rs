@@ -313,6 +313,20 @@ pub fn generate(
     split: &SplitConfig,
     opts: &DatasetOptions,
 ) -> Result<DatasetSummary, DriverError> {
+    generate_on(job, base, split, opts, &crate::comm::Serial)
+}
+
+/// As [`generate`] over the ranks of `comm` (collective): each rank runs whole simulations
+/// (sample `k` of every batch on rank `k mod ranks`) and rank 0 writes them, in sample order, to
+/// the one file, which is the same as the serial one for the same seed.
+pub fn generate_on(
+    job: &DatasetJob,
+    base: &Path,
+    split: &SplitConfig,
+    opts: &DatasetOptions,
+    comm: &dyn crate::comm::Comm,
+) -> Result<DatasetSummary, DriverError> {
+    let root = comm.rank() == 0;
     let wall = std::time::Instant::now();
     // 1. The model, once: mesh, base speeds, the inclusion's cells.
     let cfg = job.fe_config(1.0, vec![]);
@@ -383,25 +397,60 @@ pub fn generate(
         split.samples,
         split.seed
     );
-    let mut file = DatasetFile::open(
-        &split.path,
-        &fingerprint,
-        opts.overwrite,
-        split.samples,
-        job.frames.count,
-        z.ny,
-        z.nx,
-        &names,
-    )?;
-    file.write_meta(
-        &gx,
-        &gy,
-        dt,
-        job.frames.stride,
-        job.frames.start,
-        split.seed,
-    )?;
-    let pending: Vec<usize> = (0..split.samples).filter(|i| !file.done[*i]).collect();
+    // Rank 0 owns the file and tells the others which samples are still to do (or its error).
+    let mut file = None;
+    let mut msg = Vec::new();
+    if root {
+        let opened = DatasetFile::open(
+            &split.path,
+            &fingerprint,
+            opts.overwrite,
+            split.samples,
+            job.frames.count,
+            z.ny,
+            z.nx,
+            &names,
+        )
+        .and_then(|mut f| {
+            f.write_meta(
+                &gx,
+                &gy,
+                dt,
+                job.frames.stride,
+                job.frames.start,
+                split.seed,
+            )?;
+            Ok(f)
+        });
+        match opened {
+            Ok(f) => {
+                let pending: Vec<u64> = (0..split.samples)
+                    .filter(|i| !f.done[*i])
+                    .map(|i| i as u64)
+                    .collect();
+                msg.push(0u8);
+                msg.extend(bincode::serialize(&pending).expect("in-memory serialisation"));
+                file = Some(f);
+            }
+            Err(e) => {
+                msg.push(1u8);
+                msg.extend(e.to_string().into_bytes());
+                comm.broadcast_bytes(&mut msg);
+                return Err(e);
+            }
+        }
+    }
+    comm.broadcast_bytes(&mut msg);
+    if msg.first() != Some(&0) {
+        return Err(DriverError::OtherRank(
+            String::from_utf8_lossy(msg.get(1..).unwrap_or_default()).into_owned(),
+        ));
+    }
+    let pending: Vec<usize> = bincode::deserialize::<Vec<u64>>(&msg[1..])
+        .map_err(|e| DriverError::OtherRank(e.to_string()))?
+        .into_iter()
+        .map(|i| i as usize)
+        .collect();
     let resumed = split.samples - pending.len();
     if resumed > 0 {
         tracing::info!(
@@ -415,13 +464,16 @@ pub fn generate(
     let mut progress = Progress::new(
         "dataset",
         pending.len() as u64,
-        opts.progress,
+        opts.progress && root,
         Duration::from_secs(10),
     );
-    let batch = (2 * rayon::current_num_threads()).max(1);
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let batch = (2 * rayon::current_num_threads()).max(1) * ranks;
+    let frame_len = job.frames.count * z.nx * z.ny;
     let mut committed = 0;
     for chunk in pending.chunks(batch) {
-        let results: Vec<Result<Sample, DriverError>> = chunk
+        let mine: Vec<usize> = chunk.iter().copied().skip(rank).step_by(ranks).collect();
+        let results: Vec<Result<Sample, DriverError>> = mine
             .par_iter()
             .map(|&i| {
                 let params = draw(job, split.seed, i, |p| locator.locate(p).is_some())?;
@@ -459,8 +511,34 @@ pub fn generate(
                 Ok((i, params, frames))
             })
             .collect();
+        // Every rank's samples to rank 0 as one f64 record each: index, parameters, frames
+        // (f32 → f64 → f32 is exact).
+        let mut records = Vec::with_capacity(mine.len() * (1 + names.len() + frame_len));
         for r in results {
             let (i, params, frames) = r?;
+            records.push(i as f64);
+            records.extend(&params);
+            records.extend(frames.iter().map(|&v| f64::from(v)));
+        }
+        let Some(all) = comm.gather_f64(&records) else {
+            continue;
+        };
+        let Some(file) = file.as_mut() else {
+            continue;
+        };
+        let rec = 1 + names.len() + frame_len;
+        let mut samples: Vec<Sample> = all
+            .chunks_exact(rec)
+            .map(|r| {
+                (
+                    r[0] as usize,
+                    r[1..1 + names.len()].to_vec(),
+                    r[1 + names.len()..].iter().map(|&v| v as f32).collect(),
+                )
+            })
+            .collect();
+        samples.sort_by_key(|s| s.0);
+        for (i, params, frames) in samples {
             file.write_sample(i, &params, &frames)?;
             committed += 1;
             progress.set(committed as u64);
@@ -472,8 +550,15 @@ pub fn generate(
         file.flush()?;
     }
     progress.finish();
-    // 6. Normalisation statistics over all frames, summed in sample order.
-    let (mean, std) = file.statistics()?;
+    // 6. Normalisation statistics over all frames, summed in sample order (on rank 0, which
+    // shares them so every rank returns the same summary).
+    let mut stats = [0.0, 0.0];
+    if let Some(f) = file.as_mut() {
+        let (m, s) = f.statistics()?;
+        stats = [m, s];
+    }
+    comm.sum_f64(&mut stats);
+    let [mean, std] = stats;
     Ok(DatasetSummary {
         path: split.path.clone(),
         samples: split.samples,

@@ -364,7 +364,7 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             overwrite,
             json,
             abort_after_samples,
-        } => dataset(&job, &split, &set, overwrite, json, abort_after_samples),
+        } => dataset(&job, &split, &set, overwrite, json, abort_after_samples, comm),
         Cmd::Train {
             job,
             set,
@@ -657,8 +657,9 @@ fn dataset(
     overwrite: bool,
     json: bool,
     abort_after_samples: Option<usize>,
+    comm: &dyn wavecp::comm::Comm,
 ) -> Result<()> {
-    use wavecp::dataset::{generate, DatasetJob, DatasetOptions};
+    use wavecp::dataset::{generate_on, DatasetJob, DatasetOptions};
     let d = DatasetJob::load(job, set)?;
     let base = job.parent().map(PathBuf::from).unwrap_or_default();
     let opts = DatasetOptions {
@@ -681,9 +682,9 @@ fn dataset(
     }
     let mut summaries = Vec::new();
     for s in &splits {
-        let summary = generate(&d, &base, s, &opts)
+        let summary = generate_on(&d, &base, s, &opts, comm)
             .with_context(|| format!("dataset {}", s.path.display()))?;
-        if !json {
+        if !json && comm.rank() == 0 {
             println!(
                 "{}: {} samples ({} generated, {} resumed) of {} frames {}×{}, frame dt {:.4e}, mean {:.3e}, std {:.3e}, {:.1} s",
                 summary.path.display(), summary.samples, summary.generated, summary.resumed, summary.frames, summary.ny, summary.nx, summary.frame_dt, summary.mean, summary.std, summary.wall_s
@@ -691,7 +692,7 @@ fn dataset(
         }
         summaries.push(summary);
     }
-    if json {
+    if json && comm.rank() == 0 {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
     }
     Ok(())
@@ -705,6 +706,7 @@ fn dataset(
     _: bool,
     _: bool,
     _: Option<usize>,
+    _: &dyn wavecp::comm::Comm,
 ) -> Result<()> {
     anyhow::bail!("this wavecp was built without the `hdf5` feature: datasets need it")
 }

@@ -487,3 +487,58 @@ fn a_checkpoint_of_another_job_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("checkpoint"), "{err}");
 }
+
+#[test]
+fn a_dataset_made_on_three_ranks_equals_the_serial_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let job = |name: &str| {
+        let text = format!(
+            "[mesh.generate]\nshape = \"tri\"\nnx = 24\nny = 24\n[material]\nc = 1.0\n\
+             [[boundary]]\ntags = [\"left\", \"right\", \"top\", \"bottom\"]\nkind = \"absorbing\"\n\
+             [time]\nsafety = 0.8\n[zone]\nx = [0.2, 0.8]\ny = [0.2, 0.8]\nnx = 9\nny = 9\n\
+             [frames]\nstride = 2\ncount = 6\nstart = 4\n[sampling]\nsource_x = [0.1, 0.9]\n\
+             source_y = [0.1, 0.9]\nfrequency = [4.0, 8.0]\n\
+             [train]\nsamples = 11\nseed = 5\npath = \"{}\"\n",
+            d.join(name).display()
+        );
+        let p = d.join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let serial = job("serial.h5");
+    ok(&Command::new(BIN)
+        .args(["dataset", serial.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap());
+    let par = job("par.h5");
+    ok(&run_with_timeout(
+        mpirun(3).args(["dataset", par.to_str().unwrap(), "--json"]),
+        Duration::from_secs(120),
+    ));
+    let read = |p: &Path| {
+        let f = hdf5::File::open(p).unwrap();
+        let frames: Vec<u32> = f
+            .dataset("frames")
+            .unwrap()
+            .read_raw::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let params: Vec<u64> = f
+            .dataset("params")
+            .unwrap()
+            .read_raw::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let done = f.dataset("done").unwrap().read_raw::<u8>().unwrap();
+        (frames, params, done)
+    };
+    let (a, b) = (read(&d.join("serial.h5")), read(&d.join("par.h5")));
+    assert!(a.2.iter().all(|&x| x == 1), "serial run incomplete");
+    assert!(a.0.iter().any(|&x| f32::from_bits(x).abs() > 1e-6), "no wave recorded");
+    assert_eq!(a, b, "3-rank dataset differs from the serial one");
+}
