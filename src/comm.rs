@@ -121,13 +121,29 @@ pub fn world() -> Box<dyn Comm> {
 /// multiple of `u` below `2^53 u`, so floating-point addition is exact there and associative.
 /// Three grids give about `3 (52 − log2 N)` bits, more than the 53 of an `f64` for N < 10⁹.
 pub fn repro_sum(comm: &dyn Comm, terms: &[f64]) -> f64 {
-    let mut m = [terms.iter().fold(0.0f64, |a, t| {
-        if t.is_nan() || a.is_nan() {
-            f64::NAN
-        } else {
-            a.max(t.abs())
-        }
-    })];
+    use rayon::prelude::*;
+    const CH: usize = 1 << 14;
+    let mut m = [terms
+        .par_chunks(CH)
+        .map(|c| {
+            c.iter().fold(0.0f64, |a, t| {
+                if t.is_nan() || a.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(t.abs())
+                }
+            })
+        })
+        .reduce(
+            || 0.0,
+            |a, b| {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(b)
+                }
+            },
+        )];
     comm.max_f64(&mut m);
     let mut n = [terms.len() as u64];
     comm.sum_u64(&mut n);
@@ -141,27 +157,40 @@ pub fn repro_sum(comm: &dyn Comm, terms: &[f64]) -> f64 {
         e += 1;
     }
     const FOLDS: usize = 3;
-    let mut grid = [0.0f64; FOLDS];
+    // Grid spacings (powers of two) and their inverses; 0 ends the folds early.
+    let mut grid = [(0.0f64, 0.0f64); FOLDS];
     for g in &mut grid {
         let ue = e + log_n - 52;
         if ue < -1000 {
             break; // below this the residuals are lost in subnormals anyway
         }
-        *g = 2f64.powi(ue);
+        *g = (2f64.powi(ue), 2f64.powi(-ue));
         e = ue - 1; // the residual of this fold is at most u / 2
     }
-    let mut sums = [0.0f64; FOLDS];
-    for &t in terms {
-        let mut r = t;
-        for k in 0..FOLDS {
-            if grid[k] == 0.0 {
-                break;
+    // Each partial sum is exact, so the chunking (and the thread count) cannot change it.
+    let mut sums = terms
+        .par_chunks(CH)
+        .map(|c| {
+            let mut s = [0.0f64; FOLDS];
+            for &t in c {
+                let mut r = t;
+                for k in 0..FOLDS {
+                    let (u, inv) = grid[k];
+                    if u == 0.0 {
+                        break;
+                    }
+                    // Scaling by a power of two is exact; ties-to-even is one instruction.
+                    let q = (r * inv).round_ties_even() * u;
+                    s[k] += q;
+                    r -= q;
+                }
             }
-            let q = (r / grid[k]).round() * grid[k];
-            sums[k] += q;
-            r -= q;
-        }
-    }
+            s
+        })
+        .reduce(
+            || [0.0; FOLDS],
+            |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]],
+        );
     comm.sum_f64(&mut sums);
     sums[0] + (sums[1] + sums[2])
 }

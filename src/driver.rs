@@ -9,7 +9,9 @@ use crate::config::{
 use crate::fem::WaveSpeed;
 use crate::mesh::{self, CellShape, Mesh, MeshError, PointLocation};
 use crate::output::{OutputError, ReceiverInfo};
-use crate::partition::{build_parts, partition_cells, GlobalPieces, LocalPart, PartitionError};
+use crate::partition::{
+    build_parts, partition_cells, GlobalPieces, Layout, LocalPart, PartitionError,
+};
 use crate::progress::Progress;
 use crate::solver::{BoundaryKind, Problem, SolverError, WaveSolver};
 use crate::sources::{Gaussian, PointSource, TimeFunction};
@@ -351,6 +353,9 @@ const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC1";
 
 type Boundaries = Vec<(i32, BoundaryKind)>;
 
+/// Steps between the collective checks for signals and wall-clock checkpoints.
+const POLL: usize = 8;
+
 /// Steps 1–2 on rank 0: the global problem, its partition, the output file; then every rank
 /// gets its part. A failure on rank 0 reaches every rank as an error, so none waits for ever.
 fn distribute(
@@ -365,7 +370,7 @@ fn distribute(
     let mut parts = None;
     let mut bnd = Vec::new();
     if comm.rank() == 0 {
-        let built = (|| -> Result<(Vec<Vec<u8>>, RootIo, Boundaries), DriverError> {
+        let built = (|| -> Result<(Payload, RootIo, Boundaries), DriverError> {
             let s = setup(cfg, base)?;
             let mesh = &s.problem.mesh;
             tracing::info!(
@@ -375,32 +380,58 @@ fn distribute(
                 mesh.quads.len()
             );
             let cell_part = partition_cells(mesh, size, cfg.solver.partition)?;
-            let recs: Vec<PointLocation> = s.receivers.iter().map(|r| r.1).collect();
-            let pieces = GlobalPieces {
-                mesh,
-                speed: &s.problem.speed,
-                sources: &s.problem.sources,
-                receivers: &recs,
-                u0: &s.u0,
-                v0: &s.v0,
-            };
-            let local = build_parts(&pieces, &cell_part, size);
-            let ghost_cells: usize = local
-                .iter()
-                .map(|p| p.mesh.num_cells() - p.owned_cells.min(p.mesh.num_cells()))
-                .sum();
             let info: Vec<ReceiverInfo> = s.receivers.iter().map(|r| r.0.clone()).collect();
             let writer = open_writer(cfg, mesh, &info, &cell_part, opts.restart)?;
-            let bytes = local
-                .iter()
-                .map(|p| bincode::serialize(p).expect("in-memory serialisation"))
-                .collect();
+            let (nodes, cells) = (mesh.num_nodes(), mesh.num_cells());
+            let boundaries = s.problem.boundaries.clone();
+            let (payload, ghost_cells) = if size == 1 {
+                // One rank: the problem as it is (the part build_parts would make is the same,
+                // but a copy of the whole mesh).
+                let receivers = s
+                    .receivers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (i, r.1))
+                    .collect();
+                let whole = LocalPart {
+                    rank: 0,
+                    layout: Layout::serial(nodes),
+                    mesh: s.problem.mesh,
+                    speed: s.problem.speed,
+                    sources: s.problem.sources,
+                    receivers,
+                    u0: s.u0,
+                    v0: s.v0,
+                    owned_cells: cells,
+                };
+                (Payload::Whole(Box::new(whole)), 0)
+            } else {
+                let recs: Vec<PointLocation> = s.receivers.iter().map(|r| r.1).collect();
+                let pieces = GlobalPieces {
+                    mesh,
+                    speed: &s.problem.speed,
+                    sources: &s.problem.sources,
+                    receivers: &recs,
+                    u0: &s.u0,
+                    v0: &s.v0,
+                };
+                let local = build_parts(&pieces, &cell_part, size);
+                let ghost_cells: usize = local
+                    .iter()
+                    .map(|p| p.mesh.num_cells() - p.owned_cells.min(p.mesh.num_cells()))
+                    .sum();
+                let bytes = local
+                    .iter()
+                    .map(|p| bincode::serialize(p).expect("in-memory serialisation"))
+                    .collect();
+                (Payload::Bytes(bytes), ghost_cells)
+            };
             Ok((
-                bytes,
+                payload,
                 RootIo {
                     writer,
-                    nodes: mesh.num_nodes(),
-                    cells: mesh.num_cells(),
+                    nodes,
+                    cells,
                     owned_ids: Vec::new(),
                     owned_counts: Vec::new(),
                     rec_counts: Vec::new(),
@@ -410,7 +441,7 @@ fn distribute(
                     rec_rows_written: 0,
                     ghost_cells,
                 },
-                s.problem.boundaries.clone(),
+                boundaries,
             ))
         })();
         match built {
@@ -439,10 +470,20 @@ fn distribute(
         bnd = bincode::deserialize(&status[1..])
             .map_err(|e| DriverError::OtherRank(e.to_string()))?;
     }
-    let bytes = comm.scatter_bytes(parts);
+    let bytes = match parts {
+        Some(Payload::Whole(part)) => return Ok((*part, bnd, root_io)),
+        Some(Payload::Bytes(b)) => comm.scatter_bytes(Some(b)),
+        None => comm.scatter_bytes(None),
+    };
     let part: LocalPart =
         bincode::deserialize(&bytes).map_err(|e| DriverError::OtherRank(e.to_string()))?;
     Ok((part, bnd, root_io))
+}
+
+/// Rank 0's parts: serialised for the other ranks, or the whole problem for a serial run.
+enum Payload {
+    Bytes(Vec<Vec<u8>>),
+    Whole(Box<LocalPart>),
 }
 
 #[cfg(feature = "hdf5")]
@@ -617,17 +658,22 @@ fn run_inner(
                 std::process::abort();
             }
         }
-        // One small reduction decides, for all ranks together, whether to checkpoint or stop.
-        let mut flags = [
-            f64::from(u8::from(
-                stop.load(Ordering::Relaxed) || opts.stop_after_steps == Some(n),
-            )),
-            f64::from(u8::from(
-                root && cfg.checkpoint.minutes > 0.0
-                    && last_ckpt.elapsed().as_secs_f64() >= 60.0 * cfg.checkpoint.minutes,
-            )),
-        ];
-        comm.max_f64(&mut flags);
+        // One small reduction every POLL steps decides, for all ranks together, whether to
+        // checkpoint by time or stop on a signal (a reduction per step would cost more than a
+        // step on many ranks with small parts: docs/scaling.md).
+        let mut flags = [0.0, 0.0];
+        if n % POLL == 0 || n == nsteps || opts.stop_after_steps == Some(n) {
+            flags = [
+                f64::from(u8::from(
+                    stop.load(Ordering::Relaxed) || opts.stop_after_steps == Some(n),
+                )),
+                f64::from(u8::from(
+                    root && cfg.checkpoint.minutes > 0.0
+                        && last_ckpt.elapsed().as_secs_f64() >= 60.0 * cfg.checkpoint.minutes,
+                )),
+            ];
+            comm.max_f64(&mut flags);
+        }
         let by_steps = cfg.checkpoint.every > 0 && n % cfg.checkpoint.every == 0;
         let halt = flags[0] > 0.0 && n < nsteps;
         if (by_steps || flags[1] > 0.0 || halt) && !cfg.checkpoint.path.as_os_str().is_empty() {

@@ -364,7 +364,15 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             overwrite,
             json,
             abort_after_samples,
-        } => dataset(&job, &split, &set, overwrite, json, abort_after_samples, comm),
+        } => dataset(
+            &job,
+            &split,
+            &set,
+            overwrite,
+            json,
+            abort_after_samples,
+            comm,
+        ),
         Cmd::Train {
             job,
             set,
@@ -530,14 +538,11 @@ fn bench_fe_ranks(ranks: &[usize], nodes: usize, steps: usize, samples: usize) -
             cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
                 .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
         }
+        // Pinned when every rank has a core of its own; oversubscribed runs float.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bind = if r <= cores { "core" } else { "none" };
         let out = cmd
-            .args([
-                "--oversubscribe",
-                "--bind-to",
-                "core",
-                "-np",
-                &r.to_string(),
-            ])
+            .args(["--oversubscribe", "--bind-to", bind, "-np", &r.to_string()])
             .arg(&exe)
             .args(["--log", "warn", "bench", "fe-ranks"])
             .args(["--nodes", &nodes.to_string()])

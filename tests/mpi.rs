@@ -380,7 +380,7 @@ fn a_stopped_run_restarts_to_the_same_result_also_on_another_rank_count() {
 }
 
 #[test]
-fn sigterm_writes_a_checkpoint_and_the_restart_finishes_the_run() {
+fn sigterm_and_sigusr1_write_a_checkpoint_and_the_restart_finishes_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // A longer run, so the signal arrives in the time loop.
@@ -389,44 +389,82 @@ fn sigterm_writes_a_checkpoint_and_the_restart_finishes_the_run() {
     with_checkpoint(&mut full, &j, d, "full");
     ok(&full.output().unwrap());
     let reference = results(&d.join("full.vtkhdf"));
-
-    let mut c = Command::new(BIN);
-    with_checkpoint(&mut c, &j, d, "s");
-    let child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The first checkpoint shows the loop (and the signal handler) is running.
-    let ck = d.join("s.ckpt");
-    let start = Instant::now();
-    while !ck.exists() {
+    for sig in ["TERM", "USR1"] {
+        let name = format!("s{sig}");
+        let mut c = Command::new(BIN);
+        with_checkpoint(&mut c, &j, d, &name);
+        let child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The first checkpoint shows the loop (and the signal handler) is running.
+        let ck = d.join(format!("{name}.ckpt"));
+        let start = Instant::now();
+        while !ck.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no checkpoint appeared"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let pid = child.id().to_string();
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no checkpoint appeared"
+            !out.status.success(),
+            "the run finished before SIG{sig} arrived: lengthen it"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(s["interrupted"], true);
+        let mut r = Command::new(BIN);
+        with_checkpoint(&mut r, &j, d, &name);
+        ok(&r.arg("--restart").output().unwrap());
+        assert_eq!(
+            bits(&results(&d.join(format!("{name}.vtkhdf")))),
+            bits(&reference),
+            "SIG{sig}"
+        );
     }
-    let pid = child.id().to_string();
-    let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(st.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        !out.status.success(),
-        "the run finished before SIGTERM arrived: lengthen it"
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+}
+
+#[test]
+fn checkpoints_by_wall_clock_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let j = job(d, 0.6);
+    let out = Command::new(BIN)
+        .args(["solve", j.to_str().unwrap(), "--json", "--set"])
+        .arg(format!(
+            "checkpoint.path=\"{}\"",
+            d.join("t.ckpt").display()
+        ))
+        // 0.6 ms: about every step
+        .args(["--set", "checkpoint.minutes=1e-5"])
+        .output()
+        .unwrap();
+    ok(&out);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(s["interrupted"], true);
-    let mut r = Command::new(BIN);
-    with_checkpoint(&mut r, &j, d, "s");
-    ok(&r.arg("--restart").output().unwrap());
-    assert_eq!(bits(&results(&d.join("s.vtkhdf"))), bits(&reference));
+    let n = s["checkpoints"].as_u64().unwrap();
+    assert!(
+        n >= 2 && n <= s["steps"].as_u64().unwrap(),
+        "{n} checkpoints"
+    );
+    assert!(d.join("t.ckpt").exists());
+    assert!(
+        !d.join("t.ckpt.tmp").exists(),
+        "a temporary checkpoint was left behind"
+    );
 }
 
 #[test]
@@ -539,6 +577,9 @@ fn a_dataset_made_on_three_ranks_equals_the_serial_one() {
     };
     let (a, b) = (read(&d.join("serial.h5")), read(&d.join("par.h5")));
     assert!(a.2.iter().all(|&x| x == 1), "serial run incomplete");
-    assert!(a.0.iter().any(|&x| f32::from_bits(x).abs() > 1e-6), "no wave recorded");
+    assert!(
+        a.0.iter().any(|&x| f32::from_bits(x).abs() > 1e-6),
+        "no wave recorded"
+    );
     assert_eq!(a, b, "3-rank dataset differs from the serial one");
 }
