@@ -583,3 +583,29 @@ fn a_dataset_made_on_three_ranks_equals_the_serial_one() {
     );
     assert_eq!(a, b, "3-rank dataset differs from the serial one");
 }
+
+#[test]
+fn a_run_killed_part_way_restarts_from_its_last_checkpoint_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let j = job(d, 0.6);
+    let mut full = Command::new(BIN);
+    with_checkpoint(&mut full, &j, d, "full");
+    ok(&full.output().unwrap());
+    let reference = results(&d.join("full.vtkhdf"));
+    // Outputs every 10 steps, checkpoints every 7: the process aborts (no clean-up, as a
+    // crash or SIGKILL would) at step 30, after the checkpoint of step 28 and output steps
+    // the checkpoint does not know about.
+    let mut c = Command::new(BIN);
+    with_checkpoint(&mut c, &j, d, "k");
+    let out = c.args(["--abort-after-outputs", "4"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(d.join("k.ckpt").exists());
+    let mut r = Command::new(BIN);
+    with_checkpoint(&mut r, &j, d, "k");
+    let out = r.arg("--restart").output().unwrap();
+    ok(&out);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["restarted"], true);
+    assert_eq!(bits(&results(&d.join("k.vtkhdf"))), bits(&reference));
+}
