@@ -29,7 +29,7 @@ path = "OUT"
 every = 7
 "#;
 
-fn python_reader(path: &std::path::Path) -> Option<serde_json::Value> {
+pub fn python_reader(path: &std::path::Path) -> Option<serde_json::Value> {
     let script = crate::common::repo("tests/read_output.py");
     let required = std::env::var("WAVECP_REQUIRE_VTK").is_ok_and(|v| v == "1");
     let out = match Command::new("python3").arg(&script).arg(path).output() {

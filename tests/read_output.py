@@ -26,6 +26,7 @@ def series(reader, set_time):
             "cell_types": sorted({out.GetCellType(i) for i in range(out.GetNumberOfCells())}),
             "u": vtk_to_numpy(out.GetPointData().GetArray("u")).tolist(),
             "region": vtk_to_numpy(out.GetCellData().GetArray("region")).tolist(),
+            "partition": vtk_to_numpy(out.GetCellData().GetArray("partition")).tolist(),
         })
     return {"times": times, "steps": steps}
 
