@@ -7,6 +7,8 @@
 pub mod bench;
 pub mod comm;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 #[cfg(feature = "hdf5")]
 pub mod dataset;
 pub mod driver;

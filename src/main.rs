@@ -114,6 +114,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelCmd,
     },
+    /// What this machine offers for the CUDA path: driver, NVRTC, devices.
+    Device {
+        #[arg(long)]
+        json: bool,
+    },
     /// Mesh tools.
     Mesh {
         #[command(subcommand)]
@@ -373,6 +378,7 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             abort_after_samples,
             comm,
         ),
+        Cmd::Device { json } => device(json),
         Cmd::Train {
             job,
             set,
@@ -576,6 +582,46 @@ fn bench_fe_ranks(ranks: &[usize], nodes: usize, steps: usize, samples: usize) -
     let report = serde_json::json!({ "cases": cases, "scaling": eff });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn device(json: bool) -> Result<()> {
+    let r = wavecp::cuda::probe();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "CUDA driver library: {}; NVRTC: {}; driver version: {}",
+        if r.driver_library {
+            "found"
+        } else {
+            "not found"
+        },
+        if r.nvrtc_library {
+            "found"
+        } else {
+            "not found"
+        },
+        r.driver_version
+            .map_or("-".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+    );
+    for d in &r.devices {
+        println!(
+            "device {}: {} (compute {}.{}, {} MiB)",
+            d.ordinal, d.name, d.compute_capability.0, d.compute_capability.1, d.memory_mib
+        );
+    }
+    match &r.problem {
+        Some(p) => println!("CUDA unusable: {p}"),
+        None => println!("CUDA usable"),
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device(_: bool) -> Result<()> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 
 fn report(s: &driver::RunSummary, json: bool) -> Result<()> {

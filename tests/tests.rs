@@ -1,16 +1,24 @@
 //! The integration-test binary (one binary keeps link time down): every test module is listed here.
+//! Modules that need HDF5 or MPI are left out of builds without those features (the GPU bundle
+//! of `scripts/gpu-check` is built with `--no-default-features --features cuda`).
 
 mod alloc;
 mod common;
 mod config;
 mod convergence;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "hdf5")]
 mod dataset;
 mod energy;
 mod mesh;
+#[cfg(all(feature = "mpi", feature = "hdf5"))]
 mod mpi;
 mod nn;
 mod nn_model;
+#[cfg(feature = "hdf5")]
 mod output;
 mod solver;
 mod source;
+#[cfg(feature = "hdf5")]
 mod surrogate;

@@ -51,7 +51,8 @@ pub fn fast_tanh(x: f32) -> f32 {
     x * p / q
 }
 
-fn act(kind: ActKind, v: f32) -> f32 {
+/// The activation of one value (the CPU twin of `act_forward_f32` in kernels/elementwise.cu).
+pub fn act(kind: ActKind, v: f32) -> f32 {
     match kind {
         ActKind::Relu => v.max(0.0),
         ActKind::Tanh => fast_tanh(v),
@@ -59,7 +60,8 @@ fn act(kind: ActKind, v: f32) -> f32 {
     }
 }
 
-fn dact(kind: ActKind, v: f32) -> f32 {
+/// Its derivative (the CPU twin of `act_backward_f32`, which multiplies by `dy`).
+pub fn dact(kind: ActKind, v: f32) -> f32 {
     match kind {
         ActKind::Relu => {
             if v > 0.0 {
