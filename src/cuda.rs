@@ -3,6 +3,7 @@
 //! launchers of the kernels written so far. Builds and runs where no CUDA is installed: a
 //! missing driver, NVRTC or device is a [`CudaError`], never a panic.
 
+use crate::nn::conv::{AxisConv, DwShape};
 use crate::nn::ops::ActKind;
 use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, Ptx};
@@ -10,7 +11,29 @@ use serde::Serialize;
 use std::sync::Arc;
 
 /// Every kernel source, compiled together at start-up (name, source).
-pub const KERNELS: &[(&str, &str)] = &[("elementwise", include_str!("../kernels/elementwise.cu"))];
+pub const KERNELS: &[(&str, &str)] = &[
+    ("elementwise", include_str!("../kernels/elementwise.cu")),
+    ("depthwise", include_str!("../kernels/depthwise.cu")),
+];
+
+/// Geometry of a depthwise pass, laid out as `struct DwParams` in kernels/depthwise.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct DwParams {
+    n: u32,
+    c: u32,
+    in_d: [u32; 3],
+    out_d: [u32; 3],
+    axis: u32,
+    k: u32,
+    stride: u32,
+    pad: u32,
+    dil: u32,
+}
+
+// SAFETY: `DwParams` is `repr(C)`, made of `u32`s only (no padding, no pointers), and matches
+// the field order and types of `struct DwParams` in kernels/depthwise.cu.
+unsafe impl cudarc::driver::DeviceRepr for DwParams {}
 
 /// Why CUDA cannot be used, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +190,8 @@ pub fn probe() -> DeviceReport {
 pub struct Gpu {
     pub info: DeviceInfo,
     stream: Arc<CudaStream>,
-    elementwise: Arc<CudaModule>,
+    /// One module per entry of [`KERNELS`], in that order.
+    modules: Vec<Arc<CudaModule>>,
 }
 
 impl Gpu {
@@ -176,8 +200,11 @@ impl Gpu {
         let ctx = context(ordinal)?;
         let cc = ctx.compute_capability().map_err(driver_err)?;
         let arch = arch_name(cc.0, cc.1);
-        let ptx = compile(KERNELS[0].0, KERNELS[0].1, arch)?;
-        let elementwise = ctx.load_module(ptx).map_err(driver_err)?;
+        let mut modules = Vec::with_capacity(KERNELS.len());
+        for (name, src) in KERNELS {
+            let ptx = compile(name, src, arch)?;
+            modules.push(ctx.load_module(ptx).map_err(driver_err)?);
+        }
         let info = DeviceInfo {
             ordinal,
             name: ctx.name().map_err(driver_err)?,
@@ -187,8 +214,20 @@ impl Gpu {
         Ok(Gpu {
             info,
             stream: ctx.default_stream(),
-            elementwise,
+            modules,
         })
+    }
+
+    fn function(
+        &self,
+        module: &str,
+        name: &str,
+    ) -> Result<cudarc::driver::CudaFunction, CudaError> {
+        let m = KERNELS
+            .iter()
+            .position(|(n, _)| *n == module)
+            .ok_or_else(|| CudaError::Driver(format!("no kernel file {module}.cu")))?;
+        self.modules[m].load_function(name).map_err(driver_err)
     }
 
     fn kind_code(kind: ActKind) -> i32 {
@@ -210,10 +249,7 @@ impl Gpu {
 
     /// `f(x)` element-wise on the device (host in, host out: for tests and small uses).
     pub fn act_forward(&self, kind: ActKind, x: &[f32]) -> Result<Vec<f32>, CudaError> {
-        let f = self
-            .elementwise
-            .load_function("act_forward_f32")
-            .map_err(driver_err)?;
+        let f = self.function("elementwise", "act_forward_f32")?;
         let xd = self.stream.clone_htod(x).map_err(driver_err)?;
         let mut yd = self
             .stream
@@ -241,10 +277,7 @@ impl Gpu {
                 found: dy.len(),
             });
         }
-        let f = self
-            .elementwise
-            .load_function("act_backward_f32")
-            .map_err(driver_err)?;
+        let f = self.function("elementwise", "act_backward_f32")?;
         let xd = self.stream.clone_htod(x).map_err(driver_err)?;
         let dyd = self.stream.clone_htod(dy).map_err(driver_err)?;
         let mut dxd = self
@@ -258,5 +291,113 @@ impl Gpu {
         // float*, unsigned, int); all three buffers hold n floats.
         unsafe { b.launch(Self::launch_config(x.len())) }.map_err(driver_err)?;
         self.stream.clone_dtoh(&dxd).map_err(driver_err)
+    }
+
+    fn dw_params(batch: usize, sh: DwShape, a: &AxisConv) -> DwParams {
+        let u = |v: [usize; 3]| v.map(|x| x as u32);
+        DwParams {
+            n: (batch * sh.c) as u32,
+            c: sh.c as u32,
+            in_d: u(sh.ind),
+            out_d: u(sh.outd),
+            axis: a.axis as u32,
+            k: a.k as u32,
+            stride: a.stride as u32,
+            pad: a.pad as u32,
+            dil: a.dil as u32,
+        }
+    }
+
+    fn check_len(expected: usize, found: usize) -> Result<(), CudaError> {
+        if expected == found {
+            Ok(())
+        } else {
+            Err(CudaError::Shape { expected, found })
+        }
+    }
+
+    /// Depthwise 1-D convolution along `a.axis` of `batch` samples of `[C, T, Y, X]` with
+    /// `w: [C, k]` (the GPU twin of [`crate::nn::conv::depthwise_axis`], batched).
+    pub fn dw_axis_forward(
+        &self,
+        x: &[f32],
+        batch: usize,
+        sh: DwShape,
+        a: &AxisConv,
+        w: &[f32],
+    ) -> Result<Vec<f32>, CudaError> {
+        let p = Self::dw_params(batch, sh, a);
+        let (nin, nout) = (
+            sh.ind.iter().product::<usize>(),
+            sh.outd.iter().product::<usize>(),
+        );
+        Self::check_len(batch * sh.c * nin, x.len())?;
+        Self::check_len(sh.c * a.k, w.len())?;
+        let f = self.function("depthwise", "dw_axis_forward_f32")?;
+        let xd = self.stream.clone_htod(x).map_err(driver_err)?;
+        let wd = self.stream.clone_htod(w).map_err(driver_err)?;
+        let mut yd = self
+            .stream
+            .alloc_zeros::<f32>(batch * sh.c * nout)
+            .map_err(driver_err)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&xd).arg(&wd).arg(&mut yd).arg(&p);
+        // SAFETY: arguments match dw_axis_forward_f32(const float*, const float*, float*,
+        // DwParams); x holds n·nin, w c·k and y n·nout floats, the bounds the kernel uses.
+        unsafe { b.launch(Self::launch_config(batch * sh.c * nout)) }.map_err(driver_err)?;
+        self.stream.clone_dtoh(&yd).map_err(driver_err)
+    }
+
+    /// Input and weight gradients of [`Gpu::dw_axis_forward`]: `(dx, dw)`, summed over the
+    /// batch (the CPU twin accumulates per sample into the same buffers).
+    pub fn dw_axis_backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        batch: usize,
+        sh: DwShape,
+        a: &AxisConv,
+        w: &[f32],
+    ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
+        let p = Self::dw_params(batch, sh, a);
+        let (nin, nout) = (
+            sh.ind.iter().product::<usize>(),
+            sh.outd.iter().product::<usize>(),
+        );
+        Self::check_len(batch * sh.c * nin, x.len())?;
+        Self::check_len(batch * sh.c * nout, dy.len())?;
+        Self::check_len(sh.c * a.k, w.len())?;
+        let fi = self.function("depthwise", "dw_axis_dinput_f32")?;
+        let fw = self.function("depthwise", "dw_axis_dweight_f32")?;
+        let xd = self.stream.clone_htod(x).map_err(driver_err)?;
+        let gd = self.stream.clone_htod(dy).map_err(driver_err)?;
+        let wd = self.stream.clone_htod(w).map_err(driver_err)?;
+        let mut dxd = self
+            .stream
+            .alloc_zeros::<f32>(x.len())
+            .map_err(driver_err)?;
+        let mut dwd = self
+            .stream
+            .alloc_zeros::<f32>(w.len())
+            .map_err(driver_err)?;
+        let mut b = self.stream.launch_builder(&fi);
+        b.arg(&gd).arg(&wd).arg(&mut dxd).arg(&p);
+        // SAFETY: arguments match dw_axis_dinput_f32(const float*, const float*, float*,
+        // DwParams); dy holds n·nout, w c·k and dx n·nin floats.
+        unsafe { b.launch(Self::launch_config(x.len())) }.map_err(driver_err)?;
+        let mut b = self.stream.launch_builder(&fw);
+        b.arg(&xd).arg(&gd).arg(&mut dwd).arg(&p);
+        let cfg = LaunchConfig {
+            grid_dim: ((sh.c * a.k) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match dw_axis_dweight_f32(const float*, const float*, float*,
+        // DwParams); one 256-thread block per (channel, tap), as its shared array assumes.
+        unsafe { b.launch(cfg) }.map_err(driver_err)?;
+        Ok((
+            self.stream.clone_dtoh(&dxd).map_err(driver_err)?,
+            self.stream.clone_dtoh(&dwd).map_err(driver_err)?,
+        ))
     }
 }

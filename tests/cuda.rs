@@ -5,6 +5,7 @@
 
 use std::process::Command;
 use wavecp::cuda::{compile, nvrtc_present, CudaError, Gpu, KERNELS};
+use wavecp::nn::conv::{depthwise_axis, depthwise_axis_backward, AxisConv, DwShape};
 use wavecp::nn::ops::{act, dact, ActKind};
 
 fn required(var: &str) -> bool {
@@ -33,8 +34,18 @@ fn every_kernel_compiles_with_nvrtc_for_the_gpu_architectures() {
         for (name, src) in KERNELS {
             let ptx = compile(name, src, arch).unwrap_or_else(|e| panic!("{e}"));
             let text = ptx.to_src();
-            for entry in ["act_forward_f32", "act_backward_f32"] {
-                assert!(text.contains(entry), "{name} for {arch} lacks {entry}");
+            // Every `extern "C" __global__` function of the file is in the PTX.
+            let entries: Vec<&str> = src
+                .split("extern \"C\" __global__ void ")
+                .skip(1)
+                .map(|rest| rest.split('(').next().unwrap().trim())
+                .collect();
+            assert!(!entries.is_empty(), "{name}.cu has no kernel");
+            for entry in entries {
+                assert!(
+                    text.contains(&format!(".entry {entry}")),
+                    "{name} for {arch} lacks {entry}"
+                );
             }
         }
     }
@@ -123,4 +134,99 @@ fn activation_kernels_match_the_cpu_twins() {
         gpu.act_backward(ActKind::Relu, &[1.0, 2.0], &[1.0]),
         Err(CudaError::Shape { .. })
     ));
+}
+
+fn open_gpu() -> Option<Gpu> {
+    match Gpu::new(0) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            assert!(
+                !required("WAVECP_REQUIRE_CUDA"),
+                "WAVECP_REQUIRE_CUDA=1 but: {e}"
+            );
+            skipped(&format!("no CUDA device ({e})"));
+            None
+        }
+    }
+}
+
+#[test]
+fn depthwise_kernels_match_the_cpu_twins() {
+    let Some(gpu) = open_gpu() else {
+        return;
+    };
+    let (batch, c) = (3usize, 5usize);
+    let ind = [7usize, 9, 11];
+    for axis in 0..3 {
+        for (k, stride, pad, dil) in [(3, 1, 1, 1), (3, 2, 0, 1), (3, 1, 2, 2), (1, 1, 0, 1)] {
+            let a = AxisConv {
+                axis,
+                k,
+                stride,
+                pad,
+                dil,
+            };
+            let span = (k - 1) * dil + 1;
+            let mut outd = ind;
+            outd[axis] = (ind[axis] + 2 * pad - span) / stride + 1;
+            let sh = DwShape { c, ind, outd };
+            let (nin, nout) = (
+                ind.iter().product::<usize>(),
+                outd.iter().product::<usize>(),
+            );
+            let x = inputs(batch * c * nin, 1 + axis as u64);
+            let w = inputs(c * k, 2 + k as u64);
+            let dy = inputs(batch * c * nout, 3 + stride as u64);
+            // CPU reference, sample by sample; and the same with |x|, |w|, |dy| for the scale of
+            // each sum (the GPU adds in another order: error ≤ n ε Σ|terms|).
+            let mut y = vec![0.0f32; batch * c * nout];
+            let (mut dx, mut dw) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
+            let (mut dxa, mut dwa) = (vec![0.0f32; x.len()], vec![0.0f32; w.len()]);
+            let abs = |v: &[f32]| v.iter().map(|t| t.abs()).collect::<Vec<f32>>();
+            let (xa, wa, ga) = (abs(&x), abs(&w), abs(&dy));
+            let mut ya = vec![0.0f32; y.len()];
+            for b in 0..batch {
+                let (xi, yo) = (
+                    b * c * nin..(b + 1) * c * nin,
+                    b * c * nout..(b + 1) * c * nout,
+                );
+                depthwise_axis(&x[xi.clone()], sh, &a, &w, &mut y[yo.clone()]);
+                depthwise_axis(&xa[xi.clone()], sh, &a, &wa, &mut ya[yo.clone()]);
+                depthwise_axis_backward(
+                    &x[xi.clone()],
+                    &dy[yo.clone()],
+                    sh,
+                    &a,
+                    &w,
+                    &mut dx[xi.clone()],
+                    &mut dw,
+                );
+                depthwise_axis_backward(
+                    &xa[xi.clone()],
+                    &ga[yo.clone()],
+                    sh,
+                    &a,
+                    &wa,
+                    &mut dxa[xi],
+                    &mut dwa,
+                );
+            }
+            let yg = gpu.dw_axis_forward(&x, batch, sh, &a, &w).unwrap();
+            let (dxg, dwg) = gpu.dw_axis_backward(&x, &dy, batch, sh, &a, &w).unwrap();
+            let check = |what: &str, g: &[f32], cpu: &[f32], scale: &[f32], terms: f32| {
+                for i in 0..g.len() {
+                    let tol = 4.0 * terms * f32::EPSILON * scale[i] + 1e-7;
+                    assert!(
+                        (g[i] - cpu[i]).abs() <= tol,
+                        "{what} axis {axis} k {k} s {stride} p {pad} d {dil} i {i}: {} vs {}",
+                        g[i],
+                        cpu[i]
+                    );
+                }
+            };
+            check("forward", &yg, &y, &ya, k as f32);
+            check("input gradient", &dxg, &dx, &dxa, k as f32);
+            check("weight gradient", &dwg, &dw, &dwa, (batch * nout) as f32);
+        }
+    }
 }
