@@ -385,7 +385,7 @@ pub fn run_fe_ranks(
         parts = Some(
             build_parts(&g, &cp, ranks)
                 .iter()
-                .map(|p| bincode::serialize(p).expect("in-memory serialisation"))
+                .map(crate::comm::to_bytes)
                 .collect(),
         );
     }

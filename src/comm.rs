@@ -112,6 +112,12 @@ pub fn world() -> Box<dyn Comm> {
     Box::new(Serial)
 }
 
+/// Bytes of a message between ranks. Encoding plain in-memory data (numbers, vectors, strings,
+/// maps with string keys) into a `Vec` cannot fail with bincode, so this does not return an error.
+pub fn to_bytes<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    bincode::serialize(v).expect("bincode encodes plain in-memory data into a Vec")
+}
+
 /// Sum of `terms` over all ranks that is the same to the last bit whatever the number of ranks
 /// or threads and whatever order the terms come in.
 ///

@@ -429,7 +429,7 @@ pub fn generate_on(
                     .map(|i| i as u64)
                     .collect();
                 msg.push(0u8);
-                msg.extend(bincode::serialize(&pending).expect("in-memory serialisation"));
+                msg.extend(crate::comm::to_bytes(&pending));
                 file = Some(f);
             }
             Err(e) => {

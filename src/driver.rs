@@ -420,10 +420,7 @@ fn distribute(
                     .iter()
                     .map(|p| p.mesh.num_cells() - p.owned_cells.min(p.mesh.num_cells()))
                     .sum();
-                let bytes = local
-                    .iter()
-                    .map(|p| bincode::serialize(p).expect("in-memory serialisation"))
-                    .collect();
+                let bytes = local.iter().map(crate::comm::to_bytes).collect();
                 (Payload::Bytes(bytes), ghost_cells)
             };
             Ok((
@@ -450,7 +447,7 @@ fn distribute(
                 root_io = Some(io);
                 bnd = bd;
                 status.push(0u8);
-                status.extend(bincode::serialize(&bnd).expect("in-memory serialisation"));
+                status.extend(crate::comm::to_bytes(&bnd));
             }
             Err(e) => {
                 status.push(1u8);
@@ -696,7 +693,7 @@ fn run_inner(
                     )
                 }
             );
-            flush_receivers(&mut io, &mut rec_u, &receivers, comm)?;
+            flush_receivers(&mut io, &mut rec_u, comm)?;
             break;
         }
     }
@@ -800,10 +797,8 @@ fn record(
 fn flush_receivers(
     io: &mut Option<RootIo>,
     rec_u: &mut Vec<f64>,
-    receivers: &[PointLocation],
     comm: &dyn Comm,
 ) -> Result<(), DriverError> {
-    let _ = receivers;
     let gathered = comm.gather_f64(rec_u);
     rec_u.clear();
     let Some(io) = io.as_mut() else {
@@ -855,7 +850,7 @@ fn write_output(
     energy: f64,
     comm: &dyn Comm,
 ) -> Result<(), DriverError> {
-    flush_receivers(io, rec_u, &[], comm)?;
+    flush_receivers(io, rec_u, comm)?;
     let has_writer = io.as_ref().is_some_and(|i| i.writer.is_some());
     let mut flag = [f64::from(u8::from(has_writer))];
     comm.max_f64(&mut flag);
@@ -885,7 +880,7 @@ fn write_checkpoint(
     comm: &dyn Comm,
 ) -> Result<(), DriverError> {
     // Receivers first, so the file holds every row up to this step.
-    flush_receivers(io, rec_u, &[], comm)?;
+    flush_receivers(io, rec_u, comm)?;
     let u = gather_global(io, &solver.u()[solver.owned()], comm);
     let up = gather_global(io, &solver.u_prev()[solver.owned()], comm);
     let mut ok = vec![0u8];
@@ -901,7 +896,7 @@ fn write_checkpoint(
             rec_rows: io.rec_rows_written as u64,
             initial_energy: e0,
         };
-        let bytes = bincode::serialize(&ck).expect("in-memory serialisation");
+        let bytes = crate::comm::to_bytes(&ck);
         if let Err(e) = crate::output::write_atomic(&cfg.checkpoint.path, &bytes) {
             ok = vec![1];
             ok.extend(e.to_string().into_bytes());
@@ -977,10 +972,11 @@ fn restore(
                 }
                 if head.is_empty() {
                     head.push(0u8);
-                    head.extend(
-                        bincode::serialize(&(ck.step, ck.outputs, ck.initial_energy))
-                            .expect("in-memory serialisation"),
-                    );
+                    head.extend(crate::comm::to_bytes(&(
+                        ck.step,
+                        ck.outputs,
+                        ck.initial_energy,
+                    )));
                     let mut per_rank = Vec::with_capacity(comm.size());
                     let mut off = 0usize;
                     for &c in &io.owned_counts {
@@ -988,8 +984,7 @@ fn restore(
                         off += c;
                         let u: Vec<f64> = ids.iter().map(|&i| ck.u[i as usize]).collect();
                         let up: Vec<f64> = ids.iter().map(|&i| ck.u_prev[i as usize]).collect();
-                        per_rank
-                            .push(bincode::serialize(&(u, up)).expect("in-memory serialisation"));
+                        per_rank.push(crate::comm::to_bytes(&(u, up)));
                     }
                     parts = Some(per_rank);
                 }
