@@ -102,8 +102,13 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
 /// (kernel, stride, padding, dilation) along (t, y, x).
 type GeomSpec = ([usize; 3], [usize; 3], [usize; 3], [usize; 3]);
 
-const GEOMS: [GeomSpec; 5] = [
+const GEOMS: [GeomSpec; 7] = [
     ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
+    // Stride 1 with dilation and unequal padding: the input gradient runs as the adjoint
+    // (flipped-kernel) convolution with padding d(k − 1) − p per axis.
+    ([2, 3, 3], [1, 1, 1], [1, 2, 0], [1, 2, 1]),
+    // Stride 1 with padding beyond d(k − 1) on y: no adjoint convolution, im2col adjoint.
+    ([1, 3, 3], [1, 1, 1], [0, 3, 1], [1, 1, 1]),
     ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1]),
     ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2]),
     ([1, 3, 3], [1, 2, 1], [0, 0, 1], [1, 1, 1]),

@@ -37,11 +37,23 @@ impl Param {
 pub trait Layer: Send + Sync {
     /// `x: [B, Ci, T, Y, X] → y: [B, Co, T', Y', X']`; keeps what the backward passes need.
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError>;
+    /// [`Layer::forward`] on an input the caller gives up: layers that keep `x` for the backward
+    /// passes keep it without a copy.
+    fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
+        self.forward(&x)
+    }
     /// `dy: [B, Co, T', Y', X'] → dx: [B, Ci, T, Y, X]`.
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError>;
     /// Adds `∂L/∂θ` for `dy = ∂L/∂y` into the parameters' gradients.
     fn backward_weights(&mut self, _dy: &Tensor) -> Result<(), NnError> {
         Ok(())
+    }
+    /// Both passes of training: adds the weight gradients and returns `dx`. Layers whose two
+    /// passes share work (CP's chain) do it once here.
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor, NnError> {
+        let dx = self.backward_input(dy)?;
+        self.backward_weights(dy)?;
+        Ok(dx)
     }
     fn params(&self) -> Vec<&Param> {
         vec![]
@@ -256,7 +268,38 @@ impl ConvCore {
         Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data)
     }
 
-    /// `dx = Wᵀ ⋆ dy` (the im2col adjoint).
+    /// The convolution whose forward pass is this one's input gradient, when there is one: at
+    /// stride 1, `dx = W̃ ⋆ dy` with `W̃[i, o] = W[o, i]` flipped along every axis and padding
+    /// `d(k − 1) − p` (valid while `p ≤ d(k − 1)`). Returns the core and `W̃`.
+    fn adjoint(&self, w: &[f32]) -> Option<(ConvCore, Vec<f32>)> {
+        let g = &self.g;
+        if g.stride != [1; 3] || (0..3).any(|a| g.pad[a] > g.dil[a] * (g.k[a] - 1)) {
+            return None;
+        }
+        let pad = std::array::from_fn(|a| g.dil[a] * (g.k[a] - 1) - g.pad[a]);
+        let core = ConvCore {
+            ci: self.co,
+            co: self.ci,
+            g: Geom { pad, ..*g },
+        };
+        let kv = g.kvol();
+        let mut wf = vec![0.0f32; w.len()];
+        for o in 0..self.co {
+            for i in 0..self.ci {
+                let src = &w[(o * self.ci + i) * kv..][..kv];
+                let dst = &mut wf[(i * self.co + o) * kv..][..kv];
+                // Reversing the flattened [kt, ky, kx] block flips all three axes at once.
+                dst.iter_mut()
+                    .zip(src.iter().rev())
+                    .for_each(|(d, s)| *d = *s);
+            }
+        }
+        Some((core, wf))
+    }
+
+    /// `dx = Wᵀ ⋆ dy`: at stride 1 the forward pass of [`ConvCore::adjoint`] (GEMMs that write
+    /// `dx` once); otherwise the im2col adjoint (GEMMs that accumulate into the column matrix,
+    /// then `col2im`), which moves about 3× the bytes.
     pub fn backward_input(&self, x: &Tensor, dy: &Tensor, w: &[f32]) -> Result<Tensor, NnError> {
         let (d, o) = self.dims(x, "convolution")?;
         check_same(
@@ -264,6 +307,17 @@ impl ConvCore {
             &[d[0], self.co, o[0], o[1], o[2]],
             "convolution output gradient",
         )?;
+        if let Some((core, wf)) = self.adjoint(w) {
+            let dx = core.forward(dy, &wf, None)?;
+            if dx.shape == x.shape {
+                return Ok(dx);
+            }
+            return Err(NnError::Shape {
+                what: "convolution input gradient (adjoint)".into(),
+                expected: x.shape.clone(),
+                found: dx.shape,
+            });
+        }
         let ind = [d[2], d[3], d[4]];
         let sp = self.split(ind, o);
         let (nin, n) = (
@@ -381,10 +435,13 @@ impl DenseConv {
 
 impl Layer for DenseConv {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        self.forward_owned(x.clone())
+    }
+    fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
         let y = self
             .core
-            .forward(x, &self.w.value, self.b.as_ref().map(|b| &b.value[..]))?;
-        self.x = Some(x.clone());
+            .forward(&x, &self.w.value, self.b.as_ref().map(|b| &b.value[..]))?;
+        self.x = Some(x);
         Ok(y)
     }
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
@@ -514,11 +571,14 @@ impl PairConv {
 
 impl Layer for PairConv {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        self.forward_owned(x.clone())
+    }
+    fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
         self.rebuild();
         let y = self
             .core
-            .forward(x, &self.w, self.b.as_ref().map(|b| &b.value[..]))?;
-        self.x = Some(x.clone());
+            .forward(&x, &self.w, self.b.as_ref().map(|b| &b.value[..]))?;
+        self.x = Some(x);
         Ok(y)
     }
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
@@ -715,10 +775,13 @@ impl CpConv {
 
 impl Layer for CpConv {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
-        check_channels(x, self.ci, "cp conv")?;
+        self.forward_owned(x.clone())
+    }
+    fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
+        check_channels(&x, self.ci, "cp conv")?;
         // Strides on axes without a factor (2-D: t) would be lost; the model builder rejects them.
-        let mut cache = vec![x.clone()];
-        let mut z = Self::pointwise(x, &self.v.value, self.rank, None)?;
+        let mut z = Self::pointwise(&x, &self.v.value, self.rank, None)?;
+        let mut cache = vec![x];
         for (slot, &ax) in self.axes.iter().enumerate() {
             let d = z.dims5("cp conv")?;
             let ind = [d[2], d[3], d[4]];
@@ -755,18 +818,22 @@ impl Layer for CpConv {
     }
 
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {
-        Ok(self.backward(dy, false)?.0)
+        Ok(self.chain_backward(dy, false)?.0)
     }
 
     fn backward_weights(&mut self, dy: &Tensor) -> Result<(), NnError> {
-        let (_, grads) = self.backward(dy, true)?;
+        Layer::backward(self, dy).map(|_| ())
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor, NnError> {
+        let (dx, grads) = self.chain_backward(dy, true)?;
         let mut it = grads.into_iter();
         for p in self.params_mut() {
             if let Some(g) = it.next() {
                 p.grad.iter_mut().zip(g).for_each(|(a, d)| *a += d);
             }
         }
-        Ok(())
+        Ok(dx)
     }
 
     fn params(&self) -> Vec<&Param> {
@@ -794,7 +861,7 @@ impl Layer for CpConv {
 impl CpConv {
     /// Backpropagates through the chain; returns `dx` and, when asked, the parameter gradients
     /// in `params()` order.
-    fn backward(
+    fn chain_backward(
         &self,
         dy: &Tensor,
         want_weights: bool,
@@ -1025,7 +1092,10 @@ impl ConvTranspose {
 
 impl Layer for ConvTranspose {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
-        let d = check_channels(x, self.ci, "transposed conv")?;
+        self.forward_owned(x.clone())
+    }
+    fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
+        let d = check_channels(&x, self.ci, "transposed conv")?;
         let ind = [d[2], d[3], d[4]];
         let o = self.out_dims(ind)?;
         let (nin, nout, k) = (
@@ -1049,7 +1119,7 @@ impl Layer for ConvTranspose {
                 }
             }
         });
-        self.x = Some(x.clone());
+        self.x = Some(x);
         Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data)
     }
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {

@@ -334,12 +334,17 @@ impl Model {
     /// # Shapes
     /// `x: [B, in_channels, T, Y, X]` (2-D: `T = 1`) → `[B, out_channels, T', Y', X']`.
     pub fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
-        let mut cur = x.clone();
+        self.forward_owned(x.clone())
+    }
+
+    /// [`Model::forward`] on an input the caller gives up (no copy of it is made).
+    pub fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
+        let mut cur = x;
         self.saved.clear();
         self.concat_split.clear();
         for node in &mut self.nodes {
             cur = match node {
-                Node::Layer(l) => l.forward(&cur)?,
+                Node::Layer(l) => l.forward_owned(cur)?,
                 Node::Save(name) => {
                     self.saved.insert(name.clone(), cur.clone());
                     cur
@@ -377,15 +382,18 @@ impl Model {
     /// Backpropagates `dy = ∂L/∂y` of the last forward pass: adds every weight gradient into
     /// its parameter and returns `∂L/∂x`.
     pub fn backward(&mut self, dy: &Tensor) -> Result<Tensor, NnError> {
-        let mut cur = dy.clone();
+        self.backward_owned(dy.clone())
+    }
+
+    /// [`Model::backward`] on a gradient the caller gives up.
+    pub fn backward_owned(&mut self, dy: Tensor) -> Result<Tensor, NnError> {
+        let mut cur = dy;
         let mut pending: HashMap<String, Tensor> = HashMap::new();
         let mut splits = self.concat_split.clone();
         for node in self.nodes.iter_mut().rev() {
             match node {
                 Node::Layer(l) => {
-                    let dx = l.backward_input(&cur)?;
-                    l.backward_weights(&cur)?;
-                    cur = dx;
+                    cur = l.backward(&cur)?;
                 }
                 Node::Concat(name) => {
                     let c = splits.pop().ok_or_else(|| {

@@ -81,11 +81,14 @@ pub fn dact(kind: ActKind, v: f32) -> f32 {
 
 impl Layer for Activation {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
+        self.forward_owned(x.clone())
+    }
+    fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
         let y = Tensor {
             shape: x.shape.clone(),
             data: x.data.par_iter().map(|v| act(self.kind, *v)).collect(),
         };
-        self.x = Some(x.clone());
+        self.x = Some(x);
         Ok(y)
     }
     fn backward_input(&self, dy: &Tensor) -> Result<Tensor, NnError> {

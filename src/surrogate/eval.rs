@@ -96,7 +96,7 @@ pub fn evaluate(
     let t0 = Instant::now();
     for chunk in wins.chunks(batch.max(1)) {
         let (x, y) = ws.batch(&fs, chunk, meta.mean, meta.std);
-        let p = model.forward(&x)?;
+        let p = model.forward_owned(x)?;
         for b in 0..chunk.len() {
             let (pf, yf) = (
                 frames_of(&p, b, meta.t_out, n, meta.mean, meta.std),
@@ -131,7 +131,7 @@ pub fn evaluate(
                 shape: ws.shape(1, meta.t_in, fs.ny, fs.nx),
                 data: input,
             };
-            let p = model.forward(&x)?;
+            let p = model.forward_owned(x)?;
             let pf = frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std);
             let start = meta.t_in + w * meta.t_out;
             let truth: Vec<f32> = fs.frames
@@ -185,7 +185,7 @@ pub fn predict(model_path: &Path, input: &Path, output: &Path) -> Result<usize, 
     let mut out = Vec::with_capacity(fs.samples * meta.t_out * n);
     for s in 0..fs.samples {
         let x = ws.stack(&fs, &[(s, 0)], 0, meta.t_in, meta.mean, meta.std);
-        let p = model.forward(&x)?;
+        let p = model.forward_owned(x)?;
         out.extend(
             frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std)
                 .into_iter()

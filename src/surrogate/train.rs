@@ -305,7 +305,7 @@ fn run_inner(
         let mut sum = 0.0;
         for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
             let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-            let pred = model.forward(&x)?;
+            let pred = model.forward_owned(x)?;
             let (l, dy) = loss(job.train.loss, &pred, &y)?;
             if !l.is_finite() {
                 let good = if ckpt.exists() {
@@ -320,7 +320,7 @@ fn run_inner(
             }
             sum += l * chunk.len() as f64;
             model.zero_grad();
-            model.backward(&dy)?;
+            model.backward_owned(dy)?;
             let mut ps = model.params_mut();
             adam.update(&mut ps);
             progress.set(((epoch - 1) * batches_per_epoch + bi + 1) as u64);
@@ -392,7 +392,7 @@ pub fn evaluate_loss(
     let mut sum = 0.0;
     for chunk in wins.chunks(batch.max(1)) {
         let (x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
-        let pred = model.forward(&x)?;
+        let pred = model.forward_owned(x)?;
         sum += loss(kind, &pred, &y)?.0 * chunk.len() as f64;
     }
     Ok(if wins.is_empty() {
