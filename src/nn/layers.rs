@@ -528,40 +528,83 @@ impl PairConv {
         p
     }
 
-    /// Factor value of axis slot `s` at `(o, i, r, j)`.
-    fn f(&self, s: usize, oi: usize, r: usize, j: usize) -> f32 {
-        let k = self.core.g.k[self.axes[s]];
-        self.factors[s].value[(oi * self.rank + r) * k + j]
+    /// The factor slices `f_slot[oi, r, :]` of one kernel and rank, per axis slot.
+    fn factor_rows(&self, oi: usize, r: usize) -> Vec<&[f32]> {
+        self.axes
+            .iter()
+            .zip(&self.factors)
+            .map(|(&ax, f)| {
+                let k = self.core.g.k[ax];
+                &f.value[(oi * self.rank + r) * k..][..k]
+            })
+            .collect()
     }
 
-    /// Index of kernel tap `(p, q, s)` along the factor axis in slot `slot`.
-    fn tap(&self, slot: usize, pqs: [usize; 3]) -> usize {
-        pqs[self.axes[slot]]
-    }
-
-    /// Dense kernel from the factors.
-    pub fn rebuild(&mut self) {
+    /// Kernel taps `(p, q, s)` in the row-major order of `[kt, ky, kx]`.
+    fn taps(&self) -> impl Iterator<Item = [usize; 3]> {
         let k = self.core.g.k;
+        (0..k[0]).flat_map(move |p| (0..k[1]).flat_map(move |q| (0..k[2]).map(move |s| [p, q, s])))
+    }
+
+    /// Dense kernel from the factors, one `(o, i)` kernel per task.
+    pub fn rebuild(&mut self) {
         let kv = self.core.g.kvol();
         let mut w = vec![0.0f32; self.core.co * self.core.ci * kv];
-        for oi in 0..self.core.co * self.core.ci {
-            for p in 0..k[0] {
-                for q in 0..k[1] {
-                    for s in 0..k[2] {
-                        let mut acc = 0.0;
-                        for r in 0..self.rank {
-                            let mut prod = 1.0;
-                            for slot in 0..self.axes.len() {
-                                prod *= self.f(slot, oi, r, self.tap(slot, [p, q, s]));
-                            }
-                            acc += prod;
-                        }
-                        w[oi * kv + (p * k[1] + q) * k[2] + s] = acc;
+        let this = &*self;
+        w.par_chunks_mut(kv).enumerate().for_each(|(oi, wk)| {
+            for r in 0..this.rank {
+                let rows = this.factor_rows(oi, r);
+                for (wv, pqs) in wk.iter_mut().zip(this.taps()) {
+                    let mut prod = 1.0;
+                    for (row, &ax) in rows.iter().zip(&this.axes) {
+                        prod *= row[pqs[ax]];
                     }
+                    *wv += prod;
                 }
             }
-        }
+        });
         self.w = w;
+    }
+
+    /// Factor gradients from the dense kernel gradient `dw`: `∂W/∂f_slot` is the product of
+    /// the other factors. Returns one `[Co·Ci, R, k_axis]` gradient per axis slot.
+    fn factor_grads(&self, dw: &[f32]) -> Vec<Vec<f32>> {
+        let kv = self.core.g.kvol();
+        let na = self.axes.len();
+        let ks: Vec<usize> = self.axes.iter().map(|&a| self.core.g.k[a]).collect();
+        let per_oi: usize = ks.iter().sum::<usize>() * self.rank;
+        // One contiguous block per (o, i): slot 0's [R, k0], then slot 1's [R, k1], ...
+        let mut blocks = vec![0.0f32; self.core.co * self.core.ci * per_oi];
+        blocks
+            .par_chunks_mut(per_oi)
+            .enumerate()
+            .for_each(|(oi, blk)| {
+                let g = &dw[oi * kv..(oi + 1) * kv];
+                for r in 0..self.rank {
+                    let rows = self.factor_rows(oi, r);
+                    for (gv, pqs) in g.iter().zip(self.taps()) {
+                        let mut off = 0;
+                        for slot in 0..na {
+                            let mut prod = *gv;
+                            for other in (0..na).filter(|&o| o != slot) {
+                                prod *= rows[other][pqs[self.axes[other]]];
+                            }
+                            blk[off + r * ks[slot] + pqs[self.axes[slot]]] += prod;
+                            off += self.rank * ks[slot];
+                        }
+                    }
+                }
+            });
+        (0..na)
+            .map(|slot| {
+                let off: usize = ks[..slot].iter().sum::<usize>() * self.rank;
+                let len = self.rank * ks[slot];
+                blocks
+                    .chunks(per_oi)
+                    .flat_map(|b| b[off..off + len].iter().copied())
+                    .collect()
+            })
+            .collect()
     }
 
     pub fn dense_kernel(&self) -> &[f32] {
@@ -589,37 +632,7 @@ impl Layer for PairConv {
         let (dw, db) = self
             .core
             .backward_weights(saved(&self.x, "pair conv")?, dy)?;
-        let k = self.core.g.k;
-        let kv = self.core.g.kvol();
-        let na = self.axes.len();
-        let mut grads: Vec<Vec<f32>> = self
-            .factors
-            .iter()
-            .map(|f| vec![0.0; f.value.len()])
-            .collect();
-        for oi in 0..self.core.co * self.core.ci {
-            for p in 0..k[0] {
-                for q in 0..k[1] {
-                    for s in 0..k[2] {
-                        let g = dw[oi * kv + (p * k[1] + q) * k[2] + s];
-                        for r in 0..self.rank {
-                            for slot in 0..na {
-                                // ∂W/∂f_slot = product of the other factors.
-                                let mut prod = g;
-                                for other in 0..na {
-                                    if other != slot {
-                                        prod *= self.f(other, oi, r, self.tap(other, [p, q, s]));
-                                    }
-                                }
-                                let kk = k[self.axes[slot]];
-                                grads[slot]
-                                    [(oi * self.rank + r) * kk + self.tap(slot, [p, q, s])] += prod;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let grads = self.factor_grads(&dw);
         for (f, g) in self.factors.iter_mut().zip(grads) {
             f.grad.iter_mut().zip(g).for_each(|(a, d)| *a += d);
         }

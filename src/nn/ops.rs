@@ -52,6 +52,7 @@ pub fn fast_tanh(x: f32) -> f32 {
 }
 
 /// The activation of one value (the CPU twin of `act_forward_f32` in kernels/elementwise.cu).
+#[inline]
 pub fn act(kind: ActKind, v: f32) -> f32 {
     match kind {
         ActKind::Relu => v.max(0.0),
@@ -61,6 +62,7 @@ pub fn act(kind: ActKind, v: f32) -> f32 {
 }
 
 /// Its derivative (the CPU twin of `act_backward_f32`, which multiplies by `dy`).
+#[inline]
 pub fn dact(kind: ActKind, v: f32) -> f32 {
     match kind {
         ActKind::Relu => {
@@ -79,14 +81,51 @@ pub fn dact(kind: ActKind, v: f32) -> f32 {
     }
 }
 
+/// Values per parallel task of the element-wise passes (16 KiB: big enough to amortise the task,
+/// small enough to balance).
+const CHUNK: usize = 4096;
+
+/// `y = act(x)` over a slice. The kind is matched once, outside the loop, so each loop is
+/// branch-free and vectorises (a `match` per element kept it scalar: 10 % of a CP training step).
+fn act_slice(kind: ActKind, x: &[f32], y: &mut [f32]) {
+    match kind {
+        ActKind::Relu => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = act(ActKind::Relu, v)),
+        ActKind::Tanh => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = act(ActKind::Tanh, v)),
+        ActKind::Gelu => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = act(ActKind::Gelu, v)),
+    }
+}
+
+/// `dx = act'(x) · dy` over slices, in the same form as [`act_slice`].
+fn dact_slice(kind: ActKind, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let it = dx.iter_mut().zip(x.iter().zip(dy));
+    match kind {
+        ActKind::Relu => it.for_each(|(o, (&v, &g))| *o = dact(ActKind::Relu, v) * g),
+        ActKind::Tanh => it.for_each(|(o, (&v, &g))| *o = dact(ActKind::Tanh, v) * g),
+        ActKind::Gelu => it.for_each(|(o, (&v, &g))| *o = dact(ActKind::Gelu, v) * g),
+    }
+}
+
 impl Layer for Activation {
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         self.forward_owned(x.clone())
     }
     fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
+        let mut data = super::tensor::zeroed(x.data.len());
+        data.par_chunks_mut(CHUNK)
+            .zip(x.data.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| act_slice(self.kind, xc, yc));
         let y = Tensor {
             shape: x.shape.clone(),
-            data: x.data.par_iter().map(|v| act(self.kind, *v)).collect(),
+            data,
         };
         self.x = Some(x);
         Ok(y)
@@ -103,14 +142,13 @@ impl Layer for Activation {
                 found: dy.shape.clone(),
             });
         }
+        let mut data = super::tensor::zeroed(x.data.len());
+        data.par_chunks_mut(CHUNK)
+            .zip(x.data.par_chunks(CHUNK).zip(dy.data.par_chunks(CHUNK)))
+            .for_each(|(dc, (xc, gc))| dact_slice(self.kind, xc, gc, dc));
         Ok(Tensor {
             shape: x.shape.clone(),
-            data: x
-                .data
-                .par_iter()
-                .zip(&dy.data)
-                .map(|(v, g)| dact(self.kind, *v) * g)
-                .collect(),
+            data,
         })
     }
     fn describe(&self) -> String {
