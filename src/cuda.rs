@@ -3,8 +3,8 @@
 //! launchers of the kernels written so far. Builds and runs where no CUDA is installed: a
 //! missing driver, NVRTC or device is a [`CudaError`], never a panic.
 
-use crate::nn::conv::{AxisConv, DwShape};
-use crate::nn::ops::ActKind;
+use crate::nn::conv::{AxisConv, DwShape, Geom};
+use crate::nn::ops::{ActKind, PoolKind};
 use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use serde::Serialize;
@@ -14,6 +14,10 @@ use std::sync::Arc;
 pub const KERNELS: &[(&str, &str)] = &[
     ("elementwise", include_str!("../kernels/elementwise.cu")),
     ("depthwise", include_str!("../kernels/depthwise.cu")),
+    ("gemm", include_str!("../kernels/gemm.cu")),
+    ("im2col", include_str!("../kernels/im2col.cu")),
+    ("pool", include_str!("../kernels/pool.cu")),
+    ("optim", include_str!("../kernels/optim.cu")),
 ];
 
 /// Geometry of a depthwise pass, laid out as `struct DwParams` in kernels/depthwise.cu.
@@ -34,6 +38,92 @@ struct DwParams {
 // SAFETY: `DwParams` is `repr(C)`, made of `u32`s only (no padding, no pointers), and matches
 // the field order and types of `struct DwParams` in kernels/depthwise.cu.
 unsafe impl cudarc::driver::DeviceRepr for DwParams {}
+
+/// One (batched, strided) GEMM `C = alpha·A·B + beta·C`, laid out as `struct GemmParams` in
+/// kernels/gemm.cu. Strides are in elements: `[row, column, batch]` per operand; a transpose is
+/// a swap of the first two.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct GemmDesc {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub batch: u32,
+    pub a: [i64; 3],
+    pub b: [i64; 3],
+    pub c: [i64; 3],
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+// SAFETY: `GemmDesc` is `repr(C)` with four u32, nine i64 and two f32 (16 + 72 + 8 bytes, no
+// padding, no pointers), matching `struct GemmParams` in kernels/gemm.cu field for field.
+unsafe impl cudarc::driver::DeviceRepr for GemmDesc {}
+
+/// Geometry of im2col/col2im, laid out as `struct ConvParams` in kernels/im2col.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct ConvParams {
+    c: u32,
+    batch: u32,
+    in_d: [u32; 3],
+    out_d: [u32; 3],
+    k: [u32; 3],
+    stride: [u32; 3],
+    pad: [u32; 3],
+    dil: [u32; 3],
+}
+
+// SAFETY: `repr(C)`, u32 fields only (no padding, no pointers), the order of `struct ConvParams`.
+unsafe impl cudarc::driver::DeviceRepr for ConvParams {}
+
+/// Pooling geometry, laid out as `struct PoolParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct PoolParams {
+    n: u32,
+    kind: u32,
+    in_d: [u32; 3],
+    out_d: [u32; 3],
+    k: [u32; 3],
+}
+
+// SAFETY: `repr(C)`, u32 fields only, the order of `struct PoolParams` in kernels/pool.cu.
+unsafe impl cudarc::driver::DeviceRepr for PoolParams {}
+
+/// Up-sampling geometry, laid out as `struct UpParams` in kernels/pool.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct UpParams {
+    n: u32,
+    in_d: [u32; 3],
+    scale: [u32; 3],
+}
+
+// SAFETY: `repr(C)`, u32 fields only, the order of `struct UpParams` in kernels/pool.cu.
+unsafe impl cudarc::driver::DeviceRepr for UpParams {}
+
+/// One AdamW step's scalars, laid out as `struct AdamParams` in kernels/optim.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// Gradient clipping factor (1: none).
+    pub scale: f64,
+    pub lr: f64,
+    pub b1: f64,
+    pub b2: f64,
+    /// Bias corrections `1 − β₁ᵗ`, `1 − β₂ᵗ`.
+    pub c1: f64,
+    pub c2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+// SAFETY: `repr(C)`, eight f64 (no padding, no pointers), the order of `struct AdamParams`.
+unsafe impl cudarc::driver::DeviceRepr for AdamStep {}
+
+/// Weights and first and second moments after an AdamW step.
+pub type AdamState = (Vec<f32>, Vec<f32>, Vec<f32>);
 
 /// Why CUDA cannot be used, in words a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -398,6 +488,397 @@ impl Gpu {
         Ok((
             self.stream.clone_dtoh(&dxd).map_err(driver_err)?,
             self.stream.clone_dtoh(&dwd).map_err(driver_err)?,
+        ))
+    }
+
+    fn upload<T: cudarc::driver::DeviceRepr>(
+        &self,
+        v: &[T],
+    ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
+        self.stream.clone_htod(v).map_err(driver_err)
+    }
+
+    fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
+        self.stream.alloc_zeros::<T>(n.max(1)).map_err(driver_err)
+    }
+
+    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        d: &cudarc::driver::CudaSlice<T>,
+        n: usize,
+    ) -> Result<Vec<T>, CudaError> {
+        let mut v = self.stream.clone_dtoh(d).map_err(driver_err)?;
+        v.truncate(n);
+        Ok(v)
+    }
+
+    /// Blocks for the deterministic reductions: a function of `n` only, so the partial sums
+    /// and their order do not depend on anything else.
+    fn reduction_blocks(n: usize) -> usize {
+        n.div_ceil(256).clamp(1, 1024)
+    }
+
+    fn check_gemm(
+        d: &GemmDesc,
+        name: &str,
+        len: usize,
+        s: [i64; 3],
+        rows: u32,
+        cols: u32,
+    ) -> Result<(), CudaError> {
+        // The largest element the kernel touches must lie inside the buffer.
+        let last = (d.batch.max(1) as i64 - 1) * s[2]
+            + (rows.max(1) as i64 - 1) * s[0]
+            + (cols.max(1) as i64 - 1) * s[1];
+        if s.iter().any(|&v| v < 0) || last >= len as i64 {
+            return Err(CudaError::Driver(format!(
+                "gemm: operand {name} of {len} values is too small for its strides {s:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `C = alpha·A·B + beta·C` (batched, strided; host in, host out). `c` is the initial `C`.
+    pub fn gemm(
+        &self,
+        d: &GemmDesc,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+    ) -> Result<Vec<f32>, CudaError> {
+        Self::check_gemm(d, "A", a.len(), d.a, d.m, d.k)?;
+        Self::check_gemm(d, "B", b.len(), d.b, d.k, d.n)?;
+        Self::check_gemm(d, "C", c.len(), d.c, d.m, d.n)?;
+        let f = self.function("gemm", "sgemm_strided_f32")?;
+        let (ad, bd) = (self.upload(a)?, self.upload(b)?);
+        let mut cd = self.upload(c)?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                d.n.div_ceil(64).max(1),
+                d.m.div_ceil(64).max(1),
+                d.batch.max(1),
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&ad).arg(&bd).arg(&mut cd).arg(d);
+        // SAFETY: arguments match sgemm_strided_f32(const float*, const float*, float*,
+        // GemmParams); check_gemm bounded every index the kernel forms by the buffer lengths.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        self.download(&cd, c.len())
+    }
+
+    fn conv_params(
+        batch: usize,
+        c: usize,
+        ind: [usize; 3],
+        g: &Geom,
+        outd: [usize; 3],
+    ) -> ConvParams {
+        let u = |v: [usize; 3]| v.map(|x| x as u32);
+        ConvParams {
+            c: c as u32,
+            batch: batch as u32,
+            in_d: u(ind),
+            out_d: u(outd),
+            k: u(g.k),
+            stride: u(g.stride),
+            pad: u(g.pad),
+            dil: u(g.dil),
+        }
+    }
+
+    /// `col[b, (c, p, q, s), o]` of `batch` samples `x: [c, T, Y, X]` (the GPU twin of
+    /// [`crate::nn::conv::im2col`], batched).
+    pub fn im2col(
+        &self,
+        x: &[f32],
+        batch: usize,
+        c: usize,
+        ind: [usize; 3],
+        g: &Geom,
+        outd: [usize; 3],
+    ) -> Result<Vec<f32>, CudaError> {
+        let nin: usize = ind.iter().product();
+        let n = batch * c * g.kvol() * outd.iter().product::<usize>();
+        Self::check_len(batch * c * nin, x.len())?;
+        let f = self.function("im2col", "im2col_f32")?;
+        let xd = self.upload(x)?;
+        let mut cd = self.zeros::<f32>(n)?;
+        let p = Self::conv_params(batch, c, ind, g, outd);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&xd).arg(&mut cd).arg(&p);
+        // SAFETY: arguments match im2col_f32(const float*, float*, ConvParams); x holds
+        // batch·c·nin values and col batch·c·kvol·nout, the ranges the kernel indexes.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        self.download(&cd, n)
+    }
+
+    /// The adjoint of [`Gpu::im2col`]: `dx` from `col` (written, not accumulated).
+    pub fn col2im(
+        &self,
+        col: &[f32],
+        batch: usize,
+        c: usize,
+        ind: [usize; 3],
+        g: &Geom,
+        outd: [usize; 3],
+    ) -> Result<Vec<f32>, CudaError> {
+        let n = batch * c * ind.iter().product::<usize>();
+        Self::check_len(
+            batch * c * g.kvol() * outd.iter().product::<usize>(),
+            col.len(),
+        )?;
+        let f = self.function("im2col", "col2im_f32")?;
+        let cd = self.upload(col)?;
+        let mut xd = self.zeros::<f32>(n)?;
+        let p = Self::conv_params(batch, c, ind, g, outd);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&cd).arg(&mut xd).arg(&p);
+        // SAFETY: arguments match col2im_f32(const float*, float*, ConvParams); sizes as in im2col.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        self.download(&xd, n)
+    }
+
+    fn pool_params(kind: PoolKind, n: usize, ind: [usize; 3], k: [usize; 3]) -> PoolParams {
+        let u = |v: [usize; 3]| v.map(|x| x as u32);
+        PoolParams {
+            n: n as u32,
+            kind: match kind {
+                PoolKind::Max => 0,
+                PoolKind::Avg => 1,
+            },
+            in_d: u(ind),
+            out_d: u([ind[0] / k[0], ind[1] / k[1], ind[2] / k[2]]),
+            k: u(k),
+        }
+    }
+
+    /// Pooling of `n` blocks `[T, Y, X]` with window = stride = `k`: `(y, argmax)`, the argmax
+    /// an index inside each block (the GPU twin of [`crate::nn::ops::Pool`]'s forward pass).
+    pub fn pool_forward(
+        &self,
+        kind: PoolKind,
+        x: &[f32],
+        n: usize,
+        ind: [usize; 3],
+        k: [usize; 3],
+    ) -> Result<(Vec<f32>, Vec<u32>), CudaError> {
+        let p = Self::pool_params(kind, n, ind, k);
+        let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
+        Self::check_len(n * ind.iter().product::<usize>(), x.len())?;
+        let f = self.function("pool", "pool_forward_f32")?;
+        let xd = self.upload(x)?;
+        let mut yd = self.zeros::<f32>(nout)?;
+        let mut ad = self.zeros::<u32>(nout)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&xd).arg(&mut yd).arg(&mut ad).arg(&p);
+        // SAFETY: arguments match pool_forward_f32(const float*, float*, unsigned*, PoolParams);
+        // x holds n·nin values, y and argmax n·nout.
+        unsafe { l.launch(Self::launch_config(nout)) }.map_err(driver_err)?;
+        Ok((self.download(&yd, nout)?, self.download(&ad, nout)?))
+    }
+
+    /// `dx` of [`Gpu::pool_forward`] from `dy` and its argmax (gather form, no atomics).
+    pub fn pool_backward(
+        &self,
+        kind: PoolKind,
+        dy: &[f32],
+        argmax: &[u32],
+        n: usize,
+        ind: [usize; 3],
+        k: [usize; 3],
+    ) -> Result<Vec<f32>, CudaError> {
+        let p = Self::pool_params(kind, n, ind, k);
+        let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
+        let nx = n * ind.iter().product::<usize>();
+        Self::check_len(nout, dy.len())?;
+        Self::check_len(nout, argmax.len())?;
+        let f = self.function("pool", "pool_backward_f32")?;
+        let (gd, ad) = (self.upload(dy)?, self.upload(argmax)?);
+        let mut xd = self.zeros::<f32>(nx)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&gd).arg(&ad).arg(&mut xd).arg(&p);
+        // SAFETY: arguments match pool_backward_f32(const float*, const unsigned*, float*,
+        // PoolParams); dy and argmax hold n·nout values, dx n·nin.
+        unsafe { l.launch(Self::launch_config(nx)) }.map_err(driver_err)?;
+        self.download(&xd, nx)
+    }
+
+    /// Nearest up-sampling of `n` blocks `[T, Y, X]` by `scale` (forward = true) or its adjoint.
+    pub fn upsample(
+        &self,
+        forward: bool,
+        v: &[f32],
+        n: usize,
+        ind: [usize; 3],
+        scale: [usize; 3],
+    ) -> Result<Vec<f32>, CudaError> {
+        let nin = n * ind.iter().product::<usize>();
+        let nout = nin * scale.iter().product::<usize>();
+        let (len_in, len_out) = if forward { (nin, nout) } else { (nout, nin) };
+        Self::check_len(len_in, v.len())?;
+        let name = if forward {
+            "upsample_forward_f32"
+        } else {
+            "upsample_backward_f32"
+        };
+        let f = self.function("pool", name)?;
+        let p = UpParams {
+            n: n as u32,
+            in_d: ind.map(|x| x as u32),
+            scale: scale.map(|x| x as u32),
+        };
+        let vd = self.upload(v)?;
+        let mut od = self.zeros::<f32>(len_out)?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&vd).arg(&mut od).arg(&p);
+        // SAFETY: arguments match upsample_{forward,backward}_f32(const float*, float*,
+        // UpParams); the input holds len_in values and the output len_out, as the kernel assumes.
+        unsafe { l.launch(Self::launch_config(len_out)) }.map_err(driver_err)?;
+        self.download(&od, len_out)
+    }
+
+    /// Channel concatenation of per-sample blocks of `la` and `ls` values.
+    pub fn concat(
+        &self,
+        a: &[f32],
+        s: &[f32],
+        batch: usize,
+        la: usize,
+        ls: usize,
+    ) -> Result<Vec<f32>, CudaError> {
+        Self::check_len(batch * la, a.len())?;
+        Self::check_len(batch * ls, s.len())?;
+        let n = batch * (la + ls);
+        let f = self.function("pool", "concat_f32")?;
+        let (ad, sd) = (self.upload(a)?, self.upload(s)?);
+        let mut yd = self.zeros::<f32>(n)?;
+        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&ad)
+            .arg(&sd)
+            .arg(&mut yd)
+            .arg(&b)
+            .arg(&la64)
+            .arg(&ls64);
+        // SAFETY: arguments match concat_f32(const float*, const float*, float*, unsigned,
+        // unsigned long long, unsigned long long); sizes checked above.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        self.download(&yd, n)
+    }
+
+    /// The adjoint of [`Gpu::concat`].
+    pub fn split(
+        &self,
+        dy: &[f32],
+        batch: usize,
+        la: usize,
+        ls: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
+        Self::check_len(batch * (la + ls), dy.len())?;
+        let f = self.function("pool", "split_f32")?;
+        let gd = self.upload(dy)?;
+        let mut ad = self.zeros::<f32>(batch * la)?;
+        let mut sd = self.zeros::<f32>(batch * ls)?;
+        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&gd)
+            .arg(&mut ad)
+            .arg(&mut sd)
+            .arg(&b)
+            .arg(&la64)
+            .arg(&ls64);
+        // SAFETY: arguments match split_f32(const float*, float*, float*, unsigned,
+        // unsigned long long, unsigned long long); sizes checked above.
+        unsafe { l.launch(Self::launch_config(dy.len())) }.map_err(driver_err)?;
+        Ok((
+            self.download(&ad, batch * la)?,
+            self.download(&sd, batch * ls)?,
+        ))
+    }
+
+    /// `(mean((p − t)²), ∂/∂p)`, the partial sums added on the host in block order.
+    pub fn mse(&self, pred: &[f32], target: &[f32]) -> Result<(f64, Vec<f32>), CudaError> {
+        Self::check_len(pred.len(), target.len())?;
+        let n = pred.len();
+        let blocks = Self::reduction_blocks(n);
+        let f = self.function("optim", "mse_f32")?;
+        let (pd, td) = (self.upload(pred)?, self.upload(target)?);
+        let mut gd = self.zeros::<f32>(n)?;
+        let mut part = self.zeros::<f64>(blocks)?;
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&pd).arg(&td).arg(&mut gd).arg(&n64).arg(&mut part);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match mse_f32(const float*, const float*, float*, unsigned long
+        // long, double*); 256-thread blocks as its shared array assumes, one partial per block.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        let sum: f64 = self.download(&part, blocks)?.iter().sum();
+        Ok((sum / n.max(1) as f64, self.download(&gd, n)?))
+    }
+
+    /// `Σ g²` in f64 (for global-norm clipping).
+    pub fn sumsq(&self, g: &[f32]) -> Result<f64, CudaError> {
+        let blocks = Self::reduction_blocks(g.len());
+        let f = self.function("optim", "sumsq_f32")?;
+        let gd = self.upload(g)?;
+        let mut part = self.zeros::<f64>(blocks)?;
+        let n64 = g.len() as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&gd).arg(&n64).arg(&mut part);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match sumsq_f32(const float*, unsigned long long, double*);
+        // 256-thread blocks, one partial per block.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(self.download(&part, blocks)?.iter().sum())
+    }
+
+    /// One AdamW step on one parameter array: returns the new `(w, m, v)`.
+    pub fn adamw(
+        &self,
+        w: &[f32],
+        g: &[f32],
+        m: &[f32],
+        v: &[f32],
+        step: &AdamStep,
+    ) -> Result<AdamState, CudaError> {
+        let n = w.len();
+        for len in [g.len(), m.len(), v.len()] {
+            Self::check_len(n, len)?;
+        }
+        let f = self.function("optim", "adamw_f32")?;
+        let mut wd = self.upload(w)?;
+        let gd = self.upload(g)?;
+        let mut md = self.upload(m)?;
+        let mut vd = self.upload(v)?;
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&mut wd)
+            .arg(&gd)
+            .arg(&mut md)
+            .arg(&mut vd)
+            .arg(&n64)
+            .arg(step);
+        // SAFETY: arguments match adamw_f32(float*, const float*, float*, float*, unsigned long
+        // long, AdamParams); all four buffers hold n values.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok((
+            self.download(&wd, n)?,
+            self.download(&md, n)?,
+            self.download(&vd, n)?,
         ))
     }
 }

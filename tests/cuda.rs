@@ -38,7 +38,15 @@ fn every_kernel_compiles_with_nvrtc_for_the_gpu_architectures() {
             let entries: Vec<&str> = src
                 .split("extern \"C\" __global__ void ")
                 .skip(1)
-                .map(|rest| rest.split('(').next().unwrap().trim())
+                .map(|rest| {
+                    // `__launch_bounds__(n)` may stand between `void` and the name.
+                    let rest = rest.trim_start();
+                    let rest = match rest.strip_prefix("__launch_bounds__") {
+                        Some(r) => &r[r.find(')').unwrap() + 1..],
+                        None => rest,
+                    };
+                    rest.split('(').next().unwrap().trim()
+                })
                 .collect();
             assert!(!entries.is_empty(), "{name}.cu has no kernel");
             for entry in entries {
@@ -228,5 +236,303 @@ fn depthwise_kernels_match_the_cpu_twins() {
             check("input gradient", &dxg, &dx, &dxa, k as f32);
             check("weight gradient", &dwg, &dw, &dwa, (batch * nout) as f32);
         }
+    }
+}
+
+/// Error bound of a sum of `terms` products evaluated in two different orders (both within
+/// `terms·ε·Σ|a·b|` of the exact value), plus a floor for sums that cancel to zero.
+fn order_tol(terms: usize, abs_sum: f64) -> f64 {
+    2.0 * terms as f64 * f32::EPSILON as f64 * abs_sum + 1e-30
+}
+
+#[test]
+fn gemm_kernel_matches_the_cpu_gemm() {
+    use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+    use wavecp::cuda::GemmDesc;
+    use wavecp::nn::conv::gemm_view;
+    let Some(gpu) = open_gpu() else {
+        return;
+    };
+    // Full tiles, partial tiles on every side, k not a multiple of 16, and the CP shapes.
+    let shapes = [
+        (1usize, 1usize, 1usize),
+        (64, 64, 16),
+        (65, 63, 17),
+        (33, 130, 300),
+        (4, 2000, 32),
+        (32, 2000, 4),
+    ];
+    let batch = 3usize;
+    for (si, &(m, n, k)) in shapes.iter().enumerate() {
+        for (ta, tb, beta) in [
+            (false, false, 0.0f32),
+            (true, false, 1.0),
+            (false, true, 0.5),
+            (true, true, 0.0),
+        ] {
+            // Row-major [m, k] or its transpose stored [k, m]; the same for B.
+            let a_st: [i64; 3] = if ta {
+                [1, m as i64, (m * k) as i64]
+            } else {
+                [k as i64, 1, (m * k) as i64]
+            };
+            let b_st: [i64; 3] = if tb {
+                [1, k as i64, (k * n) as i64]
+            } else {
+                [n as i64, 1, (k * n) as i64]
+            };
+            let c_st: [i64; 3] = [n as i64, 1, (m * n) as i64];
+            let a = inputs(batch * m * k, 11 + si as u64);
+            let b = inputs(batch * k * n, 12 + si as u64);
+            let c0 = inputs(batch * m * n, 13 + si as u64);
+            let d = GemmDesc {
+                m: m as u32,
+                n: n as u32,
+                k: k as u32,
+                batch: batch as u32,
+                a: a_st,
+                b: b_st,
+                c: c_st,
+                alpha: 0.75,
+                beta,
+            };
+            let g = gpu.gemm(&d, &a, &b, &c0).unwrap();
+            let mut cpu = c0.clone();
+            for z in 0..batch {
+                let av = ArrayView2::from_shape(
+                    (m, k).strides((a_st[0] as usize, a_st[1] as usize)),
+                    &a[z * m * k..(z + 1) * m * k],
+                )
+                .unwrap();
+                let bv = ArrayView2::from_shape(
+                    (k, n).strides((b_st[0] as usize, b_st[1] as usize)),
+                    &b[z * k * n..(z + 1) * k * n],
+                )
+                .unwrap();
+                let cv = ArrayViewMut2::from_shape((m, n), &mut cpu[z * m * n..(z + 1) * m * n])
+                    .unwrap();
+                gemm_view(0.75, av, bv, beta, cv);
+                for i in 0..m {
+                    for j in 0..n {
+                        let abs: f64 = (0..k)
+                            .map(|q| (av[[i, q]] as f64 * bv[[q, j]] as f64).abs())
+                            .sum::<f64>()
+                            * 0.75
+                            + (beta as f64 * c0[z * m * n + i * n + j] as f64).abs();
+                        let idx = z * m * n + i * n + j;
+                        assert!(
+                            ((g[idx] - cpu[idx]) as f64).abs() <= order_tol(k + 1, abs),
+                            "gemm {m}x{n}x{k} ta {ta} tb {tb} beta {beta} [{z},{i},{j}]: {} vs {}",
+                            g[idx],
+                            cpu[idx]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Strides that reach past a buffer are refused before the launch.
+    let d = GemmDesc {
+        m: 4,
+        n: 4,
+        k: 4,
+        batch: 1,
+        a: [4, 1, 16],
+        b: [4, 1, 16],
+        c: [4, 1, 16],
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    assert!(gpu.gemm(&d, &[0.0; 15], &[0.0; 16], &[0.0; 16]).is_err());
+}
+
+#[test]
+fn im2col_kernels_match_the_cpu_twins() {
+    use wavecp::nn::conv::{col2im, im2col, Geom};
+    let Some(gpu) = open_gpu() else {
+        return;
+    };
+    let (batch, c, ind) = (2usize, 3usize, [5usize, 7, 6]);
+    let geoms = [
+        ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
+        ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1]),
+        ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2]),
+        ([1, 1, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1]),
+        ([3, 3, 2], [2, 1, 2], [2, 1, 0], [2, 1, 1]),
+    ];
+    for (k, stride, pad, dil) in geoms {
+        let g = Geom {
+            k,
+            stride,
+            pad,
+            dil,
+        };
+        let outd = g.out_dims(ind).unwrap();
+        let (nin, nout, kv) = (
+            ind.iter().product::<usize>(),
+            outd.iter().product::<usize>(),
+            g.kvol(),
+        );
+        let x = inputs(batch * c * nin, 21);
+        let dcol = inputs(batch * c * kv * nout, 22);
+        let (mut col, mut dx, mut dxa) = (
+            vec![0.0f32; dcol.len()],
+            vec![0.0f32; x.len()],
+            vec![0.0f32; x.len()],
+        );
+        let dcola: Vec<f32> = dcol.iter().map(|v| v.abs()).collect();
+        for b in 0..batch {
+            let (xs, cs) = (
+                b * c * nin..(b + 1) * c * nin,
+                b * c * kv * nout..(b + 1) * c * kv * nout,
+            );
+            im2col(&x[xs.clone()], c, ind, &g, outd, &mut col[cs.clone()]);
+            col2im(&dcol[cs.clone()], c, ind, &g, outd, &mut dx[xs.clone()]);
+            col2im(&dcola[cs], c, ind, &g, outd, &mut dxa[xs]);
+        }
+        // im2col copies values: equal bit for bit.
+        assert_eq!(
+            gpu.im2col(&x, batch, c, ind, &g, outd).unwrap(),
+            col,
+            "{g:?}"
+        );
+        let dxg = gpu.col2im(&dcol, batch, c, ind, &g, outd).unwrap();
+        for i in 0..x.len() {
+            assert!(
+                ((dxg[i] - dx[i]) as f64).abs() <= order_tol(kv, dxa[i] as f64),
+                "col2im {g:?} i {i}: {} vs {}",
+                dxg[i],
+                dx[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn pooling_upsampling_and_concat_kernels_match_the_cpu_twins() {
+    use wavecp::nn::layers::Layer;
+    use wavecp::nn::model::{concat_channels, split_channels};
+    use wavecp::nn::ops::{Pool, PoolKind, Upsample};
+    use wavecp::nn::Tensor;
+    let Some(gpu) = open_gpu() else {
+        return;
+    };
+    // 5 × 7 × 9 leaves trailing remainders for every window below.
+    let shape = [2usize, 3, 5, 7, 9];
+    let n = shape[0] * shape[1];
+    let ind = [shape[2], shape[3], shape[4]];
+    let x = Tensor::from_vec(&shape, inputs(shape.iter().product(), 31)).unwrap();
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for k in [[1usize, 2, 2], [2, 2, 2], [1, 3, 4]] {
+            let mut pool = Pool::new(kind, k);
+            let y = pool.forward(&x).unwrap();
+            let dy = Tensor::from_vec(&y.shape, inputs(y.len(), 32)).unwrap();
+            let dx = pool.backward_input(&dy).unwrap();
+            let (yg, arg) = gpu.pool_forward(kind, &x.data, n, ind, k).unwrap();
+            let dxg = gpu.pool_backward(kind, &dy.data, &arg, n, ind, k).unwrap();
+            // Same additions in the same order (average) or a selection (max): bit for bit.
+            assert_eq!(yg, y.data, "{kind:?} {k:?} forward");
+            assert_eq!(dxg, dx.data, "{kind:?} {k:?} backward");
+        }
+    }
+    for scale in [[1usize, 2, 2], [2, 1, 3]] {
+        let mut up = Upsample::new(scale);
+        let y = up.forward(&x).unwrap();
+        let dy = Tensor::from_vec(&y.shape, inputs(y.len(), 33)).unwrap();
+        let dx = up.backward_input(&dy).unwrap();
+        assert_eq!(gpu.upsample(true, &x.data, n, ind, scale).unwrap(), y.data);
+        // The children of an input are summed in the CPU's (t, y, x) order from zero.
+        assert_eq!(
+            gpu.upsample(false, &dy.data, n, ind, scale).unwrap(),
+            dx.data
+        );
+    }
+    let s = Tensor::from_vec(&[2, 5, 5, 7, 9], inputs(2 * 5 * 315, 34)).unwrap();
+    let joined = concat_channels(&x, &s).unwrap();
+    let (la, ls) = (3 * 315, 5 * 315);
+    assert_eq!(
+        gpu.concat(&x.data, &s.data, 2, la, ls).unwrap(),
+        joined.data
+    );
+    let (a, b) = split_channels(&joined, 3).unwrap();
+    let (ag, bg) = gpu.split(&joined.data, 2, la, ls).unwrap();
+    assert_eq!((ag, bg), (a.data, b.data));
+}
+
+#[test]
+fn loss_norm_and_adamw_kernels_match_the_cpu_twins() {
+    use wavecp::cuda::AdamStep;
+    use wavecp::nn::layers::Param;
+    use wavecp::nn::train::{loss, Adam, AdamConfig, LossKind, Schedule};
+    use wavecp::nn::Tensor;
+    let Some(gpu) = open_gpu() else {
+        return;
+    };
+    for n in [1usize, 255, 100_003, 3_000_001] {
+        let p = Tensor::from_vec(&[n], inputs(n, 41)).unwrap();
+        let t = Tensor::from_vec(&[n], inputs(n, 42)).unwrap();
+        let (l, g) = loss(LossKind::Mse, &p, &t).unwrap();
+        let (lg, gg) = gpu.mse(&p.data, &t.data).unwrap();
+        // f64 sums of n squares in another order: relative n·2⁻⁵² at most.
+        assert!(
+            (lg - l).abs() <= 1e-15 * n as f64 * l.abs() + 1e-300,
+            "{lg} vs {l}"
+        );
+        // The gradient is the same f32 difference, then the same f64 division.
+        assert_eq!(gg, g.data);
+        let ss: f64 = p.data.iter().map(|v| (*v as f64).powi(2)).sum();
+        let ssg = gpu.sumsq(&p.data).unwrap();
+        assert!((ssg - ss).abs() <= 1e-15 * n as f64 * ss, "{ssg} vs {ss}");
+    }
+    // Two AdamW steps with clipping and decay, against the CPU optimiser.
+    let n = 100_003;
+    let cfg = AdamConfig {
+        weight_decay: 0.01,
+        clip_norm: 1.0,
+        warmup: 1,
+        schedule: Schedule::Cosine {
+            total: 10,
+            min_lr: 1e-5,
+        },
+        ..AdamConfig::new(1e-3)
+    };
+    let mut adam = Adam::new(cfg.clone());
+    let mut param = Param::new("w", &[n], inputs(n, 43));
+    let (mut w, mut m, mut v) = (param.value.clone(), vec![0.0f32; n], vec![0.0f32; n]);
+    for step in 1..=2usize {
+        param.grad = inputs(n, 44 + step as u64);
+        let norm = gpu.sumsq(&param.grad).unwrap().sqrt();
+        let scale = if norm > cfg.clip_norm {
+            cfg.clip_norm / norm
+        } else {
+            1.0
+        };
+        let s = AdamStep {
+            scale,
+            lr: adam.lr_at(step),
+            b1: cfg.beta1,
+            b2: cfg.beta2,
+            c1: 1.0 - cfg.beta1.powi(step as i32),
+            c2: 1.0 - cfg.beta2.powi(step as i32),
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        };
+        let cpu_norm = adam.update(&mut [&mut param]);
+        assert!((norm - cpu_norm).abs() <= 1e-12 * cpu_norm);
+        (w, m, v) = gpu.adamw(&w, &param.grad, &m, &v, &s).unwrap();
+        // The same f64 formulas; FMA contraction may move a result by one f32 rounding step.
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for i in 0..n {
+                assert!(
+                    (a[i] - b[i]).abs() <= 2.0 * f32::EPSILON * b[i].abs() + 1e-30,
+                    "step {step} {what}[{i}]: {} vs {}",
+                    a[i],
+                    b[i]
+                );
+            }
+        };
+        close(&w, &param.value, "w");
+        close(&m, &adam.m[0], "m");
+        close(&v, &adam.v[0], "v");
     }
 }

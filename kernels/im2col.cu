@@ -1,0 +1,85 @@
+// im2col and its adjoint for 3-D convolutions with stride, zero padding and dilation, batched:
+//   col[b, (c, p, q, s), (ot, oy, ox)] = x[b, c, ot·st + p·dt − pt, oy·sy + q·dy − py, ox·sx + s·dx − px]
+// (zero outside the input). With kernels/gemm.cu they make the dense convolution:
+// y = W · col, dW = dy · colᵀ, dcol = Wᵀ · dy, dx = col2im(dcol).
+// CPU twins: `wavecp::nn::conv::{im2col, col2im}` (src/nn/conv.rs); parity tests: tests/cuda.rs.
+//
+// Thread mapping and cost:
+//   im2col_f32   one thread per col element (grid-stride): one 4 B read (L1/L2 hits: the kvol
+//                column entries of one input value are read by neighbouring threads) and one 4 B
+//                write; no FLOPs. Bandwidth-bound: kvol × the input size written.
+//   col2im_f32   one thread per x element, gathering the ≤ kvol column entries that read it in a
+//                fixed (p, q, s) order: no atomics, deterministic. kvol reads of 4 B, 1 write.
+
+struct ConvParams {
+    unsigned int c;        // channels of x
+    unsigned int batch;
+    unsigned int in_d[3];  // (T, Y, X)
+    unsigned int out_d[3]; // (T', Y', X')
+    unsigned int k[3], stride[3], pad[3], dil[3];
+};
+
+extern "C" __global__ void im2col_f32(const float* __restrict__ x, float* __restrict__ col,
+                                      ConvParams p) {
+    const unsigned long long nout = (unsigned long long)p.out_d[0] * p.out_d[1] * p.out_d[2];
+    const unsigned long long nin = (unsigned long long)p.in_d[0] * p.in_d[1] * p.in_d[2];
+    const unsigned int kv = p.k[0] * p.k[1] * p.k[2];
+    const unsigned long long rows = (unsigned long long)p.c * kv;
+    const unsigned long long total = (unsigned long long)p.batch * rows * nout;
+    for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+         g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long o = g % nout, row = (g / nout) % rows, b = g / (nout * rows);
+        const unsigned int ch = row / kv, tap = row % kv;
+        const unsigned int tp[3] = {tap / (p.k[1] * p.k[2]), (tap / p.k[2]) % p.k[1], tap % p.k[2]};
+        const unsigned int op[3] = {(unsigned int)(o / (p.out_d[1] * p.out_d[2])),
+                                    (unsigned int)((o / p.out_d[2]) % p.out_d[1]),
+                                    (unsigned int)(o % p.out_d[2])};
+        int ip[3];
+        bool inside = true;
+        for (int a = 0; a < 3; ++a) {
+            ip[a] = (int)(op[a] * p.stride[a] + tp[a] * p.dil[a]) - (int)p.pad[a];
+            inside = inside && ip[a] >= 0 && ip[a] < (int)p.in_d[a];
+        }
+        col[g] = inside ? x[(b * p.c + ch) * nin +
+                            ((unsigned long long)ip[0] * p.in_d[1] + ip[1]) * p.in_d[2] + ip[2]]
+                        : 0.0f;
+    }
+}
+
+extern "C" __global__ void col2im_f32(const float* __restrict__ col, float* __restrict__ dx,
+                                      ConvParams p) {
+    const unsigned long long nout = (unsigned long long)p.out_d[0] * p.out_d[1] * p.out_d[2];
+    const unsigned long long nin = (unsigned long long)p.in_d[0] * p.in_d[1] * p.in_d[2];
+    const unsigned int kv = p.k[0] * p.k[1] * p.k[2];
+    const unsigned long long rows = (unsigned long long)p.c * kv;
+    const unsigned long long total = (unsigned long long)p.batch * p.c * nin;
+    for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+         g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long i = g % nin, bc = g / nin;
+        const unsigned int ch = bc % p.c;
+        const unsigned long long b = bc / p.c;
+        const unsigned int ip[3] = {(unsigned int)(i / (p.in_d[1] * p.in_d[2])),
+                                    (unsigned int)((i / p.in_d[2]) % p.in_d[1]),
+                                    (unsigned int)(i % p.in_d[2])};
+        const float* colb = col + b * rows * nout;
+        float acc = 0.0f;
+        for (unsigned int tap = 0; tap < kv; ++tap) {
+            const unsigned int tp[3] = {tap / (p.k[1] * p.k[2]), (tap / p.k[2]) % p.k[1],
+                                        tap % p.k[2]};
+            unsigned int op[3];
+            bool hit = true;
+            for (int a = 0; a < 3; ++a) {
+                // o·s = i + pad − tap·dil must be a non-negative multiple of s inside the output.
+                const int t = (int)(ip[a] + p.pad[a]) - (int)(tp[a] * p.dil[a]);
+                hit = hit && t >= 0 && t % (int)p.stride[a] == 0 &&
+                      (unsigned int)(t / (int)p.stride[a]) < p.out_d[a];
+                op[a] = hit ? (unsigned int)(t / (int)p.stride[a]) : 0;
+            }
+            if (hit) {
+                acc += colb[((unsigned long long)ch * kv + tap) * nout +
+                            ((unsigned long long)op[0] * p.out_d[1] + op[1]) * p.out_d[2] + op[2]];
+            }
+        }
+        dx[g] = acc;
+    }
+}

@@ -1,0 +1,76 @@
+// Training arithmetic on the device: the MSE loss and its gradient, the squared norm of the
+// gradients (for global-norm clipping) and the AdamW update. The update runs in double
+// precision like its CPU twin, so both round the same f64 values to f32.
+// CPU twins: `wavecp::nn::train::{loss, Adam::update}` (src/nn/train.rs); parity tests:
+// tests/cuda.rs.
+//
+// Reductions are deterministic: a fixed grid (the launcher's, independent of timing) of
+// 256-thread blocks, each thread summing a grid-stride slice in order, then a shared-memory tree
+// in a fixed order; the host adds the per-block partial sums in block order, in f64.
+//
+// Thread mapping and cost per element:
+//   mse_f32        one thread per element (grid-stride): reads p, t (8 B), writes the gradient
+//                  (4 B), 4 FLOPs; per-block partial of Σ d² in f64.
+//   sumsq_f32      reads g (4 B), 2 FLOPs (f64); per-block partial.
+//   adamw_f32      reads w, g, m, v (16 B), writes w, m, v (12 B), ≈ 20 FLOPs in f64: on the
+//                  H100/H200 (FP64 ≈ 34–67 TFLOP/s) still bandwidth-bound.
+
+__device__ void block_sum_f64(double v, double* partial) {
+    __shared__ double s[256];
+    s[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned int w = 128; w > 0; w >>= 1) {
+        if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+}
+
+// Launch with blockDim.x = 256; partial holds gridDim.x values.
+extern "C" __global__ void mse_f32(const float* __restrict__ pred, const float* __restrict__ target,
+                                   float* __restrict__ grad, unsigned long long n,
+                                   double* __restrict__ partial) {
+    double acc = 0.0;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        const double d = (double)(pred[i] - target[i]);
+        acc += d * d;
+        grad[i] = (float)(2.0 * d / (double)n);
+    }
+    block_sum_f64(acc, partial);
+}
+
+// Launch with blockDim.x = 256; partial holds gridDim.x values.
+extern "C" __global__ void sumsq_f32(const float* __restrict__ g, unsigned long long n,
+                                     double* __restrict__ partial) {
+    double acc = 0.0;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        const double v = (double)g[i];
+        acc += v * v;
+    }
+    block_sum_f64(acc, partial);
+}
+
+struct AdamParams {
+    double scale;        // gradient clipping factor (1: none)
+    double lr, b1, b2;
+    double c1, c2;       // bias corrections 1 − β₁ᵗ, 1 − β₂ᵗ
+    double eps, weight_decay;
+};
+
+extern "C" __global__ void adamw_f32(float* __restrict__ w, const float* __restrict__ g,
+                                     float* __restrict__ m, float* __restrict__ v,
+                                     unsigned long long n, AdamParams p) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        const double gi = (double)g[i] * p.scale;
+        const float mi = (float)(p.b1 * (double)m[i] + (1.0 - p.b1) * gi);
+        const float vi = (float)(p.b2 * (double)v[i] + (1.0 - p.b2) * gi * gi);
+        m[i] = mi;
+        v[i] = vi;
+        const double mhat = (double)mi / p.c1, vhat = (double)vi / p.c2;
+        const double wi = (double)w[i];
+        w[i] = (float)(wi - p.lr * (mhat / (sqrt(vhat) + p.eps) + p.weight_decay * wi));
+    }
+}
