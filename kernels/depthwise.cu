@@ -25,6 +25,33 @@ struct DwParams {
 
 __device__ __forceinline__ unsigned int vol(const unsigned int* d) { return d[0] * d[1] * d[2]; }
 
+// Picks one of three values by axis without indexing an array with a run-time value: such an
+// index put the coordinate arrays (and DwParams' extents) in local memory, an 80-byte stack
+// frame per thread in `ptxas -v` (scripts/ptxas-report).
+__device__ __forceinline__ unsigned int sel3(unsigned int axis, unsigned int a0, unsigned int a1,
+                                             unsigned int a2) {
+    return axis == 0 ? a0 : (axis == 1 ? a1 : a2);
+}
+
+// A point r of a block with extents d, seen from a block with extents e that differs from d only
+// along `axis`: its coordinate along the axis, and the flat offset in e of the same point with
+// that coordinate set to 0, plus e's stride along the axis.
+struct AxisView {
+    unsigned int coord, base, stride, extent;
+};
+
+__device__ __forceinline__ AxisView axis_view(unsigned int r, const unsigned int* d,
+                                              const unsigned int* e, unsigned int axis) {
+    const unsigned int c0 = r / (d[1] * d[2]), c1 = (r / d[2]) % d[1], c2 = r % d[2];
+    const unsigned int s0 = e[1] * e[2], s1 = e[2];
+    AxisView v;
+    v.coord = sel3(axis, c0, c1, c2);
+    v.stride = sel3(axis, s0, s1, 1u);
+    v.extent = sel3(axis, e[0], e[1], e[2]);
+    v.base = c0 * s0 + c1 * s1 + c2 - v.coord * v.stride;
+    return v;
+}
+
 extern "C" __global__ void dw_axis_forward_f32(const float* __restrict__ x,
                                                const float* __restrict__ w,
                                                float* __restrict__ y, DwParams p) {
@@ -33,17 +60,14 @@ extern "C" __global__ void dw_axis_forward_f32(const float* __restrict__ x,
     for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
          g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
         const unsigned int n = g / nout, r = g % nout;
-        unsigned int o[3] = {r / (p.out_d[1] * p.out_d[2]), (r / p.out_d[2]) % p.out_d[1],
-                             r % p.out_d[2]};
-        unsigned int i[3] = {o[0], o[1], o[2]};
-        const float* xn = x + (unsigned long long)n * nin;
+        const AxisView v = axis_view(r, p.out_d, p.in_d, p.axis);
+        const float* xn = x + (unsigned long long)n * nin + v.base;
         const float* wc = w + (n % p.c) * p.k;
         float acc = 0.0f;
         for (unsigned int j = 0; j < p.k; ++j) {
-            const int t = (int)(o[p.axis] * p.stride + j * p.dil) - (int)p.pad;
-            if (t < 0 || t >= (int)p.in_d[p.axis]) continue;
-            i[p.axis] = t;
-            acc += wc[j] * xn[(i[0] * p.in_d[1] + i[1]) * p.in_d[2] + i[2]];
+            const int t = (int)(v.coord * p.stride + j * p.dil) - (int)p.pad;
+            if (t < 0 || t >= (int)v.extent) continue;
+            acc += wc[j] * xn[t * v.stride];
         }
         y[g] = acc;
     }
@@ -57,19 +81,16 @@ extern "C" __global__ void dw_axis_dinput_f32(const float* __restrict__ dy,
     for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
          g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
         const unsigned int n = g / nin, r = g % nin;
-        unsigned int i[3] = {r / (p.in_d[1] * p.in_d[2]), (r / p.in_d[2]) % p.in_d[1],
-                             r % p.in_d[2]};
-        unsigned int o[3] = {i[0], i[1], i[2]};
-        const float* gn = dy + (unsigned long long)n * nout;
+        const AxisView v = axis_view(r, p.in_d, p.out_d, p.axis);
+        const float* gn = dy + (unsigned long long)n * nout + v.base;
         const float* wc = w + (n % p.c) * p.k;
         float acc = 0.0f;
         for (unsigned int j = 0; j < p.k; ++j) {
-            const int t = (int)(i[p.axis] + p.pad) - (int)(j * p.dil);
+            const int t = (int)(v.coord + p.pad) - (int)(j * p.dil);
             if (t < 0 || t % (int)p.stride != 0) continue;
             const unsigned int oa = t / p.stride;
-            if (oa >= p.out_d[p.axis]) continue;
-            o[p.axis] = oa;
-            acc += wc[j] * gn[(o[0] * p.out_d[1] + o[1]) * p.out_d[2] + o[2]];
+            if (oa >= v.extent) continue;
+            acc += wc[j] * gn[oa * v.stride];
         }
         dx[g] = acc;
     }
@@ -87,15 +108,12 @@ extern "C" __global__ void dw_axis_dweight_f32(const float* __restrict__ x,
     float acc = 0.0f;
     for (unsigned long long g = threadIdx.x; g < total; g += blockDim.x) {
         const unsigned int b = g / nout, r = g % nout;
-        unsigned int o[3] = {r / (p.out_d[1] * p.out_d[2]), (r / p.out_d[2]) % p.out_d[1],
-                             r % p.out_d[2]};
-        const int t = (int)(o[p.axis] * p.stride + j * p.dil) - (int)p.pad;
-        if (t < 0 || t >= (int)p.in_d[p.axis]) continue;
+        const AxisView v = axis_view(r, p.out_d, p.in_d, p.axis);
+        const int t = (int)(v.coord * p.stride + j * p.dil) - (int)p.pad;
+        if (t < 0 || t >= (int)v.extent) continue;
         const unsigned int n = b * p.c + c;
-        unsigned int i[3] = {o[0], o[1], o[2]};
-        i[p.axis] = t;
         acc += dy[(unsigned long long)n * nout + r] *
-               x[(unsigned long long)n * nin + (i[0] * p.in_d[1] + i[1]) * p.in_d[2] + i[2]];
+               x[(unsigned long long)n * nin + v.base + t * v.stride];
     }
     part[threadIdx.x] = acc;
     __syncthreads();

@@ -118,6 +118,13 @@ enum Cmd {
     Device {
         #[arg(long)]
         json: bool,
+        /// Also compile every kernel with NVRTC (no GPU needed) and write DIR/<file>.ptx, for
+        /// `ptxas -v` register and spill reports (scripts/ptxas-report).
+        #[arg(long, value_name = "DIR")]
+        emit_ptx: Option<std::path::PathBuf>,
+        /// Architecture for --emit-ptx.
+        #[arg(long, default_value = "compute_90")]
+        arch: String,
     },
     /// Mesh tools.
     Mesh {
@@ -378,7 +385,14 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             abort_after_samples,
             comm,
         ),
-        Cmd::Device { json } => device(json),
+        Cmd::Device {
+            json,
+            emit_ptx,
+            arch,
+        } => match emit_ptx {
+            Some(dir) => emit_ptx_files(&dir, &arch),
+            None => device(json),
+        },
         Cmd::Train {
             job,
             set,
@@ -617,6 +631,26 @@ fn device(json: bool) -> Result<()> {
         None => println!("CUDA usable"),
     }
     Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn emit_ptx_files(dir: &std::path::Path, arch: &str) -> Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let arch: &'static str = Box::leak(arch.to_string().into_boxed_str());
+    for (name, src) in wavecp::cuda::KERNELS {
+        let ptx = wavecp::cuda::compile(name, src, arch)?;
+        let path = dir.join(format!("{name}.ptx"));
+        std::fs::write(&path, ptx.to_src())
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn emit_ptx_files(_: &std::path::Path, _: &str) -> Result<()> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 
 #[cfg(not(feature = "cuda"))]
