@@ -9,6 +9,8 @@ factorisations, milliseconds per forward and per forward+backward (input and wei
          is missing
 
 Usage: python benches/torch_conv.py --threads 1,2 [--kind dense,pair,cp] [--batch 4 ...]
+       python benches/torch_conv.py --device cuda ...   (cuDNN, TF32 off, timed with
+       torch.cuda.synchronize, like `wavecp bench conv --device cuda`)
 Prints JSON like `wavecp bench conv`.
 """
 import argparse
@@ -20,10 +22,10 @@ import torch
 import torch.nn.functional as F
 
 
-def pair_layer(cin, cout, k, rank, dims):
+def pair_layer(cin, cout, k, rank, dims, device="cpu"):
     axes = 3 if dims == 3 else 2
-    factors = [torch.nn.Parameter(torch.randn(cout, cin, rank, k) * 0.3) for _ in range(axes)]
-    bias = torch.nn.Parameter(torch.zeros(cout))
+    factors = [torch.nn.Parameter(torch.randn(cout, cin, rank, k, device=device) * 0.3) for _ in range(axes)]
+    bias = torch.nn.Parameter(torch.zeros(cout, device=device))
 
     def fwd(x):
         if dims == 3:
@@ -68,7 +70,19 @@ def main():
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--threads", default="2")
     ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        # FP32 on both sides: our kernels use FP32 FMAs, so TF32 stays off here too.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+        a.threads = "1"
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     t, y, x = (int(v) for v in a.size.split(","))
     shape = [a.batch, a.cin, t, y, x] if a.dims == 3 else [a.batch, a.cin, y, x]
     out = []
@@ -79,26 +93,33 @@ def main():
             impl = "torch"
             if kind == "dense":
                 conv = (torch.nn.Conv3d if a.dims == 3 else torch.nn.Conv2d)(a.cin, a.cout, a.kernel, padding=a.kernel // 2)
+                conv = conv.to(dev)
                 fwd, params = conv, list(conv.parameters())
             elif kind == "pair":
-                fwd, params = pair_layer(a.cin, a.cout, a.kernel, a.rank, a.dims)
+                fwd, params = pair_layer(a.cin, a.cout, a.kernel, a.rank, a.dims, dev)
                 impl = "einsum kernel + conv"
             else:
                 fwd, params, impl = cp_layer(a.cin, a.cout, a.kernel, a.rank, a.dims)
-            xin = torch.randn(*shape, requires_grad=True)
+                if isinstance(fwd, torch.nn.Module):
+                    fwd = fwd.to(dev)
+                    params = list(fwd.parameters())
+            xin = torch.randn(*shape, device=dev, requires_grad=True)
             with torch.no_grad():
                 dy = torch.randn_like(fwd(xin))
             f, fb = [], []
             for i in range(a.samples + 1):
+                sync()
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     fwd(xin)
+                sync()
                 t1 = time.perf_counter()
                 for p in params:
                     p.grad = None
                 xin.grad = None
                 yv = fwd(xin)
                 yv.backward(dy)
+                sync()
                 t2 = time.perf_counter()
                 if i > 0:  # first call warms up
                     f.append((t1 - t0) * 1e3)
@@ -108,7 +129,7 @@ def main():
                 "cin": a.cin, "cout": a.cout, "size": [t, y, x], "kernel": a.kernel, "rank": a.rank,
                 "trainable_params": sum(p.numel() for p in params),
                 "forward_ms": statistics.median(f), "forward_backward_ms": statistics.median(fb),
-                "torch": torch.__version__,
+                "torch": torch.__version__, "device": str(dev),
             })
     print(json.dumps(out, indent=1))
 

@@ -64,3 +64,47 @@ extern "C" __global__ void act_backward_f32(const float* __restrict__ x,
         dx[i] = dy[i] * dact(kind, x[i]);
     }
 }
+
+// Bias and accumulation kernels of the convolution layers (CPU twins: the bias loops of
+// `wavecp::nn::layers` and `nn::conv::sum8`).
+//   bias_add_f32   one thread per element of y [B, C, inner]: y += bias[c]. 8 B moved, 1 FLOP.
+//   bias_grad_f32  one 256-thread block per channel c: Σ over the batch and the inner extent of
+//                  dy[b, c, :], thread-strided then a fixed-order shared-memory tree
+//                  (deterministic). 4 B read and 1 FLOP per element.
+//   axpy_f32       one thread per element: y += alpha · x (gradient accumulation). 12 B, 2 FLOPs.
+extern "C" __global__ void bias_add_f32(float* __restrict__ y, const float* __restrict__ bias,
+                                        unsigned int c, unsigned long long inner,
+                                        unsigned long long total) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
+        y[i] += bias[(i / inner) % c];
+    }
+}
+
+// Launch with blockDim.x = 256 and gridDim.x = c.
+extern "C" __global__ void bias_grad_f32(const float* __restrict__ dy, float* __restrict__ db,
+                                         unsigned int batch, unsigned int c,
+                                         unsigned long long inner) {
+    __shared__ float part[256];
+    const unsigned int ch = blockIdx.x;
+    float acc = 0.0f;
+    for (unsigned int b = 0; b < batch; ++b) {
+        const float* row = dy + ((unsigned long long)b * c + ch) * inner;
+        for (unsigned long long i = threadIdx.x; i < inner; i += blockDim.x) acc += row[i];
+    }
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    for (unsigned int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) db[ch] = part[0];
+}
+
+extern "C" __global__ void axpy_f32(float* __restrict__ y, const float* __restrict__ x,
+                                    float alpha, unsigned long long n) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        y[i] += alpha * x[i];
+    }
+}

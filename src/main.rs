@@ -184,6 +184,9 @@ enum BenchCmd {
         threads: Vec<usize>,
         #[arg(long, default_value_t = 5)]
         samples: usize,
+        /// cpu, or cuda (device 0; --threads is ignored there).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Milliseconds per training step (forward, MSE, backward, clipped AdamW) of model files.
     Train {
@@ -457,9 +460,13 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                     rank,
                     threads,
                     samples,
+                    device,
                 },
         } => {
             let size = bench_size(&size, &threads, batch, samples, "samples")?;
+            if device != "cpu" && device != "cuda" {
+                anyhow::bail!("unknown --device `{device}` (cpu, cuda)");
+            }
             let mut out = vec![];
             for k in &kind {
                 let kind = match k.as_str() {
@@ -478,8 +485,14 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                     kernel,
                     rank,
                 };
+                if device == "cuda" {
+                    out.push(bench_conv_cuda(&shape, samples)?);
+                    continue;
+                }
                 for &t in &threads {
-                    out.push(wavecp::bench::run_conv(&shape, t, samples)?);
+                    out.push(serde_json::to_value(wavecp::bench::run_conv(
+                        &shape, t, samples,
+                    )?)?);
                 }
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -646,6 +659,18 @@ fn emit_ptx_files(dir: &std::path::Path, arch: &str) -> Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn bench_conv_cuda(shape: &wavecp::bench::ConvShape, samples: usize) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(wavecp::cuda::bench::run_conv(
+        shape, samples,
+    )?)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_conv_cuda(_: &wavecp::bench::ConvShape, _: usize) -> Result<serde_json::Value> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 
 #[cfg(not(feature = "cuda"))]

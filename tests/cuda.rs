@@ -536,3 +536,157 @@ fn loss_norm_and_adamw_kernels_match_the_cpu_twins() {
         close(&v, &adam.v[0], "v");
     }
 }
+
+/// One CPU convolution layer of `kind` with seeded weights and bias (absolute values when
+/// `abs`, for the scale of every sum), and its GPU copy.
+fn conv_pair(
+    gpu: &Gpu,
+    kind: &str,
+    g: wavecp::nn::conv::Geom,
+    (ci, co, rank): (usize, usize, usize),
+    abs: bool,
+) -> (Box<dyn wavecp::nn::Layer>, wavecp::cuda::GpuConv) {
+    use wavecp::cuda::GpuConv;
+    use wavecp::nn::layers::{ConvCore, CpConv, DenseConv, PairConv};
+    let f = |n: usize, seed: u64| -> Vec<f32> {
+        inputs(n, seed)
+            .into_iter()
+            .map(|v| if abs { v.abs() / 9.0 } else { v / 9.0 })
+            .collect()
+    };
+    let bias = f(co, 99);
+    let axes = vec![0usize, 1, 2];
+    let core = ConvCore { ci, co, g };
+    match kind {
+        "dense" => {
+            let mk = || {
+                let mut l = DenseConv::new(core.clone(), f(co * ci * g.kvol(), 51), true);
+                l.b.as_mut().unwrap().value = bias.clone();
+                l
+            };
+            let l = mk();
+            (Box::new(mk()), GpuConv::from_dense(gpu, &l).unwrap())
+        }
+        "pair" => {
+            let mk = || {
+                let factors = (0..3)
+                    .map(|ax| f(co * ci * rank * g.k[ax], 52 + ax as u64))
+                    .collect();
+                let mut l = PairConv::new(core.clone(), rank, axes.clone(), factors, true);
+                l.b.as_mut().unwrap().value = bias.clone();
+                l
+            };
+            (Box::new(mk()), GpuConv::from_pair(gpu, mk()).unwrap())
+        }
+        _ => {
+            let mk = || {
+                let a = (0..3).map(|ax| f(rank * g.k[ax], 56 + ax as u64)).collect();
+                let mut l = CpConv::new(
+                    ci,
+                    co,
+                    rank,
+                    g,
+                    axes.clone(),
+                    f(rank * ci, 54),
+                    a,
+                    f(co * rank, 55),
+                    true,
+                );
+                l.b.as_mut().unwrap().value = bias.clone();
+                l
+            };
+            (Box::new(mk()), GpuConv::from_cp(gpu, mk()).unwrap())
+        }
+    }
+}
+
+#[test]
+fn gpu_convolution_layers_match_the_cpu_layers() {
+    use wavecp::nn::conv::Geom;
+    use wavecp::nn::Tensor;
+    let Some(gpu) = open_gpu() else {
+        return;
+    };
+    let (b, ci, co, rank) = (2usize, 3usize, 5usize, 2usize);
+    let d = [b, ci, 5usize, 7, 6];
+    let n: usize = d.iter().product();
+    for (k, stride, pad, dil) in [
+        ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
+        ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1]),
+        ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2]),
+    ] {
+        let g = Geom {
+            k,
+            stride,
+            pad,
+            dil,
+        };
+        for kind in ["dense", "pair", "cp"] {
+            let x = Tensor::from_vec(&d, inputs(n, 61)).unwrap();
+            let xa = Tensor::from_vec(&d, x.data.iter().map(|v| v.abs()).collect()).unwrap();
+            let (mut cpu, mut gconv) = conv_pair(&gpu, kind, g, (ci, co, rank), false);
+            let (mut cpu_abs, _) = conv_pair(&gpu, kind, g, (ci, co, rank), true);
+            let y = cpu.forward(&x).unwrap();
+            let ya = cpu_abs.forward(&xa).unwrap();
+            let dy = Tensor::from_vec(&y.shape, inputs(y.len(), 62)).unwrap();
+            let dya =
+                Tensor::from_vec(&y.shape, dy.data.iter().map(|v| v.abs()).collect()).unwrap();
+            let dx = cpu.backward(&dy).unwrap();
+            let dxa = cpu_abs.backward(&dya).unwrap();
+
+            let (yd, od) = gconv
+                .forward(&gpu, gpu.to_device(&x.data).unwrap(), d)
+                .unwrap();
+            assert_eq!(od.to_vec(), y.shape, "{kind} {g:?}");
+            let yg = gpu.to_host(&yd, y.len()).unwrap();
+            let dxd = gconv
+                .backward(&gpu, &gpu.to_device(&dy.data).unwrap())
+                .unwrap();
+            let dxg = gpu.to_host(&dxd, x.len()).unwrap();
+            // Every value is a sum of at most 1 000 products here (b·nin = 420 for the CP input
+            // factor's gradient, the longest): both sides are within 1 000·ε·Σ|terms| of the
+            // exact sum, and Σ|terms| is the same computation on absolute values.
+            let check = |what: &str, gv: &[f32], cv: &[f32], av: &[f32]| {
+                assert_eq!(gv.len(), cv.len(), "{kind} {what} length");
+                for i in 0..cv.len() {
+                    let tol = 2.0 * 1000.0 * f32::EPSILON * av[i] + 1e-6;
+                    assert!(
+                        (gv[i] - cv[i]).abs() <= tol,
+                        "{kind} {g:?} {what}[{i}]: gpu {} cpu {} (tol {tol})",
+                        gv[i],
+                        cv[i]
+                    );
+                }
+            };
+            check("y", &yg, &y.data, &ya.data);
+            check("dx", &dxg, &dx.data, &dxa.data);
+            let gg = gconv.grads(&gpu).unwrap();
+            let cg: Vec<Vec<f32>> = cpu.params().iter().map(|p| p.grad.clone()).collect();
+            let ag: Vec<Vec<f32>> = cpu_abs.params().iter().map(|p| p.grad.clone()).collect();
+            assert_eq!(gg.len(), cg.len(), "{kind}: gradient count");
+            for (j, ((gv, cv), av)) in gg.iter().zip(&cg).zip(&ag).enumerate() {
+                check(&format!("grad {j}"), gv, cv, av);
+            }
+            // Gradients accumulate over backward passes until zero_grad, as on the CPU.
+            gconv
+                .backward(&gpu, &gpu.to_device(&dy.data).unwrap())
+                .unwrap();
+            let twice = gconv.grads(&gpu).unwrap();
+            for (t, o) in twice.iter().zip(&gg) {
+                for (a, b1) in t.iter().zip(o) {
+                    assert!(
+                        (a - 2.0 * b1).abs() <= 1e-5 * b1.abs().max(1.0),
+                        "{kind}: accumulation"
+                    );
+                }
+            }
+            gconv.zero_grad(&gpu).unwrap();
+            assert!(gconv
+                .grads(&gpu)
+                .unwrap()
+                .iter()
+                .flatten()
+                .all(|v| *v == 0.0));
+        }
+    }
+}

@@ -64,7 +64,8 @@ pub trait Layer: Send + Sync {
     fn describe(&self) -> String;
 }
 
-fn axis_conv(g: &Geom, ax: usize) -> AxisConv {
+/// The 1-D pass of `g` along axis `ax` (for the depthwise passes of CP).
+pub fn axis_conv(g: &Geom, ax: usize) -> AxisConv {
     AxisConv {
         axis: ax,
         k: g.k[ax],
@@ -568,7 +569,7 @@ impl PairConv {
 
     /// Factor gradients from the dense kernel gradient `dw`: `∂W/∂f_slot` is the product of
     /// the other factors. Returns one `[Co·Ci, R, k_axis]` gradient per axis slot.
-    fn factor_grads(&self, dw: &[f32]) -> Vec<Vec<f32>> {
+    pub fn factor_grads(&self, dw: &[f32]) -> Vec<Vec<f32>> {
         let kv = self.core.g.kvol();
         let na = self.axes.len();
         let ks: Vec<usize> = self.axes.iter().map(|&a| self.core.g.k[a]).collect();
@@ -771,7 +772,8 @@ impl CpConv {
         Tensor::from_vec(&[d[0], co, d[2], d[3], d[4]], data)
     }
 
-    fn axis_geom(&self, ax: usize) -> Geom {
+    /// This layer's geometry reduced to axis `ax` (kernel 1 elsewhere).
+    pub fn axis_geom(&self, ax: usize) -> Geom {
         let mut g = Geom {
             k: [1; 3],
             stride: [1; 3],

@@ -3,6 +3,12 @@
 //! launchers of the kernels written so far. Builds and runs where no CUDA is installed: a
 //! missing driver, NVRTC or device is a [`CudaError`], never a panic.
 
+pub mod bench;
+mod conv;
+mod device;
+pub use conv::GpuConv;
+pub use device::DevBuf;
+
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
 use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
@@ -12,12 +18,12 @@ use std::sync::Arc;
 
 /// Every kernel source, compiled together at start-up (name, source).
 pub const KERNELS: &[(&str, &str)] = &[
-    ("elementwise", include_str!("../kernels/elementwise.cu")),
-    ("depthwise", include_str!("../kernels/depthwise.cu")),
-    ("gemm", include_str!("../kernels/gemm.cu")),
-    ("im2col", include_str!("../kernels/im2col.cu")),
-    ("pool", include_str!("../kernels/pool.cu")),
-    ("optim", include_str!("../kernels/optim.cu")),
+    ("elementwise", include_str!("../../kernels/elementwise.cu")),
+    ("depthwise", include_str!("../../kernels/depthwise.cu")),
+    ("gemm", include_str!("../../kernels/gemm.cu")),
+    ("im2col", include_str!("../../kernels/im2col.cu")),
+    ("pool", include_str!("../../kernels/pool.cu")),
+    ("optim", include_str!("../../kernels/optim.cu")),
 ];
 
 /// Geometry of a depthwise pass, laid out as `struct DwParams` in kernels/depthwise.cu.
@@ -63,7 +69,7 @@ unsafe impl cudarc::driver::DeviceRepr for GemmDesc {}
 /// Geometry of im2col/col2im, laid out as `struct ConvParams` in kernels/im2col.cu.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-struct ConvParams {
+pub(crate) struct ConvParams {
     c: u32,
     batch: u32,
     in_d: [u32; 3],
@@ -217,7 +223,7 @@ pub struct DeviceReport {
     pub problem: Option<String>,
 }
 
-fn driver_err(e: impl std::fmt::Debug) -> CudaError {
+pub(crate) fn driver_err(e: impl std::fmt::Debug) -> CudaError {
     CudaError::Driver(format!("{e:?}"))
 }
 
@@ -416,26 +422,16 @@ impl Gpu {
         a: &AxisConv,
         w: &[f32],
     ) -> Result<Vec<f32>, CudaError> {
-        let p = Self::dw_params(batch, sh, a);
         let (nin, nout) = (
             sh.ind.iter().product::<usize>(),
             sh.outd.iter().product::<usize>(),
         );
         Self::check_len(batch * sh.c * nin, x.len())?;
         Self::check_len(sh.c * a.k, w.len())?;
-        let f = self.function("depthwise", "dw_axis_forward_f32")?;
-        let xd = self.stream.clone_htod(x).map_err(driver_err)?;
-        let wd = self.stream.clone_htod(w).map_err(driver_err)?;
-        let mut yd = self
-            .stream
-            .alloc_zeros::<f32>(batch * sh.c * nout)
-            .map_err(driver_err)?;
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&xd).arg(&wd).arg(&mut yd).arg(&p);
-        // SAFETY: arguments match dw_axis_forward_f32(const float*, const float*, float*,
-        // DwParams); x holds n·nin, w c·k and y n·nout floats, the bounds the kernel uses.
-        unsafe { b.launch(Self::launch_config(batch * sh.c * nout)) }.map_err(driver_err)?;
-        self.stream.clone_dtoh(&yd).map_err(driver_err)
+        let (xd, wd) = (self.to_device(x)?, self.to_device(w)?);
+        let mut yd = self.device_zeros(batch * sh.c * nout)?;
+        self.dw_forward_dev(&xd, batch, sh, a, &wd, &mut yd)?;
+        self.to_host(&yd, batch * sh.c * nout)
     }
 
     /// Input and weight gradients of [`Gpu::dw_axis_forward`]: `(dx, dw)`, summed over the
@@ -449,7 +445,6 @@ impl Gpu {
         a: &AxisConv,
         w: &[f32],
     ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
-        let p = Self::dw_params(batch, sh, a);
         let (nin, nout) = (
             sh.ind.iter().product::<usize>(),
             sh.outd.iter().product::<usize>(),
@@ -457,38 +452,12 @@ impl Gpu {
         Self::check_len(batch * sh.c * nin, x.len())?;
         Self::check_len(batch * sh.c * nout, dy.len())?;
         Self::check_len(sh.c * a.k, w.len())?;
-        let fi = self.function("depthwise", "dw_axis_dinput_f32")?;
-        let fw = self.function("depthwise", "dw_axis_dweight_f32")?;
-        let xd = self.stream.clone_htod(x).map_err(driver_err)?;
-        let gd = self.stream.clone_htod(dy).map_err(driver_err)?;
-        let wd = self.stream.clone_htod(w).map_err(driver_err)?;
-        let mut dxd = self
-            .stream
-            .alloc_zeros::<f32>(x.len())
-            .map_err(driver_err)?;
-        let mut dwd = self
-            .stream
-            .alloc_zeros::<f32>(w.len())
-            .map_err(driver_err)?;
-        let mut b = self.stream.launch_builder(&fi);
-        b.arg(&gd).arg(&wd).arg(&mut dxd).arg(&p);
-        // SAFETY: arguments match dw_axis_dinput_f32(const float*, const float*, float*,
-        // DwParams); dy holds n·nout, w c·k and dx n·nin floats.
-        unsafe { b.launch(Self::launch_config(x.len())) }.map_err(driver_err)?;
-        let mut b = self.stream.launch_builder(&fw);
-        b.arg(&xd).arg(&gd).arg(&mut dwd).arg(&p);
-        let cfg = LaunchConfig {
-            grid_dim: ((sh.c * a.k) as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: arguments match dw_axis_dweight_f32(const float*, const float*, float*,
-        // DwParams); one 256-thread block per (channel, tap), as its shared array assumes.
-        unsafe { b.launch(cfg) }.map_err(driver_err)?;
-        Ok((
-            self.stream.clone_dtoh(&dxd).map_err(driver_err)?,
-            self.stream.clone_dtoh(&dwd).map_err(driver_err)?,
-        ))
+        let (xd, gd, wd) = (self.to_device(x)?, self.to_device(dy)?, self.to_device(w)?);
+        let mut dxd = self.device_zeros(x.len())?;
+        let mut dwd = self.device_zeros(w.len())?;
+        self.dw_dinput_dev(&gd, batch, sh, a, &wd, &mut dxd)?;
+        self.dw_dweight_dev(&xd, &gd, batch, sh, a, &mut dwd)?;
+        Ok((self.to_host(&dxd, x.len())?, self.to_host(&dwd, w.len())?))
     }
 
     fn upload<T: cudarc::driver::DeviceRepr>(
@@ -549,47 +518,10 @@ impl Gpu {
         b: &[f32],
         c: &[f32],
     ) -> Result<Vec<f32>, CudaError> {
-        Self::check_gemm(d, "A", a.len(), d.a, d.m, d.k)?;
-        Self::check_gemm(d, "B", b.len(), d.b, d.k, d.n)?;
-        Self::check_gemm(d, "C", c.len(), d.c, d.m, d.n)?;
-        let f = self.function("gemm", "sgemm_strided_f32")?;
-        let (ad, bd) = (self.upload(a)?, self.upload(b)?);
-        let mut cd = self.upload(c)?;
-        let cfg = LaunchConfig {
-            grid_dim: (
-                d.n.div_ceil(64).max(1),
-                d.m.div_ceil(64).max(1),
-                d.batch.max(1),
-            ),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&ad).arg(&bd).arg(&mut cd).arg(d);
-        // SAFETY: arguments match sgemm_strided_f32(const float*, const float*, float*,
-        // GemmParams); check_gemm bounded every index the kernel forms by the buffer lengths.
-        unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        self.download(&cd, c.len())
-    }
-
-    fn conv_params(
-        batch: usize,
-        c: usize,
-        ind: [usize; 3],
-        g: &Geom,
-        outd: [usize; 3],
-    ) -> ConvParams {
-        let u = |v: [usize; 3]| v.map(|x| x as u32);
-        ConvParams {
-            c: c as u32,
-            batch: batch as u32,
-            in_d: u(ind),
-            out_d: u(outd),
-            k: u(g.k),
-            stride: u(g.stride),
-            pad: u(g.pad),
-            dil: u(g.dil),
-        }
+        let (ad, bd) = (self.to_device(a)?, self.to_device(b)?);
+        let mut cd = self.to_device(c)?;
+        self.gemm_dev(d, &ad, &bd, &mut cd)?;
+        self.to_host(&cd, c.len())
     }
 
     /// `col[b, (c, p, q, s), o]` of `batch` samples `x: [c, T, Y, X]` (the GPU twin of
@@ -603,19 +535,12 @@ impl Gpu {
         g: &Geom,
         outd: [usize; 3],
     ) -> Result<Vec<f32>, CudaError> {
-        let nin: usize = ind.iter().product();
         let n = batch * c * g.kvol() * outd.iter().product::<usize>();
-        Self::check_len(batch * c * nin, x.len())?;
-        let f = self.function("im2col", "im2col_f32")?;
-        let xd = self.upload(x)?;
-        let mut cd = self.zeros::<f32>(n)?;
-        let p = Self::conv_params(batch, c, ind, g, outd);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&xd).arg(&mut cd).arg(&p);
-        // SAFETY: arguments match im2col_f32(const float*, float*, ConvParams); x holds
-        // batch·c·nin values and col batch·c·kvol·nout, the ranges the kernel indexes.
-        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
-        self.download(&cd, n)
+        Self::check_len(batch * c * ind.iter().product::<usize>(), x.len())?;
+        let xd = self.to_device(x)?;
+        let mut cd = self.device_zeros(n)?;
+        self.im2col_dev(&xd, batch, c, ind, g, outd, &mut cd)?;
+        self.to_host(&cd, n)
     }
 
     /// The adjoint of [`Gpu::im2col`]: `dx` from `col` (written, not accumulated).
@@ -633,15 +558,10 @@ impl Gpu {
             batch * c * g.kvol() * outd.iter().product::<usize>(),
             col.len(),
         )?;
-        let f = self.function("im2col", "col2im_f32")?;
-        let cd = self.upload(col)?;
-        let mut xd = self.zeros::<f32>(n)?;
-        let p = Self::conv_params(batch, c, ind, g, outd);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&cd).arg(&mut xd).arg(&p);
-        // SAFETY: arguments match col2im_f32(const float*, float*, ConvParams); sizes as in im2col.
-        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
-        self.download(&xd, n)
+        let cd = self.to_device(col)?;
+        let mut xd = self.device_zeros(n)?;
+        self.col2im_dev(&cd, batch, c, ind, g, outd, &mut xd)?;
+        self.to_host(&xd, n)
     }
 
     fn pool_params(kind: PoolKind, n: usize, ind: [usize; 3], k: [usize; 3]) -> PoolParams {

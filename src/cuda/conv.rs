@@ -1,0 +1,466 @@
+//! The three convolution kinds on the GPU, built from a CPU layer (whose weights they copy) and
+//! run on device buffers: forward, and a backward pass that returns `dx` and adds the weight
+//! gradients, as [`crate::nn::layers::Layer::backward`] does on the CPU.
+//!
+//! - `dense`: 3-D im2col (kept for the weight gradient) and batched GEMMs:
+//!   `y_b = W · col_b`, `dW += Σ_b dy_b · col_bᵀ` (one GEMM per sample, in sample order),
+//!   `dcol_b = Wᵀ · dy_b`, `dx = col2im(dcol)`.
+//! - `pair`: the dense kernel rebuilt on the host from the factors (`Co·Ci·R·kvol` flops) and
+//!   uploaded, then the dense path; the factor gradients follow on the host from `dW`.
+//! - `cp`: `1×1 (Ci → R)` GEMM, one depthwise pass per axis, `1×1 (R → Co)` GEMM + bias, with
+//!   the intermediates kept for the backward pass.
+//!
+//! Summation orders differ from the CPU's (GEMM blocking, block reductions), so results agree
+//! within the f32 rounding of sums of the same terms (tests/cuda.rs states the bounds).
+
+use super::{CudaError, DevBuf, GemmDesc, Gpu};
+use crate::nn::conv::{DwShape, Geom};
+use crate::nn::layers::{axis_conv, CpConv, DenseConv, Layer, PairConv};
+
+enum Kind {
+    Dense {
+        w: DevBuf,
+        dw: DevBuf,
+    },
+    Pair {
+        host: Box<PairConv>,
+        w: DevBuf,
+        dw: DevBuf,
+    },
+    Cp {
+        rank: usize,
+        axes: Vec<usize>,
+        /// The CPU layer, for its per-axis geometry.
+        host: Box<CpConv>,
+        v: DevBuf,
+        dv: DevBuf,
+        /// `(value, gradient)` per axis slot.
+        a: Vec<(DevBuf, DevBuf)>,
+        u: DevBuf,
+        du: DevBuf,
+    },
+}
+
+/// A convolution layer on the GPU.
+pub struct GpuConv {
+    pub ci: usize,
+    pub co: usize,
+    pub g: Geom,
+    kind: Kind,
+    /// `(value, gradient)`.
+    bias: Option<(DevBuf, DevBuf)>,
+    /// Forward state: the input and its dims, then (dense, pair) the im2col matrix or (CP) the
+    /// input of each depthwise pass and the last output, with their dims.
+    x: Option<(DevBuf, [usize; 5])>,
+    saved: Vec<(DevBuf, [usize; 5])>,
+}
+
+fn shape_err(what: &str, expected: usize, found: usize) -> CudaError {
+    CudaError::Driver(format!(
+        "{what}: {found} values where {expected} were expected"
+    ))
+}
+
+/// A row-major matrix of `cols` columns repeated for every batch entry (batch stride 0).
+fn shared(cols: usize) -> [i64; 3] {
+    [cols as i64, 1, 0]
+}
+
+/// The transpose of a row-major matrix of `cols` columns, repeated for every batch entry.
+fn shared_t(cols: usize) -> [i64; 3] {
+    [1, cols as i64, 0]
+}
+
+/// The transpose of one row-major block of `cols` columns.
+fn one_t(cols: usize) -> [i64; 3] {
+    [1, cols as i64, 0]
+}
+
+/// Row-major `[rows, cols]` blocks, one per batch entry.
+fn batched(rows: usize, cols: usize) -> [i64; 3] {
+    [cols as i64, 1, (rows * cols) as i64]
+}
+
+/// `[m, n, k, batch]` with strides for A, B, C, alpha 1.
+fn gemm(mnkb: [usize; 4], a: [i64; 3], b: [i64; 3], c: [i64; 3], beta: f32) -> GemmDesc {
+    let [m, n, k, batch] = mnkb;
+    GemmDesc {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch: batch as u32,
+        a,
+        b,
+        c,
+        alpha: 1.0,
+        beta,
+    }
+}
+
+impl GpuConv {
+    fn bias_from(
+        gpu: &Gpu,
+        b: Option<&crate::nn::layers::Param>,
+    ) -> Result<Option<(DevBuf, DevBuf)>, CudaError> {
+        b.map(|p| Ok((gpu.to_device(&p.value)?, gpu.device_zeros(p.value.len())?)))
+            .transpose()
+    }
+
+    /// A copy of a CPU `dense` layer.
+    pub fn from_dense(gpu: &Gpu, l: &DenseConv) -> Result<Self, CudaError> {
+        Ok(GpuConv {
+            ci: l.core.ci,
+            co: l.core.co,
+            g: l.core.g,
+            kind: Kind::Dense {
+                w: gpu.to_device(&l.w.value)?,
+                dw: gpu.device_zeros(l.w.value.len())?,
+            },
+            bias: Self::bias_from(gpu, l.b.as_ref())?,
+            x: None,
+            saved: vec![],
+        })
+    }
+
+    /// A copy of a CPU `pair` layer (which it keeps for the rebuild and the factor gradients).
+    pub fn from_pair(gpu: &Gpu, l: PairConv) -> Result<Self, CudaError> {
+        let n = l.dense_kernel().len();
+        Ok(GpuConv {
+            ci: l.core.ci,
+            co: l.core.co,
+            g: l.core.g,
+            bias: Self::bias_from(gpu, l.b.as_ref())?,
+            kind: Kind::Pair {
+                w: gpu.device_zeros(n)?,
+                dw: gpu.device_zeros(n)?,
+                host: Box::new(l),
+            },
+            x: None,
+            saved: vec![],
+        })
+    }
+
+    /// A copy of a CPU `cp` layer.
+    pub fn from_cp(gpu: &Gpu, l: CpConv) -> Result<Self, CudaError> {
+        let a =
+            l.a.iter()
+                .map(|p| Ok((gpu.to_device(&p.value)?, gpu.device_zeros(p.value.len())?)))
+                .collect::<Result<Vec<_>, CudaError>>()?;
+        Ok(GpuConv {
+            ci: l.ci,
+            co: l.co,
+            g: l.g,
+            bias: Self::bias_from(gpu, l.b.as_ref())?,
+            kind: Kind::Cp {
+                rank: l.rank,
+                axes: l.axes.clone(),
+                v: gpu.to_device(&l.v.value)?,
+                dv: gpu.device_zeros(l.v.value.len())?,
+                a,
+                u: gpu.to_device(&l.u.value)?,
+                du: gpu.device_zeros(l.u.value.len())?,
+                host: Box::new(l),
+            },
+            x: None,
+            saved: vec![],
+        })
+    }
+
+    fn out_dims(&self, d: [usize; 5]) -> Result<[usize; 5], CudaError> {
+        let o = self
+            .g
+            .out_dims([d[2], d[3], d[4]])
+            .map_err(|e| CudaError::Driver(e.to_string()))?;
+        Ok([d[0], self.co, o[0], o[1], o[2]])
+    }
+
+    /// `x: [B, Ci, T, Y, X]` (owned: kept for the backward pass) → `(y, dims of y)`.
+    pub fn forward(
+        &mut self,
+        gpu: &Gpu,
+        x: DevBuf,
+        d: [usize; 5],
+    ) -> Result<(DevBuf, [usize; 5]), CudaError> {
+        if d[1] != self.ci || x.len() < d.iter().product::<usize>() {
+            return Err(shape_err(
+                "gpu conv input",
+                d[0] * self.ci * d[2] * d[3] * d[4],
+                x.len(),
+            ));
+        }
+        let od = self.out_dims(d)?;
+        let (b, nout) = (d[0], od[2] * od[3] * od[4]);
+        self.saved.clear();
+        let mut y = gpu.device_zeros(b * self.co * nout)?;
+        if let Kind::Pair { host, w, .. } = &mut self.kind {
+            host.rebuild();
+            *w = gpu.to_device(host.dense_kernel())?;
+        }
+        match &self.kind {
+            Kind::Dense { w, .. } | Kind::Pair { w, .. } => {
+                let kk = self.ci * self.g.kvol();
+                let mut col = gpu.device_zeros(b * kk * nout)?;
+                let (ind, o) = ([d[2], d[3], d[4]], [od[2], od[3], od[4]]);
+                gpu.im2col_dev(&x, b, self.ci, ind, &self.g, o, &mut col)?;
+                let desc = gemm(
+                    [self.co, nout, kk, b],
+                    shared(kk),
+                    batched(kk, nout),
+                    batched(self.co, nout),
+                    0.0,
+                );
+                gpu.gemm_dev(&desc, w, &col, &mut y)?;
+                self.saved.push((col, [b, kk, 1, 1, nout]));
+            }
+            Kind::Cp {
+                rank,
+                axes,
+                host,
+                v,
+                a,
+                u,
+                ..
+            } => {
+                let r = *rank;
+                let n = d[2] * d[3] * d[4];
+                let mut z = gpu.device_zeros(b * r * n)?;
+                let desc = gemm(
+                    [r, n, self.ci, b],
+                    shared(self.ci),
+                    batched(self.ci, n),
+                    batched(r, n),
+                    0.0,
+                );
+                gpu.gemm_dev(&desc, v, &x, &mut z)?;
+                let mut zd = [b, r, d[2], d[3], d[4]];
+                for (slot, &ax) in axes.iter().enumerate() {
+                    let g = host.axis_geom(ax);
+                    let ind = [zd[2], zd[3], zd[4]];
+                    let o = g
+                        .out_dims(ind)
+                        .map_err(|e| CudaError::Driver(e.to_string()))?;
+                    let mut z2 = gpu.device_zeros(b * r * o.iter().product::<usize>())?;
+                    let sh = DwShape { c: r, ind, outd: o };
+                    gpu.dw_forward_dev(&z, b, sh, &axis_conv(&g, ax), &a[slot].0, &mut z2)?;
+                    self.saved.push((z, zd));
+                    z = z2;
+                    zd = [b, r, o[0], o[1], o[2]];
+                }
+                let desc = gemm(
+                    [self.co, nout, r, b],
+                    shared(r),
+                    batched(r, nout),
+                    batched(self.co, nout),
+                    0.0,
+                );
+                gpu.gemm_dev(&desc, u, &z, &mut y)?;
+                self.saved.push((z, zd));
+            }
+        }
+        if let Some((bv, _)) = &self.bias {
+            gpu.bias_add_dev(&mut y, bv, b, self.co, nout)?;
+        }
+        self.x = Some((x, d));
+        Ok((y, od))
+    }
+
+    /// Backpropagates `dy` of the last forward pass: adds the weight gradients, returns `dx`.
+    pub fn backward(&mut self, gpu: &Gpu, dy: &DevBuf) -> Result<DevBuf, CudaError> {
+        let (x, d) = self
+            .x
+            .as_ref()
+            .ok_or_else(|| CudaError::Driver("gpu conv: backward before forward".into()))?;
+        let od = self.out_dims(*d)?;
+        let (b, nin, nout) = (d[0], d[2] * d[3] * d[4], od[2] * od[3] * od[4]);
+        if dy.len() < b * self.co * nout {
+            return Err(shape_err(
+                "gpu conv output gradient",
+                b * self.co * nout,
+                dy.len(),
+            ));
+        }
+        if let Some((_, db)) = &mut self.bias {
+            let mut tmp = gpu.device_zeros(self.co)?;
+            gpu.bias_grad_dev(dy, b, self.co, nout, &mut tmp)?;
+            gpu.axpy_dev(db, &tmp, 1.0, self.co)?;
+        }
+        let mut dx = gpu.device_zeros(b * self.ci * nin)?;
+        match &mut self.kind {
+            Kind::Dense { .. } | Kind::Pair { .. } => {
+                let kk = self.ci * self.g.kvol();
+                let (col, _) = &self.saved[0];
+                let is_pair = matches!(self.kind, Kind::Pair { .. });
+                let (w, dw) = match &mut self.kind {
+                    Kind::Dense { w, dw } | Kind::Pair { w, dw, .. } => (w, dw),
+                    Kind::Cp { .. } => unreachable!("matched dense or pair above"),
+                };
+                if is_pair {
+                    // This pass's dW alone: it becomes factor gradients on the host.
+                    gpu.zero_dev(dw)?;
+                }
+                for s in 0..b {
+                    // dW += dy_s · col_sᵀ, sample by sample (a fixed order).
+                    let desc = gemm(
+                        [self.co, kk, nout, 1],
+                        shared(nout),
+                        one_t(nout),
+                        shared(kk),
+                        1.0,
+                    );
+                    let dys = dy.slice(s * self.co * nout..(s + 1) * self.co * nout);
+                    let cols = col.slice(s * kk * nout..(s + 1) * kk * nout);
+                    gpu.gemm_view_dev(&desc, &dys, &cols, dw)?;
+                }
+                let mut dcol = gpu.device_zeros(b * kk * nout)?;
+                let desc = gemm(
+                    [kk, nout, self.co, b],
+                    shared_t(kk),
+                    batched(self.co, nout),
+                    batched(kk, nout),
+                    0.0,
+                );
+                gpu.gemm_dev(&desc, w, dy, &mut dcol)?;
+                gpu.col2im_dev(
+                    &dcol,
+                    b,
+                    self.ci,
+                    [d[2], d[3], d[4]],
+                    &self.g,
+                    [od[2], od[3], od[4]],
+                    &mut dx,
+                )?;
+                if let Kind::Pair { host, dw, .. } = &mut self.kind {
+                    let dwh = gpu.to_host(dw, host.dense_kernel().len())?;
+                    let grads = host.factor_grads(&dwh);
+                    for (p, g) in host.params_mut().into_iter().zip(grads) {
+                        p.grad.iter_mut().zip(g).for_each(|(a, v)| *a += v);
+                    }
+                }
+            }
+            Kind::Cp {
+                rank,
+                axes,
+                host,
+                v,
+                dv,
+                a,
+                u,
+                du,
+            } => {
+                let r = *rank;
+                let (zl, _) = self
+                    .saved
+                    .last()
+                    .ok_or_else(|| CudaError::Driver("gpu cp: no forward state".into()))?;
+                for s in 0..b {
+                    // dU += dy_s · zl_sᵀ
+                    let dys = dy.slice(s * self.co * nout..(s + 1) * self.co * nout);
+                    let zs = zl.slice(s * r * nout..(s + 1) * r * nout);
+                    let desc = gemm(
+                        [self.co, r, nout, 1],
+                        shared(nout),
+                        one_t(nout),
+                        shared(r),
+                        1.0,
+                    );
+                    gpu.gemm_view_dev(&desc, &dys, &zs, du)?;
+                }
+                // dz = Uᵀ dy
+                let mut dz = gpu.device_zeros(b * r * nout)?;
+                let desc = gemm(
+                    [r, nout, self.co, b],
+                    shared_t(r),
+                    batched(self.co, nout),
+                    batched(r, nout),
+                    0.0,
+                );
+                gpu.gemm_dev(&desc, u, dy, &mut dz)?;
+                for (slot, &ax) in axes.iter().enumerate().rev() {
+                    let (zin, zd) = &self.saved[slot];
+                    let g = host.axis_geom(ax);
+                    let ind = [zd[2], zd[3], zd[4]];
+                    let o = g
+                        .out_dims(ind)
+                        .map_err(|e| CudaError::Driver(e.to_string()))?;
+                    let sh = DwShape { c: r, ind, outd: o };
+                    let ac = axis_conv(&g, ax);
+                    let k = g.k[ax];
+                    let mut tmp = gpu.device_zeros(r * k)?;
+                    gpu.dw_dweight_dev(zin, &dz, b, sh, &ac, &mut tmp)?;
+                    gpu.axpy_dev(&mut a[slot].1, &tmp, 1.0, r * k)?;
+                    let mut dzin = gpu.device_zeros(b * r * ind.iter().product::<usize>())?;
+                    gpu.dw_dinput_dev(&dz, b, sh, &ac, &a[slot].0, &mut dzin)?;
+                    dz = dzin;
+                }
+                for s in 0..b {
+                    // dV += dz0_s · x_sᵀ
+                    let dzs = dz.slice(s * r * nin..(s + 1) * r * nin);
+                    let xs = x.slice(s * self.ci * nin..(s + 1) * self.ci * nin);
+                    let desc = gemm(
+                        [r, self.ci, nin, 1],
+                        shared(nin),
+                        one_t(nin),
+                        shared(self.ci),
+                        1.0,
+                    );
+                    gpu.gemm_view_dev(&desc, &dzs, &xs, dv)?;
+                }
+                // dx = Vᵀ dz0
+                let desc = gemm(
+                    [self.ci, nin, r, b],
+                    shared_t(self.ci),
+                    batched(r, nin),
+                    batched(self.ci, nin),
+                    0.0,
+                );
+                gpu.gemm_dev(&desc, v, &dz, &mut dx)?;
+            }
+        }
+        Ok(dx)
+    }
+
+    /// Sets the weight gradients to zero (the pair factors' on the host).
+    pub fn zero_grad(&mut self, gpu: &Gpu) -> Result<(), CudaError> {
+        if let Some((_, db)) = &mut self.bias {
+            gpu.zero_dev(db)?;
+        }
+        match &mut self.kind {
+            Kind::Dense { dw, .. } => gpu.zero_dev(dw)?,
+            Kind::Pair { host, .. } => host.params_mut().into_iter().for_each(|p| p.grad.fill(0.0)),
+            Kind::Cp { dv, a, du, .. } => {
+                gpu.zero_dev(dv)?;
+                for (_, g) in a.iter_mut() {
+                    gpu.zero_dev(g)?;
+                }
+                gpu.zero_dev(du)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The weight gradients, in the order of the CPU layer's `params()`.
+    pub fn grads(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, CudaError> {
+        let dl = |b: &DevBuf| gpu.to_host(b, b.len());
+        let mut out = match &self.kind {
+            Kind::Dense { dw, .. } => vec![dl(dw)?],
+            Kind::Pair { host, .. } => host
+                .params()
+                .into_iter()
+                .filter(|p| p.name != "bias")
+                .map(|p| p.grad.clone())
+                .collect(),
+            Kind::Cp { dv, a, du, .. } => {
+                let mut v = vec![dl(dv)?];
+                for (_, g) in a {
+                    v.push(dl(g)?);
+                }
+                v.push(dl(du)?);
+                v
+            }
+        };
+        if let Some((_, db)) = &self.bias {
+            out.push(dl(db)?);
+        }
+        Ok(out)
+    }
+}

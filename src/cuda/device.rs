@@ -1,0 +1,342 @@
+//! Launchers on device buffers: what the GPU layers chain without copies to the host. The host
+//! launchers in `cuda/mod.rs` (and the parity tests) go through these.
+
+use super::{driver_err, ConvParams, CudaError, GemmDesc, Gpu};
+use crate::nn::conv::{AxisConv, DwShape, Geom};
+use crate::nn::ops::ActKind;
+use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+
+/// A buffer of `f32` on the device.
+pub type DevBuf = CudaSlice<f32>;
+
+fn need(what: &str, len: usize, at_least: usize) -> Result<(), CudaError> {
+    if len < at_least {
+        return Err(CudaError::Driver(format!(
+            "{what}: device buffer of {len} values, {at_least} needed"
+        )));
+    }
+    Ok(())
+}
+
+impl Gpu {
+    /// Copies host values to a new device buffer.
+    pub fn to_device(&self, v: &[f32]) -> Result<DevBuf, CudaError> {
+        self.stream.clone_htod(v).map_err(driver_err)
+    }
+
+    /// A zero-filled device buffer of `n` values (at least one: CUDA refuses empty ones).
+    pub fn device_zeros(&self, n: usize) -> Result<DevBuf, CudaError> {
+        self.stream.alloc_zeros::<f32>(n.max(1)).map_err(driver_err)
+    }
+
+    /// The first `n` values of a device buffer.
+    pub fn to_host(&self, d: &DevBuf, n: usize) -> Result<Vec<f32>, CudaError> {
+        let mut v = self.stream.clone_dtoh(d).map_err(driver_err)?;
+        v.truncate(n);
+        Ok(v)
+    }
+
+    /// Waits for everything queued on the stream (for timing).
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream.synchronize().map_err(driver_err)
+    }
+
+    /// `C = alpha·A·B + beta·C` on device buffers (see [`GemmDesc`]).
+    pub fn gemm_dev(
+        &self,
+        d: &GemmDesc,
+        a: &DevBuf,
+        b: &DevBuf,
+        c: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        self.gemm_view_dev(d, &a.as_view(), &b.as_view(), c)
+    }
+
+    /// [`Gpu::gemm_dev`] with the operands as views (e.g. one sample of a batch).
+    pub fn gemm_view_dev(
+        &self,
+        d: &GemmDesc,
+        a: &CudaView<'_, f32>,
+        b: &CudaView<'_, f32>,
+        c: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        Self::check_gemm(d, "A", a.len(), d.a, d.m, d.k)?;
+        Self::check_gemm(d, "B", b.len(), d.b, d.k, d.n)?;
+        Self::check_gemm(d, "C", c.len(), d.c, d.m, d.n)?;
+        if d.m == 0 || d.n == 0 || d.batch == 0 {
+            return Ok(());
+        }
+        let f = self.function("gemm", "sgemm_strided_f32")?;
+        let cfg = LaunchConfig {
+            grid_dim: (d.n.div_ceil(64), d.m.div_ceil(64), d.batch),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(a).arg(b).arg(c).arg(d);
+        // SAFETY: arguments match sgemm_strided_f32(const float*, const float*, float*,
+        // GemmParams); check_gemm bounded every index the kernel forms by the buffer lengths.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// [`Gpu::im2col`] on device buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn im2col_dev(
+        &self,
+        x: &DevBuf,
+        batch: usize,
+        c: usize,
+        ind: [usize; 3],
+        g: &Geom,
+        outd: [usize; 3],
+        col: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let n = batch * c * g.kvol() * outd.iter().product::<usize>();
+        need(
+            "im2col input",
+            x.len(),
+            batch * c * ind.iter().product::<usize>(),
+        )?;
+        need("im2col output", col.len(), n)?;
+        let f = self.function("im2col", "im2col_f32")?;
+        let p = Self::conv_params(batch, c, ind, g, outd);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(col).arg(&p);
+        // SAFETY: arguments match im2col_f32(const float*, float*, ConvParams); x holds
+        // batch·c·nin values and col batch·c·kvol·nout (checked), the ranges the kernel indexes.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// [`Gpu::col2im`] on device buffers (`dx` written, not accumulated).
+    #[allow(clippy::too_many_arguments)]
+    pub fn col2im_dev(
+        &self,
+        col: &DevBuf,
+        batch: usize,
+        c: usize,
+        ind: [usize; 3],
+        g: &Geom,
+        outd: [usize; 3],
+        dx: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let n = batch * c * ind.iter().product::<usize>();
+        need(
+            "col2im input",
+            col.len(),
+            batch * c * g.kvol() * outd.iter().product::<usize>(),
+        )?;
+        need("col2im output", dx.len(), n)?;
+        let f = self.function("im2col", "col2im_f32")?;
+        let p = Self::conv_params(batch, c, ind, g, outd);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(col).arg(dx).arg(&p);
+        // SAFETY: arguments match col2im_f32(const float*, float*, ConvParams); sizes checked.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// Depthwise pass along `a.axis` of `batch` samples on device buffers.
+    pub fn dw_forward_dev(
+        &self,
+        x: &DevBuf,
+        batch: usize,
+        sh: DwShape,
+        a: &AxisConv,
+        w: &DevBuf,
+        y: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let p = Self::dw_params(batch, sh, a);
+        let (nin, nout) = (
+            sh.ind.iter().product::<usize>(),
+            sh.outd.iter().product::<usize>(),
+        );
+        need("depthwise input", x.len(), batch * sh.c * nin)?;
+        need("depthwise weights", w.len(), sh.c * a.k)?;
+        need("depthwise output", y.len(), batch * sh.c * nout)?;
+        let f = self.function("depthwise", "dw_axis_forward_f32")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(w).arg(y).arg(&p);
+        // SAFETY: arguments match dw_axis_forward_f32(const float*, const float*, float*,
+        // DwParams); x holds n·nin, w c·k and y n·nout floats (checked).
+        unsafe { l.launch(Self::launch_config(batch * sh.c * nout)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// Input gradient of [`Gpu::dw_forward_dev`] (`dx` written).
+    pub fn dw_dinput_dev(
+        &self,
+        dy: &DevBuf,
+        batch: usize,
+        sh: DwShape,
+        a: &AxisConv,
+        w: &DevBuf,
+        dx: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let p = Self::dw_params(batch, sh, a);
+        let (nin, nout) = (
+            sh.ind.iter().product::<usize>(),
+            sh.outd.iter().product::<usize>(),
+        );
+        need("depthwise output gradient", dy.len(), batch * sh.c * nout)?;
+        need("depthwise weights", w.len(), sh.c * a.k)?;
+        need("depthwise input gradient", dx.len(), batch * sh.c * nin)?;
+        let f = self.function("depthwise", "dw_axis_dinput_f32")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(dy).arg(w).arg(dx).arg(&p);
+        // SAFETY: arguments match dw_axis_dinput_f32(const float*, const float*, float*,
+        // DwParams); dy holds n·nout, w c·k and dx n·nin floats (checked).
+        unsafe { l.launch(Self::launch_config(batch * sh.c * nin)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// Weight gradient of [`Gpu::dw_forward_dev`], summed over the batch (`dw` written).
+    pub fn dw_dweight_dev(
+        &self,
+        x: &DevBuf,
+        dy: &DevBuf,
+        batch: usize,
+        sh: DwShape,
+        a: &AxisConv,
+        dw: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let p = Self::dw_params(batch, sh, a);
+        let (nin, nout) = (
+            sh.ind.iter().product::<usize>(),
+            sh.outd.iter().product::<usize>(),
+        );
+        need("depthwise input", x.len(), batch * sh.c * nin)?;
+        need("depthwise output gradient", dy.len(), batch * sh.c * nout)?;
+        need("depthwise weight gradient", dw.len(), sh.c * a.k)?;
+        let f = self.function("depthwise", "dw_axis_dweight_f32")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(dy).arg(dw).arg(&p);
+        let cfg = LaunchConfig {
+            grid_dim: ((sh.c * a.k) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match dw_axis_dweight_f32(const float*, const float*, float*,
+        // DwParams); one 256-thread block per (channel, tap), as its shared array assumes.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// `y[b, c, :] += bias[c]` for `y: [batch, c, inner]`.
+    pub fn bias_add_dev(
+        &self,
+        y: &mut DevBuf,
+        bias: &DevBuf,
+        batch: usize,
+        c: usize,
+        inner: usize,
+    ) -> Result<(), CudaError> {
+        let total = batch * c * inner;
+        need("bias", bias.len(), c)?;
+        need("biased tensor", y.len(), total)?;
+        let f = self.function("elementwise", "bias_add_f32")?;
+        let (c32, inner64, total64) = (c as u32, inner.max(1) as u64, total as u64);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(y).arg(bias).arg(&c32).arg(&inner64).arg(&total64);
+        // SAFETY: arguments match bias_add_f32(float*, const float*, unsigned, unsigned long
+        // long, unsigned long long); y holds total values and bias c (checked).
+        unsafe { l.launch(Self::launch_config(total)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// `db[c] = Σ_b Σ_i dy[b, c, i]` (written).
+    pub fn bias_grad_dev(
+        &self,
+        dy: &DevBuf,
+        batch: usize,
+        c: usize,
+        inner: usize,
+        db: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        need("bias output gradient", dy.len(), batch * c * inner)?;
+        need("bias gradient", db.len(), c)?;
+        let f = self.function("elementwise", "bias_grad_f32")?;
+        let (b32, c32, inner64) = (batch as u32, c as u32, inner as u64);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(dy).arg(db).arg(&b32).arg(&c32).arg(&inner64);
+        let cfg = LaunchConfig {
+            grid_dim: (c as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match bias_grad_f32(const float*, float*, unsigned, unsigned,
+        // unsigned long long); one 256-thread block per channel, as its shared array assumes.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// `y += alpha·x` over the first `n` values.
+    pub fn axpy_dev(
+        &self,
+        y: &mut DevBuf,
+        x: &DevBuf,
+        alpha: f32,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("axpy x", x.len(), n)?;
+        need("axpy y", y.len(), n)?;
+        let f = self.function("elementwise", "axpy_f32")?;
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(y).arg(x).arg(&alpha).arg(&n64);
+        // SAFETY: arguments match axpy_f32(float*, const float*, float, unsigned long long);
+        // both buffers hold at least n values (checked).
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// `y = f(x)` over the first `n` values.
+    pub fn act_forward_dev(
+        &self,
+        kind: ActKind,
+        x: &DevBuf,
+        y: &mut DevBuf,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("activation input", x.len(), n)?;
+        need("activation output", y.len(), n)?;
+        let f = self.function("elementwise", "act_forward_f32")?;
+        let (n32, k) = (n as u32, Self::kind_code(kind));
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(y).arg(&n32).arg(&k);
+        // SAFETY: arguments match act_forward_f32(const float*, float*, unsigned, int); both
+        // buffers hold at least n floats (checked).
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+}
+
+impl Gpu {
+    pub(super) fn conv_params(
+        batch: usize,
+        c: usize,
+        ind: [usize; 3],
+        g: &Geom,
+        outd: [usize; 3],
+    ) -> ConvParams {
+        let u = |v: [usize; 3]| v.map(|x| x as u32);
+        ConvParams {
+            c: c as u32,
+            batch: batch as u32,
+            in_d: u(ind),
+            out_d: u(outd),
+            k: u(g.k),
+            stride: u(g.stride),
+            pad: u(g.pad),
+            dil: u(g.dil),
+        }
+    }
+}
+
+impl Gpu {
+    /// Sets a device buffer to zero.
+    pub fn zero_dev(&self, b: &mut DevBuf) -> Result<(), CudaError> {
+        self.stream.memset_zeros(b).map_err(driver_err)
+    }
+}
