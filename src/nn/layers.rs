@@ -682,7 +682,10 @@ pub struct CpConv {
     /// `U: [Co, R]`
     pub u: Param,
     pub b: Option<Param>,
-    /// Forward intermediates: x, then the input of each depthwise pass, then its output.
+    /// Keep only `x` and recompute the intermediates in the backward pass.
+    pub recompute: bool,
+    /// Forward intermediates: x, then the input of each depthwise pass, then its output (only
+    /// x when `recompute`).
     cache: Vec<Tensor>,
 }
 
@@ -715,8 +718,43 @@ impl CpConv {
             a,
             u: Param::new("factor_out", &[co, rank], u),
             b: bias.then(|| Param::new("bias", &[co], vec![0.0; co])),
+            recompute: false,
             cache: vec![],
         }
+    }
+
+    /// The chain up to the last 1×1 convolution: the output of the input 1×1 convolution, then
+    /// of each depthwise pass.
+    fn chain(&self, x: &Tensor) -> Result<Vec<Tensor>, NnError> {
+        let mut zs = vec![Self::pointwise(x, &self.v.value, self.rank, None)?];
+        for (slot, &ax) in self.axes.iter().enumerate() {
+            let z = zs.last().expect("the chain starts with the 1×1 output");
+            let d = z.dims5("cp conv")?;
+            let ind = [d[2], d[3], d[4]];
+            let g = self.axis_geom(ax);
+            let o = g.out_dims(ind)?;
+            let (nin, nout) = (ind.iter().product::<usize>(), o.iter().product::<usize>());
+            let w = &self.a[slot].value;
+            let data = per_sample(d[0], self.rank * nout, |b, y| {
+                let sh = DwShape {
+                    c: self.rank,
+                    ind,
+                    outd: o,
+                };
+                depthwise_axis(
+                    &z.data[b * self.rank * nin..(b + 1) * self.rank * nin],
+                    sh,
+                    &axis_conv(&g, ax),
+                    w,
+                    y,
+                );
+            });
+            zs.push(Tensor::from_vec(
+                &[d[0], self.rank, o[0], o[1], o[2]],
+                data,
+            )?);
+        }
+        Ok(zs)
     }
 
     /// The equivalent dense kernel `[Co, Ci, kt, ky, kx]` (for tests and export).
@@ -795,40 +833,18 @@ impl Layer for CpConv {
     fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
         check_channels(&x, self.ci, "cp conv")?;
         // Strides on axes without a factor (2-D: t) would be lost; the model builder rejects them.
-        let mut z = Self::pointwise(&x, &self.v.value, self.rank, None)?;
-        let mut cache = vec![x];
-        for (slot, &ax) in self.axes.iter().enumerate() {
-            let d = z.dims5("cp conv")?;
-            let ind = [d[2], d[3], d[4]];
-            let g = self.axis_geom(ax);
-            let o = g.out_dims(ind)?;
-            let (nin, nout) = (ind.iter().product::<usize>(), o.iter().product::<usize>());
-            let w = &self.a[slot].value;
-            let data = per_sample(d[0], self.rank * nout, |b, y| {
-                let sh = DwShape {
-                    c: self.rank,
-                    ind,
-                    outd: o,
-                };
-                depthwise_axis(
-                    &z.data[b * self.rank * nin..(b + 1) * self.rank * nin],
-                    sh,
-                    &axis_conv(&g, ax),
-                    w,
-                    y,
-                );
-            });
-            cache.push(z);
-            z = Tensor::from_vec(&[d[0], self.rank, o[0], o[1], o[2]], data)?;
-        }
+        let mut zs = self.chain(&x)?;
+        let zl = zs.last().expect("the chain has the 1×1 output at least");
         let y = Self::pointwise(
-            &z,
+            zl,
             &self.u.value,
             self.co,
             self.b.as_ref().map(|b| &b.value[..]),
         )?;
-        cache.push(z);
-        self.cache = cache;
+        self.cache = vec![x];
+        if !self.recompute {
+            self.cache.append(&mut zs);
+        }
         Ok(y)
     }
 
@@ -881,10 +897,17 @@ impl CpConv {
         dy: &Tensor,
         want_weights: bool,
     ) -> Result<(Tensor, Vec<Vec<f32>>), NnError> {
-        if self.cache.len() != self.axes.len() + 2 {
-            return Err(NnError::Model("cp conv: backward before forward".into()));
-        }
-        let zl = &self.cache[self.axes.len() + 1];
+        // The chain's intermediates: kept by the forward pass, or recomputed from x.
+        let rebuilt;
+        let zs: &[Tensor] = match self.cache.len() {
+            1 => {
+                rebuilt = self.chain(&self.cache[0])?;
+                &rebuilt
+            }
+            n if n == self.axes.len() + 2 => &self.cache[1..],
+            _ => return Err(NnError::Model("cp conv: backward before forward".into())),
+        };
+        let zl = &zs[self.axes.len()];
         let d = zl.dims5("cp conv")?;
         let n = d[2] * d[3] * d[4];
         check_same(
@@ -929,7 +952,7 @@ impl CpConv {
             }),
         )?;
         for (slot, &ax) in self.axes.iter().enumerate().rev() {
-            let zin = &self.cache[slot + 1];
+            let zin = &zs[slot];
             let di = zin.dims5("cp conv")?;
             let ind = [di[2], di[3], di[4]];
             let g = self.axis_geom(ax);
