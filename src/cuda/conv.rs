@@ -97,6 +97,53 @@ fn gemm(mnkb: [usize; 4], a: [i64; 3], b: [i64; 3], c: [i64; 3], beta: f32) -> G
     }
 }
 
+/// The dense path's backward pass: `dW += Σ_s dy_s · col_sᵀ` (sample order), then
+/// `dx = col2im(Wᵀ · dy)`.
+#[allow(clippy::too_many_arguments)]
+fn dense_backward(
+    gpu: &Gpu,
+    (ci, co, g): (usize, usize, &Geom),
+    d: [usize; 5],
+    od: [usize; 5],
+    col: &DevBuf,
+    dy: &DevBuf,
+    w: &DevBuf,
+    dw: &mut DevBuf,
+    dx: &mut DevBuf,
+) -> Result<(), CudaError> {
+    let (b, nout, kk) = (d[0], od[2] * od[3] * od[4], ci * g.kvol());
+    for s in 0..b {
+        let desc = gemm(
+            [co, kk, nout, 1],
+            shared(nout),
+            one_t(nout),
+            shared(kk),
+            1.0,
+        );
+        let dys = dy.slice(s * co * nout..(s + 1) * co * nout);
+        let cols = col.slice(s * kk * nout..(s + 1) * kk * nout);
+        gpu.gemm_view_dev(&desc, &dys, &cols, dw)?;
+    }
+    let mut dcol = gpu.device_zeros(b * kk * nout)?;
+    let desc = gemm(
+        [kk, nout, co, b],
+        shared_t(kk),
+        batched(co, nout),
+        batched(kk, nout),
+        0.0,
+    );
+    gpu.gemm_dev(&desc, w, dy, &mut dcol)?;
+    gpu.col2im_dev(
+        &dcol,
+        b,
+        ci,
+        [d[2], d[3], d[4]],
+        g,
+        [od[2], od[3], od[4]],
+        dx,
+    )
+}
+
 impl GpuConv {
     fn bias_from(
         gpu: &Gpu,
@@ -286,55 +333,39 @@ impl GpuConv {
         }
         let mut dx = gpu.device_zeros(b * self.ci * nin)?;
         match &mut self.kind {
-            Kind::Dense { .. } | Kind::Pair { .. } => {
-                let kk = self.ci * self.g.kvol();
-                let (col, _) = &self.saved[0];
-                let is_pair = matches!(self.kind, Kind::Pair { .. });
-                let (w, dw) = match &mut self.kind {
-                    Kind::Dense { w, dw } | Kind::Pair { w, dw, .. } => (w, dw),
-                    Kind::Cp { .. } => unreachable!("matched dense or pair above"),
-                };
-                if is_pair {
-                    // This pass's dW alone: it becomes factor gradients on the host.
-                    gpu.zero_dev(dw)?;
-                }
-                for s in 0..b {
-                    // dW += dy_s · col_sᵀ, sample by sample (a fixed order).
-                    let desc = gemm(
-                        [self.co, kk, nout, 1],
-                        shared(nout),
-                        one_t(nout),
-                        shared(kk),
-                        1.0,
-                    );
-                    let dys = dy.slice(s * self.co * nout..(s + 1) * self.co * nout);
-                    let cols = col.slice(s * kk * nout..(s + 1) * kk * nout);
-                    gpu.gemm_view_dev(&desc, &dys, &cols, dw)?;
-                }
-                let mut dcol = gpu.device_zeros(b * kk * nout)?;
-                let desc = gemm(
-                    [kk, nout, self.co, b],
-                    shared_t(kk),
-                    batched(self.co, nout),
-                    batched(kk, nout),
-                    0.0,
-                );
-                gpu.gemm_dev(&desc, w, dy, &mut dcol)?;
-                gpu.col2im_dev(
-                    &dcol,
-                    b,
-                    self.ci,
-                    [d[2], d[3], d[4]],
-                    &self.g,
-                    [od[2], od[3], od[4]],
+            Kind::Dense { w, dw } => {
+                let col = &self.saved[0].0;
+                dense_backward(
+                    gpu,
+                    (self.ci, self.co, &self.g),
+                    *d,
+                    od,
+                    col,
+                    dy,
+                    w,
+                    dw,
                     &mut dx,
                 )?;
-                if let Kind::Pair { host, dw, .. } = &mut self.kind {
-                    let dwh = gpu.to_host(dw, host.dense_kernel().len())?;
-                    let grads = host.factor_grads(&dwh);
-                    for (p, g) in host.params_mut().into_iter().zip(grads) {
-                        p.grad.iter_mut().zip(g).for_each(|(a, v)| *a += v);
-                    }
+            }
+            Kind::Pair { host, w, dw } => {
+                // This pass's dW alone: it becomes factor gradients on the host.
+                gpu.zero_dev(dw)?;
+                let col = &self.saved[0].0;
+                dense_backward(
+                    gpu,
+                    (self.ci, self.co, &self.g),
+                    *d,
+                    od,
+                    col,
+                    dy,
+                    w,
+                    dw,
+                    &mut dx,
+                )?;
+                let dwh = gpu.to_host(dw, host.dense_kernel().len())?;
+                let grads = host.factor_grads(&dwh);
+                for (p, g) in host.params_mut().into_iter().zip(grads) {
+                    p.grad.iter_mut().zip(g).for_each(|(a, v)| *a += v);
                 }
             }
             Kind::Cp {
