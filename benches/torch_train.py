@@ -160,7 +160,19 @@ def main():
     ap.add_argument("--threads", default="2")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        # FP32 on both sides: our kernels use FP32 FMAs, so TF32 stays off here too.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+        a.threads = "1"
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
     t, y, x = (int(v) for v in a.size.split(","))
     out = []
     for path in a.model.split(","):
@@ -169,23 +181,27 @@ def main():
         for threads in (int(v) for v in a.threads.split(",")):
             torch.set_num_threads(threads)
             torch.manual_seed(0)
-            net = Net(spec)
+            net = Net(spec).to(dev)
             dims, cin = spec["model"]["dims"], spec["model"]["in_channels"]
             shape = [a.batch, cin, t, y, x] if dims == 3 else [a.batch, cin, y, x]
-            inp = torch.randn(shape)
+            inp = torch.randn(shape, device=dev)
             with torch.no_grad():
-                target = torch.randn(net(inp).shape)
+                target = torch.randn(net(inp).shape, device=dev)
             opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
             fw, bw, up, st = [], [], [], []
             for i in range(a.warmup + a.steps):
+                sync()
                 t0 = time.perf_counter()
                 loss = F.mse_loss(net(inp), target)
+                sync()
                 t1 = time.perf_counter()
                 opt.zero_grad(set_to_none=False)
                 loss.backward()
+                sync()
                 t2 = time.perf_counter()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 opt.step()
+                sync()
                 t3 = time.perf_counter()
                 if i >= a.warmup:
                     fw.append((t1 - t0) * 1e3)
@@ -202,6 +218,7 @@ def main():
                 "update_ms": statistics.median(up),
                 "step_ms": statistics.median(st),
                 "steps": a.steps,
+                "device": str(dev),
                 "implementation": "torch " + torch.__version__ + (f", cp: {net.cp_impl}" if net.cp_impl else ""),
             })
     print(json.dumps(out, indent=2))

@@ -210,6 +210,9 @@ enum BenchCmd {
         /// Untimed steps first.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
+        /// cpu, or cuda (device 0; --threads is ignored there).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
     Fe {
@@ -435,13 +438,23 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                     threads,
                     steps,
                     warmup,
+                    device,
                 },
         } => {
             let size = bench_size(&size, &threads, batch, steps, "steps")?;
+            if device != "cpu" && device != "cuda" {
+                anyhow::bail!("unknown --device `{device}` (cpu, cuda)");
+            }
             let mut out = vec![];
             for m in &model {
+                if device == "cuda" {
+                    out.push(bench_train_cuda(m, batch, size, steps, warmup)?);
+                    continue;
+                }
                 for &t in &threads {
-                    out.push(wavecp::bench::run_train(m, batch, size, t, steps, warmup)?);
+                    out.push(serde_json::to_value(wavecp::bench::run_train(
+                        m, batch, size, t, steps, warmup,
+                    )?)?);
                 }
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -666,6 +679,30 @@ fn bench_conv_cuda(shape: &wavecp::bench::ConvShape, samples: usize) -> Result<s
     Ok(serde_json::to_value(wavecp::cuda::bench::run_conv(
         shape, samples,
     )?)?)
+}
+
+#[cfg(feature = "cuda")]
+fn bench_train_cuda(
+    m: &std::path::Path,
+    batch: usize,
+    size: [usize; 3],
+    steps: usize,
+    warmup: usize,
+) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(wavecp::cuda::bench::run_train(
+        m, batch, size, steps, warmup,
+    )?)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_train_cuda(
+    _: &std::path::Path,
+    _: usize,
+    _: [usize; 3],
+    _: usize,
+    _: usize,
+) -> Result<serde_json::Value> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 
 #[cfg(not(feature = "cuda"))]

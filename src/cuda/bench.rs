@@ -74,7 +74,7 @@ pub fn run_conv(shape: &ConvShape, samples: usize) -> Result<GpuConvResult, Cuda
                 .collect();
             let n = co * ci * r * axes.iter().map(|&a| kk[a]).sum::<usize>() + co;
             (
-                GpuConv::from_pair(&gpu, PairConv::new(core, r, axes.clone(), f, true))?,
+                GpuConv::from_pair(&gpu, &PairConv::new(core, r, axes.clone(), f, true))?,
                 n,
             )
         }
@@ -95,7 +95,7 @@ pub fn run_conv(shape: &ConvShape, samples: usize) -> Result<GpuConvResult, Cuda
                 values(co * r, 4),
                 true,
             );
-            (GpuConv::from_cp(&gpu, l)?, n)
+            (GpuConv::from_cp(&gpu, &l)?, n)
         }
     };
     let d = [shape.batch, ci, t, shape.size[1], shape.size[2]];
@@ -138,5 +138,88 @@ pub fn run_conv(shape: &ConvShape, samples: usize) -> Result<GpuConvResult, Cuda
         achieved_tflops: flops / (fbm * 1e-3) / 1e12,
         tf32: false,
         samples: samples.max(1),
+    })
+}
+
+/// One `wavecp bench train --device cuda` measurement: a whole training step of a model file on
+/// the GPU (milliseconds, medians over `steps` after `warmup`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuTrainStepResult {
+    pub model: String,
+    pub device: String,
+    pub input_shape: Vec<usize>,
+    pub trainable_params: usize,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub update_ms: f64,
+    pub step_ms: f64,
+    pub steps: usize,
+    pub tf32: bool,
+}
+
+/// Times `forward → MSE → backward → AdamW (clipped at 1)` of the model in `file` on a random
+/// `[batch, in_channels, t, y, x]` batch, as `wavecp bench train` does on the CPU.
+pub fn run_train(
+    file: &std::path::Path,
+    batch: usize,
+    size: [usize; 3],
+    steps: usize,
+    warmup: usize,
+) -> Result<GpuTrainStepResult, CudaError> {
+    use super::model::GpuModel;
+    use crate::nn::train::AdamConfig;
+    use crate::nn::{Model, ModelSpec};
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CudaError::Driver(format!("{}: {e}", file.display())))?;
+    let spec = ModelSpec::from_toml(&text).map_err(|e| CudaError::Driver(e.to_string()))?;
+    let (dims, cin) = (spec.model.dims, spec.model.in_channels);
+    let cpu = Model::new(spec).map_err(|e| CudaError::Driver(e.to_string()))?;
+    let params = cpu.num_params();
+    let gpu = Gpu::new(0)?;
+    let mut m = GpuModel::from_model(&gpu, &cpu)?;
+    let t = if dims == 2 { 1 } else { size[0] };
+    let d = [batch, cin, t, size[1], size[2]];
+    let xd = gpu.to_device(&values(d.iter().product(), 11))?;
+    let cfg = AdamConfig {
+        clip_norm: 1.0,
+        ..AdamConfig::new(1e-4)
+    };
+    let (y, od) = m.forward(&gpu, xd.clone(), d)?;
+    let target = gpu.to_device(&values(y.len(), 12))?;
+    let (mut f, mut b, mut u, mut s) = (vec![], vec![], vec![], vec![]);
+    for i in 0..warmup + steps.max(1) {
+        let xi = xd.clone();
+        gpu.synchronize()?;
+        let t0 = Instant::now();
+        let (y, _) = m.forward(&gpu, xi, d)?;
+        let mut g = gpu.device_zeros(y.len())?;
+        gpu.mse_dev(&y, &target, y.len(), &mut g)?;
+        gpu.synchronize()?;
+        let t1 = Instant::now();
+        m.zero_grad(&gpu)?;
+        m.backward(&gpu, g, od)?;
+        gpu.synchronize()?;
+        let t2 = Instant::now();
+        m.adam_step(&gpu, &cfg)?;
+        gpu.synchronize()?;
+        let t3 = Instant::now();
+        if i >= warmup {
+            f.push((t1 - t0).as_secs_f64() * 1e3);
+            b.push((t2 - t1).as_secs_f64() * 1e3);
+            u.push((t3 - t2).as_secs_f64() * 1e3);
+            s.push((t3 - t0).as_secs_f64() * 1e3);
+        }
+    }
+    Ok(GpuTrainStepResult {
+        model: file.display().to_string(),
+        device: gpu.info.name.clone(),
+        input_shape: d.to_vec(),
+        trainable_params: params,
+        forward_ms: median(f),
+        backward_ms: median(b),
+        update_ms: median(u),
+        step_ms: median(s),
+        steps: steps.max(1),
+        tf32: false,
     })
 }

@@ -5,8 +5,8 @@
 //! - `dense`: 3-D im2col (kept for the weight gradient) and batched GEMMs:
 //!   `y_b = W · col_b`, `dW += Σ_b dy_b · col_bᵀ` (one GEMM per sample, in sample order),
 //!   `dcol_b = Wᵀ · dy_b`, `dx = col2im(dcol)`.
-//! - `pair`: the dense kernel rebuilt on the host from the factors (`Co·Ci·R·kvol` flops) and
-//!   uploaded, then the dense path; the factor gradients follow on the host from `dW`.
+//! - `pair`: the dense kernel rebuilt from the factors on the device (kernels/pair.cu,
+//!   `Co·Ci·R·kvol` flops), then the dense path; the factor gradients follow from `dW`.
 //! - `cp`: `1×1 (Ci → R)` GEMM, one depthwise pass per axis, `1×1 (R → Co)` GEMM + bias, with
 //!   the intermediates kept for the backward pass.
 //!
@@ -15,7 +15,7 @@
 
 use super::{CudaError, DevBuf, GemmDesc, Gpu};
 use crate::nn::conv::{DwShape, Geom};
-use crate::nn::layers::{axis_conv, CpConv, DenseConv, Layer, PairConv};
+use crate::nn::layers::{axis_conv, ConvTranspose, CpConv, DenseConv, PairConv};
 
 enum Kind {
     Dense {
@@ -23,15 +23,18 @@ enum Kind {
         dw: DevBuf,
     },
     Pair {
-        host: Box<PairConv>,
+        rank: usize,
+        axes: Vec<usize>,
+        /// Factor values, one `[Co·Ci, R, k_axis]` array per axis slot, and their gradients.
+        f: Vec<DevBuf>,
+        df: Vec<DevBuf>,
+        /// The rebuilt kernel and its gradient (of the last backward pass only).
         w: DevBuf,
         dw: DevBuf,
     },
     Cp {
         rank: usize,
         axes: Vec<usize>,
-        /// The CPU layer, for its per-axis geometry.
-        host: Box<CpConv>,
         v: DevBuf,
         dv: DevBuf,
         /// `(value, gradient)` per axis slot.
@@ -79,6 +82,21 @@ fn one_t(cols: usize) -> [i64; 3] {
 /// Row-major `[rows, cols]` blocks, one per batch entry.
 fn batched(rows: usize, cols: usize) -> [i64; 3] {
     [cols as i64, 1, (rows * cols) as i64]
+}
+
+/// The layer's geometry reduced to axis `ax` (kernel 1 elsewhere): its depthwise pass.
+fn axis_geom(g: &Geom, ax: usize) -> Geom {
+    let mut a = Geom {
+        k: [1; 3],
+        stride: [1; 3],
+        pad: [0; 3],
+        dil: [1; 3],
+    };
+    a.k[ax] = g.k[ax];
+    a.stride[ax] = g.stride[ax];
+    a.pad[ax] = g.pad[ax];
+    a.dil[ax] = g.dil[ax];
+    a
 }
 
 /// `[m, n, k, batch]` with strides for A, B, C, alpha 1.
@@ -169,18 +187,31 @@ impl GpuConv {
         })
     }
 
-    /// A copy of a CPU `pair` layer (which it keeps for the rebuild and the factor gradients).
-    pub fn from_pair(gpu: &Gpu, l: PairConv) -> Result<Self, CudaError> {
-        let n = l.dense_kernel().len();
+    /// A copy of a CPU `pair` layer.
+    pub fn from_pair(gpu: &Gpu, l: &PairConv) -> Result<Self, CudaError> {
+        let n = l.core.co * l.core.ci * l.core.g.kvol();
+        let f = l
+            .factors
+            .iter()
+            .map(|p| gpu.to_device(&p.value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let df = l
+            .factors
+            .iter()
+            .map(|p| gpu.device_zeros(p.value.len()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(GpuConv {
             ci: l.core.ci,
             co: l.core.co,
             g: l.core.g,
             bias: Self::bias_from(gpu, l.b.as_ref())?,
             kind: Kind::Pair {
+                rank: l.rank,
+                axes: l.axes.clone(),
+                f,
+                df,
                 w: gpu.device_zeros(n)?,
                 dw: gpu.device_zeros(n)?,
-                host: Box::new(l),
             },
             x: None,
             saved: vec![],
@@ -188,7 +219,7 @@ impl GpuConv {
     }
 
     /// A copy of a CPU `cp` layer.
-    pub fn from_cp(gpu: &Gpu, l: CpConv) -> Result<Self, CudaError> {
+    pub fn from_cp(gpu: &Gpu, l: &CpConv) -> Result<Self, CudaError> {
         let a =
             l.a.iter()
                 .map(|p| Ok((gpu.to_device(&p.value)?, gpu.device_zeros(p.value.len())?)))
@@ -206,7 +237,6 @@ impl GpuConv {
                 a,
                 u: gpu.to_device(&l.u.value)?,
                 du: gpu.device_zeros(l.u.value.len())?,
-                host: Box::new(l),
             },
             x: None,
             saved: vec![],
@@ -239,9 +269,12 @@ impl GpuConv {
         let (b, nout) = (d[0], od[2] * od[3] * od[4]);
         self.saved.clear();
         let mut y = gpu.device_zeros(b * self.co * nout)?;
-        if let Kind::Pair { host, w, .. } = &mut self.kind {
-            host.rebuild();
-            *w = gpu.to_device(host.dense_kernel())?;
+        let (ci, co, g) = (self.ci, self.co, self.g);
+        if let Kind::Pair {
+            rank, axes, f, w, ..
+        } = &mut self.kind
+        {
+            gpu.pair_rebuild_dev(f, axes, (co * ci, *rank, g.k), w)?;
         }
         match &self.kind {
             Kind::Dense { w, .. } | Kind::Pair { w, .. } => {
@@ -262,7 +295,6 @@ impl GpuConv {
             Kind::Cp {
                 rank,
                 axes,
-                host,
                 v,
                 a,
                 u,
@@ -281,7 +313,7 @@ impl GpuConv {
                 gpu.gemm_dev(&desc, v, &x, &mut z)?;
                 let mut zd = [b, r, d[2], d[3], d[4]];
                 for (slot, &ax) in axes.iter().enumerate() {
-                    let g = host.axis_geom(ax);
+                    let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];
                     let o = g
                         .out_dims(ind)
@@ -347,31 +379,29 @@ impl GpuConv {
                     &mut dx,
                 )?;
             }
-            Kind::Pair { host, w, dw } => {
-                // This pass's dW alone: it becomes factor gradients on the host.
+            Kind::Pair {
+                rank,
+                axes,
+                f,
+                df,
+                w,
+                dw,
+            } => {
+                // This pass's dW alone: it becomes the factor gradients.
                 gpu.zero_dev(dw)?;
                 let col = &self.saved[0].0;
-                dense_backward(
-                    gpu,
-                    (self.ci, self.co, &self.g),
-                    *d,
-                    od,
-                    col,
-                    dy,
-                    w,
-                    dw,
-                    &mut dx,
-                )?;
-                let dwh = gpu.to_host(dw, host.dense_kernel().len())?;
-                let grads = host.factor_grads(&dwh);
-                for (p, g) in host.params_mut().into_iter().zip(grads) {
-                    p.grad.iter_mut().zip(g).for_each(|(a, v)| *a += v);
+                let geo = (self.ci, self.co, &self.g);
+                dense_backward(gpu, geo, *d, od, col, dy, w, dw, &mut dx)?;
+                let shape = (self.co * self.ci, *rank, self.g.k);
+                for (slot, acc) in df.iter_mut().enumerate() {
+                    let mut tmp = gpu.device_zeros(acc.len())?;
+                    gpu.pair_factor_grad_dev(f, axes, shape, dw, slot, &mut tmp)?;
+                    gpu.axpy_dev(acc, &tmp, 1.0, acc.len())?;
                 }
             }
             Kind::Cp {
                 rank,
                 axes,
-                host,
                 v,
                 dv,
                 a,
@@ -408,7 +438,7 @@ impl GpuConv {
                 gpu.gemm_dev(&desc, u, dy, &mut dz)?;
                 for (slot, &ax) in axes.iter().enumerate().rev() {
                     let (zin, zd) = &self.saved[slot];
-                    let g = host.axis_geom(ax);
+                    let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];
                     let o = g
                         .out_dims(ind)
@@ -450,14 +480,18 @@ impl GpuConv {
         Ok(dx)
     }
 
-    /// Sets the weight gradients to zero (the pair factors' on the host).
+    /// Sets the weight gradients to zero.
     pub fn zero_grad(&mut self, gpu: &Gpu) -> Result<(), CudaError> {
         if let Some((_, db)) = &mut self.bias {
             gpu.zero_dev(db)?;
         }
         match &mut self.kind {
             Kind::Dense { dw, .. } => gpu.zero_dev(dw)?,
-            Kind::Pair { host, .. } => host.params_mut().into_iter().for_each(|p| p.grad.fill(0.0)),
+            Kind::Pair { df, .. } => {
+                for g in df.iter_mut() {
+                    gpu.zero_dev(g)?;
+                }
+            }
             Kind::Cp { dv, a, du, .. } => {
                 gpu.zero_dev(dv)?;
                 for (_, g) in a.iter_mut() {
@@ -474,12 +508,7 @@ impl GpuConv {
         let dl = |b: &DevBuf| gpu.to_host(b, b.len());
         let mut out = match &self.kind {
             Kind::Dense { dw, .. } => vec![dl(dw)?],
-            Kind::Pair { host, .. } => host
-                .params()
-                .into_iter()
-                .filter(|p| p.name != "bias")
-                .map(|p| p.grad.clone())
-                .collect(),
+            Kind::Pair { df, .. } => df.iter().map(dl).collect::<Result<Vec<_>, _>>()?,
             Kind::Cp { dv, a, du, .. } => {
                 let mut v = vec![dl(dv)?];
                 for (_, g) in a {
@@ -493,5 +522,192 @@ impl GpuConv {
             out.push(dl(db)?);
         }
         Ok(out)
+    }
+}
+
+/// The transposed convolution (up-sampling) on the GPU, `W: [Ci, Co, kt, ky, kx]`:
+/// `col = Wᵀ · x`, `y = col2im(col)` + bias; backward `colY = im2col(dy)`, `dx = W · colY`,
+/// `dW += Σ_s x_s · colY_sᵀ`.
+pub struct GpuConvT {
+    /// The CPU layer without its weights' role: its geometry and output-extent rule.
+    shape: ConvTranspose,
+    w: DevBuf,
+    dw: DevBuf,
+    bias: Option<(DevBuf, DevBuf)>,
+    x: Option<(DevBuf, [usize; 5])>,
+}
+
+impl GpuConvT {
+    /// A copy of a CPU transposed convolution.
+    pub fn from_cpu(gpu: &Gpu, l: &ConvTranspose) -> Result<Self, CudaError> {
+        Ok(GpuConvT {
+            shape: ConvTranspose::new(l.ci, l.co, l.g, l.output_padding, vec![], false),
+            w: gpu.to_device(&l.w.value)?,
+            dw: gpu.device_zeros(l.w.value.len())?,
+            bias: GpuConv::bias_from(gpu, l.b.as_ref())?,
+            x: None,
+        })
+    }
+
+    fn dims(&self, d: [usize; 5]) -> Result<[usize; 5], CudaError> {
+        let o = self
+            .shape
+            .out_dims([d[2], d[3], d[4]])
+            .map_err(|e| CudaError::Driver(e.to_string()))?;
+        Ok([d[0], self.shape.co, o[0], o[1], o[2]])
+    }
+
+    /// `x: [B, Ci, T, Y, X]` (kept) → `(y, dims of y)`.
+    pub fn forward(
+        &mut self,
+        gpu: &Gpu,
+        x: DevBuf,
+        d: [usize; 5],
+    ) -> Result<(DevBuf, [usize; 5]), CudaError> {
+        let (ci, co, g) = (self.shape.ci, self.shape.co, self.shape.g);
+        if d[1] != ci || x.len() < d.iter().product::<usize>() {
+            return Err(shape_err(
+                "gpu transposed conv input",
+                d[0] * ci * d[2] * d[3] * d[4],
+                x.len(),
+            ));
+        }
+        let od = self.dims(d)?;
+        let (b, nin, nout, kk) = (
+            d[0],
+            d[2] * d[3] * d[4],
+            od[2] * od[3] * od[4],
+            co * g.kvol(),
+        );
+        let mut col = gpu.device_zeros(b * kk * nin)?;
+        let desc = gemm(
+            [kk, nin, ci, b],
+            shared_t(kk),
+            batched(ci, nin),
+            batched(kk, nin),
+            0.0,
+        );
+        gpu.gemm_dev(&desc, &self.w, &x, &mut col)?;
+        let mut y = gpu.device_zeros(b * co * nout)?;
+        gpu.col2im_dev(
+            &col,
+            b,
+            co,
+            [od[2], od[3], od[4]],
+            &g,
+            [d[2], d[3], d[4]],
+            &mut y,
+        )?;
+        if let Some((bv, _)) = &self.bias {
+            gpu.bias_add_dev(&mut y, bv, b, co, nout)?;
+        }
+        self.x = Some((x, d));
+        Ok((y, od))
+    }
+
+    /// Adds the weight gradients of `dy` and returns `dx`.
+    pub fn backward(&mut self, gpu: &Gpu, dy: &DevBuf) -> Result<DevBuf, CudaError> {
+        let (ci, co, g) = (self.shape.ci, self.shape.co, self.shape.g);
+        let (x, d) = self.x.as_ref().ok_or_else(|| {
+            CudaError::Driver("gpu transposed conv: backward before forward".into())
+        })?;
+        let od = self.dims(*d)?;
+        let (b, nin, nout, kk) = (
+            d[0],
+            d[2] * d[3] * d[4],
+            od[2] * od[3] * od[4],
+            co * g.kvol(),
+        );
+        if dy.len() < b * co * nout {
+            return Err(shape_err(
+                "gpu transposed conv output gradient",
+                b * co * nout,
+                dy.len(),
+            ));
+        }
+        if let Some((_, db)) = &mut self.bias {
+            let mut tmp = gpu.device_zeros(co)?;
+            gpu.bias_grad_dev(dy, b, co, nout, &mut tmp)?;
+            gpu.axpy_dev(db, &tmp, 1.0, co)?;
+        }
+        let mut col = gpu.device_zeros(b * kk * nin)?;
+        gpu.im2col_dev(
+            dy,
+            b,
+            co,
+            [od[2], od[3], od[4]],
+            &g,
+            [d[2], d[3], d[4]],
+            &mut col,
+        )?;
+        let mut dx = gpu.device_zeros(b * ci * nin)?;
+        let desc = gemm(
+            [ci, nin, kk, b],
+            shared(kk),
+            batched(kk, nin),
+            batched(ci, nin),
+            0.0,
+        );
+        gpu.gemm_dev(&desc, &self.w, &col, &mut dx)?;
+        for s in 0..b {
+            let desc = gemm([ci, kk, nin, 1], shared(nin), one_t(nin), shared(kk), 1.0);
+            let xs = x.slice(s * ci * nin..(s + 1) * ci * nin);
+            let cs = col.slice(s * kk * nin..(s + 1) * kk * nin);
+            gpu.gemm_view_dev(&desc, &xs, &cs, &mut self.dw)?;
+        }
+        Ok(dx)
+    }
+
+    pub fn zero_grad(&mut self, gpu: &Gpu) -> Result<(), CudaError> {
+        gpu.zero_dev(&mut self.dw)?;
+        if let Some((_, db)) = &mut self.bias {
+            gpu.zero_dev(db)?;
+        }
+        Ok(())
+    }
+
+    /// `(value, gradient)` of each parameter, in the CPU layer's `params()` order.
+    pub fn params_mut(&mut self) -> Vec<(&mut DevBuf, &DevBuf)> {
+        let mut v = vec![(&mut self.w, &self.dw)];
+        if let Some((b, db)) = &mut self.bias {
+            v.push((b, &*db));
+        }
+        v
+    }
+}
+
+impl GpuConv {
+    /// `(value, gradient)` of each parameter, in the CPU layer's `params()` order.
+    pub fn params_mut(&mut self) -> Vec<(&mut DevBuf, &DevBuf)> {
+        let mut v: Vec<(&mut DevBuf, &DevBuf)> = match &mut self.kind {
+            Kind::Dense { w, dw } => vec![(w, &*dw)],
+            Kind::Pair { f, df, .. } => f.iter_mut().zip(df.iter()).collect(),
+            Kind::Cp {
+                v, dv, a, u, du, ..
+            } => {
+                let mut out = vec![(v, &*dv)];
+                out.extend(a.iter_mut().map(|(val, g)| (val, &*g)));
+                out.push((u, &*du));
+                out
+            }
+        };
+        if let Some((b, db)) = &mut self.bias {
+            v.push((b, &*db));
+        }
+        v
+    }
+}
+
+impl GpuConv {
+    /// Dims of the input of the last forward pass.
+    pub fn input_dims(&self) -> Option<[usize; 5]> {
+        self.x.as_ref().map(|(_, d)| *d)
+    }
+}
+
+impl GpuConvT {
+    /// Dims of the input of the last forward pass.
+    pub fn input_dims(&self) -> Option<[usize; 5]> {
+        self.x.as_ref().map(|(_, d)| *d)
     }
 }

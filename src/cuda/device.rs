@@ -1,9 +1,9 @@
 //! Launchers on device buffers: what the GPU layers chain without copies to the host. The host
 //! launchers in `cuda/mod.rs` (and the parity tests) go through these.
 
-use super::{driver_err, ConvParams, CudaError, GemmDesc, Gpu};
+use super::{driver_err, AdamStep, ConvParams, CudaError, GemmDesc, Gpu, UpParams};
 use crate::nn::conv::{AxisConv, DwShape, Geom};
-use crate::nn::ops::ActKind;
+use crate::nn::ops::{ActKind, PoolKind};
 use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 
 /// A buffer of `f32` on the device.
@@ -338,5 +338,342 @@ impl Gpu {
     /// Sets a device buffer to zero.
     pub fn zero_dev(&self, b: &mut DevBuf) -> Result<(), CudaError> {
         self.stream.memset_zeros(b).map_err(driver_err)
+    }
+}
+
+/// Pair-factor geometry, laid out as `struct PairParams` in kernels/pair.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct PairParams {
+    oi: u32,
+    rank: u32,
+    k: [u32; 3],
+    has_t: u32,
+}
+
+// SAFETY: `repr(C)`, u32 fields only (no padding, no pointers), the order of `struct PairParams`.
+unsafe impl cudarc::driver::DeviceRepr for PairParams {}
+
+impl Gpu {
+    fn pair_params(oi: usize, rank: usize, k: [usize; 3], axes: &[usize]) -> PairParams {
+        PairParams {
+            oi: oi as u32,
+            rank: rank as u32,
+            k: k.map(|v| v as u32),
+            has_t: u32::from(axes.first() == Some(&0)),
+        }
+    }
+
+    /// The factor buffers as (t, y, x); a 2-D layer has no t factor and passes its y factor in
+    /// that place (never read: `has_t` = 0).
+    fn pair_slots<'a>(
+        fs: &'a [DevBuf],
+        axes: &[usize],
+        oi: usize,
+        rank: usize,
+        k: [usize; 3],
+    ) -> Result<[&'a DevBuf; 3], CudaError> {
+        if fs.len() != axes.len() || !(axes == [0, 1, 2] || axes == [1, 2]) {
+            return Err(CudaError::Driver(format!(
+                "pair factors: {} arrays for axes {axes:?}",
+                fs.len()
+            )));
+        }
+        for (f, &ax) in fs.iter().zip(axes) {
+            need("pair factor", f.len(), oi * rank * k[ax])?;
+        }
+        Ok(if axes.len() == 3 {
+            [&fs[0], &fs[1], &fs[2]]
+        } else {
+            [&fs[0], &fs[0], &fs[1]]
+        })
+    }
+
+    /// `W[o, i] = Σ_r ⊗ factors` into `w: [Co·Ci, kvol]`.
+    pub fn pair_rebuild_dev(
+        &self,
+        fs: &[DevBuf],
+        axes: &[usize],
+        (oi, rank, k): (usize, usize, [usize; 3]),
+        w: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let [ft, fy, fx] = Self::pair_slots(fs, axes, oi, rank, k)?;
+        let n = oi * k.iter().product::<usize>();
+        need("pair kernel", w.len(), n)?;
+        let p = Self::pair_params(oi, rank, k, axes);
+        let f = self.function("pair", "pair_rebuild_f32")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(ft).arg(fy).arg(fx).arg(w).arg(&p);
+        // SAFETY: arguments match pair_rebuild_f32(const float*×3, float*, PairParams); every
+        // factor holds oi·R·k_axis values and w oi·kvol (checked).
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// The gradient of the factor of `axes[slot]` from the kernel gradient `dw` (written).
+    pub fn pair_factor_grad_dev(
+        &self,
+        fs: &[DevBuf],
+        axes: &[usize],
+        (oi, rank, k): (usize, usize, [usize; 3]),
+        dw: &DevBuf,
+        slot: usize,
+        out: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let [ft, fy, fx] = Self::pair_slots(fs, axes, oi, rank, k)?;
+        let axis = axes[slot];
+        let n = oi * rank * k[axis];
+        need(
+            "pair kernel gradient",
+            dw.len(),
+            oi * k.iter().product::<usize>(),
+        )?;
+        need("pair factor gradient", out.len(), n)?;
+        let p = Self::pair_params(oi, rank, k, axes);
+        let f = self.function("pair", "pair_factor_grad_f32")?;
+        let a32 = axis as u32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(ft).arg(fy).arg(fx).arg(dw).arg(out).arg(&a32).arg(&p);
+        // SAFETY: arguments match pair_factor_grad_f32(const float*×4, float*, unsigned,
+        // PairParams); sizes checked above.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+}
+
+impl Gpu {
+    fn reduction_cfg(n: usize) -> (usize, LaunchConfig) {
+        let blocks = Self::reduction_blocks(n);
+        (
+            blocks,
+            LaunchConfig {
+                grid_dim: (blocks as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            },
+        )
+    }
+
+    /// [`Gpu::pool_forward`] on device buffers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_forward_dev(
+        &self,
+        kind: PoolKind,
+        x: &DevBuf,
+        n: usize,
+        ind: [usize; 3],
+        k: [usize; 3],
+        y: &mut DevBuf,
+        argmax: &mut CudaSlice<u32>,
+    ) -> Result<(), CudaError> {
+        let p = Self::pool_params(kind, n, ind, k);
+        let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
+        need("pool input", x.len(), n * ind.iter().product::<usize>())?;
+        need("pool output", y.len(), nout)?;
+        need("pool argmax", argmax.len(), nout)?;
+        let f = self.function("pool", "pool_forward_f32")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(y).arg(argmax).arg(&p);
+        // SAFETY: arguments match pool_forward_f32(const float*, float*, unsigned*, PoolParams);
+        // x holds n·nin values, y and argmax n·nout (checked).
+        unsafe { l.launch(Self::launch_config(nout)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// [`Gpu::pool_backward`] on device buffers (`dx` written).
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool_backward_dev(
+        &self,
+        kind: PoolKind,
+        dy: &DevBuf,
+        argmax: &CudaSlice<u32>,
+        n: usize,
+        ind: [usize; 3],
+        k: [usize; 3],
+        dx: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let p = Self::pool_params(kind, n, ind, k);
+        let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
+        let nx = n * ind.iter().product::<usize>();
+        need("pool output gradient", dy.len(), nout)?;
+        need("pool argmax", argmax.len(), nout)?;
+        need("pool input gradient", dx.len(), nx)?;
+        let f = self.function("pool", "pool_backward_f32")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(dy).arg(argmax).arg(dx).arg(&p);
+        // SAFETY: arguments match pool_backward_f32(const float*, const unsigned*, float*,
+        // PoolParams); dy and argmax hold n·nout values, dx n·nin (checked).
+        unsafe { l.launch(Self::launch_config(nx)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// [`Gpu::upsample`] on device buffers (`out` written).
+    pub fn upsample_dev(
+        &self,
+        forward: bool,
+        v: &DevBuf,
+        n: usize,
+        ind: [usize; 3],
+        scale: [usize; 3],
+        out: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let nin = n * ind.iter().product::<usize>();
+        let nout = nin * scale.iter().product::<usize>();
+        let (len_in, len_out) = if forward { (nin, nout) } else { (nout, nin) };
+        need("upsample input", v.len(), len_in)?;
+        need("upsample output", out.len(), len_out)?;
+        let name = if forward {
+            "upsample_forward_f32"
+        } else {
+            "upsample_backward_f32"
+        };
+        let f = self.function("pool", name)?;
+        let p = UpParams {
+            n: n as u32,
+            in_d: ind.map(|x| x as u32),
+            scale: scale.map(|x| x as u32),
+        };
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(v).arg(out).arg(&p);
+        // SAFETY: arguments match upsample_{forward,backward}_f32(const float*, float*,
+        // UpParams); the input holds len_in values and the output len_out (checked).
+        unsafe { l.launch(Self::launch_config(len_out)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// [`Gpu::concat`] on device buffers.
+    pub fn concat_dev(
+        &self,
+        a: &DevBuf,
+        s: &DevBuf,
+        batch: usize,
+        la: usize,
+        ls: usize,
+        y: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        need("concat first part", a.len(), batch * la)?;
+        need("concat second part", s.len(), batch * ls)?;
+        need("concat output", y.len(), batch * (la + ls))?;
+        let f = self.function("pool", "concat_f32")?;
+        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(a).arg(s).arg(y).arg(&b).arg(&la64).arg(&ls64);
+        // SAFETY: arguments match concat_f32(const float*, const float*, float*, unsigned,
+        // unsigned long long, unsigned long long); sizes checked above.
+        unsafe { l.launch(Self::launch_config(batch * (la + ls))) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// [`Gpu::split`] on device buffers.
+    pub fn split_dev(
+        &self,
+        dy: &DevBuf,
+        batch: usize,
+        la: usize,
+        ls: usize,
+        da: &mut DevBuf,
+        ds: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        need("split input", dy.len(), batch * (la + ls))?;
+        need("split first part", da.len(), batch * la)?;
+        need("split second part", ds.len(), batch * ls)?;
+        let f = self.function("pool", "split_f32")?;
+        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(dy).arg(da).arg(ds).arg(&b).arg(&la64).arg(&ls64);
+        // SAFETY: arguments match split_f32(const float*, float*, float*, unsigned,
+        // unsigned long long, unsigned long long); sizes checked above.
+        unsafe { l.launch(Self::launch_config(batch * (la + ls))) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// MSE of the first `n` values and its gradient (written to `grad`); the loss is summed on
+    /// the host from per-block partials in block order.
+    pub fn mse_dev(
+        &self,
+        pred: &DevBuf,
+        target: &DevBuf,
+        n: usize,
+        grad: &mut DevBuf,
+    ) -> Result<f64, CudaError> {
+        need("mse prediction", pred.len(), n)?;
+        need("mse target", target.len(), n)?;
+        need("mse gradient", grad.len(), n)?;
+        let (blocks, cfg) = Self::reduction_cfg(n);
+        let f = self.function("optim", "mse_f32")?;
+        let mut part = self.zeros::<f64>(blocks)?;
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(pred).arg(target).arg(grad).arg(&n64).arg(&mut part);
+        // SAFETY: arguments match mse_f32(const float*, const float*, float*, unsigned long
+        // long, double*); 256-thread blocks as its shared array assumes, one partial per block.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        let sum: f64 = self.download(&part, blocks)?.iter().sum();
+        Ok(sum / n.max(1) as f64)
+    }
+
+    /// `Σ g²` over the first `n` values, in f64.
+    pub fn sumsq_dev(&self, g: &DevBuf, n: usize) -> Result<f64, CudaError> {
+        need("sum of squares input", g.len(), n)?;
+        let (blocks, cfg) = Self::reduction_cfg(n);
+        let f = self.function("optim", "sumsq_f32")?;
+        let mut part = self.zeros::<f64>(blocks)?;
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(g).arg(&n64).arg(&mut part);
+        // SAFETY: arguments match sumsq_f32(const float*, unsigned long long, double*);
+        // 256-thread blocks, one partial per block.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(self.download(&part, blocks)?.iter().sum())
+    }
+
+    /// One AdamW step on the first `n` values of a parameter array, in place.
+    pub fn adamw_dev(
+        &self,
+        w: &mut DevBuf,
+        g: &DevBuf,
+        m: &mut DevBuf,
+        v: &mut DevBuf,
+        n: usize,
+        step: &AdamStep,
+    ) -> Result<(), CudaError> {
+        for (what, len) in [
+            ("w", w.len()),
+            ("g", g.len()),
+            ("m", m.len()),
+            ("v", v.len()),
+        ] {
+            need(&format!("adamw {what}"), len, n)?;
+        }
+        let f = self.function("optim", "adamw_f32")?;
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(w).arg(g).arg(m).arg(v).arg(&n64).arg(step);
+        // SAFETY: arguments match adamw_f32(float*, const float*, float*, float*, unsigned long
+        // long, AdamParams); all four buffers hold at least n values (checked).
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+
+    /// `dx = dy · f'(x)` over the first `n` values.
+    pub fn act_backward_dev(
+        &self,
+        kind: ActKind,
+        x: &DevBuf,
+        dy: &DevBuf,
+        dx: &mut DevBuf,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("activation input", x.len(), n)?;
+        need("activation output gradient", dy.len(), n)?;
+        need("activation input gradient", dx.len(), n)?;
+        let f = self.function("elementwise", "act_backward_f32")?;
+        let (n32, k) = (n as u32, Self::kind_code(kind));
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(x).arg(dy).arg(dx).arg(&n32).arg(&k);
+        // SAFETY: arguments match act_backward_f32(const float*, const float*, float*,
+        // unsigned, int); all three buffers hold at least n floats (checked).
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
     }
 }

@@ -6,7 +6,8 @@
 pub mod bench;
 mod conv;
 mod device;
-pub use conv::GpuConv;
+pub mod model;
+pub use conv::{GpuConv, GpuConvT};
 pub use device::DevBuf;
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
@@ -24,6 +25,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("im2col", include_str!("../../kernels/im2col.cu")),
     ("pool", include_str!("../../kernels/pool.cu")),
     ("optim", include_str!("../../kernels/optim.cu")),
+    ("pair", include_str!("../../kernels/pair.cu")),
 ];
 
 /// Geometry of a depthwise pass, laid out as `struct DwParams` in kernels/depthwise.cu.
@@ -86,7 +88,7 @@ unsafe impl cudarc::driver::DeviceRepr for ConvParams {}
 /// Pooling geometry, laid out as `struct PoolParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-struct PoolParams {
+pub(crate) struct PoolParams {
     n: u32,
     kind: u32,
     in_d: [u32; 3],
@@ -100,7 +102,7 @@ unsafe impl cudarc::driver::DeviceRepr for PoolParams {}
 /// Up-sampling geometry, laid out as `struct UpParams` in kernels/pool.cu.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-struct UpParams {
+pub(crate) struct UpParams {
     n: u32,
     in_d: [u32; 3],
     scale: [u32; 3],
@@ -588,18 +590,12 @@ impl Gpu {
         ind: [usize; 3],
         k: [usize; 3],
     ) -> Result<(Vec<f32>, Vec<u32>), CudaError> {
-        let p = Self::pool_params(kind, n, ind, k);
-        let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
+        let nout = n * (0..3).map(|a| ind[a] / k[a].max(1)).product::<usize>();
         Self::check_len(n * ind.iter().product::<usize>(), x.len())?;
-        let f = self.function("pool", "pool_forward_f32")?;
         let xd = self.upload(x)?;
         let mut yd = self.zeros::<f32>(nout)?;
         let mut ad = self.zeros::<u32>(nout)?;
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&xd).arg(&mut yd).arg(&mut ad).arg(&p);
-        // SAFETY: arguments match pool_forward_f32(const float*, float*, unsigned*, PoolParams);
-        // x holds n·nin values, y and argmax n·nout.
-        unsafe { l.launch(Self::launch_config(nout)) }.map_err(driver_err)?;
+        self.pool_forward_dev(kind, &xd, n, ind, k, &mut yd, &mut ad)?;
         Ok((self.download(&yd, nout)?, self.download(&ad, nout)?))
     }
 
@@ -613,19 +609,13 @@ impl Gpu {
         ind: [usize; 3],
         k: [usize; 3],
     ) -> Result<Vec<f32>, CudaError> {
-        let p = Self::pool_params(kind, n, ind, k);
-        let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
+        let nout = n * (0..3).map(|a| ind[a] / k[a].max(1)).product::<usize>();
         let nx = n * ind.iter().product::<usize>();
         Self::check_len(nout, dy.len())?;
         Self::check_len(nout, argmax.len())?;
-        let f = self.function("pool", "pool_backward_f32")?;
         let (gd, ad) = (self.upload(dy)?, self.upload(argmax)?);
         let mut xd = self.zeros::<f32>(nx)?;
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&gd).arg(&ad).arg(&mut xd).arg(&p);
-        // SAFETY: arguments match pool_backward_f32(const float*, const unsigned*, float*,
-        // PoolParams); dy and argmax hold n·nout values, dx n·nin.
-        unsafe { l.launch(Self::launch_config(nx)) }.map_err(driver_err)?;
+        self.pool_backward_dev(kind, &gd, &ad, n, ind, k, &mut xd)?;
         self.download(&xd, nx)
     }
 
@@ -642,24 +632,9 @@ impl Gpu {
         let nout = nin * scale.iter().product::<usize>();
         let (len_in, len_out) = if forward { (nin, nout) } else { (nout, nin) };
         Self::check_len(len_in, v.len())?;
-        let name = if forward {
-            "upsample_forward_f32"
-        } else {
-            "upsample_backward_f32"
-        };
-        let f = self.function("pool", name)?;
-        let p = UpParams {
-            n: n as u32,
-            in_d: ind.map(|x| x as u32),
-            scale: scale.map(|x| x as u32),
-        };
         let vd = self.upload(v)?;
         let mut od = self.zeros::<f32>(len_out)?;
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&vd).arg(&mut od).arg(&p);
-        // SAFETY: arguments match upsample_{forward,backward}_f32(const float*, float*,
-        // UpParams); the input holds len_in values and the output len_out, as the kernel assumes.
-        unsafe { l.launch(Self::launch_config(len_out)) }.map_err(driver_err)?;
+        self.upsample_dev(forward, &vd, n, ind, scale, &mut od)?;
         self.download(&od, len_out)
     }
 
@@ -674,22 +649,10 @@ impl Gpu {
     ) -> Result<Vec<f32>, CudaError> {
         Self::check_len(batch * la, a.len())?;
         Self::check_len(batch * ls, s.len())?;
-        let n = batch * (la + ls);
-        let f = self.function("pool", "concat_f32")?;
         let (ad, sd) = (self.upload(a)?, self.upload(s)?);
-        let mut yd = self.zeros::<f32>(n)?;
-        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&ad)
-            .arg(&sd)
-            .arg(&mut yd)
-            .arg(&b)
-            .arg(&la64)
-            .arg(&ls64);
-        // SAFETY: arguments match concat_f32(const float*, const float*, float*, unsigned,
-        // unsigned long long, unsigned long long); sizes checked above.
-        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
-        self.download(&yd, n)
+        let mut yd = self.zeros::<f32>(batch * (la + ls))?;
+        self.concat_dev(&ad, &sd, batch, la, ls, &mut yd)?;
+        self.download(&yd, batch * (la + ls))
     }
 
     /// The adjoint of [`Gpu::concat`].
@@ -701,21 +664,10 @@ impl Gpu {
         ls: usize,
     ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
         Self::check_len(batch * (la + ls), dy.len())?;
-        let f = self.function("pool", "split_f32")?;
         let gd = self.upload(dy)?;
         let mut ad = self.zeros::<f32>(batch * la)?;
         let mut sd = self.zeros::<f32>(batch * ls)?;
-        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&gd)
-            .arg(&mut ad)
-            .arg(&mut sd)
-            .arg(&b)
-            .arg(&la64)
-            .arg(&ls64);
-        // SAFETY: arguments match split_f32(const float*, float*, float*, unsigned,
-        // unsigned long long, unsigned long long); sizes checked above.
-        unsafe { l.launch(Self::launch_config(dy.len())) }.map_err(driver_err)?;
+        self.split_dev(&gd, batch, la, ls, &mut ad, &mut sd)?;
         Ok((
             self.download(&ad, batch * la)?,
             self.download(&sd, batch * ls)?,
@@ -726,44 +678,16 @@ impl Gpu {
     pub fn mse(&self, pred: &[f32], target: &[f32]) -> Result<(f64, Vec<f32>), CudaError> {
         Self::check_len(pred.len(), target.len())?;
         let n = pred.len();
-        let blocks = Self::reduction_blocks(n);
-        let f = self.function("optim", "mse_f32")?;
         let (pd, td) = (self.upload(pred)?, self.upload(target)?);
         let mut gd = self.zeros::<f32>(n)?;
-        let mut part = self.zeros::<f64>(blocks)?;
-        let n64 = n as u64;
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&pd).arg(&td).arg(&mut gd).arg(&n64).arg(&mut part);
-        let cfg = LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: arguments match mse_f32(const float*, const float*, float*, unsigned long
-        // long, double*); 256-thread blocks as its shared array assumes, one partial per block.
-        unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        let sum: f64 = self.download(&part, blocks)?.iter().sum();
-        Ok((sum / n.max(1) as f64, self.download(&gd, n)?))
+        let l = self.mse_dev(&pd, &td, n, &mut gd)?;
+        Ok((l, self.download(&gd, n)?))
     }
 
     /// `Σ g²` in f64 (for global-norm clipping).
     pub fn sumsq(&self, g: &[f32]) -> Result<f64, CudaError> {
-        let blocks = Self::reduction_blocks(g.len());
-        let f = self.function("optim", "sumsq_f32")?;
         let gd = self.upload(g)?;
-        let mut part = self.zeros::<f64>(blocks)?;
-        let n64 = g.len() as u64;
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&gd).arg(&n64).arg(&mut part);
-        let cfg = LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: arguments match sumsq_f32(const float*, unsigned long long, double*);
-        // 256-thread blocks, one partial per block.
-        unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        Ok(self.download(&part, blocks)?.iter().sum())
+        self.sumsq_dev(&gd, g.len())
     }
 
     /// One AdamW step on one parameter array: returns the new `(w, m, v)`.
@@ -779,22 +703,11 @@ impl Gpu {
         for len in [g.len(), m.len(), v.len()] {
             Self::check_len(n, len)?;
         }
-        let f = self.function("optim", "adamw_f32")?;
         let mut wd = self.upload(w)?;
         let gd = self.upload(g)?;
         let mut md = self.upload(m)?;
         let mut vd = self.upload(v)?;
-        let n64 = n as u64;
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(&mut wd)
-            .arg(&gd)
-            .arg(&mut md)
-            .arg(&mut vd)
-            .arg(&n64)
-            .arg(step);
-        // SAFETY: arguments match adamw_f32(float*, const float*, float*, float*, unsigned long
-        // long, AdamParams); all four buffers hold n values.
-        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        self.adamw_dev(&mut wd, &gd, &mut md, &mut vd, n, step)?;
         Ok((
             self.download(&wd, n)?,
             self.download(&md, n)?,

@@ -62,6 +62,8 @@ pub trait Layer: Send + Sync {
         vec![]
     }
     fn describe(&self) -> String;
+    /// The concrete layer, for building its GPU counterpart.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// The 1-D pass of `g` along axis `ax` (for the depthwise passes of CP).
@@ -435,6 +437,9 @@ impl DenseConv {
 }
 
 impl Layer for DenseConv {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         self.forward_owned(x.clone())
     }
@@ -614,6 +619,9 @@ impl PairConv {
 }
 
 impl Layer for PairConv {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         self.forward_owned(x.clone())
     }
@@ -827,6 +835,9 @@ impl CpConv {
 }
 
 impl Layer for CpConv {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         self.forward_owned(x.clone())
     }
@@ -1101,7 +1112,8 @@ impl ConvTranspose {
         ))
     }
 
-    fn out_dims(&self, ind: [usize; 3]) -> Result<[usize; 3], NnError> {
+    /// Output extent for an input extent `ind` (checked: the adjoint convolution maps it back).
+    pub fn out_dims(&self, ind: [usize; 3]) -> Result<[usize; 3], NnError> {
         let mut o = [0; 3];
         for a in 0..3 {
             let full = (ind[a] - 1) * self.g.stride[a]
@@ -1129,6 +1141,9 @@ impl ConvTranspose {
 }
 
 impl Layer for ConvTranspose {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         self.forward_owned(x.clone())
     }

@@ -150,10 +150,14 @@ impl ModelSpec {
     }
 }
 
-enum Node {
+/// One step of a model's graph, in order.
+pub enum Node {
     Layer(Box<dyn Layer>),
+    /// Keeps the current tensor under a name.
     Save(String),
+    /// Appends the saved tensor's channels.
     Concat(String),
+    /// Adds the saved tensor.
     Add(String),
 }
 
@@ -419,6 +423,11 @@ impl Model {
             }
         }
         Ok(cur)
+    }
+
+    /// The graph, in execution order (for building the GPU executor).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
     }
 
     pub fn params(&self) -> Vec<&Param> {
