@@ -80,6 +80,9 @@ enum Cmd {
         resume: bool,
         #[arg(long)]
         json: bool,
+        /// auto (CUDA if a device opens, else the CPU, saying why), cpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        device: wavecp::nn::Device,
         /// Testing aid: stop after this many epochs (as a time limit would).
         #[arg(long, hide = true)]
         stop_after_epochs: Option<usize>,
@@ -404,8 +407,9 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             set,
             resume,
             json,
+            device,
             stop_after_epochs,
-        } => train(&job, &set, resume, json, stop_after_epochs),
+        } => train(&job, &set, resume, json, device, stop_after_epochs),
         Cmd::Eval {
             model,
             dataset,
@@ -864,6 +868,7 @@ fn train(
     set: &[String],
     resume: bool,
     json: bool,
+    device: wavecp::nn::Device,
     stop_after_epochs: Option<usize>,
 ) -> Result<()> {
     use wavecp::surrogate::train::{run, TrainJob, TrainOptions};
@@ -875,6 +880,7 @@ fn train(
         &TrainOptions {
             progress: !json,
             resume,
+            device,
             stop_after_epochs,
         },
     )?;
@@ -928,7 +934,14 @@ fn predict(
 }
 
 #[cfg(not(feature = "hdf5"))]
-fn train(_: &std::path::Path, _: &[String], _: bool, _: bool, _: Option<usize>) -> Result<()> {
+fn train(
+    _: &std::path::Path,
+    _: &[String],
+    _: bool,
+    _: bool,
+    _: wavecp::nn::Device,
+    _: Option<usize>,
+) -> Result<()> {
     anyhow::bail!("this wavecp was built without the `hdf5` feature: training reads HDF5 datasets")
 }
 

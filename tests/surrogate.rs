@@ -333,3 +333,76 @@ fn a_two_dimensional_model_trains() {
     let r = evaluate(&s.best_model, &data, 4).unwrap();
     assert_eq!(r.rel_l2_per_frame.len(), 8);
 }
+
+/// `--device`: `cuda` without a usable GPU is an error that names the reason, before any data
+/// is read; `auto` falls back to the CPU and trains exactly as `cpu` does (or, where a GPU
+/// opens, follows the CPU's loss curve).
+#[test]
+fn device_selection_is_explicit() {
+    use wavecp::nn::Device;
+    #[cfg(feature = "cuda")]
+    let have_gpu = wavecp::cuda::Gpu::new(0).is_ok();
+    #[cfg(not(feature = "cuda"))]
+    let have_gpu = false;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |device| TrainOptions {
+        device,
+        ..TrainOptions::default()
+    };
+    if !have_gpu {
+        let missing = job(
+            &dir.path().join("no-such.h5"),
+            &dir.path().join("x"),
+            "small_cp",
+            1,
+        );
+        match run(&missing, Path::new("."), &opts(Device::Cuda)) {
+            Err(SurrogateError::Cuda(m)) => {
+                assert!(m.contains("--device cuda"), "{m}");
+                assert!(
+                    m.contains("driver") || m.contains("device") || m.contains("feature"),
+                    "{m}"
+                );
+            }
+            other => panic!(
+                "expected a CUDA error before the missing dataset, got {:?}",
+                other.map(|s| s.epochs)
+            ),
+        }
+    }
+    let data = dataset(dir.path(), "d.h5", 16, 4, 9);
+    let cpu = run(
+        &job(&data, &dir.path().join("c"), "small_cp", 2),
+        Path::new("."),
+        &opts(Device::Cpu),
+    )
+    .unwrap();
+    let auto = run(
+        &job(&data, &dir.path().join("a"), "small_cp", 2),
+        Path::new("."),
+        &opts(Device::Auto),
+    )
+    .unwrap();
+    for (c, a) in cpu.history.iter().zip(&auto.history) {
+        if have_gpu {
+            assert!(
+                (c.1 - a.1).abs() <= 1e-3 * c.1,
+                "train loss: cpu {} gpu {}",
+                c.1,
+                a.1
+            );
+            assert!(
+                (c.2 - a.2).abs() <= 1e-3 * c.2,
+                "validation loss: cpu {} gpu {}",
+                c.2,
+                a.2
+            );
+        } else {
+            assert_eq!(
+                (c.1, c.2),
+                (a.1, a.2),
+                "auto without a GPU must be the CPU run"
+            );
+        }
+    }
+}

@@ -45,6 +45,9 @@ pub struct GpuModel {
     step: usize,
 }
 
+/// AdamW step count, first moments and second moments, one array per parameter.
+pub type AdamMoments = (usize, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 fn err(what: String) -> CudaError {
     CudaError::Driver(what)
 }
@@ -389,5 +392,54 @@ fn accumulate(
             pending.insert(name.to_string(), g);
             Ok(())
         }
+    }
+}
+
+impl GpuModel {
+    /// Writes the device weights into `model` (same architecture, same parameter order).
+    pub fn copy_params_to(&mut self, gpu: &Gpu, model: &mut Model) -> Result<(), CudaError> {
+        let values = self.param_values(gpu)?;
+        let mut ps = model.params_mut();
+        if ps.len() != values.len() {
+            return Err(err(format!(
+                "model has {} parameter arrays, the GPU copy {}",
+                ps.len(),
+                values.len()
+            )));
+        }
+        for (p, v) in ps.iter_mut().zip(values) {
+            if p.value.len() != v.len() {
+                return Err(err(format!("parameter `{}`: length differs", p.name)));
+            }
+            p.value = v;
+        }
+        Ok(())
+    }
+
+    /// The AdamW state: step count and first and second moments (empty before the first step).
+    pub fn adam_state(&self, gpu: &Gpu) -> Result<AdamMoments, CudaError> {
+        let (mut m, mut v) = (vec![], vec![]);
+        for (a, b) in &self.moments {
+            m.push(gpu.to_host(a, a.len())?);
+            v.push(gpu.to_host(b, b.len())?);
+        }
+        Ok((self.step, m, v))
+    }
+
+    /// Sets the AdamW state (to resume a run); empty moments start from zero.
+    pub fn set_adam_state(
+        &mut self,
+        gpu: &Gpu,
+        step: usize,
+        m: &[Vec<f32>],
+        v: &[Vec<f32>],
+    ) -> Result<(), CudaError> {
+        self.step = step;
+        self.moments = m
+            .iter()
+            .zip(v)
+            .map(|(a, b)| Ok((gpu.to_device(a)?, gpu.to_device(b)?)))
+            .collect::<Result<Vec<_>, CudaError>>()?;
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! evaluation (one window and autoregressive rollout) and prediction.
 
 pub mod data;
+pub mod engine;
 pub mod eval;
 pub mod modelfile;
 pub mod train;
@@ -22,6 +23,15 @@ pub enum SurrogateError {
     Mismatch(String),
     #[error("loss is not finite (NaN or Inf) in epoch {epoch}; the last good checkpoint is {checkpoint}")]
     NonFinite { epoch: usize, checkpoint: String },
+    #[error("CUDA: {0}")]
+    Cuda(String),
+}
+
+#[cfg(feature = "cuda")]
+impl From<crate::cuda::CudaError> for SurrogateError {
+    fn from(e: crate::cuda::CudaError) -> Self {
+        SurrogateError::Cuda(e.to_string())
+    }
 }
 
 pub(crate) fn file_err(file: &std::path::Path, msg: impl std::fmt::Display) -> SurrogateError {

@@ -152,11 +152,46 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+pub use crate::nn::Device;
+
+/// The GPU that `device` asks for, if any.
+#[cfg(feature = "cuda")]
+fn open_device(device: Device) -> Result<Option<crate::cuda::Gpu>, SurrogateError> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda => crate::cuda::Gpu::new(0)
+            .map(Some)
+            .map_err(|e| SurrogateError::Cuda(format!("--device cuda: {e}"))),
+        Device::Auto => match crate::cuda::Gpu::new(0) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) => {
+                tracing::info!("--device auto: CUDA unavailable ({e}); training on the CPU");
+                Ok(None)
+            }
+        },
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_device(device: Device) -> Result<Option<std::convert::Infallible>, SurrogateError> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda => Err(SurrogateError::Cuda(
+            "--device cuda: this wavecp was built without the `cuda` feature".into(),
+        )),
+        Device::Auto => {
+            tracing::info!("--device auto: built without the `cuda` feature; training on the CPU");
+            Ok(None)
+        }
+    }
+}
+
 /// Options that are not part of the job.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
     pub progress: bool,
     pub resume: bool,
+    pub device: Device,
     /// Test hook: stop (cleanly, as after a time limit) once this many epochs are done.
     pub stop_after_epochs: Option<usize>,
 }
@@ -176,6 +211,14 @@ fn run_inner(
     base: &Path,
     opts: &TrainOptions,
 ) -> Result<TrainSummary, SurrogateError> {
+    // 0. Device, first: a missing GPU is reported before any data is read.
+    let gpu = open_device(opts.device)?;
+    if gpu.is_some() && job.train.loss != LossKind::Mse {
+        return Err(SurrogateError::Invalid {
+            key: "train.loss".into(),
+            msg: "only `mse` has a GPU kernel so far; use it, or --device cpu".into(),
+        });
+    }
     // 1. Data and windows.
     let fs = FrameSet::load(&base.join(&job.data.train))?;
     let model_path = base.join(&job.model.file);
@@ -271,6 +314,16 @@ fn run_inner(
     for l in model.summary() {
         tracing::debug!("  {l}");
     }
+    let mut engine: Option<super::engine::GpuTrainer> = match gpu {
+        #[cfg(feature = "cuda")]
+        Some(g) => Some(super::engine::GpuTrainer::new(g, &model, &adam)?),
+        #[cfg(not(feature = "cuda"))]
+        Some(never) => match never {},
+        None => None,
+    };
+    if let Some(e) = &engine {
+        tracing::info!("training on {}", e.name());
+    }
     let meta = |epoch: usize, tl: f64, vl: f64| ModelMeta {
         t_in: ws.t_in,
         t_out: ws.t_out,
@@ -305,8 +358,14 @@ fn run_inner(
         let mut sum = 0.0;
         for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
             let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-            let pred = model.forward_owned(x)?;
-            let (l, dy) = loss(job.train.loss, &pred, &y)?;
+            let (l, dy) = match &mut engine {
+                Some(e) => (e.batch_loss(x, &y)?, None),
+                None => {
+                    let pred = model.forward_owned(x)?;
+                    let (l, dy) = loss(job.train.loss, &pred, &y)?;
+                    (l, Some(dy))
+                }
+            };
             if !l.is_finite() {
                 let good = if ckpt.exists() {
                     ckpt.display().to_string()
@@ -319,21 +378,43 @@ fn run_inner(
                 });
             }
             sum += l * chunk.len() as f64;
-            model.zero_grad();
-            model.backward_owned(dy)?;
-            let mut ps = model.params_mut();
-            adam.update(&mut ps);
+            if let Some(dy) = dy {
+                model.zero_grad();
+                model.backward_owned(dy)?;
+                let mut ps = model.params_mut();
+                adam.update(&mut ps);
+            } else if let Some(e) = &mut engine {
+                e.update(&mut adam)?;
+            }
             progress.set(((epoch - 1) * batches_per_epoch + bi + 1) as u64);
         }
         last_train = sum / order.len().max(1) as f64;
-        let val_loss = evaluate_loss(
-            &mut model,
-            &ws,
-            &fs,
-            &val_w,
-            job.train.batch,
-            job.train.loss,
-        )?;
+        let val_loss = match &mut engine {
+            Some(e) => {
+                let mut s = 0.0;
+                for chunk in val_w.chunks(job.train.batch.max(1)) {
+                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
+                    s += e.eval_loss(x, &y)? * chunk.len() as f64;
+                }
+                if val_w.is_empty() {
+                    f64::NAN
+                } else {
+                    s / val_w.len() as f64
+                }
+            }
+            None => evaluate_loss(
+                &mut model,
+                &ws,
+                &fs,
+                &val_w,
+                job.train.batch,
+                job.train.loss,
+            )?,
+        };
+        // Model files are written from the CPU model: bring the GPU's weights and moments back.
+        if let Some(e) = &mut engine {
+            e.sync(&mut model, &mut adam)?;
+        }
         let secs = t0.elapsed().as_secs_f64();
         state.epoch = epoch;
         state.adam_step = adam.step;
