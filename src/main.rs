@@ -95,6 +95,9 @@ enum Cmd {
         batch: usize,
         #[arg(long)]
         json: bool,
+        /// auto, cpu or cuda (see `train --device`).
+        #[arg(long, default_value = "cpu")]
+        device: wavecp::nn::Device,
     },
     /// Compare models on one test set (the first is the reference): parameters, memory, time, errors.
     Compare {
@@ -104,6 +107,9 @@ enum Cmd {
         batch: usize,
         #[arg(long)]
         json: bool,
+        /// auto, cpu or cuda (see `train --device`).
+        #[arg(long, default_value = "cpu")]
+        device: wavecp::nn::Device,
     },
     /// Predict the frames after the first t_in frames of each sample of an HDF5 file.
     Predict {
@@ -111,6 +117,9 @@ enum Cmd {
         input: PathBuf,
         #[arg(long, short, default_value = "prediction.h5")]
         output: PathBuf,
+        /// auto, cpu or cuda (see `train --device`).
+        #[arg(long, default_value = "cpu")]
+        device: wavecp::nn::Device,
     },
     /// Model files: layer list and trainable parameters of a TOML architecture.
     Model {
@@ -415,18 +424,21 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             dataset,
             batch,
             json,
-        } => eval(&model, &dataset, batch, json),
+            device,
+        } => eval(&model, &dataset, batch, json, device),
         Cmd::Predict {
             model,
             input,
             output,
-        } => predict(&model, &input, &output),
+            device,
+        } => predict(&model, &input, &output, device),
         Cmd::Compare {
             test,
             models,
             batch,
             json,
-        } => compare(&test, &models, batch, json),
+            device,
+        } => compare(&test, &models, batch, json, device),
         Cmd::Model {
             cmd: ModelCmd::Info { file, json },
         } => model_info(&file, json),
@@ -901,8 +913,9 @@ fn eval(
     dataset: &std::path::Path,
     batch: usize,
     json: bool,
+    device: wavecp::nn::Device,
 ) -> Result<()> {
-    let r = wavecp::surrogate::eval::evaluate(model, dataset, batch)?;
+    let r = wavecp::surrogate::eval::evaluate_on(model, dataset, batch, device)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -927,8 +940,9 @@ fn predict(
     model: &std::path::Path,
     input: &std::path::Path,
     output: &std::path::Path,
+    device: wavecp::nn::Device,
 ) -> Result<()> {
-    let n = wavecp::surrogate::eval::predict(model, input, output)?;
+    let n = wavecp::surrogate::eval::predict_on(model, input, output, device)?;
     println!("{n} predictions written to {}", output.display());
     Ok(())
 }
@@ -946,14 +960,25 @@ fn train(
 }
 
 #[cfg(not(feature = "hdf5"))]
-fn eval(_: &std::path::Path, _: &std::path::Path, _: usize, _: bool) -> Result<()> {
+fn eval(
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: usize,
+    _: bool,
+    _: wavecp::nn::Device,
+) -> Result<()> {
     anyhow::bail!(
         "this wavecp was built without the `hdf5` feature: evaluation reads HDF5 datasets"
     )
 }
 
 #[cfg(not(feature = "hdf5"))]
-fn predict(_: &std::path::Path, _: &std::path::Path, _: &std::path::Path) -> Result<()> {
+fn predict(
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: &std::path::Path,
+    _: wavecp::nn::Device,
+) -> Result<()> {
     anyhow::bail!("this wavecp was built without the `hdf5` feature: prediction reads HDF5 files")
 }
 
@@ -983,9 +1008,15 @@ fn model_info(file: &std::path::Path, json: bool) -> Result<()> {
 }
 
 #[cfg(feature = "hdf5")]
-fn compare(test: &std::path::Path, models: &[PathBuf], batch: usize, json: bool) -> Result<()> {
+fn compare(
+    test: &std::path::Path,
+    models: &[PathBuf],
+    batch: usize,
+    json: bool,
+    device: wavecp::nn::Device,
+) -> Result<()> {
     anyhow::ensure!(!models.is_empty(), "give at least one model file");
-    let rows = wavecp::surrogate::eval::compare(models, test, batch)?;
+    let rows = wavecp::surrogate::eval::compare_on(models, test, batch, device)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -995,7 +1026,13 @@ fn compare(test: &std::path::Path, models: &[PathBuf], batch: usize, json: bool)
 }
 
 #[cfg(not(feature = "hdf5"))]
-fn compare(_: &std::path::Path, _: &[PathBuf], _: usize, _: bool) -> Result<()> {
+fn compare(
+    _: &std::path::Path,
+    _: &[PathBuf],
+    _: usize,
+    _: bool,
+    _: wavecp::nn::Device,
+) -> Result<()> {
     anyhow::bail!(
         "this wavecp was built without the `hdf5` feature: comparisons read HDF5 datasets"
     )

@@ -405,4 +405,15 @@ fn device_selection_is_explicit() {
             );
         }
     }
+    // Evaluation takes the same choice.
+    let e_cpu = evaluate(&cpu.best_model, &data, 4).unwrap();
+    let e_auto =
+        wavecp::surrogate::eval::evaluate_on(&cpu.best_model, &data, 4, Device::Auto).unwrap();
+    let tol = if have_gpu { 1e-4 } else { 0.0 };
+    for (c, a) in e_cpu.rel_l2_per_frame.iter().zip(&e_auto.rel_l2_per_frame) {
+        assert!(
+            (c - a).abs() <= tol * c,
+            "per-frame error: cpu {c} auto {a}"
+        );
+    }
 }

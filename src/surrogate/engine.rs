@@ -4,7 +4,41 @@
 
 use super::SurrogateError;
 use crate::nn::train::Adam;
-use crate::nn::{Model, Tensor};
+use crate::nn::{Device, Model, Tensor};
+
+/// The GPU that `device` asks for, if any.
+#[cfg(feature = "cuda")]
+pub(crate) fn open_device(device: Device) -> Result<Option<crate::cuda::Gpu>, SurrogateError> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda => crate::cuda::Gpu::new(0)
+            .map(Some)
+            .map_err(|e| SurrogateError::Cuda(format!("--device cuda: {e}"))),
+        Device::Auto => match crate::cuda::Gpu::new(0) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) => {
+                tracing::info!("--device auto: CUDA unavailable ({e}); running on the CPU");
+                Ok(None)
+            }
+        },
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub(crate) fn open_device(
+    device: Device,
+) -> Result<Option<std::convert::Infallible>, SurrogateError> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda => Err(SurrogateError::Cuda(
+            "--device cuda: this wavecp was built without the `cuda` feature".into(),
+        )),
+        Device::Auto => {
+            tracing::info!("--device auto: built without the `cuda` feature; running on the CPU");
+            Ok(None)
+        }
+    }
+}
 
 #[cfg(feature = "cuda")]
 pub use gpu::GpuTrainer;
@@ -86,6 +120,16 @@ mod gpu {
             Ok(())
         }
 
+        /// The model's output for one batch, brought back to the host.
+        pub fn predict(&mut self, x: Tensor) -> Result<Tensor, SurrogateError> {
+            let d = dims5(&x)?;
+            let (y, od) = self
+                .model
+                .forward(&self.gpu, self.gpu.to_device(&x.data)?, d)?;
+            let data = self.gpu.to_host(&y, od.iter().product())?;
+            Ok(Tensor::from_vec(&od, data)?)
+        }
+
         /// The loss of one batch, without gradients.
         pub fn eval_loss(&mut self, x: Tensor, y: &Tensor) -> Result<f64, SurrogateError> {
             Ok(self.loss(x, y)?.0)
@@ -122,7 +166,41 @@ impl GpuTrainer {
     pub fn eval_loss(&mut self, _: Tensor, _: &Tensor) -> Result<f64, SurrogateError> {
         match *self {}
     }
+    pub fn predict(&mut self, _: Tensor) -> Result<Tensor, SurrogateError> {
+        match *self {}
+    }
     pub fn sync(&mut self, _: &mut Model, _: &mut Adam) -> Result<(), SurrogateError> {
         match *self {}
+    }
+}
+
+/// Inference on the CPU model or its GPU copy.
+pub struct Runner {
+    pub model: Model,
+    gpu: Option<GpuTrainer>,
+}
+
+impl Runner {
+    /// `model` on `device` (`auto`: the GPU if one opens).
+    pub fn new(model: Model, device: Device) -> Result<Self, SurrogateError> {
+        let gpu = match open_device(device)? {
+            #[cfg(feature = "cuda")]
+            Some(g) => Some(GpuTrainer::new(
+                g,
+                &model,
+                &Adam::new(crate::nn::train::AdamConfig::new(0.0)),
+            )?),
+            #[cfg(not(feature = "cuda"))]
+            Some(never) => match never {},
+            None => None,
+        };
+        Ok(Runner { model, gpu })
+    }
+
+    pub fn forward(&mut self, x: Tensor) -> Result<Tensor, SurrogateError> {
+        match &mut self.gpu {
+            Some(g) => g.predict(x),
+            None => Ok(self.model.forward_owned(x)?),
+        }
     }
 }

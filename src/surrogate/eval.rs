@@ -2,9 +2,10 @@
 //! rollouts, and predictions written to HDF5 for scripts.
 
 use super::data::{FrameSet, WindowSpec};
+use super::engine::Runner;
 use super::modelfile::{self, ModelMeta};
 use super::{file_err, SurrogateError};
-use crate::nn::{Model, Tensor};
+use crate::nn::{Device, Model, Tensor};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -80,14 +81,25 @@ pub fn evaluate(
     data_path: &Path,
     batch: usize,
 ) -> Result<EvalReport, SurrogateError> {
+    evaluate_on(model_path, data_path, batch, Device::Cpu)
+}
+
+/// [`evaluate`] on `device`.
+pub fn evaluate_on(
+    model_path: &Path,
+    data_path: &Path,
+    batch: usize,
+    device: Device,
+) -> Result<EvalReport, SurrogateError> {
     let l = modelfile::load(model_path)?;
-    let (mut model, meta) = (l.model, l.meta);
+    let (model, meta) = (l.model, l.meta);
+    let mut model = Runner::new(model, device)?;
     let fs = FrameSet::load(data_path)?;
     check_grid(&meta, &fs, model_path)?;
     let ws = WindowSpec {
         t_in: meta.t_in,
         t_out: meta.t_out,
-        dims: model.spec.model.dims,
+        dims: model.model.spec.model.dims,
     };
     let all: Vec<usize> = (0..fs.samples).collect();
     let wins = ws.windows(&fs, &all, meta.t_out);
@@ -96,7 +108,7 @@ pub fn evaluate(
     let t0 = Instant::now();
     for chunk in wins.chunks(batch.max(1)) {
         let (x, y) = ws.batch(&fs, chunk, meta.mean, meta.std);
-        let p = model.forward_owned(x)?;
+        let p = model.forward(x)?;
         for b in 0..chunk.len() {
             let (pf, yf) = (
                 frames_of(&p, b, meta.t_out, n, meta.mean, meta.std),
@@ -131,7 +143,7 @@ pub fn evaluate(
                 shape: ws.shape(1, meta.t_in, fs.ny, fs.nx),
                 data: input,
             };
-            let p = model.forward_owned(x)?;
+            let p = model.forward(x)?;
             let pf = frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std);
             let start = meta.t_in + w * meta.t_out;
             let truth: Vec<f32> = fs.frames
@@ -152,7 +164,7 @@ pub fn evaluate(
         rollout_rel_l2: roll.iter().map(|(s, c)| s / (*c).max(1) as f64).collect(),
         rollout_windows: nroll,
         inference_ms_per_sample: infer_ms,
-        trainable_params: model.num_params(),
+        trainable_params: model.model.num_params(),
     })
 }
 
@@ -160,8 +172,18 @@ pub fn evaluate(
 /// (a dataset file, or any HDF5 file with `/frames [n, ≥ t_in, ny, nx]` and `mean`/`std`
 /// attributes) and writes `/prediction [n, t_out, ny, nx]` to `output`.
 pub fn predict(model_path: &Path, input: &Path, output: &Path) -> Result<usize, SurrogateError> {
+    predict_on(model_path, input, output, Device::Cpu)
+}
+
+/// [`predict`] on `device`.
+pub fn predict_on(
+    model_path: &Path,
+    input: &Path,
+    output: &Path,
+    device: Device,
+) -> Result<usize, SurrogateError> {
     let l = modelfile::load(model_path)?;
-    let (mut model, meta): (Model, ModelMeta) = (l.model, l.meta);
+    let (model, meta): (Model, ModelMeta) = (l.model, l.meta);
     let fs = FrameSet::load(input)?;
     if (meta.ny, meta.nx) != (fs.ny, fs.nx) || fs.nframes < meta.t_in {
         return Err(SurrogateError::Mismatch(format!(
@@ -181,11 +203,12 @@ pub fn predict(model_path: &Path, input: &Path, output: &Path) -> Result<usize, 
         t_out: meta.t_out,
         dims: model.spec.model.dims,
     };
+    let mut model = Runner::new(model, device)?;
     let n = fs.ny * fs.nx;
     let mut out = Vec::with_capacity(fs.samples * meta.t_out * n);
     for s in 0..fs.samples {
         let x = ws.stack(&fs, &[(s, 0)], 0, meta.t_in, meta.mean, meta.std);
-        let p = model.forward_owned(x)?;
+        let p = model.forward(x)?;
         out.extend(
             frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std)
                 .into_iter()
@@ -227,10 +250,20 @@ pub fn compare(
     test: &Path,
     batch: usize,
 ) -> Result<Vec<CompareRow>, SurrogateError> {
+    compare_on(models, test, batch, Device::Cpu)
+}
+
+/// [`compare`] on `device`.
+pub fn compare_on(
+    models: &[std::path::PathBuf],
+    test: &Path,
+    batch: usize,
+    device: Device,
+) -> Result<Vec<CompareRow>, SurrogateError> {
     let mut rows: Vec<CompareRow> = vec![];
     for m in models {
         let meta = modelfile::load(m)?.meta;
-        let r = evaluate(m, test, batch)?;
+        let r = evaluate_on(m, test, batch, device)?;
         let roll = r.rollout_rel_l2.iter().sum::<f64>() / r.rollout_rel_l2.len().max(1) as f64;
         let (p0, e0) = rows
             .first()

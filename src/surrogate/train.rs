@@ -154,38 +154,6 @@ pub fn peak_rss_mb() -> f64 {
 
 pub use crate::nn::Device;
 
-/// The GPU that `device` asks for, if any.
-#[cfg(feature = "cuda")]
-fn open_device(device: Device) -> Result<Option<crate::cuda::Gpu>, SurrogateError> {
-    match device {
-        Device::Cpu => Ok(None),
-        Device::Cuda => crate::cuda::Gpu::new(0)
-            .map(Some)
-            .map_err(|e| SurrogateError::Cuda(format!("--device cuda: {e}"))),
-        Device::Auto => match crate::cuda::Gpu::new(0) {
-            Ok(g) => Ok(Some(g)),
-            Err(e) => {
-                tracing::info!("--device auto: CUDA unavailable ({e}); training on the CPU");
-                Ok(None)
-            }
-        },
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_device(device: Device) -> Result<Option<std::convert::Infallible>, SurrogateError> {
-    match device {
-        Device::Cpu => Ok(None),
-        Device::Cuda => Err(SurrogateError::Cuda(
-            "--device cuda: this wavecp was built without the `cuda` feature".into(),
-        )),
-        Device::Auto => {
-            tracing::info!("--device auto: built without the `cuda` feature; training on the CPU");
-            Ok(None)
-        }
-    }
-}
-
 /// Options that are not part of the job.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -212,7 +180,7 @@ fn run_inner(
     opts: &TrainOptions,
 ) -> Result<TrainSummary, SurrogateError> {
     // 0. Device, first: a missing GPU is reported before any data is read.
-    let gpu = open_device(opts.device)?;
+    let gpu = super::engine::open_device(opts.device)?;
     if gpu.is_some() && job.train.loss != LossKind::Mse {
         return Err(SurrogateError::Invalid {
             key: "train.loss".into(),
