@@ -115,6 +115,23 @@ fn gemm(mnkb: [usize; 4], a: [i64; 3], b: [i64; 3], c: [i64; 3], beta: f32) -> G
     }
 }
 
+/// `db += Σ dy[b, c, :]` for a layer with a bias.
+fn add_bias_grad(
+    gpu: &Gpu,
+    bias: &mut Option<(DevBuf, DevBuf)>,
+    dy: &DevBuf,
+    batch: usize,
+    c: usize,
+    inner: usize,
+) -> Result<(), CudaError> {
+    if let Some((_, db)) = bias {
+        let mut tmp = gpu.device_zeros(c)?;
+        gpu.bias_grad_dev(dy, batch, c, inner, &mut tmp)?;
+        gpu.axpy_dev(db, &tmp, 1.0, c)?;
+    }
+    Ok(())
+}
+
 /// The dense path's backward pass: `dW += Σ_s dy_s · col_sᵀ` (sample order), then
 /// `dx = col2im(Wᵀ · dy)`.
 #[allow(clippy::too_many_arguments)]
@@ -358,11 +375,7 @@ impl GpuConv {
                 dy.len(),
             ));
         }
-        if let Some((_, db)) = &mut self.bias {
-            let mut tmp = gpu.device_zeros(self.co)?;
-            gpu.bias_grad_dev(dy, b, self.co, nout, &mut tmp)?;
-            gpu.axpy_dev(db, &tmp, 1.0, self.co)?;
-        }
+        add_bias_grad(gpu, &mut self.bias, dy, b, self.co, nout)?;
         let mut dx = gpu.device_zeros(b * self.ci * nin)?;
         match &mut self.kind {
             Kind::Dense { w, dw } => {
@@ -625,11 +638,7 @@ impl GpuConvT {
                 dy.len(),
             ));
         }
-        if let Some((_, db)) = &mut self.bias {
-            let mut tmp = gpu.device_zeros(co)?;
-            gpu.bias_grad_dev(dy, b, co, nout, &mut tmp)?;
-            gpu.axpy_dev(db, &tmp, 1.0, co)?;
-        }
+        add_bias_grad(gpu, &mut self.bias, dy, b, co, nout)?;
         let mut col = gpu.device_zeros(b * kk * nin)?;
         gpu.im2col_dev(
             dy,
