@@ -74,3 +74,50 @@ extern "C" __global__ void adamw_f32(float* __restrict__ w, const float* __restr
         w[i] = (float)(wi - p.lr * (mhat / (sqrt(vhat) + p.eps) + p.weight_decay * wi));
     }
 }
+
+// Relative-L2 loss, mean over the batch of ‖p_b − t_b‖ / ‖t_b‖ (CPU twin: `loss(RelL2, ..)`).
+//   rel_l2_sums_f32  one 256-thread block per sample: Σ (p − t)² and Σ t² in f64, thread-strided
+//                    then a fixed-order tree; sums[2b] and sums[2b + 1]. 8 B read, 4 FLOPs per
+//                    element.
+//   rel_l2_grad_f32  one thread per element: (p − t) / den[b] in f64, den = ‖p_b − t_b‖·‖t_b‖·B
+//                    from the host (0: a sample that is already exact gets a zero gradient).
+// Launch rel_l2_sums_f32 with blockDim.x = 256 and gridDim.x = batch.
+extern "C" __global__ void rel_l2_sums_f32(const float* __restrict__ pred,
+                                           const float* __restrict__ target,
+                                           unsigned long long per, double* __restrict__ sums) {
+    __shared__ double sd[256], st[256];
+    const unsigned long long base = (unsigned long long)blockIdx.x * per;
+    double a = 0.0, b = 0.0;
+    for (unsigned long long i = threadIdx.x; i < per; i += blockDim.x) {
+        const double d = (double)(pred[base + i] - target[base + i]);
+        const double t = (double)target[base + i];
+        a += d * d;
+        b += t * t;
+    }
+    sd[threadIdx.x] = a;
+    st[threadIdx.x] = b;
+    __syncthreads();
+    for (unsigned int w = 128; w > 0; w >>= 1) {
+        if (threadIdx.x < w) {
+            sd[threadIdx.x] += sd[threadIdx.x + w];
+            st[threadIdx.x] += st[threadIdx.x + w];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        sums[2 * blockIdx.x] = sd[0];
+        sums[2 * blockIdx.x + 1] = st[0];
+    }
+}
+
+extern "C" __global__ void rel_l2_grad_f32(const float* __restrict__ pred,
+                                           const float* __restrict__ target,
+                                           float* __restrict__ grad, unsigned long long per,
+                                           unsigned long long total,
+                                           const double* __restrict__ den) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
+        const double dn = den[i / per];
+        grad[i] = dn > 0.0 ? (float)((double)(pred[i] - target[i]) / dn) : 0.0f;
+    }
+}

@@ -480,6 +480,26 @@ fn loss_norm_and_adamw_kernels_match_the_cpu_twins() {
         );
         // The gradient is the same f32 difference, then the same f64 division.
         assert_eq!(gg, g.data);
+        // Relative L2 over a batch of up to 3 samples (the last sample exact: zero gradient).
+        let b = 3.min(n);
+        let per = n / b;
+        let (pb, mut tb) = (
+            Tensor::from_vec(&[b, per], p.data[..b * per].to_vec()).unwrap(),
+            Tensor::from_vec(&[b, per], t.data[..b * per].to_vec()).unwrap(),
+        );
+        if b > 1 {
+            tb.data[(b - 1) * per..].copy_from_slice(&pb.data[(b - 1) * per..]);
+        }
+        let (lr, gr) = loss(LossKind::RelL2, &pb, &tb).unwrap();
+        let (lrg, grg) = gpu.rel_l2(&pb.data, &tb.data, b).unwrap();
+        assert!((lrg - lr).abs() <= 1e-12 * lr.abs(), "rel_l2 {lrg} vs {lr}");
+        // The same f32 differences over denominators that differ in the last f64 bits.
+        for (x, y) in grg.iter().zip(&gr.data) {
+            assert!(
+                (x - y).abs() <= 2.0 * f32::EPSILON * y.abs(),
+                "rel_l2 gradient {x} vs {y}"
+            );
+        }
         let ss: f64 = p.data.iter().map(|v| (*v as f64).powi(2)).sum();
         let ssg = gpu.sumsq(&p.data).unwrap();
         assert!((ssg - ss).abs() <= 1e-15 * n as f64 * ss, "{ssg} vs {ss}");

@@ -677,3 +677,65 @@ impl Gpu {
         Ok(())
     }
 }
+
+impl Gpu {
+    /// Relative-L2 loss of `batch` samples of `per` values each (the CPU's `LossKind::RelL2`):
+    /// the loss, with its gradient written to `grad`. The per-sample sums come back to the
+    /// host, which forms the norms exactly as the CPU does.
+    pub fn rel_l2_dev(
+        &self,
+        pred: &DevBuf,
+        target: &DevBuf,
+        batch: usize,
+        per: usize,
+        grad: &mut DevBuf,
+    ) -> Result<f64, CudaError> {
+        let n = batch * per;
+        need("rel_l2 prediction", pred.len(), n)?;
+        need("rel_l2 target", target.len(), n)?;
+        need("rel_l2 gradient", grad.len(), n)?;
+        if batch == 0 {
+            return Ok(0.0);
+        }
+        let f = self.function("optim", "rel_l2_sums_f32")?;
+        let mut sums = self.zeros::<f64>(2 * batch)?;
+        let per64 = per as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(pred).arg(target).arg(&per64).arg(&mut sums);
+        let cfg = LaunchConfig {
+            grid_dim: (batch as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match rel_l2_sums_f32(const float*, const float*, unsigned long
+        // long, double*); one 256-thread block per sample, sums holds 2·batch values.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        let s = self.download(&sums, 2 * batch)?;
+        let mut total = 0.0;
+        let mut den = vec![0.0f64; batch];
+        for b in 0..batch {
+            let diff = s[2 * b].sqrt();
+            let tn = s[2 * b + 1].sqrt();
+            let tn = if tn > 0.0 { tn } else { 1.0 };
+            total += diff / tn;
+            if diff > 0.0 {
+                den[b] = diff * tn * batch as f64;
+            }
+        }
+        let dd = self.upload(&den)?;
+        let f = self.function("optim", "rel_l2_grad_f32")?;
+        let n64 = n as u64;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(pred)
+            .arg(target)
+            .arg(grad)
+            .arg(&per64)
+            .arg(&n64)
+            .arg(&dd);
+        // SAFETY: arguments match rel_l2_grad_f32(const float*, const float*, float*,
+        // unsigned long long, unsigned long long, const double*); the buffers hold n values
+        // (checked) and den one per sample.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(total / batch as f64)
+    }
+}

@@ -205,6 +205,26 @@ pub fn compile(file: &str, src: &str, arch: &'static str) -> Result<Ptx, CudaErr
     })
 }
 
+/// The PTX of every entry of [`KERNELS`] for `arch`, compiled once per process: NVRTC takes
+/// seconds for all files, and a process may open the device several times (one benchmark per
+/// layer kind).
+fn compiled(arch: &'static str) -> Result<Vec<Ptx>, CudaError> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, Vec<String>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+    let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if !map.contains_key(arch) {
+        let srcs = KERNELS
+            .iter()
+            .map(|(name, src)| compile(name, src, arch).map(|p| p.to_src()))
+            .collect::<Result<Vec<_>, _>>()?;
+        map.insert(arch, srcs);
+    }
+    Ok(map[arch].iter().map(|t| Ptx::from_src(t.clone())).collect())
+}
+
 /// One GPU as `wavecp device` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceInfo {
@@ -299,8 +319,7 @@ impl Gpu {
         let cc = ctx.compute_capability().map_err(driver_err)?;
         let arch = arch_name(cc.0, cc.1);
         let mut modules = Vec::with_capacity(KERNELS.len());
-        for (name, src) in KERNELS {
-            let ptx = compile(name, src, arch)?;
+        for ptx in compiled(arch)? {
             modules.push(ctx.load_module(ptx).map_err(driver_err)?);
         }
         let info = DeviceInfo {
@@ -681,6 +700,23 @@ impl Gpu {
         let (pd, td) = (self.upload(pred)?, self.upload(target)?);
         let mut gd = self.zeros::<f32>(n)?;
         let l = self.mse_dev(&pd, &td, n, &mut gd)?;
+        Ok((l, self.download(&gd, n)?))
+    }
+
+    /// The relative-L2 loss of `batch` samples and its gradient (host in, host out).
+    pub fn rel_l2(
+        &self,
+        pred: &[f32],
+        target: &[f32],
+        batch: usize,
+    ) -> Result<(f64, Vec<f32>), CudaError> {
+        Self::check_len(pred.len(), target.len())?;
+        let n = pred.len();
+        let per = n / batch.max(1);
+        Self::check_len(n, per * batch)?;
+        let (pd, td) = (self.upload(pred)?, self.upload(target)?);
+        let mut gd = self.zeros::<f32>(n)?;
+        let l = self.rel_l2_dev(&pd, &td, batch, per, &mut gd)?;
         Ok((l, self.download(&gd, n)?))
     }
 

@@ -48,6 +48,7 @@ mod gpu {
     use super::*;
     use crate::cuda::model::GpuModel;
     use crate::cuda::{DevBuf, Gpu};
+    use crate::nn::train::LossKind;
 
     fn dims5(t: &Tensor) -> Result<[usize; 5], SurrogateError> {
         t.shape.as_slice().try_into().map_err(|_| {
@@ -55,22 +56,29 @@ mod gpu {
         })
     }
 
-    /// Training on the GPU (MSE loss, AdamW as in the job).
+    /// Training on the GPU (the job's loss, AdamW as in the job).
     pub struct GpuTrainer {
         gpu: Gpu,
         model: GpuModel,
+        kind: LossKind,
         /// The loss gradient of the last batch and the output dims, for the backward pass.
         grad: Option<(DevBuf, [usize; 5])>,
     }
 
     impl GpuTrainer {
         /// Copies `model` and `adam`'s state (a resumed run's moments) to `gpu`.
-        pub fn new(gpu: Gpu, model: &Model, adam: &Adam) -> Result<Self, SurrogateError> {
+        pub fn new(
+            gpu: Gpu,
+            model: &Model,
+            adam: &Adam,
+            kind: LossKind,
+        ) -> Result<Self, SurrogateError> {
             let mut m = GpuModel::from_model(&gpu, model)?;
             m.set_adam_state(&gpu, adam.step, &adam.m, &adam.v)?;
             Ok(GpuTrainer {
                 gpu,
                 model: m,
+                kind,
                 grad: None,
             })
         }
@@ -96,7 +104,13 @@ mod gpu {
             }
             let yt = self.gpu.to_device(&y.data)?;
             let mut g = self.gpu.device_zeros(y.len())?;
-            let l = self.gpu.mse_dev(&pred, &yt, y.len(), &mut g)?;
+            let l = match self.kind {
+                LossKind::Mse => self.gpu.mse_dev(&pred, &yt, y.len(), &mut g)?,
+                LossKind::RelL2 => {
+                    let b = od[0].max(1);
+                    self.gpu.rel_l2_dev(&pred, &yt, b, y.len() / b, &mut g)?
+                }
+            };
             Ok((l, g, od))
         }
 
@@ -189,6 +203,7 @@ impl Runner {
                 g,
                 &model,
                 &Adam::new(crate::nn::train::AdamConfig::new(0.0)),
+                crate::nn::train::LossKind::Mse,
             )?),
             #[cfg(not(feature = "cuda"))]
             Some(never) => match never {},

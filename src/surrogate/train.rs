@@ -181,12 +181,6 @@ fn run_inner(
 ) -> Result<TrainSummary, SurrogateError> {
     // 0. Device, first: a missing GPU is reported before any data is read.
     let gpu = super::engine::open_device(opts.device)?;
-    if gpu.is_some() && job.train.loss != LossKind::Mse {
-        return Err(SurrogateError::Invalid {
-            key: "train.loss".into(),
-            msg: "only `mse` has a GPU kernel so far; use it, or --device cpu".into(),
-        });
-    }
     // 1. Data and windows.
     let fs = FrameSet::load(&base.join(&job.data.train))?;
     let model_path = base.join(&job.model.file);
@@ -284,7 +278,12 @@ fn run_inner(
     }
     let mut engine: Option<super::engine::GpuTrainer> = match gpu {
         #[cfg(feature = "cuda")]
-        Some(g) => Some(super::engine::GpuTrainer::new(g, &model, &adam)?),
+        Some(g) => Some(super::engine::GpuTrainer::new(
+            g,
+            &model,
+            &adam,
+            job.train.loss,
+        )?),
         #[cfg(not(feature = "cuda"))]
         Some(never) => match never {},
         None => None,
