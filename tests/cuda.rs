@@ -679,6 +679,21 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
                 }
             };
             check("y", &yg, &y.data, &ya.data);
+            // The same forward pass with GELU fused into the GEMM epilogue: the value before
+            // the activation is y, after it GELU(y) (within GELU's slope ≤ 1.13 of y's bound).
+            {
+                let (_, mut fused) = conv_pair(&gpu, kind, g, (ci, co, rank), false);
+                let xd2 = gpu.to_device(&x.data).unwrap();
+                let (post, pre, _) = fused
+                    .forward_act(&gpu, xd2, d, Some(ActKind::Gelu))
+                    .unwrap();
+                let pre = gpu.to_host(&pre.unwrap(), y.len()).unwrap();
+                let post = gpu.to_host(&post, y.len()).unwrap();
+                check("y before the fused GELU", &pre, &y.data, &ya.data);
+                let gelu: Vec<f32> = y.data.iter().map(|v| act(ActKind::Gelu, *v)).collect();
+                let scale: Vec<f32> = ya.data.iter().map(|v| 1.13 * v + 1e-3).collect();
+                check("GELU(y) fused", &post, &gelu, &scale);
+            }
             check("dx", &dxg, &dx.data, &dxa.data);
             let gg = gconv.grads(&gpu).unwrap();
             let cg: Vec<Vec<f32>> = cpu.params().iter().map(|p| p.grad.clone()).collect();

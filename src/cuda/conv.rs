@@ -16,6 +16,7 @@
 use super::{CudaError, DevBuf, GemmDesc, Gpu};
 use crate::nn::conv::{DwShape, Geom};
 use crate::nn::layers::{axis_conv, ConvTranspose, CpConv, DenseConv, PairConv};
+use crate::nn::ops::ActKind;
 
 enum Kind {
     Dense {
@@ -275,6 +276,19 @@ impl GpuConv {
         x: DevBuf,
         d: [usize; 5],
     ) -> Result<(DevBuf, [usize; 5]), CudaError> {
+        let (y, _, od) = self.forward_act(gpu, x, d, None)?;
+        Ok((y, od))
+    }
+
+    /// [`GpuConv::forward`] with an activation fused into the last GEMM's epilogue (with the
+    /// bias): `(act(y), y before the activation, dims)`; without one, `(y, None, dims)`.
+    pub fn forward_act(
+        &mut self,
+        gpu: &Gpu,
+        x: DevBuf,
+        d: [usize; 5],
+        act: Option<ActKind>,
+    ) -> Result<(DevBuf, Option<DevBuf>, [usize; 5]), CudaError> {
         if d[1] != self.ci || x.len() < d.iter().product::<usize>() {
             return Err(shape_err(
                 "gpu conv input",
@@ -286,6 +300,12 @@ impl GpuConv {
         let (b, nout) = (d[0], od[2] * od[3] * od[4]);
         self.saved.clear();
         let mut y = gpu.device_zeros(b * self.co * nout)?;
+        let mut pre = match act {
+            Some(_) => Some(gpu.device_zeros(b * self.co * nout)?),
+            None => None,
+        };
+        let epilogue = act.zip(pre.as_mut());
+        let bias = self.bias.as_ref().map(|(bv, _)| bv);
         let (ci, co, g) = (self.ci, self.co, self.g);
         if let Kind::Pair {
             rank, axes, f, w, ..
@@ -306,7 +326,7 @@ impl GpuConv {
                     batched(self.co, nout),
                     0.0,
                 );
-                gpu.gemm_dev(&desc, w, &col, &mut y)?;
+                gpu.gemm_bias_act_dev(&desc, w, &col, &mut y, bias, epilogue)?;
                 self.saved.push((col, [b, kk, 1, 1, nout]));
             }
             Kind::Cp {
@@ -349,15 +369,12 @@ impl GpuConv {
                     batched(self.co, nout),
                     0.0,
                 );
-                gpu.gemm_dev(&desc, u, &z, &mut y)?;
+                gpu.gemm_bias_act_dev(&desc, u, &z, &mut y, bias, epilogue)?;
                 self.saved.push((z, zd));
             }
         }
-        if let Some((bv, _)) = &self.bias {
-            gpu.bias_add_dev(&mut y, bv, b, self.co, nout)?;
-        }
         self.x = Some((x, d));
-        Ok((y, od))
+        Ok((y, pre, od))
     }
 
     /// Backpropagates `dy` of the last forward pass: adds the weight gradients, returns `dx`.

@@ -739,3 +739,70 @@ impl Gpu {
         Ok(total / batch as f64)
     }
 }
+
+impl Gpu {
+    /// [`Gpu::gemm_dev`] with the convolution epilogue: `C = act(alpha·A·B + beta·C + bias[row])`
+    /// and, with an activation, `pre` = the value before it (same layout as `C`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bias_act_dev(
+        &self,
+        d: &GemmDesc,
+        a: &DevBuf,
+        b: &DevBuf,
+        c: &mut DevBuf,
+        bias: Option<&DevBuf>,
+        act: Option<(ActKind, &mut DevBuf)>,
+    ) -> Result<(), CudaError> {
+        Self::check_gemm(d, "A", a.len(), d.a, d.m, d.k)?;
+        Self::check_gemm(d, "B", b.len(), d.b, d.k, d.n)?;
+        Self::check_gemm(d, "C", c.len(), d.c, d.m, d.n)?;
+        if let Some(bv) = bias {
+            need("gemm bias", bv.len(), d.m as usize)?;
+        }
+        if d.m == 0 || d.n == 0 || d.batch == 0 {
+            return Ok(());
+        }
+        // Stand-ins for absent operands: never read (has_bias = 0) or written (act < 0).
+        let dummy_bias;
+        let bias_buf = match bias {
+            Some(bv) => bv,
+            None => {
+                dummy_bias = self.device_zeros(1)?;
+                &dummy_bias
+            }
+        };
+        let mut dummy_pre;
+        let (kind, pre) = match act {
+            Some((k, pre)) => {
+                Self::check_gemm(d, "pre", pre.len(), d.c, d.m, d.n)?;
+                (Self::kind_code(k), pre)
+            }
+            None => {
+                dummy_pre = self.device_zeros(1)?;
+                (-1, &mut dummy_pre)
+            }
+        };
+        let has_bias = i32::from(bias.is_some());
+        let f = self.function("gemm", "sgemm_bias_act_f32")?;
+        let cfg = LaunchConfig {
+            grid_dim: (d.n.div_ceil(64), d.m.div_ceil(64), d.batch),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(a)
+            .arg(b)
+            .arg(c)
+            .arg(d)
+            .arg(bias_buf)
+            .arg(&has_bias)
+            .arg(pre)
+            .arg(&kind);
+        // SAFETY: arguments match sgemm_bias_act_f32(const float*, const float*, float*,
+        // GemmParams, const float*, int, float*, int); check_gemm bounded A, B, C and pre by
+        // their strides, the bias holds m values, and the stand-ins are only touched when
+        // has_bias = 1 or act >= 0, which they are not.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(())
+    }
+}

@@ -180,17 +180,22 @@ pub fn arch_name(major: i32, minor: i32) -> &'static str {
     }
 }
 
-/// Compiles one kernel source to PTX for `arch` (e.g. `compute_90`).
+/// Device functions every kernel file may use (activations), prepended when compiling.
+pub const COMMON: &str = include_str!("../../kernels/common.cuh");
+
+/// Compiles one kernel source to PTX for `arch` (e.g. `compute_90`), with [`COMMON`] before
+/// it; NVRTC's line numbers stay those of the file.
 pub fn compile(file: &str, src: &str, arch: &'static str) -> Result<Ptx, CudaError> {
     if !nvrtc_present() {
         return Err(CudaError::NoNvrtc);
     }
+    let src = format!("{COMMON}\n#line 1 \"{file}.cu\"\n{src}");
     let opts = CompileOptions {
         arch: Some(arch),
         name: Some(format!("{file}.cu")),
         ..Default::default()
     };
-    cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| {
+    cudarc::nvrtc::compile_ptx_with_opts(&src, opts).map_err(|e| {
         let log = match &e {
             cudarc::nvrtc::CompileError::CompileError { log, .. } => {
                 log.to_string_lossy().into_owned()

@@ -118,17 +118,34 @@ impl GpuModel {
         self.saved.clear();
         self.splits.clear();
         let mut cur = (x, d);
-        for node in &mut self.nodes {
-            cur = match node {
-                GNode::Conv(c) => c.forward(gpu, cur.0, cur.1)?,
+        // A convolution followed by an activation runs the activation in its GEMM epilogue;
+        // the pre-activation values wait here for the activation node, which keeps them.
+        let mut fused_pre: Option<DevBuf> = None;
+        for i in 0..self.nodes.len() {
+            let next_act = match self.nodes.get(i + 1) {
+                Some(GNode::Act { kind, .. }) => Some(*kind),
+                _ => None,
+            };
+            cur = match &mut self.nodes[i] {
+                GNode::Conv(c) => {
+                    let (y, pre, od) = c.forward_act(gpu, cur.0, cur.1, next_act)?;
+                    fused_pre = pre;
+                    (y, od)
+                }
                 GNode::ConvT(c) => c.forward(gpu, cur.0, cur.1)?,
                 GNode::Act { kind, x, n } => {
                     let len = vol(&cur.1);
-                    let mut y = gpu.device_zeros(len)?;
-                    gpu.act_forward_dev(*kind, &cur.0, &mut y, len)?;
-                    *x = Some(cur.0);
-                    *n = len;
-                    (y, cur.1)
+                    if let Some(pre) = fused_pre.take() {
+                        *x = Some(pre);
+                        *n = len;
+                        cur
+                    } else {
+                        let mut y = gpu.device_zeros(len)?;
+                        gpu.act_forward_dev(*kind, &cur.0, &mut y, len)?;
+                        *x = Some(cur.0);
+                        *n = len;
+                        (y, cur.1)
+                    }
                 }
                 GNode::Pool { kind, k, argmax, d } => {
                     let i = cur.1;
