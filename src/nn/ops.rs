@@ -209,37 +209,43 @@ impl Layer for Pool {
         let mut y = Tensor::zeros(&[d[0], d[1], o[0], o[1], o[2]]);
         self.argmax = vec![0; y.len()];
         let inv = 1.0 / (kt * ky * kx) as f32;
-        let mut yi = 0;
-        for bc in 0..d[0] * d[1] {
-            for t in 0..o[0] {
-                for a in 0..o[1] {
-                    for b in 0..o[2] {
-                        let (mut best, mut arg, mut sum) = (f32::NEG_INFINITY, 0, 0.0f32);
-                        for p in 0..kt {
-                            for q in 0..ky {
-                                for s in 0..kx {
-                                    let i = ((bc * d[2] + t * kt + p) * d[3] + a * ky + q) * d[4]
-                                        + b * kx
-                                        + s;
-                                    let v = x.data[i];
-                                    sum += v;
-                                    if v > best {
-                                        best = v;
-                                        arg = i;
+        let (nin, nout) = (d[2] * d[3] * d[4], o[0] * o[1] * o[2]);
+        let kind = self.kind;
+        // One (sample, channel) block per task; within it the CPU order of old.
+        y.data
+            .par_chunks_mut(nout.max(1))
+            .zip(self.argmax.par_chunks_mut(nout.max(1)))
+            .enumerate()
+            .for_each(|(bc, (yb, ab))| {
+                let mut yi = 0;
+                for t in 0..o[0] {
+                    for a in 0..o[1] {
+                        for b in 0..o[2] {
+                            let (mut best, mut arg, mut sum) = (f32::NEG_INFINITY, 0, 0.0f32);
+                            for p in 0..kt {
+                                for q in 0..ky {
+                                    for s in 0..kx {
+                                        let i =
+                                            ((t * kt + p) * d[3] + a * ky + q) * d[4] + b * kx + s;
+                                        let v = x.data[bc * nin + i];
+                                        sum += v;
+                                        if v > best {
+                                            best = v;
+                                            arg = bc * nin + i;
+                                        }
                                     }
                                 }
                             }
+                            yb[yi] = match kind {
+                                PoolKind::Max => best,
+                                PoolKind::Avg => sum * inv,
+                            };
+                            ab[yi] = arg;
+                            yi += 1;
                         }
-                        y.data[yi] = match self.kind {
-                            PoolKind::Max => best,
-                            PoolKind::Avg => sum * inv,
-                        };
-                        self.argmax[yi] = arg;
-                        yi += 1;
                     }
                 }
-            }
-        }
+            });
         self.x_shape = x.shape.clone();
         Ok(y)
     }
@@ -253,34 +259,49 @@ impl Layer for Pool {
             });
         }
         let mut dx = Tensor::zeros(&self.x_shape);
+        let d = &self.x_shape;
         let [kt, ky, kx] = self.k;
-        match self.kind {
-            PoolKind::Max => {
-                for (g, &i) in dy.data.iter().zip(&self.argmax) {
-                    dx.data[i] += g;
-                }
-            }
-            PoolKind::Avg => {
-                let d = &self.x_shape;
-                let inv = 1.0 / (kt * ky * kx) as f32;
-                for (g, &first) in dy.data.iter().zip(&self.argmax) {
-                    // `first` is some index inside the window; recover the window's corner.
-                    let x = first % d[4];
-                    let y = (first / d[4]) % d[3];
-                    let t = (first / (d[4] * d[3])) % d[2];
-                    let bc = first / (d[4] * d[3] * d[2]);
-                    let (t0, y0, x0) = (t / kt * kt, y / ky * ky, x / kx * kx);
-                    for p in 0..kt {
-                        for q in 0..ky {
-                            for s in 0..kx {
-                                dx.data[((bc * d[2] + t0 + p) * d[3] + y0 + q) * d[4] + x0 + s] +=
-                                    g * inv;
+        let o = [d[2] / kt, d[3] / ky, d[4] / kx];
+        let (nin, nout) = (d[2] * d[3] * d[4], o[0] * o[1] * o[2]);
+        let inv = 1.0 / (kt * ky * kx) as f32;
+        // Windows do not overlap: every input value receives at most one contribution, so the
+        // blocks are independent and the result is the serial one bit for bit.
+        dx.data
+            .par_chunks_mut(nin.max(1))
+            .enumerate()
+            .for_each(|(bc, xb)| {
+                let (gb, ab) = (
+                    &dy.data[bc * nout..(bc + 1) * nout],
+                    &self.argmax[bc * nout..(bc + 1) * nout],
+                );
+                match self.kind {
+                    PoolKind::Max => {
+                        for (g, &i) in gb.iter().zip(ab) {
+                            xb[i - bc * nin] += g;
+                        }
+                    }
+                    PoolKind::Avg => {
+                        let mut oi = 0;
+                        for t in 0..o[0] {
+                            for a in 0..o[1] {
+                                for b in 0..o[2] {
+                                    let g = gb[oi] * inv;
+                                    oi += 1;
+                                    for p in 0..kt {
+                                        for q in 0..ky {
+                                            for s in 0..kx {
+                                                xb[((t * kt + p) * d[3] + a * ky + q) * d[4]
+                                                    + b * kx
+                                                    + s] += g;
+                                            }
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
                 }
-            }
-        }
+            });
         Ok(dx)
     }
     fn describe(&self) -> String {
