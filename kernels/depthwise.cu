@@ -11,7 +11,7 @@
 //                         (no atomics: every sum has one owner and a fixed order): 2k FLOPs.
 //   dw_axis_dweight_f32   one 256-thread block per (c, j): each thread strides over the batch
 //                         and the output positions, then a shared-memory tree reduction in a
-//                         fixed order (deterministic): 2 FLOPs and 8 B read per (n, o).
+//                         fixed order (deterministic), added to dw[c, j]: 2 FLOPs and 8 B read per (n, o).
 // All three are bandwidth-bound for the small k of the paper's factors (k = 3: 0.75 FLOP/B).
 
 struct DwParams {
@@ -121,5 +121,5 @@ extern "C" __global__ void dw_axis_dweight_f32(const float* __restrict__ x,
         if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
         __syncthreads();
     }
-    if (threadIdx.x == 0) dw[c * p.k + j] = part[0];
+    if (threadIdx.x == 0) dw[c * p.k + j] += part[0];
 }

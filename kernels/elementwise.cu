@@ -34,8 +34,8 @@ extern "C" __global__ void act_backward_f32(const float* __restrict__ x,
 // Bias and accumulation kernels of the convolution layers (CPU twins: the bias loops of
 // `wavecp::nn::layers` and `nn::conv::sum8`).
 //   bias_add_f32   one thread per element of y [B, C, inner]: y += bias[c]. 8 B moved, 1 FLOP.
-//   bias_grad_f32  one 256-thread block per channel c: Σ over the batch and the inner extent of
-//                  dy[b, c, :], thread-strided then a fixed-order shared-memory tree
+//   bias_grad_f32  one 256-thread block per channel c: adds Σ over the batch and the inner
+//                  extent of dy[b, c, :] to db[c], thread-strided then a fixed-order shared-memory tree
 //                  (deterministic). 4 B read and 1 FLOP per element.
 //   axpy_f32       one thread per element: y += alpha · x (gradient accumulation). 12 B, 2 FLOPs.
 extern "C" __global__ void bias_add_f32(float* __restrict__ y, const float* __restrict__ bias,
@@ -64,7 +64,7 @@ extern "C" __global__ void bias_grad_f32(const float* __restrict__ dy, float* __
         if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
         __syncthreads();
     }
-    if (threadIdx.x == 0) db[ch] = part[0];
+    if (threadIdx.x == 0) db[ch] += part[0];
 }
 
 extern "C" __global__ void axpy_f32(float* __restrict__ y, const float* __restrict__ x,

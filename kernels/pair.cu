@@ -51,7 +51,8 @@ extern "C" __global__ void pair_rebuild_f32(const float* __restrict__ ft,
     }
 }
 
-// dfac has the layout of the factor of axis `axis` ([Co·Ci, R, k_axis]); written, not added.
+// dfac has the layout of the factor of axis `axis` ([Co·Ci, R, k_axis]); the gradient is added
+// to it (gradients accumulate until zeroed, as on the CPU).
 extern "C" __global__ void pair_factor_grad_f32(const float* __restrict__ ft,
                                                 const float* __restrict__ fy,
                                                 const float* __restrict__ fx,
@@ -79,6 +80,6 @@ extern "C" __global__ void pair_factor_grad_f32(const float* __restrict__ ft,
             if (axis != 2) prod *= fx[row * p.k[2] + ts];
             acc += prod;
         }
-        dfac[g] = acc;
+        dfac[g] += acc;
     }
 }

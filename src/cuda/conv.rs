@@ -15,7 +15,9 @@
 
 use super::{CudaError, DevBuf, GemmDesc, Gpu};
 use crate::nn::conv::{DwShape, Geom};
-use crate::nn::layers::{axis_conv, ConvTranspose, CpConv, DenseConv, PairConv};
+use crate::nn::layers::{
+    axis_conv, axis_geom, transposed_out_dims, ConvTranspose, CpConv, DenseConv, PairConv,
+};
 use crate::nn::ops::ActKind;
 
 enum Kind {
@@ -85,21 +87,6 @@ fn batched(rows: usize, cols: usize) -> [i64; 3] {
     [cols as i64, 1, (rows * cols) as i64]
 }
 
-/// The layer's geometry reduced to axis `ax` (kernel 1 elsewhere): its depthwise pass.
-fn axis_geom(g: &Geom, ax: usize) -> Geom {
-    let mut a = Geom {
-        k: [1; 3],
-        stride: [1; 3],
-        pad: [0; 3],
-        dil: [1; 3],
-    };
-    a.k[ax] = g.k[ax];
-    a.stride[ax] = g.stride[ax];
-    a.pad[ax] = g.pad[ax];
-    a.dil[ax] = g.dil[ax];
-    a
-}
-
 /// `[m, n, k, batch]` with strides for A, B, C, alpha 1.
 fn gemm(mnkb: [usize; 4], a: [i64; 3], b: [i64; 3], c: [i64; 3], beta: f32) -> GemmDesc {
     let [m, n, k, batch] = mnkb;
@@ -126,9 +113,7 @@ fn add_bias_grad(
     inner: usize,
 ) -> Result<(), CudaError> {
     if let Some((_, db)) = bias {
-        let mut tmp = gpu.device_zeros(c)?;
-        gpu.bias_grad_dev(dy, batch, c, inner, &mut tmp)?;
-        gpu.axpy_dev(db, &tmp, 1.0, c)?;
+        gpu.bias_grad_dev(dy, batch, c, inner, db)?;
     }
     Ok(())
 }
@@ -424,9 +409,7 @@ impl GpuConv {
                 dense_backward(gpu, geo, *d, od, col, dy, w, dw, &mut dx)?;
                 let shape = (self.co * self.ci, *rank, self.g.k);
                 for (slot, acc) in df.iter_mut().enumerate() {
-                    let mut tmp = gpu.device_zeros(acc.len())?;
-                    gpu.pair_factor_grad_dev(f, axes, shape, dw, slot, &mut tmp)?;
-                    gpu.axpy_dev(acc, &tmp, 1.0, acc.len())?;
+                    gpu.pair_factor_grad_dev(f, axes, shape, dw, slot, acc)?;
                 }
             }
             Kind::Cp {
@@ -475,10 +458,7 @@ impl GpuConv {
                         .map_err(|e| CudaError::Driver(e.to_string()))?;
                     let sh = DwShape { c: r, ind, outd: o };
                     let ac = axis_conv(&g, ax);
-                    let k = g.k[ax];
-                    let mut tmp = gpu.device_zeros(r * k)?;
-                    gpu.dw_dweight_dev(zin, &dz, b, sh, &ac, &mut tmp)?;
-                    gpu.axpy_dev(&mut a[slot].1, &tmp, 1.0, r * k)?;
+                    gpu.dw_dweight_dev(zin, &dz, b, sh, &ac, &mut a[slot].1)?;
                     let mut dzin = gpu.device_zeros(b * r * ind.iter().product::<usize>())?;
                     gpu.dw_dinput_dev(&dz, b, sh, &ac, &a[slot].0, &mut dzin)?;
                     dz = dzin;
@@ -559,8 +539,10 @@ impl GpuConv {
 /// `col = Wᵀ · x`, `y = col2im(col)` + bias; backward `colY = im2col(dy)`, `dx = W · colY`,
 /// `dW += Σ_s x_s · colY_sᵀ`.
 pub struct GpuConvT {
-    /// The CPU layer without its weights' role: its geometry and output-extent rule.
-    shape: ConvTranspose,
+    ci: usize,
+    co: usize,
+    g: Geom,
+    output_padding: [usize; 3],
     w: DevBuf,
     dw: DevBuf,
     bias: Option<(DevBuf, DevBuf)>,
@@ -571,7 +553,10 @@ impl GpuConvT {
     /// A copy of a CPU transposed convolution.
     pub fn from_cpu(gpu: &Gpu, l: &ConvTranspose) -> Result<Self, CudaError> {
         Ok(GpuConvT {
-            shape: ConvTranspose::new(l.ci, l.co, l.g, l.output_padding, vec![], false),
+            ci: l.ci,
+            co: l.co,
+            g: l.g,
+            output_padding: l.output_padding,
             w: gpu.to_device(&l.w.value)?,
             dw: gpu.device_zeros(l.w.value.len())?,
             bias: GpuConv::bias_from(gpu, l.b.as_ref())?,
@@ -580,11 +565,9 @@ impl GpuConvT {
     }
 
     fn dims(&self, d: [usize; 5]) -> Result<[usize; 5], CudaError> {
-        let o = self
-            .shape
-            .out_dims([d[2], d[3], d[4]])
+        let o = transposed_out_dims(&self.g, self.output_padding, [d[2], d[3], d[4]])
             .map_err(|e| CudaError::Driver(e.to_string()))?;
-        Ok([d[0], self.shape.co, o[0], o[1], o[2]])
+        Ok([d[0], self.co, o[0], o[1], o[2]])
     }
 
     /// `x: [B, Ci, T, Y, X]` (kept) → `(y, dims of y)`.
@@ -594,7 +577,7 @@ impl GpuConvT {
         x: DevBuf,
         d: [usize; 5],
     ) -> Result<(DevBuf, [usize; 5]), CudaError> {
-        let (ci, co, g) = (self.shape.ci, self.shape.co, self.shape.g);
+        let (ci, co, g) = (self.ci, self.co, self.g);
         if d[1] != ci || x.len() < d.iter().product::<usize>() {
             return Err(shape_err(
                 "gpu transposed conv input",
@@ -637,7 +620,7 @@ impl GpuConvT {
 
     /// Adds the weight gradients of `dy` and returns `dx`.
     pub fn backward(&mut self, gpu: &Gpu, dy: &DevBuf) -> Result<DevBuf, CudaError> {
-        let (ci, co, g) = (self.shape.ci, self.shape.co, self.shape.g);
+        let (ci, co, g) = (self.ci, self.co, self.g);
         let (x, d) = self.x.as_ref().ok_or_else(|| {
             CudaError::Driver("gpu transposed conv: backward before forward".into())
         })?;

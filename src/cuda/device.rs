@@ -21,19 +21,17 @@ fn need(what: &str, len: usize, at_least: usize) -> Result<(), CudaError> {
 impl Gpu {
     /// Copies host values to a new device buffer.
     pub fn to_device(&self, v: &[f32]) -> Result<DevBuf, CudaError> {
-        self.stream.clone_htod(v).map_err(driver_err)
+        self.upload(v)
     }
 
     /// A zero-filled device buffer of `n` values (at least one: CUDA refuses empty ones).
     pub fn device_zeros(&self, n: usize) -> Result<DevBuf, CudaError> {
-        self.stream.alloc_zeros::<f32>(n.max(1)).map_err(driver_err)
+        self.zeros(n)
     }
 
     /// The first `n` values of a device buffer.
     pub fn to_host(&self, d: &DevBuf, n: usize) -> Result<Vec<f32>, CudaError> {
-        let mut v = self.stream.clone_dtoh(d).map_err(driver_err)?;
-        v.truncate(n);
-        Ok(v)
+        self.download(d, n)
     }
 
     /// Waits for everything queued on the stream (for timing).
@@ -191,7 +189,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// Weight gradient of [`Gpu::dw_forward_dev`], summed over the batch (`dw` written).
+    /// Weight gradient of [`Gpu::dw_forward_dev`], summed over the batch and added to `dw`.
     pub fn dw_dweight_dev(
         &self,
         x: &DevBuf,
@@ -245,7 +243,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// `db[c] = Σ_b Σ_i dy[b, c, i]` (written).
+    /// `db[c] += Σ_b Σ_i dy[b, c, i]`.
     pub fn bias_grad_dev(
         &self,
         dy: &DevBuf,
@@ -410,7 +408,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// The gradient of the factor of `axes[slot]` from the kernel gradient `dw` (written).
+    /// The gradient of the factor of `axes[slot]` from the kernel gradient `dw`, added to `out`.
     pub fn pair_factor_grad_dev(
         &self,
         fs: &[DevBuf],
@@ -615,16 +613,30 @@ impl Gpu {
     /// `Σ g²` over the first `n` values, in f64.
     pub fn sumsq_dev(&self, g: &DevBuf, n: usize) -> Result<f64, CudaError> {
         need("sum of squares input", g.len(), n)?;
-        let (blocks, cfg) = Self::reduction_cfg(n);
+        self.sumsq_all_dev(&[g])
+    }
+
+    /// `Σ g²` over every value of several buffers (all of a model's gradients): one partial
+    /// per block of every buffer into one array, so one copy back and one wait per call.
+    pub fn sumsq_all_dev(&self, gs: &[&DevBuf]) -> Result<f64, CudaError> {
+        let blocks: Vec<usize> = gs.iter().map(|g| Self::reduction_blocks(g.len())).collect();
+        let total: usize = blocks.iter().sum();
         let f = self.function("optim", "sumsq_f32")?;
-        let mut part = self.zeros::<f64>(blocks)?;
-        let n64 = n as u64;
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(g).arg(&n64).arg(&mut part);
-        // SAFETY: arguments match sumsq_f32(const float*, unsigned long long, double*);
-        // 256-thread blocks, one partial per block.
-        unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        Ok(self.download(&part, blocks)?.iter().sum())
+        let mut part = self.zeros::<f64>(total)?;
+        let mut off = 0;
+        for (g, &nb) in gs.iter().zip(&blocks) {
+            let (_, cfg) = Self::reduction_cfg(g.len());
+            let n64 = g.len() as u64;
+            let mut dst = part.slice_mut(off..off + nb);
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(*g).arg(&n64).arg(&mut dst);
+            // SAFETY: arguments match sumsq_f32(const float*, unsigned long long, double*);
+            // 256-thread blocks, `nb` of them (reduction_cfg), one partial each into the nb
+            // values of `dst`.
+            unsafe { l.launch(cfg) }.map_err(driver_err)?;
+            off += nb;
+        }
+        Ok(self.download(&part, total)?.iter().sum())
     }
 
     /// One AdamW step on the first `n` values of a parameter array, in place.

@@ -12,7 +12,7 @@ pub use device::DevBuf;
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
-use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use serde::Serialize;
 use std::sync::Arc;
@@ -371,19 +371,10 @@ impl Gpu {
 
     /// `f(x)` element-wise on the device (host in, host out: for tests and small uses).
     pub fn act_forward(&self, kind: ActKind, x: &[f32]) -> Result<Vec<f32>, CudaError> {
-        let f = self.function("elementwise", "act_forward_f32")?;
-        let xd = self.stream.clone_htod(x).map_err(driver_err)?;
-        let mut yd = self
-            .stream
-            .alloc_zeros::<f32>(x.len())
-            .map_err(driver_err)?;
-        let (n, k) = (x.len() as u32, Self::kind_code(kind));
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&xd).arg(&mut yd).arg(&n).arg(&k);
-        // SAFETY: the argument list matches act_forward_f32(const float*, float*, unsigned, int),
-        // both buffers hold n floats, and the kernel's grid-stride loop stays below n.
-        unsafe { b.launch(Self::launch_config(x.len())) }.map_err(driver_err)?;
-        self.stream.clone_dtoh(&yd).map_err(driver_err)
+        let xd = self.upload(x)?;
+        let mut yd = self.zeros::<f32>(x.len())?;
+        self.act_forward_dev(kind, &xd, &mut yd, x.len())?;
+        self.download(&yd, x.len())
     }
 
     /// `dy · f'(x)` element-wise on the device.
@@ -393,26 +384,11 @@ impl Gpu {
         x: &[f32],
         dy: &[f32],
     ) -> Result<Vec<f32>, CudaError> {
-        if x.len() != dy.len() {
-            return Err(CudaError::Shape {
-                expected: x.len(),
-                found: dy.len(),
-            });
-        }
-        let f = self.function("elementwise", "act_backward_f32")?;
-        let xd = self.stream.clone_htod(x).map_err(driver_err)?;
-        let dyd = self.stream.clone_htod(dy).map_err(driver_err)?;
-        let mut dxd = self
-            .stream
-            .alloc_zeros::<f32>(x.len())
-            .map_err(driver_err)?;
-        let (n, k) = (x.len() as u32, Self::kind_code(kind));
-        let mut b = self.stream.launch_builder(&f);
-        b.arg(&xd).arg(&dyd).arg(&mut dxd).arg(&n).arg(&k);
-        // SAFETY: the argument list matches act_backward_f32(const float*, const float*,
-        // float*, unsigned, int); all three buffers hold n floats.
-        unsafe { b.launch(Self::launch_config(x.len())) }.map_err(driver_err)?;
-        self.stream.clone_dtoh(&dxd).map_err(driver_err)
+        Self::check_len(x.len(), dy.len())?;
+        let (xd, gd) = (self.upload(x)?, self.upload(dy)?);
+        let mut dxd = self.zeros::<f32>(x.len())?;
+        self.act_backward_dev(kind, &xd, &gd, &mut dxd, x.len())?;
+        self.download(&dxd, x.len())
     }
 
     fn dw_params(batch: usize, sh: DwShape, a: &AxisConv) -> DwParams {

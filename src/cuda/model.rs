@@ -7,7 +7,7 @@ use super::{AdamStep, CudaError, DevBuf, Gpu, GpuConv, GpuConvT};
 use crate::nn::layers::{ConvTranspose, CpConv, DenseConv, PairConv};
 use crate::nn::model::{Model, Node};
 use crate::nn::ops::{ActKind, Activation, Pool, PoolKind, Upsample};
-use crate::nn::train::{Adam, AdamConfig};
+use crate::nn::train::AdamConfig;
 use cudarc::driver::CudaSlice;
 use std::collections::HashMap;
 
@@ -355,7 +355,7 @@ impl GpuModel {
     }
 
     /// One AdamW step with `cfg` (warm-up, schedule, global-norm clipping) as
-    /// [`Adam::update`] does it; returns the gradient norm before clipping.
+    /// `Adam::update` does it; returns the gradient norm before clipping.
     pub fn adam_step(&mut self, gpu: &Gpu, cfg: &AdamConfig) -> Result<f64, CudaError> {
         let mut moments = std::mem::take(&mut self.moments);
         self.step += 1;
@@ -367,23 +367,16 @@ impl GpuModel {
                 .map(|(w, _)| Ok((gpu.device_zeros(w.len())?, gpu.device_zeros(w.len())?)))
                 .collect::<Result<Vec<_>, CudaError>>()?;
         }
-        let mut ss = 0.0;
-        for (_, g) in &params {
-            ss += gpu.sumsq_dev(g, g.len())?;
-        }
-        let norm = ss.sqrt();
-        let scale = if cfg.clip_norm > 0.0 && norm > cfg.clip_norm {
-            cfg.clip_norm / norm
-        } else {
-            1.0
-        };
+        let grads: Vec<&DevBuf> = params.iter().map(|(_, g)| *g).collect();
+        let norm = gpu.sumsq_all_dev(&grads)?.sqrt();
+        let sc = cfg.step_scalars(t, norm);
         let step = AdamStep {
-            scale,
-            lr: Adam::new(cfg.clone()).lr_at(t),
+            scale: sc.scale,
+            lr: sc.lr,
             b1: cfg.beta1,
             b2: cfg.beta2,
-            c1: 1.0 - cfg.beta1.powi(t as i32),
-            c2: 1.0 - cfg.beta2.powi(t as i32),
+            c1: sc.c1,
+            c2: sc.c2,
             eps: cfg.eps,
             weight_decay: cfg.weight_decay,
         };

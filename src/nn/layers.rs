@@ -66,6 +66,22 @@ pub trait Layer: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
+/// `g` reduced to axis `ax` (kernel 1, stride 1, no padding elsewhere): the geometry of CP's
+/// depthwise pass along that axis (the CPU and GPU layers share it).
+pub fn axis_geom(g: &Geom, ax: usize) -> Geom {
+    let mut a = Geom {
+        k: [1; 3],
+        stride: [1; 3],
+        pad: [0; 3],
+        dil: [1; 3],
+    };
+    a.k[ax] = g.k[ax];
+    a.stride[ax] = g.stride[ax];
+    a.pad[ax] = g.pad[ax];
+    a.dil[ax] = g.dil[ax];
+    a
+}
+
 /// The 1-D pass of `g` along axis `ax` (for the depthwise passes of CP).
 pub fn axis_conv(g: &Geom, ax: usize) -> AxisConv {
     AxisConv {
@@ -574,7 +590,7 @@ impl PairConv {
 
     /// Factor gradients from the dense kernel gradient `dw`: `∂W/∂f_slot` is the product of
     /// the other factors. Returns one `[Co·Ci, R, k_axis]` gradient per axis slot.
-    pub fn factor_grads(&self, dw: &[f32]) -> Vec<Vec<f32>> {
+    fn factor_grads(&self, dw: &[f32]) -> Vec<Vec<f32>> {
         let kv = self.core.g.kvol();
         let na = self.axes.len();
         let ks: Vec<usize> = self.axes.iter().map(|&a| self.core.g.k[a]).collect();
@@ -734,9 +750,9 @@ impl CpConv {
     /// The chain up to the last 1×1 convolution: the output of the input 1×1 convolution, then
     /// of each depthwise pass.
     fn chain(&self, x: &Tensor) -> Result<Vec<Tensor>, NnError> {
-        let mut zs = vec![Self::pointwise(x, &self.v.value, self.rank, None)?];
+        let mut z = Self::pointwise(x, &self.v.value, self.rank, None)?;
+        let mut zs = Vec::with_capacity(self.axes.len() + 1);
         for (slot, &ax) in self.axes.iter().enumerate() {
-            let z = zs.last().expect("the chain starts with the 1×1 output");
             let d = z.dims5("cp conv")?;
             let ind = [d[2], d[3], d[4]];
             let g = self.axis_geom(ax);
@@ -757,11 +773,10 @@ impl CpConv {
                     y,
                 );
             });
-            zs.push(Tensor::from_vec(
-                &[d[0], self.rank, o[0], o[1], o[2]],
-                data,
-            )?);
+            let next = Tensor::from_vec(&[d[0], self.rank, o[0], o[1], o[2]], data)?;
+            zs.push(std::mem::replace(&mut z, next));
         }
+        zs.push(z);
         Ok(zs)
     }
 
@@ -820,17 +835,7 @@ impl CpConv {
 
     /// This layer's geometry reduced to axis `ax` (kernel 1 elsewhere).
     pub fn axis_geom(&self, ax: usize) -> Geom {
-        let mut g = Geom {
-            k: [1; 3],
-            stride: [1; 3],
-            pad: [0; 3],
-            dil: [1; 3],
-        };
-        g.k[ax] = self.g.k[ax];
-        g.stride[ax] = self.g.stride[ax];
-        g.pad[ax] = self.g.pad[ax];
-        g.dil[ax] = self.g.dil[ax];
-        g
+        axis_geom(&self.g, ax)
     }
 }
 
@@ -845,9 +850,8 @@ impl Layer for CpConv {
         check_channels(&x, self.ci, "cp conv")?;
         // Strides on axes without a factor (2-D: t) would be lost; the model builder rejects them.
         let mut zs = self.chain(&x)?;
-        let zl = zs.last().expect("the chain has the 1×1 output at least");
         let y = Self::pointwise(
-            zl,
+            &zs[self.axes.len()],
             &self.u.value,
             self.co,
             self.b.as_ref().map(|b| &b.value[..]),
@@ -1114,30 +1118,40 @@ impl ConvTranspose {
 
     /// Output extent for an input extent `ind` (checked: the adjoint convolution maps it back).
     pub fn out_dims(&self, ind: [usize; 3]) -> Result<[usize; 3], NnError> {
-        let mut o = [0; 3];
-        for a in 0..3 {
-            let full = (ind[a] - 1) * self.g.stride[a]
-                + self.g.dil[a] * (self.g.k[a] - 1)
-                + 1
-                + self.output_padding[a];
-            if full <= 2 * self.g.pad[a] || ind[a] == 0 {
-                return Err(NnError::Shape {
-                    what: format!("transposed convolution along axis {a}"),
-                    expected: vec![2 * self.g.pad[a] + 1],
-                    found: vec![full],
-                });
-            }
-            o[a] = full - 2 * self.g.pad[a];
-        }
-        // The adjoint convolution must map `o` back onto `ind`.
-        if self.g.out_dims(o)? != ind {
-            return Err(NnError::Model(format!(
-                "transposed convolution: output_padding {:?} is not smaller than the stride {:?}",
-                self.output_padding, self.g.stride
-            )));
-        }
-        Ok(o)
+        transposed_out_dims(&self.g, self.output_padding, ind)
     }
+}
+
+/// Output extent of a transposed convolution of geometry `g` and `output_padding` over an input
+/// extent `ind`, `(in − 1)·s − 2p + d(k − 1) + 1 + output_padding` per axis, checked so that the
+/// adjoint convolution maps it back onto `ind` (the CPU and GPU layers share it).
+pub fn transposed_out_dims(
+    g: &Geom,
+    output_padding: [usize; 3],
+    ind: [usize; 3],
+) -> Result<[usize; 3], NnError> {
+    let mut o = [0; 3];
+    for a in 0..3 {
+        let full = ind[a].saturating_sub(1) * g.stride[a]
+            + g.dil[a] * (g.k[a] - 1)
+            + 1
+            + output_padding[a];
+        if full <= 2 * g.pad[a] || ind[a] == 0 {
+            return Err(NnError::Shape {
+                what: format!("transposed convolution along axis {a}"),
+                expected: vec![2 * g.pad[a] + 1],
+                found: vec![full],
+            });
+        }
+        o[a] = full - 2 * g.pad[a];
+    }
+    if g.out_dims(o)? != ind {
+        return Err(NnError::Model(format!(
+            "transposed convolution: output_padding {output_padding:?} is not smaller than the stride {:?}",
+            g.stride
+        )));
+    }
+    Ok(o)
 }
 
 impl Layer for ConvTranspose {

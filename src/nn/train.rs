@@ -134,6 +134,49 @@ impl AdamConfig {
     }
 }
 
+/// The scalars of one AdamW step, the same for every parameter (and for the GPU's update).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepScalars {
+    /// Gradient clipping factor (1: none).
+    pub scale: f64,
+    pub lr: f64,
+    /// Bias corrections `1 − β₁ᵗ`, `1 − β₂ᵗ`.
+    pub c1: f64,
+    pub c2: f64,
+}
+
+impl AdamConfig {
+    /// Learning rate of step `t` (1-based): the warm-up, then the schedule.
+    pub fn lr_at(&self, t: usize) -> f64 {
+        if self.warmup > 0 && t <= self.warmup {
+            return self.lr * t as f64 / self.warmup as f64;
+        }
+        let s = t - self.warmup.min(t);
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Cosine { total, min_lr } => {
+                let f = (s as f64 / total.max(1) as f64).min(1.0);
+                min_lr + 0.5 * (self.lr - min_lr) * (1.0 + (std::f64::consts::PI * f).cos())
+            }
+            Schedule::Step { every, gamma } => self.lr * gamma.powi((s / every.max(1)) as i32),
+        }
+    }
+
+    /// The scalars of step `t` (1-based) for a global gradient norm `norm`.
+    pub fn step_scalars(&self, t: usize, norm: f64) -> StepScalars {
+        StepScalars {
+            scale: if self.clip_norm > 0.0 && norm > self.clip_norm {
+                self.clip_norm / norm
+            } else {
+                1.0
+            },
+            lr: self.lr_at(t),
+            c1: 1.0 - self.beta1.powi(t as i32),
+            c2: 1.0 - self.beta2.powi(t as i32),
+        }
+    }
+}
+
 /// Optimiser state (first and second moments per parameter, step count).
 #[derive(Debug, Clone)]
 pub struct Adam {
@@ -155,19 +198,7 @@ impl Adam {
 
     /// Learning rate of step `t` (1-based).
     pub fn lr_at(&self, t: usize) -> f64 {
-        let c = &self.cfg;
-        if c.warmup > 0 && t <= c.warmup {
-            return c.lr * t as f64 / c.warmup as f64;
-        }
-        let s = t - c.warmup.min(t);
-        match c.schedule {
-            Schedule::Constant => c.lr,
-            Schedule::Cosine { total, min_lr } => {
-                let f = (s as f64 / total.max(1) as f64).min(1.0);
-                min_lr + 0.5 * (c.lr - min_lr) * (1.0 + (std::f64::consts::PI * f).cos())
-            }
-            Schedule::Step { every, gamma } => c.lr * gamma.powi((s / every.max(1)) as i32),
-        }
+        self.cfg.lr_at(t)
     }
 
     /// Applies one update from the gradients in `params`; returns the gradient norm before clipping.
@@ -182,16 +213,9 @@ impl Adam {
             .map(|g| (*g as f64).powi(2))
             .sum::<f64>()
             .sqrt();
-        let scale = if self.cfg.clip_norm > 0.0 && norm > self.cfg.clip_norm {
-            self.cfg.clip_norm / norm
-        } else {
-            1.0
-        };
         self.step += 1;
-        let t = self.step;
-        let lr = self.lr_at(t);
+        let StepScalars { scale, lr, c1, c2 } = self.cfg.step_scalars(self.step, norm);
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
         for (k, p) in params.iter_mut().enumerate() {
             let (m, v) = (&mut self.m[k], &mut self.v[k]);
             for i in 0..p.value.len() {

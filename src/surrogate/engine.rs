@@ -66,21 +66,22 @@ mod gpu {
     }
 
     impl GpuTrainer {
-        /// Copies `model` and `adam`'s state (a resumed run's moments) to `gpu`.
-        pub fn new(
-            gpu: Gpu,
-            model: &Model,
-            adam: &Adam,
-            kind: LossKind,
-        ) -> Result<Self, SurrogateError> {
-            let mut m = GpuModel::from_model(&gpu, model)?;
-            m.set_adam_state(&gpu, adam.step, &adam.m, &adam.v)?;
+        /// Copies `model` to `gpu`; `kind` is the training loss.
+        pub fn new(gpu: Gpu, model: &Model, kind: LossKind) -> Result<Self, SurrogateError> {
+            let m = GpuModel::from_model(&gpu, model)?;
             Ok(GpuTrainer {
                 gpu,
                 model: m,
                 kind,
                 grad: None,
             })
+        }
+
+        /// Continues from `adam`'s step count and moments (empty: a fresh run).
+        pub fn set_adam(&mut self, adam: &Adam) -> Result<(), SurrogateError> {
+            self.model
+                .set_adam_state(&self.gpu, adam.step, &adam.m, &adam.v)?;
+            Ok(())
         }
 
         pub fn name(&self) -> String {
@@ -199,12 +200,7 @@ impl Runner {
     pub fn new(model: Model, device: Device) -> Result<Self, SurrogateError> {
         let gpu = match open_device(device)? {
             #[cfg(feature = "cuda")]
-            Some(g) => Some(GpuTrainer::new(
-                g,
-                &model,
-                &Adam::new(crate::nn::train::AdamConfig::new(0.0)),
-                crate::nn::train::LossKind::Mse,
-            )?),
+            Some(g) => Some(GpuTrainer::new(g, &model, crate::nn::train::LossKind::Mse)?),
             #[cfg(not(feature = "cuda"))]
             Some(never) => match never {},
             None => None,

@@ -278,12 +278,11 @@ fn run_inner(
     }
     let mut engine: Option<super::engine::GpuTrainer> = match gpu {
         #[cfg(feature = "cuda")]
-        Some(g) => Some(super::engine::GpuTrainer::new(
-            g,
-            &model,
-            &adam,
-            job.train.loss,
-        )?),
+        Some(g) => {
+            let mut e = super::engine::GpuTrainer::new(g, &model, job.train.loss)?;
+            e.set_adam(&adam)?;
+            Some(e)
+        }
         #[cfg(not(feature = "cuda"))]
         Some(never) => match never {},
         None => None,
