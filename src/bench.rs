@@ -34,7 +34,9 @@ pub struct FeReport {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
@@ -228,14 +230,28 @@ pub fn run_conv(
         }
         let fm = median(f);
         let fbm = median(fb);
+        // The two gradient passes alone (the training step runs them together, which for CP
+        // shares one chain): where the backward time goes.
+        model.forward(&x)?;
+        let (mut bi, mut bw) = (vec![], vec![]);
+        if let Some(crate::nn::model::Node::Layer(l)) = model.nodes_mut().first_mut() {
+            for _ in 0..samples {
+                let t0 = Instant::now();
+                l.backward_input(&dy)?;
+                let t1 = Instant::now();
+                l.backward_weights(&dy)?;
+                let t2 = Instant::now();
+                bi.push((t1 - t0).as_secs_f64() * 1e3);
+                bw.push((t2 - t1).as_secs_f64() * 1e3);
+            }
+        }
         Ok(ConvResult {
             shape: shape.clone(),
             threads,
             trainable_params: model.num_params(),
             forward_ms: fm,
-            // The model runs both backward passes together; split them by running them alone.
-            backward_input_ms: f64::NAN,
-            backward_weights_ms: f64::NAN,
+            backward_input_ms: median(bi),
+            backward_weights_ms: median(bw),
             forward_backward_ms: fbm,
             samples,
         })
@@ -470,7 +486,7 @@ pub fn run_fe_ranks(
 /// (a k × m grid, k m = p): every interface line of `s` nodes is sent once each way.
 pub fn ideal_halo(s: usize, p: usize) -> usize {
     (1..=p)
-        .filter(|k| p % k == 0)
+        .filter(|k| p.is_multiple_of(*k))
         .map(|k| 2 * ((k - 1) + (p / k - 1)) * s)
         .min()
         .unwrap_or(0)

@@ -502,7 +502,7 @@ pub fn generate_on(
                         solver.step();
                     }
                     if step >= job.frames.start
-                        && (step - job.frames.start) % job.frames.stride == 0
+                        && (step - job.frames.start).is_multiple_of(job.frames.stride)
                     {
                         frames.extend(stencils.iter().map(|s| s.interpolate(solver.u()) as f32));
                     }

@@ -9,6 +9,7 @@ use super::conv::{
     col2im, depthwise_axis, depthwise_axis_backward, gemm, gemm_view, im2col, sum8, view, view_at,
     view_at_mut, AxisConv, DwShape, Geom, Scratch,
 };
+use super::direct::Direct;
 use super::tensor::{zeroed, NnError, Tensor};
 use rayon::prelude::*;
 
@@ -161,6 +162,17 @@ pub struct ConvCore {
     pub g: Geom,
 }
 
+/// How a dense convolution runs: see [`ConvCore::forward_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvAlgo {
+    /// Direct where it applies, else GEMM.
+    Auto,
+    /// The direct AVX-512 kernel (ignoring `WAVECP_CONV`), GEMM where it does not apply.
+    Direct,
+    /// im2col + GEMM.
+    Gemm,
+}
+
 /// Sizes of the time-split im2col for one input shape.
 struct Split {
     /// Geometry of the 2-D im2col (kernel 1 and stride 1 in time, the time padding kept).
@@ -250,8 +262,45 @@ impl ConvCore {
         }
     }
 
-    /// `y = W ⋆ x + b`.
+    /// `y = W ⋆ x + b`: the direct AVX-512 kernel where it applies (stride 1, dilation 1, a CPU
+    /// with AVX-512F, `WAVECP_CONV` not `gemm`), else im2col + GEMM.
     pub fn forward(&self, x: &Tensor, w: &[f32], bias: Option<&[f32]>) -> Result<Tensor, NnError> {
+        self.forward_with(ConvAlgo::Auto, x, w, bias)
+    }
+
+    /// [`ConvCore::forward`] with the algorithm chosen by the caller (tests and benchmarks
+    /// compare the two in one process). `Direct` falls back to GEMM where it does not apply.
+    pub fn forward_with(
+        &self,
+        algo: ConvAlgo,
+        x: &Tensor,
+        w: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Tensor, NnError> {
+        let (d, o) = self.dims(x, "convolution")?;
+        let ind = [d[2], d[3], d[4]];
+        let plan = match algo {
+            ConvAlgo::Auto => Direct::plan(self.ci, self.co, &self.g, ind),
+            ConvAlgo::Direct => Direct::plan_always(self.ci, self.co, &self.g, ind),
+            ConvAlgo::Gemm => None,
+        };
+        if let Some(dp) = plan {
+            let nin = self.ci * ind.iter().product::<usize>();
+            let n = o.iter().product::<usize>();
+            let wp = dp.pack_weights(w);
+            let data = per_sample(d[0], self.co * n, |b, y| {
+                let mut buf = Scratch::new(dp.input_len() + dp.plane_len());
+                let (xp, plane) = buf.split_at_mut(dp.input_len());
+                dp.pack_input(&x.data[b * nin..(b + 1) * nin], xp);
+                dp.forward_sample(xp, &wp, bias, y, plane);
+            });
+            return Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data);
+        }
+        self.forward_gemm(x, w, bias)
+    }
+
+    /// `y = W ⋆ x + b` through the time-split im2col and GEMMs.
+    fn forward_gemm(&self, x: &Tensor, w: &[f32], bias: Option<&[f32]>) -> Result<Tensor, NnError> {
         let (d, o) = self.dims(x, "convolution")?;
         let ind = [d[2], d[3], d[4]];
         let sp = self.split(ind, o);
@@ -363,9 +412,20 @@ impl ConvCore {
         Tensor::from_vec(&x.shape, data)
     }
 
-    /// `(dW, db)` with `dW[:, :, a] = Σ_b dy_b · col_{b,a}ᵀ`.
+    /// `(dW, db)`: the direct AVX-512 kernel where [`ConvCore::forward`] uses it, else GEMMs.
     pub fn backward_weights(
         &self,
+        x: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Vec<f32>, Vec<f32>), NnError> {
+        self.backward_weights_with(ConvAlgo::Auto, x, dy)
+    }
+
+    /// [`ConvCore::backward_weights`] with the algorithm chosen by the caller. The GEMM path
+    /// computes `dW[:, :, a] = Σ_b dy_b · col_{b,a}ᵀ`.
+    pub fn backward_weights_with(
+        &self,
+        algo: ConvAlgo,
         x: &Tensor,
         dy: &Tensor,
     ) -> Result<(Vec<f32>, Vec<f32>), NnError> {
@@ -376,11 +436,39 @@ impl ConvCore {
             "convolution output gradient",
         )?;
         let ind = [d[2], d[3], d[4]];
-        let sp = self.split(ind, o);
         let (nin, n) = (
             self.ci * ind.iter().product::<usize>(),
             o.iter().product::<usize>(),
         );
+        let db = || {
+            let mut db = vec![0.0f32; self.co];
+            for b in 0..d[0] {
+                for (c, row) in dy.data[b * self.co * n..(b + 1) * self.co * n]
+                    .chunks(n)
+                    .enumerate()
+                {
+                    db[c] += sum8(row);
+                }
+            }
+            db
+        };
+        let plan = match algo {
+            ConvAlgo::Auto => Direct::plan(self.ci, self.co, &self.g, ind),
+            ConvAlgo::Direct => Direct::plan_always(self.ci, self.co, &self.g, ind),
+            ConvAlgo::Gemm => None,
+        };
+        if let Some(dp) = plan {
+            let dw = sum_per_sample(d[0], self.co * self.ci * self.g.kvol(), |b, dw| {
+                let mut buf = Scratch::new(dp.input_len() + dp.dy_len() + dp.partial_len());
+                let (xp, rest) = buf.split_at_mut(dp.input_len());
+                let (dyp, part) = rest.split_at_mut(dp.dy_len());
+                dp.pack_input(&x.data[b * nin..(b + 1) * nin], xp);
+                dp.pack_dy(&dy.data[b * self.co * n..(b + 1) * self.co * n], dyp);
+                dp.weight_grad_sample(xp, dyp, dw, part);
+            });
+            return Ok((dw, db()));
+        }
+        let sp = self.split(ind, o);
         let per_tap = self.co * sp.k2;
         let dwt = sum_per_sample(d[0], per_tap * self.g.k[0], |b, dw| {
             let mut col = Scratch::new(sp.col_len());
@@ -417,16 +505,7 @@ impl ConvCore {
                 }
             }
         }
-        let mut db = vec![0.0f32; self.co];
-        for b in 0..d[0] {
-            for (c, row) in dy.data[b * self.co * n..(b + 1) * self.co * n]
-                .chunks(n)
-                .enumerate()
-            {
-                db[c] += sum8(row);
-            }
-        }
-        Ok((dw, db))
+        Ok((dw, db()))
     }
 }
 

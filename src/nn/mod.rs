@@ -2,6 +2,7 @@
 //! CP), activations, pooling, up-sampling, models from TOML, losses, optimisers.
 
 pub mod conv;
+pub mod direct;
 pub mod layers;
 pub mod ops;
 pub mod tensor;

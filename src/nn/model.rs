@@ -430,6 +430,11 @@ impl Model {
         &self.nodes
     }
 
+    /// The graph, mutably (benchmarks time single layers' passes through it).
+    pub fn nodes_mut(&mut self) -> &mut [Node] {
+        &mut self.nodes
+    }
+
     pub fn params(&self) -> Vec<&Param> {
         self.nodes
             .iter()
