@@ -13,7 +13,9 @@
 //! and input channel, 3 vector loads and 8 weight broadcasts feed 24 FMAs, so the loop is bound
 //! by FMA issue, not by loads. Output channels that do not fill a block of 8 run in blocks of
 //! 4, 2 and 1. Weights are packed per block as `[ci][kt][ky][kx][8]`, so the broadcasts walk
-//! memory in order.
+//! memory in order. The weight gradient reads the same padded planes and the output gradient
+//! laid out as flat planes of the same width (junk columns zero); its tile is described at
+//! [`Direct::weight_grad_sample`].
 //!
 //! Summation order: each output sums over `(ci, a, b, c)` in that order in one f32 accumulator,
 //! a different order from the im2col GEMM's (which blocks the reduction), so the two paths agree
