@@ -52,8 +52,7 @@ pub fn cpu_has_avx512() -> bool {
 pub struct Direct {
     ci: usize,
     co: usize,
-    k: [usize; 3],
-    pad: [usize; 3],
+    g: Geom,
     ind: [usize; 3],
     outd: [usize; 3],
     /// Padded width `X + 2px` (row stride of every plane).
@@ -99,20 +98,14 @@ impl Direct {
         // Furthest read: the last tile's last lane at the last tap of the last plane.
         let reach = (ci - 1) * tp * ps + (tp - 1) * ps + lq + (g.k[1] - 1) * w + g.k[2] - 1;
         let len = (ci * tp * ps).max(reach);
-        let mut blocks = vec![];
-        let (mut o0, mut off) = (0, 0);
-        for size in [8, 4, 2, 1] {
-            while co - o0 >= size {
-                blocks.push((o0, size, off));
-                off += size * ci * g.kvol();
-                o0 += size;
-            }
-        }
+        let blocks = channel_blocks(co, 8)
+            .into_iter()
+            .map(|(o0, size)| (o0, size, o0 * ci * g.kvol()))
+            .collect();
         Some(Direct {
             ci,
             co,
-            k: g.k,
-            pad: g.pad,
+            g: *g,
             ind,
             outd,
             w,
@@ -122,10 +115,6 @@ impl Direct {
             len,
             blocks,
         })
-    }
-
-    pub fn out_dims(&self) -> [usize; 3] {
-        self.outd
     }
 
     /// Length of the padded input buffer [`Direct::pack_input`] fills.
@@ -140,7 +129,7 @@ impl Direct {
 
     /// `W[o, i, kt, ky, kx]` regrouped per output block as `[i][kt][ky][kx][block]`.
     pub fn pack_weights(&self, wt: &[f32]) -> Vec<f32> {
-        let kv = self.k.iter().product::<usize>();
+        let kv = self.g.kvol();
         let mut out = vec![0.0f32; self.co * self.ci * kv];
         for &(o0, ob, off) in &self.blocks {
             for i in 0..self.ci {
@@ -163,9 +152,9 @@ impl Direct {
             for tt in 0..t {
                 for yy in 0..y {
                     let src = ((i * t + tt) * y + yy) * xl;
-                    let dst = (i * self.tp + tt + self.pad[0]) * self.ps
-                        + (yy + self.pad[1]) * self.w
-                        + self.pad[2];
+                    let dst = (i * self.tp + tt + self.g.pad[0]) * self.ps
+                        + (yy + self.g.pad[1]) * self.w
+                        + self.g.pad[2];
                     xp[dst..dst + xl].copy_from_slice(&x[src..src + xl]);
                 }
             }
@@ -182,7 +171,7 @@ impl Direct {
         y: &mut [f32],
         plane: &mut [f32],
     ) {
-        let kv = self.k.iter().product::<usize>();
+        let kv = self.g.kvol();
         let [ot, oy, ox] = self.outd;
         // The kernel reads through raw pointers; these bounds make every read and write inside
         // the slices (see `reach` in `plan_always`).
@@ -197,7 +186,7 @@ impl Direct {
                         ps: self.ps,
                         w: self.w,
                         ci: self.ci,
-                        k: self.k,
+                        k: self.g.k,
                         wp: wp[off..].as_ptr(),
                         out: plane[q0..].as_mut_ptr(),
                         os: self.lq,
@@ -227,9 +216,7 @@ impl Direct {
             }
         }
     }
-}
 
-impl Direct {
     /// Length of the buffer [`Direct::pack_dy`] fills.
     pub fn dy_len(&self) -> usize {
         self.co * self.outd[0] * self.lq
@@ -237,7 +224,7 @@ impl Direct {
 
     /// Length of the per-thread partial sums of [`Direct::weight_grad_sample`].
     pub fn partial_len(&self) -> usize {
-        4 * self.ci * self.k.iter().product::<usize>() * 16
+        4 * self.ci * self.g.kvol() * 16
     }
 
     /// Copies one sample's output gradient `dy: [co, T', Y', X']` into flat planes of the padded
@@ -261,10 +248,10 @@ impl Direct {
     /// vector accumulators of 16 positions; per 16 positions, 4 gradient loads and 6 input loads
     /// feed 24 FMAs (8 × 3 needed 8 gradient loads, mostly from L2, and ran 5–7 % slower). Each
     /// tile runs over as many planes as keep the block's gradient rows in L2 (all 8 at 32 × 32,
-    /// 2 at 64 × 64); the accumulators go to `partial` between such passes and are summed across
+    /// 5 at 64 × 64); the accumulators go to `partial` between such passes and are summed across
     /// lanes once at the end.
     pub fn weight_grad_sample(&self, xp: &[f32], dyp: &[f32], dw: &mut [f32], partial: &mut [f32]) {
-        let kv = self.k.iter().product::<usize>();
+        let kv = self.g.kvol();
         let ntap = self.ci * kv;
         let ot = self.outd[0];
         assert!(xp.len() >= self.len && dyp.len() >= self.dy_len());
@@ -272,26 +259,18 @@ impl Direct {
         let offs: Vec<usize> = (0..ntap)
             .map(|j| {
                 let (i, r) = (j / kv, j % kv);
-                let (a, b, c) = (
-                    r / (self.k[1] * self.k[2]),
-                    (r / self.k[2]) % self.k[1],
-                    r % self.k[2],
-                );
+                let k = self.g.k;
+                let (a, b, c) = (r / (k[1] * k[2]), (r / k[2]) % k[1], r % k[2]);
                 i * self.tp * self.ps + a * self.ps + b * self.w + c
             })
             .collect();
         // Valid positions only: the plane's rows up to the last output row, in whole vectors.
         let nq = (self.outd[1] * self.w).div_ceil(16) * 16;
-        let mut o0 = 0;
-        while o0 < self.co {
-            let ob = [4, 2, 1]
-                .into_iter()
-                .find(|&b| b <= self.co - o0)
-                .unwrap_or(1);
+        for (o0, ob) in channel_blocks(self.co, 4) {
             let part = &mut partial[..ntap * ob * 16];
             part.fill(0.0);
             // Planes per pass: as many as keep the block's gradient rows in L2 while all tap
-            // tiles run over them (at 64 × 64 one plane is 137 KB for 8 channels; over all 8
+            // tiles run over them (at 64 × 64 one plane is 68 KB for 4 channels; over all 8
             // planes the rows streamed from L3 and the pass ran at half the forward's rate).
             let tc = (L2_BUDGET / (ob * self.lq * 4)).clamp(1, ot);
             for t0 in (0..ot).step_by(tc) {
@@ -328,9 +307,23 @@ impl Direct {
                     dw[(o0 + o) * ntap + j] += super::conv::sum8(lanes);
                 }
             }
-            o0 += ob;
         }
     }
+}
+
+/// Output channels `0..co` cut into blocks of `largest` (a power of two), then one block each of
+/// the smaller powers of two that the remainder needs: `(first channel, size)`.
+fn channel_blocks(co: usize, largest: usize) -> Vec<(usize, usize)> {
+    let mut blocks = vec![];
+    let (mut o0, mut size) = (0, largest);
+    while size > 0 {
+        while co - o0 >= size {
+            blocks.push((o0, size));
+            o0 += size;
+        }
+        size /= 2;
+    }
+    blocks
 }
 
 /// [`wtile`] for `nt` taps (at most 6; `OB` at most 4).

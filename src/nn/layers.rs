@@ -279,11 +279,7 @@ impl ConvCore {
     ) -> Result<Tensor, NnError> {
         let (d, o) = self.dims(x, "convolution")?;
         let ind = [d[2], d[3], d[4]];
-        let plan = match algo {
-            ConvAlgo::Auto => Direct::plan(self.ci, self.co, &self.g, ind),
-            ConvAlgo::Direct => Direct::plan_always(self.ci, self.co, &self.g, ind),
-            ConvAlgo::Gemm => None,
-        };
+        let plan = self.direct_plan(algo, ind);
         if let Some(dp) = plan {
             let nin = self.ci * ind.iter().product::<usize>();
             let n = o.iter().product::<usize>();
@@ -297,6 +293,15 @@ impl ConvCore {
             return Tensor::from_vec(&[d[0], self.co, o[0], o[1], o[2]], data);
         }
         self.forward_gemm(x, w, bias)
+    }
+
+    /// The direct kernel's plan for input `ind` under `algo`, `None` for the GEMM path.
+    fn direct_plan(&self, algo: ConvAlgo, ind: [usize; 3]) -> Option<Direct> {
+        match algo {
+            ConvAlgo::Auto => Direct::plan(self.ci, self.co, &self.g, ind),
+            ConvAlgo::Direct => Direct::plan_always(self.ci, self.co, &self.g, ind),
+            ConvAlgo::Gemm => None,
+        }
     }
 
     /// `y = W ⋆ x + b` through the time-split im2col and GEMMs.
@@ -452,11 +457,7 @@ impl ConvCore {
             }
             db
         };
-        let plan = match algo {
-            ConvAlgo::Auto => Direct::plan(self.ci, self.co, &self.g, ind),
-            ConvAlgo::Direct => Direct::plan_always(self.ci, self.co, &self.g, ind),
-            ConvAlgo::Gemm => None,
-        };
+        let plan = self.direct_plan(algo, ind);
         if let Some(dp) = plan {
             let dw = sum_per_sample(d[0], self.co * self.ci * self.g.kvol(), |b, dw| {
                 let mut buf = Scratch::new(dp.input_len() + dp.dy_len() + dp.partial_len());
