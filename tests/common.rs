@@ -49,6 +49,11 @@ pub fn rate(h: &[f64], err: &[f64]) -> f64 {
 }
 
 /// Path of a file in the repository.
+/// A file of the repository; `WAVECP_REPO` points elsewhere (the GPU bundle of
+/// scripts/gpu-check carries the model files but not the source tree's path).
 pub fn repo(path: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    std::env::var_os("WAVECP_REPO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join(path)
 }

@@ -891,3 +891,68 @@ fn gpu_training_steps_follow_the_cpu_loss_curve() {
         "{off} of {total} weights differ beyond rounding"
     );
 }
+
+/// Batches cut on the device from the resident frame set are the same bits as the CPU's
+/// `WindowSpec::stack` (a copy: exact), for 2-D and 3-D layouts, inputs and targets, windows in
+/// a shuffled order and a last partial batch; windows that would run past the frames are refused.
+#[cfg(feature = "hdf5")]
+#[test]
+fn resident_window_batches_match_the_cpu_stack() {
+    use wavecp::surrogate::data::{FrameSet, WindowSpec};
+    let Some(gpu) = open_gpu() else { return };
+    let (samples, nframes, ny, nx) = (3, 11, 5, 7);
+    let frames = inputs(samples * nframes * ny * nx, 41);
+    let fs = FrameSet {
+        path: "mem".into(),
+        frames,
+        samples,
+        nframes,
+        ny,
+        nx,
+        mean: 0.013,
+        std: 0.37,
+        frame_dt: 0.1,
+    };
+    let norm: Vec<f32> = fs
+        .frames
+        .iter()
+        .map(|v| ((*v as f64 - fs.mean) / fs.std) as f32)
+        .collect();
+    for dims in [2, 3] {
+        let ws = WindowSpec {
+            t_in: 3,
+            t_out: 4,
+            dims,
+        };
+        let mut wins = ws.windows(&fs, &[0, 1, 2], 2);
+        wins.reverse();
+        wins.swap(1, 4);
+        let first: Vec<u32> = wins
+            .iter()
+            .map(|&(s, t0)| (s * nframes + t0) as u32)
+            .collect();
+        let span = ws.t_in + ws.t_out;
+        let batch = 4;
+        for b0 in (0..wins.len()).step_by(batch) {
+            let count = batch.min(wins.len() - b0);
+            let (x, y) = ws.batch(&fs, &wins[b0..b0 + count], fs.mean, fs.std);
+            for (off, t, want) in [(0, ws.t_in, &x), (ws.t_in, ws.t_out, &y)] {
+                let got = gpu
+                    .gather_windows(&norm, ny * nx, &first, span, b0, count, off, t)
+                    .unwrap();
+                assert_eq!(got.len(), want.data.len());
+                for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "dims {dims} b0 {b0} off {off} i {i}"
+                    );
+                }
+            }
+        }
+    }
+    let past = ((samples * nframes) - 2) as u32;
+    assert!(gpu
+        .gather_windows(&norm, ny * nx, &[0, past], 7, 0, 2, 0, 3)
+        .is_err());
+}

@@ -2,9 +2,17 @@
 //! `auto` finding a GPU) the batches go through [`GpuTrainer`], which keeps the network and its
 //! optimiser state on the device and hands weights and moments back for the model files.
 
+use super::data::{FrameSet, WindowSpec};
 use super::SurrogateError;
 use crate::nn::train::Adam;
 use crate::nn::{Device, Model, Tensor};
+
+/// Which window set of a run a resident batch is cut from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Train = 0,
+    Validation = 1,
+}
 
 /// The GPU that `device` asks for, if any.
 #[cfg(feature = "cuda")]
@@ -47,7 +55,7 @@ pub use gpu::GpuTrainer;
 mod gpu {
     use super::*;
     use crate::cuda::model::GpuModel;
-    use crate::cuda::{DevBuf, Gpu};
+    use crate::cuda::{DevBuf, DevFrames, DevWindows, Gpu};
     use crate::nn::train::LossKind;
 
     fn dims5(t: &Tensor) -> Result<[usize; 5], SurrogateError> {
@@ -63,6 +71,19 @@ mod gpu {
         kind: LossKind,
         /// The loss gradient of the last batch and the output dims, for the backward pass.
         grad: Option<(DevBuf, [usize; 5])>,
+        /// The training frames, when they live on the device ([`GpuTrainer::keep_frames`]).
+        data: Option<Resident>,
+    }
+
+    /// The frame set on the device and the window orders cut from it.
+    struct Resident {
+        frames: DevFrames,
+        nframes: usize,
+        ws: WindowSpec,
+        ny: usize,
+        nx: usize,
+        /// Per [`Slot`]: the windows in the order of the current epoch.
+        sets: [Option<DevWindows>; 2],
     }
 
     impl GpuTrainer {
@@ -74,6 +95,7 @@ mod gpu {
                 model: m,
                 kind,
                 grad: None,
+                data: None,
             })
         }
 
@@ -94,25 +116,141 @@ mod gpu {
             y: &Tensor,
         ) -> Result<(f64, DevBuf, [usize; 5]), SurrogateError> {
             let d = dims5(&x)?;
-            let (pred, od) = self
-                .model
-                .forward(&self.gpu, self.gpu.to_device(&x.data)?, d)?;
-            if od.to_vec() != y.shape {
+            let xd = self.gpu.to_device(&x.data)?;
+            let yt = self.gpu.to_device(&y.data)?;
+            self.loss_on(xd, d, &yt, &y.shape)
+        }
+
+        /// The loss of the batch `xd` (dims `d`) against targets `yt` of shape `yshape`.
+        fn loss_on(
+            &mut self,
+            xd: DevBuf,
+            d: [usize; 5],
+            yt: &DevBuf,
+            yshape: &[usize],
+        ) -> Result<(f64, DevBuf, [usize; 5]), SurrogateError> {
+            let (pred, od) = self.model.forward(&self.gpu, xd, d)?;
+            if od.as_slice() != yshape {
                 return Err(SurrogateError::Mismatch(format!(
-                    "the model maps a batch to {od:?}, the targets are {:?}",
-                    y.shape
+                    "the model maps a batch to {od:?}, the targets are {yshape:?}"
                 )));
             }
-            let yt = self.gpu.to_device(&y.data)?;
-            let mut g = self.gpu.device_zeros(y.len())?;
+            let n: usize = yshape.iter().product();
+            let mut g = self.gpu.device_zeros(n)?;
             let l = match self.kind {
-                LossKind::Mse => self.gpu.mse_dev(&pred, &yt, y.len(), &mut g)?,
+                LossKind::Mse => self.gpu.mse_dev(&pred, yt, n, &mut g)?,
                 LossKind::RelL2 => {
                     let b = od[0].max(1);
-                    self.gpu.rel_l2_dev(&pred, &yt, b, y.len() / b, &mut g)?
+                    self.gpu.rel_l2_dev(&pred, yt, b, n / b, &mut g)?
                 }
             };
             Ok((l, g, od))
+        }
+
+        /// Keeps the whole frame set on the device, normalised as [`WindowSpec::stack`] does
+        /// (same f64 arithmetic, so the batches are the same bits), so that batches are cut
+        /// there. Declines (returns false, nothing copied) when the frames would take more than
+        /// half the device's memory; batches are then copied from the host one at a time.
+        pub fn keep_frames(
+            &mut self,
+            fs: &FrameSet,
+            ws: WindowSpec,
+        ) -> Result<bool, SurrogateError> {
+            let bytes = fs.frames.len() * std::mem::size_of::<f32>();
+            let limit = self.gpu.info.memory_mib * (1 << 20) / 2;
+            if bytes > limit {
+                tracing::info!(
+                    "training frames ({} MiB) exceed half the GPU's memory: batches are copied from the host",
+                    bytes >> 20
+                );
+                return Ok(false);
+            }
+            let (mean, std) = (fs.mean, fs.std);
+            let norm: Vec<f32> = fs
+                .frames
+                .iter()
+                .map(|v| ((*v as f64 - mean) / std) as f32)
+                .collect();
+            let frames = self.gpu.frames_to_device(&norm, fs.ny * fs.nx)?;
+            self.data = Some(Resident {
+                frames,
+                nframes: fs.nframes,
+                ws,
+                ny: fs.ny,
+                nx: fs.nx,
+                sets: [None, None],
+            });
+            Ok(true)
+        }
+
+        /// Uploads `wins` (sample, first frame) in this order as the windows of `slot`, for
+        /// [`GpuTrainer::batch_loss_at`] and [`GpuTrainer::eval_loss_at`]: one copy per epoch.
+        pub fn set_windows(
+            &mut self,
+            slot: Slot,
+            wins: &[(usize, usize)],
+        ) -> Result<(), SurrogateError> {
+            let r = self
+                .data
+                .as_mut()
+                .ok_or_else(|| SurrogateError::Mismatch("set_windows before keep_frames".into()))?;
+            let first: Vec<u32> = wins
+                .iter()
+                .map(|&(s, t0)| u32::try_from(s * r.nframes + t0))
+                .collect::<Result<_, _>>()
+                .map_err(|_| SurrogateError::Mismatch("more than 2^32 frames".into()))?;
+            let span = r.ws.t_in + r.ws.t_out;
+            r.sets[slot as usize] = Some(self.gpu.windows_to_device(&first, span, &r.frames)?);
+            Ok(())
+        }
+
+        /// Input and target batches of windows `b0 .. b0 + count` of `slot`, cut on the device.
+        fn batch_at(
+            &mut self,
+            slot: Slot,
+            b0: usize,
+            count: usize,
+        ) -> Result<(DevBuf, [usize; 5], DevBuf, Vec<usize>), SurrogateError> {
+            let r = self.data.as_ref().ok_or_else(|| {
+                SurrogateError::Mismatch("a resident batch before keep_frames".into())
+            })?;
+            let w = r.sets[slot as usize].as_ref().ok_or_else(|| {
+                SurrogateError::Mismatch("a resident batch before set_windows".into())
+            })?;
+            let (ws, n) = (r.ws, r.ny * r.nx);
+            let mut x = self.gpu.device_zeros(count * ws.t_in * n)?;
+            let mut y = self.gpu.device_zeros(count * ws.t_out * n)?;
+            self.gpu
+                .gather_windows_dev(&r.frames, w, b0, count, 0, ws.t_in, &mut x)?;
+            self.gpu
+                .gather_windows_dev(&r.frames, w, b0, count, ws.t_in, ws.t_out, &mut y)?;
+            let xs = ws.shape(count, ws.t_in, r.ny, r.nx);
+            let d = [xs[0], xs[1], xs[2], xs[3], xs[4]];
+            Ok((x, d, y, ws.shape(count, ws.t_out, r.ny, r.nx)))
+        }
+
+        /// [`GpuTrainer::batch_loss`] of windows `b0 .. b0 + count` of `slot` (resident data).
+        pub fn batch_loss_at(
+            &mut self,
+            slot: Slot,
+            b0: usize,
+            count: usize,
+        ) -> Result<f64, SurrogateError> {
+            let (x, d, y, ys) = self.batch_at(slot, b0, count)?;
+            let (l, g, od) = self.loss_on(x, d, &y, &ys)?;
+            self.grad = Some((g, od));
+            Ok(l)
+        }
+
+        /// [`GpuTrainer::eval_loss`] of windows `b0 .. b0 + count` of `slot` (resident data).
+        pub fn eval_loss_at(
+            &mut self,
+            slot: Slot,
+            b0: usize,
+            count: usize,
+        ) -> Result<f64, SurrogateError> {
+            let (x, d, y, ys) = self.batch_at(slot, b0, count)?;
+            Ok(self.loss_on(x, d, &y, &ys)?.0)
         }
 
         /// Forward pass and MSE of one batch; keeps the gradient for [`GpuTrainer::update`].
@@ -185,6 +323,18 @@ impl GpuTrainer {
         match *self {}
     }
     pub fn sync(&mut self, _: &mut Model, _: &mut Adam) -> Result<(), SurrogateError> {
+        match *self {}
+    }
+    pub fn keep_frames(&mut self, _: &FrameSet, _: WindowSpec) -> Result<bool, SurrogateError> {
+        match *self {}
+    }
+    pub fn set_windows(&mut self, _: Slot, _: &[(usize, usize)]) -> Result<(), SurrogateError> {
+        match *self {}
+    }
+    pub fn batch_loss_at(&mut self, _: Slot, _: usize, _: usize) -> Result<f64, SurrogateError> {
+        match *self {}
+    }
+    pub fn eval_loss_at(&mut self, _: Slot, _: usize, _: usize) -> Result<f64, SurrogateError> {
         match *self {}
     }
 }

@@ -6,6 +6,7 @@
 //! uninterrupted one.
 
 use super::data::{FrameSet, WindowSpec};
+use super::engine::Slot;
 use super::modelfile::{self, ModelMeta, TrainState};
 use super::{file_err, SurrogateError};
 use crate::nn::model::ModelSpec;
@@ -287,8 +288,26 @@ fn run_inner(
         Some(never) => match never {},
         None => None,
     };
-    if let Some(e) = &engine {
-        tracing::info!("training on {}", e.name());
+    // On the GPU the frames stay on the device for the whole run, each epoch's window order
+    // is one small copy, and batches are cut there (no host-to-device copy per batch).
+    let mut resident = false;
+    if let Some(e) = &mut engine {
+        resident = e.keep_frames(&fs, ws)?;
+        if resident {
+            e.set_windows(Slot::Validation, &val_w)?;
+        }
+        tracing::info!(
+            "training on {}{}",
+            e.name(),
+            if resident {
+                format!(
+                    " (frames resident on the device: {} MiB)",
+                    (fs.frames.len() * 4) >> 20
+                )
+            } else {
+                String::new()
+            }
+        );
     }
     let meta = |epoch: usize, tl: f64, vl: f64| ModelMeta {
         t_in: ws.t_in,
@@ -322,11 +341,21 @@ fn run_inner(
         rng.set_stream(epoch as u64);
         order.shuffle(&mut rng);
         let mut sum = 0.0;
+        if let (true, Some(e)) = (resident, &mut engine) {
+            e.set_windows(Slot::Train, &order)?;
+        }
         for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
-            let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
             let (l, dy) = match &mut engine {
-                Some(e) => (e.batch_loss(x, &y)?, None),
+                Some(e) if resident => (
+                    e.batch_loss_at(Slot::Train, bi * job.train.batch, chunk.len())?,
+                    None,
+                ),
+                Some(e) => {
+                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
+                    (e.batch_loss(x, &y)?, None)
+                }
                 None => {
+                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
                     let pred = model.forward_owned(x)?;
                     let (l, dy) = loss(job.train.loss, &pred, &y)?;
                     (l, Some(dy))
@@ -358,9 +387,15 @@ fn run_inner(
         let val_loss = match &mut engine {
             Some(e) => {
                 let mut s = 0.0;
-                for chunk in val_w.chunks(job.train.batch.max(1)) {
-                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                    s += e.eval_loss(x, &y)? * chunk.len() as f64;
+                let b = job.train.batch.max(1);
+                for (bi, chunk) in val_w.chunks(b).enumerate() {
+                    let l = if resident {
+                        e.eval_loss_at(Slot::Validation, bi * b, chunk.len())?
+                    } else {
+                        let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
+                        e.eval_loss(x, &y)?
+                    };
+                    s += l * chunk.len() as f64;
                 }
                 if val_w.is_empty() {
                     f64::NAN
