@@ -634,7 +634,9 @@ fn conv_pair(
                 l.b.as_mut().unwrap().value = bias.clone();
                 l
             };
-            (Box::new(mk()), GpuConv::from_cp(gpu, &mk()).unwrap())
+            let mut gconv = GpuConv::from_cp(gpu, &mk()).unwrap();
+            gconv.set_fused(kind != "cp-unfused");
+            (Box::new(mk()), gconv)
         }
     }
 }
@@ -647,20 +649,24 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
         return;
     };
     let (b, ci, co, rank) = (2usize, 3usize, 5usize, 2usize);
-    let d = [b, ci, 5usize, 7, 6];
-    let n: usize = d.iter().product();
-    for (k, stride, pad, dil) in [
-        ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]),
-        ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1]),
-        ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2]),
+    // The first and last geometries take the fused CP chain (kernels/cpchain.cu; the last spans
+    // several 4 × 8 × 32 tiles along every axis, with unequal filters and paddings), the middle
+    // two the per-axis passes; "cp-unfused" runs the per-axis passes on every geometry.
+    for (k, stride, pad, dil, ext) in [
+        ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
+        ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
+        ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2], [5, 7, 6]),
+        ([3, 5, 2], [1, 1, 1], [0, 2, 1], [1, 1, 1], [9, 17, 37]),
     ] {
+        let d = [b, ci, ext[0], ext[1], ext[2]];
+        let n: usize = d.iter().product();
         let g = Geom {
             k,
             stride,
             pad,
             dil,
         };
-        for kind in ["dense", "pair", "cp"] {
+        for kind in ["dense", "pair", "cp", "cp-unfused"] {
             let x = Tensor::from_vec(&d, inputs(n, 61)).unwrap();
             let xa = Tensor::from_vec(&d, x.data.iter().map(|v| v.abs()).collect()).unwrap();
             let (mut cpu, mut gconv) = conv_pair(&gpu, kind, g, (ci, co, rank), false);
@@ -682,13 +688,15 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
                 .backward(&gpu, &gpu.to_device(&dy.data).unwrap())
                 .unwrap();
             let dxg = gpu.to_host(&dxd, x.len()).unwrap();
-            // Every value is a sum of at most 1 000 products here (b·nin = 420 for the CP input
-            // factor's gradient, the longest): both sides are within 1 000·ε·Σ|terms| of the
-            // exact sum, and Σ|terms| is the same computation on absolute values.
+            // Every value is a sum of at most max(1 000, b·nin) products (b·nin for the CP
+            // input factor's gradient and the dense weight gradient, the longest sums; 420 on
+            // the small extents, 11 322 on the large): both sides are within terms·ε·Σ|terms|
+            // of the exact sum, and Σ|terms| is the same computation on absolute values.
+            let terms = (b * ext.iter().product::<usize>()).max(1000) as f32;
             let check = |what: &str, gv: &[f32], cv: &[f32], av: &[f32]| {
                 assert_eq!(gv.len(), cv.len(), "{kind} {what} length");
                 for i in 0..cv.len() {
-                    let tol = 2.0 * 1000.0 * f32::EPSILON * av[i] + 1e-6;
+                    let tol = 2.0 * terms * f32::EPSILON * av[i] + 1e-6;
                     assert!(
                         (gv[i] - cv[i]).abs() <= tol,
                         "{kind} {g:?} {what}[{i}]: gpu {} cpu {} (tol {tol})",

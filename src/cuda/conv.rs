@@ -13,7 +13,8 @@
 //! Summation orders differ from the CPU's (GEMM blocking, block reductions), so results agree
 //! within the f32 rounding of sums of the same terms (tests/cuda.rs states the bounds).
 
-use super::{CudaError, DevBuf, GemmDesc, Gpu};
+use super::device::CHAIN_KMAX;
+use super::{Chain, CudaError, DevBuf, GemmDesc, Gpu};
 use crate::nn::conv::{DwShape, Geom};
 use crate::nn::layers::{
     axis_conv, axis_geom, transposed_out_dims, ConvTranspose, CpConv, DenseConv, PairConv,
@@ -59,6 +60,47 @@ pub struct GpuConv {
     /// input of each depthwise pass and the last output, with their dims.
     x: Option<(DevBuf, [usize; 5])>,
     saved: Vec<(DevBuf, [usize; 5])>,
+    /// CP: run the depthwise passes as one fused kernel where it applies (kernels/cpchain.cu).
+    fuse: bool,
+    /// CP: the fused chain of the last forward pass (its backward pass is fused too).
+    chain: Option<Chain>,
+}
+
+/// The fused chain for a CP layer's depthwise passes over `[batch, r, ind]`, where
+/// kernels/cpchain.cu applies: one pass per axis, stride and dilation 1, filters of at most
+/// [`CHAIN_KMAX`] taps, padding shorter than the filter (so the adjoint is a chain too).
+fn fused_chain(g: &Geom, axes: &[usize], batch: usize, r: usize, ind: [usize; 3]) -> Option<Chain> {
+    let mut seen = [false; 3];
+    for &a in axes {
+        *seen.get_mut(a)? = true;
+    }
+    let ok = axes.len() == 3
+        && seen.iter().all(|&s| s)
+        && (0..3).all(|a| {
+            g.stride[a] == 1 && g.dil[a] == 1 && g.k[a] <= CHAIN_KMAX && g.pad[a] < g.k[a]
+        });
+    let ch = Chain {
+        batch,
+        c: r,
+        ind,
+        k: g.k,
+        pad: g.pad,
+    };
+    (ok && ch.out_dims().is_ok()).then_some(ch)
+}
+
+/// The CP filters (and gradients) in axis order t, y, x from their axis slots.
+fn by_axis<T>(axes: &[usize], per_slot: Vec<T>) -> Result<[T; 3], CudaError> {
+    let mut out: [Option<T>; 3] = [None, None, None];
+    for (slot, v) in per_slot.into_iter().enumerate() {
+        out[axes[slot]] = Some(v);
+    }
+    match out {
+        [Some(t), Some(y), Some(x)] => Ok([t, y, x]),
+        _ => Err(CudaError::Driver(
+            "fused CP chain: the axes are not t, y and x once each".into(),
+        )),
+    }
 }
 
 fn shape_err(what: &str, expected: usize, found: usize) -> CudaError {
@@ -187,6 +229,8 @@ impl GpuConv {
             bias: Self::bias_from(gpu, l.b.as_ref())?,
             x: None,
             saved: vec![],
+            fuse: std::env::var("WAVECP_CP_FUSED").map_or(true, |v| v != "0"),
+            chain: None,
         })
     }
 
@@ -218,6 +262,8 @@ impl GpuConv {
             },
             x: None,
             saved: vec![],
+            fuse: std::env::var("WAVECP_CP_FUSED").map_or(true, |v| v != "0"),
+            chain: None,
         })
     }
 
@@ -243,6 +289,8 @@ impl GpuConv {
             },
             x: None,
             saved: vec![],
+            fuse: std::env::var("WAVECP_CP_FUSED").map_or(true, |v| v != "0"),
+            chain: None,
         })
     }
 
@@ -334,7 +382,22 @@ impl GpuConv {
                 );
                 gpu.gemm_dev(&desc, v, &x, &mut z)?;
                 let mut zd = [b, r, d[2], d[3], d[4]];
-                for (slot, &ax) in axes.iter().enumerate() {
+                let chain = if self.fuse {
+                    fused_chain(&self.g, axes, b, r, [d[2], d[3], d[4]])
+                } else {
+                    None
+                };
+                if let Some(ch) = &chain {
+                    let o = ch.out_dims()?;
+                    let mut z3 = gpu.device_zeros(b * r * o.iter().product::<usize>())?;
+                    let w = by_axis(axes, a.iter().map(|p| &p.0).collect())?;
+                    gpu.cp_chain_forward_dev(ch, false, &z, w, &mut z3)?;
+                    self.saved.push((z, zd));
+                    z = z3;
+                    zd = [b, r, o[0], o[1], o[2]];
+                }
+                self.chain = chain;
+                for (slot, &ax) in axes.iter().enumerate().filter(|_| chain.is_none()) {
                     let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];
                     let o = g
@@ -449,7 +512,22 @@ impl GpuConv {
                     0.0,
                 );
                 gpu.gemm_dev(&desc, u, dy, &mut dz)?;
-                for (slot, &ax) in axes.iter().enumerate().rev() {
+                if let Some(ch) = &self.chain {
+                    let z0 = &self.saved[0].0;
+                    let (w, dw): (Vec<_>, Vec<_>) = a.iter_mut().map(|(v, g)| (&*v, g)).unzip();
+                    let (w, dw) = (by_axis(axes, w)?, by_axis(axes, dw)?);
+                    gpu.cp_chain_dweight_dev(ch, z0, &dz, w, dw)?;
+                    let w = by_axis(axes, a.iter().map(|p| &p.0).collect())?;
+                    let mut dz0 = gpu.device_zeros(b * r * nin)?;
+                    gpu.cp_chain_forward_dev(&ch.adjoint()?, true, &dz, w, &mut dz0)?;
+                    dz = dz0;
+                }
+                for (slot, &ax) in axes
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter(|_| self.chain.is_none())
+                {
                     let (zin, zd) = &self.saved[slot];
                     let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];
@@ -488,6 +566,13 @@ impl GpuConv {
             }
         }
         Ok(dx)
+    }
+
+    /// CP layers: whether the depthwise passes run as one fused kernel where the geometry
+    /// allows (default: yes, unless `WAVECP_CP_FUSED=0`); the unfused path runs one kernel per
+    /// pass. Takes effect at the next forward pass.
+    pub fn set_fused(&mut self, on: bool) {
+        self.fuse = on;
     }
 
     /// Sets the weight gradients to zero.

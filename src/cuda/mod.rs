@@ -8,7 +8,7 @@ mod conv;
 mod device;
 pub mod model;
 pub use conv::{GpuConv, GpuConvT};
-pub use device::{DevBuf, DevFrames, DevWindows};
+pub use device::{Chain, DevBuf, DevFrames, DevWindows};
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
@@ -27,6 +27,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("optim", include_str!("../../kernels/optim.cu")),
     ("pair", include_str!("../../kernels/pair.cu")),
     ("data", include_str!("../../kernels/data.cu")),
+    ("cpchain", include_str!("../../kernels/cpchain.cu")),
 ];
 
 /// Geometry of a depthwise pass, laid out as `struct DwParams` in kernels/depthwise.cu.

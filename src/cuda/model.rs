@@ -12,8 +12,8 @@ use cudarc::driver::CudaSlice;
 use std::collections::HashMap;
 
 enum GNode {
-    Conv(GpuConv),
-    ConvT(GpuConvT),
+    Conv(Box<GpuConv>),
+    ConvT(Box<GpuConvT>),
     Act {
         kind: ActKind,
         x: Option<DevBuf>,
@@ -65,13 +65,13 @@ impl GpuModel {
                 Node::Layer(l) => {
                     let a = l.as_any();
                     if let Some(c) = a.downcast_ref::<DenseConv>() {
-                        GNode::Conv(GpuConv::from_dense(gpu, c)?)
+                        GNode::Conv(Box::new(GpuConv::from_dense(gpu, c)?))
                     } else if let Some(c) = a.downcast_ref::<PairConv>() {
-                        GNode::Conv(GpuConv::from_pair(gpu, c)?)
+                        GNode::Conv(Box::new(GpuConv::from_pair(gpu, c)?))
                     } else if let Some(c) = a.downcast_ref::<CpConv>() {
-                        GNode::Conv(GpuConv::from_cp(gpu, c)?)
+                        GNode::Conv(Box::new(GpuConv::from_cp(gpu, c)?))
                     } else if let Some(c) = a.downcast_ref::<ConvTranspose>() {
-                        GNode::ConvT(GpuConvT::from_cpu(gpu, c)?)
+                        GNode::ConvT(Box::new(GpuConvT::from_cpu(gpu, c)?))
                     } else if let Some(c) = a.downcast_ref::<Activation>() {
                         GNode::Act {
                             kind: c.kind,

@@ -1,0 +1,286 @@
+// The CP convolution's three depthwise 1-D passes (along t, y and x) fused into one kernel
+// through shared memory, for stride 1 and dilation 1 (any padding, filters of length ≤ 5):
+//   y[n, t, u, v] = Σ_a Σ_b Σ_d wt[c, a]·wy[c, b]·wx[c, d]·x[n, t + a − pt, u + b − py, v + d − px]
+// with c = n mod C and x zero outside its extents. The three passes act on different axes, so
+// they commute, and the chain's adjoint is the same chain with each filter reversed and padding
+// k − 1 − p: one kernel (`flip`) gives the forward pass and the input gradient. The unfused path
+// (kernels/depthwise.cu, three launches and two intermediate tensors in global memory) remains
+// for strides, dilations and longer filters.
+// CPU twin: the CP layer's depthwise passes, `wavecp::nn::conv::depthwise_axis` over the three
+// axes (src/nn/conv.rs, `CpConv`); parity tests: tests/cuda.rs (the GPU CP layer against the
+// CPU one, fused and unfused geometries).
+//
+// cp_chain_forward_f32 — thread mapping: one 256-thread block per output tile of 4 × 8 × 32
+// (t, y, x) of one (sample, channel) plane, grid x over the tiles, grid y over the planes
+// (grid-stride). The block stages the input tile with its halo, (4 + kt − 1)·(8 + ky − 1)·
+// (32 + kx − 1) values, in shared memory (coalesced along x), runs the t pass into a second
+// buffer, the y pass into a third, and the x pass straight to global memory.
+// Cost per output (k = 3): 2·(kt·(1 + (ky − 1)/8)(1 + (kx − 1)/32) + ky·(1 + (kx − 1)/32) + kx)
+// ≈ 19 FLOPs; from global memory ≈ 4·1.9 B read (the halo) and 4 B written, against
+// 3 × (4 + 4) B + the reads of two intermediates for the three separate passes: ≈ 3× less
+// traffic, 1 launch instead of 3. Still bandwidth-bound (≈ 1.6 FLOP/B).
+//
+// cp_chain_dweight_f32 — the filter gradients. Because the passes commute, the gradient of one
+// axis's filter is the correlation of the output gradient g with the input passed through the
+// other two filters only: dwx[c, d] = Σ g[n, o]·(T Y x)[n, o + d·e_x − px], and likewise for
+// y (T X x) and t (Y X x). Thread mapping: one block per output tile and plane, as above: it
+// stages x with its halo and the tile of g, forms T x, then Y(T x) and X(T x), then X x and
+// Y(X x) in shared memory (39 KB in all), each thread accumulating its four outputs' products
+// per tap; a fixed-order tree per tap writes one partial sum per (plane, tile, tap).
+// cp_chain_dweight_reduce_f32 then adds, per (channel, tap), the partials of every sample and
+// tile in a fixed order to the gradient (deterministic; no atomics).
+// Cost per output: ≈ 2·(kt + ky + kx)·2 FLOPs for the products and ≈ 5 passes' worth of
+// shared-memory filtering; from global memory ≈ 4·1.9 B of x and 4 B of g read.
+
+#define CT 4
+#define CY 8
+#define CX 32
+#define KMAX 5
+#define ZT (CT + KMAX - 1)
+#define ZY (CY + KMAX - 1)
+#define ZX (CX + KMAX - 1)
+#define PER (CT * CY * CX / 256)
+
+struct ChainParams {
+    unsigned int n;         // planes: batch × channels
+    unsigned int c;         // channels (filter rows)
+    unsigned int in_d[3];   // input extents (t, y, x)
+    unsigned int out_d[3];  // output extents: in + 2·pad − k + 1
+    unsigned int k[3];      // filter lengths (≤ KMAX)
+    int pad[3];             // zero padding before the first input value
+    unsigned int flip;      // 1: filters read reversed (the adjoint)
+    unsigned int tiles[3];  // output tiles per axis
+};
+
+__device__ __forceinline__ float tap(const float* w, unsigned int k, unsigned int j,
+                                     unsigned int flip) {
+    return w[flip ? k - 1 - j : j];
+}
+
+// Stages the input region of output tile origin (o0, o1, o2) of plane xn: extents
+// (CT + k0 − 1, CY + k1 − 1, CX + k2 − 1) at row strides ZY·ZX and ZX, zero outside the input.
+__device__ __forceinline__ void stage_input(float* sz, const float* __restrict__ xn,
+                                            const ChainParams& p, int o0, int o1, int o2) {
+    const unsigned int rt = CT + p.k[0] - 1, ry = CY + p.k[1] - 1, rx = CX + p.k[2] - 1;
+    for (unsigned int e = threadIdx.x; e < rt * ry * rx; e += blockDim.x) {
+        const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
+        const int it = o0 + (int)a - p.pad[0], iy = o1 + (int)b - p.pad[1],
+                  ix = o2 + (int)d - p.pad[2];
+        const bool in = it >= 0 && it < (int)p.in_d[0] && iy >= 0 && iy < (int)p.in_d[1] &&
+                        ix >= 0 && ix < (int)p.in_d[2];
+        sz[(a * ZY + b) * ZX + d] =
+            in ? xn[((unsigned long long)it * p.in_d[1] + iy) * p.in_d[2] + ix] : 0.0f;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_forward_f32(const float* __restrict__ x, const float* __restrict__ wt,
+                         const float* __restrict__ wy, const float* __restrict__ wx,
+                         float* __restrict__ y, ChainParams p) {
+    __shared__ float sz[ZT * ZY * ZX];
+    __shared__ float sa[CT * ZY * ZX];
+    __shared__ float sb[CT * CY * ZX];
+    const unsigned int tile = blockIdx.x;
+    const unsigned int tx = tile % p.tiles[2], ty = (tile / p.tiles[2]) % p.tiles[1],
+                       tt = tile / (p.tiles[2] * p.tiles[1]);
+    const int o0 = tt * CT, o1 = ty * CY, o2 = tx * CX;
+    const unsigned int k0 = p.k[0], k1 = p.k[1], k2 = p.k[2];
+    const unsigned int ry = CY + k1 - 1, rx = CX + k2 - 1;
+    const unsigned long long nin = (unsigned long long)p.in_d[0] * p.in_d[1] * p.in_d[2];
+    const unsigned long long nout = (unsigned long long)p.out_d[0] * p.out_d[1] * p.out_d[2];
+    for (unsigned int n = blockIdx.y; n < p.n; n += gridDim.y) {
+        const unsigned int c = n % p.c;
+        const float *ft = wt + c * k0, *fy = wy + c * k1, *fx = wx + c * k2;
+        stage_input(sz, x + n * nin, p, o0, o1, o2);
+        __syncthreads();
+        for (unsigned int e = threadIdx.x; e < CT * ry * rx; e += blockDim.x) {
+            const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k0; ++j)
+                acc += tap(ft, k0, j, p.flip) * sz[((a + j) * ZY + b) * ZX + d];
+            sa[(a * ZY + b) * ZX + d] = acc;
+        }
+        __syncthreads();
+        for (unsigned int e = threadIdx.x; e < CT * CY * rx; e += blockDim.x) {
+            const unsigned int a = e / (CY * rx), b = (e / rx) % CY, d = e % rx;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k1; ++j)
+                acc += tap(fy, k1, j, p.flip) * sa[(a * ZY + b + j) * ZX + d];
+            sb[(a * CY + b) * ZX + d] = acc;
+        }
+        __syncthreads();
+        float* yn = y + n * nout;
+        for (unsigned int e = threadIdx.x; e < CT * CY * CX; e += blockDim.x) {
+            const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
+            const unsigned int ot = o0 + a, oy = o1 + b, ox = o2 + d;
+            if (ot >= p.out_d[0] || oy >= p.out_d[1] || ox >= p.out_d[2]) continue;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k2; ++j)
+                acc += tap(fx, k2, j, p.flip) * sb[(a * CY + b) * ZX + d + j];
+            yn[((unsigned long long)ot * p.out_d[1] + oy) * p.out_d[2] + ox] = acc;
+        }
+        // The next plane restages sz: every thread must be done reading sb (and sz, sa).
+        __syncthreads();
+    }
+}
+
+// Adds the block's per-thread values v (one per thread) in a fixed tree order; thread 0 gets
+// the sum. `red` holds blockDim.x = 256 floats.
+__device__ __forceinline__ float block_sum(float* red, float v) {
+    red[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned int s = 128; s > 0; s >>= 1) {
+        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+        __syncthreads();
+    }
+    const float r = red[0];
+    __syncthreads();
+    return r;
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_dweight_f32(const float* __restrict__ x, const float* __restrict__ g,
+                         const float* __restrict__ wt, const float* __restrict__ wy,
+                         const float* __restrict__ wx, float* __restrict__ part, ChainParams p) {
+    __shared__ float sz[ZT * ZY * ZX];
+    __shared__ float s1[ZT * ZY * CX];  // T x (CT·ZY·ZX ≤ ZT·ZY·CX values), then X x
+    __shared__ float s2[ZT * CY * CX];  // Y(T x), X(T x), then Y(X x)
+    __shared__ float sg[CT * CY * CX];
+    __shared__ float red[256];
+    const unsigned int ntiles = p.tiles[0] * p.tiles[1] * p.tiles[2];
+    const unsigned int tile = blockIdx.x;
+    const unsigned int tx = tile % p.tiles[2], ty = (tile / p.tiles[2]) % p.tiles[1],
+                       tt = tile / (p.tiles[2] * p.tiles[1]);
+    const int o0 = tt * CT, o1 = ty * CY, o2 = tx * CX;
+    const unsigned int k0 = p.k[0], k1 = p.k[1], k2 = p.k[2];
+    const unsigned int rt = CT + k0 - 1, ry = CY + k1 - 1, rx = CX + k2 - 1;
+    const unsigned long long nin = (unsigned long long)p.in_d[0] * p.in_d[1] * p.in_d[2];
+    const unsigned long long nout = (unsigned long long)p.out_d[0] * p.out_d[1] * p.out_d[2];
+    for (unsigned int n = blockIdx.y; n < p.n; n += gridDim.y) {
+        const unsigned int c = n % p.c;
+        const float *ft = wt + c * k0, *fy = wy + c * k1, *fx = wx + c * k2;
+        stage_input(sz, x + n * nin, p, o0, o1, o2);
+        const float* gn = g + n * nout;
+        for (unsigned int e = threadIdx.x; e < CT * CY * CX; e += blockDim.x) {
+            const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
+            const unsigned int ot = o0 + a, oy = o1 + b, ox = o2 + d;
+            const bool in = ot < p.out_d[0] && oy < p.out_d[1] && ox < p.out_d[2];
+            sg[e] = in ? gn[((unsigned long long)ot * p.out_d[1] + oy) * p.out_d[2] + ox] : 0.0f;
+        }
+        __syncthreads();
+        // T x over (CT, ry, rx), row strides ZY·ZX, ZX.
+        for (unsigned int e = threadIdx.x; e < CT * ry * rx; e += blockDim.x) {
+            const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k0; ++j) acc += ft[j] * sz[((a + j) * ZY + b) * ZX + d];
+            s1[(a * ZY + b) * ZX + d] = acc;
+        }
+        __syncthreads();
+        // Y(T x) over (CT, CY, rx), strides CY·ZX, ZX: the x filter's input.
+        for (unsigned int e = threadIdx.x; e < CT * CY * rx; e += blockDim.x) {
+            const unsigned int a = e / (CY * rx), b = (e / rx) % CY, d = e % rx;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k1; ++j) acc += fy[j] * s1[(a * ZY + b + j) * ZX + d];
+            s2[(a * CY + b) * ZX + d] = acc;
+        }
+        __syncthreads();
+        // Per-tap sums in registers: the tap loops run to KMAX, unrolled, so that every index
+        // is a constant (a run-time index would put the arrays in local memory).
+        float accx[KMAX], accy[KMAX], acct[KMAX];
+#pragma unroll
+        for (unsigned int j = 0; j < KMAX; ++j) accx[j] = accy[j] = acct[j] = 0.0f;
+        for (unsigned int m = 0; m < PER; ++m) {
+            const unsigned int e = threadIdx.x + m * 256;
+            const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
+            const float gv = sg[e];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k2) accx[j] += gv * s2[(a * CY + b) * ZX + d + j];
+        }
+        __syncthreads();
+        // X(T x) over (CT, ry, CX), strides ZY·CX, CX: the y filter's input.
+        for (unsigned int e = threadIdx.x; e < CT * ry * CX; e += blockDim.x) {
+            const unsigned int a = e / (ry * CX), b = (e / CX) % ry, d = e % CX;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k2; ++j) acc += fx[j] * s1[(a * ZY + b) * ZX + d + j];
+            s2[(a * ZY + b) * CX + d] = acc;
+        }
+        __syncthreads();
+        for (unsigned int m = 0; m < PER; ++m) {
+            const unsigned int e = threadIdx.x + m * 256;
+            const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
+            const float gv = sg[e];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k1) accy[j] += gv * s2[(a * ZY + b + j) * CX + d];
+        }
+        __syncthreads();
+        // X x over (rt, ry, CX), strides ZY·CX, CX.
+        for (unsigned int e = threadIdx.x; e < rt * ry * CX; e += blockDim.x) {
+            const unsigned int a = e / (ry * CX), b = (e / CX) % ry, d = e % CX;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k2; ++j) acc += fx[j] * sz[(a * ZY + b) * ZX + d + j];
+            s1[(a * ZY + b) * CX + d] = acc;
+        }
+        __syncthreads();
+        // Y(X x) over (rt, CY, CX), strides CY·CX, CX: the t filter's input.
+        for (unsigned int e = threadIdx.x; e < rt * CY * CX; e += blockDim.x) {
+            const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
+            float acc = 0.0f;
+            for (unsigned int j = 0; j < k1; ++j) acc += fy[j] * s1[(a * ZY + b + j) * CX + d];
+            s2[(a * CY + b) * CX + d] = acc;
+        }
+        __syncthreads();
+        for (unsigned int m = 0; m < PER; ++m) {
+            const unsigned int e = threadIdx.x + m * 256;
+            const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
+            const float gv = sg[e];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k0) acct[j] += gv * s2[((a + j) * CY + b) * CX + d];
+        }
+        // One partial per (plane, tile, tap), taps ordered t, y, x.
+        float* out = part + ((unsigned long long)n * ntiles + tile) * (k0 + k1 + k2);
+        // (k0, k1, k2 are the same for every thread: the barriers in block_sum are uniform.)
+#pragma unroll
+        for (unsigned int j = 0; j < KMAX; ++j) {
+            if (j < k0) {
+                const float s = block_sum(red, acct[j]);
+                if (threadIdx.x == 0) out[j] = s;
+            }
+        }
+#pragma unroll
+        for (unsigned int j = 0; j < KMAX; ++j) {
+            if (j < k1) {
+                const float s = block_sum(red, accy[j]);
+                if (threadIdx.x == 0) out[k0 + j] = s;
+            }
+        }
+#pragma unroll
+        for (unsigned int j = 0; j < KMAX; ++j) {
+            if (j < k2) {
+                const float s = block_sum(red, accx[j]);
+                if (threadIdx.x == 0) out[k0 + k1 + j] = s;
+            }
+        }
+        // block_sum ends with a barrier: sz and sg may be restaged.
+    }
+}
+
+// dw[c, j] += Σ over samples b and tiles of part[(b·C + c)·ntiles + tile][off + j], in that
+// order: one thread per (c, j), j < k (one axis's taps, at offset `off` of `taps` per partial).
+extern "C" __global__ void cp_chain_dweight_reduce_f32(const float* __restrict__ part,
+                                                       float* __restrict__ dw, unsigned int n,
+                                                       unsigned int c, unsigned int ntiles,
+                                                       unsigned int taps, unsigned int off,
+                                                       unsigned int k) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < c * k;
+         i += gridDim.x * blockDim.x) {
+        const unsigned int ch = i / k, j = i % k;
+        float acc = 0.0f;
+        for (unsigned int pl = ch; pl < n; pl += c)
+            for (unsigned int t = 0; t < ntiles; ++t)
+                acc += part[((unsigned long long)pl * ntiles + t) * taps + off + j];
+        dw[i] += acc;
+    }
+}
