@@ -120,3 +120,230 @@ extern "C" __global__ void __launch_bounds__(256)
                        int has_bias, float* __restrict__ pre, int act_kind) {
     sgemm_body<1>(A, B, C, p, bias, has_bias, pre, act_kind);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tiled SGEMM, the default for every GEMM (the 64 × 64 kernel above is kept as a baseline for
+// the benchmarks: WAVECP_GEMM=basic). Same operands, strides and epilogue.
+//
+// Thread mapping: 256 threads per BM × 128 tile of C, BM ∈ {128, 64, 32} chosen by the host
+// from m (the network's GEMMs have m = 4 … 336 output channels or ranks: a fixed 128-row tile
+// would leave most of it idle at m = 32). Thread (tr, tc), tr, tc < 16, owns rows tr + 16·r,
+// r < BM/16, and columns tc + 16·c, c < 8: a (BM/16) × 8 register tile whose shared-memory
+// reads are conflict-free (a warp's 32 threads read 16 consecutive columns of B twice, and at
+// most 2 rows of A, broadcast). The k loop steps by 8 through double-buffered shared memory:
+// the next panel is fetched into registers while the current one is multiplied, one barrier
+// per step. Panel loads are coalesced whichever operand stride is 1 (the host passes which).
+//
+// Split K: a GEMM with few tiles and a long k (the weight gradients, e.g. dW = dy·colᵀ with
+// k = B·T·Y·X ≈ 10⁵ and m·n ≈ 32 × 864: 7 tiles for 132 SMs) runs `splits` slices of k as
+// separate blocks (grid z = batch × splits), each writing its partial tile to a workspace;
+// sgemm_splitk_reduce_f32 then adds the partials in slice order (deterministic) and applies
+// alpha, beta and the epilogue.
+//
+// Cost per output element: 2k FLOPs; from global memory (k/BM + k/128)·4 B of A and B panels;
+// arithmetic intensity for BM = 128: 2k / (k·(1/128 + 1/128)·4) = 32 FLOP/B, for BM = 32:
+// 12.8 FLOP/B, against a machine balance of ≈ 14 FLOP/B (67 TFLOP/s FP32, 4.8 TB/s) on the
+// H200: the 128-row tile is compute-bound, the 32-row one near the ridge. Split K adds
+// splits·m·n·8 B of workspace traffic. Summation order: k ascending per slice, slices in order.
+
+#define TBN 128
+#define TBK 8
+
+struct TiledParams {
+    GemmParams g;
+    unsigned int splits;   // k slices (1: none)
+    unsigned int k_chunk;  // k values per slice (a multiple of TBK)
+    int a_m_contig;        // 1: A's row stride is 1 (consecutive m adjacent in memory)
+    int b_n_contig;        // 1: B's column stride is 1
+};
+
+template <int TBM, int EPI>
+__device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
+                                                 const float* __restrict__ B,
+                                                 float* __restrict__ C, const TiledParams& tp,
+                                                 const float* __restrict__ bias, int has_bias,
+                                                 float* __restrict__ pre, int act_kind) {
+    constexpr int TM = TBM / 16, TN = TBN / 16;
+    constexpr int A_PER = TBM * TBK / 256, B_PER = TBN * TBK / 256;
+    __shared__ float As[2][TBK][TBM + 4];
+    __shared__ float Bs[2][TBK][TBN + 4];
+    const GemmParams& p = tp.g;
+    const unsigned int z = blockIdx.z, bz = z / tp.splits, sz = z % tp.splits;
+    A += (long long)bz * p.a_bs;
+    B += (long long)bz * p.b_bs;
+    const unsigned int kb = sz * tp.k_chunk;
+    const unsigned int ke = min(p.k, kb + tp.k_chunk);
+    const unsigned int row0 = blockIdx.y * TBM, col0 = blockIdx.x * TBN;
+    const unsigned int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
+
+    float ra[A_PER], rb[B_PER];
+    // Panel of A (TBM × TBK) and B (TBK × TBN) at k0 into registers; zero outside the matrix
+    // and the slice.
+    auto fetch = [&](unsigned int k0) {
+#pragma unroll
+        for (int q = 0; q < A_PER; ++q) {
+            const unsigned int e = tid + 256 * q;
+            const unsigned int i = tp.a_m_contig ? e % TBM : e / TBK;
+            const unsigned int kk = tp.a_m_contig ? e / TBM : e % TBK;
+            const unsigned int gi = row0 + i, gk = k0 + kk;
+            ra[q] = (gi < p.m && gk < ke) ? A[gi * p.a_rs + gk * p.a_cs] : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < B_PER; ++q) {
+            const unsigned int e = tid + 256 * q;
+            const unsigned int j = tp.b_n_contig ? e % TBN : e / TBK;
+            const unsigned int kk = tp.b_n_contig ? e / TBN : e % TBK;
+            const unsigned int gj = col0 + j, gk = k0 + kk;
+            rb[q] = (gj < p.n && gk < ke) ? B[gk * p.b_rs + gj * p.b_cs] : 0.0f;
+        }
+    };
+    auto stash = [&](int buf) {
+#pragma unroll
+        for (int q = 0; q < A_PER; ++q) {
+            const unsigned int e = tid + 256 * q;
+            const unsigned int i = tp.a_m_contig ? e % TBM : e / TBK;
+            const unsigned int kk = tp.a_m_contig ? e / TBM : e % TBK;
+            As[buf][kk][i] = ra[q];
+        }
+#pragma unroll
+        for (int q = 0; q < B_PER; ++q) {
+            const unsigned int e = tid + 256 * q;
+            const unsigned int j = tp.b_n_contig ? e % TBN : e / TBK;
+            const unsigned int kk = tp.b_n_contig ? e / TBN : e % TBK;
+            Bs[buf][kk][j] = rb[q];
+        }
+    };
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int r = 0; r < TM; ++r)
+#pragma unroll
+        for (int c = 0; c < TN; ++c) acc[r][c] = 0.0f;
+
+    const unsigned int steps = ke > kb ? (ke - kb + TBK - 1) / TBK : 0;
+    if (steps > 0) {
+        fetch(kb);
+        stash(0);
+    }
+    __syncthreads();
+    for (unsigned int s = 0; s < steps; ++s) {
+        const int buf = s & 1;
+        const bool more = s + 1 < steps;
+        if (more) fetch(kb + (s + 1) * TBK);
+#pragma unroll
+        for (int kk = 0; kk < TBK; ++kk) {
+            float a[TM], b[TN];
+#pragma unroll
+            for (int r = 0; r < TM; ++r) a[r] = As[buf][kk][tr + 16 * r];
+#pragma unroll
+            for (int c = 0; c < TN; ++c) b[c] = Bs[buf][kk][tc + 16 * c];
+#pragma unroll
+            for (int r = 0; r < TM; ++r)
+#pragma unroll
+                for (int c = 0; c < TN; ++c) acc[r][c] = fmaf(a[r], b[c], acc[r][c]);
+        }
+        if (more) stash(buf ^ 1);
+        __syncthreads();
+    }
+
+    if (tp.splits > 1) {
+        // Raw partial sums to the workspace: [batch·splits][m][n], row-major.
+        float* W = C + (unsigned long long)z * p.m * p.n;
+#pragma unroll
+        for (int r = 0; r < TM; ++r) {
+            const unsigned int gi = row0 + tr + 16 * r;
+            if (gi >= p.m) continue;
+#pragma unroll
+            for (int c = 0; c < TN; ++c) {
+                const unsigned int gj = col0 + tc + 16 * c;
+                if (gj < p.n) W[(unsigned long long)gi * p.n + gj] = acc[r][c];
+            }
+        }
+        return;
+    }
+    C += (long long)bz * p.c_bs;
+    if (EPI && act_kind >= 0) pre += (long long)bz * p.c_bs;
+#pragma unroll
+    for (int r = 0; r < TM; ++r) {
+        const unsigned int gi = row0 + tr + 16 * r;
+        if (gi >= p.m) continue;
+#pragma unroll
+        for (int c = 0; c < TN; ++c) {
+            const unsigned int gj = col0 + tc + 16 * c;
+            if (gj >= p.n) continue;
+            const long long off = gi * p.c_rs + gj * p.c_cs;
+            float* out = C + off;
+            // beta = 0 must not read C: it may hold uninitialised memory (NaN · 0 = NaN).
+            float v = p.beta == 0.0f ? p.alpha * acc[r][c] : p.alpha * acc[r][c] + p.beta * *out;
+            if (EPI) {
+                if (has_bias) v += bias[gi];
+                if (act_kind >= 0) {
+                    pre[off] = v;
+                    v = act(act_kind, v);
+                }
+            }
+            *out = v;
+        }
+    }
+}
+
+// One kernel per tile height, plain and with the convolution epilogue.
+extern "C" __global__ void __launch_bounds__(256)
+    sgemm_t128_f32(const float* __restrict__ A, const float* __restrict__ B,
+                  float* __restrict__ C, TiledParams tp) {
+    sgemm_tiled_body<128, 0>(A, B, C, tp, nullptr, 0, nullptr, -1);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    sgemm_t128_bias_act_f32(const float* __restrict__ A, const float* __restrict__ B,
+                           float* __restrict__ C, TiledParams tp, const float* __restrict__ bias,
+                           int has_bias, float* __restrict__ pre, int act_kind) {
+    sgemm_tiled_body<128, 1>(A, B, C, tp, bias, has_bias, pre, act_kind);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    sgemm_t64_f32(const float* __restrict__ A, const float* __restrict__ B,
+                  float* __restrict__ C, TiledParams tp) {
+    sgemm_tiled_body<64, 0>(A, B, C, tp, nullptr, 0, nullptr, -1);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    sgemm_t64_bias_act_f32(const float* __restrict__ A, const float* __restrict__ B,
+                           float* __restrict__ C, TiledParams tp, const float* __restrict__ bias,
+                           int has_bias, float* __restrict__ pre, int act_kind) {
+    sgemm_tiled_body<64, 1>(A, B, C, tp, bias, has_bias, pre, act_kind);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    sgemm_t32_f32(const float* __restrict__ A, const float* __restrict__ B,
+                  float* __restrict__ C, TiledParams tp) {
+    sgemm_tiled_body<32, 0>(A, B, C, tp, nullptr, 0, nullptr, -1);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    sgemm_t32_bias_act_f32(const float* __restrict__ A, const float* __restrict__ B,
+                           float* __restrict__ C, TiledParams tp, const float* __restrict__ bias,
+                           int has_bias, float* __restrict__ pre, int act_kind) {
+    sgemm_tiled_body<32, 1>(A, B, C, tp, bias, has_bias, pre, act_kind);
+}
+
+// C = epilogue(alpha · Σ_s W[b·splits + s] + beta · C) over the split-K partials, slices in
+// order; one thread per element of C (grid-stride). 4·splits B read, 4 B written (8 with beta,
+// +4 with `pre`) per element.
+extern "C" __global__ void sgemm_splitk_reduce_f32(const float* __restrict__ W,
+                                                   float* __restrict__ C, GemmParams p,
+                                                   unsigned int splits,
+                                                   const float* __restrict__ bias, int has_bias,
+                                                   float* __restrict__ pre, int act_kind) {
+    const unsigned long long mn = (unsigned long long)p.m * p.n, total = mn * p.batch;
+    for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+         g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long b = g / mn, r = g % mn;
+        const unsigned int i = r / p.n, j = r % p.n;
+        float acc = 0.0f;
+        for (unsigned int s = 0; s < splits; ++s) acc += W[(b * splits + s) * mn + r];
+        const long long off = (long long)b * p.c_bs + i * p.c_rs + j * p.c_cs;
+        float v = p.beta == 0.0f ? p.alpha * acc : p.alpha * acc + p.beta * C[off];
+        if (has_bias) v += bias[i];
+        if (act_kind >= 0) {
+            pre[off] = v;
+            v = act(act_kind, v);
+        }
+        C[off] = v;
+    }
+}

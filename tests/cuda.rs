@@ -269,10 +269,11 @@ fn gemm_kernel_matches_the_cpu_gemm() {
     use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
     use wavecp::cuda::GemmDesc;
     use wavecp::nn::conv::gemm_view;
-    let Some(gpu) = open_gpu() else {
+    let Some(mut gpu) = open_gpu() else {
         return;
     };
-    // Full tiles, partial tiles on every side, k not a multiple of 16, and the CP shapes.
+    // Full tiles, partial tiles on every side, k not a multiple of 16, the CP shapes, every
+    // tile height of the tiled kernel (32, 64, 128 rows), and long k on few tiles (split K).
     let shapes = [
         (1usize, 1usize, 1usize),
         (64, 64, 16),
@@ -280,9 +281,17 @@ fn gemm_kernel_matches_the_cpu_gemm() {
         (33, 130, 300),
         (4, 2000, 32),
         (32, 2000, 4),
+        (100, 300, 40),
+        (5, 7, 3000),
+        (200, 129, 1030),
     ];
     let batch = 3usize;
-    for (si, &(m, n, k)) in shapes.iter().enumerate() {
+    let mut splits_seen = false;
+    for (basic, (si, &(m, n, k))) in [true, false]
+        .into_iter()
+        .flat_map(|b| shapes.iter().enumerate().map(move |s| (b, s)))
+    {
+        gpu.set_basic_gemm(basic);
         for (ta, tb, beta) in [
             (false, false, 0.0f32),
             (true, false, 1.0),
@@ -315,7 +324,13 @@ fn gemm_kernel_matches_the_cpu_gemm() {
                 alpha: 0.75,
                 beta,
             };
+            splits_seen |= gpu.gemm_plan(&d).splits > 1 && !basic;
             let g = gpu.gemm(&d, &a, &b, &c0).unwrap();
+            // The epilogue (bias, GELU, the value before it) on the same GEMM.
+            let bias = inputs(m, 14 + si as u64);
+            let (post, pre) = gpu
+                .gemm_bias_act(&d, &a, &b, &c0, &bias, ActKind::Gelu)
+                .unwrap();
             let mut cpu = c0.clone();
             for z in 0..batch {
                 let av = ArrayView2::from_shape(
@@ -339,17 +354,34 @@ fn gemm_kernel_matches_the_cpu_gemm() {
                             * 0.75
                             + (beta as f64 * c0[z * m * n + i * n + j] as f64).abs();
                         let idx = z * m * n + i * n + j;
+                        let tol = order_tol(k + 1, abs);
                         assert!(
-                            ((g[idx] - cpu[idx]) as f64).abs() <= order_tol(k + 1, abs),
-                            "gemm {m}x{n}x{k} ta {ta} tb {tb} beta {beta} [{z},{i},{j}]: {} vs {}",
+                            ((g[idx] - cpu[idx]) as f64).abs() <= tol,
+                            "gemm {m}x{n}x{k} basic {basic} ta {ta} tb {tb} beta {beta} [{z},{i},{j}]: {} vs {}",
                             g[idx],
                             cpu[idx]
+                        );
+                        let want = cpu[idx] + bias[i];
+                        let tol = tol + 2.0 * f32::EPSILON as f64 * want.abs() as f64;
+                        assert!(
+                            ((pre[idx] - want) as f64).abs() <= tol,
+                            "gemm+bias {m}x{n}x{k} basic {basic} [{z},{i},{j}]: {} vs {want}",
+                            pre[idx]
+                        );
+                        // GELU's slope is at most 1.13; its own rounding a few ulps.
+                        let gw = act(ActKind::Gelu, want);
+                        assert!(
+                            ((post[idx] - gw) as f64).abs()
+                                <= 1.13 * tol + 4e-6 * gw.abs().max(1.0) as f64,
+                            "gemm+GELU {m}x{n}x{k} basic {basic} [{z},{i},{j}]: {} vs {gw}",
+                            post[idx]
                         );
                     }
                 }
             }
         }
     }
+    assert!(splits_seen, "no shape took the split-K path");
     // Strides that reach past a buffer are refused before the launch.
     let d = GemmDesc {
         m: 4,

@@ -9,6 +9,43 @@ use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
 /// A buffer of `f32` on the device.
 pub type DevBuf = CudaSlice<f32>;
 
+/// The convolution epilogue of a GEMM: bias, activation, and where the pre-activation goes.
+struct Epilogue<'a> {
+    bias: &'a DevBuf,
+    has_bias: i32,
+    pre: &'a mut DevBuf,
+    kind: i32,
+}
+
+/// The tiled GEMM's parameters, laid out as `struct TiledParams` in kernels/gemm.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct TiledParams {
+    g: GemmDesc,
+    splits: u32,
+    k_chunk: u32,
+    a_m_contig: i32,
+    b_n_contig: i32,
+}
+
+// SAFETY: `repr(C)`: a GemmDesc (96 bytes, 8-byte aligned, no padding: see its impl) and four
+// 4-byte fields (16 bytes, so the size stays a multiple of 8 with no tail padding); matches
+// `struct TiledParams` in kernels/gemm.cu field for field.
+unsafe impl cudarc::driver::DeviceRepr for TiledParams {}
+
+/// How [`Gpu::gemm_plan`] runs a GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmPlan {
+    /// Tile height of the tiled kernel (32, 64 or 128 rows).
+    pub bm: usize,
+    /// Slices of k run as separate blocks (1: none).
+    pub splits: usize,
+    /// k values per slice.
+    pub k_chunk: usize,
+    /// The 64 × 64 baseline kernel instead (`WAVECP_GEMM=basic`).
+    pub basic: bool,
+}
+
 fn need(what: &str, len: usize, at_least: usize) -> Result<(), CudaError> {
     if len < at_least {
         return Err(CudaError::Driver(format!(
@@ -64,18 +101,7 @@ impl Gpu {
         if d.m == 0 || d.n == 0 || d.batch == 0 {
             return Ok(());
         }
-        let f = self.function("gemm", "sgemm_strided_f32")?;
-        let cfg = LaunchConfig {
-            grid_dim: (d.n.div_ceil(64), d.m.div_ceil(64), d.batch),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(a).arg(b).arg(c).arg(d);
-        // SAFETY: arguments match sgemm_strided_f32(const float*, const float*, float*,
-        // GemmParams); check_gemm bounded every index the kernel forms by the buffer lengths.
-        unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        Ok(())
+        self.run_gemm(d, a, b, c, None)
     }
 
     /// [`Gpu::im2col`] on device buffers.
@@ -795,26 +821,191 @@ impl Gpu {
             }
         };
         let has_bias = i32::from(bias.is_some());
-        let f = self.function("gemm", "sgemm_bias_act_f32")?;
+        let epi = Epilogue {
+            bias: bias_buf,
+            has_bias,
+            pre,
+            kind,
+        };
+        self.run_gemm(d, &a.as_view(), &b.as_view(), c, Some(epi))
+    }
+
+    /// How a GEMM is run: the tiled kernel's tile height (32, 64 or 128 rows, from m) and the
+    /// split of k, so that a GEMM with few tiles and a long k still occupies every SM.
+    pub fn gemm_plan(&self, d: &GemmDesc) -> GemmPlan {
+        let (m, n, k, batch) = (d.m as usize, d.n as usize, d.k as usize, d.batch as usize);
+        let bm = if m <= 32 {
+            32
+        } else if m <= 64 {
+            64
+        } else {
+            128
+        };
+        let tiles = m.div_ceil(bm) * n.div_ceil(128) * batch.max(1);
+        // Two blocks per SM; slices of at least 256 k values (32 panel steps) each.
+        let target = 2 * self.sms;
+        let mut splits = if tiles < target && k >= 512 {
+            target.div_ceil(tiles).min(k / 256)
+        } else {
+            1
+        };
+        splits = splits.clamp(1, (65_535 / batch.max(1)).max(1));
+        let k_chunk = k.div_ceil(splits).div_ceil(8) * 8;
+        let splits = if k_chunk == 0 {
+            1
+        } else {
+            k.div_ceil(k_chunk).max(1)
+        };
+        GemmPlan {
+            bm,
+            splits,
+            k_chunk: k_chunk.max(8),
+            basic: self.basic_gemm,
+        }
+    }
+
+    /// Launches the GEMM `d` (operands checked by the caller) with the plan of
+    /// [`Gpu::gemm_plan`], or the 64 × 64 baseline kernel under `WAVECP_GEMM=basic`.
+    fn run_gemm(
+        &self,
+        d: &GemmDesc,
+        a: &CudaView<'_, f32>,
+        b: &CudaView<'_, f32>,
+        c: &mut DevBuf,
+        epi: Option<Epilogue<'_>>,
+    ) -> Result<(), CudaError> {
+        let plan = self.gemm_plan(d);
+        if plan.basic {
+            let cfg = LaunchConfig {
+                grid_dim: (d.n.div_ceil(64), d.m.div_ceil(64), d.batch),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            return match epi {
+                None => {
+                    let f = self.function("gemm", "sgemm_strided_f32")?;
+                    let mut l = self.stream.launch_builder(&f);
+                    l.arg(a).arg(b).arg(c).arg(d);
+                    // SAFETY: arguments match sgemm_strided_f32(const float*, const float*,
+                    // float*, GemmParams); the caller's check_gemm bounded every index the
+                    // kernel forms by the buffer lengths.
+                    unsafe { l.launch(cfg) }.map_err(driver_err).map(|_| ())
+                }
+                Some(e) => {
+                    let f = self.function("gemm", "sgemm_bias_act_f32")?;
+                    let mut l = self.stream.launch_builder(&f);
+                    l.arg(a)
+                        .arg(b)
+                        .arg(c)
+                        .arg(d)
+                        .arg(e.bias)
+                        .arg(&e.has_bias)
+                        .arg(e.pre)
+                        .arg(&e.kind);
+                    // SAFETY: arguments match sgemm_bias_act_f32(const float*, const float*,
+                    // float*, GemmParams, const float*, int, float*, int); check_gemm bounded
+                    // A, B, C and pre, the bias holds m values, and stand-ins are only touched
+                    // when has_bias = 1 or act >= 0, which they are not.
+                    unsafe { l.launch(cfg) }.map_err(driver_err).map(|_| ())
+                }
+            };
+        }
+        let (m, n) = (d.m as usize, d.n as usize);
+        let tp = TiledParams {
+            g: *d,
+            splits: plan.splits as u32,
+            k_chunk: plan.k_chunk as u32,
+            a_m_contig: i32::from(d.a[0] == 1),
+            b_n_contig: i32::from(d.b[1] == 1),
+        };
         let cfg = LaunchConfig {
-            grid_dim: (d.n.div_ceil(64), d.m.div_ceil(64), d.batch),
+            grid_dim: (
+                n.div_ceil(128) as u32,
+                m.div_ceil(plan.bm) as u32,
+                d.batch * plan.splits as u32,
+            ),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = self.stream.launch_builder(&f);
-        l.arg(a)
-            .arg(b)
-            .arg(c)
-            .arg(d)
-            .arg(bias_buf)
-            .arg(&has_bias)
-            .arg(pre)
-            .arg(&kind);
-        // SAFETY: arguments match sgemm_bias_act_f32(const float*, const float*, float*,
-        // GemmParams, const float*, int, float*, int); check_gemm bounded A, B, C and pre by
-        // their strides, the bias holds m values, and the stand-ins are only touched when
-        // has_bias = 1 or act >= 0, which they are not.
-        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        let name = |epi: bool| match (plan.bm, epi) {
+            (32, false) => "sgemm_t32_f32",
+            (64, false) => "sgemm_t64_f32",
+            (_, false) => "sgemm_t128_f32",
+            (32, true) => "sgemm_t32_bias_act_f32",
+            (64, true) => "sgemm_t64_bias_act_f32",
+            (_, true) => "sgemm_t128_bias_act_f32",
+        };
+        if plan.splits > 1 {
+            // Partials of every slice to a workspace, then the ordered sum and the epilogue.
+            let batch = d.batch as usize;
+            let mut work = self.zeros::<f32>(batch * plan.splits * m * n)?;
+            let f = self.function("gemm", name(false))?;
+            let mut l = self.stream.launch_builder(&f);
+            l.arg(a).arg(b).arg(&mut work).arg(&tp);
+            // SAFETY: arguments match sgemm_tNN_f32(const float*, const float*, float*,
+            // TiledParams). A and B were bounded by check_gemm; with splits > 1 the kernel
+            // writes only work[z·m·n + i·n + j], z < batch·splits, i < m, j < n: inside `work`.
+            unsafe { l.launch(cfg) }.map_err(driver_err)?;
+            let dummy_bias;
+            let mut dummy_pre;
+            let e = match epi {
+                Some(e) => e,
+                None => {
+                    dummy_bias = self.zeros::<f32>(1)?;
+                    dummy_pre = self.zeros::<f32>(1)?;
+                    Epilogue {
+                        bias: &dummy_bias,
+                        has_bias: 0,
+                        pre: &mut dummy_pre,
+                        kind: -1,
+                    }
+                }
+            };
+            let r = self.function("gemm", "sgemm_splitk_reduce_f32")?;
+            let splits = plan.splits as u32;
+            let mut l = self.stream.launch_builder(&r);
+            l.arg(&work)
+                .arg(c)
+                .arg(d)
+                .arg(&splits)
+                .arg(e.bias)
+                .arg(&e.has_bias)
+                .arg(e.pre)
+                .arg(&e.kind);
+            // SAFETY: arguments match sgemm_splitk_reduce_f32(const float*, float*, GemmParams,
+            // unsigned, const float*, int, float*, int); it reads work[(b·splits + s)·m·n + r]
+            // (inside `work`), and C and pre at the offsets check_gemm bounded; stand-ins are
+            // only touched when has_bias = 1 or act >= 0.
+            unsafe { l.launch(Self::launch_config(batch * m * n)) }.map_err(driver_err)?;
+            return Ok(());
+        }
+        match epi {
+            None => {
+                let f = self.function("gemm", name(false))?;
+                let mut l = self.stream.launch_builder(&f);
+                l.arg(a).arg(b).arg(c).arg(&tp);
+                // SAFETY: arguments match sgemm_tNN_f32(const float*, const float*, float*,
+                // TiledParams); with splits = 1 the kernel indexes A, B and C only through the
+                // strides check_gemm bounded.
+                unsafe { l.launch(cfg) }.map_err(driver_err)?;
+            }
+            Some(e) => {
+                let f = self.function("gemm", name(true))?;
+                let mut l = self.stream.launch_builder(&f);
+                l.arg(a)
+                    .arg(b)
+                    .arg(c)
+                    .arg(&tp)
+                    .arg(e.bias)
+                    .arg(&e.has_bias)
+                    .arg(e.pre)
+                    .arg(&e.kind);
+                // SAFETY: arguments match sgemm_tNN_bias_act_f32(const float*, const float*,
+                // float*, TiledParams, const float*, int, float*, int); as above, plus the bias
+                // (m values) and pre (bounded like C); stand-ins are never touched.
+                unsafe { l.launch(cfg) }.map_err(driver_err)?;
+            }
+        }
         Ok(())
     }
 }

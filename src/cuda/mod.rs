@@ -8,7 +8,7 @@ mod conv;
 mod device;
 pub mod model;
 pub use conv::{GpuConv, GpuConvT};
-pub use device::{Chain, DevBuf, DevFrames, DevWindows};
+pub use device::{Chain, DevBuf, DevFrames, DevWindows, GemmPlan};
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
@@ -317,6 +317,10 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     /// One module per entry of [`KERNELS`], in that order.
     modules: Vec<Arc<CudaModule>>,
+    /// Streaming multiprocessors: how many blocks a GEMM needs to fill the device.
+    sms: usize,
+    /// `WAVECP_GEMM=basic`: every GEMM on the 64 × 64 baseline kernel (for comparisons).
+    basic_gemm: bool,
 }
 
 impl Gpu {
@@ -335,10 +339,17 @@ impl Gpu {
             compute_capability: cc,
             memory_mib: ctx.total_mem().map_err(driver_err)? / (1 << 20),
         };
+        let sms = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(driver_err)?;
         Ok(Gpu {
             info,
             stream: ctx.default_stream(),
             modules,
+            sms: (sms.max(1)) as usize,
+            basic_gemm: std::env::var("WAVECP_GEMM").is_ok_and(|v| v == "basic"),
         })
     }
 
@@ -526,6 +537,34 @@ impl Gpu {
         let mut cd = self.to_device(c)?;
         self.gemm_dev(d, &ad, &bd, &mut cd)?;
         self.to_host(&cd, c.len())
+    }
+
+    /// [`Gpu::gemm`] with the convolution epilogue (host in, host out): returns
+    /// `C = act(alpha·A·B + beta·C + bias[row])` and the values before the activation.
+    pub fn gemm_bias_act(
+        &self,
+        d: &GemmDesc,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+        bias: &[f32],
+        kind: ActKind,
+    ) -> Result<(Vec<f32>, Vec<f32>), CudaError> {
+        let (ad, bd, bv) = (
+            self.to_device(a)?,
+            self.to_device(b)?,
+            self.to_device(bias)?,
+        );
+        let mut cd = self.to_device(c)?;
+        let mut pre = self.device_zeros(c.len())?;
+        self.gemm_bias_act_dev(d, &ad, &bd, &mut cd, Some(&bv), Some((kind, &mut pre)))?;
+        Ok((self.to_host(&cd, c.len())?, self.to_host(&pre, c.len())?))
+    }
+
+    /// Runs every GEMM on the 64 × 64 baseline kernel (`true`, as `WAVECP_GEMM=basic` does) or
+    /// on the tiled, split-K one (`false`, the default).
+    pub fn set_basic_gemm(&mut self, on: bool) {
+        self.basic_gemm = on;
     }
 
     /// `col[b, (c, p, q, s), o]` of `batch` samples `x: [c, T, Y, X]` (the GPU twin of
