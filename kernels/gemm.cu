@@ -157,10 +157,41 @@ struct TiledParams {
     int b_n_contig;        // 1: B's column stride is 1
 };
 
+// B as an im2col matrix of a convolution input x, never stored (implicit GEMM): mode 1 is the
+// forward pass's B = col [c·kvol, nout] (rows: channel and tap, columns: output position), mode
+// 2 the weight gradient's B = colᵀ [nout, c·kvol]; mode 0 is an ordinary strided B. x holds the
+// batch's samples `x_bs` values apart (mode 1) or one sample (mode 2). The same index
+// arithmetic as kernels/im2col.cu's im2col_f32 (its CPU twin: nn::conv::im2col).
+struct ConvView {
+    unsigned int mode;
+    unsigned int c;
+    unsigned int in_d[3], out_d[3], k[3], stride[3], pad[3], dil[3];
+    unsigned long long x_bs;
+};
+
+__device__ __forceinline__ float conv_view_at(const float* __restrict__ x, const ConvView& cv,
+                                              unsigned int kk, unsigned int pos) {
+    const unsigned int kv = cv.k[0] * cv.k[1] * cv.k[2];
+    const unsigned int ch = kk / kv, tap = kk % kv;
+    const unsigned int ta = tap / (cv.k[1] * cv.k[2]), tb = (tap / cv.k[2]) % cv.k[1],
+                       tc = tap % cv.k[2];
+    const unsigned int oa = pos / (cv.out_d[1] * cv.out_d[2]),
+                       ob = (pos / cv.out_d[2]) % cv.out_d[1], oc = pos % cv.out_d[2];
+    const int ia = (int)(oa * cv.stride[0] + ta * cv.dil[0]) - (int)cv.pad[0];
+    const int ib = (int)(ob * cv.stride[1] + tb * cv.dil[1]) - (int)cv.pad[1];
+    const int ic = (int)(oc * cv.stride[2] + tc * cv.dil[2]) - (int)cv.pad[2];
+    if (ia < 0 || ia >= (int)cv.in_d[0] || ib < 0 || ib >= (int)cv.in_d[1] || ic < 0 ||
+        ic >= (int)cv.in_d[2])
+        return 0.0f;
+    const unsigned long long nin = (unsigned long long)cv.in_d[0] * cv.in_d[1] * cv.in_d[2];
+    return x[ch * nin + ((unsigned long long)ia * cv.in_d[1] + ib) * cv.in_d[2] + ic];
+}
+
 template <int TBM, int EPI>
 __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
                                                  const float* __restrict__ B,
                                                  float* __restrict__ C, const TiledParams& tp,
+                                                 const ConvView& cv,
                                                  const float* __restrict__ bias, int has_bias,
                                                  float* __restrict__ pre, int act_kind) {
     constexpr int TM = TBM / 16, TN = TBN / 16;
@@ -170,7 +201,7 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
     const GemmParams& p = tp.g;
     const unsigned int z = blockIdx.z, bz = z / tp.splits, sz = z % tp.splits;
     A += (long long)bz * p.a_bs;
-    B += (long long)bz * p.b_bs;
+    B += cv.mode == 0 ? (long long)bz * p.b_bs : (long long)(bz * cv.x_bs);
     const unsigned int kb = sz * tp.k_chunk;
     const unsigned int ke = min(p.k, kb + tp.k_chunk);
     const unsigned int row0 = blockIdx.y * TBM, col0 = blockIdx.x * TBN;
@@ -194,7 +225,13 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
             const unsigned int j = tp.b_n_contig ? e % TBN : e / TBK;
             const unsigned int kk = tp.b_n_contig ? e / TBN : e % TBK;
             const unsigned int gj = col0 + j, gk = k0 + kk;
-            rb[q] = (gj < p.n && gk < ke) ? B[gk * p.b_rs + gj * p.b_cs] : 0.0f;
+            const bool in = gj < p.n && gk < ke;
+            if (cv.mode == 0)
+                rb[q] = in ? B[gk * p.b_rs + gj * p.b_cs] : 0.0f;
+            else
+                rb[q] = in ? (cv.mode == 1 ? conv_view_at(B, cv, gk, gj)
+                                           : conv_view_at(B, cv, gj, gk))
+                           : 0.0f;
         }
     };
     auto stash = [&](int buf) {
@@ -290,36 +327,39 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
 // One kernel per tile height, plain and with the convolution epilogue.
 extern "C" __global__ void __launch_bounds__(256)
     sgemm_t128_f32(const float* __restrict__ A, const float* __restrict__ B,
-                  float* __restrict__ C, TiledParams tp) {
-    sgemm_tiled_body<128, 0>(A, B, C, tp, nullptr, 0, nullptr, -1);
+                  float* __restrict__ C, TiledParams tp, ConvView cv) {
+    sgemm_tiled_body<128, 0>(A, B, C, tp, cv, nullptr, 0, nullptr, -1);
 }
 extern "C" __global__ void __launch_bounds__(256)
     sgemm_t128_bias_act_f32(const float* __restrict__ A, const float* __restrict__ B,
-                           float* __restrict__ C, TiledParams tp, const float* __restrict__ bias,
-                           int has_bias, float* __restrict__ pre, int act_kind) {
-    sgemm_tiled_body<128, 1>(A, B, C, tp, bias, has_bias, pre, act_kind);
+                           float* __restrict__ C, TiledParams tp, ConvView cv,
+                           const float* __restrict__ bias, int has_bias, float* __restrict__ pre,
+                           int act_kind) {
+    sgemm_tiled_body<128, 1>(A, B, C, tp, cv, bias, has_bias, pre, act_kind);
 }
 extern "C" __global__ void __launch_bounds__(256)
     sgemm_t64_f32(const float* __restrict__ A, const float* __restrict__ B,
-                  float* __restrict__ C, TiledParams tp) {
-    sgemm_tiled_body<64, 0>(A, B, C, tp, nullptr, 0, nullptr, -1);
+                  float* __restrict__ C, TiledParams tp, ConvView cv) {
+    sgemm_tiled_body<64, 0>(A, B, C, tp, cv, nullptr, 0, nullptr, -1);
 }
 extern "C" __global__ void __launch_bounds__(256)
     sgemm_t64_bias_act_f32(const float* __restrict__ A, const float* __restrict__ B,
-                           float* __restrict__ C, TiledParams tp, const float* __restrict__ bias,
-                           int has_bias, float* __restrict__ pre, int act_kind) {
-    sgemm_tiled_body<64, 1>(A, B, C, tp, bias, has_bias, pre, act_kind);
+                           float* __restrict__ C, TiledParams tp, ConvView cv,
+                           const float* __restrict__ bias, int has_bias, float* __restrict__ pre,
+                           int act_kind) {
+    sgemm_tiled_body<64, 1>(A, B, C, tp, cv, bias, has_bias, pre, act_kind);
 }
 extern "C" __global__ void __launch_bounds__(256)
     sgemm_t32_f32(const float* __restrict__ A, const float* __restrict__ B,
-                  float* __restrict__ C, TiledParams tp) {
-    sgemm_tiled_body<32, 0>(A, B, C, tp, nullptr, 0, nullptr, -1);
+                  float* __restrict__ C, TiledParams tp, ConvView cv) {
+    sgemm_tiled_body<32, 0>(A, B, C, tp, cv, nullptr, 0, nullptr, -1);
 }
 extern "C" __global__ void __launch_bounds__(256)
     sgemm_t32_bias_act_f32(const float* __restrict__ A, const float* __restrict__ B,
-                           float* __restrict__ C, TiledParams tp, const float* __restrict__ bias,
-                           int has_bias, float* __restrict__ pre, int act_kind) {
-    sgemm_tiled_body<32, 1>(A, B, C, tp, bias, has_bias, pre, act_kind);
+                           float* __restrict__ C, TiledParams tp, ConvView cv,
+                           const float* __restrict__ bias, int has_bias, float* __restrict__ pre,
+                           int act_kind) {
+    sgemm_tiled_body<32, 1>(A, B, C, tp, cv, bias, has_bias, pre, act_kind);
 }
 
 // C = epilogue(alpha · Σ_s W[b·splits + s] + beta · C) over the split-K partials, slices in

@@ -629,7 +629,7 @@ fn conv_pair(
     let axes = vec![0usize, 1, 2];
     let core = ConvCore { ci, co, g };
     match kind {
-        "dense" => {
+        "dense" | "dense-im2col" => {
             let mk = || {
                 let mut l = DenseConv::new(core.clone(), f(co * ci * g.kvol(), 51), true);
                 l.b.as_mut().unwrap().value = bias.clone();
@@ -638,7 +638,7 @@ fn conv_pair(
             let l = mk();
             (Box::new(mk()), GpuConv::from_dense(gpu, &l).unwrap())
         }
-        "pair" => {
+        "pair" | "pair-im2col" => {
             let mk = || {
                 let factors = (0..3)
                     .map(|ax| f(co * ci * rank * g.k[ax], 52 + ax as u64))
@@ -677,9 +677,13 @@ fn conv_pair(
 fn gpu_convolution_layers_match_the_cpu_layers() {
     use wavecp::nn::conv::Geom;
     use wavecp::nn::Tensor;
-    let Some(gpu) = open_gpu() else {
+    let Some(gpu_main) = open_gpu() else {
         return;
     };
+    // The dense and pair layers run as implicit GEMMs by default; "-im2col" runs them through
+    // the stored im2col matrix and the 64 x 64 GEMM (WAVECP_GEMM=basic).
+    let mut gpu_im2col = Gpu::new(0).unwrap();
+    gpu_im2col.set_basic_gemm(true);
     let (b, ci, co, rank) = (2usize, 3usize, 5usize, 2usize);
     // The first and last geometries take the fused CP chain (kernels/cpchain.cu; the last spans
     // several 4 × 8 × 32 tiles along every axis, with unequal filters and paddings), the middle
@@ -698,11 +702,23 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
             pad,
             dil,
         };
-        for kind in ["dense", "pair", "cp", "cp-unfused"] {
+        for kind in [
+            "dense",
+            "pair",
+            "cp",
+            "cp-unfused",
+            "dense-im2col",
+            "pair-im2col",
+        ] {
+            let gpu = if kind.ends_with("-im2col") {
+                &gpu_im2col
+            } else {
+                &gpu_main
+            };
             let x = Tensor::from_vec(&d, inputs(n, 61)).unwrap();
             let xa = Tensor::from_vec(&d, x.data.iter().map(|v| v.abs()).collect()).unwrap();
-            let (mut cpu, mut gconv) = conv_pair(&gpu, kind, g, (ci, co, rank), false);
-            let (mut cpu_abs, _) = conv_pair(&gpu, kind, g, (ci, co, rank), true);
+            let (mut cpu, mut gconv) = conv_pair(gpu, kind, g, (ci, co, rank), false);
+            let (mut cpu_abs, _) = conv_pair(gpu, kind, g, (ci, co, rank), true);
             let y = cpu.forward(&x).unwrap();
             let ya = cpu_abs.forward(&xa).unwrap();
             let dy = Tensor::from_vec(&y.shape, inputs(y.len(), 62)).unwrap();
@@ -712,12 +728,12 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
             let dxa = cpu_abs.backward(&dya).unwrap();
 
             let (yd, od) = gconv
-                .forward(&gpu, gpu.to_device(&x.data).unwrap(), d)
+                .forward(gpu, gpu.to_device(&x.data).unwrap(), d)
                 .unwrap();
             assert_eq!(od.to_vec(), y.shape, "{kind} {g:?}");
             let yg = gpu.to_host(&yd, y.len()).unwrap();
             let dxd = gconv
-                .backward(&gpu, &gpu.to_device(&dy.data).unwrap())
+                .backward(gpu, &gpu.to_device(&dy.data).unwrap())
                 .unwrap();
             let dxg = gpu.to_host(&dxd, x.len()).unwrap();
             // Every value is a sum of at most max(1 000, b·nin) products (b·nin for the CP
@@ -741,10 +757,10 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
             // The same forward pass with GELU fused into the GEMM epilogue: the value before
             // the activation is y, after it GELU(y) (within GELU's slope ≤ 1.13 of y's bound).
             {
-                let (_, mut fused) = conv_pair(&gpu, kind, g, (ci, co, rank), false);
+                let (_, mut fused) = conv_pair(gpu, kind, g, (ci, co, rank), false);
                 let xd2 = gpu.to_device(&x.data).unwrap();
                 let (post, pre, _) = fused
-                    .forward_act(&gpu, xd2, d, Some(ActKind::Gelu))
+                    .forward_act(gpu, xd2, d, Some(ActKind::Gelu))
                     .unwrap();
                 let pre = gpu.to_host(&pre.unwrap(), y.len()).unwrap();
                 let post = gpu.to_host(&post, y.len()).unwrap();
@@ -754,7 +770,7 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
                 check("GELU(y) fused", &post, &gelu, &scale);
             }
             check("dx", &dxg, &dx.data, &dxa.data);
-            let gg = gconv.grads(&gpu).unwrap();
+            let gg = gconv.grads(gpu).unwrap();
             let cg: Vec<Vec<f32>> = cpu.params().iter().map(|p| p.grad.clone()).collect();
             let ag: Vec<Vec<f32>> = cpu_abs.params().iter().map(|p| p.grad.clone()).collect();
             assert_eq!(gg.len(), cg.len(), "{kind}: gradient count");
@@ -763,9 +779,9 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
             }
             // Gradients accumulate over backward passes until zero_grad, as on the CPU.
             gconv
-                .backward(&gpu, &gpu.to_device(&dy.data).unwrap())
+                .backward(gpu, &gpu.to_device(&dy.data).unwrap())
                 .unwrap();
-            let twice = gconv.grads(&gpu).unwrap();
+            let twice = gconv.grads(gpu).unwrap();
             for (t, o) in twice.iter().zip(&gg) {
                 for (a, b1) in t.iter().zip(o) {
                     assert!(
@@ -774,9 +790,9 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
                     );
                 }
             }
-            gconv.zero_grad(&gpu).unwrap();
+            gconv.zero_grad(gpu).unwrap();
             assert!(gconv
-                .grads(&gpu)
+                .grads(gpu)
                 .unwrap()
                 .iter()
                 .flatten()

@@ -13,6 +13,7 @@
 //! Summation orders differ from the CPU's (GEMM blocking, block reductions), so results agree
 //! within the f32 rounding of sums of the same terms (tests/cuda.rs states the bounds).
 
+use super::device::ConvOperand;
 use super::device::CHAIN_KMAX;
 use super::{Chain, CudaError, DevBuf, GemmDesc, Gpu};
 use crate::nn::conv::{DwShape, Geom};
@@ -160,7 +161,8 @@ fn add_bias_grad(
     Ok(())
 }
 
-/// The dense path's backward pass: `dW += Σ_s dy_s · col_sᵀ` (sample order), then
+/// The dense path's backward pass: `dW += Σ_s dy_s · col_sᵀ` (sample order; `col` when the
+/// forward pass stored it, else an implicit GEMM over the input `x`), then
 /// `dx = col2im(Wᵀ · dy)`.
 #[allow(clippy::too_many_arguments)]
 fn dense_backward(
@@ -168,13 +170,18 @@ fn dense_backward(
     (ci, co, g): (usize, usize, &Geom),
     d: [usize; 5],
     od: [usize; 5],
-    col: &DevBuf,
+    (x, col): (&DevBuf, Option<&DevBuf>),
     dy: &DevBuf,
     w: &DevBuf,
     dw: &mut DevBuf,
     dx: &mut DevBuf,
 ) -> Result<(), CudaError> {
-    let (b, nout, kk) = (d[0], od[2] * od[3] * od[4], ci * g.kvol());
+    let (b, nin, nout, kk) = (
+        d[0],
+        d[2] * d[3] * d[4],
+        od[2] * od[3] * od[4],
+        ci * g.kvol(),
+    );
     for s in 0..b {
         let desc = gemm(
             [co, kk, nout, 1],
@@ -184,8 +191,17 @@ fn dense_backward(
             1.0,
         );
         let dys = dy.slice(s * co * nout..(s + 1) * co * nout);
-        let cols = col.slice(s * kk * nout..(s + 1) * kk * nout);
-        gpu.gemm_view_dev(&desc, &dys, &cols, dw)?;
+        match col {
+            Some(col) => {
+                let cols = col.slice(s * kk * nout..(s + 1) * kk * nout);
+                gpu.gemm_view_dev(&desc, &dys, &cols, dw)?;
+            }
+            None => {
+                let xs = x.slice(s * ci * nin..(s + 1) * ci * nin);
+                let geo = (ci, [d[2], d[3], d[4]], g, [od[2], od[3], od[4]]);
+                gpu.gemm_conv_dev(&desc, &dys, &xs, ConvOperand::ColT, geo, dw, None, None)?;
+            }
+        }
     }
     let mut dcol = gpu.device_zeros(b * kk * nout)?;
     let desc = gemm(
@@ -349,9 +365,7 @@ impl GpuConv {
         match &self.kind {
             Kind::Dense { w, .. } | Kind::Pair { w, .. } => {
                 let kk = self.ci * self.g.kvol();
-                let mut col = gpu.device_zeros(b * kk * nout)?;
                 let (ind, o) = ([d[2], d[3], d[4]], [od[2], od[3], od[4]]);
-                gpu.im2col_dev(&x, b, self.ci, ind, &self.g, o, &mut col)?;
                 let desc = gemm(
                     [self.co, nout, kk, b],
                     shared(kk),
@@ -359,8 +373,25 @@ impl GpuConv {
                     batched(self.co, nout),
                     0.0,
                 );
-                gpu.gemm_bias_act_dev(&desc, w, &col, &mut y, bias, epilogue)?;
-                self.saved.push((col, [b, kk, 1, 1, nout]));
+                if gpu.implicit_conv() {
+                    // Implicit GEMM: the panels gather from x; no im2col matrix is stored.
+                    let geo = (self.ci, ind, &self.g, o);
+                    gpu.gemm_conv_dev(
+                        &desc,
+                        &w.as_view(),
+                        &x.as_view(),
+                        ConvOperand::Col,
+                        geo,
+                        &mut y,
+                        bias,
+                        epilogue,
+                    )?;
+                } else {
+                    let mut col = gpu.device_zeros(b * kk * nout)?;
+                    gpu.im2col_dev(&x, b, self.ci, ind, &self.g, o, &mut col)?;
+                    gpu.gemm_bias_act_dev(&desc, w, &col, &mut y, bias, epilogue)?;
+                    self.saved.push((col, [b, kk, 1, 1, nout]));
+                }
             }
             Kind::Cp {
                 rank,
@@ -444,13 +475,13 @@ impl GpuConv {
         let mut dx = gpu.device_zeros(b * self.ci * nin)?;
         match &mut self.kind {
             Kind::Dense { w, dw } => {
-                let col = &self.saved[0].0;
+                let col = self.saved.first().map(|c| &c.0);
                 dense_backward(
                     gpu,
                     (self.ci, self.co, &self.g),
                     *d,
                     od,
-                    col,
+                    (x, col),
                     dy,
                     w,
                     dw,
@@ -467,9 +498,9 @@ impl GpuConv {
             } => {
                 // This pass's dW alone: it becomes the factor gradients.
                 gpu.zero_dev(dw)?;
-                let col = &self.saved[0].0;
+                let col = self.saved.first().map(|c| &c.0);
                 let geo = (self.ci, self.co, &self.g);
-                dense_backward(gpu, geo, *d, od, col, dy, w, dw, &mut dx)?;
+                dense_backward(gpu, geo, *d, od, (x, col), dy, w, dw, &mut dx)?;
                 let shape = (self.co * self.ci, *rank, self.g.k);
                 for (slot, acc) in df.iter_mut().enumerate() {
                     gpu.pair_factor_grad_dev(f, axes, shape, dw, slot, acc)?;

@@ -33,6 +33,35 @@ struct TiledParams {
 // `struct TiledParams` in kernels/gemm.cu field for field.
 unsafe impl cudarc::driver::DeviceRepr for TiledParams {}
 
+/// B of the tiled GEMM as an im2col matrix of a convolution input, laid out as
+/// `struct ConvView` in kernels/gemm.cu (mode 0: an ordinary strided B).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct ConvView {
+    mode: u32,
+    c: u32,
+    in_d: [u32; 3],
+    out_d: [u32; 3],
+    k: [u32; 3],
+    stride: [u32; 3],
+    pad: [u32; 3],
+    dil: [u32; 3],
+    x_bs: u64,
+}
+
+// SAFETY: `repr(C)`: twenty u32 (80 bytes) then one u64 at offset 80 (8-aligned; size 88, no
+// padding, no pointers), the fields of `struct ConvView` in kernels/gemm.cu in order.
+unsafe impl cudarc::driver::DeviceRepr for ConvView {}
+
+/// Which im2col matrix of a convolution input an implicit GEMM reads as B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvOperand {
+    /// `col [c·kvol, nout]` of each sample (the forward pass; batched over samples).
+    Col,
+    /// `colᵀ [nout, c·kvol]` of one sample (the weight gradient).
+    ColT,
+}
+
 /// How [`Gpu::gemm_plan`] runs a GEMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmPlan {
@@ -101,7 +130,7 @@ impl Gpu {
         if d.m == 0 || d.n == 0 || d.batch == 0 {
             return Ok(());
         }
-        self.run_gemm(d, a, b, c, None)
+        self.run_gemm(d, a, b, c, None, &ConvView::default())
     }
 
     /// [`Gpu::im2col`] on device buffers.
@@ -827,7 +856,14 @@ impl Gpu {
             pre,
             kind,
         };
-        self.run_gemm(d, &a.as_view(), &b.as_view(), c, Some(epi))
+        self.run_gemm(
+            d,
+            &a.as_view(),
+            &b.as_view(),
+            c,
+            Some(epi),
+            &ConvView::default(),
+        )
     }
 
     /// How a GEMM is run: the tiled kernel's tile height (32, 64 or 128 rows, from m) and the
@@ -873,8 +909,14 @@ impl Gpu {
         b: &CudaView<'_, f32>,
         c: &mut DevBuf,
         epi: Option<Epilogue<'_>>,
+        cv: &ConvView,
     ) -> Result<(), CudaError> {
         let plan = self.gemm_plan(d);
+        if plan.basic && cv.mode != 0 {
+            return Err(CudaError::Driver(
+                "implicit-GEMM convolution asked of the basic GEMM kernel".into(),
+            ));
+        }
         if plan.basic {
             let cfg = LaunchConfig {
                 grid_dim: (d.n.div_ceil(64), d.m.div_ceil(64), d.batch),
@@ -941,9 +983,9 @@ impl Gpu {
             let mut work = self.zeros::<f32>(batch * plan.splits * m * n)?;
             let f = self.function("gemm", name(false))?;
             let mut l = self.stream.launch_builder(&f);
-            l.arg(a).arg(b).arg(&mut work).arg(&tp);
+            l.arg(a).arg(b).arg(&mut work).arg(&tp).arg(cv);
             // SAFETY: arguments match sgemm_tNN_f32(const float*, const float*, float*,
-            // TiledParams). A and B were bounded by check_gemm; with splits > 1 the kernel
+            // TiledParams, ConvView). A and B were bounded by check_gemm; with splits > 1 the kernel
             // writes only work[z·m·n + i·n + j], z < batch·splits, i < m, j < n: inside `work`.
             unsafe { l.launch(cfg) }.map_err(driver_err)?;
             let dummy_bias;
@@ -983,9 +1025,9 @@ impl Gpu {
             None => {
                 let f = self.function("gemm", name(false))?;
                 let mut l = self.stream.launch_builder(&f);
-                l.arg(a).arg(b).arg(c).arg(&tp);
+                l.arg(a).arg(b).arg(c).arg(&tp).arg(cv);
                 // SAFETY: arguments match sgemm_tNN_f32(const float*, const float*, float*,
-                // TiledParams); with splits = 1 the kernel indexes A, B and C only through the
+                // TiledParams, ConvView); with splits = 1 the kernel indexes A, B and C only through the
                 // strides check_gemm bounded.
                 unsafe { l.launch(cfg) }.map_err(driver_err)?;
             }
@@ -996,12 +1038,13 @@ impl Gpu {
                     .arg(b)
                     .arg(c)
                     .arg(&tp)
+                    .arg(cv)
                     .arg(e.bias)
                     .arg(&e.has_bias)
                     .arg(e.pre)
                     .arg(&e.kind);
                 // SAFETY: arguments match sgemm_tNN_bias_act_f32(const float*, const float*,
-                // float*, TiledParams, const float*, int, float*, int); as above, plus the bias
+                // float*, TiledParams, ConvView, const float*, int, float*, int); as above, plus the bias
                 // (m values) and pre (bounded like C); stand-ins are never touched.
                 unsafe { l.launch(cfg) }.map_err(driver_err)?;
             }
@@ -1372,5 +1415,113 @@ impl Gpu {
             off += ch.k[a];
         }
         Ok(())
+    }
+}
+
+impl Gpu {
+    /// Whether dense convolutions run as implicit GEMMs (the default) rather than through a
+    /// stored im2col matrix (`WAVECP_GEMM=basic`, the baseline for comparisons).
+    pub fn implicit_conv(&self) -> bool {
+        !self.basic_gemm
+    }
+
+    /// `C = alpha·A·B + beta·C` (+ the convolution epilogue) where B is an im2col matrix of
+    /// the convolution input `x` (`batch` samples of `c` channels over `ind`, geometry `g`,
+    /// output extents `outd`), read in place: the GEMM's panel loads gather from `x`, so the
+    /// matrix (c·kvol times the input's size) is never stored. `d.b` is ignored. With
+    /// [`ConvOperand::Col`], `d` is `[m, nout, c·kvol, batch]`; with [`ConvOperand::ColT`],
+    /// `[m, c·kvol, nout, 1]` and `x` holds one sample.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_conv_dev(
+        &self,
+        d: &GemmDesc,
+        a: &CudaView<'_, f32>,
+        x: &CudaView<'_, f32>,
+        operand: ConvOperand,
+        (c, ind, g, outd): (usize, [usize; 3], &Geom, [usize; 3]),
+        out: &mut DevBuf,
+        bias: Option<&DevBuf>,
+        act: Option<(ActKind, &mut DevBuf)>,
+    ) -> Result<(), CudaError> {
+        let (kk, nin, nout) = (
+            c * g.kvol(),
+            ind.iter().product::<usize>(),
+            outd.iter().product::<usize>(),
+        );
+        let (rows, cols, samples, mode) = match operand {
+            ConvOperand::Col => (kk, nout, d.batch as usize, 1),
+            ConvOperand::ColT => (nout, kk, 1, 2),
+        };
+        if d.k as usize != rows || d.n as usize != cols || (mode == 2 && d.batch != 1) {
+            return Err(CudaError::Driver(format!(
+                "implicit-GEMM convolution: a {}x{}x{} GEMM (batch {}) does not read a {rows}x{cols} im2col matrix",
+                d.m, d.n, d.k, d.batch
+            )));
+        }
+        need(
+            "implicit-GEMM convolution input",
+            x.len(),
+            samples * c * nin,
+        )?;
+        Self::check_gemm(d, "A", a.len(), d.a, d.m, d.k)?;
+        Self::check_gemm(d, "C", out.len(), d.c, d.m, d.n)?;
+        if let Some(bv) = bias {
+            need("gemm bias", bv.len(), d.m as usize)?;
+        }
+        if d.m == 0 || d.n == 0 || d.batch == 0 {
+            return Ok(());
+        }
+        let u = |v: [usize; 3]| v.map(|x| x as u32);
+        let cv = ConvView {
+            mode,
+            c: c as u32,
+            in_d: u(ind),
+            out_d: u(outd),
+            k: u(g.k),
+            stride: u(g.stride),
+            pad: u(g.pad),
+            dil: u(g.dil),
+            x_bs: (c * nin) as u64,
+        };
+        let epi = match (bias, act) {
+            (None, None) => None,
+            (bias, act) => {
+                // Stand-ins for absent operands: never read (has_bias = 0) or written (act < 0).
+                let dummy_bias;
+                let bias_buf = match bias {
+                    Some(bv) => bv,
+                    None => {
+                        dummy_bias = self.device_zeros(1)?;
+                        &dummy_bias
+                    }
+                };
+                let mut dummy_pre;
+                let (kind, pre) = match act {
+                    Some((k, pre)) => {
+                        Self::check_gemm(d, "pre", pre.len(), d.c, d.m, d.n)?;
+                        (Self::kind_code(k), pre)
+                    }
+                    None => {
+                        dummy_pre = self.device_zeros(1)?;
+                        (-1, &mut dummy_pre)
+                    }
+                };
+                let has_bias = i32::from(bias.is_some());
+                return self.run_gemm(
+                    d,
+                    a,
+                    x,
+                    out,
+                    Some(Epilogue {
+                        bias: bias_buf,
+                        has_bias,
+                        pre,
+                        kind,
+                    }),
+                    &cv,
+                );
+            }
+        };
+        self.run_gemm(d, a, x, out, epi, &cv)
     }
 }
