@@ -2,13 +2,16 @@
 //! run on device buffers: forward, and a backward pass that returns `dx` and adds the weight
 //! gradients, as [`crate::nn::layers::Layer::backward`] does on the CPU.
 //!
-//! - `dense`: 3-D im2col (kept for the weight gradient) and batched GEMMs:
-//!   `y_b = W · col_b`, `dW += Σ_b dy_b · col_bᵀ` (one GEMM per sample, in sample order),
-//!   `dcol_b = Wᵀ · dy_b`, `dx = col2im(dcol)`.
+//! - `dense`: batched GEMMs over the im2col matrix of the input, read in place by the GEMM's
+//!   panel loads (implicit GEMM, kernels/gemm.cu): `y_b = W · col_b`,
+//!   `dW += Σ_b dy_b · col_bᵀ` (one GEMM per sample, in sample order), then
+//!   `dcol_b = Wᵀ · dy_b`, `dx = col2im(dcol)`. Under `WAVECP_GEMM=basic` the im2col matrix is
+//!   stored (and kept for the weight gradient), the baseline for comparisons.
 //! - `pair`: the dense kernel rebuilt from the factors on the device (kernels/pair.cu,
 //!   `Co·Ci·R·kvol` flops), then the dense path; the factor gradients follow from `dW`.
-//! - `cp`: `1×1 (Ci → R)` GEMM, one depthwise pass per axis, `1×1 (R → Co)` GEMM + bias, with
-//!   the intermediates kept for the backward pass.
+//! - `cp`: `1×1 (Ci → R)` GEMM, the three depthwise passes as one fused kernel
+//!   (kernels/cpchain.cu; per-axis passes with their intermediates kept where the geometry
+//!   does not allow it), `1×1 (R → Co)` GEMM + bias.
 //!
 //! Summation orders differ from the CPU's (GEMM blocking, block reductions), so results agree
 //! within the f32 rounding of sums of the same terms (tests/cuda.rs states the bounds).
