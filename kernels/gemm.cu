@@ -145,7 +145,9 @@ extern "C" __global__ void __launch_bounds__(256)
 // forward pass (B = col, coalesced along output positions) and the weight gradient (B = colᵀ)
 // no longer write and re-read c·kvol times the input (27× for 3 × 3 × 3 filters; at the
 // paper's 32 channels, 8 × 64 × 64, batch 4: 453 MB per layer and pass), and training keeps no
-// im2col matrix. The input gradient still goes through a stored Wᵀ·dy and col2im.
+// im2col matrix. The input gradient is a third implicit GEMM for stride 1 and dilation 1 (a
+// convolution of dy with the channel-swapped, tap-reversed weights: kernels/im2col.cu
+// conv_weight_adjoint_f32); other geometries go through a stored Wᵀ·dy and col2im.
 //
 // Cost per output element: 2k FLOPs; from global memory (k/BM + k/128)·4 B of A and B panels;
 // arithmetic intensity for BM = 128: 2k / (k·(1/128 + 1/128)·4) = 32 FLOP/B, for BM = 32:

@@ -83,3 +83,20 @@ extern "C" __global__ void col2im_f32(const float* __restrict__ col, float* __re
         dx[g] = acc;
     }
 }
+
+// The weights of the input gradient as a convolution (stride 1, dilation 1): for
+// y = conv(x, W, pad p), dx = conv(dy, W', pad k − 1 − p) with
+//   W'[ci, co, a, b, c] = W[co, ci, kt − 1 − a, ky − 1 − b, kx − 1 − c]
+// (channels swapped, taps reversed), so that the implicit GEMM of kernels/gemm.cu computes dx
+// without the Wᵀ·dy matrix and col2im. One thread per weight: 4 B read, 4 B written.
+extern "C" __global__ void conv_weight_adjoint_f32(const float* __restrict__ w,
+                                                   float* __restrict__ wa, unsigned int co,
+                                                   unsigned int ci, unsigned int kvol) {
+    const unsigned long long total = (unsigned long long)co * ci * kvol;
+    for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+         g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
+        const unsigned long long tap = g % kvol, pair = g / kvol;
+        const unsigned long long i = pair / co, o = pair % co;  // wa is [ci, co, kvol]
+        wa[g] = w[(o * ci + i) * kvol + (kvol - 1 - tap)];
+    }
+}

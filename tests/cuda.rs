@@ -759,9 +759,7 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
             {
                 let (_, mut fused) = conv_pair(gpu, kind, g, (ci, co, rank), false);
                 let xd2 = gpu.to_device(&x.data).unwrap();
-                let (post, pre, _) = fused
-                    .forward_act(gpu, xd2, d, Some(ActKind::Gelu))
-                    .unwrap();
+                let (post, pre, _) = fused.forward_act(gpu, xd2, d, Some(ActKind::Gelu)).unwrap();
                 let pre = gpu.to_host(&pre.unwrap(), y.len()).unwrap();
                 let post = gpu.to_host(&post, y.len()).unwrap();
                 check("y before the fused GELU", &pre, &y.data, &ya.data);

@@ -4,9 +4,11 @@
 //!
 //! - `dense`: batched GEMMs over the im2col matrix of the input, read in place by the GEMM's
 //!   panel loads (implicit GEMM, kernels/gemm.cu): `y_b = W · col_b`,
-//!   `dW += Σ_b dy_b · col_bᵀ` (one GEMM per sample, in sample order), then
-//!   `dcol_b = Wᵀ · dy_b`, `dx = col2im(dcol)`. Under `WAVECP_GEMM=basic` the im2col matrix is
-//!   stored (and kept for the weight gradient), the baseline for comparisons.
+//!   `dW += Σ_b dy_b · col_bᵀ` (one GEMM per sample, in sample order), and for stride 1 and
+//!   dilation 1 `dx = conv(dy, W', pad k − 1 − p)` with W' the channel-swapped, tap-reversed
+//!   weights (one more implicit GEMM); other geometries take `dcol_b = Wᵀ · dy_b`,
+//!   `dx = col2im(dcol)`. Under `WAVECP_GEMM=basic` the im2col matrix is stored (and kept for
+//!   the weight gradient) and dx goes through col2im: the baseline for comparisons.
 //! - `pair`: the dense kernel rebuilt from the factors on the device (kernels/pair.cu,
 //!   `Co·Ci·R·kvol` flops), then the dense path; the factor gradients follow from `dW`.
 //! - `cp`: `1×1 (Ci → R)` GEMM, the three depthwise passes as one fused kernel
@@ -205,6 +207,40 @@ fn dense_backward(
                 gpu.gemm_conv_dev(&desc, &dys, &xs, ConvOperand::ColT, geo, dw, None, None)?;
             }
         }
+    }
+    let adjoint_pad: Option<Vec<usize>> = (0..3)
+        .map(|a| (g.stride[a] == 1 && g.dil[a] == 1).then(|| (g.k[a] - 1).checked_sub(g.pad[a]))?)
+        .collect();
+    if let (true, Some(p)) = (col.is_none(), adjoint_pad) {
+        // dx = conv(dy, W', pad k − 1 − p): an implicit GEMM over dy, no Wᵀ·dy matrix.
+        let kvol = g.kvol();
+        let mut wa = gpu.device_zeros(co * ci * kvol)?;
+        gpu.conv_weight_adjoint_dev(w, (co, ci, kvol), &mut wa)?;
+        let ga = Geom {
+            k: g.k,
+            stride: [1; 3],
+            pad: [p[0], p[1], p[2]],
+            dil: [1; 3],
+        };
+        let kka = co * kvol;
+        let desc = gemm(
+            [ci, nin, kka, b],
+            shared(kka),
+            batched(kka, nin),
+            batched(ci, nin),
+            0.0,
+        );
+        let geo = (co, [od[2], od[3], od[4]], &ga, [d[2], d[3], d[4]]);
+        return gpu.gemm_conv_dev(
+            &desc,
+            &wa.as_view(),
+            &dy.as_view(),
+            ConvOperand::Col,
+            geo,
+            dx,
+            None,
+            None,
+        );
     }
     let mut dcol = gpu.device_zeros(b * kk * nout)?;
     let desc = gemm(

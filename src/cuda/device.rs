@@ -1525,3 +1525,29 @@ impl Gpu {
         self.run_gemm(d, a, x, out, epi, &cv)
     }
 }
+
+impl Gpu {
+    /// `wa [ci, co, kvol]` = `w [co, ci, kvol]` with the channels swapped and the taps reversed:
+    /// the weights of the input gradient as a convolution (stride 1, dilation 1).
+    pub fn conv_weight_adjoint_dev(
+        &self,
+        w: &DevBuf,
+        (co, ci, kvol): (usize, usize, usize),
+        wa: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let n = co * ci * kvol;
+        need("convolution weights", w.len(), n)?;
+        need("adjoint convolution weights", wa.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let f = self.function("im2col", "conv_weight_adjoint_f32")?;
+        let (cu, iu, ku) = (co as u32, ci as u32, kvol as u32);
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(w).arg(wa).arg(&cu).arg(&iu).arg(&ku);
+        // SAFETY: arguments match conv_weight_adjoint_f32(const float*, float*, unsigned ×3);
+        // both buffers hold co·ci·kvol values (checked), the only indices the kernel forms.
+        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        Ok(())
+    }
+}
