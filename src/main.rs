@@ -226,6 +226,19 @@ enum BenchCmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Each GPU kernel family alone (GEMMs, implicit convolution, fused CP chain, GELU, batch
+    /// gather) at the paper model's sizes, with achieved TFLOP/s or GB/s and the fraction of
+    /// the device's roofline (CUDA only).
+    Kernels {
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        /// Divides the spatial extents (a quick run, e.g. on the CUDA emulator).
+        #[arg(long, default_value_t = 1)]
+        scale: usize,
+        /// Only `cuda`: the kernels are GPU kernels.
+        #[arg(long, default_value = "cuda")]
+        device: String,
+    },
     /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
     Fe {
         #[arg(long, default_value_t = 1_000_000)]
@@ -478,6 +491,26 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         }
         Cmd::Bench {
             cmd:
+                BenchCmd::Kernels {
+                    samples,
+                    scale,
+                    device,
+                },
+        } => {
+            if device != "cuda" {
+                anyhow::bail!("bench kernels times GPU kernels: --device cuda (got `{device}`)");
+            }
+            if samples == 0 || scale == 0 || scale > 16 {
+                anyhow::bail!("--samples must be at least 1 and --scale 1..=16");
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&bench_kernels_cuda(samples, scale)?)?
+            );
+            Ok(())
+        }
+        Cmd::Bench {
+            cmd:
                 BenchCmd::Conv {
                     kind,
                     dims,
@@ -718,6 +751,18 @@ fn bench_train_cuda(
     _: usize,
     _: usize,
 ) -> Result<serde_json::Value> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
+}
+
+#[cfg(feature = "cuda")]
+fn bench_kernels_cuda(samples: usize, scale: usize) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(wavecp::cuda::bench::run_kernels(
+        samples, scale,
+    )?)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_kernels_cuda(_: usize, _: usize) -> Result<serde_json::Value> {
     anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 

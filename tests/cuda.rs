@@ -86,6 +86,49 @@ fn the_device_report_says_what_is_missing() {
     }
 }
 
+/// `wavecp bench kernels` times GPU kernels only: without a device it says why and fails; with
+/// one (or the emulator) every entry has a positive time, and its roofline fraction is in
+/// (0, 1.5] (the nominal peaks are estimates from the device's clocks, so a little over 1 is
+/// possible; far over would mean a wrong FLOP or byte count).
+#[test]
+fn the_kernel_benchmark_reports_rates_against_the_roofline() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+        .args(["bench", "kernels", "--samples", "1", "--scale", "16"])
+        .output()
+        .unwrap();
+    if let Err(e) = Gpu::new(0) {
+        assert!(
+            !required("WAVECP_REQUIRE_CUDA"),
+            "WAVECP_REQUIRE_CUDA=1 but: {e}"
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("driver") || err.contains("device"), "{err}");
+        skipped("no CUDA device for the kernel benchmark");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = r.as_array().unwrap();
+    assert!(rows.len() >= 12, "{} entries", rows.len());
+    for e in rows {
+        assert!(e["ms"].as_f64().unwrap() > 0.0, "{e}");
+        let f = e["fraction_of_roofline"]
+            .as_f64()
+            .expect("no roofline fraction");
+        assert!(f > 0.0 && f <= 1.5, "{e}");
+    }
+    let cpu = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+        .args(["bench", "kernels", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(!cpu.status.success());
+}
+
 /// Seeded inputs over [-9, 9] (both clamps of the tanh rational), at lengths that leave
 /// partial blocks and exceed one grid-stride pass.
 fn inputs(n: usize, seed: u64) -> Vec<f32> {

@@ -223,3 +223,286 @@ pub fn run_train(
         tf32: false,
     })
 }
+
+/// One kernel timed alone by `wavecp bench kernels --device cuda`, with its nominal traffic
+/// (each operand read once, each result written once) and its place on the roofline.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelResult {
+    pub kernel: String,
+    pub shape: String,
+    pub device: String,
+    pub ms: f64,
+    pub flops: f64,
+    pub bytes: f64,
+    pub achieved_tflops: f64,
+    pub achieved_gbs: f64,
+    /// The device's nominal peaks ([`super::Peaks`]).
+    pub peak_fp32_tflops: Option<f64>,
+    pub peak_dram_gbs: Option<f64>,
+    /// Achieved rate over the roofline at this arithmetic intensity,
+    /// `min(peak FLOP/s, intensity × peak bandwidth)` (bandwidth alone for copies).
+    pub fraction_of_roofline: Option<f64>,
+    pub samples: usize,
+}
+
+/// Times `f` (launches only; synchronised around each sample): one warm-up, then `samples`.
+fn time_ms(
+    gpu: &Gpu,
+    samples: usize,
+    mut f: impl FnMut() -> Result<(), CudaError>,
+) -> Result<f64, CudaError> {
+    f()?;
+    let mut v = vec![];
+    for _ in 0..samples.max(1) {
+        gpu.synchronize()?;
+        let t0 = Instant::now();
+        f()?;
+        gpu.synchronize()?;
+        v.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(v))
+}
+
+fn kernel_result(
+    gpu: &Gpu,
+    (kernel, shape): (&str, String),
+    ms: f64,
+    flops: f64,
+    bytes: f64,
+    samples: usize,
+) -> KernelResult {
+    let s = ms * 1e-3;
+    let (tf, gbs) = (flops / s / 1e12, bytes / s / 1e9);
+    let p = gpu.peaks;
+    let fraction = match (p.fp32_tflops, p.dram_gbs) {
+        (_, Some(bw)) if flops == 0.0 => Some(gbs / bw),
+        (Some(pf), Some(bw)) => {
+            let roof = (pf * 1e12).min(flops / bytes * bw * 1e9);
+            Some(flops / s / roof)
+        }
+        _ => None,
+    };
+    KernelResult {
+        kernel: kernel.into(),
+        shape,
+        device: gpu.info.name.clone(),
+        ms,
+        flops,
+        bytes,
+        achieved_tflops: tf,
+        achieved_gbs: gbs,
+        peak_fp32_tflops: p.fp32_tflops,
+        peak_dram_gbs: p.dram_gbs,
+        fraction_of_roofline: fraction,
+        samples: samples.max(1),
+    }
+}
+
+/// Each kernel family alone at the paper model's sizes (32 channels, 8 × 64 × 64, batch 4;
+/// `scale` divides the spatial extents, for a quick run on the emulator): the tiled GEMM at a
+/// forward, a weight-gradient (split-K) and a square shape and the 64 × 64 baseline at the
+/// same, the implicit-GEMM convolution, the fused CP chain forward and filter gradient against
+/// the three per-axis passes, GELU, and the batch gather of the resident training data.
+pub fn run_kernels(samples: usize, scale: usize) -> Result<Vec<KernelResult>, CudaError> {
+    use super::device::ConvOperand;
+    use super::{Chain, GemmDesc};
+    use crate::nn::conv::{AxisConv, DwShape};
+    use crate::nn::ops::ActKind;
+    let mut gpu = Gpu::new(0)?;
+    let sc = scale.max(1);
+    let (b, c, t, y, x) = (4usize, 32usize, 8usize, 64 / sc, 64 / sc);
+    let nvox = t * y * x;
+    let mut out = vec![];
+    // GEMMs: C[m, n] = A[m, k]·B[k, n], row-major, one batch entry.
+    let kk = c * 27;
+    for (what, m, n, k) in [
+        ("forward-like", c, b * nvox, kk),
+        ("weight-gradient-like (split K)", c, kk, b * nvox),
+        ("square", 256, 4096 / sc, 1024),
+    ] {
+        let a = gpu.to_device(&values(m * k, 1))?;
+        let bm = gpu.to_device(&values(k * n, 2))?;
+        let mut cm = gpu.device_zeros(m * n)?;
+        let d = GemmDesc {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            batch: 1,
+            a: [k as i64, 1, 0],
+            b: [n as i64, 1, 0],
+            c: [n as i64, 1, 0],
+            alpha: 1.0,
+            beta: 0.0,
+        };
+        let flops = 2.0 * (m * n * k) as f64;
+        let bytes = 4.0 * (m * k + k * n + m * n) as f64;
+        for basic in [false, true] {
+            gpu.set_basic_gemm(basic);
+            let plan = gpu.gemm_plan(&d);
+            let name = if basic {
+                "sgemm_strided_f32 (64x64 baseline)".to_string()
+            } else {
+                format!("sgemm_t{}_f32 (splits {})", plan.bm, plan.splits)
+            };
+            let ms = time_ms(&gpu, samples, || gpu.gemm_dev(&d, &a, &bm, &mut cm))?;
+            out.push(kernel_result(
+                &gpu,
+                (&name, format!("{what}: m {m}, n {n}, k {k}")),
+                ms,
+                flops,
+                bytes,
+                samples,
+            ));
+        }
+        gpu.set_basic_gemm(false);
+    }
+    // The implicit-GEMM dense convolution forward (3 × 3 × 3, padding 1).
+    let g = Geom {
+        k: [3; 3],
+        stride: [1; 3],
+        pad: [1; 3],
+        dil: [1; 3],
+    };
+    let xin = gpu.to_device(&values(b * c * nvox, 3))?;
+    let w = gpu.to_device(&values(c * kk, 4))?;
+    let mut yc = gpu.device_zeros(b * c * nvox)?;
+    let d = GemmDesc {
+        m: c as u32,
+        n: nvox as u32,
+        k: kk as u32,
+        batch: b as u32,
+        a: [kk as i64, 1, 0],
+        b: [nvox as i64, 1, (kk * nvox) as i64],
+        c: [nvox as i64, 1, (c * nvox) as i64],
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    let ms = time_ms(&gpu, samples, || {
+        gpu.gemm_conv_dev(
+            &d,
+            &w.as_view(),
+            &xin.as_view(),
+            ConvOperand::Col,
+            (c, [t, y, x], &g, [t, y, x]),
+            &mut yc,
+            None,
+            None,
+        )
+    })?;
+    out.push(kernel_result(
+        &gpu,
+        (
+            "sgemm_t32_f32 implicit convolution",
+            format!("dense 3x3x3 {c}->{c}, {t}x{y}x{x}, batch {b}"),
+        ),
+        ms,
+        2.0 * (c * kk * nvox * b) as f64,
+        4.0 * (2 * b * c * nvox + c * kk) as f64,
+        samples,
+    ));
+    // The CP chain: fused forward and filter gradient, and the three per-axis passes.
+    let ch = Chain {
+        batch: b,
+        c,
+        ind: [t, y, x],
+        k: [3; 3],
+        pad: [1; 3],
+    };
+    let ws: Vec<_> = (0..3)
+        .map(|a| gpu.to_device(&values(c * 3, 5 + a)))
+        .collect::<Result<_, _>>()?;
+    let wr = [&ws[0], &ws[1], &ws[2]];
+    let mut z = gpu.device_zeros(b * c * nvox)?;
+    let plane = (b * c * nvox) as f64;
+    let chain_flops = 2.0 * 9.0 * plane;
+    let ms = time_ms(&gpu, samples, || {
+        gpu.cp_chain_forward_dev(&ch, false, &xin, wr, &mut z)
+    })?;
+    let shape = format!("CP rank {c}, 3+3+3 taps, {t}x{y}x{x}, batch {b}");
+    out.push(kernel_result(
+        &gpu,
+        ("cp_chain_forward_f32", shape.clone()),
+        ms,
+        chain_flops,
+        8.0 * plane,
+        samples,
+    ));
+    let mut gs: Vec<_> = (0..3)
+        .map(|_| gpu.device_zeros(c * 3))
+        .collect::<Result<_, _>>()?;
+    let ms = time_ms(&gpu, samples, || {
+        let [g0, g1, g2] = &mut gs[..] else {
+            unreachable!("three gradients")
+        };
+        gpu.cp_chain_dweight_dev(&ch, &xin, &z, wr, [g0, g1, g2])
+    })?;
+    out.push(kernel_result(
+        &gpu,
+        ("cp_chain_dweight_f32 + reduce", shape.clone()),
+        ms,
+        2.0 * 2.0 * 9.0 * plane,
+        8.0 * plane,
+        samples,
+    ));
+    let mut z1 = gpu.device_zeros(b * c * nvox)?;
+    let mut z2 = gpu.device_zeros(b * c * nvox)?;
+    let ms = time_ms(&gpu, samples, || {
+        let sh = DwShape {
+            c,
+            ind: [t, y, x],
+            outd: [t, y, x],
+        };
+        let ax = |axis| AxisConv {
+            axis,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            dil: 1,
+        };
+        gpu.dw_forward_dev(&xin, b, sh, &ax(0), &ws[0], &mut z1)?;
+        gpu.dw_forward_dev(&z1, b, sh, &ax(1), &ws[1], &mut z2)?;
+        gpu.dw_forward_dev(&z2, b, sh, &ax(2), &ws[2], &mut z)
+    })?;
+    out.push(kernel_result(
+        &gpu,
+        ("dw_axis_forward_f32 x3 (unfused chain)", shape),
+        ms,
+        chain_flops,
+        3.0 * 8.0 * plane,
+        samples,
+    ));
+    // GELU over the activation tensor of a layer.
+    let n = b * c * nvox;
+    let ms = time_ms(&gpu, samples, || {
+        gpu.act_forward_dev(ActKind::Gelu, &xin, &mut yc, n)
+    })?;
+    out.push(kernel_result(
+        &gpu,
+        ("act_forward_f32 (GELU)", format!("{n} values")),
+        ms,
+        0.0,
+        8.0 * n as f64,
+        samples,
+    ));
+    // Resident training data: a batch of 4 windows of 16 frames cut on the device.
+    let frames = 40 * 16;
+    let fr = gpu.frames_to_device(&values(frames * y * x, 8), y * x)?;
+    let first: Vec<u32> = (0..40u32).map(|s| s * 16).collect();
+    let wins = gpu.windows_to_device(&first, 16, &fr)?;
+    let mut bt = gpu.device_zeros(b * 16 * y * x)?;
+    let ms = time_ms(&gpu, samples, || {
+        gpu.gather_windows_dev(&fr, &wins, 8, b, 0, 16, &mut bt)
+    })?;
+    out.push(kernel_result(
+        &gpu,
+        (
+            "gather_windows_f32",
+            format!("{b} windows x 16 frames of {y}x{x}"),
+        ),
+        ms,
+        0.0,
+        8.0 * (b * 16 * y * x) as f64,
+        samples,
+    ));
+    Ok(out)
+}

@@ -311,6 +311,40 @@ pub fn probe() -> DeviceReport {
     r
 }
 
+/// Nominal peaks of a device from its attributes: FP32 FMA throughput (SMs × FP32 lanes per
+/// SM × 2 × boost clock; 64 lanes on compute 7.x and 8.0, 128 otherwise) and DRAM bandwidth
+/// (2 transfers per memory clock × bus width). `None` where the driver does not report the
+/// clocks. The achieved fractions in `wavecp bench kernels` are against these.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Peaks {
+    pub fp32_tflops: Option<f64>,
+    pub dram_gbs: Option<f64>,
+}
+
+impl Peaks {
+    fn from_attributes(
+        cc: (i32, i32),
+        sms: i32,
+        clock_khz: i32,
+        mem_clock_khz: i32,
+        bus_bits: i32,
+    ) -> Peaks {
+        let lanes = if cc.0 == 7 || cc == (8, 0) {
+            64.0
+        } else {
+            128.0
+        };
+        let fp32 = (clock_khz > 0 && sms > 0)
+            .then(|| sms as f64 * lanes * 2.0 * clock_khz as f64 * 1e3 / 1e12);
+        let dram = (mem_clock_khz > 0 && bus_bits > 0)
+            .then(|| 2.0 * mem_clock_khz as f64 * 1e3 * bus_bits as f64 / 8.0 / 1e9);
+        Peaks {
+            fp32_tflops: fp32,
+            dram_gbs: dram,
+        }
+    }
+}
+
 /// A device with every kernel compiled and loaded.
 pub struct Gpu {
     pub info: DeviceInfo,
@@ -319,6 +353,8 @@ pub struct Gpu {
     modules: Vec<Arc<CudaModule>>,
     /// Streaming multiprocessors: how many blocks a GEMM needs to fill the device.
     sms: usize,
+    /// The device's nominal peaks, for the roofline fractions of the benchmarks.
+    pub peaks: Peaks,
     /// `WAVECP_GEMM=basic`: every GEMM on the 64 × 64 baseline kernel (for comparisons).
     basic_gemm: bool,
 }
@@ -339,16 +375,22 @@ impl Gpu {
             compute_capability: cc,
             memory_mib: ctx.total_mem().map_err(driver_err)? / (1 << 20),
         };
-        let sms = ctx
-            .attribute(
-                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-            )
-            .map_err(driver_err)?;
+        use cudarc::driver::sys::CUdevice_attribute as At;
+        let attr = |a| ctx.attribute(a).map_err(driver_err);
+        let sms = attr(At::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let peaks = Peaks::from_attributes(
+            cc,
+            sms,
+            attr(At::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).unwrap_or(0),
+            attr(At::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).unwrap_or(0),
+            attr(At::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH).unwrap_or(0),
+        );
         Ok(Gpu {
             info,
             stream: ctx.default_stream(),
             modules,
             sms: (sms.max(1)) as usize,
+            peaks,
             basic_gemm: std::env::var("WAVECP_GEMM").is_ok_and(|v| v == "basic"),
         })
     }

@@ -282,6 +282,8 @@ CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice) {
         case 10: *v = 32; break;              // warp size
         case 13: *v = 1980000; break;         // clock (kHz)
         case 16: *v = 132; break;             // multiprocessors
+        case 36: *v = 3201000; break;         // memory clock (kHz)
+        case 37: *v = 6144; break;            // memory bus width (bits)
         case 75: *v = 9; break;               // compute capability
         case 76: *v = 0; break;
         case 115: *v = 0; break;              // memory pools: no (synchronous allocation)
