@@ -10,36 +10,34 @@
 // axes (src/nn/conv.rs, `CpConv`); parity tests: tests/cuda.rs (the GPU CP layer against the
 // CPU one, fused and unfused geometries).
 //
-// cp_chain_forward_f32 — thread mapping: one 256-thread block per output tile of 4 × 8 × 32
-// (t, y, x) of one (sample, channel) plane, grid x over the tiles, grid y over the planes
-// (grid-stride). The block stages the input tile with its halo, (4 + kt − 1)·(8 + ky − 1)·
-// (32 + kx − 1) values, in shared memory (coalesced along x), runs the t pass into a second
+// cp_chain_forward_tNN_f32 — thread mapping: one 256-thread block per output tile of CT × CY × CX
+// = 1 024 outputs (t, y, x; the variants below) of one (sample, channel) plane, grid x over the tiles, grid y over the planes
+// (grid-stride). The block stages the input tile with its halo, (CT + kt − 1)·(CY + ky − 1)·
+// (CX + kx − 1) values, in shared memory (coalesced along x), runs the t pass into a second
 // buffer, the y pass into a third, and the x pass straight to global memory.
-// Cost per output (k = 3): 2·(kt·(1 + (ky − 1)/8)(1 + (kx − 1)/32) + ky·(1 + (kx − 1)/32) + kx)
-// ≈ 19 FLOPs; from global memory ≈ 4·1.9 B read (the halo) and 4 B written, against
+// Cost per output (k = 3, the 4 × 8 × 32 tile): 2·(kt·(1 + (ky − 1)/8)(1 + (kx − 1)/32) +
+// ky·(1 + (kx − 1)/32) + kx) ≈ 19 FLOPs; from global memory ≈ 4·1.9 B read (the halo) and 4 B written, against
 // 3 × (4 + 4) B + the reads of two intermediates for the three separate passes: ≈ 3× less
 // traffic, 1 launch instead of 3. Still bandwidth-bound (≈ 1.6 FLOP/B).
 //
-// cp_chain_dweight_f32 — the filter gradients. Because the passes commute, the gradient of one
+// cp_chain_dweight_tNN_f32 — the filter gradients. Because the passes commute, the gradient of one
 // axis's filter is the correlation of the output gradient g with the input passed through the
 // other two filters only: dwx[c, d] = Σ g[n, o]·(T Y x)[n, o + d·e_x − px], and likewise for
 // y (T X x) and t (Y X x). Thread mapping: one block per output tile and plane, as above: it
 // stages x with its halo and the tile of g, forms T x, then Y(T x) and X(T x), then X x and
-// Y(X x) in shared memory (39 KB in all), each thread accumulating its four outputs' products
+// Y(X x) in shared memory (39 KB for the 4 × 8 × 32 tile), each thread accumulating its four outputs' products
 // per tap; a fixed-order tree per tap writes one partial sum per (plane, tile, tap).
 // cp_chain_dweight_reduce_f32 then adds, per (channel, tap), the partials of every sample and
 // tile in a fixed order to the gradient (deterministic; no atomics).
 // Cost per output: ≈ 2·(kt + ky + kx)·2 FLOPs for the products and ≈ 5 passes' worth of
 // shared-memory filtering; from global memory ≈ 4·1.9 B of x and 4 B of g read.
 
-#define CT 4
-#define CY 8
-#define CX 32
+// Output tiles (CT, CY, CX) of 1 024 outputs, picked by the host from the output's x extent
+// (so that 8 × 8 planes do not idle three quarters of a 32-wide tile): _t32 = 4 × 8 × 32,
+// _t16 = 4 × 16 × 16, _t8 = 16 × 8 × 8 (the suffix is CX).
 #define KMAX 5
-#define ZT (CT + KMAX - 1)
-#define ZY (CY + KMAX - 1)
-#define ZX (CX + KMAX - 1)
-#define PER (CT * CY * CX / 256)
+
+__host__ __device__ constexpr int cmax(int a, int b) { return a > b ? a : b; }
 
 struct ChainParams {
     unsigned int n;         // planes: batch × channels
@@ -59,8 +57,10 @@ __device__ __forceinline__ float tap(const float* w, unsigned int k, unsigned in
 
 // Stages the input region of output tile origin (o0, o1, o2) of plane xn: extents
 // (CT + k0 − 1, CY + k1 − 1, CX + k2 − 1) at row strides ZY·ZX and ZX, zero outside the input.
+template <int CT, int CY, int CX>
 __device__ __forceinline__ void stage_input(float* sz, const float* __restrict__ xn,
                                             const ChainParams& p, int o0, int o1, int o2) {
+    constexpr int ZY = CY + KMAX - 1, ZX = CX + KMAX - 1;
     const unsigned int rt = CT + p.k[0] - 1, ry = CY + p.k[1] - 1, rx = CX + p.k[2] - 1;
     for (unsigned int e = threadIdx.x; e < rt * ry * rx; e += blockDim.x) {
         const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
@@ -73,10 +73,13 @@ __device__ __forceinline__ void stage_input(float* sz, const float* __restrict__
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-    cp_chain_forward_f32(const float* __restrict__ x, const float* __restrict__ wt,
-                         const float* __restrict__ wy, const float* __restrict__ wx,
-                         float* __restrict__ y, ChainParams p) {
+template <int CT, int CY, int CX>
+__device__ __forceinline__ void chain_forward(const float* __restrict__ x,
+                                              const float* __restrict__ wt,
+                                              const float* __restrict__ wy,
+                                              const float* __restrict__ wx,
+                                              float* __restrict__ y, const ChainParams& p) {
+    constexpr int ZT = CT + KMAX - 1, ZY = CY + KMAX - 1, ZX = CX + KMAX - 1;
     __shared__ float sz[ZT * ZY * ZX];
     __shared__ float sa[CT * ZY * ZX];
     __shared__ float sb[CT * CY * ZX];
@@ -91,7 +94,7 @@ extern "C" __global__ void __launch_bounds__(256)
     for (unsigned int n = blockIdx.y; n < p.n; n += gridDim.y) {
         const unsigned int c = n % p.c;
         const float *ft = wt + c * k0, *fy = wy + c * k1, *fx = wx + c * k2;
-        stage_input(sz, x + n * nin, p, o0, o1, o2);
+        stage_input<CT, CY, CX>(sz, x + n * nin, p, o0, o1, o2);
         __syncthreads();
         for (unsigned int e = threadIdx.x; e < CT * ry * rx; e += blockDim.x) {
             const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
@@ -138,13 +141,18 @@ __device__ __forceinline__ float block_sum(float* red, float v) {
     return r;
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-    cp_chain_dweight_f32(const float* __restrict__ x, const float* __restrict__ g,
-                         const float* __restrict__ wt, const float* __restrict__ wy,
-                         const float* __restrict__ wx, float* __restrict__ part, ChainParams p) {
+template <int CT, int CY, int CX>
+__device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
+                                              const float* __restrict__ g,
+                                              const float* __restrict__ wt,
+                                              const float* __restrict__ wy,
+                                              const float* __restrict__ wx,
+                                              float* __restrict__ part, const ChainParams& p) {
+    constexpr int ZT = CT + KMAX - 1, ZY = CY + KMAX - 1, ZX = CX + KMAX - 1;
+    constexpr int PER = CT * CY * CX / 256;
     __shared__ float sz[ZT * ZY * ZX];
-    __shared__ float s1[ZT * ZY * CX];  // T x (CT·ZY·ZX ≤ ZT·ZY·CX values), then X x
-    __shared__ float s2[ZT * CY * CX];  // Y(T x), X(T x), then Y(X x)
+    __shared__ float s1[cmax(CT * ZY * ZX, ZT * ZY * CX)];  // T x, then X x
+    __shared__ float s2[cmax(cmax(CT * CY * ZX, CT * ZY * CX), ZT * CY * CX)];  // Y(T x), X(T x), Y(X x)
     __shared__ float sg[CT * CY * CX];
     __shared__ float red[256];
     const unsigned int ntiles = p.tiles[0] * p.tiles[1] * p.tiles[2];
@@ -159,7 +167,7 @@ extern "C" __global__ void __launch_bounds__(256)
     for (unsigned int n = blockIdx.y; n < p.n; n += gridDim.y) {
         const unsigned int c = n % p.c;
         const float *ft = wt + c * k0, *fy = wy + c * k1, *fx = wx + c * k2;
-        stage_input(sz, x + n * nin, p, o0, o1, o2);
+        stage_input<CT, CY, CX>(sz, x + n * nin, p, o0, o1, o2);
         const float* gn = g + n * nout;
         for (unsigned int e = threadIdx.x; e < CT * CY * CX; e += blockDim.x) {
             const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
@@ -283,4 +291,45 @@ extern "C" __global__ void cp_chain_dweight_reduce_f32(const float* __restrict__
                 acc += part[((unsigned long long)pl * ntiles + t) * taps + off + j];
         dw[i] += acc;
     }
+}
+
+// The tile variants (see the top of the file); the host picks by the output's x extent.
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_forward_t32_f32(const float* __restrict__ x, const float* __restrict__ wt,
+                             const float* __restrict__ wy, const float* __restrict__ wx,
+                             float* __restrict__ y, ChainParams p) {
+    chain_forward<4, 8, 32>(x, wt, wy, wx, y, p);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_forward_t16_f32(const float* __restrict__ x, const float* __restrict__ wt,
+                             const float* __restrict__ wy, const float* __restrict__ wx,
+                             float* __restrict__ y, ChainParams p) {
+    chain_forward<4, 16, 16>(x, wt, wy, wx, y, p);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_forward_t8_f32(const float* __restrict__ x, const float* __restrict__ wt,
+                            const float* __restrict__ wy, const float* __restrict__ wx,
+                            float* __restrict__ y, ChainParams p) {
+    chain_forward<16, 8, 8>(x, wt, wy, wx, y, p);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_dweight_t32_f32(const float* __restrict__ x, const float* __restrict__ g,
+                             const float* __restrict__ wt, const float* __restrict__ wy,
+                             const float* __restrict__ wx, float* __restrict__ part,
+                             ChainParams p) {
+    chain_dweight<4, 8, 32>(x, g, wt, wy, wx, part, p);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_dweight_t16_f32(const float* __restrict__ x, const float* __restrict__ g,
+                             const float* __restrict__ wt, const float* __restrict__ wy,
+                             const float* __restrict__ wx, float* __restrict__ part,
+                             ChainParams p) {
+    chain_dweight<4, 16, 16>(x, g, wt, wy, wx, part, p);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    cp_chain_dweight_t8_f32(const float* __restrict__ x, const float* __restrict__ g,
+                            const float* __restrict__ wt, const float* __restrict__ wy,
+                            const float* __restrict__ wx, float* __restrict__ part,
+                            ChainParams p) {
+    chain_dweight<16, 8, 8>(x, g, wt, wy, wx, part, p);
 }

@@ -728,14 +728,16 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
     let mut gpu_im2col = Gpu::new(0).unwrap();
     gpu_im2col.set_basic_gemm(true);
     let (b, ci, co, rank) = (2usize, 3usize, 5usize, 2usize);
-    // The first and last geometries take the fused CP chain (kernels/cpchain.cu; the last spans
-    // several 4 × 8 × 32 tiles along every axis, with unequal filters and paddings), the middle
-    // two the per-axis passes; "cp-unfused" runs the per-axis passes on every geometry.
+    // The first and the last two geometries take the fused CP chain (kernels/cpchain.cu), one
+    // per tile variant: x extent 6 (16 × 8 × 8 tiles), 38 (4 × 8 × 32: several tiles along
+    // every axis, unequal filters and paddings) and 20 (4 × 16 × 16, two tiles along y); the
+    // second and third take the per-axis passes; "cp-unfused" runs them on every geometry.
     for (k, stride, pad, dil, ext) in [
         ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
         ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
         ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2], [5, 7, 6]),
         ([3, 5, 2], [1, 1, 1], [0, 2, 1], [1, 1, 1], [9, 17, 37]),
+        ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [5, 19, 20]),
     ] {
         let d = [b, ci, ext[0], ext[1], ext[2]];
         let n: usize = d.iter().product();

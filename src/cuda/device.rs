@@ -1220,8 +1220,13 @@ struct ChainParams {
 // `struct ChainParams` in kernels/cpchain.cu.
 unsafe impl cudarc::driver::DeviceRepr for ChainParams {}
 
-/// Output tile of the fused chain kernels (t, y, x) and their longest filter (kernels/cpchain.cu).
-const CHAIN_TILE: [usize; 3] = [4, 8, 32];
+/// Output tiles of the fused chain kernels (t, y, x), by kernel suffix, and their longest filter
+/// (kernels/cpchain.cu).
+const CHAIN_TILES: [(&str, [usize; 3]); 3] = [
+    ("t32", [4, 8, 32]),
+    ("t16", [4, 16, 16]),
+    ("t8", [16, 8, 8]),
+];
 pub const CHAIN_KMAX: usize = 5;
 
 /// One fused CP chain: `batch × c` planes of extents `ind`, filters of lengths `k` with zero
@@ -1271,9 +1276,22 @@ impl Chain {
         })
     }
 
+    /// The kernel variant for these extents: the widest tile the output's x extent fills.
+    pub fn tile(&self) -> Result<(&'static str, [usize; 3]), CudaError> {
+        let ox = self.out_dims()?[2];
+        Ok(CHAIN_TILES[if ox >= 32 {
+            0
+        } else if ox >= 16 {
+            1
+        } else {
+            2
+        }])
+    }
+
     fn params(&self, flip: bool) -> Result<(ChainParams, usize), CudaError> {
         let o = self.out_dims()?;
-        let tiles = [0, 1, 2].map(|a| o[a].div_ceil(CHAIN_TILE[a]));
+        let tile = self.tile()?.1;
+        let tiles = [0, 1, 2].map(|a| o[a].div_ceil(tile[a]));
         let u = |v: usize| v as u32;
         Ok((
             ChainParams {
@@ -1336,10 +1354,10 @@ impl Gpu {
         if ch.batch * ch.c == 0 || nout == 0 {
             return Ok(());
         }
-        let f = self.function("cpchain", "cp_chain_forward_f32")?;
+        let f = self.function("cpchain", &format!("cp_chain_forward_{}_f32", ch.tile()?.0))?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x).arg(w[0]).arg(w[1]).arg(w[2]).arg(y).arg(&p);
-        // SAFETY: arguments match cp_chain_forward_f32(const float*, const float* ×3, float*,
+        // SAFETY: arguments match cp_chain_forward_tNN_f32(const float*, const float* ×3, float*,
         // ChainParams). x holds n·nin values, each filter c·k[a], y n·nout (checked); the kernel
         // reads x only at in-range coordinates and writes y only at in-range outputs; k ≤ KMAX
         // (checked by out_dims), so the shared tiles are large enough.
@@ -1374,7 +1392,7 @@ impl Gpu {
         }
         let taps: usize = ch.k.iter().sum();
         let mut part = self.zeros::<f32>(n * ntiles * taps)?;
-        let f = self.function("cpchain", "cp_chain_dweight_f32")?;
+        let f = self.function("cpchain", &format!("cp_chain_dweight_{}_f32", ch.tile()?.0))?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x)
             .arg(g)
@@ -1383,7 +1401,7 @@ impl Gpu {
             .arg(w[2])
             .arg(&mut part)
             .arg(&p);
-        // SAFETY: arguments match cp_chain_dweight_f32(const float* ×5, float*, ChainParams);
+        // SAFETY: arguments match cp_chain_dweight_tNN_f32(const float* ×5, float*, ChainParams);
         // sizes checked as for the forward pass, and `part` holds n·ntiles·taps values, one per
         // (plane, tile, tap) the kernel writes.
         unsafe { l.launch(ch.config(ntiles)) }.map_err(driver_err)?;
