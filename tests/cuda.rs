@@ -669,7 +669,12 @@ fn conv_pair(
             .collect()
     };
     let bias = f(co, 99);
-    let axes = vec![0usize, 1, 2];
+    // A filter of length 1 along t is a 2-D layer: its factors run along y and x only.
+    let axes = if g.k[0] == 1 {
+        vec![1usize, 2]
+    } else {
+        vec![0usize, 1, 2]
+    };
     let core = ConvCore { ci, co, g };
     match kind {
         "dense" | "dense-im2col" => {
@@ -683,8 +688,9 @@ fn conv_pair(
         }
         "pair" | "pair-im2col" => {
             let mk = || {
-                let factors = (0..3)
-                    .map(|ax| f(co * ci * rank * g.k[ax], 52 + ax as u64))
+                let factors = axes
+                    .iter()
+                    .map(|&ax| f(co * ci * rank * g.k[ax], 52 + ax as u64))
                     .collect();
                 let mut l = PairConv::new(core.clone(), rank, axes.clone(), factors, true);
                 l.b.as_mut().unwrap().value = bias.clone();
@@ -694,7 +700,10 @@ fn conv_pair(
         }
         _ => {
             let mk = || {
-                let a = (0..3).map(|ax| f(rank * g.k[ax], 56 + ax as u64)).collect();
+                let a = axes
+                    .iter()
+                    .map(|&ax| f(rank * g.k[ax], 56 + ax as u64))
+                    .collect();
                 let mut l = CpConv::new(
                     ci,
                     co,
@@ -731,13 +740,16 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
     // The first and the last two geometries take the fused CP chain (kernels/cpchain.cu), one
     // per tile variant: x extent 6 (16 × 8 × 8 tiles), 38 (4 × 8 × 32: several tiles along
     // every axis, unequal filters and paddings) and 20 (4 × 16 × 16, two tiles along y); the
-    // second and third take the per-axis passes; "cp-unfused" runs them on every geometry.
+    // second and third take the per-axis passes; "cp-unfused" runs them on every geometry. The
+    // last is a 2-D layer (pair and CP factors along y and x only; the fused chain with an
+    // identity t filter).
     for (k, stride, pad, dil, ext) in [
         ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
         ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
         ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2], [5, 7, 6]),
         ([3, 5, 2], [1, 1, 1], [0, 2, 1], [1, 1, 1], [9, 17, 37]),
         ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [5, 19, 20]),
+        ([1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 9, 10]),
     ] {
         let d = [b, ci, ext[0], ext[1], ext[2]];
         let n: usize = d.iter().product();

@@ -70,6 +70,8 @@ pub struct GpuConv {
     fuse: bool,
     /// CP: the fused chain of the last forward pass (its backward pass is fused too).
     chain: Option<Chain>,
+    /// CP, 2-D: the identity t filter of the fused chain and a scratch for its gradient.
+    ident: Option<(DevBuf, DevBuf)>,
 }
 
 /// The fused chain for a CP layer's depthwise passes over `[batch, r, ind]`, where
@@ -80,8 +82,10 @@ fn fused_chain(g: &Geom, axes: &[usize], batch: usize, r: usize, ind: [usize; 3]
     for &a in axes {
         *seen.get_mut(a)? = true;
     }
-    let ok = axes.len() == 3
-        && seen.iter().all(|&s| s)
+    // Three passes, or the two of a 2-D layer (y and x; its t filter is the identity:
+    // length 1, no padding, weight 1, which the kernel multiplies by exactly).
+    let two_d = axes.len() == 2 && seen == [false, true, true] && g.k[0] == 1 && g.pad[0] == 0;
+    let ok = (axes.len() == 3 && seen.iter().all(|&s| s) || two_d)
         && (0..3).all(|a| {
             g.stride[a] == 1 && g.dil[a] == 1 && g.k[a] <= CHAIN_KMAX && g.pad[a] < g.k[a]
         });
@@ -95,11 +99,15 @@ fn fused_chain(g: &Geom, axes: &[usize], batch: usize, r: usize, ind: [usize; 3]
     (ok && ch.out_dims().is_ok()).then_some(ch)
 }
 
-/// The CP filters (and gradients) in axis order t, y, x from their axis slots.
-fn by_axis<T>(axes: &[usize], per_slot: Vec<T>) -> Result<[T; 3], CudaError> {
+/// The CP filters (and gradients) in axis order t, y, x from their axis slots; `t` stands in
+/// for a 2-D layer's absent t filter (the identity and a scratch gradient).
+fn by_axis<T>(axes: &[usize], per_slot: Vec<T>, t: Option<T>) -> Result<[T; 3], CudaError> {
     let mut out: [Option<T>; 3] = [None, None, None];
     for (slot, v) in per_slot.into_iter().enumerate() {
         out[axes[slot]] = Some(v);
+    }
+    if out[0].is_none() {
+        out[0] = t;
     }
     match out {
         [Some(t), Some(y), Some(x)] => Ok([t, y, x]),
@@ -286,6 +294,7 @@ impl GpuConv {
             saved: vec![],
             fuse: std::env::var("WAVECP_CP_FUSED").map_or(true, |v| v != "0"),
             chain: None,
+            ident: None,
         })
     }
 
@@ -319,6 +328,7 @@ impl GpuConv {
             saved: vec![],
             fuse: std::env::var("WAVECP_CP_FUSED").map_or(true, |v| v != "0"),
             chain: None,
+            ident: None,
         })
     }
 
@@ -346,6 +356,7 @@ impl GpuConv {
             saved: vec![],
             fuse: std::env::var("WAVECP_CP_FUSED").map_or(true, |v| v != "0"),
             chain: None,
+            ident: None,
         })
     }
 
@@ -460,7 +471,11 @@ impl GpuConv {
                 if let Some(ch) = &chain {
                     let o = ch.out_dims()?;
                     let mut z3 = gpu.device_zeros(b * r * o.iter().product::<usize>())?;
-                    let w = by_axis(axes, a.iter().map(|p| &p.0).collect())?;
+                    if axes.len() == 2 && self.ident.is_none() {
+                        self.ident = Some((gpu.to_device(&vec![1.0; r])?, gpu.device_zeros(r)?));
+                    }
+                    let t = self.ident.as_ref().map(|i| &i.0);
+                    let w = by_axis(axes, a.iter().map(|p| &p.0).collect(), t)?;
                     gpu.cp_chain_forward_dev(ch, false, &z, w, &mut z3)?;
                     self.saved.push((z, zd));
                     z = z3;
@@ -585,9 +600,12 @@ impl GpuConv {
                 if let Some(ch) = &self.chain {
                     let z0 = &self.saved[0].0;
                     let (w, dw): (Vec<_>, Vec<_>) = a.iter_mut().map(|(v, g)| (&*v, g)).unzip();
-                    let (w, dw) = (by_axis(axes, w)?, by_axis(axes, dw)?);
+                    let (tw, tg) = match &mut self.ident {
+                        Some((iw, ig)) => (Some(&*iw), Some(ig)),
+                        None => (None, None),
+                    };
+                    let (w, dw) = (by_axis(axes, w, tw)?, by_axis(axes, dw, tg)?);
                     gpu.cp_chain_dweight_dev(ch, z0, &dz, w, dw)?;
-                    let w = by_axis(axes, a.iter().map(|p| &p.0).collect())?;
                     let mut dz0 = gpu.device_zeros(b * r * nin)?;
                     gpu.cp_chain_forward_dev(&ch.adjoint()?, true, &dz, w, &mut dz0)?;
                     dz = dz0;
