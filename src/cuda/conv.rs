@@ -222,7 +222,7 @@ fn dense_backward(
     if let (true, Some(p)) = (col.is_none(), adjoint_pad) {
         // dx = conv(dy, W', pad k − 1 − p): an implicit GEMM over dy, no Wᵀ·dy matrix.
         let kvol = g.kvol();
-        let mut wa = gpu.device_zeros(co * ci * kvol)?;
+        let mut wa = gpu.device_uninit(co * ci * kvol)?;
         gpu.conv_weight_adjoint_dev(w, (co, ci, kvol), &mut wa)?;
         let ga = Geom {
             k: g.k,
@@ -250,7 +250,7 @@ fn dense_backward(
             None,
         );
     }
-    let mut dcol = gpu.device_zeros(b * kk * nout)?;
+    let mut dcol = gpu.device_uninit(b * kk * nout)?;
     let desc = gemm(
         [kk, nout, co, b],
         shared_t(kk),
@@ -398,9 +398,9 @@ impl GpuConv {
         let od = self.out_dims(d)?;
         let (b, nout) = (d[0], od[2] * od[3] * od[4]);
         self.saved.clear();
-        let mut y = gpu.device_zeros(b * self.co * nout)?;
+        let mut y = gpu.device_uninit(b * self.co * nout)?;
         let mut pre = match act {
-            Some(_) => Some(gpu.device_zeros(b * self.co * nout)?),
+            Some(_) => Some(gpu.device_uninit(b * self.co * nout)?),
             None => None,
         };
         let epilogue = act.zip(pre.as_mut());
@@ -437,7 +437,7 @@ impl GpuConv {
                         epilogue,
                     )?;
                 } else {
-                    let mut col = gpu.device_zeros(b * kk * nout)?;
+                    let mut col = gpu.device_uninit(b * kk * nout)?;
                     gpu.im2col_dev(&x, b, self.ci, ind, &self.g, o, &mut col)?;
                     gpu.gemm_bias_act_dev(&desc, w, &col, &mut y, bias, epilogue)?;
                     self.saved.push((col, [b, kk, 1, 1, nout]));
@@ -453,7 +453,7 @@ impl GpuConv {
             } => {
                 let r = *rank;
                 let n = d[2] * d[3] * d[4];
-                let mut z = gpu.device_zeros(b * r * n)?;
+                let mut z = gpu.device_uninit(b * r * n)?;
                 let desc = gemm(
                     [r, n, self.ci, b],
                     shared(self.ci),
@@ -470,7 +470,7 @@ impl GpuConv {
                 };
                 if let Some(ch) = &chain {
                     let o = ch.out_dims()?;
-                    let mut z3 = gpu.device_zeros(b * r * o.iter().product::<usize>())?;
+                    let mut z3 = gpu.device_uninit(b * r * o.iter().product::<usize>())?;
                     if axes.len() == 2 && self.ident.is_none() {
                         self.ident = Some((gpu.to_device(&vec![1.0; r])?, gpu.device_zeros(r)?));
                     }
@@ -488,7 +488,7 @@ impl GpuConv {
                     let o = g
                         .out_dims(ind)
                         .map_err(|e| CudaError::Driver(e.to_string()))?;
-                    let mut z2 = gpu.device_zeros(b * r * o.iter().product::<usize>())?;
+                    let mut z2 = gpu.device_uninit(b * r * o.iter().product::<usize>())?;
                     let sh = DwShape { c: r, ind, outd: o };
                     gpu.dw_forward_dev(&z, b, sh, &axis_conv(&g, ax), &a[slot].0, &mut z2)?;
                     self.saved.push((z, zd));
@@ -526,7 +526,7 @@ impl GpuConv {
             ));
         }
         add_bias_grad(gpu, &mut self.bias, dy, b, self.co, nout)?;
-        let mut dx = gpu.device_zeros(b * self.ci * nin)?;
+        let mut dx = gpu.device_uninit(b * self.ci * nin)?;
         match &mut self.kind {
             Kind::Dense { w, dw } => {
                 let col = self.saved.first().map(|c| &c.0);
@@ -588,7 +588,7 @@ impl GpuConv {
                     gpu.gemm_view_dev(&desc, &dys, &zs, du)?;
                 }
                 // dz = Uᵀ dy
-                let mut dz = gpu.device_zeros(b * r * nout)?;
+                let mut dz = gpu.device_uninit(b * r * nout)?;
                 let desc = gemm(
                     [r, nout, self.co, b],
                     shared_t(r),
@@ -606,7 +606,7 @@ impl GpuConv {
                     };
                     let (w, dw) = (by_axis(axes, w, tw)?, by_axis(axes, dw, tg)?);
                     gpu.cp_chain_dweight_dev(ch, z0, &dz, w, dw)?;
-                    let mut dz0 = gpu.device_zeros(b * r * nin)?;
+                    let mut dz0 = gpu.device_uninit(b * r * nin)?;
                     gpu.cp_chain_forward_dev(&ch.adjoint()?, true, &dz, w, &mut dz0)?;
                     dz = dz0;
                 }
@@ -625,7 +625,7 @@ impl GpuConv {
                     let sh = DwShape { c: r, ind, outd: o };
                     let ac = axis_conv(&g, ax);
                     gpu.dw_dweight_dev(zin, &dz, b, sh, &ac, &mut a[slot].1)?;
-                    let mut dzin = gpu.device_zeros(b * r * ind.iter().product::<usize>())?;
+                    let mut dzin = gpu.device_uninit(b * r * ind.iter().product::<usize>())?;
                     gpu.dw_dinput_dev(&dz, b, sh, &ac, &a[slot].0, &mut dzin)?;
                     dz = dzin;
                 }
@@ -765,7 +765,7 @@ impl GpuConvT {
             od[2] * od[3] * od[4],
             co * g.kvol(),
         );
-        let mut col = gpu.device_zeros(b * kk * nin)?;
+        let mut col = gpu.device_uninit(b * kk * nin)?;
         let desc = gemm(
             [kk, nin, ci, b],
             shared_t(kk),
@@ -774,7 +774,7 @@ impl GpuConvT {
             0.0,
         );
         gpu.gemm_dev(&desc, &self.w, &x, &mut col)?;
-        let mut y = gpu.device_zeros(b * co * nout)?;
+        let mut y = gpu.device_uninit(b * co * nout)?;
         gpu.col2im_dev(
             &col,
             b,
@@ -812,7 +812,7 @@ impl GpuConvT {
             ));
         }
         add_bias_grad(gpu, &mut self.bias, dy, b, co, nout)?;
-        let mut col = gpu.device_zeros(b * kk * nin)?;
+        let mut col = gpu.device_uninit(b * kk * nin)?;
         gpu.im2col_dev(
             dy,
             b,
@@ -822,7 +822,7 @@ impl GpuConvT {
             [d[2], d[3], d[4]],
             &mut col,
         )?;
-        let mut dx = gpu.device_zeros(b * ci * nin)?;
+        let mut dx = gpu.device_uninit(b * ci * nin)?;
         let desc = gemm(
             [ci, nin, kk, b],
             shared(kk),

@@ -95,6 +95,17 @@ impl Gpu {
         self.zeros(n)
     }
 
+    /// A device buffer of `n` values (at least one) with unspecified contents, for an output
+    /// the next kernel writes in full: it skips the memset of [`Gpu::device_zeros`] (one write
+    /// pass over the tensor). The CUDA emulator fills such memory with NaN, so a value read
+    /// before it is written shows up in the parity tests.
+    pub fn device_uninit(&self, n: usize) -> Result<DevBuf, CudaError> {
+        // SAFETY: the allocation is n·4 bytes of device memory that only kernels and copies
+        // touch; every f32 bit pattern is a valid value, so unwritten contents are merely
+        // unspecified numbers, never undefined behaviour on the host.
+        unsafe { self.stream.alloc::<f32>(n.max(1)) }.map_err(driver_err)
+    }
+
     /// The first `n` values of a device buffer.
     pub fn to_host(&self, d: &DevBuf, n: usize) -> Result<Vec<f32>, CudaError> {
         self.download(d, n)

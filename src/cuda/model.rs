@@ -140,7 +140,7 @@ impl GpuModel {
                         *n = len;
                         cur
                     } else {
-                        let mut y = gpu.device_zeros(len)?;
+                        let mut y = gpu.device_uninit(len)?;
                         gpu.act_forward_dev(*kind, &cur.0, &mut y, len)?;
                         *x = Some(cur.0);
                         *n = len;
@@ -156,7 +156,7 @@ impl GpuModel {
                             &i[2..]
                         )));
                     }
-                    let mut y = gpu.device_zeros(vol(&o))?;
+                    let mut y = gpu.device_uninit(vol(&o))?;
                     let mut am = gpu
                         .stream
                         .alloc_zeros::<u32>(vol(&o).max(1))
@@ -183,7 +183,7 @@ impl GpuModel {
                         i[3] * scale[1],
                         i[4] * scale[2],
                     ];
-                    let mut y = gpu.device_zeros(vol(&o))?;
+                    let mut y = gpu.device_uninit(vol(&o))?;
                     gpu.upsample_dev(
                         true,
                         &cur.0,
@@ -211,7 +211,7 @@ impl GpuModel {
                     }
                     let v = c[2] * c[3] * c[4];
                     let o = [c[0], c[1] + sd[1], c[2], c[3], c[4]];
-                    let mut y = gpu.device_zeros(vol(&o))?;
+                    let mut y = gpu.device_uninit(vol(&o))?;
                     gpu.concat_dev(&cur.0, s, c[0], c[1] * v, sd[1] * v, &mut y)?;
                     self.splits.push(c[1]);
                     (y, o)
@@ -259,7 +259,7 @@ impl GpuModel {
                     let x = x
                         .as_ref()
                         .ok_or_else(|| err("activation: backward before forward".into()))?;
-                    let mut dx = gpu.device_zeros(*n)?;
+                    let mut dx = gpu.device_uninit(*n)?;
                     gpu.act_backward_dev(*kind, x, &cur.0, &mut dx, *n)?;
                     (dx, cur.1)
                 }
@@ -267,7 +267,7 @@ impl GpuModel {
                     let am = argmax
                         .as_ref()
                         .ok_or_else(|| err("pool: backward before forward".into()))?;
-                    let mut dx = gpu.device_zeros(vol(d))?;
+                    let mut dx = gpu.device_uninit(vol(d))?;
                     gpu.pool_backward_dev(
                         *kind,
                         &cur.0,
@@ -280,7 +280,7 @@ impl GpuModel {
                     (dx, *d)
                 }
                 GNode::Up { scale, d } => {
-                    let mut dx = gpu.device_zeros(vol(d))?;
+                    let mut dx = gpu.device_uninit(vol(d))?;
                     gpu.upsample_dev(
                         false,
                         &cur.0,
@@ -298,8 +298,8 @@ impl GpuModel {
                     let c = cur.1;
                     let v = c[2] * c[3] * c[4];
                     let (mut main, mut skip) = (
-                        gpu.device_zeros(c[0] * c1 * v)?,
-                        gpu.device_zeros(c[0] * (c[1] - c1) * v)?,
+                        gpu.device_uninit(c[0] * c1 * v)?,
+                        gpu.device_uninit(c[0] * (c[1] - c1) * v)?,
                     );
                     gpu.split_dev(&cur.0, c[0], c1 * v, (c[1] - c1) * v, &mut main, &mut skip)?;
                     accumulate(gpu, &mut pending, name, skip, c[0] * (c[1] - c1) * v)?;

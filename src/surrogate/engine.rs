@@ -136,7 +136,7 @@ mod gpu {
                 )));
             }
             let n: usize = yshape.iter().product();
-            let mut g = self.gpu.device_zeros(n)?;
+            let mut g = self.gpu.device_uninit(n)?;
             let l = match self.kind {
                 LossKind::Mse => self.gpu.mse_dev(&pred, yt, n, &mut g)?,
                 LossKind::RelL2 => {
@@ -218,8 +218,8 @@ mod gpu {
                 SurrogateError::Mismatch("a resident batch before set_windows".into())
             })?;
             let (ws, n) = (r.ws, r.ny * r.nx);
-            let mut x = self.gpu.device_zeros(count * ws.t_in * n)?;
-            let mut y = self.gpu.device_zeros(count * ws.t_out * n)?;
+            let mut x = self.gpu.device_uninit(count * ws.t_in * n)?;
+            let mut y = self.gpu.device_uninit(count * ws.t_out * n)?;
             self.gpu
                 .gather_windows_dev(&r.frames, w, b0, count, 0, ws.t_in, &mut x)?;
             self.gpu
