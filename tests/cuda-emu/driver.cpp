@@ -10,7 +10,9 @@
 // device buffer (each allocation ends at a guard page; the fault names the kernel, block and
 // thread). New allocations are filled with NaN so that a kernel reading memory nobody wrote
 // shows up in the results. What it cannot check: races between threads that need a barrier
-// (fibers run one at a time between barriers), warp-level behaviour, timing.
+// that both thread orders happen to hide (fibers run one at a time between barriers, in
+// index order or, with WAVECP_EMU_ORDER=reverse, the reverse), warp-level behaviour, the
+// memory ordering between blocks, timing.
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -190,6 +192,18 @@ void install_handler() {
     });
 }
 
+// WAVECP_EMU_ORDER=reverse runs a block's threads from the last to the first between barriers.
+// Sequential threads are an extreme interleaving: with a barrier missing, some thread reads
+// shared memory its neighbours have not written yet (or have already overwritten) in one of
+// the two orders, so running the tests in both orders exposes most missing barriers.
+bool reverse_order() {
+    static const bool r = [] {
+        const char* v = std::getenv("WAVECP_EMU_ORDER");
+        return v && std::strcmp(v, "reverse") == 0;
+    }();
+    return r;
+}
+
 // Runs one block: every thread to its next barrier, round after round, until all have returned.
 CUresult run_block(const char* name, unsigned nthreads) {
     if (fibers.size() < nthreads) {
@@ -205,7 +219,8 @@ CUresult run_block(const char* name, unsigned nthreads) {
     for (unsigned t = 0; t < nthreads; ++t) start(fibers[t]);
     for (unsigned round = 0;; ++round) {
         unsigned waiting = 0, done = 0;
-        for (unsigned t = 0; t < nthreads; ++t) {
+        for (unsigned i = 0; i < nthreads; ++i) {
+            const unsigned t = reverse_order() ? nthreads - 1 - i : i;
             Fiber& f = fibers[t];
             if (f.done) {
                 ++done;
