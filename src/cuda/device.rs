@@ -991,7 +991,8 @@ impl Gpu {
         if plan.splits > 1 {
             // Partials of every slice to a workspace, then the ordered sum and the epilogue.
             let batch = d.batch as usize;
-            let mut work = self.zeros::<f32>(batch * plan.splits * m * n)?;
+            // Every (slice, row, column) partial is written by its tile: no memset needed.
+            let mut work = self.device_uninit(batch * plan.splits * m * n)?;
             let f = self.function("gemm", name(false))?;
             let mut l = self.stream.launch_builder(&f);
             l.arg(a).arg(b).arg(&mut work).arg(&tp).arg(cv);
@@ -1402,7 +1403,8 @@ impl Gpu {
             return Ok(());
         }
         let taps: usize = ch.k.iter().sum();
-        let mut part = self.zeros::<f32>(n * ntiles * taps)?;
+        // One partial per (plane, tile, tap), each written by its block: no memset needed.
+        let mut part = self.device_uninit(n * ntiles * taps)?;
         let f = self.function("cpchain", &format!("cp_chain_dweight_{}_f32", ch.tile()?.0))?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x)
