@@ -164,6 +164,8 @@ struct TiledParams {
     unsigned int k_chunk;  // k values per slice (a multiple of TBK)
     int a_m_contig;        // 1: A's row stride is 1 (consecutive m adjacent in memory)
     int b_n_contig;        // 1: B's column stride is 1
+    int partial;           // 1: raw partial tiles to the workspace C[z] (split K, batch sums)
+    int unused;            // keeps the size a multiple of 8 with no hidden padding
 };
 
 // B as an im2col matrix of a convolution input x, never stored (implicit GEMM): mode 1 is the
@@ -292,7 +294,7 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
         __syncthreads();
     }
 
-    if (tp.splits > 1) {
+    if (tp.partial) {
         // Raw partial sums to the workspace: [batch·splits][m][n], row-major.
         float* W = C + (unsigned long long)z * p.m * p.n;
 #pragma unroll

@@ -425,6 +425,47 @@ fn gemm_kernel_matches_the_cpu_gemm() {
         }
     }
     assert!(splits_seen, "no shape took the split-K path");
+    // Products summed over the batch into one C (the weight gradients), both kernels.
+    for basic in [true, false] {
+        gpu.set_basic_gemm(basic);
+        for &(m, n, k) in &[(5usize, 7usize, 3000usize), (33, 130, 300), (64, 64, 16)] {
+            let batch = 3;
+            let a = inputs(batch * m * k, 21);
+            let b = inputs(batch * k * n, 22);
+            let c0 = inputs(m * n, 23);
+            let d = GemmDesc {
+                m: m as u32,
+                n: n as u32,
+                k: k as u32,
+                batch: batch as u32,
+                a: [k as i64, 1, (m * k) as i64],
+                b: [n as i64, 1, (k * n) as i64],
+                c: [n as i64, 1, 0],
+                alpha: 0.5,
+                beta: 1.0,
+            };
+            let g = gpu.gemm_sum_batch(&d, &a, &b, &c0).unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut want, mut abs) = (c0[i * n + j] as f64, c0[i * n + j].abs() as f64);
+                    for z in 0..batch {
+                        for q in 0..k {
+                            let t =
+                                a[z * m * k + i * k + q] as f64 * b[z * k * n + q * n + j] as f64;
+                            want += 0.5 * t;
+                            abs += 0.5 * t.abs();
+                        }
+                    }
+                    let got = g[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= order_tol(batch * k + 1, abs),
+                        "sum over batch {m}x{n}x{k} basic {basic} [{i},{j}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    gpu.set_basic_gemm(false);
     // Strides that reach past a buffer are refused before the launch.
     let d = GemmDesc {
         m: 4,

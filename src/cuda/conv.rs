@@ -4,7 +4,8 @@
 //!
 //! - `dense`: batched GEMMs over the im2col matrix of the input, read in place by the GEMM's
 //!   panel loads (implicit GEMM, kernels/gemm.cu): `y_b = W · col_b`,
-//!   `dW += Σ_b dy_b · col_bᵀ` (one GEMM per sample, in sample order), and for stride 1 and
+//!   `dW += Σ_b dy_b · col_bᵀ` (one GEMM summed over the samples: split K, ordered reduction),
+//!   and for stride 1 and
 //!   dilation 1 `dx = conv(dy, W', pad k − 1 − p)` with W' the channel-swapped, tap-reversed
 //!   weights (one more implicit GEMM); other geometries take `dcol_b = Wᵀ · dy_b`,
 //!   `dx = col2im(dcol)`. Under `WAVECP_GEMM=basic` the im2col matrix is stored (and kept for
@@ -133,9 +134,14 @@ fn shared_t(cols: usize) -> [i64; 3] {
     [1, cols as i64, 0]
 }
 
-/// The transpose of one row-major block of `cols` columns.
-fn one_t(cols: usize) -> [i64; 3] {
-    [1, cols as i64, 0]
+/// Row-major blocks of `cols` columns, one per sample, `stride` apart.
+fn sample_rows(cols: usize, stride: usize) -> [i64; 3] {
+    [cols as i64, 1, stride as i64]
+}
+
+/// The transposes of row-major blocks of `cols` columns, one per sample, `stride` apart.
+fn sample_cols_t(cols: usize, stride: usize) -> [i64; 3] {
+    [1, cols as i64, stride as i64]
 }
 
 /// Row-major `[rows, cols]` blocks, one per batch entry.
@@ -195,25 +201,20 @@ fn dense_backward(
         od[2] * od[3] * od[4],
         ci * g.kvol(),
     );
-    for s in 0..b {
-        let desc = gemm(
-            [co, kk, nout, 1],
-            shared(nout),
-            one_t(nout),
-            shared(kk),
-            1.0,
-        );
-        let dys = dy.slice(s * co * nout..(s + 1) * co * nout);
-        match col {
-            Some(col) => {
-                let cols = col.slice(s * kk * nout..(s + 1) * kk * nout);
-                gpu.gemm_view_dev(&desc, &dys, &cols, dw)?;
-            }
-            None => {
-                let xs = x.slice(s * ci * nin..(s + 1) * ci * nin);
-                let geo = (ci, [d[2], d[3], d[4]], g, [od[2], od[3], od[4]]);
-                gpu.gemm_conv_dev(&desc, &dys, &xs, ConvOperand::ColT, geo, dw, None, None)?;
-            }
+    // dW += Σ_s dy_s · col_sᵀ: one GEMM summed over the samples (split K, ordered reduction).
+    let desc = gemm(
+        [co, kk, nout, b],
+        sample_rows(nout, co * nout),
+        sample_cols_t(nout, kk * nout),
+        shared(kk),
+        1.0,
+    );
+    match col {
+        Some(col) => gpu.gemm_sum_batch_dev(&desc, &dy.as_view(), &col.as_view(), dw)?,
+        None => {
+            let geo = (ci, [d[2], d[3], d[4]], g, [od[2], od[3], od[4]]);
+            let (dyv, xv) = (dy.as_view(), x.as_view());
+            gpu.gemm_conv_dev(&desc, &dyv, &xv, ConvOperand::ColT, geo, dw, None, None)?;
         }
     }
     let adjoint_pad: Option<Vec<usize>> = (0..3)
@@ -574,19 +575,15 @@ impl GpuConv {
                     .saved
                     .last()
                     .ok_or_else(|| CudaError::Driver("gpu cp: no forward state".into()))?;
-                for s in 0..b {
-                    // dU += dy_s · zl_sᵀ
-                    let dys = dy.slice(s * self.co * nout..(s + 1) * self.co * nout);
-                    let zs = zl.slice(s * r * nout..(s + 1) * r * nout);
-                    let desc = gemm(
-                        [self.co, r, nout, 1],
-                        shared(nout),
-                        one_t(nout),
-                        shared(r),
-                        1.0,
-                    );
-                    gpu.gemm_view_dev(&desc, &dys, &zs, du)?;
-                }
+                // dU += Σ_s dy_s · zl_sᵀ
+                let desc = gemm(
+                    [self.co, r, nout, b],
+                    sample_rows(nout, self.co * nout),
+                    sample_cols_t(nout, r * nout),
+                    shared(r),
+                    1.0,
+                );
+                gpu.gemm_sum_batch_dev(&desc, &dy.as_view(), &zl.as_view(), du)?;
                 // dz = Uᵀ dy
                 let mut dz = gpu.device_uninit(b * r * nout)?;
                 let desc = gemm(
@@ -629,19 +626,15 @@ impl GpuConv {
                     gpu.dw_dinput_dev(&dz, b, sh, &ac, &a[slot].0, &mut dzin)?;
                     dz = dzin;
                 }
-                for s in 0..b {
-                    // dV += dz0_s · x_sᵀ
-                    let dzs = dz.slice(s * r * nin..(s + 1) * r * nin);
-                    let xs = x.slice(s * self.ci * nin..(s + 1) * self.ci * nin);
-                    let desc = gemm(
-                        [r, self.ci, nin, 1],
-                        shared(nin),
-                        one_t(nin),
-                        shared(self.ci),
-                        1.0,
-                    );
-                    gpu.gemm_view_dev(&desc, &dzs, &xs, dv)?;
-                }
+                // dV += Σ_s dz0_s · x_sᵀ
+                let desc = gemm(
+                    [r, self.ci, nin, b],
+                    sample_rows(nin, r * nin),
+                    sample_cols_t(nin, self.ci * nin),
+                    shared(self.ci),
+                    1.0,
+                );
+                gpu.gemm_sum_batch_dev(&desc, &dz.as_view(), &x.as_view(), dv)?;
                 // dx = Vᵀ dz0
                 let desc = gemm(
                     [self.ci, nin, r, b],
@@ -831,12 +824,15 @@ impl GpuConvT {
             0.0,
         );
         gpu.gemm_dev(&desc, &self.w, &col, &mut dx)?;
-        for s in 0..b {
-            let desc = gemm([ci, kk, nin, 1], shared(nin), one_t(nin), shared(kk), 1.0);
-            let xs = x.slice(s * ci * nin..(s + 1) * ci * nin);
-            let cs = col.slice(s * kk * nin..(s + 1) * kk * nin);
-            gpu.gemm_view_dev(&desc, &xs, &cs, &mut self.dw)?;
-        }
+        // dW += Σ_s x_s · col_sᵀ
+        let desc = gemm(
+            [ci, kk, nin, b],
+            sample_rows(nin, ci * nin),
+            sample_cols_t(nin, kk * nin),
+            shared(kk),
+            1.0,
+        );
+        gpu.gemm_sum_batch_dev(&desc, &x.as_view(), &col.as_view(), &mut self.dw)?;
         Ok(dx)
     }
 

@@ -26,10 +26,12 @@ struct TiledParams {
     k_chunk: u32,
     a_m_contig: i32,
     b_n_contig: i32,
+    partial: i32,
+    unused: i32,
 }
 
-// SAFETY: `repr(C)`: a GemmDesc (96 bytes, 8-byte aligned, no padding: see its impl) and four
-// 4-byte fields (16 bytes, so the size stays a multiple of 8 with no tail padding); matches
+// SAFETY: `repr(C)`: a GemmDesc (96 bytes, 8-byte aligned, no padding: see its impl) and six
+// 4-byte fields (24 bytes, so the size stays a multiple of 8 with no tail padding); matches
 // `struct TiledParams` in kernels/gemm.cu field for field.
 unsafe impl cudarc::driver::DeviceRepr for TiledParams {}
 
@@ -141,7 +143,7 @@ impl Gpu {
         if d.m == 0 || d.n == 0 || d.batch == 0 {
             return Ok(());
         }
-        self.run_gemm(d, a, b, c, None, &ConvView::default())
+        self.run_gemm(d, a, b, c, None, &ConvView::default(), false)
     }
 
     /// [`Gpu::im2col`] on device buffers.
@@ -874,6 +876,7 @@ impl Gpu {
             c,
             Some(epi),
             &ConvView::default(),
+            false,
         )
     }
 
@@ -921,11 +924,12 @@ impl Gpu {
         c: &mut DevBuf,
         epi: Option<Epilogue<'_>>,
         cv: &ConvView,
+        sum_batch: bool,
     ) -> Result<(), CudaError> {
         let plan = self.gemm_plan(d);
-        if plan.basic && cv.mode != 0 {
+        if plan.basic && (cv.mode != 0 || sum_batch) {
             return Err(CudaError::Driver(
-                "implicit-GEMM convolution asked of the basic GEMM kernel".into(),
+                "implicit-GEMM convolution or batch sum asked of the basic GEMM kernel".into(),
             ));
         }
         if plan.basic {
@@ -970,6 +974,8 @@ impl Gpu {
             k_chunk: plan.k_chunk as u32,
             a_m_contig: i32::from(d.a[0] == 1),
             b_n_contig: i32::from(d.b[1] == 1),
+            partial: i32::from(plan.splits > 1 || sum_batch),
+            unused: 0,
         };
         let cfg = LaunchConfig {
             grid_dim: (
@@ -988,8 +994,9 @@ impl Gpu {
             (64, true) => "sgemm_t64_bias_act_f32",
             (_, true) => "sgemm_t128_bias_act_f32",
         };
-        if plan.splits > 1 {
-            // Partials of every slice to a workspace, then the ordered sum and the epilogue.
+        if plan.splits > 1 || sum_batch {
+            // Partials of every slice to a workspace, then the ordered sum and the epilogue
+            // (with `sum_batch`, over every sample's slices into one C).
             let batch = d.batch as usize;
             // Every (slice, row, column) partial is written by its tile: no memset needed.
             let mut work = self.device_uninit(batch * plan.splits * m * n)?;
@@ -1016,11 +1023,22 @@ impl Gpu {
                 }
             };
             let r = self.function("gemm", "sgemm_splitk_reduce_f32")?;
-            let splits = plan.splits as u32;
+            let (rd, splits) = if sum_batch {
+                (
+                    GemmDesc {
+                        batch: 1,
+                        c: [d.c[0], d.c[1], 0],
+                        ..*d
+                    },
+                    (batch * plan.splits) as u32,
+                )
+            } else {
+                (*d, plan.splits as u32)
+            };
             let mut l = self.stream.launch_builder(&r);
             l.arg(&work)
                 .arg(c)
-                .arg(d)
+                .arg(&rd)
                 .arg(&splits)
                 .arg(e.bias)
                 .arg(&e.has_bias)
@@ -1030,7 +1048,8 @@ impl Gpu {
             // unsigned, const float*, int, float*, int); it reads work[(b·splits + s)·m·n + r]
             // (inside `work`), and C and pre at the offsets check_gemm bounded; stand-ins are
             // only touched when has_bias = 1 or act >= 0.
-            unsafe { l.launch(Self::launch_config(batch * m * n)) }.map_err(driver_err)?;
+            let outputs = rd.batch as usize * m * n;
+            unsafe { l.launch(Self::launch_config(outputs)) }.map_err(driver_err)?;
             return Ok(());
         }
         match epi {
@@ -1460,8 +1479,9 @@ impl Gpu {
     /// the convolution input `x` (`batch` samples of `c` channels over `ind`, geometry `g`,
     /// output extents `outd`), read in place: the GEMM's panel loads gather from `x`, so the
     /// matrix (c·kvol times the input's size) is never stored. `d.b` is ignored. With
-    /// [`ConvOperand::Col`], `d` is `[m, nout, c·kvol, batch]`; with [`ConvOperand::ColT`],
-    /// `[m, c·kvol, nout, 1]` and `x` holds one sample.
+    /// [`ConvOperand::Col`], `d` is `[m, nout, c·kvol, batch]` (one output per sample); with
+    /// [`ConvOperand::ColT`], `[m, c·kvol, nout, batch]` and the samples' products are summed
+    /// into one `C` (a weight gradient: `C = alpha·Σ_s A_s·col_sᵀ + beta·C`).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_conv_dev(
         &self,
@@ -1479,11 +1499,12 @@ impl Gpu {
             ind.iter().product::<usize>(),
             outd.iter().product::<usize>(),
         );
-        let (rows, cols, samples, mode) = match operand {
-            ConvOperand::Col => (kk, nout, d.batch as usize, 1),
-            ConvOperand::ColT => (nout, kk, 1, 2),
+        let (rows, cols, mode) = match operand {
+            ConvOperand::Col => (kk, nout, 1),
+            ConvOperand::ColT => (nout, kk, 2),
         };
-        if d.k as usize != rows || d.n as usize != cols || (mode == 2 && d.batch != 1) {
+        let samples = d.batch as usize;
+        if d.k as usize != rows || d.n as usize != cols {
             return Err(CudaError::Driver(format!(
                 "implicit-GEMM convolution: a {}x{}x{} GEMM (batch {}) does not read a {rows}x{cols} im2col matrix",
                 d.m, d.n, d.k, d.batch
@@ -1550,10 +1571,11 @@ impl Gpu {
                         kind,
                     }),
                     &cv,
+                    mode == 2,
                 );
             }
         };
-        self.run_gemm(d, a, x, out, epi, &cv)
+        self.run_gemm(d, a, x, out, epi, &cv, mode == 2)
     }
 }
 
@@ -1580,5 +1602,50 @@ impl Gpu {
         // both buffers hold co·ci·kvol values (checked), the only indices the kernel forms.
         unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
         Ok(())
+    }
+}
+
+impl Gpu {
+    /// `C = alpha·Σ_z A[z]·B[z] + beta·C`: the products of a batched GEMM summed into one `C`
+    /// (a weight gradient over the samples of a batch) in one launch, split K and an ordered
+    /// reduction over (sample, slice); `d.c[2]` is ignored. The baseline kernel
+    /// (`WAVECP_GEMM=basic`) runs one GEMM per sample, in sample order.
+    pub fn gemm_sum_batch_dev(
+        &self,
+        d: &GemmDesc,
+        a: &CudaView<'_, f32>,
+        b: &CudaView<'_, f32>,
+        c: &mut DevBuf,
+    ) -> Result<(), CudaError> {
+        let one = GemmDesc {
+            c: [d.c[0], d.c[1], 0],
+            ..*d
+        };
+        Self::check_gemm(&one, "A", a.len(), d.a, d.m, d.k)?;
+        Self::check_gemm(&one, "B", b.len(), d.b, d.k, d.n)?;
+        Self::check_gemm(&one, "C", c.len(), one.c, d.m, d.n)?;
+        if d.m == 0 || d.n == 0 || d.batch == 0 {
+            return Ok(());
+        }
+        if self.basic_gemm {
+            let (sa, sb) = (d.a[2] as usize, d.b[2] as usize);
+            // Each sample's view: from its offset to where the last sample's span ends.
+            let (la, lb) = (
+                a.len() - sa * (d.batch as usize - 1),
+                b.len() - sb * (d.batch as usize - 1),
+            );
+            for z in 0..d.batch as usize {
+                let dz = GemmDesc {
+                    batch: 1,
+                    beta: if z == 0 { d.beta } else { 1.0 },
+                    ..one
+                };
+                let az = a.slice(z * sa..z * sa + la);
+                let bz = b.slice(z * sb..z * sb + lb);
+                self.run_gemm(&dz, &az, &bz, c, None, &ConvView::default(), false)?;
+            }
+            return Ok(());
+        }
+        self.run_gemm(&one, a, b, c, None, &ConvView::default(), true)
     }
 }

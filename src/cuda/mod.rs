@@ -603,6 +603,20 @@ impl Gpu {
         Ok((self.to_host(&cd, c.len())?, self.to_host(&pre, c.len())?))
     }
 
+    /// [`Gpu::gemm_sum_batch_dev`] from and to the host: `C = alpha·Σ_z A[z]·B[z] + beta·C`.
+    pub fn gemm_sum_batch(
+        &self,
+        d: &GemmDesc,
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+    ) -> Result<Vec<f32>, CudaError> {
+        let (ad, bd) = (self.to_device(a)?, self.to_device(b)?);
+        let mut cd = self.to_device(c)?;
+        self.gemm_sum_batch_dev(d, &ad.as_view(), &bd.as_view(), &mut cd)?;
+        self.to_host(&cd, c.len())
+    }
+
     /// Runs every GEMM on the 64 × 64 baseline kernel (`true`, as `WAVECP_GEMM=basic` does) or
     /// on the tiled, split-K one (`false`, the default).
     pub fn set_basic_gemm(&mut self, on: bool) {
