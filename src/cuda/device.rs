@@ -916,6 +916,7 @@ impl Gpu {
 
     /// Launches the GEMM `d` (operands checked by the caller) with the plan of
     /// [`Gpu::gemm_plan`], or the 64 × 64 baseline kernel under `WAVECP_GEMM=basic`.
+    #[allow(clippy::too_many_arguments)]
     fn run_gemm(
         &self,
         d: &GemmDesc,
