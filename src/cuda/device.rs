@@ -842,7 +842,25 @@ impl Gpu {
         if d.m == 0 || d.n == 0 || d.batch == 0 {
             return Ok(());
         }
-        // Stand-ins for absent operands: never read (has_bias = 0) or written (act < 0).
+        let (av, bv) = (a.as_view(), b.as_view());
+        self.with_epilogue(d, bias, act, |epi| {
+            self.run_gemm(d, &av, &bv, c, epi, &ConvView::default(), false)
+        })
+    }
+
+    /// Calls `f` with the convolution epilogue of `bias` and `act` (none when both are
+    /// absent); an absent operand of a present epilogue gets a one-value stand-in that the
+    /// kernels never touch (has_bias = 0, act < 0). `pre` is checked against C's strides.
+    fn with_epilogue(
+        &self,
+        d: &GemmDesc,
+        bias: Option<&DevBuf>,
+        act: Option<(ActKind, &mut DevBuf)>,
+        f: impl FnOnce(Option<Epilogue<'_>>) -> Result<(), CudaError>,
+    ) -> Result<(), CudaError> {
+        if bias.is_none() && act.is_none() {
+            return f(None);
+        }
         let dummy_bias;
         let bias_buf = match bias {
             Some(bv) => bv,
@@ -862,22 +880,12 @@ impl Gpu {
                 (-1, &mut dummy_pre)
             }
         };
-        let has_bias = i32::from(bias.is_some());
-        let epi = Epilogue {
+        f(Some(Epilogue {
             bias: bias_buf,
-            has_bias,
+            has_bias: i32::from(bias.is_some()),
             pre,
             kind,
-        };
-        self.run_gemm(
-            d,
-            &a.as_view(),
-            &b.as_view(),
-            c,
-            Some(epi),
-            &ConvView::default(),
-            false,
-        )
+        }))
     }
 
     /// How a GEMM is run: the tiled kernel's tile height (32, 64 or 128 rows, from m) and the
@@ -1536,47 +1544,9 @@ impl Gpu {
             dil: u(g.dil),
             x_bs: (c * nin) as u64,
         };
-        let epi = match (bias, act) {
-            (None, None) => None,
-            (bias, act) => {
-                // Stand-ins for absent operands: never read (has_bias = 0) or written (act < 0).
-                let dummy_bias;
-                let bias_buf = match bias {
-                    Some(bv) => bv,
-                    None => {
-                        dummy_bias = self.device_zeros(1)?;
-                        &dummy_bias
-                    }
-                };
-                let mut dummy_pre;
-                let (kind, pre) = match act {
-                    Some((k, pre)) => {
-                        Self::check_gemm(d, "pre", pre.len(), d.c, d.m, d.n)?;
-                        (Self::kind_code(k), pre)
-                    }
-                    None => {
-                        dummy_pre = self.device_zeros(1)?;
-                        (-1, &mut dummy_pre)
-                    }
-                };
-                let has_bias = i32::from(bias.is_some());
-                return self.run_gemm(
-                    d,
-                    a,
-                    x,
-                    out,
-                    Some(Epilogue {
-                        bias: bias_buf,
-                        has_bias,
-                        pre,
-                        kind,
-                    }),
-                    &cv,
-                    mode == 2,
-                );
-            }
-        };
-        self.run_gemm(d, a, x, out, epi, &cv, mode == 2)
+        self.with_epilogue(d, bias, act, |epi| {
+            self.run_gemm(d, a, x, out, epi, &cv, mode == 2)
+        })
     }
 }
 
