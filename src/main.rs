@@ -696,9 +696,16 @@ fn device(json: bool) -> Result<()> {
             .map_or("-".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10))
     );
     for d in &r.devices {
+        let peak = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.1} {unit}"));
         println!(
-            "device {}: {} (compute {}.{}, {} MiB)",
-            d.ordinal, d.name, d.compute_capability.0, d.compute_capability.1, d.memory_mib
+            "device {}: {} (compute {}.{}, {} MiB; nominal peaks {} FP32, {} DRAM)",
+            d.ordinal,
+            d.name,
+            d.compute_capability.0,
+            d.compute_capability.1,
+            d.memory_mib,
+            peak(d.peaks.fp32_tflops, "TFLOP/s"),
+            peak(d.peaks.dram_gbs, "GB/s")
         );
     }
     match &r.problem {

@@ -84,6 +84,15 @@ fn the_device_report_says_what_is_missing() {
         let p = r["problem"].as_str().expect("no device and no reason");
         assert!(p.contains("driver") || p.contains("device"), "{p}");
     }
+    for d in r["devices"].as_array().unwrap() {
+        // The emulator reports an H200's attributes: 132 SMs × 128 lanes × 2 × 1.98 GHz, and
+        // 2 × 3.201 GHz × 6144 bits / 8.
+        if d["name"].as_str().unwrap().contains("cuda-emu") {
+            let f = d["peaks"]["fp32_tflops"].as_f64().unwrap();
+            let b = d["peaks"]["dram_gbs"].as_f64().unwrap();
+            assert!((f - 66.9).abs() < 0.1 && (b - 4916.7).abs() < 0.1, "{d}");
+        }
+    }
 }
 
 /// `wavecp bench kernels` times GPU kernels only: without a device it says why and fails; with

@@ -236,7 +236,7 @@ pub struct KernelResult {
     pub bytes: f64,
     pub achieved_tflops: f64,
     pub achieved_gbs: f64,
-    /// The device's nominal peaks ([`super::Peaks`]).
+    /// The device's nominal peaks ([`super::Peaks`], `wavecp device` prints them).
     pub peak_fp32_tflops: Option<f64>,
     pub peak_dram_gbs: Option<f64>,
     /// Achieved rate over the roofline at this arithmetic intensity,
@@ -273,7 +273,7 @@ fn kernel_result(
 ) -> KernelResult {
     let s = ms * 1e-3;
     let (tf, gbs) = (flops / s / 1e12, bytes / s / 1e9);
-    let p = gpu.peaks;
+    let p = gpu.info.peaks;
     let fraction = match (p.fp32_tflops, p.dram_gbs) {
         (_, Some(bw)) if flops == 0.0 => Some(gbs / bw),
         (Some(pf), Some(bw)) => {

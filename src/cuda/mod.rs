@@ -239,6 +239,21 @@ pub struct DeviceInfo {
     pub name: String,
     pub compute_capability: (i32, i32),
     pub memory_mib: usize,
+    /// Nominal FP32 and DRAM peaks from the device's attributes ([`Peaks`]).
+    pub peaks: Peaks,
+}
+
+/// The nominal peaks of the device behind `ctx` (its compute capability `cc`).
+fn peaks_of(ctx: &CudaContext, cc: (i32, i32)) -> Peaks {
+    use cudarc::driver::sys::CUdevice_attribute as At;
+    let attr = |a| ctx.attribute(a).unwrap_or(0);
+    Peaks::from_attributes(
+        cc,
+        attr(At::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+        attr(At::CU_DEVICE_ATTRIBUTE_CLOCK_RATE),
+        attr(At::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE),
+        attr(At::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH),
+    )
 }
 
 /// What this machine offers for CUDA.
@@ -295,11 +310,13 @@ pub fn probe() -> DeviceReport {
             } else {
                 context(ordinal)?
             };
+            let cc = c.compute_capability().map_err(driver_err)?;
             r.devices.push(DeviceInfo {
                 ordinal,
                 name: c.name().map_err(driver_err)?,
-                compute_capability: c.compute_capability().map_err(driver_err)?,
+                compute_capability: cc,
                 memory_mib: c.total_mem().map_err(driver_err)? / (1 << 20),
+                peaks: peaks_of(&c, cc),
             });
         }
         if !r.nvrtc_library {
@@ -353,8 +370,6 @@ pub struct Gpu {
     modules: Vec<Arc<CudaModule>>,
     /// Streaming multiprocessors: how many blocks a GEMM needs to fill the device.
     sms: usize,
-    /// The device's nominal peaks, for the roofline fractions of the benchmarks.
-    pub peaks: Peaks,
     /// `WAVECP_GEMM=basic`: every GEMM on the 64 × 64 baseline kernel (for comparisons).
     basic_gemm: bool,
 }
@@ -369,28 +384,24 @@ impl Gpu {
         for ptx in compiled(arch)? {
             modules.push(ctx.load_module(ptx).map_err(driver_err)?);
         }
+        let peaks = peaks_of(&ctx, cc);
         let info = DeviceInfo {
             ordinal,
             name: ctx.name().map_err(driver_err)?,
             compute_capability: cc,
             memory_mib: ctx.total_mem().map_err(driver_err)? / (1 << 20),
+            peaks,
         };
-        use cudarc::driver::sys::CUdevice_attribute as At;
-        let attr = |a| ctx.attribute(a).map_err(driver_err);
-        let sms = attr(At::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        let peaks = Peaks::from_attributes(
-            cc,
-            sms,
-            attr(At::CU_DEVICE_ATTRIBUTE_CLOCK_RATE).unwrap_or(0),
-            attr(At::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE).unwrap_or(0),
-            attr(At::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH).unwrap_or(0),
-        );
+        let sms = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(driver_err)?;
         Ok(Gpu {
             info,
             stream: ctx.default_stream(),
             modules,
             sms: (sms.max(1)) as usize,
-            peaks,
             basic_gemm: std::env::var("WAVECP_GEMM").is_ok_and(|v| v == "basic"),
         })
     }
