@@ -171,32 +171,14 @@ struct TiledParams {
 // B as an im2col matrix of a convolution input x, never stored (implicit GEMM): mode 1 is the
 // forward pass's B = col [c·kvol, nout] (rows: channel and tap, columns: output position), mode
 // 2 the weight gradient's B = colᵀ [nout, c·kvol]; mode 0 is an ordinary strided B. x holds the
-// batch's samples `x_bs` values apart (mode 1) or one sample (mode 2). The same index
-// arithmetic as kernels/im2col.cu's im2col_f32 (its CPU twin: nn::conv::im2col).
+// batch's samples `x_bs` values apart. The gather is im2col_at (kernels/common.cuh), the same
+// as kernels/im2col.cu's im2col_f32 (its CPU twin: nn::conv::im2col).
 struct ConvView {
     unsigned int mode;
-    unsigned int c;
-    unsigned int in_d[3], out_d[3], k[3], stride[3], pad[3], dil[3];
+    unsigned int unused;  // keeps x_bs 8-byte aligned with no hidden padding
     unsigned long long x_bs;
+    ConvParams g;  // kernels/common.cuh
 };
-
-__device__ __forceinline__ float conv_view_at(const float* __restrict__ x, const ConvView& cv,
-                                              unsigned int kk, unsigned int pos) {
-    const unsigned int kv = cv.k[0] * cv.k[1] * cv.k[2];
-    const unsigned int ch = kk / kv, tap = kk % kv;
-    const unsigned int ta = tap / (cv.k[1] * cv.k[2]), tb = (tap / cv.k[2]) % cv.k[1],
-                       tc = tap % cv.k[2];
-    const unsigned int oa = pos / (cv.out_d[1] * cv.out_d[2]),
-                       ob = (pos / cv.out_d[2]) % cv.out_d[1], oc = pos % cv.out_d[2];
-    const int ia = (int)(oa * cv.stride[0] + ta * cv.dil[0]) - (int)cv.pad[0];
-    const int ib = (int)(ob * cv.stride[1] + tb * cv.dil[1]) - (int)cv.pad[1];
-    const int ic = (int)(oc * cv.stride[2] + tc * cv.dil[2]) - (int)cv.pad[2];
-    if (ia < 0 || ia >= (int)cv.in_d[0] || ib < 0 || ib >= (int)cv.in_d[1] || ic < 0 ||
-        ic >= (int)cv.in_d[2])
-        return 0.0f;
-    const unsigned long long nin = (unsigned long long)cv.in_d[0] * cv.in_d[1] * cv.in_d[2];
-    return x[ch * nin + ((unsigned long long)ia * cv.in_d[1] + ib) * cv.in_d[2] + ic];
-}
 
 template <int TBM, int EPI>
 __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
@@ -240,8 +222,7 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
             if (cv.mode == 0)
                 rb[q] = in ? B[gk * p.b_rs + gj * p.b_cs] : 0.0f;
             else
-                rb[q] = in ? (cv.mode == 1 ? conv_view_at(B, cv, gk, gj)
-                                           : conv_view_at(B, cv, gj, gk))
+                rb[q] = in ? (cv.mode == 1 ? im2col_at(B, cv.g, gk, gj) : im2col_at(B, cv.g, gj, gk))
                            : 0.0f;
         }
     };

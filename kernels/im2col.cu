@@ -11,13 +11,8 @@
 //   col2im_f32   one thread per x element, gathering the ≤ kvol column entries that read it in a
 //                fixed (p, q, s) order: no atomics, deterministic. kvol reads of 4 B, 1 write.
 
-struct ConvParams {
-    unsigned int c;        // channels of x
-    unsigned int batch;
-    unsigned int in_d[3];  // (T, Y, X)
-    unsigned int out_d[3]; // (T', Y', X')
-    unsigned int k[3], stride[3], pad[3], dil[3];
-};
+// struct ConvParams and im2col_at (the gather itself): kernels/common.cuh, shared with the
+// implicit GEMM of kernels/gemm.cu.
 
 extern "C" __global__ void im2col_f32(const float* __restrict__ x, float* __restrict__ col,
                                       ConvParams p) {
@@ -29,20 +24,7 @@ extern "C" __global__ void im2col_f32(const float* __restrict__ x, float* __rest
     for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
          g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
         const unsigned long long o = g % nout, row = (g / nout) % rows, b = g / (nout * rows);
-        const unsigned int ch = row / kv, tap = row % kv;
-        const unsigned int tp[3] = {tap / (p.k[1] * p.k[2]), (tap / p.k[2]) % p.k[1], tap % p.k[2]};
-        const unsigned int op[3] = {(unsigned int)(o / (p.out_d[1] * p.out_d[2])),
-                                    (unsigned int)((o / p.out_d[2]) % p.out_d[1]),
-                                    (unsigned int)(o % p.out_d[2])};
-        int ip[3];
-        bool inside = true;
-        for (int a = 0; a < 3; ++a) {
-            ip[a] = (int)(op[a] * p.stride[a] + tp[a] * p.dil[a]) - (int)p.pad[a];
-            inside = inside && ip[a] >= 0 && ip[a] < (int)p.in_d[a];
-        }
-        col[g] = inside ? x[(b * p.c + ch) * nin +
-                            ((unsigned long long)ip[0] * p.in_d[1] + ip[1]) * p.in_d[2] + ip[2]]
-                        : 0.0f;
+        col[g] = im2col_at(x + b * p.c * nin, p, (unsigned int)row, (unsigned int)o);
     }
 }
 

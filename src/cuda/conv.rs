@@ -217,10 +217,9 @@ fn dense_backward(
             gpu.gemm_conv_dev(&desc, &dyv, &xv, ConvOperand::ColT, geo, dw, None, None)?;
         }
     }
-    let adjoint_pad: Option<Vec<usize>> = (0..3)
-        .map(|a| (g.stride[a] == 1 && g.dil[a] == 1).then(|| (g.k[a] - 1).checked_sub(g.pad[a]))?)
-        .collect();
-    if let (true, Some(p)) = (col.is_none(), adjoint_pad) {
+    let implicit_dx =
+        col.is_none() && (0..3).all(|a| g.stride[a] == 1 && g.dil[a] == 1 && g.pad[a] < g.k[a]);
+    if implicit_dx {
         // dx = conv(dy, W', pad k − 1 − p): an implicit GEMM over dy, no Wᵀ·dy matrix.
         let kvol = g.kvol();
         let mut wa = gpu.device_uninit(co * ci * kvol)?;
@@ -228,7 +227,7 @@ fn dense_backward(
         let ga = Geom {
             k: g.k,
             stride: [1; 3],
-            pad: [p[0], p[1], p[2]],
+            pad: [0, 1, 2].map(|a| g.k[a] - 1 - g.pad[a]),
             dil: [1; 3],
         };
         let kka = co * kvol;
@@ -483,7 +482,9 @@ impl GpuConv {
                     zd = [b, r, o[0], o[1], o[2]];
                 }
                 self.chain = chain;
-                for (slot, &ax) in axes.iter().enumerate().filter(|_| chain.is_none()) {
+                // Without a fused chain, one depthwise pass per axis, each input kept.
+                let per_axis: &[usize] = if chain.is_none() { axes } else { &[] };
+                for (slot, &ax) in per_axis.iter().enumerate() {
                     let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];
                     let o = g
@@ -607,12 +608,8 @@ impl GpuConv {
                     gpu.cp_chain_forward_dev(&ch.adjoint()?, true, &dz, w, &mut dz0)?;
                     dz = dz0;
                 }
-                for (slot, &ax) in axes
-                    .iter()
-                    .enumerate()
-                    .rev()
-                    .filter(|_| self.chain.is_none())
-                {
+                let per_axis: &[usize] = if self.chain.is_none() { axes } else { &[] };
+                for (slot, &ax) in per_axis.iter().enumerate().rev() {
                     let (zin, zd) = &self.saved[slot];
                     let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];

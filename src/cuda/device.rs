@@ -41,18 +41,15 @@ unsafe impl cudarc::driver::DeviceRepr for TiledParams {}
 #[derive(Debug, Clone, Copy, Default)]
 struct ConvView {
     mode: u32,
-    c: u32,
-    in_d: [u32; 3],
-    out_d: [u32; 3],
-    k: [u32; 3],
-    stride: [u32; 3],
-    pad: [u32; 3],
-    dil: [u32; 3],
+    unused: u32,
+    /// Values between samples of the input.
     x_bs: u64,
+    g: ConvParams,
 }
 
-// SAFETY: `repr(C)`: twenty u32 (80 bytes) then one u64 at offset 80 (8-aligned; size 88, no
-// padding, no pointers), the fields of `struct ConvView` in kernels/gemm.cu in order.
+// SAFETY: `repr(C)`: two u32 and a u64 (16 bytes, the u64 8-aligned) then a ConvParams (twenty
+// u32, 80 bytes): 96 bytes, no padding, no pointers; the fields of `struct ConvView` in
+// kernels/gemm.cu in order (ConvParams: kernels/common.cuh).
 unsafe impl cudarc::driver::DeviceRepr for ConvView {}
 
 /// Which im2col matrix of a convolution input an implicit GEMM reads as B.
@@ -902,22 +899,18 @@ impl Gpu {
         let tiles = m.div_ceil(bm) * n.div_ceil(128) * batch.max(1);
         // Two blocks per SM; slices of at least 256 k values (32 panel steps) each.
         let target = 2 * self.sms;
-        let mut splits = if tiles < target && k >= 512 {
+        let wanted = if tiles < target && k >= 512 {
             target.div_ceil(tiles).min(k / 256)
         } else {
             1
         };
-        splits = splits.clamp(1, (65_535 / batch.max(1)).max(1));
-        let k_chunk = k.div_ceil(splits).div_ceil(8) * 8;
-        let splits = if k_chunk == 0 {
-            1
-        } else {
-            k.div_ceil(k_chunk).max(1)
-        };
+        // Grid z holds batch × splits; slices are whole panel steps (multiples of 8).
+        let wanted = wanted.clamp(1, (65_535 / batch.max(1)).max(1));
+        let k_chunk = (k.div_ceil(wanted).div_ceil(8) * 8).max(8);
         GemmPlan {
             bm,
-            splits,
-            k_chunk: k_chunk.max(8),
+            splits: k.div_ceil(k_chunk).max(1),
+            k_chunk,
             basic: self.basic_gemm,
         }
     }
@@ -1262,11 +1255,31 @@ unsafe impl cudarc::driver::DeviceRepr for ChainParams {}
 
 /// Output tiles of the fused chain kernels (t, y, x), by kernel suffix, and their longest filter
 /// (kernels/cpchain.cu).
-const CHAIN_TILES: [(&str, [usize; 3]); 3] = [
-    ("t32", [4, 8, 32]),
-    ("t16", [4, 16, 16]),
-    ("t8", [16, 8, 8]),
+const CHAIN_TILES: [ChainTile; 3] = [
+    ChainTile {
+        forward: "cp_chain_forward_t32_f32",
+        dweight: "cp_chain_dweight_t32_f32",
+        tile: [4, 8, 32],
+    },
+    ChainTile {
+        forward: "cp_chain_forward_t16_f32",
+        dweight: "cp_chain_dweight_t16_f32",
+        tile: [4, 16, 16],
+    },
+    ChainTile {
+        forward: "cp_chain_forward_t8_f32",
+        dweight: "cp_chain_dweight_t8_f32",
+        tile: [16, 8, 8],
+    },
 ];
+
+/// One tile variant of the fused chain: its two kernels and its output tile (t, y, x).
+#[derive(Debug, Clone, Copy)]
+pub struct ChainTile {
+    pub forward: &'static str,
+    pub dweight: &'static str,
+    pub tile: [usize; 3],
+}
 pub const CHAIN_KMAX: usize = 5;
 
 /// One fused CP chain: `batch × c` planes of extents `ind`, filters of lengths `k` with zero
@@ -1317,7 +1330,7 @@ impl Chain {
     }
 
     /// The kernel variant for these extents: the widest tile the output's x extent fills.
-    pub fn tile(&self) -> Result<(&'static str, [usize; 3]), CudaError> {
+    pub fn tile(&self) -> Result<ChainTile, CudaError> {
         let ox = self.out_dims()?[2];
         Ok(CHAIN_TILES[if ox >= 32 {
             0
@@ -1330,7 +1343,7 @@ impl Chain {
 
     fn params(&self, flip: bool) -> Result<(ChainParams, usize), CudaError> {
         let o = self.out_dims()?;
-        let tile = self.tile()?.1;
+        let tile = self.tile()?.tile;
         let tiles = [0, 1, 2].map(|a| o[a].div_ceil(tile[a]));
         let u = |v: usize| v as u32;
         Ok((
@@ -1394,7 +1407,7 @@ impl Gpu {
         if ch.batch * ch.c == 0 || nout == 0 {
             return Ok(());
         }
-        let f = self.function("cpchain", &format!("cp_chain_forward_{}_f32", ch.tile()?.0))?;
+        let f = self.function("cpchain", ch.tile()?.forward)?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x).arg(w[0]).arg(w[1]).arg(w[2]).arg(y).arg(&p);
         // SAFETY: arguments match cp_chain_forward_tNN_f32(const float*, const float* ×3, float*,
@@ -1433,7 +1446,7 @@ impl Gpu {
         let taps: usize = ch.k.iter().sum();
         // One partial per (plane, tile, tap), each written by its block: no memset needed.
         let mut part = self.device_uninit(n * ntiles * taps)?;
-        let f = self.function("cpchain", &format!("cp_chain_dweight_{}_f32", ch.tile()?.0))?;
+        let f = self.function("cpchain", ch.tile()?.dweight)?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x)
             .arg(g)
@@ -1532,17 +1545,11 @@ impl Gpu {
         if d.m == 0 || d.n == 0 || d.batch == 0 {
             return Ok(());
         }
-        let u = |v: [usize; 3]| v.map(|x| x as u32);
         let cv = ConvView {
             mode,
-            c: c as u32,
-            in_d: u(ind),
-            out_d: u(outd),
-            k: u(g.k),
-            stride: u(g.stride),
-            pad: u(g.pad),
-            dil: u(g.dil),
+            unused: 0,
             x_bs: (c * nin) as u64,
+            g: Self::conv_params(samples, c, ind, g, outd),
         };
         self.with_epilogue(d, bias, act, |epi| {
             self.run_gemm(d, a, x, out, epi, &cv, mode == 2)

@@ -70,9 +70,10 @@ pub struct GemmDesc {
 // padding, no pointers), matching `struct GemmParams` in kernels/gemm.cu field for field.
 unsafe impl cudarc::driver::DeviceRepr for GemmDesc {}
 
-/// Geometry of im2col/col2im, laid out as `struct ConvParams` in kernels/im2col.cu.
+/// Geometry of im2col/col2im and of the implicit GEMM, laid out as `struct ConvParams` in
+/// kernels/common.cuh.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ConvParams {
     c: u32,
     batch: u32,

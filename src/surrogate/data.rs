@@ -78,6 +78,12 @@ impl FrameSet {
     }
 }
 
+/// A frame value as the network sees it: `(v − mean) / std` in f64, rounded to f32. The CPU
+/// batches and the frame set kept on the GPU both go through it, so they are the same bits.
+pub fn normalise(v: f32, mean: f64, std: f64) -> f32 {
+    ((v as f64 - mean) / std) as f32
+}
+
 /// How windows become tensors for a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowSpec {
@@ -126,7 +132,7 @@ impl WindowSpec {
                 data.extend(
                     fs.frame(s, t0 + offset + k)
                         .iter()
-                        .map(|v| ((*v as f64 - mean) / std) as f32),
+                        .map(|&v| normalise(v, mean, std)),
                 );
             }
         }

@@ -148,7 +148,8 @@ mod gpu {
         }
 
         /// Keeps the whole frame set on the device, normalised as [`WindowSpec::stack`] does
-        /// (same f64 arithmetic, so the batches are the same bits), so that batches are cut
+        /// (the same [`normalise`](super::super::data::normalise), so the batches are the same
+        /// bits), so that batches are cut
         /// there. Declines (returns false, nothing copied) when the frames would take more than
         /// half the device's memory; batches are then copied from the host one at a time.
         pub fn keep_frames(
@@ -165,11 +166,10 @@ mod gpu {
                 );
                 return Ok(false);
             }
-            let (mean, std) = (fs.mean, fs.std);
             let norm: Vec<f32> = fs
                 .frames
                 .iter()
-                .map(|v| ((*v as f64 - mean) / std) as f32)
+                .map(|&v| super::super::data::normalise(v, fs.mean, fs.std))
                 .collect();
             let frames = self.gpu.frames_to_device(&norm, fs.ny * fs.nx)?;
             self.data = Some(Resident {
