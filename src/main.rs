@@ -687,11 +687,8 @@ fn device(json: bool) -> Result<()> {
         } else {
             "not found"
         },
-        if r.nvrtc_library {
-            "found"
-        } else {
-            "not found"
-        },
+        r.nvrtc_version
+            .map_or("not found".into(), |(a, b)| format!("{a}.{b}")),
         r.driver_version
             .map_or("-".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10))
     );
@@ -708,6 +705,12 @@ fn device(json: bool) -> Result<()> {
             peak(d.peaks.dram_gbs, "GB/s")
         );
     }
+    println!(
+        "kernel cache: {}",
+        r.kernel_cache
+            .as_deref()
+            .unwrap_or("off (WAVECP_KERNEL_CACHE=off, or no HOME)")
+    );
     match &r.problem {
         Some(p) => println!("CUDA unusable: {p}"),
         None => println!("CUDA usable"),

@@ -1117,3 +1117,66 @@ fn resident_window_batches_match_the_cpu_stack() {
         .gather_windows(&norm, ny * nx, &[0, past], 7, 0, 2, 0, 3)
         .is_err());
 }
+
+#[test]
+fn compiled_kernels_are_cached_on_disk_by_source_architecture_and_nvrtc() {
+    use wavecp::cuda::{cached_ptx, KernelCache};
+    if !nvrtc_present() {
+        skipped("NVRTC not found (bash scripts/setup --tests installs the wheel)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let entries = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let cache = KernelCache::at(dir.path());
+    let (name, src) = KERNELS.iter().find(|(n, _)| *n == "elementwise").unwrap();
+    let (first, hit) = cached_ptx(&cache, name, src, "compute_90").unwrap();
+    assert!(!hit, "an empty cache cannot hit");
+    assert_eq!(entries().len(), 1, "{:?}", entries());
+    let (again, hit) = cached_ptx(&cache, name, src, "compute_90").unwrap();
+    assert!(hit, "the second lookup must come from the cache");
+    assert_eq!(first, again);
+    // Another architecture is another entry; both stay.
+    let (other, hit) = cached_ptx(&cache, name, src, "compute_80").unwrap();
+    assert!(!hit);
+    assert_ne!(
+        first, other,
+        "PTX for compute_80 and compute_90 must differ"
+    );
+    assert_eq!(entries().len(), 2, "{:?}", entries());
+    // An edited source misses, and its stale entry for that architecture is removed.
+    let edited = format!("{src}\n__device__ float wavecp_cache_probe(float x) {{ return x; }}\n");
+    let before = entries();
+    let (_, hit) = cached_ptx(&cache, name, &edited, "compute_90").unwrap();
+    assert!(!hit, "an edited source must not hit the old entry");
+    let after = entries();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_ne!(before, after);
+    // A damaged entry (a crash mid-copy by another tool, a full disk) is not trusted: compiled
+    // again and rewritten.
+    let victim = dir
+        .path()
+        .join(after.iter().find(|n| n.contains("compute_80")).unwrap());
+    std::fs::write(&victim, "garbage").unwrap();
+    let (repaired, hit) = cached_ptx(&cache, name, src, "compute_80").unwrap();
+    assert!(!hit, "a damaged entry must not be used");
+    assert_eq!(repaired, other);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), other);
+    assert!(
+        entries()
+            .iter()
+            .all(|n| n.ends_with(".ptx") && !n.starts_with('.')),
+        "temporary files left: {:?}",
+        entries()
+    );
+    // Off: never hits, writes nothing.
+    let off = KernelCache::off();
+    assert!(!cached_ptx(&off, name, src, "compute_90").unwrap().1);
+    assert!(!cached_ptx(&off, name, src, "compute_90").unwrap().1);
+}

@@ -1,7 +1,7 @@
 //! `wavecp bench conv --device cuda`: one convolution layer on the GPU, timed with stream
 //! synchronisation, with the FLOPs it performs and the rate it reached.
 
-use super::{CudaError, Gpu, GpuConv};
+use super::{driver_err, CudaError, Gpu, GpuConv};
 use crate::bench::ConvShape;
 use crate::nn::conv::Geom;
 use crate::nn::layers::{ConvCore, CpConv, DenseConv, PairConv};
@@ -245,20 +245,34 @@ pub struct KernelResult {
     pub samples: usize,
 }
 
-/// Times `f` (launches only; synchronised around each sample): one warm-up, then `samples`.
+/// Times `f` with device events: one warm-up, then `samples` samples, each of enough
+/// back-to-back repetitions to last about a millisecond (a kernel of a few microseconds would
+/// otherwise be timed as launch latency), reported per repetition; the median sample.
 fn time_ms(
     gpu: &Gpu,
     samples: usize,
     mut f: impl FnMut() -> Result<(), CudaError>,
 ) -> Result<f64, CudaError> {
+    use cudarc::driver::sys::CUevent_flags;
+    gpu.synchronize()?;
+    let t0 = Instant::now();
     f()?;
+    gpu.synchronize()?;
+    let once = t0.elapsed().as_secs_f64() * 1e3;
+    let reps = (1.0 / once.max(1e-3)).ceil().clamp(1.0, 200.0) as usize;
+    let event = || {
+        gpu.stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver_err)
+    };
     let mut v = vec![];
     for _ in 0..samples.max(1) {
-        gpu.synchronize()?;
-        let t0 = Instant::now();
-        f()?;
-        gpu.synchronize()?;
-        v.push(t0.elapsed().as_secs_f64() * 1e3);
+        let start = event()?;
+        for _ in 0..reps {
+            f()?;
+        }
+        let end = event()?;
+        v.push(start.elapsed_ms(&end).map_err(driver_err)? as f64 / reps as f64);
     }
     Ok(median(v))
 }

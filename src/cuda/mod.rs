@@ -4,9 +4,11 @@
 //! missing driver, NVRTC or device is a [`CudaError`], never a panic.
 
 pub mod bench;
+mod cache;
 mod conv;
 mod device;
 pub mod model;
+pub use cache::KernelCache;
 pub use conv::{GpuConv, GpuConvT};
 pub use device::{Chain, DevBuf, DevFrames, DevWindows, GemmPlan};
 
@@ -213,21 +215,69 @@ pub fn compile(file: &str, src: &str, arch: &'static str) -> Result<Ptx, CudaErr
     })
 }
 
-/// The PTX of every entry of [`KERNELS`] for `arch`, compiled once per process: NVRTC takes
-/// seconds for all files, and a process may open the device several times (one benchmark per
-/// layer kind).
-fn compiled(arch: &'static str) -> Result<Vec<Ptx>, CudaError> {
+/// NVRTC's version (major, minor), when the library loads.
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    if !nvrtc_present() {
+        return None;
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC is loaded (checked above) and both out pointers are valid for the call.
+    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
+}
+
+/// The PTX of kernel file `file` for `arch`, from `cache` when an entry made from the same
+/// source, architecture and NVRTC is there, else compiled and stored. The flag says whether it
+/// came from the cache.
+pub fn cached_ptx(
+    cache: &KernelCache,
+    file: &str,
+    src: &str,
+    arch: &'static str,
+) -> Result<(String, bool), CudaError> {
+    let version = nvrtc_version().ok_or(CudaError::NoNvrtc)?;
+    let entry = cache.entry(file, &format!("{COMMON}\n{src}"), arch, version);
+    if let Some(text) = entry.as_deref().and_then(KernelCache::load) {
+        return Ok((text, true));
+    }
+    let text = compile(file, src, arch)?.to_src();
+    if let Some(e) = &entry {
+        KernelCache::store(e, &text);
+    }
+    Ok((text, false))
+}
+
+/// The PTX of every entry of [`KERNELS`] for `arch`, once per process (and, through
+/// [`KernelCache::from_env`], once per machine): NVRTC takes seconds for all files, and a
+/// process may open the device several times (one benchmark per layer kind). `fresh` skips the
+/// disk cache (after the driver refused a cached entry).
+fn compiled(arch: &'static str, fresh: bool) -> Result<Vec<Ptx>, CudaError> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static CACHE: OnceLock<Mutex<HashMap<&'static str, Vec<String>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if !map.contains_key(arch) {
-        let srcs = KERNELS
-            .iter()
-            .map(|(name, src)| compile(name, src, arch).map(|p| p.to_src()))
-            .collect::<Result<Vec<_>, _>>()?;
+    if fresh || !map.contains_key(arch) {
+        let disk = if fresh {
+            KernelCache::off()
+        } else {
+            KernelCache::from_env()
+        };
+        let t0 = std::time::Instant::now();
+        let mut hits = 0;
+        let mut srcs = Vec::with_capacity(KERNELS.len());
+        for (name, src) in KERNELS {
+            let (text, hit) = cached_ptx(&disk, name, src, arch)?;
+            hits += hit as usize;
+            srcs.push(text);
+        }
+        tracing::debug!(
+            "kernels for {arch}: {hits} of {} from the cache ({}), {:.2} s",
+            KERNELS.len(),
+            disk.dir().map_or("off".into(), |d| d.display().to_string()),
+            t0.elapsed().as_secs_f64()
+        );
         map.insert(arch, srcs);
     }
     Ok(map[arch].iter().map(|t| Ptx::from_src(t.clone())).collect())
@@ -263,6 +313,10 @@ pub struct DeviceReport {
     pub driver_library: bool,
     pub nvrtc_library: bool,
     pub driver_version: Option<i32>,
+    /// NVRTC's (major, minor).
+    pub nvrtc_version: Option<(i32, i32)>,
+    /// Where compiled kernels are kept between runs ([`KernelCache::from_env`]); none if off.
+    pub kernel_cache: Option<String>,
     pub devices: Vec<DeviceInfo>,
     /// Why CUDA is unusable, when it is.
     pub problem: Option<String>,
@@ -289,12 +343,49 @@ fn context(ordinal: usize) -> Result<Arc<CudaContext>, CudaError> {
         .map_err(driver_err)
 }
 
+/// Makes the device's default memory pool keep what is freed instead of handing it back to
+/// the driver at every synchronisation (its default release threshold is zero): a training
+/// step frees and allocates the same activation buffers each time, and a synchronised step
+/// would otherwise map them afresh, the cost PyTorch's caching allocator exists to avoid.
+/// Best effort: a device without memory pools allocates synchronously anyway.
+fn keep_freed_memory(ctx: &Arc<CudaContext>) {
+    use cudarc::driver::sys;
+    let pools = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
+        .unwrap_or(0);
+    if pools == 0 {
+        return;
+    }
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: `cu_device` is the context's valid device handle, `pool` and `threshold` are
+    // valid for writes and reads for the duration of each call, and the release threshold
+    // attribute takes a `u64`.
+    let r = unsafe {
+        match sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) {
+            sys::CUresult::CUDA_SUCCESS => sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            ),
+            e => e,
+        }
+    };
+    if r != sys::CUresult::CUDA_SUCCESS {
+        tracing::debug!("could not set the memory pool's release threshold: {r:?}");
+    }
+}
+
 /// Looks for the driver, NVRTC and devices; never fails.
 pub fn probe() -> DeviceReport {
     let mut r = DeviceReport {
         driver_library: driver_present(),
         nvrtc_library: nvrtc_present(),
         driver_version: None,
+        nvrtc_version: nvrtc_version(),
+        kernel_cache: KernelCache::from_env()
+            .dir()
+            .map(|d| d.display().to_string()),
         devices: Vec::new(),
         problem: None,
     };
@@ -379,12 +470,28 @@ impl Gpu {
     /// Opens device `ordinal` and compiles the kernels for its architecture.
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
         let ctx = context(ordinal)?;
+        // SAFETY: all of wavecp's device work is queued on the context's default stream (no
+        // second stream is ever made), so there is no cross-stream use for cudarc's per-buffer
+        // events to order; without them an allocation costs no event creation and destruction.
+        unsafe { ctx.disable_event_tracking() };
+        keep_freed_memory(&ctx);
         let cc = ctx.compute_capability().map_err(driver_err)?;
         let arch = arch_name(cc.0, cc.1);
-        let mut modules = Vec::with_capacity(KERNELS.len());
-        for ptx in compiled(arch)? {
-            modules.push(ctx.load_module(ptx).map_err(driver_err)?);
-        }
+        let load = |fresh| -> Result<Vec<Arc<CudaModule>>, CudaError> {
+            compiled(arch, fresh)?
+                .into_iter()
+                .map(|ptx| ctx.load_module(ptx).map_err(driver_err))
+                .collect()
+        };
+        // A cached entry the driver refuses (damaged, yet still looking like PTX) costs one
+        // compile, not the run.
+        let modules = match load(false) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("loading the kernels failed ({e}); compiling them afresh");
+                load(true)?
+            }
+        };
         let peaks = peaks_of(&ctx, cc);
         let info = DeviceInfo {
             ordinal,

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -301,7 +302,7 @@ CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice) {
         case 37: *v = 6144; break;            // memory bus width (bits)
         case 75: *v = 9; break;               // compute capability
         case 76: *v = 0; break;
-        case 115: *v = 0; break;              // memory pools: no (synchronous allocation)
+        case 115: *v = 1; break;              // memory pools (stream-ordered allocation)
         default: *v = 0;
     }
     return OK;
@@ -398,8 +399,31 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
     munmap(a.base, a.map_len);
     return OK;
 }
+// Stream-ordered allocation: the emulator runs every operation at once, so these are the
+// plain calls; freed memory goes back at once (a later use of it faults).
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) { return cuMemAlloc_v2(p, bytes); }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return cuMemFree_v2(p); }
+
+// The device's one default memory pool; only its attributes are kept.
+static int default_pool;
+static uint64_t pool_release_threshold;
+CUresult cuDeviceGetDefaultMemPool(void** pool, int dev) {
+    if (dev != 0 || !pool) return INVALID_VALUE;
+    *pool = &default_pool;
+    return OK;
+}
+CUresult cuMemPoolSetAttribute(void* pool, int attr, void* value) {
+    if (pool != &default_pool || !value) return INVALID_VALUE;
+    if (attr != 4) return NOT_SUPPORTED;  // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD (a uint64)
+    std::memcpy(&pool_release_threshold, value, 8);
+    return OK;
+}
+CUresult cuMemPoolGetAttribute(void* pool, int attr, void* value) {
+    if (pool != &default_pool || !value) return INVALID_VALUE;
+    if (attr != 4) return NOT_SUPPORTED;
+    std::memcpy(value, &pool_release_threshold, 8);
+    return OK;
+}
 
 CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) {
     if (n && !inside(p, n)) return INVALID_VALUE;

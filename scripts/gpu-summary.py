@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""The figures of a GPU check (scripts/gpu-run.sh) in one short text: test outcome, our layers
+and training steps against PyTorch's with the issue's goals, each kernel against the roofline,
+and the CPU-vs-GPU training curves. Reads the step outputs in DIR; a missing or broken file is
+reported and skipped, so it can run after every step.
+
+    python3 scripts/gpu-summary.py DIR
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+d = sys.argv[1]
+
+
+def load(name):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        print(f"  {name}: not JSON ({e})")
+        return None
+
+
+def text(name):
+    try:
+        with open(os.path.join(d, name)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+print("== machine")
+print(text("machine.txt").rstrip())
+dev = load("device.json")
+if dev:
+    for g in dev.get("devices", []):
+        print(f"wavecp device: {g['name']} cc {g['compute_capability']}, peaks {g['peaks']}")
+    print(f"driver {dev.get('driver_version')}, nvrtc {dev.get('nvrtc_version')}, problem: {dev.get('problem')}")
+
+print("\n== steps")
+print(text("steps.txt").rstrip())
+
+print("\n== tests")
+t = text("tests.txt")
+if t:
+    # The harness's own tally (a test's --nocapture output can split its "... ok" line).
+    lines = t.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("test result:") or line.startswith("skipped:"):
+            print(" ", line[:300])
+        elif "panicked at" in line:
+            # The location, then the message.
+            for m in lines[i:i + 3]:
+                print(" ", m[:300])
+    # The names under the closing "failures:" heading.
+    tail = t.rsplit("\nfailures:\n", 1)
+    if len(tail) == 2:
+        for line in tail[1].splitlines():
+            if line.startswith("    "):
+                print("  FAILED", line.strip())
+    if "test result:" not in t:
+        print("  no tally: the test binary did not finish (see steps)")
+else:
+    print("no test output")
+
+GOAL = {"dense": 0.7, "pair": 2.0, "cp": 2.0}
+
+
+def conv_section():
+    print("\n== layers: forward+backward, ours vs PyTorch (speedup = torch ms / ours ms)")
+    for path in sorted(glob.glob(os.path.join(d, "bench-conv-wavecp-cin*.json"))):
+        tag = os.path.basename(path)[len("bench-conv-wavecp-"):-len(".json")]
+        ours = load(os.path.basename(path)) or []
+        torch = load(f"bench-conv-torch-{tag}.json") or []
+        basic = load(f"bench-conv-wavecp-basic-gemm-{tag}.json") or []
+        unfused = load(f"bench-conv-wavecp-cp-unfused-{tag}.json") or []
+        print(f"shape {tag}")
+        for o in ours:
+            k = o["shape"]["kind"]
+            p = next((x for x in torch if x["kind"] == k), None)
+            line = (f"  {k:5} ours fwd {o['forward_ms']:.3f} ms, fwd+bwd {o['forward_backward_ms']:.3f} ms"
+                    f" ({o['achieved_tflops']:.2f} TFLOP/s)")
+            if p:
+                s = p["forward_backward_ms"] / o["forward_backward_ms"]
+                sf = p["forward_ms"] / o["forward_ms"]
+                verdict = "meets" if s >= GOAL[k] else "MISSES"
+                line += (f"; torch ({p['implementation']}) fwd {p['forward_ms']:.3f}, fwd+bwd"
+                         f" {p['forward_backward_ms']:.3f} ms; speedup fwd {sf:.2f}x, fwd+bwd {s:.2f}x"
+                         f" (goal {GOAL[k]}x: {verdict})")
+            b = next((x for x in basic if x["shape"]["kind"] == k), None)
+            if b:
+                line += f"; basic GEMM fwd+bwd {b['forward_backward_ms']:.3f} ms"
+            u = next((x for x in unfused if x["shape"]["kind"] == k), None)
+            if u:
+                line += f"; unfused fwd+bwd {u['forward_backward_ms']:.3f} ms"
+            print(line)
+
+
+def train_section():
+    print("\n== training step (forward, MSE, backward, AdamW), ours vs PyTorch")
+    ours = load("bench-train-wavecp.json") or []
+    torch = load("bench-train-torch.json") or []
+    for o in ours:
+        name = os.path.basename(o["model"])
+        p = next((x for x in torch if os.path.basename(x["model"]) == name), None)
+        line = (f"  {name:18} {o['trainable_params']:>9} params, ours step {o['step_ms']:.2f} ms"
+                f" (fwd {o['forward_ms']:.2f}, bwd {o['backward_ms']:.2f}, update {o['update_ms']:.2f})")
+        if p:
+            s = p["step_ms"] / o["step_ms"]
+            line += (f"; torch step {p['step_ms']:.2f} ms (fwd {p['forward_ms']:.2f}, bwd {p['backward_ms']:.2f},"
+                     f" update {p['update_ms']:.2f}); speedup {s:.2f}x")
+            if "dense" not in name:
+                line += f" (goal 1.5x: {'meets' if s >= 1.5 else 'MISSES'})"
+        print(line)
+
+
+def kernels_section():
+    print("\n== kernels alone (fraction of the roofline: the larger of FLOP and byte shares)")
+    for k in load("bench-kernels.json") or []:
+        print(f"  {k['kernel'][:44]:44} {k['shape'][:52]:52} {k['ms']:9.4f} ms"
+              f" {k['achieved_tflops']:7.2f} TFLOP/s {k['achieved_gbs']:8.1f} GB/s"
+              f" roofline {100 * k['fraction_of_roofline']:5.1f}%")
+
+
+def cli_section():
+    print("\n== wavecp train through the CLI, GPU vs CPU (same job, data and seed)")
+    for m in ("small_dense", "small_pair", "small_cp"):
+        c, g = load(f"train-{m}-cpu.json"), load(f"train-{m}-cuda.json")
+        if not (c and g):
+            print(f"  {m}: missing ({'cpu' if not c else 'cuda'})")
+            continue
+        for hc, hg in zip(c["history"], g["history"]):
+            rel = abs(hc[1] - hg[1]) / abs(hc[1])
+            print(f"  {m} epoch {hc[0]}: train loss cpu {hc[1]:.6e} gpu {hg[1]:.6e} (rel {rel:.1e});"
+                  f" val cpu {hc[2]:.6e} gpu {hg[2]:.6e}; s/epoch cpu {hc[3]:.2f} gpu {hg[3]:.2f}")
+        e = load(f"eval-{m}-cuda.json")
+        if e:
+            print(f"  {m} eval on cuda: {json.dumps(e)[:200]}")
+
+
+for section in (conv_section, train_section, kernels_section, cli_section):
+    try:
+        section()
+    except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
+        print(f"  ({section.__name__} failed: {e!r})")
