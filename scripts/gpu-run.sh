@@ -111,8 +111,11 @@ if has_torch; then
         --steps "$steps" "${train_size[@]}"
 fi
 
-# 3. Each kernel family alone, against the device's roofline.
+# 3. Each kernel family alone, against the device's roofline, and the variants' sweep.
 step "bench kernels" 120 bench-kernels.json "$here/wavecp" bench kernels "${kernel_args[@]}"
+# Every GEMM tile height and k split, and every chain tile, at each level of the paper models:
+# what the choice rules need, so they can be set from this run's figures.
+step "bench kernels --sweep" 150 bench-kernels-sweep.json "$here/wavecp" bench kernels --sweep "${kernel_args[@]}"
 
 # 4. The larger shape, then the same layers on the baseline GEMM and with the CP passes
 #    unfused, for what the tiled GEMM and the fused chain gain.

@@ -127,6 +127,23 @@ def kernels_section():
               f" roofline {100 * k['fraction_of_roofline']:5.1f}%")
 
 
+def sweep_section():
+    print("\n== sweep: the chosen variant against the fastest, per kernel and shape")
+    rows = load("bench-kernels-sweep.json") or []
+    shapes = []
+    for r in rows:
+        if r["shape"] not in shapes:
+            shapes.append(r["shape"])
+    for sh in shapes:
+        rs = [r for r in rows if r["shape"] == sh]
+        best = min(rs, key=lambda r: r["ms"])
+        chosen = next((r for r in rs if "(chosen)" in r["kernel"]), None)
+        line = f"  {sh[6:][:58]:58} best {best['kernel'][:40]:40} {best['ms']:8.4f} ms"
+        if chosen:
+            line += f"; chosen {chosen['ms']:8.4f} ms ({chosen['ms'] / best['ms']:.2f}x the best)"
+        print(line)
+
+
 def cli_section():
     print("\n== wavecp train through the CLI, GPU vs CPU (same job, data and seed)")
     for m in ("small_dense", "small_pair", "small_cp"):
@@ -143,7 +160,7 @@ def cli_section():
             print(f"  {m} eval on cuda: {json.dumps(e)[:200]}")
 
 
-for section in (conv_section, train_section, kernels_section, cli_section):
+for section in (conv_section, train_section, kernels_section, sweep_section, cli_section):
     try:
         section()
     except Exception as e:  # noqa: BLE001 - one broken section must not hide the others

@@ -238,6 +238,11 @@ enum BenchCmd {
         /// Only `cuda`: the kernels are GPU kernels.
         #[arg(long, default_value = "cuda")]
         device: String,
+        /// Instead: every GEMM tile height and k split on the dense layer's three implicit
+        /// GEMMs, and every fused CP chain tile, at each U-Net level of the paper models, the
+        /// variant the rules choose marked `(chosen)`.
+        #[arg(long)]
+        sweep: bool,
     },
     /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
     Fe {
@@ -495,6 +500,7 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                     samples,
                     scale,
                     device,
+                    sweep,
                 },
         } => {
             if device != "cuda" {
@@ -505,7 +511,7 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&bench_kernels_cuda(samples, scale)?)?
+                serde_json::to_string_pretty(&bench_kernels_cuda(samples, scale, sweep)?)?
             );
             Ok(())
         }
@@ -765,14 +771,17 @@ fn bench_train_cuda(
 }
 
 #[cfg(feature = "cuda")]
-fn bench_kernels_cuda(samples: usize, scale: usize) -> Result<serde_json::Value> {
-    Ok(serde_json::to_value(wavecp::cuda::bench::run_kernels(
-        samples, scale,
-    )?)?)
+fn bench_kernels_cuda(samples: usize, scale: usize, sweep: bool) -> Result<serde_json::Value> {
+    use wavecp::cuda::bench::{run_kernels, run_sweep};
+    Ok(serde_json::to_value(if sweep {
+        run_sweep(samples, scale)?
+    } else {
+        run_kernels(samples, scale)?
+    })?)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn bench_kernels_cuda(_: usize, _: usize) -> Result<serde_json::Value> {
+fn bench_kernels_cuda(_: usize, _: usize, _: bool) -> Result<serde_json::Value> {
     anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 

@@ -4,7 +4,7 @@
 //! "skipped: no CUDA device" and pass, unless WAVECP_REQUIRE_CUDA=1 makes that a failure.
 
 use std::process::Command;
-use wavecp::cuda::{compile, nvrtc_present, CudaError, Gpu, KERNELS};
+use wavecp::cuda::{compile, nvrtc_present, Chain, CudaError, Gpu, KERNELS};
 use wavecp::nn::conv::{depthwise_axis, depthwise_axis_backward, AxisConv, DwShape};
 use wavecp::nn::ops::{act, dact, ActKind};
 
@@ -727,7 +727,7 @@ fn conv_pair(
     };
     let core = ConvCore { ci, co, g };
     match kind {
-        "dense" | "dense-im2col" => {
+        "dense" | "dense-im2col" | "dense-forced" => {
             let mk = || {
                 let mut l = DenseConv::new(core.clone(), f(co * ci * g.kvol(), 51), true);
                 l.b.as_mut().unwrap().value = bias.clone();
@@ -786,6 +786,15 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
     // the stored im2col matrix and the 64 x 64 GEMM (WAVECP_GEMM=basic).
     let mut gpu_im2col = Gpu::new(0).unwrap();
     gpu_im2col.set_basic_gemm(true);
+    // "-forced" runs the layers with a GEMM tile height, k split and chain tile variant that
+    // the choice rules would not take for the shape (`wavecp bench kernels --sweep` times them
+    // all): every variant must compute the same layer.
+    let mut gpu_forced = Gpu::new(0).unwrap();
+    assert!(gpu_forced.force_gemm_plan(Some((48, 1))).is_err());
+    assert!(gpu_forced.force_gemm_plan(Some((64, 0))).is_err());
+    assert!(gpu_forced
+        .force_chain_tile(Some(Gpu::chain_tiles().len()))
+        .is_err());
     let (b, ci, co, rank) = (2usize, 3usize, 5usize, 2usize);
     // The first and the last two geometries take the fused CP chain (kernels/cpchain.cu), one
     // per tile variant: x extent 6 (16 × 8 × 8 tiles), 38 (4 × 8 × 32: several tiles along
@@ -793,14 +802,36 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
     // second and third take the per-axis passes; "cp-unfused" runs them on every geometry. The
     // last is a 2-D layer (pair and CP factors along y and x only; the fused chain with an
     // identity t filter).
-    for (k, stride, pad, dil, ext) in [
+    for (gi, (k, stride, pad, dil, ext)) in [
         ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
         ([3, 3, 3], [1, 2, 2], [1, 1, 1], [1, 1, 1], [5, 7, 6]),
         ([2, 3, 3], [2, 1, 1], [0, 2, 2], [1, 2, 2], [5, 7, 6]),
         ([3, 5, 2], [1, 1, 1], [0, 2, 1], [1, 1, 1], [9, 17, 37]),
         ([3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1], [5, 19, 20]),
         ([1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 9, 10]),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Rotate the forced variants over the geometries: every tile height with 1, 2 or 3 k
+        // slices, and a chain tile the rules would not pick for the x extent.
+        let default_tile = Chain {
+            batch: b,
+            c: rank,
+            ind: ext,
+            k,
+            pad,
+        }
+        .tile()
+        .ok()
+        .map(|t| t.forward);
+        let other = (0..Gpu::chain_tiles().len())
+            .find(|&t| Some(Gpu::chain_tiles()[(t + gi) % 3].forward) != default_tile)
+            .map(|t| (t + gi) % 3);
+        gpu_forced
+            .force_gemm_plan(Some(([32, 64, 128][gi % 3], 1 + gi % 3)))
+            .unwrap();
+        gpu_forced.force_chain_tile(other).unwrap();
         let d = [b, ci, ext[0], ext[1], ext[2]];
         let n: usize = d.iter().product();
         let g = Geom {
@@ -816,9 +847,13 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
             "cp-unfused",
             "dense-im2col",
             "pair-im2col",
+            "dense-forced",
+            "cp-forced",
         ] {
             let gpu = if kind.ends_with("-im2col") {
                 &gpu_im2col
+            } else if kind.ends_with("-forced") {
+                &gpu_forced
             } else {
                 &gpu_main
             };

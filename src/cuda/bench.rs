@@ -520,3 +520,218 @@ pub fn run_kernels(samples: usize, scale: usize) -> Result<Vec<KernelResult>, Cu
     ));
     Ok(out)
 }
+
+/// The U-Net levels of the paper models (channels, t × y × x; batch 4), `scale` dividing y
+/// and x, for [`run_sweep`].
+fn paper_levels(scale: usize) -> Vec<(usize, [usize; 3])> {
+    [(32, 64), (64, 32), (128, 16), (336, 8)]
+        .into_iter()
+        .map(|(c, s)| (c, [8, (s / scale).max(2), (s / scale).max(2)]))
+        .collect()
+}
+
+/// `wavecp bench kernels --sweep`: every tile height and k split of the tiled GEMM on the three
+/// implicit-GEMM convolutions of a dense 3 × 3 × 3 layer (forward, weight gradient summed over
+/// the batch, input gradient) and every tile variant of the fused CP chain (forward, filter
+/// gradient), at each U-Net level of the paper models, each result named with its variant and
+/// marked `(chosen)` where it is what [`Gpu::gemm_plan`] or [`Chain::tile`] would pick. One GPU
+/// run of this is what the choice rules need to be set from measurements.
+pub fn run_sweep(samples: usize, scale: usize) -> Result<Vec<KernelResult>, CudaError> {
+    use super::device::ConvOperand;
+    use super::{Chain, GemmDesc};
+    let mut gpu = Gpu::new(0)?;
+    let quick = scale > 1;
+    let heights: &[usize] = if quick { &[32, 128] } else { &[32, 64, 128] };
+    let splits: &[usize] = if quick { &[1, 4] } else { &[1, 2, 4, 8, 16] };
+    let b = 4usize;
+    let g = Geom {
+        k: [3; 3],
+        stride: [1; 3],
+        pad: [1; 3],
+        dil: [1; 3],
+    };
+    let mut out = vec![];
+    for (c, ext) in paper_levels(scale) {
+        let nvox: usize = ext.iter().product();
+        let kk = c * 27;
+        let level = format!("{c} ch, {}x{}x{}, batch {b}", ext[0], ext[1], ext[2]);
+        let x = gpu.to_device(&values(b * c * nvox, 21))?;
+        let w = gpu.to_device(&values(c * kk, 22))?;
+        let dy = gpu.to_device(&values(b * c * nvox, 23))?;
+        let mut y = gpu.device_zeros(b * c * nvox)?;
+        let mut dw = gpu.device_zeros(c * kk)?;
+        let row = |m: usize, n: usize, k: usize, batch: usize, a, bb, cc, beta| GemmDesc {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            batch: batch as u32,
+            a,
+            b: bb,
+            c: cc,
+            alpha: 1.0,
+            beta,
+        };
+        let (n64, kk64, c64) = (nvox as i64, kk as i64, c as i64);
+        // As in cuda::conv: y = W·col(x); dW += Σ_s dy_s·col(x_s)ᵀ; dx = W'·col(dy) (the
+        // adjoint weights W' have the same shape as W, and padding k − 1 − p = 1 here).
+        let passes = [
+            (
+                "forward",
+                row(
+                    c,
+                    nvox,
+                    kk,
+                    b,
+                    [kk64, 1, 0],
+                    [n64, 1, kk64 * n64],
+                    [n64, 1, c64 * n64],
+                    0.0,
+                ),
+                ConvOperand::Col,
+            ),
+            (
+                "weight gradient",
+                row(
+                    c,
+                    kk,
+                    nvox,
+                    b,
+                    [n64, 1, c64 * n64],
+                    [1, n64, kk64 * n64],
+                    [kk64, 1, 0],
+                    1.0,
+                ),
+                ConvOperand::ColT,
+            ),
+            (
+                "input gradient",
+                row(
+                    c,
+                    nvox,
+                    kk,
+                    b,
+                    [kk64, 1, 0],
+                    [n64, 1, kk64 * n64],
+                    [n64, 1, c64 * n64],
+                    0.0,
+                ),
+                ConvOperand::Col,
+            ),
+        ];
+        for (what, d, operand) in passes {
+            gpu.force_gemm_plan(None)?;
+            let chosen = gpu.gemm_plan(&d);
+            let flops = 2.0 * (d.m as usize * d.n as usize * d.k as usize * b) as f64;
+            let bytes = 4.0 * (2 * b * c * nvox + c * kk) as f64;
+            let mut variants: Vec<(usize, usize)> = heights
+                .iter()
+                .flat_map(|&bm| splits.iter().map(move |&s| (bm, s)))
+                .collect();
+            if !variants.contains(&(chosen.bm, chosen.splits)) {
+                variants.push((chosen.bm, chosen.splits));
+            }
+            for (bm, s) in variants {
+                gpu.force_gemm_plan(Some((bm, s)))?;
+                let plan = gpu.gemm_plan(&d);
+                if plan.splits != s {
+                    continue; // k too short for this many slices
+                }
+                // A is the weights (dy for the weight gradient); the gathered operand is x
+                // (dy for the input gradient).
+                let (src, input, dst) = match what {
+                    "forward" => (&w, &x, &mut y),
+                    "weight gradient" => (&dy, &x, &mut dw),
+                    _ => (&w, &dy, &mut y),
+                };
+                let ms = time_ms(&gpu, samples, || {
+                    gpu.gemm_conv_dev(
+                        &d,
+                        &src.as_view(),
+                        &input.as_view(),
+                        operand,
+                        (c, ext, &g, ext),
+                        dst,
+                        None,
+                        None,
+                    )
+                })?;
+                let mark = if (plan.bm, plan.splits) == (chosen.bm, chosen.splits) {
+                    " (chosen)"
+                } else {
+                    ""
+                };
+                out.push(kernel_result(
+                    &gpu,
+                    (
+                        &format!("sgemm_t{bm}_f32 splits {s}{mark}"),
+                        format!("sweep dense {what}: {level}"),
+                    ),
+                    ms,
+                    flops,
+                    bytes,
+                    samples,
+                ));
+            }
+        }
+        gpu.force_gemm_plan(None)?;
+        // The fused CP chain at this level, every tile variant.
+        let ch = Chain {
+            batch: b,
+            c,
+            ind: ext,
+            k: [3; 3],
+            pad: [1; 3],
+        };
+        let chosen = ch.tile()?.forward;
+        let ws: Vec<_> = (0..3)
+            .map(|a| gpu.to_device(&values(c * 3, 24 + a)))
+            .collect::<Result<_, _>>()?;
+        let wr = [&ws[0], &ws[1], &ws[2]];
+        let mut gs: Vec<_> = (0..3)
+            .map(|_| gpu.device_zeros(c * 3))
+            .collect::<Result<_, _>>()?;
+        let plane = (b * c * nvox) as f64;
+        for (i, tile) in Gpu::chain_tiles().iter().enumerate() {
+            gpu.force_chain_tile(Some(i))?;
+            let mark = if tile.forward == chosen {
+                " (chosen)"
+            } else {
+                ""
+            };
+            let t = tile.tile;
+            let ms = time_ms(&gpu, samples, || {
+                gpu.cp_chain_forward_dev(&ch, false, &x, wr, &mut y)
+            })?;
+            out.push(kernel_result(
+                &gpu,
+                (
+                    &format!("cp_chain_forward tile {}x{}x{}{mark}", t[0], t[1], t[2]),
+                    format!("sweep CP chain forward: {level}"),
+                ),
+                ms,
+                2.0 * 9.0 * plane,
+                8.0 * plane,
+                samples,
+            ));
+            let ms = time_ms(&gpu, samples, || {
+                let [g0, g1, g2] = &mut gs[..] else {
+                    unreachable!("three gradients")
+                };
+                gpu.cp_chain_dweight_dev(&ch, &x, &dy, wr, [g0, g1, g2])
+            })?;
+            out.push(kernel_result(
+                &gpu,
+                (
+                    &format!("cp_chain_dweight tile {}x{}x{}{mark}", t[0], t[1], t[2]),
+                    format!("sweep CP chain filter gradient: {level}"),
+                ),
+                ms,
+                2.0 * 2.0 * 9.0 * plane,
+                8.0 * plane,
+                samples,
+            ));
+        }
+        gpu.force_chain_tile(None)?;
+    }
+    Ok(out)
+}

@@ -889,7 +889,9 @@ impl Gpu {
     /// split of k, so that a GEMM with few tiles and a long k still occupies every SM.
     pub fn gemm_plan(&self, d: &GemmDesc) -> GemmPlan {
         let (m, n, k, batch) = (d.m as usize, d.n as usize, d.k as usize, d.batch as usize);
-        let bm = if m <= 32 {
+        let bm = if let Some((bm, _)) = self.forced_plan {
+            bm
+        } else if m <= 32 {
             32
         } else if m <= 64 {
             64
@@ -899,7 +901,9 @@ impl Gpu {
         let tiles = m.div_ceil(bm) * n.div_ceil(128) * batch.max(1);
         // Two blocks per SM; slices of at least 256 k values (32 panel steps) each.
         let target = 2 * self.sms;
-        let wanted = if tiles < target && k >= 512 {
+        let wanted = if let Some((_, splits)) = self.forced_plan {
+            splits.min(k.div_ceil(8))
+        } else if tiles < target && k >= 512 {
             target.div_ceil(tiles).min(k / 256)
         } else {
             1
@@ -1255,7 +1259,7 @@ unsafe impl cudarc::driver::DeviceRepr for ChainParams {}
 
 /// Output tiles of the fused chain kernels (t, y, x), by kernel suffix, and their longest filter
 /// (kernels/cpchain.cu).
-const CHAIN_TILES: [ChainTile; 3] = [
+pub(crate) const CHAIN_TILES: [ChainTile; 3] = [
     ChainTile {
         forward: "cp_chain_forward_t32_f32",
         dweight: "cp_chain_dweight_t32_f32",
@@ -1341,9 +1345,9 @@ impl Chain {
         }])
     }
 
-    fn params(&self, flip: bool) -> Result<(ChainParams, usize), CudaError> {
+    fn params(&self, flip: bool, tile: &ChainTile) -> Result<(ChainParams, usize), CudaError> {
         let o = self.out_dims()?;
-        let tile = self.tile()?.tile;
+        let tile = tile.tile;
         let tiles = [0, 1, 2].map(|a| o[a].div_ceil(tile[a]));
         let u = |v: usize| v as u32;
         Ok((
@@ -1401,13 +1405,14 @@ impl Gpu {
         y: &mut DevBuf,
     ) -> Result<(), CudaError> {
         ch.check(x, w, "fused CP chain")?;
-        let (p, ntiles) = ch.params(flip)?;
+        let tile = self.chain_tile(ch)?;
+        let (p, ntiles) = ch.params(flip, &tile)?;
         let nout = ch.out_dims()?.iter().product::<usize>();
         need("fused CP chain output", y.len(), ch.batch * ch.c * nout)?;
         if ch.batch * ch.c == 0 || nout == 0 {
             return Ok(());
         }
-        let f = self.function("cpchain", ch.tile()?.forward)?;
+        let f = self.function("cpchain", tile.forward)?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x).arg(w[0]).arg(w[1]).arg(w[2]).arg(y).arg(&p);
         // SAFETY: arguments match cp_chain_forward_tNN_f32(const float*, const float* ×3, float*,
@@ -1416,6 +1421,14 @@ impl Gpu {
         // (checked by out_dims), so the shared tiles are large enough.
         unsafe { l.launch(ch.config(ntiles)) }.map_err(driver_err)?;
         Ok(())
+    }
+
+    /// The tile variant for `ch`: the forced one ([`Gpu::force_chain_tile`]) or its own.
+    fn chain_tile(&self, ch: &Chain) -> Result<ChainTile, CudaError> {
+        match self.forced_chain {
+            Some(i) => Ok(CHAIN_TILES[i]),
+            None => ch.tile(),
+        }
     }
 
     /// Adds the filter gradients of the fused chain (input `x`, output gradient `g`) to
@@ -1429,7 +1442,8 @@ impl Gpu {
         dw: [&mut DevBuf; 3],
     ) -> Result<(), CudaError> {
         ch.check(x, w, "fused CP chain gradient")?;
-        let (p, ntiles) = ch.params(false)?;
+        let tile = self.chain_tile(ch)?;
+        let (p, ntiles) = ch.params(false, &tile)?;
         let nout = ch.out_dims()?.iter().product::<usize>();
         let n = ch.batch * ch.c;
         need("fused CP chain output gradient", g.len(), n * nout)?;
@@ -1446,7 +1460,7 @@ impl Gpu {
         let taps: usize = ch.k.iter().sum();
         // One partial per (plane, tile, tap), each written by its block: no memset needed.
         let mut part = self.device_uninit(n * ntiles * taps)?;
-        let f = self.function("cpchain", ch.tile()?.dweight)?;
+        let f = self.function("cpchain", tile.dweight)?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x)
             .arg(g)

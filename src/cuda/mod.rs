@@ -10,7 +10,7 @@ mod device;
 pub mod model;
 pub use cache::KernelCache;
 pub use conv::{GpuConv, GpuConvT};
-pub use device::{Chain, DevBuf, DevFrames, DevWindows, GemmPlan};
+pub use device::{Chain, ChainTile, DevBuf, DevFrames, DevWindows, GemmPlan};
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
@@ -464,6 +464,10 @@ pub struct Gpu {
     sms: usize,
     /// `WAVECP_GEMM=basic`: every GEMM on the 64 × 64 baseline kernel (for comparisons).
     basic_gemm: bool,
+    /// A GEMM tile height and k split imposed on every tiled GEMM ([`Gpu::force_gemm_plan`]).
+    forced_plan: Option<(usize, usize)>,
+    /// A fused-chain tile variant imposed on every chain ([`Gpu::force_chain_tile`]).
+    forced_chain: Option<usize>,
 }
 
 impl Gpu {
@@ -511,6 +515,8 @@ impl Gpu {
             modules,
             sms: (sms.max(1)) as usize,
             basic_gemm: std::env::var("WAVECP_GEMM").is_ok_and(|v| v == "basic"),
+            forced_plan: None,
+            forced_chain: None,
         })
     }
 
@@ -740,6 +746,42 @@ impl Gpu {
     /// on the tiled, split-K one (`false`, the default).
     pub fn set_basic_gemm(&mut self, on: bool) {
         self.basic_gemm = on;
+    }
+
+    /// Imposes the tiled GEMM's tile height (32, 64 or 128 rows) and number of k slices on
+    /// every GEMM instead of [`Gpu::gemm_plan`]'s choice (the slices are clamped to what k
+    /// allows); `None` restores the choice. For `wavecp bench kernels --sweep`, which times
+    /// every variant so that the choice can be set from measurements, and for tests.
+    pub fn force_gemm_plan(&mut self, plan: Option<(usize, usize)>) -> Result<(), CudaError> {
+        if let Some((bm, splits)) = plan {
+            if ![32, 64, 128].contains(&bm) || splits == 0 {
+                return Err(CudaError::Driver(format!(
+                    "GEMM plan: tile height {bm} (32, 64 or 128) with {splits} k slices (at least 1)"
+                )));
+            }
+        }
+        self.forced_plan = plan;
+        Ok(())
+    }
+
+    /// Imposes fused-chain tile variant `i` (an index of [`Gpu::chain_tiles`]) on every CP
+    /// chain instead of the choice by x extent; `None` restores the choice.
+    pub fn force_chain_tile(&mut self, i: Option<usize>) -> Result<(), CudaError> {
+        if let Some(i) = i {
+            if i >= device::CHAIN_TILES.len() {
+                return Err(CudaError::Driver(format!(
+                    "chain tile {i}: there are {}",
+                    device::CHAIN_TILES.len()
+                )));
+            }
+        }
+        self.forced_chain = i;
+        Ok(())
+    }
+
+    /// The fused chain's tile variants.
+    pub fn chain_tiles() -> &'static [ChainTile] {
+        &device::CHAIN_TILES
     }
 
     /// `col[b, (c, p, q, s), o]` of `batch` samples `x: [c, T, Y, X]` (the GPU twin of
