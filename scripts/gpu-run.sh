@@ -25,10 +25,25 @@ budget=${WAVECP_GPU_CHECK_BUDGET:-540}
 start=$(date +%s)
 quick=${WAVECP_GPU_CHECK_QUICK:-0}
 
-# NVRTC from the CUDA toolkit (or a pip wheel); the driver comes from the system.
+# NVRTC from the CUDA toolkit, else from a pip wheel (PyTorch's nvidia-cuda-nvrtc); the
+# driver from the system's library path, else from where the NVIDIA container mounts it.
 for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
     [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
 done
+if ! ls /usr/local/cuda/lib64/libnvrtc.so.13 /usr/local/cuda/targets/x86_64-linux/lib/libnvrtc.so.13 > /dev/null 2>&1; then
+    d=$(python3 -c '
+import glob, os, nvidia
+for p in nvidia.__path__:
+    for f in glob.glob(os.path.join(p, "*", "lib", "libnvrtc.so.13")):
+        print(os.path.dirname(f))
+        raise SystemExit' 2> /dev/null)
+    [ -n "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+fi
+if ! ldconfig -p 2> /dev/null | grep -q 'libcuda\.so\.1 '; then
+    for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu; do
+        [ -e "$d/libcuda.so.1" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}:$d"
+    done
+fi
 # The first process compiles the kernels, the others load them from here.
 export WAVECP_KERNEL_CACHE="$work/kernel-cache"
 
@@ -75,6 +90,7 @@ has_torch() {
     date -Is
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv 2>&1 || true
     python3 -c "import torch; print('torch', torch.__version__, 'cudnn', torch.backends.cudnn.version())" 2>&1 || true
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 } > "$work/machine.txt"
 echo "budget ${budget} s, quick=${quick}, started $(date -Is)" > "$work/steps.txt"
 step "wavecp device" 60 device.json "$here/wavecp" device --json
