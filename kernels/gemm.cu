@@ -147,7 +147,14 @@ extern "C" __global__ void __launch_bounds__(256)
 // paper's 32 channels, 8 × 64 × 64, batch 4: 453 MB per layer and pass), and training keeps no
 // im2col matrix. The input gradient is a third implicit GEMM for stride 1 and dilation 1 (a
 // convolution of dy with the channel-swapped, tap-reversed weights: kernels/im2col.cu
-// conv_weight_adjoint_f32); other geometries go through a stored Wᵀ·dy and col2im.
+// conv_weight_adjoint_f32); other geometries go through a stored Wᵀ·dy and col2im. The gather
+// does no integer division inside the k loop: each thread keeps the panel index that is fixed
+// for it (mode 1: its column, an output position, as the corner of its receptive field; mode 2:
+// its columns' (channel, tap) in a per-block table) and walks the other with a carry cursor
+// (tap_step); the generic im2col_at decomposition (ten divisions and remainders per value,
+// 121 div/rem instructions in each kernel's PTX, now 16, all before the loop) would cost more
+// issue slots than the FMAs the value feeds at the 32-row tile. The 128-row variants are
+// bounded to 128 registers (__launch_bounds__(256, 2)) so that two blocks share an SM.
 //
 // Cost per output element: 2k FLOPs; from global memory (k/BM + k/128)·4 B of A and B panels;
 // arithmetic intensity for BM = 128: 2k / (k·(1/128 + 1/128)·4) = 32 FLOP/B, for BM = 32:
@@ -180,6 +187,36 @@ struct ConvView {
     ConvParams g;  // kernels/common.cuh
 };
 
+// The implicit GEMM's cursors, moved `by` steps on (last index fastest) without a division:
+// (channel, ta, tb, tc) over filter taps, ext = k, the channel counting whole filters; and
+// (oa, ob, oc) over output positions, ext = out_d, oa counting whole planes.
+__device__ __forceinline__ void tap_step(unsigned int& ch, unsigned int& a, unsigned int& b,
+                                         unsigned int& c, unsigned int by,
+                                         const unsigned int (&ext)[3]) {
+    c += by;
+    while (c >= ext[2]) {
+        c -= ext[2];
+        if (++b == ext[1]) {
+            b = 0;
+            if (++a == ext[0]) {
+                a = 0;
+                ++ch;
+            }
+        }
+    }
+}
+__device__ __forceinline__ void tap_step(unsigned int& a, unsigned int& b, unsigned int& c,
+                                         unsigned int by, const unsigned int (&ext)[3]) {
+    c += by;
+    while (c >= ext[2]) {
+        c -= ext[2];
+        if (++b == ext[1]) {
+            b = 0;
+            ++a;
+        }
+    }
+}
+
 template <int TBM, int EPI>
 __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
                                                  const float* __restrict__ B,
@@ -200,9 +237,56 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
     const unsigned int row0 = blockIdx.y * TBM, col0 = blockIdx.x * TBN;
     const unsigned int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
 
+    // Which index of the B panel a thread keeps across the k loop. Mode 1 (B = col: rows are
+    // (channel, tap), columns output positions) keeps its column, tid % TBN, so its receptive
+    // field's corner is computed once and its rows advance by a cursor; mode 2 (B = colᵀ: rows
+    // are output positions, columns (channel, tap)) keeps its row offset tid % TBK and reads
+    // its columns' (channel, tap) from a table the block fills once. Either way the k loop
+    // does no integer division (the generic im2col_at does ten per value).
+    const bool bn = cv.mode == 1 ? true : (cv.mode == 2 ? false : tp.b_n_contig != 0);
+    const ConvParams& g = cv.g;
+    const int in_y = (int)g.in_d[1], in_x = (int)g.in_d[2];
+    int c_ia = 0, c_ib = 0, c_ic = 0;  // mode 1: this column's corner, (t, y, x)
+    bool c_in = false;
+    // The cursor: mode 1, (channel, ta, tb, tc) of the first row of this thread's panel
+    // slots; mode 2, (unused, oa, ob, oc), the output position of its row.
+    unsigned int cu_ch = 0, cu_a = 0, cu_b = 0, cu_c = 0;
+    __shared__ int4 colinfo[TBN];  // mode 2: (channel offset or -1, tap offsets − padding)
+    if (cv.mode == 1) {
+        const unsigned int gj = col0 + tid % TBN;
+        c_in = gj < p.n;
+        const unsigned int oa = gj / (g.out_d[1] * g.out_d[2]);
+        const unsigned int ob = (gj / g.out_d[2]) % g.out_d[1], oc = gj % g.out_d[2];
+        c_ia = (int)(oa * g.stride[0]) - (int)g.pad[0];
+        c_ib = (int)(ob * g.stride[1]) - (int)g.pad[1];
+        c_ic = (int)(oc * g.stride[2]) - (int)g.pad[2];
+        const unsigned int row = kb + tid / TBN, kv = g.k[0] * g.k[1] * g.k[2];
+        const unsigned int tap = row % kv;
+        cu_ch = row / kv;
+        cu_a = tap / (g.k[1] * g.k[2]);
+        cu_b = (tap / g.k[2]) % g.k[1];
+        cu_c = tap % g.k[2];
+    } else if (cv.mode == 2) {
+        if (tid < TBN) {
+            const unsigned int gj = col0 + tid, kv = g.k[0] * g.k[1] * g.k[2];
+            const unsigned int tap = gj % kv;
+            const unsigned int nin = g.in_d[0] * g.in_d[1] * g.in_d[2];
+            colinfo[tid] = make_int4(gj < p.n ? (int)((gj / kv) * nin) : -1,
+                                     (int)(tap / (g.k[1] * g.k[2]) * g.dil[0]) - (int)g.pad[0],
+                                     (int)((tap / g.k[2]) % g.k[1] * g.dil[1]) - (int)g.pad[1],
+                                     (int)(tap % g.k[2] * g.dil[2]) - (int)g.pad[2]);
+        }
+        const unsigned int pos = kb + tid % TBK;
+        cu_a = pos / (g.out_d[1] * g.out_d[2]);
+        cu_b = (pos / g.out_d[2]) % g.out_d[1];
+        cu_c = pos % g.out_d[2];
+    }
+    __syncthreads();  // colinfo is read by the first fetch
+
     float ra[A_PER], rb[B_PER];
     // Panel of A (TBM × TBK) and B (TBK × TBN) at k0 into registers; zero outside the matrix
-    // and the slice.
+    // and the slice. Called for k0 = kb, kb + TBK, ... in turn: the gather cursors advance by
+    // one panel per call.
     auto fetch = [&](unsigned int k0) {
 #pragma unroll
         for (int q = 0; q < A_PER; ++q) {
@@ -212,18 +296,47 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
             const unsigned int gi = row0 + i, gk = k0 + kk;
             ra[q] = (gi < p.m && gk < ke) ? A[gi * p.a_rs + gk * p.a_cs] : 0.0f;
         }
+        if (cv.mode == 1) {
+            // Rows k0 + tid / TBN + (256 / TBN)·q of this thread's column.
+            unsigned int ch = cu_ch, ta = cu_a, tb = cu_b, tc = cu_c;
 #pragma unroll
-        for (int q = 0; q < B_PER; ++q) {
-            const unsigned int e = tid + 256 * q;
-            const unsigned int j = tp.b_n_contig ? e % TBN : e / TBK;
-            const unsigned int kk = tp.b_n_contig ? e / TBN : e % TBK;
-            const unsigned int gj = col0 + j, gk = k0 + kk;
-            const bool in = gj < p.n && gk < ke;
-            if (cv.mode == 0)
-                rb[q] = in ? B[gk * p.b_rs + gj * p.b_cs] : 0.0f;
-            else
-                rb[q] = in ? (cv.mode == 1 ? im2col_at(B, cv.g, gk, gj) : im2col_at(B, cv.g, gj, gk))
+            for (int q = 0; q < B_PER; ++q) {
+                if (q > 0) tap_step(ch, ta, tb, tc, 256 / TBN, g.k);
+                const unsigned int gk = k0 + tid / TBN + (256 / TBN) * q;
+                const int ia = c_ia + (int)(ta * g.dil[0]), ib = c_ib + (int)(tb * g.dil[1]),
+                          ic = c_ic + (int)(tc * g.dil[2]);
+                const bool in = c_in && gk < ke && ia >= 0 && ia < (int)g.in_d[0] && ib >= 0 &&
+                                ib < in_y && ic >= 0 && ic < in_x;
+                rb[q] = in ? B[(unsigned long long)ch * g.in_d[0] * in_y * in_x +
+                               (unsigned int)((ia * in_y + ib) * in_x + ic)]
                            : 0.0f;
+            }
+            tap_step(cu_ch, cu_a, cu_b, cu_c, TBK, g.k);
+        } else if (cv.mode == 2) {
+            // Row k0 + tid % TBK (output position cu_a, cu_b, cu_c) of columns
+            // tid / TBK + (256 / TBK)·q.
+            const unsigned int gk = k0 + tid % TBK;
+            const int oa = (int)(cu_a * g.stride[0]), ob = (int)(cu_b * g.stride[1]),
+                      oc = (int)(cu_c * g.stride[2]);
+#pragma unroll
+            for (int q = 0; q < B_PER; ++q) {
+                const int4 t = colinfo[tid / TBK + (256 / TBK) * q];
+                const int ia = oa + t.y, ib = ob + t.z, ic = oc + t.w;
+                const bool in = t.x >= 0 && gk < ke && ia >= 0 && ia < (int)g.in_d[0] &&
+                                ib >= 0 && ib < in_y && ic >= 0 && ic < in_x;
+                rb[q] = in ? B[(unsigned int)t.x + (unsigned int)((ia * in_y + ib) * in_x + ic)]
+                           : 0.0f;
+            }
+            tap_step(cu_a, cu_b, cu_c, TBK, g.out_d);
+        } else {
+#pragma unroll
+            for (int q = 0; q < B_PER; ++q) {
+                const unsigned int e = tid + 256 * q;
+                const unsigned int j = bn ? e % TBN : e / TBK;
+                const unsigned int kk = bn ? e / TBN : e % TBK;
+                const unsigned int gj = col0 + j, gk = k0 + kk;
+                rb[q] = gj < p.n && gk < ke ? B[gk * p.b_rs + gj * p.b_cs] : 0.0f;
+            }
         }
     };
     auto stash = [&](int buf) {
@@ -237,8 +350,8 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
 #pragma unroll
         for (int q = 0; q < B_PER; ++q) {
             const unsigned int e = tid + 256 * q;
-            const unsigned int j = tp.b_n_contig ? e % TBN : e / TBK;
-            const unsigned int kk = tp.b_n_contig ? e / TBN : e % TBK;
+            const unsigned int j = bn ? e % TBN : e / TBK;
+            const unsigned int kk = bn ? e / TBN : e % TBK;
             Bs[buf][kk][j] = rb[q];
         }
     };
@@ -317,12 +430,12 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
 }
 
 // One kernel per tile height, plain and with the convolution epilogue.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 2)
     sgemm_t128_f32(const float* __restrict__ A, const float* __restrict__ B,
                   float* __restrict__ C, TiledParams tp, ConvView cv) {
     sgemm_tiled_body<128, 0>(A, B, C, tp, cv, nullptr, 0, nullptr, -1);
 }
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 2)
     sgemm_t128_bias_act_f32(const float* __restrict__ A, const float* __restrict__ B,
                            float* __restrict__ C, TiledParams tp, ConvView cv,
                            const float* __restrict__ bias, int has_bias, float* __restrict__ pre,

@@ -1559,6 +1559,12 @@ impl Gpu {
         if d.m == 0 || d.n == 0 || d.batch == 0 {
             return Ok(());
         }
+        // The kernel's gather offsets within one sample are 32-bit.
+        if c * nin > i32::MAX as usize {
+            return Err(CudaError::Driver(format!(
+                "implicit-GEMM convolution: one sample of {c} x {nin} values is over 2^31"
+            )));
+        }
         let cv = ConvView {
             mode,
             unused: 0,

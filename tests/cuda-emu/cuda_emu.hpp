@@ -18,6 +18,11 @@ struct uint3 {
 struct dim3 {
     unsigned int x, y, z;
 };
+// CUDA's 16-byte vector type (one 128-bit shared or global access on a GPU).
+struct alignas(16) int4 {
+    int x, y, z, w;
+};
+inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
 
 // Built-in variables, set by the scheduler before it switches to a thread's fiber.
 extern thread_local uint3 threadIdx;
