@@ -18,7 +18,11 @@
 // Cost per output (k = 3, the 4 × 8 × 32 tile): 2·(kt·(1 + (ky − 1)/8)(1 + (kx − 1)/32) +
 // ky·(1 + (kx − 1)/32) + kx) ≈ 19 FLOPs; from global memory ≈ 4·1.9 B read (the halo) and 4 B written, against
 // 3 × (4 + 4) B + the reads of two intermediates for the three separate passes: ≈ 3× less
-// traffic, 1 launch instead of 3. Still bandwidth-bound (≈ 1.6 FLOP/B).
+// traffic, 1 launch instead of 3. Still bandwidth-bound (≈ 1.6 FLOP/B), provided the index
+// arithmetic stays small: the region loops (for_region) run over compile-time bounding boxes,
+// so they divide by constants (PTX div/rem per kernel 22–25 → 4, all once per block; a run-time
+// division costs ≈ 20 instructions, against ≈ 6 FLOPs per staged value), and each plane's
+// filters are held in registers rather than re-read per tap.
 //
 // cp_chain_dweight_tNN_f32 — the filter gradients. Because the passes commute, the gradient of one
 // axis's filter is the correlation of the output gradient g with the input passed through the
@@ -55,22 +59,41 @@ __device__ __forceinline__ float tap(const float* w, unsigned int k, unsigned in
     return w[flip ? k - 1 - j : j];
 }
 
+// Calls f(a, b, d) for every point of the region (na, nb, nd) ≤ (MA, MB, MD), spreading the
+// block's threads over the compile-time bounding box: the index arithmetic then divides by
+// constants (a multiply and a shift) instead of the run-time extents (a division is ≈ 20
+// instructions, more than the point's work), at the price of skipping the box's unused slots.
+template <int MA, int MB, int MD, class F>
+__device__ __forceinline__ void for_region(unsigned int na, unsigned int nb, unsigned int nd,
+                                           F f) {
+    for (unsigned int e = threadIdx.x; e < MA * MB * MD; e += blockDim.x) {
+        const unsigned int a = e / (MB * MD), b = (e / MD) % MB, d = e % MD;
+        if (a < na && b < nb && d < nd) f(a, b, d);
+    }
+}
+
+// One plane's filter (k ≤ KMAX taps, reversed when flip) in registers; taps past k are zero.
+__device__ __forceinline__ void load_taps(float (&r)[KMAX], const float* w, unsigned int k,
+                                          unsigned int flip) {
+#pragma unroll
+    for (unsigned int j = 0; j < KMAX; ++j) r[j] = j < k ? tap(w, k, j, flip) : 0.0f;
+}
+
 // Stages the input region of output tile origin (o0, o1, o2) of plane xn: extents
 // (CT + k0 − 1, CY + k1 − 1, CX + k2 − 1) at row strides ZY·ZX and ZX, zero outside the input.
 template <int CT, int CY, int CX>
 __device__ __forceinline__ void stage_input(float* sz, const float* __restrict__ xn,
                                             const ChainParams& p, int o0, int o1, int o2) {
-    constexpr int ZY = CY + KMAX - 1, ZX = CX + KMAX - 1;
+    constexpr int ZT = CT + KMAX - 1, ZY = CY + KMAX - 1, ZX = CX + KMAX - 1;
     const unsigned int rt = CT + p.k[0] - 1, ry = CY + p.k[1] - 1, rx = CX + p.k[2] - 1;
-    for (unsigned int e = threadIdx.x; e < rt * ry * rx; e += blockDim.x) {
-        const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
+    for_region<ZT, ZY, ZX>(rt, ry, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
         const int it = o0 + (int)a - p.pad[0], iy = o1 + (int)b - p.pad[1],
                   ix = o2 + (int)d - p.pad[2];
         const bool in = it >= 0 && it < (int)p.in_d[0] && iy >= 0 && iy < (int)p.in_d[1] &&
                         ix >= 0 && ix < (int)p.in_d[2];
         sz[(a * ZY + b) * ZX + d] =
             in ? xn[((unsigned long long)it * p.in_d[1] + iy) * p.in_d[2] + ix] : 0.0f;
-    }
+    });
 }
 
 template <int CT, int CY, int CX>
@@ -93,24 +116,28 @@ __device__ __forceinline__ void chain_forward(const float* __restrict__ x,
     const unsigned long long nout = (unsigned long long)p.out_d[0] * p.out_d[1] * p.out_d[2];
     for (unsigned int n = blockIdx.y; n < p.n; n += gridDim.y) {
         const unsigned int c = n % p.c;
-        const float *ft = wt + c * k0, *fy = wy + c * k1, *fx = wx + c * k2;
+        float ft[KMAX], fy[KMAX], fx[KMAX];
+        load_taps(ft, wt + c * k0, k0, p.flip);
+        load_taps(fy, wy + c * k1, k1, p.flip);
+        load_taps(fx, wx + c * k2, k2, p.flip);
         stage_input<CT, CY, CX>(sz, x + n * nin, p, o0, o1, o2);
         __syncthreads();
-        for (unsigned int e = threadIdx.x; e < CT * ry * rx; e += blockDim.x) {
-            const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
+        // Taps in ascending order, as before the region loops: the same sums, bit for bit.
+        for_region<CT, ZY, ZX>(CT, ry, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k0; ++j)
-                acc += tap(ft, k0, j, p.flip) * sz[((a + j) * ZY + b) * ZX + d];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k0) acc += ft[j] * sz[((a + j) * ZY + b) * ZX + d];
             sa[(a * ZY + b) * ZX + d] = acc;
-        }
+        });
         __syncthreads();
-        for (unsigned int e = threadIdx.x; e < CT * CY * rx; e += blockDim.x) {
-            const unsigned int a = e / (CY * rx), b = (e / rx) % CY, d = e % rx;
+        for_region<CT, CY, ZX>(CT, CY, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k1; ++j)
-                acc += tap(fy, k1, j, p.flip) * sa[(a * ZY + b + j) * ZX + d];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k1) acc += fy[j] * sa[(a * ZY + b + j) * ZX + d];
             sb[(a * CY + b) * ZX + d] = acc;
-        }
+        });
         __syncthreads();
         float* yn = y + n * nout;
         for (unsigned int e = threadIdx.x; e < CT * CY * CX; e += blockDim.x) {
@@ -118,8 +145,9 @@ __device__ __forceinline__ void chain_forward(const float* __restrict__ x,
             const unsigned int ot = o0 + a, oy = o1 + b, ox = o2 + d;
             if (ot >= p.out_d[0] || oy >= p.out_d[1] || ox >= p.out_d[2]) continue;
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k2; ++j)
-                acc += tap(fx, k2, j, p.flip) * sb[(a * CY + b) * ZX + d + j];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k2) acc += fx[j] * sb[(a * CY + b) * ZX + d + j];
             yn[((unsigned long long)ot * p.out_d[1] + oy) * p.out_d[2] + ox] = acc;
         }
         // The next plane restages sz: every thread must be done reading sb (and sz, sa).
@@ -166,7 +194,10 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
     const unsigned long long nout = (unsigned long long)p.out_d[0] * p.out_d[1] * p.out_d[2];
     for (unsigned int n = blockIdx.y; n < p.n; n += gridDim.y) {
         const unsigned int c = n % p.c;
-        const float *ft = wt + c * k0, *fy = wy + c * k1, *fx = wx + c * k2;
+        float ft[KMAX], fy[KMAX], fx[KMAX];
+        load_taps(ft, wt + c * k0, k0, 0);
+        load_taps(fy, wy + c * k1, k1, 0);
+        load_taps(fx, wx + c * k2, k2, 0);
         stage_input<CT, CY, CX>(sz, x + n * nin, p, o0, o1, o2);
         const float* gn = g + n * nout;
         for (unsigned int e = threadIdx.x; e < CT * CY * CX; e += blockDim.x) {
@@ -177,20 +208,22 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
         }
         __syncthreads();
         // T x over (CT, ry, rx), row strides ZY·ZX, ZX.
-        for (unsigned int e = threadIdx.x; e < CT * ry * rx; e += blockDim.x) {
-            const unsigned int a = e / (ry * rx), b = (e / rx) % ry, d = e % rx;
+        for_region<CT, ZY, ZX>(CT, ry, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k0; ++j) acc += ft[j] * sz[((a + j) * ZY + b) * ZX + d];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k0) acc += ft[j] * sz[((a + j) * ZY + b) * ZX + d];
             s1[(a * ZY + b) * ZX + d] = acc;
-        }
+        });
         __syncthreads();
         // Y(T x) over (CT, CY, rx), strides CY·ZX, ZX: the x filter's input.
-        for (unsigned int e = threadIdx.x; e < CT * CY * rx; e += blockDim.x) {
-            const unsigned int a = e / (CY * rx), b = (e / rx) % CY, d = e % rx;
+        for_region<CT, CY, ZX>(CT, CY, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k1; ++j) acc += fy[j] * s1[(a * ZY + b + j) * ZX + d];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k1) acc += fy[j] * s1[(a * ZY + b + j) * ZX + d];
             s2[(a * CY + b) * ZX + d] = acc;
-        }
+        });
         __syncthreads();
         // Per-tap sums in registers: the tap loops run to KMAX, unrolled, so that every index
         // is a constant (a run-time index would put the arrays in local memory).
@@ -207,12 +240,13 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
         }
         __syncthreads();
         // X(T x) over (CT, ry, CX), strides ZY·CX, CX: the y filter's input.
-        for (unsigned int e = threadIdx.x; e < CT * ry * CX; e += blockDim.x) {
-            const unsigned int a = e / (ry * CX), b = (e / CX) % ry, d = e % CX;
+        for_region<CT, ZY, CX>(CT, ry, CX, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k2; ++j) acc += fx[j] * s1[(a * ZY + b) * ZX + d + j];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k2) acc += fx[j] * s1[(a * ZY + b) * ZX + d + j];
             s2[(a * ZY + b) * CX + d] = acc;
-        }
+        });
         __syncthreads();
         for (unsigned int m = 0; m < PER; ++m) {
             const unsigned int e = threadIdx.x + m * 256;
@@ -224,20 +258,22 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
         }
         __syncthreads();
         // X x over (rt, ry, CX), strides ZY·CX, CX.
-        for (unsigned int e = threadIdx.x; e < rt * ry * CX; e += blockDim.x) {
-            const unsigned int a = e / (ry * CX), b = (e / CX) % ry, d = e % CX;
+        for_region<ZT, ZY, CX>(rt, ry, CX, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k2; ++j) acc += fx[j] * sz[(a * ZY + b) * ZX + d + j];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k2) acc += fx[j] * sz[(a * ZY + b) * ZX + d + j];
             s1[(a * ZY + b) * CX + d] = acc;
-        }
+        });
         __syncthreads();
         // Y(X x) over (rt, CY, CX), strides CY·CX, CX: the t filter's input.
-        for (unsigned int e = threadIdx.x; e < rt * CY * CX; e += blockDim.x) {
-            const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
+        for_region<ZT, CY, CX>(rt, CY, CX, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
-            for (unsigned int j = 0; j < k1; ++j) acc += fy[j] * s1[(a * ZY + b + j) * CX + d];
+#pragma unroll
+            for (unsigned int j = 0; j < KMAX; ++j)
+                if (j < k1) acc += fy[j] * s1[(a * ZY + b + j) * CX + d];
             s2[(a * CY + b) * CX + d] = acc;
-        }
+        });
         __syncthreads();
         for (unsigned int m = 0; m < PER; ++m) {
             const unsigned int e = threadIdx.x + m * 256;
