@@ -10,6 +10,8 @@
 //                write; no FLOPs. Bandwidth-bound: kvol × the input size written.
 //   col2im_f32   one thread per x element, gathering the ≤ kvol column entries that read it in a
 //                fixed (p, q, s) order: no atomics, deterministic. kvol reads of 4 B, 1 write.
+//                (The transposed convolution's forward pass; its backward pass and the dense
+//                layers' are implicit GEMMs, kernels/gemm.cu, except on the baseline GEMM.)
 
 // struct ConvParams and im2col_at (the gather itself): kernels/common.cuh, shared with the
 // implicit GEMM of kernels/gemm.cu.
@@ -28,41 +30,49 @@ extern "C" __global__ void im2col_f32(const float* __restrict__ x, float* __rest
     }
 }
 
+// Launch: grid y over the batch·c planes of dx (grid-stride), x over a plane's positions, so that
+// only the position within a plane is decomposed per thread (two divisions); taps are walked as
+// nested (p, q, s) loops that skip a whole axis's taps as soon as they miss, with one
+// division by the stride per axis and tap coordinate, instead of decomposing every tap.
 extern "C" __global__ void col2im_f32(const float* __restrict__ col, float* __restrict__ dx,
                                       ConvParams p) {
     const unsigned long long nout = (unsigned long long)p.out_d[0] * p.out_d[1] * p.out_d[2];
-    const unsigned long long nin = (unsigned long long)p.in_d[0] * p.in_d[1] * p.in_d[2];
+    const unsigned int nin = p.in_d[0] * p.in_d[1] * p.in_d[2];
     const unsigned int kv = p.k[0] * p.k[1] * p.k[2];
-    const unsigned long long rows = (unsigned long long)p.c * kv;
-    const unsigned long long total = (unsigned long long)p.batch * p.c * nin;
-    for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
-         g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
-        const unsigned long long i = g % nin, bc = g / nin;
-        const unsigned int ch = bc % p.c;
-        const unsigned long long b = bc / p.c;
-        const unsigned int ip[3] = {(unsigned int)(i / (p.in_d[1] * p.in_d[2])),
-                                    (unsigned int)((i / p.in_d[2]) % p.in_d[1]),
-                                    (unsigned int)(i % p.in_d[2])};
-        const float* colb = col + b * rows * nout;
-        float acc = 0.0f;
-        for (unsigned int tap = 0; tap < kv; ++tap) {
-            const unsigned int tp[3] = {tap / (p.k[1] * p.k[2]), (tap / p.k[2]) % p.k[1],
-                                        tap % p.k[2]};
-            unsigned int op[3];
-            bool hit = true;
-            for (int a = 0; a < 3; ++a) {
-                // o·s = i + pad − tap·dil must be a non-negative multiple of s inside the output.
-                const int t = (int)(ip[a] + p.pad[a]) - (int)(tp[a] * p.dil[a]);
-                hit = hit && t >= 0 && t % (int)p.stride[a] == 0 &&
-                      (unsigned int)(t / (int)p.stride[a]) < p.out_d[a];
-                op[a] = hit ? (unsigned int)(t / (int)p.stride[a]) : 0;
+    const unsigned int planes = p.batch * p.c;
+    for (unsigned int pl = blockIdx.y; pl < planes; pl += gridDim.y) {
+        // Plane (b, ch): its rows of col are (b, ch·kv + tap), tap < kv, contiguous.
+        const float* colc = col + (unsigned long long)pl * kv * nout;
+        float* dxp = dx + (unsigned long long)pl * nin;
+        for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < nin;
+             i += gridDim.x * blockDim.x) {
+            const int i0 = (int)(i / (p.in_d[1] * p.in_d[2])), i1 = (int)((i / p.in_d[2]) % p.in_d[1]),
+                      i2 = (int)(i % p.in_d[2]);
+            float acc = 0.0f;
+            // o·s = i + pad − tap·dil must be a non-negative multiple of s inside the output;
+            // taps in (p, q, s) order, the CPU's.
+            for (unsigned int a = 0; a < p.k[0]; ++a) {
+                const int t0 = i0 + (int)p.pad[0] - (int)(a * p.dil[0]);
+                if (t0 < 0) break;  // t0 only falls as a grows
+                const unsigned int o0 = (unsigned int)t0 / p.stride[0];
+                if (o0 * p.stride[0] != (unsigned int)t0 || o0 >= p.out_d[0]) continue;
+                for (unsigned int q = 0; q < p.k[1]; ++q) {
+                    const int t1 = i1 + (int)p.pad[1] - (int)(q * p.dil[1]);
+                    if (t1 < 0) break;
+                    const unsigned int o1 = (unsigned int)t1 / p.stride[1];
+                    if (o1 * p.stride[1] != (unsigned int)t1 || o1 >= p.out_d[1]) continue;
+                    for (unsigned int s = 0; s < p.k[2]; ++s) {
+                        const int t2 = i2 + (int)p.pad[2] - (int)(s * p.dil[2]);
+                        if (t2 < 0) break;
+                        const unsigned int o2 = (unsigned int)t2 / p.stride[2];
+                        if (o2 * p.stride[2] != (unsigned int)t2 || o2 >= p.out_d[2]) continue;
+                        acc += colc[(unsigned long long)((a * p.k[1] + q) * p.k[2] + s) * nout +
+                                    ((unsigned long long)o0 * p.out_d[1] + o1) * p.out_d[2] + o2];
+                    }
+                }
             }
-            if (hit) {
-                acc += colb[((unsigned long long)ch * kv + tap) * nout +
-                            ((unsigned long long)op[0] * p.out_d[1] + op[1]) * p.out_d[2] + op[2]];
-            }
+            dxp[i] = acc;
         }
-        dx[g] = acc;
     }
 }
 

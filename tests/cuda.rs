@@ -1215,3 +1215,92 @@ fn compiled_kernels_are_cached_on_disk_by_source_architecture_and_nvrtc() {
     assert!(!cached_ptx(&off, name, src, "compute_90").unwrap().1);
     assert!(!cached_ptx(&off, name, src, "compute_90").unwrap().1);
 }
+
+#[test]
+fn gpu_transposed_convolution_matches_the_cpu_layer() {
+    use wavecp::cuda::GpuConvT;
+    use wavecp::nn::conv::Geom;
+    use wavecp::nn::layers::ConvTranspose;
+    use wavecp::nn::{Layer, Tensor};
+    let Some(gpu_main) = open_gpu() else {
+        return;
+    };
+    // The backward pass runs as implicit GEMMs over dy; "basic" keeps the stored im2col of dy
+    // with the 64 x 64 GEMM (WAVECP_GEMM=basic).
+    let mut gpu_basic = Gpu::new(0).unwrap();
+    gpu_basic.set_basic_gemm(true);
+    let (b, ci, co) = (2usize, 3usize, 5usize);
+    // The U-Net's up-sampling (kernel = stride), overlapping taps with output padding, and
+    // unequal strides and paddings.
+    for (k, stride, pad, outpad, ext) in [
+        ([1, 2, 2], [1, 2, 2], [0, 0, 0], [0, 0, 0], [3, 5, 7]),
+        ([3, 3, 3], [1, 2, 2], [1, 1, 1], [0, 1, 1], [3, 4, 5]),
+        ([2, 3, 1], [2, 1, 1], [0, 1, 0], [1, 0, 0], [2, 6, 9]),
+    ] {
+        let g = Geom {
+            k,
+            stride,
+            pad,
+            dil: [1; 3],
+        };
+        let kvol: usize = k.iter().product();
+        let layer = |abs: bool| {
+            let f = |v: f32| if abs { v.abs() } else { v } / 9.0;
+            let mut l = ConvTranspose::new(
+                ci,
+                co,
+                g,
+                outpad,
+                inputs(ci * co * kvol, 81).into_iter().map(f).collect(),
+                true,
+            );
+            l.b.as_mut().unwrap().value = inputs(co, 82).into_iter().map(f).collect();
+            l
+        };
+        let d = [b, ci, ext[0], ext[1], ext[2]];
+        let n: usize = d.iter().product();
+        let x = Tensor::from_vec(&d, inputs(n, 83)).unwrap();
+        let xa = Tensor::from_vec(&d, x.data.iter().map(|v| v.abs()).collect()).unwrap();
+        let (mut cpu, mut cpu_abs) = (layer(false), layer(true));
+        let y = cpu.forward(&x).unwrap();
+        let ya = cpu_abs.forward(&xa).unwrap();
+        let dy = Tensor::from_vec(&y.shape, inputs(y.len(), 84)).unwrap();
+        let dya = Tensor::from_vec(&y.shape, dy.data.iter().map(|v| v.abs()).collect()).unwrap();
+        let dx = cpu.backward(&dy).unwrap();
+        let dxa = cpu_abs.backward(&dya).unwrap();
+        for (name, gpu) in [("implicit", &gpu_main), ("basic", &gpu_basic)] {
+            let mut gl = GpuConvT::from_cpu(gpu, &cpu).unwrap();
+            let (yd, od) = gl.forward(gpu, gpu.to_device(&x.data).unwrap(), d).unwrap();
+            assert_eq!(od.to_vec(), y.shape, "{name} {g:?}");
+            let yg = gpu.to_host(&yd, y.len()).unwrap();
+            let dxd = gl.backward(gpu, &gpu.to_device(&dy.data).unwrap()).unwrap();
+            let dxg = gpu.to_host(&dxd, n).unwrap();
+            // Longest sums: the weight gradient's b·nin terms, the bias gradient's b·nout;
+            // both sides lie within terms·ε·Σ|terms| of the exact sum (Σ|terms| from the
+            // same layer on absolute values).
+            let terms = n.max(y.len()).max(1000) as f32;
+            let check = |what: &str, gv: &[f32], cv: &[f32], av: &[f32]| {
+                assert_eq!(gv.len(), cv.len(), "{name} {what} length");
+                for i in 0..cv.len() {
+                    let tol = 2.0 * terms * f32::EPSILON * av[i] + 1e-6;
+                    assert!(
+                        (gv[i] - cv[i]).abs() <= tol,
+                        "{name} {g:?} {what}[{i}]: gpu {} cpu {} (tol {tol})",
+                        gv[i],
+                        cv[i]
+                    );
+                }
+            };
+            check("y", &yg, &y.data, &ya.data);
+            check("dx", &dxg, &dx.data, &dxa.data);
+            let cp = cpu.params();
+            let ap = cpu_abs.params();
+            let gp = gl.params_mut();
+            assert_eq!(gp.len(), cp.len());
+            for (k, (_, gd)) in gp.into_iter().enumerate() {
+                let gg = gpu.to_host(gd, cp[k].grad.len()).unwrap();
+                check(&cp[k].name, &gg, &cp[k].grad, &ap[k].grad);
+            }
+        }
+    }
+}

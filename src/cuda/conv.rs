@@ -699,8 +699,9 @@ impl GpuConv {
 }
 
 /// The transposed convolution (up-sampling) on the GPU, `W: [Ci, Co, kt, ky, kx]`:
-/// `col = Wᵀ · x`, `y = col2im(col)` + bias; backward `colY = im2col(dy)`, `dx = W · colY`,
-/// `dW += Σ_s x_s · colY_sᵀ`.
+/// `col = Wᵀ · x`, `y = col2im(col)` + bias; backward `dx = W · im2col(dy)` and
+/// `dW += Σ_s x_s · im2col(dy_s)ᵀ`, as implicit GEMMs gathering from dy (the im2col matrix is
+/// stored only on the baseline GEMM, `WAVECP_GEMM=basic`).
 pub struct GpuConvT {
     ci: usize,
     co: usize,
@@ -802,6 +803,52 @@ impl GpuConvT {
             ));
         }
         add_bias_grad(gpu, &mut self.bias, dy, b, co, nout)?;
+        // The backward pass of a transposed convolution is the ordinary convolution of dy
+        // (co channels over the output extents) with geometry g, whose output has x's
+        // extents: dx = W·col(dy), dW += Σ_s x_s·col(dy_s)ᵀ.
+        let (dy_ext, x_ext) = ([od[2], od[3], od[4]], [d[2], d[3], d[4]]);
+        let dx_desc = gemm(
+            [ci, nin, kk, b],
+            shared(kk),
+            batched(kk, nin),
+            batched(ci, nin),
+            0.0,
+        );
+        let dw_desc = gemm(
+            [ci, kk, nin, b],
+            sample_rows(nin, ci * nin),
+            sample_cols_t(nin, kk * nin),
+            shared(kk),
+            1.0,
+        );
+        if gpu.implicit_conv() {
+            // Implicit GEMMs gathering from dy: no b·kk·nin im2col matrix is written and read.
+            let mut dx = gpu.device_uninit(b * ci * nin)?;
+            let geo = (co, dy_ext, &g, x_ext);
+            let (wv, dyv) = (self.w.as_view(), dy.as_view());
+            gpu.gemm_conv_dev(
+                &dx_desc,
+                &wv,
+                &dyv,
+                ConvOperand::Col,
+                geo,
+                &mut dx,
+                None,
+                None,
+            )?;
+            let xv = x.as_view();
+            gpu.gemm_conv_dev(
+                &dw_desc,
+                &xv,
+                &dyv,
+                ConvOperand::ColT,
+                geo,
+                &mut self.dw,
+                None,
+                None,
+            )?;
+            return Ok(dx);
+        }
         let mut col = gpu.device_uninit(b * kk * nin)?;
         gpu.im2col_dev(
             dy,
@@ -813,23 +860,8 @@ impl GpuConvT {
             &mut col,
         )?;
         let mut dx = gpu.device_uninit(b * ci * nin)?;
-        let desc = gemm(
-            [ci, nin, kk, b],
-            shared(kk),
-            batched(kk, nin),
-            batched(ci, nin),
-            0.0,
-        );
-        gpu.gemm_dev(&desc, &self.w, &col, &mut dx)?;
-        // dW += Σ_s x_s · col_sᵀ
-        let desc = gemm(
-            [ci, kk, nin, b],
-            sample_rows(nin, ci * nin),
-            sample_cols_t(nin, kk * nin),
-            shared(kk),
-            1.0,
-        );
-        gpu.gemm_sum_batch_dev(&desc, &x.as_view(), &col.as_view(), &mut self.dw)?;
+        gpu.gemm_dev(&dx_desc, &self.w, &col, &mut dx)?;
+        gpu.gemm_sum_batch_dev(&dw_desc, &x.as_view(), &col.as_view(), &mut self.dw)?;
         Ok(dx)
     }
 

@@ -193,10 +193,16 @@ impl Gpu {
         need("col2im output", dx.len(), n)?;
         let f = self.function("im2col", "col2im_f32")?;
         let p = Self::conv_params(batch, c, ind, g, outd);
+        let nin = ind.iter().product::<usize>();
+        if nin > u32::MAX as usize || batch * c > u32::MAX as usize {
+            return Err(CudaError::Driver(format!(
+                "col2im: {batch} x {c} planes of {nin} values exceed the kernel's 32-bit indices"
+            )));
+        }
         let mut l = self.stream.launch_builder(&f);
         l.arg(col).arg(dx).arg(&p);
         // SAFETY: arguments match col2im_f32(const float*, float*, ConvParams); sizes checked.
-        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        unsafe { l.launch(Self::plane_config(batch * c, nin)) }.map_err(driver_err)?;
         Ok(())
     }
 

@@ -540,6 +540,20 @@ impl Gpu {
         }
     }
 
+    /// `planes` planes of `per` values: grid y over the planes, x over a plane's values (both
+    /// grid-strided in the kernel), so a kernel decomposes only the index within a plane.
+    fn plane_config(planes: usize, per: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (
+                per.div_ceil(256).clamp(1, 65_535) as u32,
+                planes.clamp(1, 65_535) as u32,
+                1,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
     fn launch_config(n: usize) -> LaunchConfig {
         let blocks = n.div_ceil(256).clamp(1, 65_535) as u32;
         LaunchConfig {
