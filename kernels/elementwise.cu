@@ -38,12 +38,15 @@ extern "C" __global__ void act_backward_f32(const float* __restrict__ x,
 //                  extent of dy[b, c, :] to db[c], thread-strided then a fixed-order shared-memory tree
 //                  (deterministic). 4 B read and 1 FLOP per element.
 //   axpy_f32       one thread per element: y += alpha · x (gradient accumulation). 12 B, 2 FLOPs.
+// Launch: grid y over the batch·c planes (grid-stride), x over a plane's `inner` values.
 extern "C" __global__ void bias_add_f32(float* __restrict__ y, const float* __restrict__ bias,
-                                        unsigned int c, unsigned long long inner,
-                                        unsigned long long total) {
-    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
-         i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
-        y[i] += bias[(i / inner) % c];
+                                        unsigned int c, unsigned int inner, unsigned int planes) {
+    for (unsigned int pl = blockIdx.y; pl < planes; pl += gridDim.y) {
+        const float v = bias[pl % c];
+        float* yp = y + (unsigned long long)pl * inner;
+        for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < inner;
+             i += gridDim.x * blockDim.x)
+            yp[i] += v;
     }
 }
 

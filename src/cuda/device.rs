@@ -305,12 +305,17 @@ impl Gpu {
         need("bias", bias.len(), c)?;
         need("biased tensor", y.len(), total)?;
         let f = self.function("elementwise", "bias_add_f32")?;
-        let (c32, inner64, total64) = (c as u32, inner.max(1) as u64, total as u64);
+        if inner > u32::MAX as usize || batch * c > u32::MAX as usize {
+            return Err(CudaError::Driver(format!(
+                "bias: {batch} x {c} planes of {inner} values exceed the kernel's 32-bit indices"
+            )));
+        }
+        let (c32, inner32, planes) = (c as u32, inner as u32, (batch * c) as u32);
         let mut l = self.stream.launch_builder(&f);
-        l.arg(y).arg(bias).arg(&c32).arg(&inner64).arg(&total64);
-        // SAFETY: arguments match bias_add_f32(float*, const float*, unsigned, unsigned long
-        // long, unsigned long long); y holds total values and bias c (checked).
-        unsafe { l.launch(Self::launch_config(total)) }.map_err(driver_err)?;
+        l.arg(y).arg(bias).arg(&c32).arg(&inner32).arg(&planes);
+        // SAFETY: arguments match bias_add_f32(float*, const float*, unsigned, unsigned,
+        // unsigned); y holds batch·c·inner values and bias c (checked).
+        unsafe { l.launch(Self::plane_config(batch * c, inner)) }.map_err(driver_err)?;
         Ok(())
     }
 
@@ -523,6 +528,28 @@ impl Gpu {
         )
     }
 
+    /// `n` blocks of extents `d` as planes of `d[1]·d[2]` values, one per (block, t): the
+    /// launch of the pooling and up-sampling kernels, whose indices within a plane are 32-bit.
+    fn planes(n: usize, d: [u32; 3], what: &str) -> Result<(usize, usize), CudaError> {
+        let (planes, per) = (n * d[0] as usize, d[1] as usize * d[2] as usize);
+        if planes > u32::MAX as usize || per.saturating_mul(d[0] as usize) > u32::MAX as usize {
+            return Err(CudaError::Driver(format!(
+                "{what}: {n} blocks of {d:?} exceed the kernel's 32-bit indices"
+            )));
+        }
+        Ok((planes, per))
+    }
+
+    /// The batch and the per-sample sizes of a channel join, as the kernels' 32-bit values.
+    fn join_sizes(batch: usize, la: usize, ls: usize) -> Result<(u32, u32, u32), CudaError> {
+        if batch > u32::MAX as usize || la + ls > u32::MAX as usize {
+            return Err(CudaError::Driver(format!(
+                "concat: {batch} samples of {la} + {ls} values exceed the kernel's 32-bit indices"
+            )));
+        }
+        Ok((batch as u32, la as u32, ls as u32))
+    }
+
     /// [`Gpu::pool_forward`] on device buffers.
     #[allow(clippy::too_many_arguments)]
     pub fn pool_forward_dev(
@@ -543,9 +570,10 @@ impl Gpu {
         let f = self.function("pool", "pool_forward_f32")?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(x).arg(y).arg(argmax).arg(&p);
+        let (planes, per) = Self::planes(n, p.out_d, "pool output")?;
         // SAFETY: arguments match pool_forward_f32(const float*, float*, unsigned*, PoolParams);
         // x holds n·nin values, y and argmax n·nout (checked).
-        unsafe { l.launch(Self::launch_config(nout)) }.map_err(driver_err)?;
+        unsafe { l.launch(Self::plane_config(planes, per)) }.map_err(driver_err)?;
         Ok(())
     }
 
@@ -570,9 +598,10 @@ impl Gpu {
         let f = self.function("pool", "pool_backward_f32")?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(dy).arg(argmax).arg(dx).arg(&p);
+        let (planes, per) = Self::planes(n, p.in_d, "pool input")?;
         // SAFETY: arguments match pool_backward_f32(const float*, const unsigned*, float*,
         // PoolParams); dy and argmax hold n·nout values, dx n·nin (checked).
-        unsafe { l.launch(Self::launch_config(nx)) }.map_err(driver_err)?;
+        unsafe { l.launch(Self::plane_config(planes, per)) }.map_err(driver_err)?;
         Ok(())
     }
 
@@ -604,9 +633,12 @@ impl Gpu {
         };
         let mut l = self.stream.launch_builder(&f);
         l.arg(v).arg(out).arg(&p);
+        let outd = [0, 1, 2].map(|a| (ind[a] * scale[a]) as u32);
+        let written = if forward { outd } else { p.in_d };
+        let (planes, per) = Self::planes(n, written, "upsample output")?;
         // SAFETY: arguments match upsample_{forward,backward}_f32(const float*, float*,
         // UpParams); the input holds len_in values and the output len_out (checked).
-        unsafe { l.launch(Self::launch_config(len_out)) }.map_err(driver_err)?;
+        unsafe { l.launch(Self::plane_config(planes, per)) }.map_err(driver_err)?;
         Ok(())
     }
 
@@ -624,12 +656,12 @@ impl Gpu {
         need("concat second part", s.len(), batch * ls)?;
         need("concat output", y.len(), batch * (la + ls))?;
         let f = self.function("pool", "concat_f32")?;
-        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
+        let (b, la32, ls32) = Self::join_sizes(batch, la, ls)?;
         let mut l = self.stream.launch_builder(&f);
-        l.arg(a).arg(s).arg(y).arg(&b).arg(&la64).arg(&ls64);
+        l.arg(a).arg(s).arg(y).arg(&b).arg(&la32).arg(&ls32);
         // SAFETY: arguments match concat_f32(const float*, const float*, float*, unsigned,
-        // unsigned long long, unsigned long long); sizes checked above.
-        unsafe { l.launch(Self::launch_config(batch * (la + ls))) }.map_err(driver_err)?;
+        // unsigned, unsigned); sizes checked above.
+        unsafe { l.launch(Self::plane_config(batch, la + ls)) }.map_err(driver_err)?;
         Ok(())
     }
 
@@ -647,12 +679,12 @@ impl Gpu {
         need("split first part", da.len(), batch * la)?;
         need("split second part", ds.len(), batch * ls)?;
         let f = self.function("pool", "split_f32")?;
-        let (b, la64, ls64) = (batch as u32, la as u64, ls as u64);
+        let (b, la32, ls32) = Self::join_sizes(batch, la, ls)?;
         let mut l = self.stream.launch_builder(&f);
-        l.arg(dy).arg(da).arg(ds).arg(&b).arg(&la64).arg(&ls64);
-        // SAFETY: arguments match split_f32(const float*, float*, float*, unsigned,
-        // unsigned long long, unsigned long long); sizes checked above.
-        unsafe { l.launch(Self::launch_config(batch * (la + ls))) }.map_err(driver_err)?;
+        l.arg(dy).arg(da).arg(ds).arg(&b).arg(&la32).arg(&ls32);
+        // SAFETY: arguments match split_f32(const float*, float*, float*, unsigned, unsigned,
+        // unsigned); sizes checked above.
+        unsafe { l.launch(Self::plane_config(batch, la + ls)) }.map_err(driver_err)?;
         Ok(())
     }
 
@@ -1056,11 +1088,11 @@ impl Gpu {
                 .arg(&e.has_bias)
                 .arg(e.pre)
                 .arg(&e.kind);
+            let outputs = rd.batch as usize * m * n;
             // SAFETY: arguments match sgemm_splitk_reduce_f32(const float*, float*, GemmParams,
             // unsigned, const float*, int, float*, int); it reads work[(b·splits + s)·m·n + r]
             // (inside `work`), and C and pre at the offsets check_gemm bounded; stand-ins are
             // only touched when has_bias = 1 or act >= 0.
-            let outputs = rd.batch as usize * m * n;
             unsafe { l.launch(Self::launch_config(outputs)) }.map_err(driver_err)?;
             return Ok(());
         }
