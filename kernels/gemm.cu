@@ -127,10 +127,11 @@ extern "C" __global__ void __launch_bounds__(256)
 //
 // Thread mapping: 256 threads per BM × 128 tile of C, BM ∈ {128, 64, 32} chosen by the host
 // from m (the network's GEMMs have m = 4 … 336 output channels or ranks: a fixed 128-row tile
-// would leave most of it idle at m = 32). Thread (tr, tc), tr, tc < 16, owns rows tr + 16·r,
-// r < BM/16, and columns tc + 16·c, c < 8: a (BM/16) × 8 register tile whose shared-memory
-// reads are conflict-free (a warp's 32 threads read 16 consecutive columns of B twice, and at
-// most 2 rows of A, broadcast). The k loop steps by 8 through double-buffered shared memory:
+// would leave most of it idle at m = 32). Thread (tr, tc), tr, tc < 16, owns rows
+// tr·(BM/16) + r, r < BM/16, and columns 4·(tc + 16·h) + v, h < 2, v < 4: a (BM/16) × 8
+// register tile read from shared memory as float4s (float2 for A at BM = 32), conflict-free
+// (a warp's 16 distinct B vectors are 256 contiguous bytes, read twice; its 2 A vectors are
+// broadcast): per k step 2 + BM/64 vector reads feed BM/2 FMAs (was BM/16 + 8 scalar reads). The k loop steps by 8 through double-buffered shared memory:
 // the next panel is fetched into registers while the current one is multiplied, one barrier
 // per step. Panel loads are coalesced whichever operand stride is 1 (the host passes which).
 //
@@ -226,8 +227,11 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
                                                  float* __restrict__ pre, int act_kind) {
     constexpr int TM = TBM / 16, TN = TBN / 16;
     constexpr int A_PER = TBM * TBK / 256, B_PER = TBN * TBK / 256;
-    __shared__ float As[2][TBK][TBM + 4];
-    __shared__ float Bs[2][TBK][TBN + 4];
+    constexpr int KK_UNROLL = TBM == 128 ? 2 : TBK;
+    (void)KK_UNROLL;  // used by a pragma only (which host compilers ignore)
+    // Rows padded by 4 floats: every row starts 16-byte aligned for the vector reads below.
+    __shared__ __align__(16) float As[2][TBK][TBM + 4];
+    __shared__ __align__(16) float Bs[2][TBK][TBN + 4];
     const GemmParams& p = tp.g;
     const unsigned int z = blockIdx.z, bz = z / tp.splits, sz = z % tp.splits;
     A += (long long)bz * p.a_bs;
@@ -246,20 +250,23 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
     const bool bn = cv.mode == 1 ? true : (cv.mode == 2 ? false : tp.b_n_contig != 0);
     const ConvParams& g = cv.g;
     const int in_y = (int)g.in_d[1], in_x = (int)g.in_d[2];
-    int c_ia = 0, c_ib = 0, c_ic = 0;  // mode 1: this column's corner, (t, y, x)
-    bool c_in = false;
     // The cursor: mode 1, (channel, ta, tb, tc) of the first row of this thread's panel
     // slots; mode 2, (unused, oa, ob, oc), the output position of its row.
     unsigned int cu_ch = 0, cu_a = 0, cu_b = 0, cu_c = 0;
-    __shared__ int4 colinfo[TBN];  // mode 2: (channel offset or -1, tap offsets − padding)
+    // Per column of the block's B panel: mode 1, (0 or −1 past n, the receptive field's corner
+    // (t, y, x)); mode 2, (channel offset or −1, tap offsets − padding). In shared memory
+    // rather than registers, which the 128-row tile has none to spare of.
+    __shared__ int4 colinfo[TBN];
     if (cv.mode == 1) {
-        const unsigned int gj = col0 + tid % TBN;
-        c_in = gj < p.n;
-        const unsigned int oa = gj / (g.out_d[1] * g.out_d[2]);
-        const unsigned int ob = (gj / g.out_d[2]) % g.out_d[1], oc = gj % g.out_d[2];
-        c_ia = (int)(oa * g.stride[0]) - (int)g.pad[0];
-        c_ib = (int)(ob * g.stride[1]) - (int)g.pad[1];
-        c_ic = (int)(oc * g.stride[2]) - (int)g.pad[2];
+        if (tid < TBN) {
+            const unsigned int gj = col0 + tid;
+            const unsigned int oa = gj / (g.out_d[1] * g.out_d[2]);
+            const unsigned int ob = (gj / g.out_d[2]) % g.out_d[1], oc = gj % g.out_d[2];
+            colinfo[tid] = make_int4(gj < p.n ? 0 : -1,
+                                     (int)(oa * g.stride[0]) - (int)g.pad[0],
+                                     (int)(ob * g.stride[1]) - (int)g.pad[1],
+                                     (int)(oc * g.stride[2]) - (int)g.pad[2]);
+        }
         const unsigned int row = kb + tid / TBN, kv = g.k[0] * g.k[1] * g.k[2];
         const unsigned int tap = row % kv;
         cu_ch = row / kv;
@@ -299,14 +306,15 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
         if (cv.mode == 1) {
             // Rows k0 + tid / TBN + (256 / TBN)·q of this thread's column.
             unsigned int ch = cu_ch, ta = cu_a, tb = cu_b, tc = cu_c;
+            const int4 cn = colinfo[tid % TBN];
 #pragma unroll
             for (int q = 0; q < B_PER; ++q) {
                 if (q > 0) tap_step(ch, ta, tb, tc, 256 / TBN, g.k);
                 const unsigned int gk = k0 + tid / TBN + (256 / TBN) * q;
-                const int ia = c_ia + (int)(ta * g.dil[0]), ib = c_ib + (int)(tb * g.dil[1]),
-                          ic = c_ic + (int)(tc * g.dil[2]);
-                const bool in = c_in && gk < ke && ia >= 0 && ia < (int)g.in_d[0] && ib >= 0 &&
-                                ib < in_y && ic >= 0 && ic < in_x;
+                const int ia = cn.y + (int)(ta * g.dil[0]), ib = cn.z + (int)(tb * g.dil[1]),
+                          ic = cn.w + (int)(tc * g.dil[2]);
+                const bool in = cn.x == 0 && gk < ke && ia >= 0 && ia < (int)g.in_d[0] &&
+                                ib >= 0 && ib < in_y && ic >= 0 && ic < in_x;
                 rb[q] = in ? B[(unsigned long long)ch * g.in_d[0] * in_y * in_x +
                                (unsigned int)((ia * in_y + ib) * in_x + ic)]
                            : 0.0f;
@@ -372,13 +380,39 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
         const int buf = s & 1;
         const bool more = s + 1 < steps;
         if (more) fetch(kb + (s + 1) * TBK);
-#pragma unroll
+        // Fully unrolled but at the 128-row tile, where prefetching eight steps' operands would
+        // push the 64 accumulators past 128 registers (two blocks per SM) into local memory.
+#pragma unroll KK_UNROLL
         for (int kk = 0; kk < TBK; ++kk) {
+            // Vector reads (float4, float2 for the 32-row tile's A): 2–4 shared-memory
+            // instructions per TM·TN FMAs instead of TM + TN.
             float a[TM], b[TN];
+            const float* ap = &As[buf][kk][tr * TM];
+            if (TM % 4 == 0) {
 #pragma unroll
-            for (int r = 0; r < TM; ++r) a[r] = As[buf][kk][tr + 16 * r];
+                for (int r = 0; r < TM; r += 4) {
+                    const float4 v = *reinterpret_cast<const float4*>(ap + r);
+                    a[r] = v.x;
+                    a[r + 1] = v.y;
+                    a[r + 2] = v.z;
+                    a[r + 3] = v.w;
+                }
+            } else {
 #pragma unroll
-            for (int c = 0; c < TN; ++c) b[c] = Bs[buf][kk][tc + 16 * c];
+                for (int r = 0; r < TM; r += 2) {
+                    const float2 v = *reinterpret_cast<const float2*>(ap + r);
+                    a[r] = v.x;
+                    a[r + 1] = v.y;
+                }
+            }
+#pragma unroll
+            for (int h = 0; h < TN / 4; ++h) {
+                const float4 v = *reinterpret_cast<const float4*>(&Bs[buf][kk][(tc + 16 * h) * 4]);
+                b[4 * h] = v.x;
+                b[4 * h + 1] = v.y;
+                b[4 * h + 2] = v.z;
+                b[4 * h + 3] = v.w;
+            }
 #pragma unroll
             for (int r = 0; r < TM; ++r)
 #pragma unroll
@@ -393,11 +427,11 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
         float* W = C + (unsigned long long)z * p.m * p.n;
 #pragma unroll
         for (int r = 0; r < TM; ++r) {
-            const unsigned int gi = row0 + tr + 16 * r;
+            const unsigned int gi = row0 + tr * TM + r;
             if (gi >= p.m) continue;
 #pragma unroll
             for (int c = 0; c < TN; ++c) {
-                const unsigned int gj = col0 + tc + 16 * c;
+                const unsigned int gj = col0 + (tc + 16 * (c / 4)) * 4 + c % 4;
                 if (gj < p.n) W[(unsigned long long)gi * p.n + gj] = acc[r][c];
             }
         }
@@ -407,11 +441,11 @@ __device__ __forceinline__ void sgemm_tiled_body(const float* __restrict__ A,
     if (EPI && act_kind >= 0) pre += (long long)bz * p.c_bs;
 #pragma unroll
     for (int r = 0; r < TM; ++r) {
-        const unsigned int gi = row0 + tr + 16 * r;
+        const unsigned int gi = row0 + tr * TM + r;
         if (gi >= p.m) continue;
 #pragma unroll
         for (int c = 0; c < TN; ++c) {
-            const unsigned int gj = col0 + tc + 16 * c;
+            const unsigned int gj = col0 + (tc + 16 * (c / 4)) * 4 + c % 4;
             if (gj >= p.n) continue;
             const long long off = gi * p.c_rs + gj * p.c_cs;
             float* out = C + off;

@@ -18,10 +18,18 @@ struct uint3 {
 struct dim3 {
     unsigned int x, y, z;
 };
-// CUDA's 16-byte vector type (one 128-bit shared or global access on a GPU).
+// CUDA's vector types (one 64- or 128-bit shared or global access on a GPU), with CUDA's
+// alignment.
 struct alignas(16) int4 {
     int x, y, z, w;
 };
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(8) float2 {
+    float x, y;
+};
+#define __align__(n) __attribute__((aligned(n)))
 inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
 
 // Built-in variables, set by the scheduler before it switches to a thread's fiber.
