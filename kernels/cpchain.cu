@@ -155,20 +155,6 @@ __device__ __forceinline__ void chain_forward(const float* __restrict__ x,
     }
 }
 
-// Adds the block's per-thread values v (one per thread) in a fixed tree order; thread 0 gets
-// the sum. `red` holds blockDim.x = 256 floats.
-__device__ __forceinline__ float block_sum(float* red, float v) {
-    red[threadIdx.x] = v;
-    __syncthreads();
-    for (unsigned int s = 128; s > 0; s >>= 1) {
-        if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-        __syncthreads();
-    }
-    const float r = red[0];
-    __syncthreads();
-    return r;
-}
-
 template <int CT, int CY, int CX>
 __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
                                               const float* __restrict__ g,
@@ -182,7 +168,9 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
     __shared__ float s1[cmax(CT * ZY * ZX, ZT * ZY * CX)];  // T x, then X x
     __shared__ float s2[cmax(cmax(CT * CY * ZX, CT * ZY * CX), ZT * CY * CX)];  // Y(T x), X(T x), Y(X x)
     __shared__ float sg[CT * CY * CX];
-    __shared__ float red[256];
+    // The tap reduction below keeps up to 3·KMAX rows of 256 sums in sz and s1.
+    static_assert(ZT * ZY * ZX / 256 + cmax(CT * ZY * ZX, ZT * ZY * CX) / 256 >= 3 * KMAX,
+                  "sz and s1 must hold every tap's 256 partial sums");
     const unsigned int ntiles = p.tiles[0] * p.tiles[1] * p.tiles[2];
     const unsigned int tile = blockIdx.x;
     const unsigned int tx = tile % p.tiles[2], ty = (tile / p.tiles[2]) % p.tiles[1],
@@ -283,31 +271,34 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
             for (unsigned int j = 0; j < KMAX; ++j)
                 if (j < k0) acct[j] += gv * s2[((a + j) * CY + b) * CX + d];
         }
-        // One partial per (plane, tile, tap), taps ordered t, y, x.
-        float* out = part + ((unsigned long long)n * ntiles + tile) * (k0 + k1 + k2);
-        // (k0, k1, k2 are the same for every thread: the barriers in block_sum are uniform.)
+        // One partial per (plane, tile, tap), taps ordered t, y, x: every tap's 256 thread
+        // sums reduced together, one tree level per barrier (8 barriers, not 8 per tap), each
+        // tap by the same fixed tree as before (thread t adds t + s, s = 128 … 1): the same
+        // sums, bit for bit. Scratch: sz, then s1, whose last readers finish before the
+        // barrier below.
+        __syncthreads();
+        constexpr unsigned int CAP0 = ZT * ZY * ZX / 256;
+        auto slot = [&](unsigned int j) -> float* {
+            return j < CAP0 ? sz + j * 256 : s1 + (j - CAP0) * 256;
+        };
+        const unsigned int taps = k0 + k1 + k2;
 #pragma unroll
         for (unsigned int j = 0; j < KMAX; ++j) {
-            if (j < k0) {
-                const float s = block_sum(red, acct[j]);
-                if (threadIdx.x == 0) out[j] = s;
-            }
+            if (j < k0) slot(j)[threadIdx.x] = acct[j];
+            if (j < k1) slot(k0 + j)[threadIdx.x] = accy[j];
+            if (j < k2) slot(k0 + k1 + j)[threadIdx.x] = accx[j];
         }
-#pragma unroll
-        for (unsigned int j = 0; j < KMAX; ++j) {
-            if (j < k1) {
-                const float s = block_sum(red, accy[j]);
-                if (threadIdx.x == 0) out[k0 + j] = s;
-            }
+        __syncthreads();
+        for (unsigned int st = 128; st > 0; st >>= 1) {
+            if (threadIdx.x < st)
+                for (unsigned int j = 0; j < taps; ++j)
+                    slot(j)[threadIdx.x] += slot(j)[threadIdx.x + st];
+            __syncthreads();
         }
-#pragma unroll
-        for (unsigned int j = 0; j < KMAX; ++j) {
-            if (j < k2) {
-                const float s = block_sum(red, accx[j]);
-                if (threadIdx.x == 0) out[k0 + k1 + j] = s;
-            }
-        }
-        // block_sum ends with a barrier: sz and sg may be restaged.
+        float* out = part + ((unsigned long long)n * ntiles + tile) * taps;
+        for (unsigned int j = threadIdx.x; j < taps; j += blockDim.x) out[j] = slot(j)[0];
+        // sz, s1 and sg are restaged for the next plane only after every thread read its sum.
+        __syncthreads();
     }
 }
 
