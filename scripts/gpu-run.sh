@@ -82,9 +82,10 @@ step() {
     pack
 }
 
-has_torch() {
-    python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null
-}
+# Whether PyTorch sees the GPU, asked once (importing torch takes seconds).
+torch_ok=0
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && torch_ok=1
+has_torch() { [ "$torch_ok" = 1 ]; }
 
 {
     date -Is
