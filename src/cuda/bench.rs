@@ -574,49 +574,31 @@ pub fn run_sweep(samples: usize, scale: usize) -> Result<Vec<KernelResult>, Cuda
         let (n64, kk64, c64) = (nvox as i64, kk as i64, c as i64);
         // As in cuda::conv: y = W·col(x); dW += Σ_s dy_s·col(x_s)ᵀ; dx = W'·col(dy) (the
         // adjoint weights W' have the same shape as W, and padding k − 1 − p = 1 here).
+        // With ci = co and padding 1 the input gradient's GEMM has the forward one's shape.
+        let conv = row(
+            c,
+            nvox,
+            kk,
+            b,
+            [kk64, 1, 0],
+            [n64, 1, kk64 * n64],
+            [n64, 1, c64 * n64],
+            0.0,
+        );
+        let wgrad = row(
+            c,
+            kk,
+            nvox,
+            b,
+            [n64, 1, c64 * n64],
+            [1, n64, kk64 * n64],
+            [kk64, 1, 0],
+            1.0,
+        );
         let passes = [
-            (
-                "forward",
-                row(
-                    c,
-                    nvox,
-                    kk,
-                    b,
-                    [kk64, 1, 0],
-                    [n64, 1, kk64 * n64],
-                    [n64, 1, c64 * n64],
-                    0.0,
-                ),
-                ConvOperand::Col,
-            ),
-            (
-                "weight gradient",
-                row(
-                    c,
-                    kk,
-                    nvox,
-                    b,
-                    [n64, 1, c64 * n64],
-                    [1, n64, kk64 * n64],
-                    [kk64, 1, 0],
-                    1.0,
-                ),
-                ConvOperand::ColT,
-            ),
-            (
-                "input gradient",
-                row(
-                    c,
-                    nvox,
-                    kk,
-                    b,
-                    [kk64, 1, 0],
-                    [n64, 1, kk64 * n64],
-                    [n64, 1, c64 * n64],
-                    0.0,
-                ),
-                ConvOperand::Col,
-            ),
+            ("forward", conv, ConvOperand::Col),
+            ("weight gradient", wgrad, ConvOperand::ColT),
+            ("input gradient", conv, ConvOperand::Col),
         ];
         for (what, d, operand) in passes {
             gpu.force_gemm_plan(None)?;
