@@ -14,6 +14,9 @@
 //   sumsq_f32      reads g (4 B), 2 FLOPs (f64); per-block partial.
 //   adamw_f32      reads w, g, m, v (16 B), writes w, m, v (12 B), ≈ 20 FLOPs in f64: on the
 //                  H100/H200 (FP64 ≈ 34–67 TFLOP/s) still bandwidth-bound.
+//   sumsq_multi_f32, adamw_multi_f32: the same over a table of tensors in one launch (each
+//                  block finds its tensor by a binary search of the table): a model's gradient
+//                  norm and update cost two launches per step, not two per parameter array.
 
 __device__ void block_sum_f64(double v, double* partial) {
     __shared__ double s[256];
@@ -40,16 +43,62 @@ extern "C" __global__ void mse_f32(const float* __restrict__ pred, const float* 
     block_sum_f64(acc, partial);
 }
 
-// Launch with blockDim.x = 256; partial holds gridDim.x values.
-extern "C" __global__ void sumsq_f32(const float* __restrict__ g, unsigned long long n,
-                                     double* __restrict__ partial) {
+// Σ g² over g[first], g[first + stride], ... (one thread's share of a sum).
+__device__ __forceinline__ double sumsq_share(const float* __restrict__ g, unsigned long long n,
+                                              unsigned long long first,
+                                              unsigned long long stride) {
     double acc = 0.0;
-    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
-         i += (unsigned long long)gridDim.x * blockDim.x) {
+    for (unsigned long long i = first; i < n; i += stride) {
         const double v = (double)g[i];
         acc += v * v;
     }
-    block_sum_f64(acc, partial);
+    return acc;
+}
+
+// Launch with blockDim.x = 256; partial holds gridDim.x values.
+extern "C" __global__ void sumsq_f32(const float* __restrict__ g, unsigned long long n,
+                                     double* __restrict__ partial) {
+    block_sum_f64(sumsq_share(g, n, blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x,
+                              (unsigned long long)gridDim.x * blockDim.x),
+                  partial);
+}
+
+// One tensor of a multi-tensor launch (laid out as `TensorRef` in src/cuda/device.rs): its
+// arrays (sumsq reads g only), its length, and the launch's blocks that serve it,
+// [first_block, first_block + blocks).
+struct TensorRef {
+    float* w;
+    const float* g;
+    float* m;
+    float* v;
+    unsigned long long n;
+    unsigned int first_block, blocks;
+};
+
+// The tensor served by block b: refs are in first_block order (binary search).
+__device__ __forceinline__ unsigned int tensor_of(const TensorRef* refs, unsigned int count,
+                                                  unsigned int b) {
+    unsigned int lo = 0, hi = count;  // refs[lo].first_block <= b < refs[hi].first_block
+    while (hi - lo > 1) {
+        const unsigned int mid = (lo + hi) / 2;
+        if (refs[mid].first_block <= b)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+// sumsq_f32 over every tensor of `refs` in one launch: block first_block + j of a tensor does
+// what block j of its own sumsq_f32 launch of `blocks` blocks would, so partial[] holds the
+// same values in the same order (the host's f64 sum is unchanged, bit for bit).
+extern "C" __global__ void sumsq_multi_f32(const TensorRef* __restrict__ refs, unsigned int count,
+                                           double* __restrict__ partial) {
+    const TensorRef r = refs[tensor_of(refs, count, blockIdx.x)];
+    const unsigned long long lb = blockIdx.x - r.first_block;
+    block_sum_f64(sumsq_share(r.g, r.n, lb * blockDim.x + threadIdx.x,
+                              (unsigned long long)r.blocks * blockDim.x),
+                  partial);
 }
 
 struct AdamParams {
@@ -59,20 +108,38 @@ struct AdamParams {
     double eps, weight_decay;
 };
 
+// One AdamW update of element i (moments in f32, arithmetic in f64).
+__device__ __forceinline__ void adamw_at(float* __restrict__ w, const float* __restrict__ g,
+                                         float* __restrict__ m, float* __restrict__ v,
+                                         unsigned long long i, const AdamParams& p) {
+    const double gi = (double)g[i] * p.scale;
+    const float mi = (float)(p.b1 * (double)m[i] + (1.0 - p.b1) * gi);
+    const float vi = (float)(p.b2 * (double)v[i] + (1.0 - p.b2) * gi * gi);
+    m[i] = mi;
+    v[i] = vi;
+    const double mhat = (double)mi / p.c1, vhat = (double)vi / p.c2;
+    const double wi = (double)w[i];
+    w[i] = (float)(wi - p.lr * (mhat / (sqrt(vhat) + p.eps) + p.weight_decay * wi));
+}
+
 extern "C" __global__ void adamw_f32(float* __restrict__ w, const float* __restrict__ g,
                                      float* __restrict__ m, float* __restrict__ v,
                                      unsigned long long n, AdamParams p) {
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
-         i += (unsigned long long)gridDim.x * blockDim.x) {
-        const double gi = (double)g[i] * p.scale;
-        const float mi = (float)(p.b1 * (double)m[i] + (1.0 - p.b1) * gi);
-        const float vi = (float)(p.b2 * (double)v[i] + (1.0 - p.b2) * gi * gi);
-        m[i] = mi;
-        v[i] = vi;
-        const double mhat = (double)mi / p.c1, vhat = (double)vi / p.c2;
-        const double wi = (double)w[i];
-        w[i] = (float)(wi - p.lr * (mhat / (sqrt(vhat) + p.eps) + p.weight_decay * wi));
-    }
+         i += (unsigned long long)gridDim.x * blockDim.x)
+        adamw_at(w, g, m, v, i, p);
+}
+
+// adamw_f32 over every tensor of `refs` in one launch (a model's parameters: one launch per
+// step instead of one per parameter array).
+extern "C" __global__ void adamw_multi_f32(const TensorRef* __restrict__ refs, unsigned int count,
+                                           AdamParams p) {
+    const TensorRef r = refs[tensor_of(refs, count, blockIdx.x)];
+    const unsigned long long stride = (unsigned long long)r.blocks * blockDim.x;
+    for (unsigned long long i = (blockIdx.x - r.first_block) * (unsigned long long)blockDim.x +
+                                threadIdx.x;
+         i < r.n; i += stride)
+        adamw_at(r.w, r.g, r.m, r.v, i, p);
 }
 
 // Relative-L2 loss, mean over the batch of ‖p_b − t_b‖ / ‖t_b‖ (CPU twin: `loss(RelL2, ..)`).

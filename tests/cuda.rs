@@ -1304,3 +1304,75 @@ fn gpu_transposed_convolution_matches_the_cpu_layer() {
         }
     }
 }
+
+#[test]
+fn multi_tensor_norm_and_adamw_match_one_launch_per_array() {
+    use wavecp::cuda::AdamStep;
+    let Some(gpu) = open_gpu() else {
+        return;
+    };
+    // A one-value array, partial blocks, and one past the 1 024 reduction blocks (its blocks
+    // stride over it).
+    let sizes = [1usize, 300, 70_000, 262_145];
+    let gs: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| inputs(n, 90 + i as u64))
+        .collect();
+    let gd: Vec<_> = gs.iter().map(|g| gpu.to_device(g).unwrap()).collect();
+    let refs: Vec<&_> = gd.iter().collect();
+    let all = gpu.sumsq_all_dev(&refs).unwrap();
+    let exact: f64 = gs.iter().flatten().map(|&v| (v as f64) * (v as f64)).sum();
+    assert!((all - exact).abs() <= 1e-12 * exact, "{all} vs {exact}");
+    assert_eq!(gpu.sumsq_all_dev(&[]).unwrap(), 0.0);
+
+    let step = AdamStep {
+        scale: 0.5,
+        lr: 1e-2,
+        b1: 0.9,
+        b2: 0.999,
+        c1: 0.1,
+        c2: 0.001,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
+    let state = |seed: u64| -> Vec<Vec<f32>> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| inputs(n, seed + i as u64).iter().map(|v| v.abs()).collect())
+            .collect()
+    };
+    let (w0, m0, v0) = (state(100), state(110), state(120));
+    // One launch per array: the reference.
+    let mut one = Vec::new();
+    for i in 0..sizes.len() {
+        one.push(gpu.adamw(&w0[i], &gs[i], &m0[i], &v0[i], &step).unwrap());
+    }
+    // All arrays in one launch: the same formula on every element, so the same bits.
+    let up =
+        |v: &Vec<Vec<f32>>| -> Vec<_> { v.iter().map(|a| gpu.to_device(a).unwrap()).collect() };
+    let (mut wd, mut md, mut vd) = (up(&w0), up(&m0), up(&v0));
+    let mut params: Vec<_> = wd
+        .iter_mut()
+        .zip(gd.iter())
+        .zip(md.iter_mut().zip(vd.iter_mut()))
+        .map(|((w, g), (m, v))| (w, g, m, v))
+        .collect();
+    gpu.adamw_all_dev(&mut params, &step).unwrap();
+    for i in 0..sizes.len() {
+        let n = sizes[i];
+        assert_eq!(gpu.to_host(&wd[i], n).unwrap(), one[i].0, "w of array {i}");
+        assert_eq!(gpu.to_host(&md[i], n).unwrap(), one[i].1, "m of array {i}");
+        assert_eq!(gpu.to_host(&vd[i], n).unwrap(), one[i].2, "v of array {i}");
+    }
+    // A moment shorter than its value is an error before any launch.
+    let mut short = gpu.to_device(&[0.0; 1]).unwrap();
+    let (mut w, mut v) = (
+        gpu.to_device(&w0[1]).unwrap(),
+        gpu.to_device(&v0[1]).unwrap(),
+    );
+    assert!(gpu
+        .adamw_all_dev(&mut [(&mut w, &gd[1], &mut short, &mut v)], &step)
+        .is_err());
+}

@@ -4,7 +4,7 @@
 use super::{driver_err, AdamStep, ConvParams, CudaError, GemmDesc, Gpu, UpParams};
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
-use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 /// A buffer of `f32` on the device.
 pub type DevBuf = CudaSlice<f32>;
@@ -722,24 +722,86 @@ impl Gpu {
     /// `Σ g²` over every value of several buffers (all of a model's gradients): one partial
     /// per block of every buffer into one array, so one copy back and one wait per call.
     pub fn sumsq_all_dev(&self, gs: &[&DevBuf]) -> Result<f64, CudaError> {
-        let blocks: Vec<usize> = gs.iter().map(|g| Self::reduction_blocks(g.len())).collect();
-        let total: usize = blocks.iter().sum();
-        let f = self.function("optim", "sumsq_f32")?;
-        let mut part = self.zeros::<f64>(total)?;
-        let mut off = 0;
-        for (g, &nb) in gs.iter().zip(&blocks) {
-            let (_, cfg) = Self::reduction_cfg(g.len());
-            let n64 = g.len() as u64;
-            let mut dst = part.slice_mut(off..off + nb);
-            let mut l = self.stream.launch_builder(&f);
-            l.arg(*g).arg(&n64).arg(&mut dst);
-            // SAFETY: arguments match sumsq_f32(const float*, unsigned long long, double*);
-            // 256-thread blocks, `nb` of them (reduction_cfg), one partial each into the nb
-            // values of `dst`.
-            unsafe { l.launch(cfg) }.map_err(driver_err)?;
-            off += nb;
+        // Each array gets the blocks its own sumsq_f32 launch would have, so the partials, and
+        // the host's sum of them in order, are those of one launch per array.
+        let refs: Vec<TensorRef> = gs
+            .iter()
+            .map(|g| TensorRef {
+                w: 0,
+                g: g.device_ptr(&self.stream).0,
+                m: 0,
+                v: 0,
+                n: g.len() as u64,
+                first_block: 0,
+                blocks: Self::reduction_blocks(g.len()) as u32,
+            })
+            .collect();
+        let (refs, total) = TensorRef::number_blocks(refs)?;
+        if total == 0 {
+            return Ok(0.0);
         }
+        let table = self.stream.clone_htod(&refs).map_err(driver_err)?;
+        let mut part = self.zeros::<f64>(total)?;
+        let f = self.function("optim", "sumsq_multi_f32")?;
+        let count = refs.len() as u32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&table).arg(&count).arg(&mut part);
+        let cfg = LaunchConfig {
+            grid_dim: (total as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match sumsq_multi_f32(const TensorRef*, unsigned, double*); the
+        // table holds `count` entries whose pointers are the live buffers of `gs` (borrowed
+        // for this call; the kernel is ordered before any later free on this stream), each
+        // read below its length; `total` blocks write one partial each into `part`.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
         Ok(self.download(&part, total)?.iter().sum())
+    }
+
+    /// One AdamW step on every parameter array of a model (value, gradient, first and second
+    /// moment, all the value's length) in one launch.
+    pub fn adamw_all_dev(
+        &self,
+        params: &mut [(&mut DevBuf, &DevBuf, &mut DevBuf, &mut DevBuf)],
+        step: &AdamStep,
+    ) -> Result<(), CudaError> {
+        let mut refs = Vec::with_capacity(params.len());
+        for (w, g, m, v) in params.iter_mut() {
+            let n = w.len();
+            for (what, len) in [("g", g.len()), ("m", m.len()), ("v", v.len())] {
+                need(&format!("adamw {what}"), len, n)?;
+            }
+            refs.push(TensorRef {
+                w: w.device_ptr_mut(&self.stream).0,
+                g: g.device_ptr(&self.stream).0,
+                m: m.device_ptr_mut(&self.stream).0,
+                v: v.device_ptr_mut(&self.stream).0,
+                n: n as u64,
+                first_block: 0,
+                blocks: n.div_ceil(256).clamp(1, 65_535) as u32,
+            });
+        }
+        let (refs, total) = TensorRef::number_blocks(refs)?;
+        if total == 0 {
+            return Ok(());
+        }
+        let table = self.stream.clone_htod(&refs).map_err(driver_err)?;
+        let f = self.function("optim", "adamw_multi_f32")?;
+        let count = refs.len() as u32;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&table).arg(&count).arg(step);
+        let cfg = LaunchConfig {
+            grid_dim: (total as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match adamw_multi_f32(const TensorRef*, unsigned, AdamParams); the
+        // table's pointers are the live, mutably borrowed buffers of `params` (g, m and v at
+        // least as long as w, checked), each touched below its length only, and no two
+        // entries share a buffer (distinct &mut borrows).
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(())
     }
 
     /// One AdamW step on the first `n` values of a parameter array, in place.
@@ -1683,5 +1745,41 @@ impl Gpu {
             return Ok(());
         }
         self.run_gemm(&one, a, b, c, None, &ConvView::default(), true)
+    }
+}
+
+/// One tensor of a multi-tensor launch, laid out as `struct TensorRef` in kernels/optim.cu:
+/// device addresses of its arrays (0 where the kernel does not read one), its length, and the
+/// launch's blocks that serve it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct TensorRef {
+    w: u64,
+    g: u64,
+    m: u64,
+    v: u64,
+    n: u64,
+    first_block: u32,
+    blocks: u32,
+}
+
+// SAFETY: `repr(C)`, five u64 then two u32 (48 bytes, no padding), the order and types of
+// `struct TensorRef` in kernels/optim.cu (its pointers are 64-bit).
+unsafe impl cudarc::driver::DeviceRepr for TensorRef {}
+
+impl TensorRef {
+    /// Numbers the blocks of a launch over `refs` (each entry's `blocks` in turn); the total.
+    fn number_blocks(mut refs: Vec<TensorRef>) -> Result<(Vec<TensorRef>, usize), CudaError> {
+        let mut first = 0usize;
+        for r in &mut refs {
+            r.first_block = first as u32;
+            first += r.blocks as usize;
+        }
+        if first > i32::MAX as usize {
+            return Err(CudaError::Driver(format!(
+                "multi-tensor launch of {first} blocks is over the grid limit"
+            )));
+        }
+        Ok((refs, first))
     }
 }

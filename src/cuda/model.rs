@@ -380,10 +380,12 @@ impl GpuModel {
             eps: cfg.eps,
             weight_decay: cfg.weight_decay,
         };
-        for ((w, g), (m, v)) in params.into_iter().zip(moments.iter_mut()) {
-            let n = w.len();
-            gpu.adamw_dev(w, g, m, v, n, &step)?;
-        }
+        let mut all: Vec<_> = params
+            .into_iter()
+            .zip(moments.iter_mut())
+            .map(|((w, g), (m, v))| (w, g, m, v))
+            .collect();
+        gpu.adamw_all_dev(&mut all, &step)?;
         self.moments = moments;
         Ok(norm)
     }
