@@ -1376,3 +1376,34 @@ fn multi_tensor_norm_and_adamw_match_one_launch_per_array() {
         .adamw_all_dev(&mut [(&mut w, &gd[1], &mut short, &mut v)], &step)
         .is_err());
 }
+
+#[test]
+fn the_tiling_sweep_times_every_variant_and_marks_the_chosen_one() {
+    let Some(_gpu) = open_gpu() else {
+        return;
+    };
+    let rows = wavecp::cuda::bench::run_sweep(1, 16).unwrap();
+    let mut shapes: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !shapes.contains(&r.shape.as_str()) {
+            shapes.push(&r.shape);
+        }
+    }
+    // Four U-Net levels × (three dense GEMMs + the chain's forward and filter gradient).
+    assert_eq!(shapes.len(), 20, "{shapes:?}");
+    for sh in shapes {
+        let here: Vec<_> = rows.iter().filter(|r| r.shape == sh).collect();
+        let chosen = here
+            .iter()
+            .filter(|r| r.kernel.ends_with("(chosen)"))
+            .count();
+        assert_eq!(chosen, 1, "{sh}: {chosen} variants marked chosen");
+        let want = if sh.contains("CP chain") { 3 } else { 4 };
+        assert!(here.len() >= want, "{sh}: only {} variants", here.len());
+        for r in here {
+            assert!(r.ms > 0.0, "{sh} {}", r.kernel);
+            let f = r.fraction_of_roofline.unwrap();
+            assert!(f > 0.0 && f <= 1.5, "{sh} {}: {f}", r.kernel);
+        }
+    }
+}
