@@ -1407,3 +1407,45 @@ fn the_tiling_sweep_times_every_variant_and_marks_the_chosen_one() {
         }
     }
 }
+
+#[test]
+fn every_kernel_the_host_launches_is_in_the_compiled_ptx() {
+    if !nvrtc_present() {
+        skipped("NVRTC not found (bash scripts/setup --tests installs the wheel)");
+        return;
+    }
+    // The `.entry` names of every kernel file, compiled as the GPU machines get them.
+    let mut entries = std::collections::HashSet::new();
+    for (name, src) in KERNELS {
+        let ptx = compile(name, src, "compute_90")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_src();
+        for rest in ptx.split(".entry ").skip(1) {
+            entries.insert(rest.split('(').next().unwrap().trim().to_string());
+        }
+    }
+    // Every kernel name the host code spells out (string literals ending in `_f32`): a kernel
+    // renamed or dropped from its file fails here, not at its first launch on a GPU.
+    let sources = [
+        include_str!("../src/cuda/mod.rs"),
+        include_str!("../src/cuda/device.rs"),
+        include_str!("../src/cuda/conv.rs"),
+        include_str!("../src/cuda/model.rs"),
+        include_str!("../src/cuda/bench.rs"),
+    ];
+    let mut named = std::collections::BTreeSet::new();
+    for text in sources {
+        for lit in text.split('"').skip(1).step_by(2) {
+            let kernel_like = lit.ends_with("_f32")
+                && lit
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if kernel_like {
+                named.insert(lit);
+            }
+        }
+    }
+    assert!(named.len() >= 40, "only {} kernel names found", named.len());
+    let missing: Vec<_> = named.iter().filter(|n| !entries.contains(**n)).collect();
+    assert!(missing.is_empty(), "launched but not compiled: {missing:?}");
+}

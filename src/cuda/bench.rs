@@ -433,9 +433,10 @@ pub fn run_kernels(samples: usize, scale: usize) -> Result<Vec<KernelResult>, Cu
         gpu.cp_chain_forward_dev(&ch, false, &xin, wr, &mut z)
     })?;
     let shape = format!("CP rank {c}, 3+3+3 taps, {t}x{y}x{x}, batch {b}");
+    let tile = ch.tile()?;
     out.push(kernel_result(
         &gpu,
-        ("cp_chain_forward_f32", shape.clone()),
+        (tile.forward, shape.clone()),
         ms,
         chain_flops,
         8.0 * plane,
@@ -452,7 +453,7 @@ pub fn run_kernels(samples: usize, scale: usize) -> Result<Vec<KernelResult>, Cu
     })?;
     out.push(kernel_result(
         &gpu,
-        ("cp_chain_dweight_f32 + reduce", shape.clone()),
+        (&format!("{} + reduce", tile.dweight), shape.clone()),
         ms,
         2.0 * 2.0 * 9.0 * plane,
         8.0 * plane,
