@@ -701,6 +701,22 @@ fn loss_norm_and_adamw_kernels_match_the_cpu_twins() {
     }
 }
 
+/// GPU values `gv` against the CPU's `cv`, both sums of at most `terms` products: each within
+/// the f32 summation-order bound 2·terms·ε·Σ|products| of the other (`av`: the same
+/// computation on absolute values), plus 1e-6.
+fn assert_sum_bound(label: &str, gv: &[f32], cv: &[f32], av: &[f32], terms: f32) {
+    assert_eq!(gv.len(), cv.len(), "{label} length");
+    for i in 0..cv.len() {
+        let tol = 2.0 * terms * f32::EPSILON * av[i] + 1e-6;
+        assert!(
+            (gv[i] - cv[i]).abs() <= tol,
+            "{label}[{i}]: gpu {} cpu {} (tol {tol})",
+            gv[i],
+            cv[i]
+        );
+    }
+}
+
 /// One CPU convolution layer of `kind` with seeded weights and bias (absolute values when
 /// `abs`, for the scale of every sum), and its GPU copy.
 fn conv_pair(
@@ -884,16 +900,7 @@ fn gpu_convolution_layers_match_the_cpu_layers() {
             // of the exact sum, and Σ|terms| is the same computation on absolute values.
             let terms = (b * ext.iter().product::<usize>()).max(1000) as f32;
             let check = |what: &str, gv: &[f32], cv: &[f32], av: &[f32]| {
-                assert_eq!(gv.len(), cv.len(), "{kind} {what} length");
-                for i in 0..cv.len() {
-                    let tol = 2.0 * terms * f32::EPSILON * av[i] + 1e-6;
-                    assert!(
-                        (gv[i] - cv[i]).abs() <= tol,
-                        "{kind} {g:?} {what}[{i}]: gpu {} cpu {} (tol {tol})",
-                        gv[i],
-                        cv[i]
-                    );
-                }
+                assert_sum_bound(&format!("{kind} {g:?} {what}"), gv, cv, av, terms)
             };
             check("y", &yg, &y.data, &ya.data);
             // The same forward pass with GELU fused into the GEMM epilogue: the value before
@@ -1280,16 +1287,7 @@ fn gpu_transposed_convolution_matches_the_cpu_layer() {
             // same layer on absolute values).
             let terms = n.max(y.len()).max(1000) as f32;
             let check = |what: &str, gv: &[f32], cv: &[f32], av: &[f32]| {
-                assert_eq!(gv.len(), cv.len(), "{name} {what} length");
-                for i in 0..cv.len() {
-                    let tol = 2.0 * terms * f32::EPSILON * av[i] + 1e-6;
-                    assert!(
-                        (gv[i] - cv[i]).abs() <= tol,
-                        "{name} {g:?} {what}[{i}]: gpu {} cpu {} (tol {tol})",
-                        gv[i],
-                        cv[i]
-                    );
-                }
+                assert_sum_bound(&format!("{name} {g:?} {what}"), gv, cv, av, terms)
             };
             check("y", &yg, &y.data, &ya.data);
             check("dx", &dxg, &dx.data, &dxa.data);
