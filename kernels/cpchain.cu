@@ -79,6 +79,17 @@ __device__ __forceinline__ void load_taps(float (&r)[KMAX], const float* w, unsi
     for (unsigned int j = 0; j < KMAX; ++j) r[j] = j < k ? tap(w, k, j, flip) : 0.0f;
 }
 
+// Σ_j f[j]·s[base + j·step] over the k ≤ KMAX taps, ascending; the loop runs to KMAX, unrolled,
+// so that f stays in registers.
+__device__ __forceinline__ float tap_sum(const float (&f)[KMAX], unsigned int k, const float* s,
+                                         unsigned int base, unsigned int step) {
+    float acc = 0.0f;
+#pragma unroll
+    for (unsigned int j = 0; j < KMAX; ++j)
+        if (j < k) acc += f[j] * s[base + j * step];
+    return acc;
+}
+
 // Stages the input region of output tile origin (o0, o1, o2) of plane xn: extents
 // (CT + k0 − 1, CY + k1 − 1, CX + k2 − 1) at row strides ZY·ZX and ZX, zero outside the input.
 template <int CT, int CY, int CX>
@@ -124,19 +135,11 @@ __device__ __forceinline__ void chain_forward(const float* __restrict__ x,
         __syncthreads();
         // Taps in ascending order, as before the region loops: the same sums, bit for bit.
         for_region<CT, ZY, ZX>(CT, ry, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
-            float acc = 0.0f;
-#pragma unroll
-            for (unsigned int j = 0; j < KMAX; ++j)
-                if (j < k0) acc += ft[j] * sz[((a + j) * ZY + b) * ZX + d];
-            sa[(a * ZY + b) * ZX + d] = acc;
+            sa[(a * ZY + b) * ZX + d] = tap_sum(ft, k0, sz, (a * ZY + b) * ZX + d, ZY * ZX);
         });
         __syncthreads();
         for_region<CT, CY, ZX>(CT, CY, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
-            float acc = 0.0f;
-#pragma unroll
-            for (unsigned int j = 0; j < KMAX; ++j)
-                if (j < k1) acc += fy[j] * sa[(a * ZY + b + j) * ZX + d];
-            sb[(a * CY + b) * ZX + d] = acc;
+            sb[(a * CY + b) * ZX + d] = tap_sum(fy, k1, sa, (a * ZY + b) * ZX + d, ZX);
         });
         __syncthreads();
         float* yn = y + n * nout;
@@ -144,11 +147,8 @@ __device__ __forceinline__ void chain_forward(const float* __restrict__ x,
             const unsigned int a = e / (CY * CX), b = (e / CX) % CY, d = e % CX;
             const unsigned int ot = o0 + a, oy = o1 + b, ox = o2 + d;
             if (ot >= p.out_d[0] || oy >= p.out_d[1] || ox >= p.out_d[2]) continue;
-            float acc = 0.0f;
-#pragma unroll
-            for (unsigned int j = 0; j < KMAX; ++j)
-                if (j < k2) acc += fx[j] * sb[(a * CY + b) * ZX + d + j];
-            yn[((unsigned long long)ot * p.out_d[1] + oy) * p.out_d[2] + ox] = acc;
+            yn[((unsigned long long)ot * p.out_d[1] + oy) * p.out_d[2] + ox] =
+                tap_sum(fx, k2, sb, (a * CY + b) * ZX + d, 1);
         }
         // The next plane restages sz: every thread must be done reading sb (and sz, sa).
         __syncthreads();
@@ -195,7 +195,8 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
             sg[e] = in ? gn[((unsigned long long)ot * p.out_d[1] + oy) * p.out_d[2] + ox] : 0.0f;
         }
         __syncthreads();
-        // T x over (CT, ry, rx), row strides ZY·ZX, ZX.
+        // T x over (CT, ry, rx), row strides ZY·ZX, ZX. (These two passes are the forward
+        // kernel's; written with tap_sum here, ptxas spills 4 bytes in the t8 and t16 variants.)
         for_region<CT, ZY, ZX>(CT, ry, rx, [&](unsigned int a, unsigned int b, unsigned int d) {
             float acc = 0.0f;
 #pragma unroll
@@ -229,11 +230,7 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
         __syncthreads();
         // X(T x) over (CT, ry, CX), strides ZY·CX, CX: the y filter's input.
         for_region<CT, ZY, CX>(CT, ry, CX, [&](unsigned int a, unsigned int b, unsigned int d) {
-            float acc = 0.0f;
-#pragma unroll
-            for (unsigned int j = 0; j < KMAX; ++j)
-                if (j < k2) acc += fx[j] * s1[(a * ZY + b) * ZX + d + j];
-            s2[(a * ZY + b) * CX + d] = acc;
+            s2[(a * ZY + b) * CX + d] = tap_sum(fx, k2, s1, (a * ZY + b) * ZX + d, 1);
         });
         __syncthreads();
         for (unsigned int m = 0; m < PER; ++m) {
@@ -247,20 +244,12 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
         __syncthreads();
         // X x over (rt, ry, CX), strides ZY·CX, CX.
         for_region<ZT, ZY, CX>(rt, ry, CX, [&](unsigned int a, unsigned int b, unsigned int d) {
-            float acc = 0.0f;
-#pragma unroll
-            for (unsigned int j = 0; j < KMAX; ++j)
-                if (j < k2) acc += fx[j] * sz[(a * ZY + b) * ZX + d + j];
-            s1[(a * ZY + b) * CX + d] = acc;
+            s1[(a * ZY + b) * CX + d] = tap_sum(fx, k2, sz, (a * ZY + b) * ZX + d, 1);
         });
         __syncthreads();
         // Y(X x) over (rt, CY, CX), strides CY·CX, CX: the t filter's input.
         for_region<ZT, CY, CX>(rt, CY, CX, [&](unsigned int a, unsigned int b, unsigned int d) {
-            float acc = 0.0f;
-#pragma unroll
-            for (unsigned int j = 0; j < KMAX; ++j)
-                if (j < k1) acc += fy[j] * s1[(a * ZY + b + j) * CX + d];
-            s2[(a * CY + b) * CX + d] = acc;
+            s2[(a * CY + b) * CX + d] = tap_sum(fy, k1, s1, (a * ZY + b) * CX + d, CX);
         });
         __syncthreads();
         for (unsigned int m = 0; m < PER; ++m) {

@@ -109,14 +109,16 @@ impl KernelCache {
             tracing::debug!("kernel cache: could not write {}: {e}", entry.display());
             return;
         }
-        // `{file}-{arch}-` is the stem shared by this entry's older versions.
-        let stem = &name[..name.len().saturating_sub("0123456789abcdef.ptx".len())];
+        // `{file}-{arch}-` (all but the hash) is the stem shared by this entry's older versions.
+        let Some((stem, _)) = name.rsplit_once('-') else {
+            return;
+        };
         if let Ok(list) = std::fs::read_dir(dir) {
             for old in list.flatten() {
                 let n = old.file_name();
                 let n = n.to_string_lossy();
-                if n != name && n.starts_with(stem) && n.ends_with(".ptx") && n.len() == name.len()
-                {
+                let same_stem = n.rsplit_once('-').is_some_and(|(s, _)| s == stem);
+                if n != name && same_stem && n.ends_with(".ptx") {
                     let _ = std::fs::remove_file(old.path());
                 }
             }

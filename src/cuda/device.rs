@@ -736,27 +736,49 @@ impl Gpu {
                 blocks: Self::reduction_blocks(g.len()) as u32,
             })
             .collect();
-        let (refs, total) = TensorRef::number_blocks(refs)?;
-        if total == 0 {
+        let Some((table, count, total, cfg)) = self.multi_launch(refs)? else {
             return Ok(0.0);
-        }
-        let table = self.stream.clone_htod(&refs).map_err(driver_err)?;
+        };
         let mut part = self.zeros::<f64>(total)?;
         let f = self.function("optim", "sumsq_multi_f32")?;
-        let count = refs.len() as u32;
         let mut l = self.stream.launch_builder(&f);
         l.arg(&table).arg(&count).arg(&mut part);
-        let cfg = LaunchConfig {
-            grid_dim: (total as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: arguments match sumsq_multi_f32(const TensorRef*, unsigned, double*); the
         // table holds `count` entries whose pointers are the live buffers of `gs` (borrowed
         // for this call; the kernel is ordered before any later free on this stream), each
         // read below its length; `total` blocks write one partial each into `part`.
         unsafe { l.launch(cfg) }.map_err(driver_err)?;
         Ok(self.download(&part, total)?.iter().sum())
+    }
+
+    /// The table of a multi-tensor launch on the device (each entry's blocks numbered in turn),
+    /// its entry count, its total of blocks, and the launch: one 256-thread block each. `None`
+    /// when there is nothing to launch.
+    #[allow(clippy::type_complexity)]
+    fn multi_launch(
+        &self,
+        mut refs: Vec<TensorRef>,
+    ) -> Result<Option<(CudaSlice<TensorRef>, u32, usize, LaunchConfig)>, CudaError> {
+        let mut total = 0usize;
+        for r in &mut refs {
+            r.first_block = total as u32;
+            total += r.blocks as usize;
+        }
+        if total == 0 {
+            return Ok(None);
+        }
+        if total > i32::MAX as usize {
+            return Err(CudaError::Driver(format!(
+                "multi-tensor launch of {total} blocks is over the grid limit"
+            )));
+        }
+        let table = self.stream.clone_htod(&refs).map_err(driver_err)?;
+        let cfg = LaunchConfig {
+            grid_dim: (total as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        Ok(Some((table, refs.len() as u32, total, cfg)))
     }
 
     /// One AdamW step on every parameter array of a model (value, gradient, first and second
@@ -782,20 +804,12 @@ impl Gpu {
                 blocks: n.div_ceil(256).clamp(1, 65_535) as u32,
             });
         }
-        let (refs, total) = TensorRef::number_blocks(refs)?;
-        if total == 0 {
+        let Some((table, count, _, cfg)) = self.multi_launch(refs)? else {
             return Ok(());
-        }
-        let table = self.stream.clone_htod(&refs).map_err(driver_err)?;
+        };
         let f = self.function("optim", "adamw_multi_f32")?;
-        let count = refs.len() as u32;
         let mut l = self.stream.launch_builder(&f);
         l.arg(&table).arg(&count).arg(step);
-        let cfg = LaunchConfig {
-            grid_dim: (total as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: arguments match adamw_multi_f32(const TensorRef*, unsigned, AdamParams); the
         // table's pointers are the live, mutably borrowed buffers of `params` (g, m and v at
         // least as long as w, checked), each touched below its length only, and no two
@@ -1766,20 +1780,3 @@ struct TensorRef {
 // SAFETY: `repr(C)`, five u64 then two u32 (48 bytes, no padding), the order and types of
 // `struct TensorRef` in kernels/optim.cu (its pointers are 64-bit).
 unsafe impl cudarc::driver::DeviceRepr for TensorRef {}
-
-impl TensorRef {
-    /// Numbers the blocks of a launch over `refs` (each entry's `blocks` in turn); the total.
-    fn number_blocks(mut refs: Vec<TensorRef>) -> Result<(Vec<TensorRef>, usize), CudaError> {
-        let mut first = 0usize;
-        for r in &mut refs {
-            r.first_block = first as u32;
-            first += r.blocks as usize;
-        }
-        if first > i32::MAX as usize {
-            return Err(CudaError::Driver(format!(
-                "multi-tensor launch of {first} blocks is over the grid limit"
-            )));
-        }
-        Ok((refs, first))
-    }
-}
