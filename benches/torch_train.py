@@ -208,6 +208,18 @@ def main():
                     bw.append((t2 - t1) * 1e3)
                     up.append((t3 - t2) * 1e3)
                     st.append((t3 - t0) * 1e3)
+            # The step as a training loop runs it: one wait at the end, for the loss.
+            whole = []
+            for i in range(a.steps):
+                sync()
+                t0 = time.perf_counter()
+                loss = F.mse_loss(net(inp), target)
+                opt.zero_grad(set_to_none=False)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                loss.item()
+                whole.append((time.perf_counter() - t0) * 1e3)
             out.append({
                 "model": path,
                 "threads": threads,
@@ -217,6 +229,7 @@ def main():
                 "backward_ms": statistics.median(bw),
                 "update_ms": statistics.median(up),
                 "step_ms": statistics.median(st),
+                "step_one_wait_ms": statistics.median(whole),
                 "steps": a.steps,
                 "device": str(dev),
                 "implementation": "torch " + torch.__version__ + (f", cp: {net.cp_impl}" if net.cp_impl else ""),

@@ -14,11 +14,18 @@
 //   sumsq_f32      reads g (4 B), 2 FLOPs (f64); per-block partial.
 //   adamw_f32      reads w, g, m, v (16 B), writes w, m, v (12 B), ≈ 20 FLOPs in f64: on the
 //                  H100/H200 (FP64 ≈ 34–67 TFLOP/s) still bandwidth-bound.
-//   sumsq_multi_f32, adamw_multi_f32: the same over a table of tensors in one launch (each
-//                  block finds its tensor by a binary search of the table): a model's gradient
-//                  norm and update cost two launches per step, not two per parameter array.
+//   sumsq_multi_f32, adamw_multi_f32, zero_multi_f32: the same (and zeroing, 4 B written)
+//                  over a table of tensors in one launch (each block finds its tensor by a
+//                  binary search of the table): a model's gradient zeroing, norm and update
+//                  cost three launches per step, not three per parameter array.
+//   clip_scale_f64 one 256-thread block: the partials of sumsq_multi_f32 (thread-strided, then
+//                  the fixed tree) → the global norm and the clipping factor, left on the device
+//                  for adamw_multi_f32, so a training step never waits for the host mid-way.
+//   rel_l2_den_f64 one thread: the per-sample denominators and the loss from rel_l2_sums_f32's
+//                  sums, in the host's order and f64 operations (same bits as computed there).
 
-__device__ void block_sum_f64(double v, double* partial) {
+// The block's sum of v (256 threads, fixed tree), returned to thread 0.
+__device__ double block_tree_f64(double v) {
     __shared__ double s[256];
     s[threadIdx.x] = v;
     __syncthreads();
@@ -26,7 +33,12 @@ __device__ void block_sum_f64(double v, double* partial) {
         if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+    return s[0];
+}
+
+__device__ void block_sum_f64(double v, double* partial) {
+    const double total = block_tree_f64(v);
+    if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 
 // Launch with blockDim.x = 256; partial holds gridDim.x values.
@@ -101,6 +113,31 @@ extern "C" __global__ void sumsq_multi_f32(const TensorRef* __restrict__ refs, u
                   partial);
 }
 
+// Launch with one block of 256 threads. out[0] = ‖g‖ = sqrt(Σ partial), out[1] = the clipping
+// factor of `AdamConfig::step_scalars`: clip / ‖g‖ when clip > 0 and ‖g‖ > clip, else 1.
+extern "C" __global__ void clip_scale_f64(const double* __restrict__ partial, unsigned int n,
+                                          double clip, double* __restrict__ out) {
+    double acc = 0.0;
+    for (unsigned int i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
+    const double total = block_tree_f64(acc);
+    if (threadIdx.x == 0) {
+        const double norm = sqrt(total);
+        out[0] = norm;
+        out[1] = (clip > 0.0 && norm > clip) ? clip / norm : 1.0;
+    }
+}
+
+// Zeroes every tensor's `w` array (a model's gradients before a backward pass): one launch
+// instead of one memset per parameter array. 4 B written per element.
+extern "C" __global__ void zero_multi_f32(const TensorRef* __restrict__ refs, unsigned int count) {
+    const TensorRef r = refs[tensor_of(refs, count, blockIdx.x)];
+    const unsigned long long stride = (unsigned long long)r.blocks * blockDim.x;
+    for (unsigned long long i = (blockIdx.x - r.first_block) * (unsigned long long)blockDim.x +
+                                threadIdx.x;
+         i < r.n; i += stride)
+        r.w[i] = 0.0f;
+}
+
 struct AdamParams {
     double scale;        // gradient clipping factor (1: none)
     double lr, b1, b2;
@@ -131,9 +168,11 @@ extern "C" __global__ void adamw_f32(float* __restrict__ w, const float* __restr
 }
 
 // adamw_f32 over every tensor of `refs` in one launch (a model's parameters: one launch per
-// step instead of one per parameter array).
+// step instead of one per parameter array). With `clip` (clip_scale_f64's output) the
+// clipping factor is clip[1], computed on the device; without (null), p.scale.
 extern "C" __global__ void adamw_multi_f32(const TensorRef* __restrict__ refs, unsigned int count,
-                                           AdamParams p) {
+                                           AdamParams p, const double* __restrict__ clip) {
+    if (clip) p.scale = clip[1];
     const TensorRef r = refs[tensor_of(refs, count, blockIdx.x)];
     const unsigned long long stride = (unsigned long long)r.blocks * blockDim.x;
     for (unsigned long long i = (blockIdx.x - r.first_block) * (unsigned long long)blockDim.x +
@@ -146,8 +185,10 @@ extern "C" __global__ void adamw_multi_f32(const TensorRef* __restrict__ refs, u
 //   rel_l2_sums_f32  one 256-thread block per sample: Σ (p − t)² and Σ t² in f64, thread-strided
 //                    then a fixed-order tree; sums[2b] and sums[2b + 1]. 8 B read, 4 FLOPs per
 //                    element.
-//   rel_l2_grad_f32  one thread per element: (p − t) / den[b] in f64, den = ‖p_b − t_b‖·‖t_b‖·B
-//                    from the host (0: a sample that is already exact gets a zero gradient).
+//   rel_l2_den_f64   one thread: den[b] = ‖p_b − t_b‖·‖t_b‖·B (0: a sample that is already
+//                    exact gets a zero gradient; ‖t_b‖ = 0 counts as 1) and the loss's sum
+//                    Σ_b ‖p_b − t_b‖ / ‖t_b‖ into den[B], so no value goes through the host.
+//   rel_l2_grad_f32  one thread per element: (p − t) / den[b] in f64.
 // Launch rel_l2_sums_f32 with blockDim.x = 256 and gridDim.x = batch.
 extern "C" __global__ void rel_l2_sums_f32(const float* __restrict__ pred,
                                            const float* __restrict__ target,
@@ -175,6 +216,20 @@ extern "C" __global__ void rel_l2_sums_f32(const float* __restrict__ pred,
         sums[2 * blockIdx.x] = sd[0];
         sums[2 * blockIdx.x + 1] = st[0];
     }
+}
+
+// Launch with one thread; den holds batch + 1 values.
+extern "C" __global__ void rel_l2_den_f64(const double* __restrict__ sums, unsigned int batch,
+                                          double* __restrict__ den) {
+    double total = 0.0;
+    for (unsigned int b = 0; b < batch; ++b) {
+        const double diff = sqrt(sums[2 * b]);
+        double tn = sqrt(sums[2 * b + 1]);
+        tn = tn > 0.0 ? tn : 1.0;
+        total += diff / tn;
+        den[b] = diff > 0.0 ? diff * tn * (double)batch : 0.0;
+    }
+    den[batch] = total;
 }
 
 extern "C" __global__ void rel_l2_grad_f32(const float* __restrict__ pred,

@@ -1059,7 +1059,11 @@ fn gpu_training_steps_follow_the_cpu_loss_curve() {
         let lg = gpu.mse_dev(&yd, &td, y.len(), &mut gd).unwrap();
         gm.zero_grad(&gpu).unwrap();
         gm.backward(&gpu, gd, od).unwrap();
-        let ng = gm.adam_step(&gpu, &cfg).unwrap();
+        gm.adam_step(&gpu, &cfg).unwrap();
+        let ng = gm
+            .grad_norm(&gpu)
+            .unwrap()
+            .expect("clipping on: the norm is kept");
         // Before the first update both run the same network on the same data: the losses differ
         // by f32 summation order only. Each AdamW step then moves every weight by at most
         // about lr, and a gradient near zero can change sign between the backends, so later
@@ -1357,13 +1361,70 @@ fn multi_tensor_norm_and_adamw_match_one_launch_per_array() {
         .zip(md.iter_mut().zip(vd.iter_mut()))
         .map(|((w, g), (m, v))| (w, g, m, v))
         .collect();
-    gpu.adamw_all_dev(&mut params, &step).unwrap();
+    gpu.adamw_all_dev(&mut params, &step, None).unwrap();
     for i in 0..sizes.len() {
         let n = sizes[i];
         assert_eq!(gpu.to_host(&wd[i], n).unwrap(), one[i].0, "w of array {i}");
         assert_eq!(gpu.to_host(&md[i], n).unwrap(), one[i].1, "m of array {i}");
         assert_eq!(gpu.to_host(&vd[i], n).unwrap(), one[i].2, "v of array {i}");
     }
+
+    // Clipping on the device: the norm, the factor `AdamConfig::step_scalars` would give
+    // for it, and an update with that factor read on the device = the same update with the
+    // factor passed from the host, bit for bit.
+    let norm = exact.sqrt();
+    for (clip, clips) in [(0.5 * norm, true), (2.0 * norm, false), (0.0, false)] {
+        let c = gpu.clip_dev(&refs, clip).unwrap();
+        let got = gpu.to_host_f64(&c).unwrap();
+        assert!(
+            (got[0] - norm).abs() <= 1e-12 * norm,
+            "norm {} vs {norm}",
+            got[0]
+        );
+        let cfg = wavecp::nn::train::AdamConfig {
+            clip_norm: clip,
+            ..wavecp::nn::train::AdamConfig::new(1e-2)
+        };
+        assert_eq!(got[1], cfg.step_scalars(1, got[0]).scale, "clip {clip}");
+        assert_eq!(got[1] < 1.0, clips, "clip {clip}: factor {}", got[1]);
+        let host = AdamStep {
+            scale: got[1],
+            ..step
+        };
+        let ignored = AdamStep { scale: 7.0, ..step };
+        let (mut wa, mut ma, mut va) = (up(&w0), up(&m0), up(&v0));
+        let (mut wb, mut mb, mut vb) = (up(&w0), up(&m0), up(&v0));
+        let mut pa: Vec<_> = wa
+            .iter_mut()
+            .zip(gd.iter())
+            .zip(ma.iter_mut().zip(va.iter_mut()))
+            .map(|((w, g), (m, v))| (w, g, m, v))
+            .collect();
+        gpu.adamw_all_dev(&mut pa, &host, None).unwrap();
+        let mut pb: Vec<_> = wb
+            .iter_mut()
+            .zip(gd.iter())
+            .zip(mb.iter_mut().zip(vb.iter_mut()))
+            .map(|((w, g), (m, v))| (w, g, m, v))
+            .collect();
+        gpu.adamw_all_dev(&mut pb, &ignored, Some(&c)).unwrap();
+        for i in 0..sizes.len() {
+            let n = sizes[i];
+            assert_eq!(
+                gpu.to_host(&wa[i], n).unwrap(),
+                gpu.to_host(&wb[i], n).unwrap(),
+                "clip {clip}: w of array {i}"
+            );
+            assert_eq!(
+                gpu.to_host(&va[i], n).unwrap(),
+                gpu.to_host(&vb[i], n).unwrap(),
+                "clip {clip}: v of array {i}"
+            );
+        }
+    }
+    // No gradients: a zero norm, never clipped.
+    let c = gpu.clip_dev(&[], 1.0).unwrap();
+    assert_eq!(gpu.to_host_f64(&c).unwrap(), vec![0.0, 1.0]);
     // A moment shorter than its value is an error before any launch.
     let mut short = gpu.to_device(&[0.0; 1]).unwrap();
     let (mut w, mut v) = (
@@ -1371,7 +1432,7 @@ fn multi_tensor_norm_and_adamw_match_one_launch_per_array() {
         gpu.to_device(&v0[1]).unwrap(),
     );
     assert!(gpu
-        .adamw_all_dev(&mut [(&mut w, &gd[1], &mut short, &mut v)], &step)
+        .adamw_all_dev(&mut [(&mut w, &gd[1], &mut short, &mut v)], &step, None)
         .is_err());
 }
 

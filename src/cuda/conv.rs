@@ -655,25 +655,25 @@ impl GpuConv {
 
     /// Sets the weight gradients to zero.
     pub fn zero_grad(&mut self, gpu: &Gpu) -> Result<(), CudaError> {
-        if let Some((_, db)) = &mut self.bias {
-            gpu.zero_dev(db)?;
-        }
-        match &mut self.kind {
-            Kind::Dense { dw, .. } => gpu.zero_dev(dw)?,
-            Kind::Pair { df, .. } => {
-                for g in df.iter_mut() {
-                    gpu.zero_dev(g)?;
-                }
-            }
+        gpu.zero_all_dev(&mut self.grads_mut())
+    }
+
+    /// The gradient buffers, in the CPU layer's `params()` order.
+    pub fn grads_mut(&mut self) -> Vec<&mut DevBuf> {
+        let mut v: Vec<&mut DevBuf> = match &mut self.kind {
+            Kind::Dense { dw, .. } => vec![dw],
+            Kind::Pair { df, .. } => df.iter_mut().collect(),
             Kind::Cp { dv, a, du, .. } => {
-                gpu.zero_dev(dv)?;
-                for (_, g) in a.iter_mut() {
-                    gpu.zero_dev(g)?;
-                }
-                gpu.zero_dev(du)?;
+                let mut out = vec![dv];
+                out.extend(a.iter_mut().map(|(_, g)| g));
+                out.push(du);
+                out
             }
+        };
+        if let Some((_, db)) = &mut self.bias {
+            v.push(db);
         }
-        Ok(())
+        v
     }
 
     /// The weight gradients, in the order of the CPU layer's `params()`.
@@ -866,11 +866,16 @@ impl GpuConvT {
     }
 
     pub fn zero_grad(&mut self, gpu: &Gpu) -> Result<(), CudaError> {
-        gpu.zero_dev(&mut self.dw)?;
+        gpu.zero_all_dev(&mut self.grads_mut())
+    }
+
+    /// The gradient buffers, in the CPU layer's `params()` order.
+    pub fn grads_mut(&mut self) -> Vec<&mut DevBuf> {
+        let mut v = vec![&mut self.dw];
         if let Some((_, db)) = &mut self.bias {
-            gpu.zero_dev(db)?;
+            v.push(db);
         }
-        Ok(())
+        v
     }
 
     /// `(value, gradient)` of each parameter, in the CPU layer's `params()` order.

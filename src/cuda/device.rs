@@ -110,6 +110,11 @@ impl Gpu {
         self.download(d, n)
     }
 
+    /// All of a device array of f64 (a norm and clipping factor, loss sums) on the host.
+    pub fn to_host_f64(&self, d: &CudaSlice<f64>) -> Result<Vec<f64>, CudaError> {
+        self.download(d, d.len())
+    }
+
     /// Waits for everything queued on the stream (for timing).
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.stream.synchronize().map_err(driver_err)
@@ -697,20 +702,56 @@ impl Gpu {
         n: usize,
         grad: &mut DevBuf,
     ) -> Result<f64, CudaError> {
+        let l = self.mse_dev_deferred(pred, target, n, grad)?;
+        self.loss_value(&l)
+    }
+
+    /// [`Gpu::mse_dev`] with the loss left on the device until [`Gpu::loss_value`]: the
+    /// backward pass and the update can be queued before the host waits for it.
+    pub fn mse_dev_deferred(
+        &self,
+        pred: &DevBuf,
+        target: &DevBuf,
+        n: usize,
+        grad: &mut DevBuf,
+    ) -> Result<DeviceLoss, CudaError> {
         need("mse prediction", pred.len(), n)?;
         need("mse target", target.len(), n)?;
         need("mse gradient", grad.len(), n)?;
         let (blocks, cfg) = Self::reduction_cfg(n);
         let f = self.function("optim", "mse_f32")?;
-        let mut part = self.zeros::<f64>(blocks)?;
+        let mut part = self.uninit::<f64>(blocks)?;
         let n64 = n as u64;
         let mut l = self.stream.launch_builder(&f);
         l.arg(pred).arg(target).arg(grad).arg(&n64).arg(&mut part);
         // SAFETY: arguments match mse_f32(const float*, const float*, float*, unsigned long
-        // long, double*); 256-thread blocks as its shared array assumes, one partial per block.
+        // long, double*); 256-thread blocks as its shared array assumes, one partial per block
+        // (each written by its block).
         unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        let sum: f64 = self.download(&part, blocks)?.iter().sum();
-        Ok(sum / n.max(1) as f64)
+        Ok(DeviceLoss {
+            sums: part,
+            form: LossForm::Mean {
+                partials: blocks,
+                n,
+            },
+        })
+    }
+
+    /// The value of a loss left on the device (waits for the work queued before it).
+    pub fn loss_value(&self, l: &DeviceLoss) -> Result<f64, CudaError> {
+        match l.form {
+            LossForm::Mean { partials, n } => {
+                let sum: f64 = self.download(&l.sums, partials)?.iter().sum();
+                Ok(sum / n.max(1) as f64)
+            }
+            LossForm::RelL2 { batch } => {
+                if batch == 0 {
+                    return Ok(0.0);
+                }
+                let den = self.download(&l.sums, batch + 1)?;
+                Ok(den[batch] / batch as f64)
+            }
+        }
     }
 
     /// `Σ g²` over the first `n` values, in f64.
@@ -719,9 +760,9 @@ impl Gpu {
         self.sumsq_all_dev(&[g])
     }
 
-    /// `Σ g²` over every value of several buffers (all of a model's gradients): one partial
-    /// per block of every buffer into one array, so one copy back and one wait per call.
-    pub fn sumsq_all_dev(&self, gs: &[&DevBuf]) -> Result<f64, CudaError> {
+    /// The per-block partials of `Σ g²` over the buffers `gs` (one launch) and their count;
+    /// `None` when there is nothing to sum.
+    fn sumsq_partials(&self, gs: &[&DevBuf]) -> Result<Option<(CudaSlice<f64>, usize)>, CudaError> {
         // Each array gets the blocks its own sumsq_f32 launch would have, so the partials, and
         // the host's sum of them in order, are those of one launch per array.
         let refs: Vec<TensorRef> = gs
@@ -736,10 +777,10 @@ impl Gpu {
                 blocks: Self::reduction_blocks(g.len()) as u32,
             })
             .collect();
-        let Some((table, count, total, cfg)) = self.multi_launch(refs)? else {
-            return Ok(0.0);
+        let Some((table, count, total, cfg)) = self.multi_launch("sumsq_multi_f32", refs)? else {
+            return Ok(None);
         };
-        let mut part = self.zeros::<f64>(total)?;
+        let mut part = self.uninit::<f64>(total)?;
         let f = self.function("optim", "sumsq_multi_f32")?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(&table).arg(&count).arg(&mut part);
@@ -748,17 +789,56 @@ impl Gpu {
         // for this call; the kernel is ordered before any later free on this stream), each
         // read below its length; `total` blocks write one partial each into `part`.
         unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        Ok(self.download(&part, total)?.iter().sum())
+        Ok(Some((part, total)))
     }
 
-    /// The table of a multi-tensor launch on the device (each entry's blocks numbered in turn),
-    /// its entry count, its total of blocks, and the launch: one 256-thread block each. `None`
-    /// when there is nothing to launch.
-    #[allow(clippy::type_complexity)]
+    /// `Σ g²` over every value of several buffers (all of a model's gradients): one partial
+    /// per block of every buffer into one array, so one copy back and one wait per call.
+    pub fn sumsq_all_dev(&self, gs: &[&DevBuf]) -> Result<f64, CudaError> {
+        Ok(match self.sumsq_partials(gs)? {
+            Some((part, total)) => self.download(&part, total)?.iter().sum(),
+            None => 0.0,
+        })
+    }
+
+    /// The global norm of the gradients `gs` and the clipping factor for `clip_norm` (as
+    /// `AdamConfig::step_scalars` forms them), left on the device as `[norm, factor]` for
+    /// [`Gpu::adamw_all_dev`]: two launches and no wait. (The norm's last additions are a
+    /// fixed tree on the device, not the host's sum in block order: the same to a few ulp.)
+    pub fn clip_dev(&self, gs: &[&DevBuf], clip_norm: f64) -> Result<CudaSlice<f64>, CudaError> {
+        let mut out = self.uninit::<f64>(2)?;
+        let (part, total) = match self.sumsq_partials(gs)? {
+            Some(p) => p,
+            None => (self.zeros::<f64>(1)?, 0),
+        };
+        let n = u32::try_from(total)
+            .map_err(|_| CudaError::Driver(format!("{total} partial sums for one norm")))?;
+        let f = self.function("optim", "clip_scale_f64")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&part).arg(&n).arg(&clip_norm).arg(&mut out);
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match clip_scale_f64(const double*, unsigned, double, double*);
+        // one 256-thread block as its shared tree assumes; part holds n values (at least one
+        // allocated), out two.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(out)
+    }
+
+    /// The table of a multi-tensor launch of `kernel` on the device (each entry's blocks
+    /// numbered in turn) as a device address, its entry count, its total of blocks, and the
+    /// launch: one 256-thread block each. `None` when there is nothing to launch. A model's
+    /// buffers stay put from step to step, so the table uploaded last for `kernel` is reused
+    /// when the new one is the same, entry for entry: a training step then copies nothing to
+    /// the device for its zeroing, norm and update.
     fn multi_launch(
         &self,
+        kernel: &'static str,
         mut refs: Vec<TensorRef>,
-    ) -> Result<Option<(CudaSlice<TensorRef>, u32, usize, LaunchConfig)>, CudaError> {
+    ) -> Result<Option<(u64, u32, usize, LaunchConfig)>, CudaError> {
         let mut total = 0usize;
         for r in &mut refs {
             r.first_block = total as u32;
@@ -772,22 +852,68 @@ impl Gpu {
                 "multi-tensor launch of {total} blocks is over the grid limit"
             )));
         }
-        let table = self.stream.clone_htod(&refs).map_err(driver_err)?;
+        let count = refs.len() as u32;
+        // A poisoned lock only means a thread panicked mid-insert; the map is still valid.
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let table = match tables.get(kernel) {
+            Some((cached, dev)) if *cached == refs => dev.device_ptr(&self.stream).0,
+            _ => {
+                let dev = self.stream.clone_htod(&refs).map_err(driver_err)?;
+                let ptr = dev.device_ptr(&self.stream).0;
+                // The table it replaces is freed in stream order, after the launches that
+                // read it.
+                tables.insert(kernel, (refs, dev));
+                ptr
+            }
+        };
         let cfg = LaunchConfig {
             grid_dim: (total as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        Ok(Some((table, refs.len() as u32, total, cfg)))
+        Ok(Some((table, count, total, cfg)))
+    }
+
+    /// Zeroes every buffer of `bufs` (a model's gradients) in one launch.
+    pub fn zero_all_dev(&self, bufs: &mut [&mut DevBuf]) -> Result<(), CudaError> {
+        let refs: Vec<TensorRef> = bufs
+            .iter_mut()
+            .map(|b| {
+                let n = b.len();
+                TensorRef {
+                    w: b.device_ptr_mut(&self.stream).0,
+                    g: 0,
+                    m: 0,
+                    v: 0,
+                    n: n as u64,
+                    first_block: 0,
+                    blocks: n.div_ceil(256).clamp(1, 65_535) as u32,
+                }
+            })
+            .collect();
+        let Some((table, count, _, cfg)) = self.multi_launch("zero_multi_f32", refs)? else {
+            return Ok(());
+        };
+        let f = self.function("optim", "zero_multi_f32")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&table).arg(&count);
+        // SAFETY: arguments match zero_multi_f32(const TensorRef*, unsigned); the table's
+        // `w` pointers are the live, mutably borrowed buffers of `bufs` (distinct &mut
+        // borrows), each written below its length only.
+        unsafe { l.launch(cfg) }.map_err(driver_err)?;
+        Ok(())
     }
 
     /// One AdamW step on every parameter array of a model (value, gradient, first and second
-    /// moment, all the value's length) in one launch.
+    /// moment, all the value's length) in one launch. With `clip` ([`Gpu::clip_dev`]'s output)
+    /// the clipping factor is read on the device and `step.scale` is ignored.
     pub fn adamw_all_dev(
         &self,
         params: &mut [(&mut DevBuf, &DevBuf, &mut DevBuf, &mut DevBuf)],
         step: &AdamStep,
+        clip: Option<&CudaSlice<f64>>,
     ) -> Result<(), CudaError> {
+        need("clipping factor", clip.map_or(2, |c| c.len()), 2)?;
         let mut refs = Vec::with_capacity(params.len());
         for (w, g, m, v) in params.iter_mut() {
             let n = w.len();
@@ -804,13 +930,19 @@ impl Gpu {
                 blocks: n.div_ceil(256).clamp(1, 65_535) as u32,
             });
         }
-        let Some((table, count, _, cfg)) = self.multi_launch(refs)? else {
+        let Some((table, count, _, cfg)) = self.multi_launch("adamw_multi_f32", refs)? else {
             return Ok(());
         };
         let f = self.function("optim", "adamw_multi_f32")?;
+        let null = 0u64;
         let mut l = self.stream.launch_builder(&f);
         l.arg(&table).arg(&count).arg(step);
-        // SAFETY: arguments match adamw_multi_f32(const TensorRef*, unsigned, AdamParams); the
+        match clip {
+            Some(c) => l.arg(c),
+            None => l.arg(&null),
+        };
+        // SAFETY: arguments match adamw_multi_f32(const TensorRef*, unsigned, AdamParams,
+        // const double*): the last a null pointer or a buffer of at least 2 values; the
         // table's pointers are the live, mutably borrowed buffers of `params` (g, m and v at
         // least as long as w, checked), each touched below its length only, and no two
         // entries share a buffer (distinct &mut borrows).
@@ -871,8 +1003,7 @@ impl Gpu {
 
 impl Gpu {
     /// Relative-L2 loss of `batch` samples of `per` values each (the CPU's `LossKind::RelL2`):
-    /// the loss, with its gradient written to `grad`. The per-sample sums come back to the
-    /// host, which forms the norms exactly as the CPU does.
+    /// the loss, with its gradient written to `grad`.
     pub fn rel_l2_dev(
         &self,
         pred: &DevBuf,
@@ -881,39 +1012,54 @@ impl Gpu {
         per: usize,
         grad: &mut DevBuf,
     ) -> Result<f64, CudaError> {
+        let l = self.rel_l2_dev_deferred(pred, target, batch, per, grad)?;
+        self.loss_value(&l)
+    }
+
+    /// [`Gpu::rel_l2_dev`] with the loss left on the device until [`Gpu::loss_value`]. The
+    /// per-sample norms, the gradient's denominators and the loss's sum are formed on the
+    /// device by one thread in the order and f64 operations the host would use.
+    pub fn rel_l2_dev_deferred(
+        &self,
+        pred: &DevBuf,
+        target: &DevBuf,
+        batch: usize,
+        per: usize,
+        grad: &mut DevBuf,
+    ) -> Result<DeviceLoss, CudaError> {
         let n = batch * per;
         need("rel_l2 prediction", pred.len(), n)?;
         need("rel_l2 target", target.len(), n)?;
         need("rel_l2 gradient", grad.len(), n)?;
+        let mut den = self.uninit::<f64>(batch + 1)?;
         if batch == 0 {
-            return Ok(0.0);
+            return Ok(DeviceLoss {
+                sums: den,
+                form: LossForm::RelL2 { batch },
+            });
         }
+        let b32 = u32::try_from(batch)
+            .map_err(|_| CudaError::Driver(format!("rel_l2 over {batch} samples")))?;
         let f = self.function("optim", "rel_l2_sums_f32")?;
-        let mut sums = self.zeros::<f64>(2 * batch)?;
+        let mut sums = self.uninit::<f64>(2 * batch)?;
         let per64 = per as u64;
         let mut l = self.stream.launch_builder(&f);
         l.arg(pred).arg(target).arg(&per64).arg(&mut sums);
         let cfg = LaunchConfig {
-            grid_dim: (batch as u32, 1, 1),
+            grid_dim: (b32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         // SAFETY: arguments match rel_l2_sums_f32(const float*, const float*, unsigned long
-        // long, double*); one 256-thread block per sample, sums holds 2·batch values.
+        // long, double*); one 256-thread block per sample, each writing its two sums of the
+        // 2·batch.
         unsafe { l.launch(cfg) }.map_err(driver_err)?;
-        let s = self.download(&sums, 2 * batch)?;
-        let mut total = 0.0;
-        let mut den = vec![0.0f64; batch];
-        for b in 0..batch {
-            let diff = s[2 * b].sqrt();
-            let tn = s[2 * b + 1].sqrt();
-            let tn = if tn > 0.0 { tn } else { 1.0 };
-            total += diff / tn;
-            if diff > 0.0 {
-                den[b] = diff * tn * batch as f64;
-            }
-        }
-        let dd = self.upload(&den)?;
+        let f = self.function("optim", "rel_l2_den_f64")?;
+        let mut l = self.stream.launch_builder(&f);
+        l.arg(&sums).arg(&b32).arg(&mut den);
+        // SAFETY: arguments match rel_l2_den_f64(const double*, unsigned, double*); one thread
+        // reads the 2·batch sums and writes batch + 1 values into den (that long).
+        unsafe { l.launch(LaunchConfig::for_num_elems(1)) }.map_err(driver_err)?;
         let f = self.function("optim", "rel_l2_grad_f32")?;
         let n64 = n as u64;
         let mut l = self.stream.launch_builder(&f);
@@ -922,13 +1068,30 @@ impl Gpu {
             .arg(grad)
             .arg(&per64)
             .arg(&n64)
-            .arg(&dd);
+            .arg(&den);
         // SAFETY: arguments match rel_l2_grad_f32(const float*, const float*, float*,
         // unsigned long long, unsigned long long, const double*); the buffers hold n values
-        // (checked) and den one per sample.
+        // (checked) and den one per sample (and the loss after them).
         unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
-        Ok(total / batch as f64)
+        Ok(DeviceLoss {
+            sums: den,
+            form: LossForm::RelL2 { batch },
+        })
     }
+}
+
+/// A loss still on the device ([`Gpu::mse_dev_deferred`], [`Gpu::rel_l2_dev_deferred`]):
+/// [`Gpu::loss_value`] brings it back, so one wait per training step, at its end.
+pub struct DeviceLoss {
+    sums: CudaSlice<f64>,
+    form: LossForm,
+}
+
+enum LossForm {
+    /// Σ of `partials` per-block sums, over `n` values.
+    Mean { partials: usize, n: usize },
+    /// The sum of `batch` relative errors after `batch` denominators.
+    RelL2 { batch: usize },
 }
 
 impl Gpu {
@@ -976,7 +1139,7 @@ impl Gpu {
         let bias_buf = match bias {
             Some(bv) => bv,
             None => {
-                dummy_bias = self.device_zeros(1)?;
+                dummy_bias = self.uninit::<f32>(1)?;
                 &dummy_bias
             }
         };
@@ -987,7 +1150,7 @@ impl Gpu {
                 (Self::kind_code(k), pre)
             }
             None => {
-                dummy_pre = self.device_zeros(1)?;
+                dummy_pre = self.uninit::<f32>(1)?;
                 (-1, &mut dummy_pre)
             }
         };
@@ -1132,8 +1295,8 @@ impl Gpu {
             let e = match epi {
                 Some(e) => e,
                 None => {
-                    dummy_bias = self.zeros::<f32>(1)?;
-                    dummy_pre = self.zeros::<f32>(1)?;
+                    dummy_bias = self.uninit::<f32>(1)?;
+                    dummy_pre = self.uninit::<f32>(1)?;
                     Epilogue {
                         bias: &dummy_bias,
                         has_bias: 0,
@@ -1766,8 +1929,8 @@ impl Gpu {
 /// device addresses of its arrays (0 where the kernel does not read one), its length, and the
 /// launch's blocks that serve it.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct TensorRef {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TensorRef {
     w: u64,
     g: u64,
     m: u64,

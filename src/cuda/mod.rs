@@ -10,13 +10,14 @@ mod device;
 pub mod model;
 pub use cache::KernelCache;
 pub use conv::{GpuConv, GpuConvT};
-pub use device::{Chain, ChainTile, DevBuf, DevFrames, DevWindows, GemmPlan};
+pub use device::{Chain, ChainTile, DevBuf, DevFrames, DevWindows, DeviceLoss, GemmPlan};
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
-use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Every kernel source, compiled together at start-up (name, source).
@@ -468,6 +469,15 @@ pub struct Gpu {
     forced_plan: Option<(usize, usize)>,
     /// A fused-chain tile variant imposed on every chain ([`Gpu::force_chain_tile`]).
     forced_chain: Option<usize>,
+    /// Kernel handles already looked up, by (file, kernel): a training step launches ≈ 70
+    /// kernels, and `cuModuleGetFunction` on every launch is host time the GPU waits for.
+    functions: std::sync::Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    /// The last table of tensors uploaded for each multi-tensor kernel (host copy, device
+    /// copy), reused while a model's buffers stay the same.
+    #[allow(clippy::type_complexity)]
+    tables: std::sync::Mutex<
+        HashMap<&'static str, (Vec<device::TensorRef>, CudaSlice<device::TensorRef>)>,
+    >,
 }
 
 impl Gpu {
@@ -517,19 +527,28 @@ impl Gpu {
             basic_gemm: std::env::var("WAVECP_GEMM").is_ok_and(|v| v == "basic"),
             forced_plan: None,
             forced_chain: None,
+            functions: Default::default(),
+            tables: Default::default(),
         })
     }
 
     fn function(
         &self,
-        module: &str,
-        name: &str,
-    ) -> Result<cudarc::driver::CudaFunction, CudaError> {
+        module: &'static str,
+        name: &'static str,
+    ) -> Result<CudaFunction, CudaError> {
+        // A poisoned lock only means a thread panicked mid-insert; the map is still valid.
+        let mut map = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = map.get(&(module, name)) {
+            return Ok(f.clone());
+        }
         let m = KERNELS
             .iter()
             .position(|(n, _)| *n == module)
             .ok_or_else(|| CudaError::Driver(format!("no kernel file {module}.cu")))?;
-        self.modules[m].load_function(name).map_err(driver_err)
+        let f = self.modules[m].load_function(name).map_err(driver_err)?;
+        map.insert((module, name), f.clone());
+        Ok(f)
     }
 
     fn kind_code(kind: ActKind) -> i32 {
@@ -668,6 +687,16 @@ impl Gpu {
         n: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
         self.stream.alloc_zeros::<T>(n.max(1)).map_err(driver_err)
+    }
+
+    /// `n` values of device memory (at least one) that the next kernel writes in full.
+    fn uninit<T: cudarc::driver::DeviceRepr>(
+        &self,
+        n: usize,
+    ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
+        // SAFETY: device memory, never read by the host before a kernel has written it (each
+        // caller launches the kernel that fills it next on the same stream).
+        unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(driver_err)
     }
 
     fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(

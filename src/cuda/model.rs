@@ -43,6 +43,8 @@ pub struct GpuModel {
     /// AdamW moments per parameter array, made at the first step.
     moments: Vec<(DevBuf, DevBuf)>,
     step: usize,
+    /// `[norm, clipping factor]` of the last step, on the device (`None`: no clipping).
+    clip: Option<CudaSlice<f64>>,
 }
 
 /// AdamW step count, first moments and second moments, one array per parameter.
@@ -105,6 +107,7 @@ impl GpuModel {
             splits: vec![],
             moments: vec![],
             step: 0,
+            clip: None,
         })
     }
 
@@ -157,10 +160,8 @@ impl GpuModel {
                         )));
                     }
                     let mut y = gpu.device_uninit(vol(&o))?;
-                    let mut am = gpu
-                        .stream
-                        .alloc_zeros::<u32>(vol(&o).max(1))
-                        .map_err(super::driver_err)?;
+                    // Every output's argmax is written by the pooling kernel.
+                    let mut am = gpu.uninit::<u32>(vol(&o))?;
                     gpu.pool_forward_dev(
                         *kind,
                         &cur.0,
@@ -343,20 +344,24 @@ impl GpuModel {
             .collect()
     }
 
+    /// Zeroes every gradient of the model (one launch).
     pub fn zero_grad(&mut self, gpu: &Gpu) -> Result<(), CudaError> {
+        let mut grads = vec![];
         for node in &mut self.nodes {
             match node {
-                GNode::Conv(c) => c.zero_grad(gpu)?,
-                GNode::ConvT(c) => c.zero_grad(gpu)?,
+                GNode::Conv(c) => grads.extend(c.grads_mut()),
+                GNode::ConvT(c) => grads.extend(c.grads_mut()),
                 _ => {}
             }
         }
-        Ok(())
+        gpu.zero_all_dev(&mut grads)
     }
 
     /// One AdamW step with `cfg` (warm-up, schedule, global-norm clipping) as
-    /// `Adam::update` does it; returns the gradient norm before clipping.
-    pub fn adam_step(&mut self, gpu: &Gpu, cfg: &AdamConfig) -> Result<f64, CudaError> {
+    /// `Adam::update` does it. Nothing waits for the device: the gradient norm and the
+    /// clipping factor are formed there ([`Gpu::clip_dev`]); [`GpuModel::grad_norm`] reads the
+    /// norm when it is wanted.
+    pub fn adam_step(&mut self, gpu: &Gpu, cfg: &AdamConfig) -> Result<(), CudaError> {
         let mut moments = std::mem::take(&mut self.moments);
         self.step += 1;
         let t = self.step;
@@ -368,8 +373,14 @@ impl GpuModel {
                 .collect::<Result<Vec<_>, CudaError>>()?;
         }
         let grads: Vec<&DevBuf> = params.iter().map(|(_, g)| *g).collect();
-        let norm = gpu.sumsq_all_dev(&grads)?.sqrt();
-        let sc = cfg.step_scalars(t, norm);
+        // The norm is needed for clipping only; without clipping the factor is 1.
+        let clip = if cfg.clip_norm > 0.0 {
+            Some(gpu.clip_dev(&grads, cfg.clip_norm)?)
+        } else {
+            None
+        };
+        // A norm of 0 never clips: the factor comes from `clip` on the device.
+        let sc = cfg.step_scalars(t, 0.0);
         let step = AdamStep {
             scale: sc.scale,
             lr: sc.lr,
@@ -385,9 +396,21 @@ impl GpuModel {
             .zip(moments.iter_mut())
             .map(|((w, g), (m, v))| (w, g, m, v))
             .collect();
-        gpu.adamw_all_dev(&mut all, &step)?;
+        gpu.adamw_all_dev(&mut all, &step, clip.as_ref())?;
         self.moments = moments;
-        Ok(norm)
+        self.clip = clip;
+        Ok(())
+    }
+
+    /// The global gradient norm (before clipping) of the last [`GpuModel::adam_step`], when it
+    /// clipped (waits for the device).
+    pub fn grad_norm(&self, gpu: &Gpu) -> Result<Option<f64>, CudaError> {
+        match &self.clip {
+            Some(c) => Ok(Some(
+                gpu.stream.clone_dtoh(c).map_err(super::driver_err)?[0],
+            )),
+            None => Ok(None),
+        }
     }
 }
 

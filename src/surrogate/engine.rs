@@ -55,7 +55,7 @@ pub use gpu::GpuTrainer;
 mod gpu {
     use super::*;
     use crate::cuda::model::GpuModel;
-    use crate::cuda::{DevBuf, DevFrames, DevWindows, Gpu};
+    use crate::cuda::{DevBuf, DevFrames, DevWindows, DeviceLoss, Gpu};
     use crate::nn::train::LossKind;
 
     fn dims5(t: &Tensor) -> Result<[usize; 5], SurrogateError> {
@@ -69,8 +69,6 @@ mod gpu {
         gpu: Gpu,
         model: GpuModel,
         kind: LossKind,
-        /// The loss gradient of the last batch and the output dims, for the backward pass.
-        grad: Option<(DevBuf, [usize; 5])>,
         /// The training frames, when they live on the device ([`GpuTrainer::keep_frames`]).
         data: Option<Resident>,
     }
@@ -94,7 +92,6 @@ mod gpu {
                 gpu,
                 model: m,
                 kind,
-                grad: None,
                 data: None,
             })
         }
@@ -110,25 +107,16 @@ mod gpu {
             self.gpu.info.name.clone()
         }
 
-        fn loss(
-            &mut self,
-            x: Tensor,
-            y: &Tensor,
-        ) -> Result<(f64, DevBuf, [usize; 5]), SurrogateError> {
-            let d = dims5(&x)?;
-            let xd = self.gpu.to_device(&x.data)?;
-            let yt = self.gpu.to_device(&y.data)?;
-            self.loss_on(xd, d, &yt, &y.shape)
-        }
-
-        /// The loss of the batch `xd` (dims `d`) against targets `yt` of shape `yshape`.
+        /// The forward pass and loss of the batch `xd` (dims `d`) against targets `yt` of
+        /// shape `yshape`: the loss stays on the device; the gradient of the loss and the
+        /// output dims come back for the backward pass.
         fn loss_on(
             &mut self,
             xd: DevBuf,
             d: [usize; 5],
             yt: &DevBuf,
             yshape: &[usize],
-        ) -> Result<(f64, DevBuf, [usize; 5]), SurrogateError> {
+        ) -> Result<(DeviceLoss, DevBuf, [usize; 5]), SurrogateError> {
             let (pred, od) = self.model.forward(&self.gpu, xd, d)?;
             if od.as_slice() != yshape {
                 return Err(SurrogateError::Mismatch(format!(
@@ -138,13 +126,48 @@ mod gpu {
             let n: usize = yshape.iter().product();
             let mut g = self.gpu.device_uninit(n)?;
             let l = match self.kind {
-                LossKind::Mse => self.gpu.mse_dev(&pred, yt, n, &mut g)?,
+                LossKind::Mse => self.gpu.mse_dev_deferred(&pred, yt, n, &mut g)?,
                 LossKind::RelL2 => {
                     let b = od[0].max(1);
-                    self.gpu.rel_l2_dev(&pred, yt, b, n / b, &mut g)?
+                    self.gpu.rel_l2_dev_deferred(&pred, yt, b, n / b, &mut g)?
                 }
             };
             Ok((l, g, od))
+        }
+
+        /// One training step on the batch `xd` → `yt`: forward, loss, backward and the AdamW
+        /// update (`adam.step` follows) are all queued before the one wait of the step, for
+        /// the loss it returns. A non-finite loss has already updated the device weights with
+        /// non-finite values; the caller stops the run (the model files are written from the
+        /// host's copy, which it does not touch).
+        fn step_on(
+            &mut self,
+            xd: DevBuf,
+            d: [usize; 5],
+            yt: &DevBuf,
+            yshape: &[usize],
+            adam: &mut Adam,
+        ) -> Result<f64, SurrogateError> {
+            let (l, g, od) = self.loss_on(xd, d, yt, yshape)?;
+            self.model.zero_grad(&self.gpu)?;
+            self.model.backward(&self.gpu, g, od)?;
+            self.model.adam_step(&self.gpu, &adam.cfg)?;
+            adam.step += 1;
+            Ok(self.gpu.loss_value(&l)?)
+        }
+
+        /// One training step on a batch from the host ([`GpuTrainer::step_on`]); returns its
+        /// loss (before the update).
+        pub fn train_step(
+            &mut self,
+            x: Tensor,
+            y: &Tensor,
+            adam: &mut Adam,
+        ) -> Result<f64, SurrogateError> {
+            let d = dims5(&x)?;
+            let xd = self.gpu.to_device(&x.data)?;
+            let yt = self.gpu.to_device(&y.data)?;
+            self.step_on(xd, d, &yt, &y.shape, adam)
         }
 
         /// Keeps the whole frame set on the device, normalised as [`WindowSpec::stack`] does
@@ -229,17 +252,16 @@ mod gpu {
             Ok((x, d, y, ws.shape(count, ws.t_out, r.ny, r.nx)))
         }
 
-        /// [`GpuTrainer::batch_loss`] of windows `b0 .. b0 + count` of `slot` (resident data).
-        pub fn batch_loss_at(
+        /// [`GpuTrainer::train_step`] on windows `b0 .. b0 + count` of `slot` (resident data).
+        pub fn train_step_at(
             &mut self,
             slot: Slot,
             b0: usize,
             count: usize,
+            adam: &mut Adam,
         ) -> Result<f64, SurrogateError> {
             let (x, d, y, ys) = self.batch_at(slot, b0, count)?;
-            let (l, g, od) = self.loss_on(x, d, &y, &ys)?;
-            self.grad = Some((g, od));
-            Ok(l)
+            self.step_on(x, d, &y, &ys, adam)
         }
 
         /// [`GpuTrainer::eval_loss`] of windows `b0 .. b0 + count` of `slot` (resident data).
@@ -250,27 +272,8 @@ mod gpu {
             count: usize,
         ) -> Result<f64, SurrogateError> {
             let (x, d, y, ys) = self.batch_at(slot, b0, count)?;
-            Ok(self.loss_on(x, d, &y, &ys)?.0)
-        }
-
-        /// Forward pass and MSE of one batch; keeps the gradient for [`GpuTrainer::update`].
-        pub fn batch_loss(&mut self, x: Tensor, y: &Tensor) -> Result<f64, SurrogateError> {
-            let (l, g, od) = self.loss(x, y)?;
-            self.grad = Some((g, od));
-            Ok(l)
-        }
-
-        /// Backward pass of the last batch and one AdamW step (`adam.step` follows).
-        pub fn update(&mut self, adam: &mut Adam) -> Result<(), SurrogateError> {
-            let (g, od) = self
-                .grad
-                .take()
-                .ok_or_else(|| SurrogateError::Mismatch("update before a batch".into()))?;
-            self.model.zero_grad(&self.gpu)?;
-            self.model.backward(&self.gpu, g, od)?;
-            self.model.adam_step(&self.gpu, &adam.cfg)?;
-            adam.step += 1;
-            Ok(())
+            let l = self.loss_on(x, d, &y, &ys)?.0;
+            Ok(self.gpu.loss_value(&l)?)
         }
 
         /// The model's output for one batch, brought back to the host.
@@ -285,7 +288,11 @@ mod gpu {
 
         /// The loss of one batch, without gradients.
         pub fn eval_loss(&mut self, x: Tensor, y: &Tensor) -> Result<f64, SurrogateError> {
-            Ok(self.loss(x, y)?.0)
+            let d = dims5(&x)?;
+            let xd = self.gpu.to_device(&x.data)?;
+            let yt = self.gpu.to_device(&y.data)?;
+            let l = self.loss_on(xd, d, &yt, &y.shape)?.0;
+            Ok(self.gpu.loss_value(&l)?)
         }
 
         /// Weights into `model`, moments into `adam` (before writing model files).

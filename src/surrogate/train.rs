@@ -345,42 +345,45 @@ fn run_inner(
             e.set_windows(Slot::Train, &order)?;
         }
         for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
-            let (l, dy) = match &mut engine {
-                Some(e) if resident => (
-                    e.batch_loss_at(Slot::Train, bi * job.train.batch, chunk.len())?,
-                    None,
-                ),
-                Some(e) => {
-                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                    (e.batch_loss(x, &y)?, None)
-                }
-                None => {
-                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                    let pred = model.forward_owned(x)?;
-                    let (l, dy) = loss(job.train.loss, &pred, &y)?;
-                    (l, Some(dy))
-                }
-            };
-            if !l.is_finite() {
+            let non_finite = || {
                 let good = if ckpt.exists() {
                     ckpt.display().to_string()
                 } else {
                     "none (no epoch finished)".into()
                 };
-                return Err(SurrogateError::NonFinite {
+                SurrogateError::NonFinite {
                     epoch,
                     checkpoint: good,
-                });
+                }
+            };
+            // On the GPU a step is queued whole and its loss read at the end (one wait per
+            // step); on the CPU the loss is checked before the update.
+            let l = match &mut engine {
+                Some(e) if resident => {
+                    e.train_step_at(Slot::Train, bi * job.train.batch, chunk.len(), &mut adam)?
+                }
+                Some(e) => {
+                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
+                    e.train_step(x, &y, &mut adam)?
+                }
+                None => {
+                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
+                    let pred = model.forward_owned(x)?;
+                    let (l, dy) = loss(job.train.loss, &pred, &y)?;
+                    if !l.is_finite() {
+                        return Err(non_finite());
+                    }
+                    model.zero_grad();
+                    model.backward_owned(dy)?;
+                    let mut ps = model.params_mut();
+                    adam.update(&mut ps);
+                    l
+                }
+            };
+            if !l.is_finite() {
+                return Err(non_finite());
             }
             sum += l * chunk.len() as f64;
-            if let Some(dy) = dy {
-                model.zero_grad();
-                model.backward_owned(dy)?;
-                let mut ps = model.params_mut();
-                adam.update(&mut ps);
-            } else if let Some(e) = &mut engine {
-                e.update(&mut adam)?;
-            }
             progress.set(((epoch - 1) * batches_per_epoch + bi + 1) as u64);
         }
         last_train = sum / order.len().max(1) as f64;

@@ -13,6 +13,10 @@
 // that both thread orders happen to hide (fibers run one at a time between barriers, in
 // index order or, with WAVECP_EMU_ORDER=reverse, the reverse), warp-level behaviour, the
 // memory ordering between blocks, timing.
+//
+// With WAVECP_EMU_STATS=FILE it writes, at exit, how many times each driver call was made
+// (and the bytes copied), as JSON: the host-side cost of a training step (launches, function
+// lookups, allocations, copies, synchronisations) is counted here, GPU or not.
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -89,6 +93,36 @@ std::mutex allocs_lock;
 std::map<uintptr_t, Alloc> allocs;
 
 const size_t PAGE = 4096;
+
+// Call counts for WAVECP_EMU_STATS, written when the library is unloaded.
+struct Stats {
+    std::mutex lock;
+    std::map<std::string, unsigned long long> calls;
+    ~Stats() {
+        const char* path = std::getenv("WAVECP_EMU_STATS");
+        if (!path || !*path) return;
+        FILE* f = std::fopen(path, "w");
+        if (!f) return;
+        std::fprintf(f, "{");
+        bool first = true;
+        for (auto& [k, v] : calls) {
+            std::fprintf(f, "%s\n  \"%s\": %llu", first ? "" : ",", k.c_str(), v);
+            first = false;
+        }
+        std::fprintf(f, "\n}\n");
+        std::fclose(f);
+    }
+};
+Stats& stats() {
+    static Stats s;
+    return s;
+}
+void count(const char* what, unsigned long long n = 1) {
+    static const bool on = std::getenv("WAVECP_EMU_STATS") != nullptr;
+    if (!on) return;
+    std::lock_guard<std::mutex> g(stats().lock);
+    stats().calls[what] += n;
+}
 
 void fail(const char* what) { std::fprintf(stderr, "wavecp cuda-emu: %s\n", what); }
 
@@ -324,7 +358,10 @@ CUresult cuCtxPopCurrent_v2(CUcontext* c) {
     if (c) *c = nullptr;
     return OK;
 }
-CUresult cuCtxSynchronize() { return OK; }
+CUresult cuCtxSynchronize() {
+    count("cuCtxSynchronize");
+    return OK;
+}
 CUresult cuMemGetInfo_v2(size_t* free_b, size_t* total) {
     *free_b = size_t(16) << 30;
     *total = size_t(16) << 30;
@@ -343,11 +380,15 @@ CUresult cuStreamDestroy_v2(CUstream s) {
     delete static_cast<int*>(s);
     return OK;
 }
-CUresult cuStreamSynchronize(CUstream) { return OK; }
+CUresult cuStreamSynchronize(CUstream) {
+    count("cuStreamSynchronize");
+    return OK;
+}
 CUresult cuStreamQuery(CUstream) { return OK; }
 CUresult cuStreamWaitEvent(CUstream, void*, unsigned) { return OK; }
 
 CUresult cuEventCreate(void** e, unsigned) {
+    count("cuEventCreate");
     *e = new Event{std::chrono::steady_clock::now()};
     return OK;
 }
@@ -356,10 +397,14 @@ CUresult cuEventDestroy_v2(void* e) {
     return OK;
 }
 CUresult cuEventRecord(void* e, CUstream) {
+    count("cuEventRecord");
     static_cast<Event*>(e)->t = std::chrono::steady_clock::now();
     return OK;
 }
-CUresult cuEventSynchronize(void*) { return OK; }
+CUresult cuEventSynchronize(void*) {
+    count("cuEventSynchronize");
+    return OK;
+}
 CUresult cuEventQuery(void*) { return OK; }
 CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
     *ms = std::chrono::duration<float, std::milli>(static_cast<Event*>(b)->t -
@@ -370,6 +415,7 @@ CUresult cuEventElapsedTime(float* ms, void* a, void* b) {
 CUresult cuEventElapsedTime_v2(float* ms, void* a, void* b) { return cuEventElapsedTime(ms, a, b); }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    count("cuMemAlloc");
     // CUDA aligns to 256 B; here to 16 B so that the end of the buffer meets the guard page.
     const size_t used = (bytes + 15) / 16 * 16;
     const size_t len = (used + PAGE - 1) / PAGE * PAGE + PAGE;
@@ -388,6 +434,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     return OK;
 }
 CUresult cuMemFree_v2(CUdeviceptr p) {
+    count("cuMemFree");
     Alloc a;
     {
         std::lock_guard<std::mutex> g(allocs_lock);
@@ -426,6 +473,7 @@ CUresult cuMemPoolGetAttribute(void* pool, int attr, void* value) {
 }
 
 CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) {
+    count("cuMemset");
     if (n && !inside(p, n)) return INVALID_VALUE;
     std::memset((void*)p, v, n);
     return OK;
@@ -434,11 +482,14 @@ CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream) {
     return cuMemsetD8_v2(p, v, n);
 }
 CUresult cuMemsetD32Async(CUdeviceptr p, unsigned int v, size_t n, CUstream) {
+    count("cuMemset");
     if (n && !inside(p, 4 * n)) return INVALID_VALUE;
     for (size_t i = 0; i < n; ++i) std::memcpy((char*)p + 4 * i, &v, 4);
     return OK;
 }
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* h, size_t n) {
+    count("cuMemcpyHtoD");
+    count("bytes HtoD", n);
     if (n && !inside(d, n)) {
         fail("host-to-device copy runs past the end of its device buffer");
         return INVALID_VALUE;
@@ -450,6 +501,8 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, CUstream) 
     return cuMemcpyHtoD_v2(d, h, n);
 }
 CUresult cuMemcpyDtoH_v2(void* h, CUdeviceptr d, size_t n) {
+    count("cuMemcpyDtoH");
+    count("bytes DtoH", n);
     if (n && !inside(d, n)) {
         fail("device-to-host copy reads past the end of its device buffer");
         return INVALID_VALUE;
@@ -461,6 +514,7 @@ CUresult cuMemcpyDtoHAsync_v2(void* h, CUdeviceptr d, size_t n, CUstream) {
     return cuMemcpyDtoH_v2(h, d, n);
 }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    count("cuMemcpyDtoD");
     if (n && (!inside(dst, n) || !inside(src, n))) {
         fail("device-to-device copy runs past the end of a device buffer");
         return INVALID_VALUE;
@@ -510,6 +564,7 @@ CUresult cuModuleUnload(void* m) {
     return OK;
 }
 CUresult cuModuleGetFunction(void** f, void* m, const char* name) {
+    count("cuModuleGetFunction");
     auto* mod = static_cast<Module*>(m);
     if (!mod->entries.count(name)) return NOT_FOUND;
     emu::Invoke inv;
@@ -537,6 +592,7 @@ CUresult cuFuncSetCacheConfig(void*, int) { return OK; }
 CUresult cuLaunchKernel(void* fp, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                         unsigned bz, unsigned smem, CUstream, void** params, void** extra) {
     auto* f = static_cast<Function*>(fp);
+    count("cuLaunchKernel");
     char msg[300];
     if (extra) {
         fail("cuLaunchKernel: `extra` parameter passing is not emulated");
