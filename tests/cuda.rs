@@ -1103,6 +1103,121 @@ fn gpu_training_steps_follow_the_cpu_loss_curve() {
 /// `WindowSpec::stack` (a copy: exact), for 2-D and 3-D layouts, inputs and targets, windows in
 /// a shuffled order and a last partial batch; windows that would run past the frames are refused.
 #[cfg(feature = "hdf5")]
+/// The calling thread's count of emulated driver call `what`, when the driver is the CUDA
+/// emulator (`None` on a real driver, which has no such counter).
+fn emu_count(what: &str) -> Option<u64> {
+    // SAFETY: loads the driver library already loaded by cudarc (dlopen of the same name
+    // returns the same handle) and, if it is the emulator, calls its counter, whose signature
+    // is `unsigned long long wavecp_emu_count(const char*)` (tests/cuda-emu/driver.cpp).
+    unsafe {
+        let lib = libloading::Library::new("libcuda.so.1").ok()?;
+        let f: libloading::Symbol<unsafe extern "C" fn(*const std::ffi::c_char) -> u64> =
+            lib.get(b"wavecp_emu_count\0").ok()?;
+        let name = std::ffi::CString::new(what).ok()?;
+        Some(f(name.as_ptr()))
+    }
+}
+
+#[test]
+fn a_gpu_training_step_waits_once_and_uploads_nothing() {
+    use wavecp::nn::train::{Adam, AdamConfig, LossKind};
+    use wavecp::nn::{Model, ModelSpec};
+    use wavecp::surrogate::data::{FrameSet, WindowSpec};
+    use wavecp::surrogate::engine::{GpuTrainer, Slot};
+    let Some(gpu) = open_gpu() else { return };
+    if emu_count("cuLaunchKernel").is_none() {
+        skipped("counting driver calls needs the CUDA emulator");
+        return;
+    }
+    let (samples, nframes, ny, nx) = (2, 9, 8, 8);
+    let fs = FrameSet {
+        path: "mem".into(),
+        frames: inputs(samples * nframes * ny * nx, 43),
+        samples,
+        nframes,
+        ny,
+        nx,
+        mean: 0.0,
+        std: 1.0,
+        frame_dt: 0.1,
+    };
+    let ws = WindowSpec {
+        t_in: 3,
+        t_out: 3,
+        dims: 3,
+    };
+    // Dense, pair and CP layers, a transposed convolution, both poolings, up-sampling, add
+    // and concat skips: every kind of node a step runs.
+    let spec =
+        ModelSpec::from_toml(&GPU_UNET.replace("in_channels = 2", "in_channels = 1")).unwrap();
+    let mut e = GpuTrainer::new(gpu, &Model::new(spec).unwrap(), LossKind::Mse).unwrap();
+    assert!(e.keep_frames(&fs, ws).unwrap());
+    let wins = ws.windows(&fs, &[0, 1], 1);
+    e.set_windows(Slot::Train, &wins).unwrap();
+    let mut adam = Adam::new(AdamConfig {
+        clip_norm: 1e-3,
+        ..AdamConfig::new(1e-3)
+    });
+    let names = [
+        "cuLaunchKernel",
+        "cuMemcpyDtoH",
+        "bytes DtoH",
+        "cuMemcpyHtoD",
+        "cuMemset",
+        "cuModuleGetFunction",
+        "cuStreamSynchronize",
+        "cuCtxSynchronize",
+        "cuMemAlloc",
+        "cuMemFree",
+    ];
+    let counts = || -> Vec<u64> { names.iter().map(|n| emu_count(n).unwrap()).collect() };
+    // The first step looks the kernels up, makes the AdamW moments and uploads the tensor
+    // tables; the next ones reuse all of it.
+    let mut per_step = vec![];
+    for step in 0..3 {
+        let before = counts();
+        let l = e
+            .train_step_at(Slot::Train, 2 * step % wins.len(), 2, &mut adam)
+            .unwrap();
+        assert!(l.is_finite() && l > 0.0);
+        let after = counts();
+        per_step.push(
+            names
+                .iter()
+                .zip(after.iter().zip(&before))
+                .map(|(n, (a, b))| (*n, a - b))
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    for (i, c) in per_step.iter().enumerate().skip(1) {
+        // One wait per step, the copy of the loss (a handful of f64 partial sums) back; no
+        // other synchronisation.
+        assert_eq!(c["cuMemcpyDtoH"], 1, "step {i}: {c:?}");
+        assert!(c["bytes DtoH"] <= 8 * 1024, "step {i}: {c:?}");
+        assert_eq!(
+            c["cuStreamSynchronize"] + c["cuCtxSynchronize"],
+            0,
+            "step {i}: {c:?}"
+        );
+        // Nothing goes to the device (batches are cut there, tables are reused), nothing is
+        // set by memset (gradients are zeroed by one kernel), no kernel is looked up again,
+        // and what a step allocates it frees.
+        assert_eq!(c["cuMemcpyHtoD"], 0, "step {i}: {c:?}");
+        assert_eq!(c["cuMemset"], 0, "step {i}: {c:?}");
+        assert_eq!(c["cuModuleGetFunction"], 0, "step {i}: {c:?}");
+        assert_eq!(c["cuMemAlloc"], c["cuMemFree"], "step {i}: {c:?}");
+        assert_eq!(
+            c["cuLaunchKernel"], per_step[1]["cuLaunchKernel"],
+            "step {i}"
+        );
+    }
+    assert!(per_step[0]["cuModuleGetFunction"] > 0);
+    eprintln!(
+        "driver calls per training step after the first: {:?}",
+        per_step[2]
+    );
+}
+
 #[test]
 fn resident_window_batches_match_the_cpu_stack() {
     use wavecp::surrogate::data::{FrameSet, WindowSpec};

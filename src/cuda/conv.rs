@@ -192,7 +192,7 @@ fn dense_backward(
     (x, col): (&DevBuf, Option<&DevBuf>),
     dy: &DevBuf,
     w: &DevBuf,
-    dw: &mut DevBuf,
+    (dw, beta_w): (&mut DevBuf, f32),
     dx: &mut DevBuf,
 ) -> Result<(), CudaError> {
     let (b, nin, nout, kk) = (
@@ -201,13 +201,14 @@ fn dense_backward(
         od[2] * od[3] * od[4],
         ci * g.kvol(),
     );
-    // dW += Σ_s dy_s · col_sᵀ: one GEMM summed over the samples (split K, ordered reduction).
+    // dW = Σ_s dy_s · col_sᵀ + beta_w · dW: one GEMM summed over the samples (split K, ordered
+    // reduction); beta_w = 0 overwrites dW without reading it.
     let desc = gemm(
         [co, kk, nout, b],
         sample_rows(nout, co * nout),
         sample_cols_t(nout, kk * nout),
         shared(kk),
-        1.0,
+        beta_w,
     );
     match col {
         Some(col) => gpu.gemm_sum_batch_dev(&desc, &dy.as_view(), &col.as_view(), dw)?,
@@ -540,7 +541,7 @@ impl GpuConv {
                     (x, col),
                     dy,
                     w,
-                    dw,
+                    (dw, 1.0),
                     &mut dx,
                 )?;
             }
@@ -552,11 +553,10 @@ impl GpuConv {
                 w,
                 dw,
             } => {
-                // This pass's dW alone: it becomes the factor gradients.
-                gpu.zero_dev(dw)?;
+                // This pass's dW alone (overwritten: beta 0): it becomes the factor gradients.
                 let col = self.saved.first().map(|c| &c.0);
                 let geo = (self.ci, self.co, &self.g);
-                dense_backward(gpu, geo, *d, od, (x, col), dy, w, dw, &mut dx)?;
+                dense_backward(gpu, geo, *d, od, (x, col), dy, w, (dw, 0.0), &mut dx)?;
                 let shape = (self.co * self.ci, *rank, self.g.k);
                 for (slot, acc) in df.iter_mut().enumerate() {
                     gpu.pair_factor_grad_dev(f, axes, shape, dw, slot, acc)?;

@@ -14,9 +14,10 @@
 // index order or, with WAVECP_EMU_ORDER=reverse, the reverse), warp-level behaviour, the
 // memory ordering between blocks, timing.
 //
-// With WAVECP_EMU_STATS=FILE it writes, at exit, how many times each driver call was made
-// (and the bytes copied), as JSON: the host-side cost of a training step (launches, function
-// lookups, allocations, copies, synchronisations) is counted here, GPU or not.
+// It counts every driver call it serves (and the bytes copied): `wavecp_emu_count(name)` gives
+// a count to tests, and with WAVECP_EMU_STATS=FILE all of them are written as JSON at exit.
+// The host-side work of a training step (launches, function lookups, allocations, copies,
+// waits) is thus measured here, GPU or not.
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -117,9 +118,10 @@ Stats& stats() {
     static Stats s;
     return s;
 }
+// The same counts for the calling thread only (tests run side by side in one process).
+thread_local std::map<std::string, unsigned long long> thread_calls;
 void count(const char* what, unsigned long long n = 1) {
-    static const bool on = std::getenv("WAVECP_EMU_STATS") != nullptr;
-    if (!on) return;
+    thread_calls[what] += n;
     std::lock_guard<std::mutex> g(stats().lock);
     stats().calls[what] += n;
 }
@@ -628,6 +630,14 @@ CUresult cuLaunchKernel(void* fp, unsigned gx, unsigned gy, unsigned gz, unsigne
             }
     cur_kernel = nullptr;
     return r;
+}
+
+// Not a driver call: how many times the calling thread has made driver call `what` (or copied
+// "bytes HtoD"/"bytes DtoH") so far, for tests that count a training step's host-side work
+// (they find it with dlsym; the real libcuda has no such symbol).
+unsigned long long wavecp_emu_count(const char* what) {
+    auto it = thread_calls.find(what);
+    return it == thread_calls.end() ? 0 : it->second;
 }
 
 // NVRTC looks this private entry point up in libcuda.so.1; there is no table to give it.
