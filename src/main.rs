@@ -710,6 +710,14 @@ fn device(json: bool) -> Result<()> {
             peak(d.peaks.fp32_tflops, "TFLOP/s"),
             peak(d.peaks.dram_gbs, "GB/s")
         );
+        if let Some(k) = &d.kernels {
+            let what = if k.starts_with("sm_") {
+                "machine code from NVRTC"
+            } else {
+                "PTX, compiled by the driver on loading"
+            };
+            println!("  kernels: {k} ({what})");
+        }
     }
     println!(
         "kernel cache: {}",

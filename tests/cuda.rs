@@ -72,6 +72,67 @@ fn every_kernel_compiles_with_nvrtc_for_the_gpu_architectures() {
     }
 }
 
+/// What NVRTC is asked for: the device's own machine code where NVRTC knows its
+/// architecture, else PTX for the newest architecture below it (which the driver compiles),
+/// and a clear error for a device older than all of them.
+#[test]
+fn kernels_are_compiled_to_the_devices_machine_code_else_to_older_ptx() {
+    use wavecp::cuda::kernel_target;
+    let archs = [75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121];
+    assert_eq!(kernel_target((9, 0), &archs, false).unwrap(), "sm_90");
+    assert_eq!(kernel_target((8, 0), &archs, false).unwrap(), "sm_80");
+    assert_eq!(kernel_target((9, 0), &archs, true).unwrap(), "compute_90");
+    // A device newer than NVRTC: PTX for the newest architecture NVRTC has below it.
+    assert_eq!(kernel_target((9, 5), &archs, false).unwrap(), "compute_90");
+    assert_eq!(
+        kernel_target((13, 0), &archs, false).unwrap(),
+        "compute_121"
+    );
+    let e = kernel_target((7, 0), &archs, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("7.0") && e.contains("older"), "{e}");
+    assert!(kernel_target((9, 0), &[], false).is_err());
+}
+
+/// NVRTC's machine code for the GPU machines' architecture (H100/H200) holds every kernel of
+/// each file, and a broken kernel is an error with NVRTC's log.
+#[test]
+fn every_kernel_compiles_to_machine_code_for_sm_90() {
+    use wavecp::cuda::compile_cubin;
+    if !nvrtc_present() {
+        skipped("NVRTC not found (bash scripts/setup --tests installs the wheel)");
+        return;
+    }
+    for (name, src) in KERNELS {
+        let bin = compile_cubin(name, src, "sm_90").unwrap_or_else(|e| panic!("{e}"));
+        assert!(bin.starts_with(b"\x7fELF"), "{name}: not an ELF file");
+        for entry in src.split("extern \"C\" __global__ void ").skip(1) {
+            let entry = entry.trim_start();
+            let entry = match entry.strip_prefix("__launch_bounds__") {
+                Some(r) => &r[r.find(')').unwrap() + 1..],
+                None => entry,
+            };
+            let k = format!(".text.{}\0", entry.split('(').next().unwrap().trim());
+            assert!(
+                bin.windows(k.len()).any(|w| w == k.as_bytes()),
+                "{name}: no {k} section"
+            );
+        }
+    }
+    match compile_cubin(
+        "broken",
+        "extern \"C\" __global__ void k() { undeclared = 1; }",
+        "sm_90",
+    ) {
+        Err(CudaError::Compile { log, arch, .. }) => {
+            assert!(log.contains("undeclared"), "{log}");
+            assert_eq!(arch, "sm_90");
+        }
+        other => panic!("expected a compile error, got {:?}", other.map(|b| b.len())),
+    }
+}
+
 #[test]
 fn the_device_report_says_what_is_missing() {
     let out = Command::new(env!("CARGO_BIN_EXE_wavecp"))
@@ -85,6 +146,13 @@ fn the_device_report_says_what_is_missing() {
         assert!(p.contains("driver") || p.contains("device"), "{p}");
     }
     for d in r["devices"].as_array().unwrap() {
+        // With NVRTC, which knows every architecture from 7.5 to 12.x, the kernels for the
+        // device are its own machine code.
+        if r["nvrtc_library"].as_bool().unwrap() {
+            let cc = &d["compute_capability"];
+            let sm = format!("sm_{}{}", cc[0], cc[1]);
+            assert_eq!(d["kernels"].as_str(), Some(sm.as_str()), "{d}");
+        }
         // The emulator reports an H200's attributes: 132 SMs × 128 lanes × 2 × 1.98 GHz, and
         // 2 × 3.201 GHz × 6144 bits / 8.
         if d["name"].as_str().unwrap().contains("cuda-emu") {
@@ -101,8 +169,14 @@ fn the_device_report_says_what_is_missing() {
 /// possible; far over would mean a wrong FLOP or byte count).
 #[test]
 fn the_kernel_benchmark_reports_rates_against_the_roofline() {
+    // Through PTX (`WAVECP_KERNEL_FORMAT=ptx`), which the driver compiles on loading: the
+    // path taken on a device newer than NVRTC, and the fallback when the driver refuses
+    // NVRTC's machine code; every other test loads machine code (cubins).
+    let stats = tempfile::NamedTempFile::new().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_wavecp"))
         .args(["bench", "kernels", "--samples", "1", "--scale", "16"])
+        .env("WAVECP_KERNEL_FORMAT", "ptx")
+        .env("WAVECP_EMU_STATS", stats.path())
         .output()
         .unwrap();
     if let Err(e) = Gpu::new(0) {
@@ -130,6 +204,13 @@ fn the_kernel_benchmark_reports_rates_against_the_roofline() {
             .as_f64()
             .expect("no roofline fraction");
         assert!(f > 0.0 && f <= 1.5, "{e}");
+    }
+    // On the emulator, which counts what it loads: every kernel file came as PTX.
+    let counts = std::fs::read_to_string(stats.path()).unwrap_or_default();
+    if !counts.is_empty() {
+        let c: serde_json::Value = serde_json::from_str(&counts).unwrap();
+        assert_eq!(c["PTX modules"].as_u64(), Some(KERNELS.len() as u64), "{c}");
+        assert!(c.get("cubin modules").is_none(), "{c}");
     }
     let cpu = Command::new(env!("CARGO_BIN_EXE_wavecp"))
         .args(["bench", "kernels", "--device", "cpu"])
@@ -1281,7 +1362,7 @@ fn resident_window_batches_match_the_cpu_stack() {
 
 #[test]
 fn compiled_kernels_are_cached_on_disk_by_source_architecture_and_nvrtc() {
-    use wavecp::cuda::{cached_ptx, KernelCache};
+    use wavecp::cuda::{cached_image, KernelCache};
     if !nvrtc_present() {
         skipped("NVRTC not found (bash scripts/setup --tests installs the wheel)");
         return;
@@ -1297,14 +1378,14 @@ fn compiled_kernels_are_cached_on_disk_by_source_architecture_and_nvrtc() {
     };
     let cache = KernelCache::at(dir.path());
     let (name, src) = KERNELS.iter().find(|(n, _)| *n == "elementwise").unwrap();
-    let (first, hit) = cached_ptx(&cache, name, src, "compute_90").unwrap();
+    let (first, hit) = cached_image(&cache, name, src, "compute_90").unwrap();
     assert!(!hit, "an empty cache cannot hit");
     assert_eq!(entries().len(), 1, "{:?}", entries());
-    let (again, hit) = cached_ptx(&cache, name, src, "compute_90").unwrap();
+    let (again, hit) = cached_image(&cache, name, src, "compute_90").unwrap();
     assert!(hit, "the second lookup must come from the cache");
     assert_eq!(first, again);
     // Another architecture is another entry; both stay.
-    let (other, hit) = cached_ptx(&cache, name, src, "compute_80").unwrap();
+    let (other, hit) = cached_image(&cache, name, src, "compute_80").unwrap();
     assert!(!hit);
     assert_ne!(
         first, other,
@@ -1314,7 +1395,7 @@ fn compiled_kernels_are_cached_on_disk_by_source_architecture_and_nvrtc() {
     // An edited source misses, and its stale entry for that architecture is removed.
     let edited = format!("{src}\n__device__ float wavecp_cache_probe(float x) {{ return x; }}\n");
     let before = entries();
-    let (_, hit) = cached_ptx(&cache, name, &edited, "compute_90").unwrap();
+    let (_, hit) = cached_image(&cache, name, &edited, "compute_90").unwrap();
     assert!(!hit, "an edited source must not hit the old entry");
     let after = entries();
     assert_eq!(after.len(), 2, "{after:?}");
@@ -1325,21 +1406,36 @@ fn compiled_kernels_are_cached_on_disk_by_source_architecture_and_nvrtc() {
         .path()
         .join(after.iter().find(|n| n.contains("compute_80")).unwrap());
     std::fs::write(&victim, "garbage").unwrap();
-    let (repaired, hit) = cached_ptx(&cache, name, src, "compute_80").unwrap();
+    let (repaired, hit) = cached_image(&cache, name, src, "compute_80").unwrap();
     assert!(!hit, "a damaged entry must not be used");
     assert_eq!(repaired, other);
-    assert_eq!(std::fs::read_to_string(&victim).unwrap(), other);
+    assert_eq!(std::fs::read(&victim).unwrap(), other);
+    // Machine code is cached the same way, as `.cubin` entries beside the PTX; a damaged one
+    // is compiled again.
+    let (bin, hit) = cached_image(&cache, name, src, "sm_90").unwrap();
+    assert!(!hit && bin.starts_with(b"\x7fELF"));
+    let (again, hit) = cached_image(&cache, name, src, "sm_90").unwrap();
+    assert!(hit);
+    assert_eq!(bin, again);
+    let cubin = dir
+        .path()
+        .join(entries().iter().find(|n| n.ends_with(".cubin")).unwrap());
+    std::fs::write(&cubin, b"\x7fELF but cut short").unwrap();
+    let (repaired, hit) = cached_image(&cache, name, src, "sm_90").unwrap();
+    assert!(!hit, "a damaged cubin must not be used");
+    assert_eq!(repaired, bin);
+    assert_eq!(entries().len(), 3, "{:?}", entries());
     assert!(
         entries()
             .iter()
-            .all(|n| n.ends_with(".ptx") && !n.starts_with('.')),
+            .all(|n| (n.ends_with(".ptx") || n.ends_with(".cubin")) && !n.starts_with('.')),
         "temporary files left: {:?}",
         entries()
     );
     // Off: never hits, writes nothing.
     let off = KernelCache::off();
-    assert!(!cached_ptx(&off, name, src, "compute_90").unwrap().1);
-    assert!(!cached_ptx(&off, name, src, "compute_90").unwrap().1);
+    assert!(!cached_image(&off, name, src, "compute_90").unwrap().1);
+    assert!(!cached_image(&off, name, src, "compute_90").unwrap().1);
 }
 
 #[test]

@@ -216,6 +216,108 @@ pub fn compile(file: &str, src: &str, arch: &'static str) -> Result<Ptx, CudaErr
     })
 }
 
+/// Compiles one kernel source to machine code (a cubin) for `sm` (e.g. `sm_90`), with
+/// [`COMMON`] before it: what [`Gpu::new`] loads when NVRTC knows the device's architecture,
+/// so the driver has no PTX to compile (no JIT at start-up, no PTX-version check against the
+/// driver: a cubin made by a newer CUDA 13 NVRTC runs on any CUDA 13 driver).
+pub fn compile_cubin(file: &str, src: &str, sm: &str) -> Result<Vec<u8>, CudaError> {
+    use cudarc::nvrtc::{result, sys};
+    if !nvrtc_present() {
+        return Err(CudaError::NoNvrtc);
+    }
+    let fail = |log: String| CudaError::Compile {
+        file: file.to_string(),
+        arch: sm.to_string(),
+        log,
+    };
+    let text = format!("{COMMON}\n#line 1 \"{file}.cu\"\n{src}");
+    let text = std::ffi::CString::new(text).map_err(|e| fail(e.to_string()))?;
+    let name = std::ffi::CString::new(format!("{file}.cu")).map_err(|e| fail(e.to_string()))?;
+    let prog = result::create_program(&text, Some(&name)).map_err(|e| fail(format!("{e:?}")))?;
+    let opts = [format!("--gpu-architecture={sm}")];
+    // SAFETY: `prog` is a live program made above and destroyed once, at the end; the size
+    // query and the copy use a buffer of exactly the size NVRTC reported.
+    unsafe {
+        let r = match result::compile_program(prog, &opts) {
+            Err(e) => {
+                let log = result::get_program_log(prog)
+                    .map(|l| {
+                        std::ffi::CStr::from_ptr(l.as_ptr())
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .unwrap_or_else(|_| format!("{e:?}"));
+                Err(fail(log))
+            }
+            Ok(()) => {
+                let mut n = 0usize;
+                let mut r = sys::nvrtcGetCUBINSize(prog, &mut n);
+                let mut bin = vec![0u8; n];
+                if r == sys::nvrtcResult::NVRTC_SUCCESS {
+                    r = sys::nvrtcGetCUBIN(prog, bin.as_mut_ptr().cast());
+                }
+                if r == sys::nvrtcResult::NVRTC_SUCCESS && n > 0 {
+                    Ok(bin)
+                } else {
+                    Err(fail(format!("no machine code from NVRTC ({r:?})")))
+                }
+            }
+        };
+        let _ = result::destroy_program(prog);
+        r
+    }
+}
+
+/// The architectures NVRTC can compile for (`[75, 80, ..., 90, 100, ...]`), empty without it.
+pub fn nvrtc_archs() -> Vec<i32> {
+    use cudarc::nvrtc::sys;
+    if !nvrtc_present() {
+        return vec![];
+    }
+    let mut n = 0;
+    // SAFETY: NVRTC is loaded; the array has the length NVRTC reported.
+    unsafe {
+        if sys::nvrtcGetNumSupportedArchs(&mut n) != sys::nvrtcResult::NVRTC_SUCCESS || n <= 0 {
+            return vec![];
+        }
+        let mut v = vec![0; n as usize];
+        if sys::nvrtcGetSupportedArchs(v.as_mut_ptr()) != sys::nvrtcResult::NVRTC_SUCCESS {
+            return vec![];
+        }
+        v
+    }
+}
+
+/// What the kernels are compiled to for a device of compute capability `cc`, given the
+/// architectures NVRTC supports: machine code for the device itself (`sm_90`) when NVRTC knows
+/// it, else PTX for the newest architecture NVRTC knows below it (`compute_89`), which the
+/// driver compiles on loading; `prefer_ptx` (`WAVECP_KERNEL_FORMAT=ptx`) asks for PTX for the
+/// device's own architecture instead of machine code. An error when the device is older
+/// than anything NVRTC supports.
+pub fn kernel_target(
+    cc: (i32, i32),
+    archs: &[i32],
+    prefer_ptx: bool,
+) -> Result<&'static str, CudaError> {
+    let want = cc.0 * 10 + cc.1;
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    if archs.contains(&want) {
+        return Ok(if prefer_ptx {
+            arch_name(cc.0, cc.1)
+        } else {
+            leak(format!("sm_{want}"))
+        });
+    }
+    match archs.iter().filter(|&&a| a < want).max() {
+        Some(&a) => Ok(arch_name(a / 10, a % 10)),
+        None => Err(CudaError::Driver(format!(
+            "the device (compute capability {}.{}) is older than every architecture this NVRTC \
+             compiles for ({archs:?}); use an NVRTC of an older CUDA",
+            cc.0, cc.1
+        ))),
+    }
+}
+
 /// NVRTC's version (major, minor), when the library loads.
 pub fn nvrtc_version() -> Option<(i32, i32)> {
     if !nvrtc_present() {
@@ -227,39 +329,43 @@ pub fn nvrtc_version() -> Option<(i32, i32)> {
     (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
 }
 
-/// The PTX of kernel file `file` for `arch`, from `cache` when an entry made from the same
-/// source, architecture and NVRTC is there, else compiled and stored. The flag says whether it
-/// came from the cache.
-pub fn cached_ptx(
+/// The compiled kernel file `file` for `target` (`sm_XX`: machine code; `compute_XX`: PTX
+/// text), from `cache` when an entry made from the same source, target and NVRTC is there,
+/// else compiled and stored. The flag says whether it came from the cache.
+pub fn cached_image(
     cache: &KernelCache,
     file: &str,
     src: &str,
-    arch: &'static str,
-) -> Result<(String, bool), CudaError> {
+    target: &'static str,
+) -> Result<(Vec<u8>, bool), CudaError> {
     let version = nvrtc_version().ok_or(CudaError::NoNvrtc)?;
-    let entry = cache.entry(file, &format!("{COMMON}\n{src}"), arch, version);
-    if let Some(text) = entry.as_deref().and_then(KernelCache::load) {
-        return Ok((text, true));
+    let entry = cache.entry(file, &format!("{COMMON}\n{src}"), target, version);
+    if let Some(image) = entry.as_deref().and_then(KernelCache::load) {
+        return Ok((image, true));
     }
-    let text = compile(file, src, arch)?.to_src();
+    let image = if target.starts_with("sm_") {
+        compile_cubin(file, src, target)?
+    } else {
+        compile(file, src, target)?.to_src().into_bytes()
+    };
     if let Some(e) = &entry {
-        KernelCache::store(e, &text);
+        KernelCache::store(e, &image);
     }
-    Ok((text, false))
+    Ok((image, false))
 }
 
-/// The PTX of every entry of [`KERNELS`] for `arch`, once per process (and, through
+/// Every entry of [`KERNELS`] compiled for `target`, once per process (and, through
 /// [`KernelCache::from_env`], once per machine): NVRTC takes seconds for all files, and a
 /// process may open the device several times (one benchmark per layer kind). `fresh` skips the
 /// disk cache (after the driver refused a cached entry).
-fn compiled(arch: &'static str, fresh: bool) -> Result<Vec<Ptx>, CudaError> {
-    use std::collections::HashMap;
+fn compiled(target: &'static str, fresh: bool) -> Result<Vec<Ptx>, CudaError> {
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<&'static str, Vec<String>>>> = OnceLock::new();
+    type Images = HashMap<&'static str, Vec<Vec<u8>>>;
+    static CACHE: OnceLock<Mutex<Images>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if fresh || !map.contains_key(arch) {
+    if fresh || !map.contains_key(target) {
         let disk = if fresh {
             KernelCache::off()
         } else {
@@ -267,21 +373,30 @@ fn compiled(arch: &'static str, fresh: bool) -> Result<Vec<Ptx>, CudaError> {
         };
         let t0 = std::time::Instant::now();
         let mut hits = 0;
-        let mut srcs = Vec::with_capacity(KERNELS.len());
+        let mut images = Vec::with_capacity(KERNELS.len());
         for (name, src) in KERNELS {
-            let (text, hit) = cached_ptx(&disk, name, src, arch)?;
+            let (image, hit) = cached_image(&disk, name, src, target)?;
             hits += hit as usize;
-            srcs.push(text);
+            images.push(image);
         }
         tracing::debug!(
-            "kernels for {arch}: {hits} of {} from the cache ({}), {:.2} s",
+            "kernels for {target}: {hits} of {} from the cache ({}), {:.2} s",
             KERNELS.len(),
             disk.dir().map_or("off".into(), |d| d.display().to_string()),
             t0.elapsed().as_secs_f64()
         );
-        map.insert(arch, srcs);
+        map.insert(target, images);
     }
-    Ok(map[arch].iter().map(|t| Ptx::from_src(t.clone())).collect())
+    Ok(map[target]
+        .iter()
+        .map(|b| {
+            if target.starts_with("sm_") {
+                Ptx::from_binary(b.clone())
+            } else {
+                Ptx::from_src(String::from_utf8_lossy(b).into_owned())
+            }
+        })
+        .collect())
 }
 
 /// One GPU as `wavecp device` reports it.
@@ -293,6 +408,9 @@ pub struct DeviceInfo {
     pub memory_mib: usize,
     /// Nominal FP32 and DRAM peaks from the device's attributes ([`Peaks`]).
     pub peaks: Peaks,
+    /// What the kernels are compiled to for it ([`kernel_target`]): `sm_90` (machine code)
+    /// or `compute_90` (PTX, compiled by the driver); none without NVRTC.
+    pub kernels: Option<String>,
 }
 
 /// The nominal peaks of the device behind `ctx` (its compute capability `cc`).
@@ -404,12 +522,17 @@ pub fn probe() -> DeviceReport {
                 context(ordinal)?
             };
             let cc = c.compute_capability().map_err(driver_err)?;
+            let prefer_ptx = std::env::var("WAVECP_KERNEL_FORMAT").is_ok_and(|v| v == "ptx");
             r.devices.push(DeviceInfo {
                 ordinal,
                 name: c.name().map_err(driver_err)?,
                 compute_capability: cc,
                 memory_mib: c.total_mem().map_err(driver_err)? / (1 << 20),
                 peaks: peaks_of(&c, cc),
+                kernels: kernel_target(cc, &nvrtc_archs(), prefer_ptx)
+                    .ok()
+                    .filter(|_| r.nvrtc_library)
+                    .map(str::to_string),
             });
         }
         if !r.nvrtc_library {
@@ -490,21 +613,38 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         keep_freed_memory(&ctx);
         let cc = ctx.compute_capability().map_err(driver_err)?;
-        let arch = arch_name(cc.0, cc.1);
-        let load = |fresh| -> Result<Vec<Arc<CudaModule>>, CudaError> {
-            compiled(arch, fresh)?
+        let prefer_ptx = std::env::var("WAVECP_KERNEL_FORMAT").is_ok_and(|v| v == "ptx");
+        let target = kernel_target(cc, &nvrtc_archs(), prefer_ptx)?;
+        let load = |target, fresh| -> Result<Vec<Arc<CudaModule>>, CudaError> {
+            compiled(target, fresh)?
                 .into_iter()
-                .map(|ptx| ctx.load_module(ptx).map_err(driver_err))
+                .map(|image| ctx.load_module(image).map_err(driver_err))
                 .collect()
         };
-        // A cached entry the driver refuses (damaged, yet still looking like PTX) costs one
-        // compile, not the run.
-        let modules = match load(false) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!("loading the kernels failed ({e}); compiling them afresh");
-                load(true)?
+        // A cached entry the driver refuses (damaged, yet still looking like NVRTC's output)
+        // costs one compile, not the run; machine code the driver refuses (a driver of an
+        // older major CUDA than NVRTC) is replaced by PTX for the same architecture, which
+        // the driver compiles itself if its PTX version allows.
+        let modules = load(target, false).or_else(|e| {
+            tracing::debug!("loading the kernels ({target}) failed ({e}); compiling them afresh");
+            load(target, true)
+        });
+        let (modules, target) = match modules {
+            Ok(m) => (m, target),
+            Err(e) if target.starts_with("sm_") => {
+                let ptx = arch_name(cc.0, cc.1);
+                tracing::warn!(
+                    "the driver refused NVRTC's machine code for {target} ({e}); trying PTX"
+                );
+                let m = load(ptx, false).map_err(|e2| {
+                    CudaError::Driver(format!(
+                        "the driver loads neither NVRTC's machine code for {target} ({e}) nor its \
+                         PTX ({e2}): is the driver (`wavecp device`) older than NVRTC?"
+                    ))
+                })?;
+                (m, ptx)
             }
+            Err(e) => return Err(e),
         };
         let peaks = peaks_of(&ctx, cc);
         let info = DeviceInfo {
@@ -513,6 +653,7 @@ impl Gpu {
             compute_capability: cc,
             memory_mib: ctx.total_mem().map_err(driver_err)? / (1 << 20),
             peaks,
+            kernels: Some(target.to_string()),
         };
         let sms = ctx
             .attribute(

@@ -539,20 +539,56 @@ CUresult cuMemFreeHost(void* p) {
 CUresult cuMemHostRegister_v2(void*, size_t, unsigned) { return OK; }
 CUresult cuMemHostUnregister(void*) { return OK; }
 
-// The PTX's `.entry` names are the module's kernels; each must exist in the host build too.
+// The kernels of a cubin (an ELF file from NVRTC): each has a section `.text.<name>`, whose
+// name is in the section-name string table. The file's length is not passed in; it ends at
+// the section header table or at the last section's end, whichever is later.
+void cubin_entries(const unsigned char* b, std::set<std::string>& out) {
+    uint64_t shoff;
+    uint16_t shentsize, shnum;
+    std::memcpy(&shoff, b + 0x28, 8);
+    std::memcpy(&shentsize, b + 0x3A, 2);
+    std::memcpy(&shnum, b + 0x3C, 2);
+    size_t end = shoff + (size_t)shentsize * shnum;
+    for (unsigned i = 0; i < shnum; ++i) {
+        uint64_t off, size;
+        std::memcpy(&off, b + shoff + (size_t)i * shentsize + 0x18, 8);
+        std::memcpy(&size, b + shoff + (size_t)i * shentsize + 0x20, 8);
+        uint32_t type;
+        std::memcpy(&type, b + shoff + (size_t)i * shentsize + 0x04, 4);
+        if (type != 8 && off + size > end) end = off + size;  // 8: SHT_NOBITS, no file bytes
+    }
+    const char* key = ".text.";
+    for (size_t i = 0; i + 6 < end; ++i) {
+        if (std::memcmp(b + i, key, 6) != 0) continue;
+        size_t j = i + 6;
+        while (j < end && b[j] != 0) ++j;
+        if (j > i + 6) out.insert(std::string((const char*)b + i + 6, j - i - 6));
+        i = j;
+    }
+}
+
+// The image's kernels (the PTX's `.entry` names, or a cubin's kernel sections); each must
+// exist in the host build too.
 CUresult cuModuleLoadData(void** m, const void* image) {
-    const char* ptx = static_cast<const char*>(image);
+    count("cuModuleLoadData");
     auto* mod = new Module;
-    const char* p = ptx;
-    while ((p = std::strstr(p, ".entry ")) != nullptr) {
-        p += 7;
-        const char* e = p;
-        while (*e && *e != '(' && *e != ' ' && *e != '\n') ++e;
-        mod->entries.insert(std::string(p, e));
+    const unsigned char* b = static_cast<const unsigned char*>(image);
+    if (std::memcmp(b, "\x7f" "ELF", 4) == 0) {
+        count("cubin modules");
+        cubin_entries(b, mod->entries);
+    } else {
+        count("PTX modules");
+        const char* p = static_cast<const char*>(image);
+        while ((p = std::strstr(p, ".entry ")) != nullptr) {
+            p += 7;
+            const char* e = p;
+            while (*e && *e != '(' && *e != ' ' && *e != '\n') ++e;
+            mod->entries.insert(std::string(p, e));
+        }
     }
     if (mod->entries.empty()) {
         delete mod;
-        fail("cuModuleLoadData: no .entry in the image (not PTX from NVRTC?)");
+        fail("cuModuleLoadData: no kernel in the image (neither PTX nor a cubin from NVRTC?)");
         return INVALID_IMAGE;
     }
     *m = mod;
