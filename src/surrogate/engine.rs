@@ -49,13 +49,16 @@ pub(crate) fn open_device(
 }
 
 #[cfg(feature = "cuda")]
-pub use gpu::GpuTrainer;
+pub use gpu::{GpuTrainer, PendingLoss};
 
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
     use crate::cuda::model::GpuModel;
     use crate::cuda::{DevBuf, DevFrames, DevWindows, DeviceLoss, Gpu};
+
+    /// A loss queued on the device and not yet read ([`GpuTrainer::loss`]).
+    pub struct PendingLoss(DeviceLoss);
     use crate::nn::train::LossKind;
 
     fn dims5(t: &Tensor) -> Result<[usize; 5], SurrogateError> {
@@ -136,10 +139,11 @@ mod gpu {
         }
 
         /// One training step on the batch `xd` → `yt`: forward, loss, backward and the AdamW
-        /// update (`adam.step` follows) are all queued before the one wait of the step, for
-        /// the loss it returns. A non-finite loss has already updated the device weights with
-        /// non-finite values; the caller stops the run (the model files are written from the
-        /// host's copy, which it does not touch).
+        /// update (`adam.step` follows) are queued, nothing waits: the loss (before the
+        /// update) is read with [`GpuTrainer::loss`], best after the next step is queued so
+        /// that the device never idles between steps. A non-finite loss has by then updated
+        /// the device weights with non-finite values; the caller stops the run (the model
+        /// files are written from the host's copy, which it does not touch).
         fn step_on(
             &mut self,
             xd: DevBuf,
@@ -147,27 +151,39 @@ mod gpu {
             yt: &DevBuf,
             yshape: &[usize],
             adam: &mut Adam,
-        ) -> Result<f64, SurrogateError> {
+        ) -> Result<PendingLoss, SurrogateError> {
             let (l, g, od) = self.loss_on(xd, d, yt, yshape)?;
             self.model.zero_grad(&self.gpu)?;
             self.model.backward(&self.gpu, g, od)?;
             self.model.adam_step(&self.gpu, &adam.cfg)?;
             adam.step += 1;
-            Ok(self.gpu.loss_value(&l)?)
+            Ok(PendingLoss(l))
         }
 
-        /// One training step on a batch from the host ([`GpuTrainer::step_on`]); returns its
-        /// loss (before the update).
-        pub fn train_step(
+        /// A training step on a batch from the host ([`GpuTrainer::step_on`]).
+        pub fn queue_step(
             &mut self,
             x: Tensor,
             y: &Tensor,
             adam: &mut Adam,
-        ) -> Result<f64, SurrogateError> {
+        ) -> Result<PendingLoss, SurrogateError> {
             let d = dims5(&x)?;
             let xd = self.gpu.to_device(&x.data)?;
             let yt = self.gpu.to_device(&y.data)?;
             self.step_on(xd, d, &yt, &y.shape, adam)
+        }
+
+        /// The loss of a batch from the host, without gradients (queued, not waited for).
+        pub fn queue_eval(&mut self, x: Tensor, y: &Tensor) -> Result<PendingLoss, SurrogateError> {
+            let d = dims5(&x)?;
+            let xd = self.gpu.to_device(&x.data)?;
+            let yt = self.gpu.to_device(&y.data)?;
+            Ok(PendingLoss(self.loss_on(xd, d, &yt, &y.shape)?.0))
+        }
+
+        /// The value of a queued loss (waits for the work queued before it).
+        pub fn loss(&self, l: &PendingLoss) -> Result<f64, SurrogateError> {
+            Ok(self.gpu.loss_value(&l.0)?)
         }
 
         /// Keeps the whole frame set on the device, normalised as [`WindowSpec::stack`] does
@@ -207,7 +223,7 @@ mod gpu {
         }
 
         /// Uploads `wins` (sample, first frame) in this order as the windows of `slot`, for
-        /// [`GpuTrainer::batch_loss_at`] and [`GpuTrainer::eval_loss_at`]: one copy per epoch.
+        /// [`GpuTrainer::queue_step_at`] and [`GpuTrainer::queue_eval_at`]: one copy per epoch.
         pub fn set_windows(
             &mut self,
             slot: Slot,
@@ -252,28 +268,27 @@ mod gpu {
             Ok((x, d, y, ws.shape(count, ws.t_out, r.ny, r.nx)))
         }
 
-        /// [`GpuTrainer::train_step`] on windows `b0 .. b0 + count` of `slot` (resident data).
-        pub fn train_step_at(
+        /// [`GpuTrainer::queue_step`] on windows `b0 .. b0 + count` of `slot` (resident data).
+        pub fn queue_step_at(
             &mut self,
             slot: Slot,
             b0: usize,
             count: usize,
             adam: &mut Adam,
-        ) -> Result<f64, SurrogateError> {
+        ) -> Result<PendingLoss, SurrogateError> {
             let (x, d, y, ys) = self.batch_at(slot, b0, count)?;
             self.step_on(x, d, &y, &ys, adam)
         }
 
-        /// [`GpuTrainer::eval_loss`] of windows `b0 .. b0 + count` of `slot` (resident data).
-        pub fn eval_loss_at(
+        /// [`GpuTrainer::queue_eval`] of windows `b0 .. b0 + count` of `slot` (resident data).
+        pub fn queue_eval_at(
             &mut self,
             slot: Slot,
             b0: usize,
             count: usize,
-        ) -> Result<f64, SurrogateError> {
+        ) -> Result<PendingLoss, SurrogateError> {
             let (x, d, y, ys) = self.batch_at(slot, b0, count)?;
-            let l = self.loss_on(x, d, &y, &ys)?.0;
-            Ok(self.gpu.loss_value(&l)?)
+            Ok(PendingLoss(self.loss_on(x, d, &y, &ys)?.0))
         }
 
         /// The model's output for one batch, brought back to the host.
@@ -284,15 +299,6 @@ mod gpu {
                 .forward(&self.gpu, self.gpu.to_device(&x.data)?, d)?;
             let data = self.gpu.to_host(&y, od.iter().product())?;
             Ok(Tensor::from_vec(&od, data)?)
-        }
-
-        /// The loss of one batch, without gradients.
-        pub fn eval_loss(&mut self, x: Tensor, y: &Tensor) -> Result<f64, SurrogateError> {
-            let d = dims5(&x)?;
-            let xd = self.gpu.to_device(&x.data)?;
-            let yt = self.gpu.to_device(&y.data)?;
-            let l = self.loss_on(xd, d, &yt, &y.shape)?.0;
-            Ok(self.gpu.loss_value(&l)?)
         }
 
         /// Weights into `model`, moments into `adam` (before writing model files).
@@ -312,18 +318,27 @@ mod gpu {
 #[cfg(not(feature = "cuda"))]
 pub enum GpuTrainer {}
 
+/// Without the `cuda` feature no loss is ever queued.
+#[cfg(not(feature = "cuda"))]
+pub enum PendingLoss {}
+
 #[cfg(not(feature = "cuda"))]
 impl GpuTrainer {
     pub fn name(&self) -> String {
         match *self {}
     }
-    pub fn batch_loss(&mut self, _: Tensor, _: &Tensor) -> Result<f64, SurrogateError> {
+    pub fn queue_step(
+        &mut self,
+        _: Tensor,
+        _: &Tensor,
+        _: &mut Adam,
+    ) -> Result<PendingLoss, SurrogateError> {
         match *self {}
     }
-    pub fn update(&mut self, _: &mut Adam) -> Result<(), SurrogateError> {
+    pub fn queue_eval(&mut self, _: Tensor, _: &Tensor) -> Result<PendingLoss, SurrogateError> {
         match *self {}
     }
-    pub fn eval_loss(&mut self, _: Tensor, _: &Tensor) -> Result<f64, SurrogateError> {
+    pub fn loss(&self, _: &PendingLoss) -> Result<f64, SurrogateError> {
         match *self {}
     }
     pub fn predict(&mut self, _: Tensor) -> Result<Tensor, SurrogateError> {
@@ -338,10 +353,21 @@ impl GpuTrainer {
     pub fn set_windows(&mut self, _: Slot, _: &[(usize, usize)]) -> Result<(), SurrogateError> {
         match *self {}
     }
-    pub fn batch_loss_at(&mut self, _: Slot, _: usize, _: usize) -> Result<f64, SurrogateError> {
+    pub fn queue_step_at(
+        &mut self,
+        _: Slot,
+        _: usize,
+        _: usize,
+        _: &mut Adam,
+    ) -> Result<PendingLoss, SurrogateError> {
         match *self {}
     }
-    pub fn eval_loss_at(&mut self, _: Slot, _: usize, _: usize) -> Result<f64, SurrogateError> {
+    pub fn queue_eval_at(
+        &mut self,
+        _: Slot,
+        _: usize,
+        _: usize,
+    ) -> Result<PendingLoss, SurrogateError> {
         match *self {}
     }
 }

@@ -6,7 +6,7 @@
 //! uninterrupted one.
 
 use super::data::{FrameSet, WindowSpec};
-use super::engine::Slot;
+use super::engine::{PendingLoss, Slot};
 use super::modelfile::{self, ModelMeta, TrainState};
 use super::{file_err, SurrogateError};
 use crate::nn::model::ModelSpec;
@@ -344,27 +344,37 @@ fn run_inner(
         if let (true, Some(e)) = (resident, &mut engine) {
             e.set_windows(Slot::Train, &order)?;
         }
-        for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
-            let non_finite = || {
-                let good = if ckpt.exists() {
-                    ckpt.display().to_string()
-                } else {
-                    "none (no epoch finished)".into()
-                };
-                SurrogateError::NonFinite {
-                    epoch,
-                    checkpoint: good,
-                }
+        let non_finite = || {
+            let good = if ckpt.exists() {
+                ckpt.display().to_string()
+            } else {
+                "none (no epoch finished)".into()
             };
-            // On the GPU a step is queued whole and its loss read at the end (one wait per
-            // step); on the CPU the loss is checked before the update.
-            let l = match &mut engine {
-                Some(e) if resident => {
-                    e.train_step_at(Slot::Train, bi * job.train.batch, chunk.len(), &mut adam)?
-                }
+            SurrogateError::NonFinite {
+                epoch,
+                checkpoint: good,
+            }
+        };
+        // On the GPU a step is queued whole and its loss is read after the next step has been
+        // queued (one wait per step, with the device busy meanwhile); on the CPU the loss is
+        // checked before the update.
+        let mut pending: Option<(PendingLoss, usize)> = None;
+        for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
+            match &mut engine {
                 Some(e) => {
-                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                    e.train_step(x, &y, &mut adam)?
+                    let p = if resident {
+                        e.queue_step_at(Slot::Train, bi * job.train.batch, chunk.len(), &mut adam)?
+                    } else {
+                        let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
+                        e.queue_step(x, &y, &mut adam)?
+                    };
+                    if let Some((prev, n)) = pending.replace((p, chunk.len())) {
+                        let l = e.loss(&prev)?;
+                        if !l.is_finite() {
+                            return Err(non_finite());
+                        }
+                        sum += l * n as f64;
+                    }
                 }
                 None => {
                     let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
@@ -373,32 +383,40 @@ fn run_inner(
                     if !l.is_finite() {
                         return Err(non_finite());
                     }
+                    sum += l * chunk.len() as f64;
                     model.zero_grad();
                     model.backward_owned(dy)?;
                     let mut ps = model.params_mut();
                     adam.update(&mut ps);
-                    l
                 }
-            };
+            }
+            progress.set(((epoch - 1) * batches_per_epoch + bi + 1) as u64);
+        }
+        if let (Some(e), Some((prev, n))) = (&engine, pending.take()) {
+            let l = e.loss(&prev)?;
             if !l.is_finite() {
                 return Err(non_finite());
             }
-            sum += l * chunk.len() as f64;
-            progress.set(((epoch - 1) * batches_per_epoch + bi + 1) as u64);
+            sum += l * n as f64;
         }
         last_train = sum / order.len().max(1) as f64;
         let val_loss = match &mut engine {
             Some(e) => {
-                let mut s = 0.0;
+                // Every batch queued first, the losses read after: one wait per validation.
                 let b = job.train.batch.max(1);
+                let mut queued = Vec::new();
                 for (bi, chunk) in val_w.chunks(b).enumerate() {
-                    let l = if resident {
-                        e.eval_loss_at(Slot::Validation, bi * b, chunk.len())?
+                    let p = if resident {
+                        e.queue_eval_at(Slot::Validation, bi * b, chunk.len())?
                     } else {
                         let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                        e.eval_loss(x, &y)?
+                        e.queue_eval(x, &y)?
                     };
-                    s += l * chunk.len() as f64;
+                    queued.push((p, chunk.len()));
+                }
+                let mut s = 0.0;
+                for (p, n) in &queued {
+                    s += e.loss(p)? * *n as f64;
                 }
                 if val_w.is_empty() {
                     f64::NAN
