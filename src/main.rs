@@ -80,7 +80,8 @@ enum Cmd {
         resume: bool,
         #[arg(long)]
         json: bool,
-        /// auto (CUDA if a device opens, else the CPU, saying why), cpu or cuda.
+        /// auto (CUDA device 0 if it opens, else the CPU, saying why), cpu, cuda (device 0) or
+        /// cuda:N.
         #[arg(long, default_value = "cpu")]
         device: wavecp::nn::Device,
         /// Testing aid: stop after this many epochs (as a time limit would).
@@ -95,7 +96,7 @@ enum Cmd {
         batch: usize,
         #[arg(long)]
         json: bool,
-        /// auto, cpu or cuda (see `train --device`).
+        /// auto, cpu, cuda or cuda:N (see `train --device`).
         #[arg(long, default_value = "cpu")]
         device: wavecp::nn::Device,
     },
@@ -107,7 +108,7 @@ enum Cmd {
         batch: usize,
         #[arg(long)]
         json: bool,
-        /// auto, cpu or cuda (see `train --device`).
+        /// auto, cpu, cuda or cuda:N (see `train --device`).
         #[arg(long, default_value = "cpu")]
         device: wavecp::nn::Device,
     },
@@ -117,7 +118,7 @@ enum Cmd {
         input: PathBuf,
         #[arg(long, short, default_value = "prediction.h5")]
         output: PathBuf,
-        /// auto, cpu or cuda (see `train --device`).
+        /// auto, cpu, cuda or cuda:N (see `train --device`).
         #[arg(long, default_value = "cpu")]
         device: wavecp::nn::Device,
     },
@@ -196,7 +197,7 @@ enum BenchCmd {
         threads: Vec<usize>,
         #[arg(long, default_value_t = 5)]
         samples: usize,
-        /// cpu, or cuda (device 0; --threads is ignored there).
+        /// cpu, or cuda (device 0) or cuda:N (--threads is ignored there).
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -222,7 +223,7 @@ enum BenchCmd {
         /// Untimed steps first.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
-        /// cpu, or cuda (device 0; --threads is ignored there).
+        /// cpu, or cuda (device 0) or cuda:N (--threads is ignored there).
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -235,7 +236,7 @@ enum BenchCmd {
         /// Divides the spatial extents (a quick run, e.g. on the CUDA emulator).
         #[arg(long, default_value_t = 1)]
         scale: usize,
-        /// Only `cuda`: the kernels are GPU kernels.
+        /// `cuda` or `cuda:N`: the kernels are GPU kernels.
         #[arg(long, default_value = "cuda")]
         device: String,
         /// Instead: every GEMM tile height and k split on the dense layer's three implicit
@@ -476,13 +477,11 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                 },
         } => {
             let size = bench_size(&size, &threads, batch, steps, "steps")?;
-            if device != "cpu" && device != "cuda" {
-                anyhow::bail!("unknown --device `{device}` (cpu, cuda)");
-            }
+            let gpu = bench_device(&device)?;
             let mut out = vec![];
             for m in &model {
-                if device == "cuda" {
-                    out.push(bench_train_cuda(m, batch, size, steps, warmup)?);
+                if let Some(ordinal) = gpu {
+                    out.push(bench_train_cuda(m, batch, size, steps, warmup, ordinal)?);
                     continue;
                 }
                 for &t in &threads {
@@ -503,15 +502,15 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                     sweep,
                 },
         } => {
-            if device != "cuda" {
+            let Some(ordinal) = bench_device(&device)? else {
                 anyhow::bail!("bench kernels times GPU kernels: --device cuda (got `{device}`)");
-            }
+            };
             if samples == 0 || scale == 0 || scale > 16 {
                 anyhow::bail!("--samples must be at least 1 and --scale 1..=16");
             }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&bench_kernels_cuda(samples, scale, sweep)?)?
+                serde_json::to_string_pretty(&bench_kernels_cuda(samples, scale, sweep, ordinal)?)?
             );
             Ok(())
         }
@@ -532,9 +531,7 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                 },
         } => {
             let size = bench_size(&size, &threads, batch, samples, "samples")?;
-            if device != "cpu" && device != "cuda" {
-                anyhow::bail!("unknown --device `{device}` (cpu, cuda)");
-            }
+            let gpu = bench_device(&device)?;
             let mut out = vec![];
             for k in &kind {
                 let kind = match k.as_str() {
@@ -553,8 +550,8 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
                     kernel,
                     rank,
                 };
-                if device == "cuda" {
-                    out.push(bench_conv_cuda(&shape, samples)?);
+                if let Some(ordinal) = gpu {
+                    out.push(bench_conv_cuda(&shape, samples, ordinal)?);
                     continue;
                 }
                 for &t in &threads {
@@ -748,10 +745,23 @@ fn emit_ptx_files(dir: &std::path::Path, arch: &str) -> Result<()> {
 }
 
 #[cfg(feature = "cuda")]
-fn bench_conv_cuda(shape: &wavecp::bench::ConvShape, samples: usize) -> Result<serde_json::Value> {
+fn bench_conv_cuda(
+    shape: &wavecp::bench::ConvShape,
+    samples: usize,
+    ordinal: usize,
+) -> Result<serde_json::Value> {
     Ok(serde_json::to_value(wavecp::cuda::bench::run_conv(
-        shape, samples,
+        shape, samples, ordinal,
     )?)?)
+}
+
+/// A benchmark's `--device`: `cpu` (None) or the CUDA device's ordinal (`cuda`, `cuda:N`).
+fn bench_device(device: &str) -> Result<Option<usize>> {
+    match device.parse::<wavecp::nn::Device>() {
+        Ok(wavecp::nn::Device::Cpu) => Ok(None),
+        Ok(wavecp::nn::Device::Cuda(n)) => Ok(Some(n)),
+        _ => anyhow::bail!("unknown --device `{device}` (cpu, cuda, cuda:N)"),
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -761,9 +771,10 @@ fn bench_train_cuda(
     size: [usize; 3],
     steps: usize,
     warmup: usize,
+    ordinal: usize,
 ) -> Result<serde_json::Value> {
     Ok(serde_json::to_value(wavecp::cuda::bench::run_train(
-        m, batch, size, steps, warmup,
+        m, batch, size, steps, warmup, ordinal,
     )?)?)
 }
 
@@ -774,27 +785,33 @@ fn bench_train_cuda(
     _: [usize; 3],
     _: usize,
     _: usize,
+    _: usize,
 ) -> Result<serde_json::Value> {
     anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 
 #[cfg(feature = "cuda")]
-fn bench_kernels_cuda(samples: usize, scale: usize, sweep: bool) -> Result<serde_json::Value> {
+fn bench_kernels_cuda(
+    samples: usize,
+    scale: usize,
+    sweep: bool,
+    ordinal: usize,
+) -> Result<serde_json::Value> {
     use wavecp::cuda::bench::{run_kernels, run_sweep};
     Ok(serde_json::to_value(if sweep {
-        run_sweep(samples, scale)?
+        run_sweep(samples, scale, ordinal)?
     } else {
-        run_kernels(samples, scale)?
+        run_kernels(samples, scale, ordinal)?
     })?)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn bench_kernels_cuda(_: usize, _: usize, _: bool) -> Result<serde_json::Value> {
+fn bench_kernels_cuda(_: usize, _: usize, _: bool, _: usize) -> Result<serde_json::Value> {
     anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 
 #[cfg(not(feature = "cuda"))]
-fn bench_conv_cuda(_: &wavecp::bench::ConvShape, _: usize) -> Result<serde_json::Value> {
+fn bench_conv_cuda(_: &wavecp::bench::ConvShape, _: usize, _: usize) -> Result<serde_json::Value> {
     anyhow::bail!("this wavecp was built without the `cuda` feature")
 }
 

@@ -1654,7 +1654,7 @@ fn the_tiling_sweep_times_every_variant_and_marks_the_chosen_one() {
     let Some(_gpu) = open_gpu() else {
         return;
     };
-    let rows = wavecp::cuda::bench::run_sweep(1, 16).unwrap();
+    let rows = wavecp::cuda::bench::run_sweep(1, 16, 0).unwrap();
     let mut shapes: Vec<&str> = Vec::new();
     for r in &rows {
         if !shapes.contains(&r.shape.as_str()) {

@@ -359,9 +359,9 @@ fn device_selection_is_explicit() {
             "small_cp",
             1,
         );
-        match run(&missing, Path::new("."), &opts(Device::Cuda)) {
+        match run(&missing, Path::new("."), &opts(Device::Cuda(0))) {
             Err(SurrogateError::Cuda(m)) => {
-                assert!(m.contains("--device cuda"), "{m}");
+                assert!(m.contains("--device cuda:0"), "{m}");
                 assert!(
                     m.contains("driver") || m.contains("device") || m.contains("feature"),
                     "{m}"
@@ -372,6 +372,30 @@ fn device_selection_is_explicit() {
                 other.map(|s| s.epochs)
             ),
         }
+    }
+    // `cuda` is device 0, `cuda:N` device N; anything else names the accepted forms.
+    assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+    assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+    for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1"] {
+        let e = bad.parse::<Device>().unwrap_err();
+        assert!(e.contains("cuda:N") && e.contains(bad), "{e}");
+    }
+    // A device number past what the driver shows is an error naming both (the emulator shows
+    // one device; without a driver the missing driver is the reason).
+    let far = job(
+        &dir.path().join("no-such.h5"),
+        &dir.path().join("y"),
+        "small_cp",
+        1,
+    );
+    match run(&far, Path::new("."), &opts(Device::Cuda(7))) {
+        Err(SurrogateError::Cuda(m)) => {
+            assert!(m.contains("--device cuda:7"), "{m}");
+            if have_gpu {
+                assert!(m.contains("device 7") && m.contains("shows"), "{m}");
+            }
+        }
+        other => panic!("expected a CUDA error, got {:?}", other.map(|s| s.epochs)),
     }
     let data = dataset(dir.path(), "d.h5", 16, 4, 9);
     let cpu = run(

@@ -46,8 +46,12 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Runs one layer of `shape` on device 0: a warm-up pass, then `samples` timed ones.
-pub fn run_conv(shape: &ConvShape, samples: usize) -> Result<GpuConvResult, CudaError> {
-    let gpu = Gpu::new(0)?;
+pub fn run_conv(
+    shape: &ConvShape,
+    samples: usize,
+    ordinal: usize,
+) -> Result<GpuConvResult, CudaError> {
+    let gpu = Gpu::new(ordinal)?;
     let (ci, co, r, k) = (shape.cin, shape.cout, shape.rank, shape.kernel);
     let (kk, axes, t) = if shape.dims == 2 {
         ([1, k, k], vec![1, 2], 1)
@@ -168,6 +172,7 @@ pub fn run_train(
     size: [usize; 3],
     steps: usize,
     warmup: usize,
+    ordinal: usize,
 ) -> Result<GpuTrainStepResult, CudaError> {
     use super::model::GpuModel;
     use crate::nn::train::AdamConfig;
@@ -178,7 +183,7 @@ pub fn run_train(
     let (dims, cin) = (spec.model.dims, spec.model.in_channels);
     let cpu = Model::new(spec).map_err(|e| CudaError::Driver(e.to_string()))?;
     let params = cpu.num_params();
-    let gpu = Gpu::new(0)?;
+    let gpu = Gpu::new(ordinal)?;
     let mut m = GpuModel::from_model(&gpu, &cpu)?;
     let t = if dims == 2 { 1 } else { size[0] };
     let d = [batch, cin, t, size[1], size[2]];
@@ -335,12 +340,16 @@ fn kernel_result(
 /// forward, a weight-gradient (split-K) and a square shape and the 64 × 64 baseline at the
 /// same, the implicit-GEMM convolution, the fused CP chain forward and filter gradient against
 /// the three per-axis passes, GELU, and the batch gather of the resident training data.
-pub fn run_kernels(samples: usize, scale: usize) -> Result<Vec<KernelResult>, CudaError> {
+pub fn run_kernels(
+    samples: usize,
+    scale: usize,
+    ordinal: usize,
+) -> Result<Vec<KernelResult>, CudaError> {
     use super::device::ConvOperand;
     use super::{Chain, GemmDesc};
     use crate::nn::conv::{AxisConv, DwShape};
     use crate::nn::ops::ActKind;
-    let mut gpu = Gpu::new(0)?;
+    let mut gpu = Gpu::new(ordinal)?;
     let sc = scale.max(1);
     let (b, c, t, y, x) = (4usize, 32usize, 8usize, 64 / sc, 64 / sc);
     let nvox = t * y * x;
@@ -555,10 +564,14 @@ fn paper_levels(scale: usize) -> Vec<(usize, [usize; 3])> {
 /// gradient), at each U-Net level of the paper models, each result named with its variant and
 /// marked `(chosen)` where it is what [`Gpu::gemm_plan`] or [`Chain::tile`] would pick. One GPU
 /// run of this is what the choice rules need to be set from measurements.
-pub fn run_sweep(samples: usize, scale: usize) -> Result<Vec<KernelResult>, CudaError> {
+pub fn run_sweep(
+    samples: usize,
+    scale: usize,
+    ordinal: usize,
+) -> Result<Vec<KernelResult>, CudaError> {
     use super::device::ConvOperand;
     use super::{Chain, GemmDesc};
-    let mut gpu = Gpu::new(0)?;
+    let mut gpu = Gpu::new(ordinal)?;
     let quick = scale > 1;
     let heights: &[usize] = if quick { &[32, 128] } else { &[32, 64, 128] };
     let splits: &[usize] = if quick { &[1, 4] } else { &[1, 2, 4, 8, 16] };

@@ -454,8 +454,14 @@ fn context(ordinal: usize) -> Result<Arc<CudaContext>, CudaError> {
     let count = std::panic::catch_unwind(CudaContext::device_count)
         .map_err(|_| CudaError::NoDriver)?
         .map_err(driver_err)?;
-    if count <= ordinal as i32 {
+    if count <= 0 {
         return Err(CudaError::NoDevice);
+    }
+    if count <= ordinal as i32 {
+        return Err(CudaError::Driver(format!(
+            "device {ordinal} asked for, but the driver shows {count} (numbered from 0; \
+             CUDA_VISIBLE_DEVICES may hide others)"
+        )));
     }
     std::panic::catch_unwind(|| CudaContext::new(ordinal))
         .map_err(|_| CudaError::NoDriver)?

@@ -14,13 +14,14 @@ pub mod train;
 
 pub use model::{Model, ModelSpec};
 
-/// Where the network computes (`--device`).
+/// Where the network computes (`--device`): `cpu`, `cuda` (device 0), `cuda:N` (device N, as
+/// the driver numbers the devices it is shown: `CUDA_VISIBLE_DEVICES` applies) or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
     #[default]
     Cpu,
-    Cuda,
-    /// CUDA when a device opens, else the CPU (saying why).
+    Cuda(usize),
+    /// CUDA device 0 when it opens, else the CPU (saying why).
     Auto,
 }
 
@@ -29,9 +30,14 @@ impl std::str::FromStr for Device {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cpu" => Ok(Device::Cpu),
-            "cuda" => Ok(Device::Cuda),
+            "cuda" => Ok(Device::Cuda(0)),
             "auto" => Ok(Device::Auto),
-            other => Err(format!("unknown device `{other}` (auto, cpu, cuda)")),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device `{other}` (auto, cpu, cuda, cuda:N)"
+                )),
+            },
         }
     }
 }

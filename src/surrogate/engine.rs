@@ -19,9 +19,9 @@ pub enum Slot {
 pub(crate) fn open_device(device: Device) -> Result<Option<crate::cuda::Gpu>, SurrogateError> {
     match device {
         Device::Cpu => Ok(None),
-        Device::Cuda => crate::cuda::Gpu::new(0)
+        Device::Cuda(n) => crate::cuda::Gpu::new(n)
             .map(Some)
-            .map_err(|e| SurrogateError::Cuda(format!("--device cuda: {e}"))),
+            .map_err(|e| SurrogateError::Cuda(format!("--device cuda:{n}: {e}"))),
         Device::Auto => match crate::cuda::Gpu::new(0) {
             Ok(g) => Ok(Some(g)),
             Err(e) => {
@@ -38,7 +38,7 @@ pub(crate) fn open_device(
 ) -> Result<Option<std::convert::Infallible>, SurrogateError> {
     match device {
         Device::Cpu => Ok(None),
-        Device::Cuda => Err(SurrogateError::Cuda(
+        Device::Cuda(_) => Err(SurrogateError::Cuda(
             "--device cuda: this wavecp was built without the `cuda` feature".into(),
         )),
         Device::Auto => {
