@@ -197,7 +197,7 @@ fn the_kernel_benchmark_reports_rates_against_the_roofline() {
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = r.as_array().unwrap();
-    assert!(rows.len() >= 12, "{} entries", rows.len());
+    assert!(rows.len() >= 48, "{} entries", rows.len());
     for e in rows {
         assert!(e["ms"].as_f64().unwrap() > 0.0, "{e}");
         let f = e["fraction_of_roofline"]
@@ -205,12 +205,61 @@ fn the_kernel_benchmark_reports_rates_against_the_roofline() {
             .expect("no roofline fraction");
         assert!(f > 0.0 && f <= 1.5, "{e}");
     }
-    // On the emulator, which counts what it loads: every kernel file came as PTX.
+    // On the emulator, which counts what it loads and launches: every kernel file came as
+    // PTX, and every kernel a training step of the dense, pair and CP models launches was
+    // timed against the roofline (by family: the tile-height, epilogue and chain-tile
+    // variants a shape selects are what `bench kernels --sweep` times).
     let counts = std::fs::read_to_string(stats.path()).unwrap_or_default();
     if !counts.is_empty() {
         let c: serde_json::Value = serde_json::from_str(&counts).unwrap();
         assert_eq!(c["PTX modules"].as_u64(), Some(KERNELS.len() as u64), "{c}");
         assert!(c.get("cubin modules").is_none(), "{c}");
+        let train_stats = tempfile::NamedTempFile::new().unwrap();
+        let models = ["dense", "pair", "cp"]
+            .map(|k| format!("{}/models/small_{k}.toml", env!("CARGO_MANIFEST_DIR")));
+        let t = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+            .args([
+                "bench", "train", "--device", "cuda", "--size", "4,16,16", "--batch", "1",
+            ])
+            .args([
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--model",
+                &models.join(","),
+            ])
+            .env("WAVECP_EMU_STATS", train_stats.path())
+            .output()
+            .unwrap();
+        assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+        let families = |text: &str| -> std::collections::BTreeSet<String> {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap();
+            v.as_object()
+                .unwrap()
+                .keys()
+                .filter_map(|k| k.strip_prefix("launch "))
+                .map(|k| {
+                    let k = k.replace("_bias_act", "");
+                    // sgemm_t64_f32 → sgemm_f32, cp_chain_forward_t16_f32 → cp_chain_forward_f32
+                    match k.rsplit_once("_t") {
+                        Some((head, tail)) if tail.starts_with(|ch: char| ch.is_ascii_digit()) => {
+                            let rest = tail.trim_start_matches(|ch: char| ch.is_ascii_digit());
+                            format!("{head}{rest}")
+                        }
+                        _ => k,
+                    }
+                })
+                .collect()
+        };
+        let trained = families(&std::fs::read_to_string(train_stats.path()).unwrap());
+        let timed = families(&counts);
+        assert!(trained.len() >= 20, "{trained:?}");
+        let missing: Vec<_> = trained.difference(&timed).collect();
+        assert!(
+            missing.is_empty(),
+            "launched in training, not timed alone: {missing:?}"
+        );
     }
     let cpu = Command::new(env!("CARGO_BIN_EXE_wavecp"))
         .args(["bench", "kernels", "--device", "cpu"])

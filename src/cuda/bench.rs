@@ -546,6 +546,428 @@ pub fn run_kernels(
         8.0 * (b * 16 * y * x) as f64,
         samples,
     ));
+    out.extend(training_kernels(&mut gpu, samples, scale)?);
+    Ok(out)
+}
+
+/// Every other kernel a training step of the paper models launches, alone, at the sizes it
+/// runs at there: at each U-Net level the dense layer's three implicit GEMMs as training runs
+/// them (the forward pass with bias + GELU in the epilogue, the weight gradient with its k
+/// split, the input gradient with its adjoint weights) and the fused CP chain with the tile the
+/// rules pick; at the first level the activation, bias, skip, pooling, up-sampling, loss and
+/// transposed-convolution kernels; the pair kernel rebuild and its factor gradients; and the
+/// optimiser's zeroing, norm and update over a paper-CP-sized parameter set. Kernels that only
+/// move data are set against the bandwidth alone (FLOPs 0).
+fn training_kernels(
+    gpu: &mut Gpu,
+    samples: usize,
+    scale: usize,
+) -> Result<Vec<KernelResult>, CudaError> {
+    use super::device::ConvOperand;
+    use super::{AdamStep, Chain, GemmDesc};
+    use crate::nn::ops::{ActKind, PoolKind};
+    let b = 4usize;
+    let g = Geom {
+        k: [3; 3],
+        stride: [1; 3],
+        pad: [1; 3],
+        dil: [1; 3],
+    };
+    let mut out = vec![];
+    for (c, ext) in paper_levels(scale) {
+        let nvox: usize = ext.iter().product();
+        let (kk, n) = (c * 27, b * c * nvox);
+        let level = format!("{c} ch, {}x{}x{}, batch {b}", ext[0], ext[1], ext[2]);
+        let x = gpu.to_device(&values(n, 31))?;
+        let w = gpu.to_device(&values(c * kk, 32))?;
+        let dy = gpu.to_device(&values(n, 33))?;
+        let bias = gpu.to_device(&values(c, 34))?;
+        let mut y = gpu.device_zeros(n)?;
+        let mut pre = gpu.device_zeros(n)?;
+        let mut dw = gpu.device_zeros(c * kk)?;
+        let mut wa = gpu.device_zeros(c * kk)?;
+        let (n64, kk64, c64) = (nvox as i64, kk as i64, c as i64);
+        let desc = |m: usize, nn: usize, k: usize, a, bb, cc, beta| GemmDesc {
+            m: m as u32,
+            n: nn as u32,
+            k: k as u32,
+            batch: b as u32,
+            a,
+            b: bb,
+            c: cc,
+            alpha: 1.0,
+            beta,
+        };
+        let conv = desc(
+            c,
+            nvox,
+            kk,
+            [kk64, 1, 0],
+            [n64, 1, kk64 * n64],
+            [n64, 1, c64 * n64],
+            0.0,
+        );
+        let wgrad = desc(
+            c,
+            kk,
+            nvox,
+            [n64, 1, c64 * n64],
+            [1, n64, kk64 * n64],
+            [kk64, 1, 0],
+            1.0,
+        );
+        let flops = 2.0 * (c * kk * nvox * b) as f64;
+        let io = 4.0 * (2 * n + c * kk) as f64;
+        let plan = gpu.gemm_plan(&conv);
+        let ms = time_ms(gpu, samples, || {
+            gpu.gemm_conv_dev(
+                &conv,
+                &w.as_view(),
+                &x.as_view(),
+                ConvOperand::Col,
+                (c, ext, &g, ext),
+                &mut y,
+                Some(&bias),
+                Some((ActKind::Gelu, &mut pre)),
+            )
+        })?;
+        out.push(kernel_result(
+            gpu,
+            (
+                &format!(
+                    "sgemm_t{}_bias_act_f32 implicit, GELU (splits {})",
+                    plan.bm, plan.splits
+                ),
+                format!("dense forward: {level}"),
+            ),
+            ms,
+            flops,
+            io + 4.0 * n as f64,
+            samples,
+        ));
+        let plan = gpu.gemm_plan(&wgrad);
+        let ms = time_ms(gpu, samples, || {
+            gpu.gemm_conv_dev(
+                &wgrad,
+                &dy.as_view(),
+                &x.as_view(),
+                ConvOperand::ColT,
+                (c, ext, &g, ext),
+                &mut dw,
+                None,
+                None,
+            )
+        })?;
+        out.push(kernel_result(
+            gpu,
+            (
+                &format!(
+                    "sgemm_t{}_f32 implicit col^T (splits {})",
+                    plan.bm, plan.splits
+                ),
+                format!("dense weight gradient: {level}"),
+            ),
+            ms,
+            flops,
+            io,
+            samples,
+        ));
+        let plan = gpu.gemm_plan(&conv);
+        let ms = time_ms(gpu, samples, || {
+            gpu.conv_weight_adjoint_dev(&w, (c, c, 27), &mut wa)?;
+            gpu.gemm_conv_dev(
+                &conv,
+                &wa.as_view(),
+                &dy.as_view(),
+                ConvOperand::Col,
+                (c, ext, &g, ext),
+                &mut y,
+                None,
+                None,
+            )
+        })?;
+        out.push(kernel_result(
+            gpu,
+            (
+                &format!(
+                    "conv_weight_adjoint_f32 + sgemm_t{}_f32 implicit (splits {})",
+                    plan.bm, plan.splits
+                ),
+                format!("dense input gradient: {level}"),
+            ),
+            ms,
+            flops,
+            io + 8.0 * (c * kk) as f64,
+            samples,
+        ));
+        let ch = Chain {
+            batch: b,
+            c,
+            ind: ext,
+            k: [3; 3],
+            pad: [1; 3],
+        };
+        let tile = ch.tile()?;
+        let ws: Vec<_> = (0..3)
+            .map(|a| gpu.to_device(&values(c * 3, 35 + a)))
+            .collect::<Result<_, _>>()?;
+        let wr = [&ws[0], &ws[1], &ws[2]];
+        let mut gs: Vec<_> = (0..3)
+            .map(|_| gpu.device_zeros(c * 3))
+            .collect::<Result<_, _>>()?;
+        let ms = time_ms(gpu, samples, || {
+            gpu.cp_chain_forward_dev(&ch, false, &x, wr, &mut y)
+        })?;
+        let shape = format!("CP chain 3+3+3 taps: {level}");
+        out.push(kernel_result(
+            gpu,
+            (tile.forward, shape.clone()),
+            ms,
+            2.0 * 9.0 * n as f64,
+            8.0 * n as f64,
+            samples,
+        ));
+        let ms = time_ms(gpu, samples, || {
+            let [g0, g1, g2] = &mut gs[..] else {
+                unreachable!("three gradients")
+            };
+            gpu.cp_chain_dweight_dev(&ch, &x, &dy, wr, [g0, g1, g2])
+        })?;
+        out.push(kernel_result(
+            gpu,
+            (
+                &format!("{} + cp_chain_dweight_reduce_f32", tile.dweight),
+                shape,
+            ),
+            ms,
+            2.0 * 2.0 * 9.0 * n as f64,
+            8.0 * n as f64,
+            samples,
+        ));
+    }
+
+    // Element-wise, skip, pooling and loss kernels on the first level's activations.
+    let (c, ext) = paper_levels(scale)[0];
+    let nvox: usize = ext.iter().product();
+    let n = b * c * nvox;
+    let level = format!("{c} ch, {}x{}x{}, batch {b}", ext[0], ext[1], ext[2]);
+    let x = gpu.to_device(&values(n, 41))?;
+    let dy = gpu.to_device(&values(n, 42))?;
+    let bias = gpu.to_device(&values(c, 43))?;
+    let mut y = gpu.device_zeros(n)?;
+    let mut y2 = gpu.device_zeros(2 * n)?;
+    let mut db = gpu.device_zeros(c)?;
+    let bw = |kernel: &str, what: &str, bytes: f64, ms: f64| {
+        kernel_result(
+            gpu,
+            (kernel, format!("{what}: {level}")),
+            ms,
+            0.0,
+            bytes,
+            samples,
+        )
+    };
+    let nb = n as f64;
+    let mut rows = vec![];
+    let ms = time_ms(gpu, samples, || {
+        gpu.act_backward_dev(ActKind::Gelu, &x, &dy, &mut y, n)
+    })?;
+    rows.push(bw(
+        "act_backward_f32 (GELU)",
+        "activation gradient",
+        12.0 * nb,
+        ms,
+    ));
+    let ms = time_ms(gpu, samples, || gpu.bias_add_dev(&mut y, &bias, b, c, nvox))?;
+    rows.push(bw("bias_add_f32", "bias", 8.0 * nb, ms));
+    let ms = time_ms(gpu, samples, || gpu.bias_grad_dev(&dy, b, c, nvox, &mut db))?;
+    rows.push(bw("bias_grad_f32", "bias gradient", 4.0 * nb, ms));
+    let ms = time_ms(gpu, samples, || gpu.axpy_dev(&mut y, &x, 1.0, n))?;
+    rows.push(bw("axpy_f32", "skip gradient sum", 12.0 * nb, ms));
+    let ms = time_ms(gpu, samples, || {
+        gpu.concat_dev(&x, &dy, b, c * nvox, c * nvox, &mut y2)
+    })?;
+    rows.push(bw("concat_f32", "concat of two", 16.0 * nb, ms));
+    let mut ya = gpu.device_zeros(n)?;
+    let ms = time_ms(gpu, samples, || {
+        gpu.split_dev(&y2, b, c * nvox, c * nvox, &mut ya, &mut y)
+    })?;
+    rows.push(bw("split_f32", "split into two", 16.0 * nb, ms));
+    let k = [1, 2, 2];
+    let mut pooled = gpu.device_zeros(n / 4)?;
+    let mut argmax = gpu.uninit::<u32>(n / 4)?;
+    let ms = time_ms(gpu, samples, || {
+        gpu.pool_forward_dev(PoolKind::Max, &x, b * c, ext, k, &mut pooled, &mut argmax)
+    })?;
+    rows.push(bw(
+        "pool_forward_f32 (max 1x2x2)",
+        "pooling",
+        4.0 * nb + 2.0 * nb,
+        ms,
+    ));
+    let ms = time_ms(gpu, samples, || {
+        gpu.pool_backward_dev(PoolKind::Max, &pooled, &argmax, b * c, ext, k, &mut y)
+    })?;
+    rows.push(bw(
+        "pool_backward_f32 (max 1x2x2)",
+        "pooling gradient",
+        4.0 * nb + 2.0 * nb,
+        ms,
+    ));
+    let coarse = [ext[0], ext[1] / 2, ext[2] / 2];
+    let ms = time_ms(gpu, samples, || {
+        gpu.upsample_dev(true, &pooled, b * c, coarse, k, &mut y)
+    })?;
+    rows.push(bw(
+        "upsample_forward_f32 (1x2x2)",
+        "up-sampling",
+        5.0 * nb,
+        ms,
+    ));
+    let ms = time_ms(gpu, samples, || {
+        gpu.upsample_dev(false, &dy, b * c, coarse, k, &mut pooled)
+    })?;
+    rows.push(bw(
+        "upsample_backward_f32 (1x2x2)",
+        "up-sampling gradient",
+        5.0 * nb,
+        ms,
+    ));
+    let ms = time_ms(gpu, samples, || {
+        gpu.mse_dev_deferred(&x, &dy, n, &mut y).map(|_| ())
+    })?;
+    rows.push(bw("mse_f32", "MSE loss and gradient", 12.0 * nb, ms));
+    let ms = time_ms(gpu, samples, || {
+        gpu.rel_l2_dev_deferred(&x, &dy, b, n / b, &mut y)
+            .map(|_| ())
+    })?;
+    rows.push(bw(
+        "rel_l2_sums_f32 + rel_l2_den_f64 + rel_l2_grad_f32",
+        "relative-L2 loss and gradient",
+        20.0 * nb,
+        ms,
+    ));
+    // The transposed convolution's scatter (2 × 2 in y and x, stride 2): col2im from the
+    // GEMM's [c·4, coarse] columns to the fine grid.
+    let gt = Geom {
+        k: [1, 2, 2],
+        stride: [1, 2, 2],
+        pad: [0; 3],
+        dil: [1; 3],
+    };
+    let col = gpu.to_device(&values(n, 44))?;
+    let ms = time_ms(gpu, samples, || {
+        gpu.col2im_dev(&col, b, c, ext, &gt, coarse, &mut y)
+    })?;
+    rows.push(bw(
+        "col2im_f32 (transposed conv 1x2x2, stride 2)",
+        "transposed convolution",
+        8.0 * nb,
+        ms,
+    ));
+    out.extend(rows);
+
+    // The pair layer's kernel rebuilt from rank-1 factors and the factor gradients, 32 → 32.
+    let (oi, rank, kd) = (c * c, 1usize, [3usize; 3]);
+    let fs: Vec<_> = (0..3)
+        .map(|a| gpu.to_device(&values(oi * rank * 3, 45 + a)))
+        .collect::<Result<_, _>>()?;
+    let mut wk = gpu.device_zeros(oi * 27)?;
+    let ms = time_ms(gpu, samples, || {
+        gpu.pair_rebuild_dev(&fs, &[0, 1, 2], (oi, rank, kd), &mut wk)
+    })?;
+    let pair_shape = format!("pair {c}->{c}, rank {rank}, 3x3x3");
+    out.push(kernel_result(
+        gpu,
+        ("pair_rebuild_f32", pair_shape.clone()),
+        ms,
+        2.0 * (oi * rank * 27) as f64,
+        4.0 * (oi * 27 + 9 * oi * rank) as f64,
+        samples,
+    ));
+    let mut acc = gpu.device_zeros(oi * rank * 3)?;
+    let ms = time_ms(gpu, samples, || {
+        gpu.pair_factor_grad_dev(&fs, &[0, 1, 2], (oi, rank, kd), &wk, 0, &mut acc)
+    })?;
+    out.push(kernel_result(
+        gpu,
+        ("pair_factor_grad_f32", pair_shape),
+        ms,
+        2.0 * (oi * rank * 27) as f64,
+        4.0 * (oi * 27 + 9 * oi * rank) as f64,
+        samples,
+    ));
+
+    // The optimiser over a parameter set of the paper CP model's size (≈ 1 M values in 60
+    // arrays): zeroing, the norm and clipping factor, the AdamW update.
+    let sizes: Vec<usize> = (0..60)
+        .map(|i| if i % 2 == 0 { 32_768 } else { 32 })
+        .collect();
+    let total: usize = sizes.iter().sum();
+    let mk = |seed: u64| -> Result<Vec<_>, CudaError> {
+        sizes
+            .iter()
+            .map(|&m| gpu.to_device(&values(m, seed)))
+            .collect()
+    };
+    let (mut wv, mut gv, mut mv, mut vv) = (mk(51)?, mk(52)?, mk(53)?, mk(54)?);
+    let set = format!("{} arrays, {total} values", sizes.len());
+    let tb = total as f64;
+    let ms = time_ms(gpu, samples, || {
+        let mut bufs: Vec<_> = gv.iter_mut().collect();
+        gpu.zero_all_dev(&mut bufs)
+    })?;
+    out.push(kernel_result(
+        gpu,
+        ("zero_multi_f32", set.clone()),
+        ms,
+        0.0,
+        4.0 * tb,
+        samples,
+    ));
+    let ms = time_ms(gpu, samples, || {
+        let refs: Vec<_> = gv.iter().collect();
+        gpu.clip_dev(&refs, 1.0).map(|_| ())
+    })?;
+    out.push(kernel_result(
+        gpu,
+        ("sumsq_multi_f32 + clip_scale_f64", set.clone()),
+        ms,
+        0.0,
+        4.0 * tb,
+        samples,
+    ));
+    let clip = {
+        let refs: Vec<_> = gv.iter().collect();
+        gpu.clip_dev(&refs, 1.0)?
+    };
+    let step = AdamStep {
+        scale: 1.0,
+        lr: 1e-4,
+        b1: 0.9,
+        b2: 0.999,
+        c1: 0.1,
+        c2: 0.001,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    let ms = time_ms(gpu, samples, || {
+        let mut params: Vec<_> = wv
+            .iter_mut()
+            .zip(gv.iter())
+            .zip(mv.iter_mut().zip(vv.iter_mut()))
+            .map(|((w, g), (m, v))| (w, g, m, v))
+            .collect();
+        gpu.adamw_all_dev(&mut params, &step, Some(&clip))
+    })?;
+    out.push(kernel_result(
+        gpu,
+        ("adamw_multi_f32", set),
+        ms,
+        0.0,
+        28.0 * tb,
+        samples,
+    ));
     Ok(out)
 }
 

@@ -14,7 +14,8 @@
 // index order or, with WAVECP_EMU_ORDER=reverse, the reverse), warp-level behaviour, the
 // memory ordering between blocks, timing.
 //
-// It counts every driver call it serves (and the bytes copied): `wavecp_emu_count(name)` gives
+// It counts every driver call it serves (and the bytes copied, and the launches of each kernel
+// as "launch <name>"): `wavecp_emu_count(name)` gives
 // a count to tests, and with WAVECP_EMU_STATS=FILE all of them are written as JSON at exit.
 // The host-side work of a training step (launches, function lookups, allocations, copies,
 // waits) is thus measured here, GPU or not.
@@ -631,6 +632,7 @@ CUresult cuLaunchKernel(void* fp, unsigned gx, unsigned gy, unsigned gz, unsigne
                         unsigned bz, unsigned smem, CUstream, void** params, void** extra) {
     auto* f = static_cast<Function*>(fp);
     count("cuLaunchKernel");
+    count(("launch " + f->name).c_str());
     char msg[300];
     if (extra) {
         fail("cuLaunchKernel: `extra` parameter passing is not emulated");
