@@ -1057,9 +1057,14 @@ impl Gpu {
         let f = self.function("optim", "rel_l2_den_f64")?;
         let mut l = self.stream.launch_builder(&f);
         l.arg(&sums).arg(&b32).arg(&mut den);
+        let one = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: arguments match rel_l2_den_f64(const double*, unsigned, double*); one thread
         // reads the 2·batch sums and writes batch + 1 values into den (that long).
-        unsafe { l.launch(LaunchConfig::for_num_elems(1)) }.map_err(driver_err)?;
+        unsafe { l.launch(one) }.map_err(driver_err)?;
         let f = self.function("optim", "rel_l2_grad_f32")?;
         let n64 = n as u64;
         let mut l = self.stream.launch_builder(&f);
