@@ -10,8 +10,9 @@
 // device buffer (each allocation ends at a guard page; the fault names the kernel, block and
 // thread). New allocations are filled with NaN so that a kernel reading memory nobody wrote
 // shows up in the results. What it cannot check: races between threads that need a barrier
-// that both thread orders happen to hide (fibers run one at a time between barriers, in
-// index order or, with WAVECP_EMU_ORDER=reverse, the reverse), warp-level behaviour, the
+// that the thread orders tried happen to hide (fibers run one at a time between barriers, in
+// index order or, with WAVECP_EMU_ORDER=reverse, the reverse, or with =shuffle[:SEED] a
+// random permutation per block and barrier interval), warp-level behaviour, the
 // memory ordering between blocks, timing.
 //
 // It counts every driver call it serves (and the bytes copied, and the launches of each kernel
@@ -234,12 +235,44 @@ void install_handler() {
 // Sequential threads are an extreme interleaving: with a barrier missing, some thread reads
 // shared memory its neighbours have not written yet (or have already overwritten) in one of
 // the two orders, so running the tests in both orders exposes most missing barriers.
-bool reverse_order() {
-    static const bool r = [] {
+// The order a block's threads run in between barriers: WAVECP_EMU_ORDER unset or `index`
+// (0, 1, ...), `reverse`, or `shuffle[:SEED]` (a fresh pseudo-random permutation for every block
+// and every barrier interval, reproducible from the seed, default 1).
+enum class Order { Index, Reverse, Shuffle };
+struct OrderSpec {
+    Order order;
+    uint64_t seed;
+};
+const OrderSpec& order_spec() {
+    static const OrderSpec o = [] {
         const char* v = std::getenv("WAVECP_EMU_ORDER");
-        return v && std::strcmp(v, "reverse") == 0;
+        if (v && std::strcmp(v, "reverse") == 0) return OrderSpec{Order::Reverse, 0};
+        if (v && std::strncmp(v, "shuffle", 7) == 0) {
+            uint64_t seed = 1;
+            if (v[7] == ':') seed = std::strtoull(v + 8, nullptr, 10);
+            return OrderSpec{Order::Shuffle, seed};
+        }
+        return OrderSpec{Order::Index, 0};
     }();
-    return r;
+    return o;
+}
+uint64_t splitmix64(uint64_t& x) {
+    uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+thread_local std::vector<unsigned> perm;
+// The thread order of one barrier interval of the current block.
+void order_threads(unsigned nthreads, unsigned round) {
+    perm.resize(nthreads);
+    const OrderSpec& o = order_spec();
+    for (unsigned i = 0; i < nthreads; ++i)
+        perm[i] = o.order == Order::Reverse ? nthreads - 1 - i : i;
+    if (o.order != Order::Shuffle) return;
+    uint64_t st = o.seed ^ (((uint64_t)blockIdx.z << 42) ^ ((uint64_t)blockIdx.y << 21) ^
+                            blockIdx.x ^ ((uint64_t)round << 58));
+    for (unsigned i = nthreads; i > 1; --i) std::swap(perm[i - 1], perm[splitmix64(st) % i]);
 }
 
 // Runs one block: every thread to its next barrier, round after round, until all have returned.
@@ -257,8 +290,9 @@ CUresult run_block(const char* name, unsigned nthreads) {
     for (unsigned t = 0; t < nthreads; ++t) start(fibers[t]);
     for (unsigned round = 0;; ++round) {
         unsigned waiting = 0, done = 0;
+        order_threads(nthreads, round);
         for (unsigned i = 0; i < nthreads; ++i) {
-            const unsigned t = reverse_order() ? nthreads - 1 - i : i;
+            const unsigned t = perm[i];
             Fiber& f = fibers[t];
             if (f.done) {
                 ++done;
