@@ -339,7 +339,8 @@ fn kernel_result(
 /// `scale` divides the spatial extents, for a quick run on the emulator): the tiled GEMM at a
 /// forward, a weight-gradient (split-K) and a square shape and the 64 × 64 baseline at the
 /// same, the implicit-GEMM convolution, the fused CP chain forward and filter gradient against
-/// the three per-axis passes, GELU, and the batch gather of the resident training data.
+/// the three per-axis passes, GELU, and the batch gather of the resident training data; then
+/// every other kernel a training step launches ([`training_kernels`]).
 pub fn run_kernels(
     samples: usize,
     scale: usize,
@@ -564,7 +565,7 @@ fn training_kernels(
     scale: usize,
 ) -> Result<Vec<KernelResult>, CudaError> {
     use super::device::ConvOperand;
-    use super::{AdamStep, Chain, GemmDesc};
+    use super::{AdamStep, Chain};
     use crate::nn::ops::{ActKind, PoolKind};
     let b = 4usize;
     let g = Geom {
@@ -586,36 +587,7 @@ fn training_kernels(
         let mut pre = gpu.device_zeros(n)?;
         let mut dw = gpu.device_zeros(c * kk)?;
         let mut wa = gpu.device_zeros(c * kk)?;
-        let (n64, kk64, c64) = (nvox as i64, kk as i64, c as i64);
-        let desc = |m: usize, nn: usize, k: usize, a, bb, cc, beta| GemmDesc {
-            m: m as u32,
-            n: nn as u32,
-            k: k as u32,
-            batch: b as u32,
-            a,
-            b: bb,
-            c: cc,
-            alpha: 1.0,
-            beta,
-        };
-        let conv = desc(
-            c,
-            nvox,
-            kk,
-            [kk64, 1, 0],
-            [n64, 1, kk64 * n64],
-            [n64, 1, c64 * n64],
-            0.0,
-        );
-        let wgrad = desc(
-            c,
-            kk,
-            nvox,
-            [n64, 1, c64 * n64],
-            [1, n64, kk64 * n64],
-            [kk64, 1, 0],
-            1.0,
-        );
+        let (conv, wgrad) = dense_level_gemms(c, nvox, b);
         let flops = 2.0 * (c * kk * nvox * b) as f64;
         let io = 4.0 * (2 * n + c * kk) as f64;
         let plan = gpu.gemm_plan(&conv);
@@ -971,6 +943,46 @@ fn training_kernels(
     Ok(out)
 }
 
+/// The implicit GEMMs of a 3 × 3 × 3 dense layer `c → c` (padding 1) over `nvox` voxels and
+/// `b` samples, as `cuda::conv` runs them: the forward pass y = W·col(x) (also the input
+/// gradient's shape, dx = W'·col(dy) with the adjoint weights, padding k − 1 − p = 1) and the
+/// weight gradient dW += Σ_s dy_s·col(x_s)ᵀ.
+fn dense_level_gemms(c: usize, nvox: usize, b: usize) -> (super::GemmDesc, super::GemmDesc) {
+    let kk = c * 27;
+    let (n64, kk64, c64) = (nvox as i64, kk as i64, c as i64);
+    let desc = |m: usize, n: usize, k: usize, a, bb, cc, beta| super::GemmDesc {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch: b as u32,
+        a,
+        b: bb,
+        c: cc,
+        alpha: 1.0,
+        beta,
+    };
+    (
+        desc(
+            c,
+            nvox,
+            kk,
+            [kk64, 1, 0],
+            [n64, 1, kk64 * n64],
+            [n64, 1, c64 * n64],
+            0.0,
+        ),
+        desc(
+            c,
+            kk,
+            nvox,
+            [n64, 1, c64 * n64],
+            [1, n64, kk64 * n64],
+            [kk64, 1, 0],
+            1.0,
+        ),
+    )
+}
+
 /// The U-Net levels of the paper models (channels, t × y × x; batch 4), `scale` dividing y
 /// and x, for [`run_sweep`].
 fn paper_levels(scale: usize) -> Vec<(usize, [usize; 3])> {
@@ -992,7 +1004,7 @@ pub fn run_sweep(
     ordinal: usize,
 ) -> Result<Vec<KernelResult>, CudaError> {
     use super::device::ConvOperand;
-    use super::{Chain, GemmDesc};
+    use super::Chain;
     let mut gpu = Gpu::new(ordinal)?;
     let quick = scale > 1;
     let heights: &[usize] = if quick { &[32, 128] } else { &[32, 64, 128] };
@@ -1014,41 +1026,8 @@ pub fn run_sweep(
         let dy = gpu.to_device(&values(b * c * nvox, 23))?;
         let mut y = gpu.device_zeros(b * c * nvox)?;
         let mut dw = gpu.device_zeros(c * kk)?;
-        let row = |m: usize, n: usize, k: usize, batch: usize, a, bb, cc, beta| GemmDesc {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            batch: batch as u32,
-            a,
-            b: bb,
-            c: cc,
-            alpha: 1.0,
-            beta,
-        };
-        let (n64, kk64, c64) = (nvox as i64, kk as i64, c as i64);
-        // As in cuda::conv: y = W·col(x); dW += Σ_s dy_s·col(x_s)ᵀ; dx = W'·col(dy) (the
-        // adjoint weights W' have the same shape as W, and padding k − 1 − p = 1 here).
         // With ci = co and padding 1 the input gradient's GEMM has the forward one's shape.
-        let conv = row(
-            c,
-            nvox,
-            kk,
-            b,
-            [kk64, 1, 0],
-            [n64, 1, kk64 * n64],
-            [n64, 1, c64 * n64],
-            0.0,
-        );
-        let wgrad = row(
-            c,
-            kk,
-            nvox,
-            b,
-            [n64, 1, c64 * n64],
-            [1, n64, kk64 * n64],
-            [kk64, 1, 0],
-            1.0,
-        );
+        let (conv, wgrad) = dense_level_gemms(c, nvox, b);
         let passes = [
             ("forward", conv, ConvOperand::Col),
             ("weight gradient", wgrad, ConvOperand::ColT),
