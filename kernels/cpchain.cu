@@ -32,7 +32,8 @@
 // Y(X x) in shared memory (39 KB for the 4 × 8 × 32 tile), each thread accumulating its four outputs' products
 // per tap; a fixed-order tree per tap writes one partial sum per (plane, tile, tap).
 // cp_chain_dweight_reduce_f32 then adds, per (channel, tap), the partials of every sample and
-// tile in a fixed order to the gradient (deterministic; no atomics).
+// tile in a fixed order to the gradient (deterministic; no atomics), the three filters in one
+// launch.
 // Cost per output: ≈ 2·(kt + ky + kx)·2 FLOPs for the products and ≈ 5 passes' worth of
 // shared-memory filtering; from global memory ≈ 4·1.9 B of x and 4 B of g read.
 
@@ -293,19 +294,31 @@ __device__ __forceinline__ void chain_dweight(const float* __restrict__ x,
 
 // dw[c, j] += Σ over samples b and tiles of part[(b·C + c)·ntiles + tile][off + j], in that
 // order: one thread per (c, j), j < k (one axis's taps, at offset `off` of `taps` per partial).
+// One thread per (channel, tap) of all three filters (c·(k0 + k1 + k2) values; grid-stride):
+// the partials of that tap over the planes of the channel and the tiles, in that order, added
+// to the tap's filter gradient (dw0, dw1 or dw2, by the tap's place among k0, k1, k2). One
+// launch for the three filters.
 extern "C" __global__ void cp_chain_dweight_reduce_f32(const float* __restrict__ part,
-                                                       float* __restrict__ dw, unsigned int n,
+                                                       float* __restrict__ dw0,
+                                                       float* __restrict__ dw1,
+                                                       float* __restrict__ dw2, unsigned int n,
                                                        unsigned int c, unsigned int ntiles,
-                                                       unsigned int taps, unsigned int off,
-                                                       unsigned int k) {
-    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < c * k;
+                                                       unsigned int k0, unsigned int k1,
+                                                       unsigned int k2) {
+    const unsigned int taps = k0 + k1 + k2;
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < c * taps;
          i += gridDim.x * blockDim.x) {
-        const unsigned int ch = i / k, j = i % k;
+        const unsigned int ch = i / taps, j = i % taps;
         float acc = 0.0f;
         for (unsigned int pl = ch; pl < n; pl += c)
             for (unsigned int t = 0; t < ntiles; ++t)
-                acc += part[((unsigned long long)pl * ntiles + t) * taps + off + j];
-        dw[i] += acc;
+                acc += part[((unsigned long long)pl * ntiles + t) * taps + j];
+        if (j < k0)
+            dw0[ch * k0 + j] += acc;
+        else if (j < k0 + k1)
+            dw1[ch * k1 + (j - k0)] += acc;
+        else
+            dw2[ch * k2 + (j - k0 - k1)] += acc;
     }
 }
 

@@ -1756,32 +1756,25 @@ impl Gpu {
         // (plane, tile, tap) the kernel writes.
         unsafe { l.launch(ch.config(ntiles)) }.map_err(driver_err)?;
         let r = self.function("cpchain", "cp_chain_dweight_reduce_f32")?;
-        let mut off = 0;
-        for (a, d) in dw.into_iter().enumerate() {
-            let (nu, cu, tu, tapsu, offu, ku) = (
-                n as u32,
-                ch.c as u32,
-                ntiles as u32,
-                taps as u32,
-                off as u32,
-                ch.k[a] as u32,
-            );
-            let mut l = self.stream.launch_builder(&r);
-            l.arg(&part)
-                .arg(d)
-                .arg(&nu)
-                .arg(&cu)
-                .arg(&tu)
-                .arg(&tapsu)
-                .arg(&offu)
-                .arg(&ku);
-            // SAFETY: arguments match cp_chain_dweight_reduce_f32(const float*, float*, unsigned
-            // ×6); the kernel reads part[(plane·ntiles + tile)·taps + off + j] for planes < n,
-            // tiles < ntiles, off + j < taps (within part's n·ntiles·taps) and writes d[i],
-            // i < c·k[a] (checked).
-            unsafe { l.launch(Self::launch_config(ch.c * ch.k[a])) }.map_err(driver_err)?;
-            off += ch.k[a];
-        }
+        let [d0, d1, d2] = dw;
+        let (nu, cu, tu) = (n as u32, ch.c as u32, ntiles as u32);
+        let k = ch.k.map(|v| v as u32);
+        let mut l = self.stream.launch_builder(&r);
+        l.arg(&part)
+            .arg(d0)
+            .arg(d1)
+            .arg(d2)
+            .arg(&nu)
+            .arg(&cu)
+            .arg(&tu)
+            .arg(&k[0])
+            .arg(&k[1])
+            .arg(&k[2]);
+        // SAFETY: arguments match cp_chain_dweight_reduce_f32(const float*, float* ×3, unsigned
+        // ×6); the kernel reads part[(plane·ntiles + tile)·taps + j] for planes < n, tiles <
+        // ntiles, j < taps (within part's n·ntiles·taps) and writes filter a's gradient at
+        // channel·k[a] + tap < c·k[a] (each checked above; three distinct &mut buffers).
+        unsafe { l.launch(Self::launch_config(ch.c * taps)) }.map_err(driver_err)?;
         Ok(())
     }
 }
