@@ -9,10 +9,10 @@
 // Thread mapping and cost:
 //   pair_rebuild_f32      one thread per dense kernel entry (o, i, p, q, s): R products of
 //                         2–3 factors, 3R FLOPs; reads 3R factors (L1/L2 hits), writes 4 B.
-//   pair_factor_grad_f32  one thread per factor entry (slot, oi, r, j): sums dW over the kvol/k
-//                         taps whose coordinate on that axis is j, times the other factors, in
-//                         (p, q, s) order as the CPU does: no atomics, deterministic. ≈ 3·kvol/k
-//                         FLOPs per entry.
+//   pair_factor_grad_f32  one thread per factor entry (slot, oi, r, j) of all the slots (one
+//                         launch): sums dW over the kvol/k taps whose coordinate on that axis
+//                         is j, times the other factors, in (p, q, s) order as the CPU does: no
+//                         atomics, deterministic. ≈ 3·kvol/k FLOPs per entry.
 // Both are tiny next to the convolution (Co·Ci·R·kvol work against B·N·Co·Ci·kvol).
 
 struct PairParams {
@@ -51,21 +51,34 @@ extern "C" __global__ void pair_rebuild_f32(const float* __restrict__ ft,
     }
 }
 
-// dfac has the layout of the factor of axis `axis` ([Co·Ci, R, k_axis]); the gradient is added
-// to it (gradients accumulate until zeroed, as on the CPU).
+// The gradients of every factor in one launch: thread g runs over the entries of slot 0's
+// factor, then slot 1's, then (3-D) slot 2's, each [Co·Ci, R, k_axis]; d0, d1, d2 are the slots'
+// gradient arrays (d2 unused in 2-D), added to (gradients accumulate until zeroed, as on the
+// CPU).
 extern "C" __global__ void pair_factor_grad_f32(const float* __restrict__ ft,
                                                 const float* __restrict__ fy,
                                                 const float* __restrict__ fx,
                                                 const float* __restrict__ dw,
-                                                float* __restrict__ dfac, unsigned int axis,
-                                                PairParams p) {
+                                                float* __restrict__ d0, float* __restrict__ d1,
+                                                float* __restrict__ d2, PairParams p) {
     const unsigned int kv = p.k[0] * p.k[1] * p.k[2];
-    const unsigned int ka = axis == 0 ? p.k[0] : (axis == 1 ? p.k[1] : p.k[2]);
-    const unsigned long long total = (unsigned long long)p.oi * p.rank * ka;
+    const unsigned int nslots = p.has_t ? 3 : 2;
+    const unsigned long long rows = (unsigned long long)p.oi * p.rank;
+    unsigned long long total = 0;
+    for (unsigned int s = 0; s < nslots; ++s) total += rows * p.k[p.has_t ? s : s + 1];
     for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
          g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
-        const unsigned int j = g % ka;
-        const unsigned long long row = g / ka;  // oi·R + r
+        // The slot of entry g and its index within that slot's factor.
+        unsigned int s = 0;
+        unsigned long long e = g;
+        while (e >= rows * p.k[p.has_t ? s : s + 1]) {
+            e -= rows * p.k[p.has_t ? s : s + 1];
+            ++s;
+        }
+        const unsigned int axis = p.has_t ? s : s + 1;
+        const unsigned int ka = p.k[axis];
+        const unsigned int j = e % ka;
+        const unsigned long long row = e / ka;  // oi·R + r
         const unsigned int oi = row / p.rank;
         const float* dwk = dw + (unsigned long long)oi * kv;
         float acc = 0.0f;
@@ -80,6 +93,7 @@ extern "C" __global__ void pair_factor_grad_f32(const float* __restrict__ ft,
             if (axis != 2) prod *= fx[row * p.k[2] + ts];
             acc += prod;
         }
-        dfac[g] += acc;
+        float* d = s == 0 ? d0 : (s == 1 ? d1 : d2);
+        d[e] += acc;
     }
 }

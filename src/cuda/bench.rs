@@ -857,15 +857,17 @@ fn training_kernels(
         4.0 * (oi * 27 + 9 * oi * rank) as f64,
         samples,
     ));
-    let mut acc = gpu.device_zeros(oi * rank * 3)?;
+    let mut acc: Vec<_> = (0..3)
+        .map(|_| gpu.device_zeros(oi * rank * 3))
+        .collect::<Result<_, _>>()?;
     let ms = time_ms(gpu, samples, || {
-        gpu.pair_factor_grad_dev(&fs, &[0, 1, 2], (oi, rank, kd), &wk, 0, &mut acc)
+        gpu.pair_factor_grads_dev(&fs, &[0, 1, 2], (oi, rank, kd), &wk, &mut acc)
     })?;
     out.push(kernel_result(
         gpu,
-        ("pair_factor_grad_f32", pair_shape),
+        ("pair_factor_grad_f32 (three factors)", pair_shape),
         ms,
-        2.0 * (oi * rank * 27) as f64,
+        3.0 * 2.0 * (oi * rank * 27) as f64,
         4.0 * (oi * 27 + 9 * oi * rank) as f64,
         samples,
     ));

@@ -558,9 +558,7 @@ impl GpuConv {
                 let geo = (self.ci, self.co, &self.g);
                 dense_backward(gpu, geo, *d, od, (x, col), dy, w, (dw, 0.0), &mut dx)?;
                 let shape = (self.co * self.ci, *rank, self.g.k);
-                for (slot, acc) in df.iter_mut().enumerate() {
-                    gpu.pair_factor_grad_dev(f, axes, shape, dw, slot, acc)?;
-                }
+                gpu.pair_factor_grads_dev(f, axes, shape, dw, df)?;
             }
             Kind::Cp {
                 rank,

@@ -489,33 +489,55 @@ impl Gpu {
         Ok(())
     }
 
-    /// The gradient of the factor of `axes[slot]` from the kernel gradient `dw`, added to `out`.
-    pub fn pair_factor_grad_dev(
+    /// The gradients of every factor from the dense kernel gradient `dw`, added to `outs` (one
+    /// array per factor, in the order of `fs`), in one launch.
+    pub fn pair_factor_grads_dev(
         &self,
         fs: &[DevBuf],
         axes: &[usize],
         (oi, rank, k): (usize, usize, [usize; 3]),
         dw: &DevBuf,
-        slot: usize,
-        out: &mut DevBuf,
+        outs: &mut [DevBuf],
     ) -> Result<(), CudaError> {
         let [ft, fy, fx] = Self::pair_slots(fs, axes, oi, rank, k)?;
-        let axis = axes[slot];
-        let n = oi * rank * k[axis];
         need(
             "pair kernel gradient",
             dw.len(),
             oi * k.iter().product::<usize>(),
         )?;
-        need("pair factor gradient", out.len(), n)?;
+        if outs.len() != axes.len() {
+            return Err(CudaError::Driver(format!(
+                "pair factor gradients: {} arrays for {} factors",
+                outs.len(),
+                axes.len()
+            )));
+        }
+        let mut total = 0;
+        for (o, &ax) in outs.iter().zip(axes) {
+            need("pair factor gradient", o.len(), oi * rank * k[ax])?;
+            total += oi * rank * k[ax];
+        }
         let p = Self::pair_params(oi, rank, k, axes);
         let f = self.function("pair", "pair_factor_grad_f32")?;
-        let a32 = axis as u32;
+        let (first, rest) = outs
+            .split_first_mut()
+            .ok_or_else(|| CudaError::Driver("pair factor gradients: no factor".into()))?;
+        let (second, rest) = rest
+            .split_first_mut()
+            .ok_or_else(|| CudaError::Driver("pair factor gradients: one factor".into()))?;
+        // 2-D layers have two factors; the kernel never touches the third slot then.
+        let null = 0u64;
         let mut l = self.stream.launch_builder(&f);
-        l.arg(ft).arg(fy).arg(fx).arg(dw).arg(out).arg(&a32).arg(&p);
-        // SAFETY: arguments match pair_factor_grad_f32(const float*×4, float*, unsigned,
-        // PairParams); sizes checked above.
-        unsafe { l.launch(Self::launch_config(n)) }.map_err(driver_err)?;
+        l.arg(ft).arg(fy).arg(fx).arg(dw).arg(first).arg(second);
+        match rest.first_mut() {
+            Some(third) => l.arg(third),
+            None => l.arg(&null),
+        };
+        l.arg(&p);
+        // SAFETY: arguments match pair_factor_grad_f32(const float*×4, float*×3, PairParams);
+        // the factors and dw were checked above, and each slot's gradient holds its factor's
+        // oi·rank·k_axis entries (the third pointer is null, and unread, for 2-D layers).
+        unsafe { l.launch(Self::launch_config(total)) }.map_err(driver_err)?;
         Ok(())
     }
 }
