@@ -48,7 +48,6 @@ pub fn rate(h: &[f64], err: &[f64]) -> f64 {
     sxy / sxx
 }
 
-/// Path of a file in the repository.
 /// A file of the repository; `WAVECP_REPO` points elsewhere (the GPU bundle of
 /// scripts/gpu-check carries the model files but not the source tree's path).
 pub fn repo(path: &str) -> std::path::PathBuf {

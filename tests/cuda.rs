@@ -215,8 +215,11 @@ fn the_kernel_benchmark_reports_rates_against_the_roofline() {
         assert_eq!(c["PTX modules"].as_u64(), Some(KERNELS.len() as u64), "{c}");
         assert!(c.get("cubin modules").is_none(), "{c}");
         let train_stats = tempfile::NamedTempFile::new().unwrap();
-        let models = ["dense", "pair", "cp"]
-            .map(|k| format!("{}/models/small_{k}.toml", env!("CARGO_MANIFEST_DIR")));
+        let models = ["dense", "pair", "cp"].map(|k| {
+            crate::common::repo(&format!("models/small_{k}.toml"))
+                .display()
+                .to_string()
+        });
         let t = Command::new(env!("CARGO_BIN_EXE_wavecp"))
             .args([
                 "bench", "train", "--device", "cuda", "--size", "4,16,16", "--batch", "1",
