@@ -1232,12 +1232,9 @@ fn gpu_training_steps_follow_the_cpu_loss_curve() {
     );
 }
 
-/// Batches cut on the device from the resident frame set are the same bits as the CPU's
-/// `WindowSpec::stack` (a copy: exact), for 2-D and 3-D layouts, inputs and targets, windows in
-/// a shuffled order and a last partial batch; windows that would run past the frames are refused.
-#[cfg(feature = "hdf5")]
 /// The calling thread's count of emulated driver call `what`, when the driver is the CUDA
 /// emulator (`None` on a real driver, which has no such counter).
+#[cfg(feature = "hdf5")]
 fn emu_count(what: &str) -> Option<u64> {
     // SAFETY: loads the driver library already loaded by cudarc (dlopen of the same name
     // returns the same handle) and, if it is the emulator, calls its counter, whose signature
@@ -1251,6 +1248,10 @@ fn emu_count(what: &str) -> Option<u64> {
     }
 }
 
+/// A steady-state GPU training step (resident data, a U-Net with every node kind) through the
+/// emulator, counting its driver calls: one copy back (the loss) and no other wait, nothing
+/// uploaded, no memset, no kernel lookup, as many frees as allocations.
+#[cfg(feature = "hdf5")]
 #[test]
 fn a_gpu_training_step_waits_once_and_uploads_nothing() {
     use wavecp::nn::train::{Adam, AdamConfig, LossKind};
@@ -1353,6 +1354,10 @@ fn a_gpu_training_step_waits_once_and_uploads_nothing() {
     );
 }
 
+/// Batches cut on the device from the resident frame set are the same bits as the CPU's
+/// `WindowSpec::stack` (a copy: exact), for 2-D and 3-D layouts, inputs and targets, windows in
+/// a shuffled order and a last partial batch; windows that would run past the frames are refused.
+#[cfg(feature = "hdf5")]
 #[test]
 fn resident_window_batches_match_the_cpu_stack() {
     use wavecp::surrogate::data::{FrameSet, WindowSpec};
