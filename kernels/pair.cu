@@ -61,39 +61,44 @@ extern "C" __global__ void pair_factor_grad_f32(const float* __restrict__ ft,
                                                 const float* __restrict__ dw,
                                                 float* __restrict__ d0, float* __restrict__ d1,
                                                 float* __restrict__ d2, PairParams p) {
-    const unsigned int kv = p.k[0] * p.k[1] * p.k[2];
-    const unsigned int nslots = p.has_t ? 3 : 2;
+    // The extents as scalars: a select among p.k's elements by a per-thread axis is turned
+    // into an indexed load, which puts the parameter block in local memory.
+    const unsigned int k0 = p.k[0], k1 = p.k[1], k2 = p.k[2];
+    const unsigned int kv = k0 * k1 * k2;
     const unsigned long long rows = (unsigned long long)p.oi * p.rank;
-    unsigned long long total = 0;
-    for (unsigned int s = 0; s < nslots; ++s) total += rows * p.k[p.has_t ? s : s + 1];
+    // Entries per slot (slot 0 is t when has_t, else y).
+    const unsigned long long n0 = rows * (p.has_t ? k0 : k1);
+    const unsigned long long n1 = rows * (p.has_t ? k1 : k2);
+    const unsigned long long n2 = p.has_t ? rows * k2 : 0;
+    const unsigned long long total = n0 + n1 + n2;
     for (unsigned long long g = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
          g < total; g += (unsigned long long)gridDim.x * blockDim.x) {
         // The slot of entry g and its index within that slot's factor.
-        unsigned int s = 0;
-        unsigned long long e = g;
-        while (e >= rows * p.k[p.has_t ? s : s + 1]) {
-            e -= rows * p.k[p.has_t ? s : s + 1];
-            ++s;
-        }
+        const unsigned int s = g < n0 ? 0 : (g < n0 + n1 ? 1 : 2);
+        const unsigned long long e = g - (s == 0 ? 0 : (s == 1 ? n0 : n0 + n1));
         const unsigned int axis = p.has_t ? s : s + 1;
-        const unsigned int ka = p.k[axis];
+        const unsigned int ka = axis == 0 ? k0 : (axis == 1 ? k1 : k2);
         const unsigned int j = e % ka;
         const unsigned long long row = e / ka;  // oi·R + r
         const unsigned int oi = row / p.rank;
         const float* dwk = dw + (unsigned long long)oi * kv;
         float acc = 0.0f;
         for (unsigned int tap = 0; tap < kv; ++tap) {
-            const unsigned int tp = tap / (p.k[1] * p.k[2]), tq = (tap / p.k[2]) % p.k[1],
-                               ts = tap % p.k[2];
+            const unsigned int tp = tap / (k1 * k2), tq = (tap / k2) % k1, ts = tap % k2;
             const unsigned int mine = axis == 0 ? tp : (axis == 1 ? tq : ts);
             if (mine != j) continue;
             float prod = dwk[tap];
-            if (p.has_t && axis != 0) prod *= ft[row * p.k[0] + tp];
-            if (axis != 1) prod *= fy[row * p.k[1] + tq];
-            if (axis != 2) prod *= fx[row * p.k[2] + ts];
+            if (p.has_t && axis != 0) prod *= ft[row * k0 + tp];
+            if (axis != 1) prod *= fy[row * k1 + tq];
+            if (axis != 2) prod *= fx[row * k2 + ts];
             acc += prod;
         }
-        float* d = s == 0 ? d0 : (s == 1 ? d1 : d2);
-        d[e] += acc;
+        // Branches, not a pointer picked by s (which ptxas kept in a local array).
+        if (s == 0)
+            d0[e] += acc;
+        else if (s == 1)
+            d1[e] += acc;
+        else
+            d2[e] += acc;
     }
 }
