@@ -81,6 +81,20 @@ fn train_evaluate_predict() {
         assert!(r.rel_l2_per_frame.iter().all(|e| e.is_finite() && *e > 0.0));
         assert_eq!(r.rollout_windows, 1, "(20 − 8) / 8 rollout windows");
         assert_eq!(r.trainable_params, s.trainable_params);
+        // Windows and rollouts in groups of 4 samples or one at a time: each sample's
+        // prediction is its own, so the errors agree (to summation order in the averages).
+        let one = evaluate(&s.best_model, &data, 1).unwrap();
+        for (a, b) in r
+            .rel_l2_per_frame
+            .iter()
+            .chain(&r.rollout_rel_l2)
+            .zip(one.rel_l2_per_frame.iter().chain(&one.rollout_rel_l2))
+        {
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs(),
+                "{model}: batch 4 {a} vs batch 1 {b}"
+            );
+        }
         let pred = dir.path().join(format!("{model}_pred.h5"));
         assert_eq!(predict(&s.best_model, &data, &pred).unwrap(), 8);
         let f = hdf5::File::open(&pred).unwrap();

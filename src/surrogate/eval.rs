@@ -124,37 +124,50 @@ pub fn evaluate_on(
     }
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3 / wins.len().max(1) as f64;
     let per: Vec<f64> = per.iter().map(|(s, c)| s / (*c).max(1) as f64).collect();
-    // Rollout: from the first t_in frames of each sample, feed predictions back.
+    // Rollout: from the first t_in frames of each sample, feed predictions back; `batch`
+    // samples advance together, window by window (one forward pass per window and group of
+    // samples, not per window and sample: on a GPU the difference is the launch latency of
+    // the whole network per call).
     let nroll = (fs.nframes - meta.t_in) / meta.t_out;
     let mut roll = vec![(0.0, 0usize); nroll];
-    for s in 0..fs.samples {
-        let mut hist: Vec<Vec<f32>> = (0..meta.t_in)
-            .map(|k| fs.frames[(s * fs.nframes + k) * n..(s * fs.nframes + k + 1) * n].to_vec())
+    let samples: Vec<usize> = (0..fs.samples).collect();
+    for group in samples.chunks(batch.max(1)) {
+        let mut hist: Vec<Vec<Vec<f32>>> = group
+            .iter()
+            .map(|&s| {
+                (0..meta.t_in)
+                    .map(|k| {
+                        fs.frames[(s * fs.nframes + k) * n..(s * fs.nframes + k + 1) * n].to_vec()
+                    })
+                    .collect()
+            })
             .collect();
         for (w, slot) in roll.iter_mut().enumerate() {
-            let input: Vec<f32> = hist[hist.len() - meta.t_in..]
+            let input: Vec<f32> = hist
                 .iter()
+                .flat_map(|h| h[h.len() - meta.t_in..].iter())
                 .flat_map(|f| {
                     f.iter()
                         .map(|v| ((*v as f64 - meta.mean) / meta.std) as f32)
                 })
                 .collect();
             let x = Tensor {
-                shape: ws.shape(1, meta.t_in, fs.ny, fs.nx),
+                shape: ws.shape(group.len(), meta.t_in, fs.ny, fs.nx),
                 data: input,
             };
             let p = model.forward(x)?;
-            let pf = frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std);
             let start = meta.t_in + w * meta.t_out;
-            let truth: Vec<f32> = fs.frames
-                [(s * fs.nframes + start) * n..(s * fs.nframes + start + meta.t_out) * n]
-                .to_vec();
-            let pred: Vec<f32> = pf.iter().flatten().copied().collect();
-            if let Some(e) = rel_l2(&pred, &truth) {
-                slot.0 += e;
-                slot.1 += 1;
+            for (b, (&s, h)) in group.iter().zip(hist.iter_mut()).enumerate() {
+                let pf = frames_of(&p, b, meta.t_out, n, meta.mean, meta.std);
+                let truth = &fs.frames
+                    [(s * fs.nframes + start) * n..(s * fs.nframes + start + meta.t_out) * n];
+                let pred: Vec<f32> = pf.iter().flatten().copied().collect();
+                if let Some(e) = rel_l2(&pred, truth) {
+                    slot.0 += e;
+                    slot.1 += 1;
+                }
+                h.extend(pf);
             }
-            hist.extend(pf);
         }
     }
     Ok(EvalReport {
