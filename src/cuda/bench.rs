@@ -338,16 +338,16 @@ fn kernel_result(
 /// Each kernel family alone at the paper model's sizes (32 channels, 8 × 64 × 64, batch 4;
 /// `scale` divides the spatial extents, for a quick run on the emulator): the tiled GEMM at a
 /// forward, a weight-gradient (split-K) and a square shape and the 64 × 64 baseline at the
-/// same, the implicit-GEMM convolution, the fused CP chain forward and filter gradient against
-/// the three per-axis passes, GELU, and the batch gather of the resident training data; then
-/// every other kernel a training step launches ([`training_kernels`]).
+/// same, the implicit-GEMM convolution, the CP chain as three per-axis passes, GELU, and the
+/// batch gather of the resident training data; then every kernel a training step launches
+/// ([`training_kernels`]), the fused CP chain among them.
 pub fn run_kernels(
     samples: usize,
     scale: usize,
     ordinal: usize,
 ) -> Result<Vec<KernelResult>, CudaError> {
     use super::device::ConvOperand;
-    use super::{Chain, GemmDesc};
+    use super::GemmDesc;
     use crate::nn::conv::{AxisConv, DwShape};
     use crate::nn::ops::ActKind;
     let mut gpu = Gpu::new(ordinal)?;
@@ -399,12 +399,7 @@ pub fn run_kernels(
         gpu.set_basic_gemm(false);
     }
     // The implicit-GEMM dense convolution forward (3 × 3 × 3, padding 1).
-    let g = Geom {
-        k: [3; 3],
-        stride: [1; 3],
-        pad: [1; 3],
-        dil: [1; 3],
-    };
+    let g = k3_same();
     let xin = gpu.to_device(&values(b * c * nvox, 3))?;
     let w = gpu.to_device(&values(c * kk, 4))?;
     let mut yc = gpu.device_zeros(b * c * nvox)?;
@@ -442,51 +437,15 @@ pub fn run_kernels(
         4.0 * (2 * b * c * nvox + c * kk) as f64,
         samples,
     ));
-    // The CP chain: fused forward and filter gradient, and the three per-axis passes.
-    let ch = Chain {
-        batch: b,
-        c,
-        ind: [t, y, x],
-        k: [3; 3],
-        pad: [1; 3],
-    };
+    // The CP chain as three per-axis passes (the unfused path); the fused chain at this
+    // shape is the first level's row of `training_kernels`.
     let ws: Vec<_> = (0..3)
         .map(|a| gpu.to_device(&values(c * 3, 5 + a)))
         .collect::<Result<_, _>>()?;
-    let wr = [&ws[0], &ws[1], &ws[2]];
     let mut z = gpu.device_zeros(b * c * nvox)?;
     let plane = (b * c * nvox) as f64;
     let chain_flops = 2.0 * 9.0 * plane;
-    let ms = time_ms(&gpu, samples, || {
-        gpu.cp_chain_forward_dev(&ch, false, &xin, wr, &mut z)
-    })?;
     let shape = format!("CP rank {c}, 3+3+3 taps, {t}x{y}x{x}, batch {b}");
-    let tile = ch.tile()?;
-    out.push(kernel_result(
-        &gpu,
-        (tile.forward, shape.clone()),
-        ms,
-        chain_flops,
-        8.0 * plane,
-        samples,
-    ));
-    let mut gs: Vec<_> = (0..3)
-        .map(|_| gpu.device_zeros(c * 3))
-        .collect::<Result<_, _>>()?;
-    let ms = time_ms(&gpu, samples, || {
-        let [g0, g1, g2] = &mut gs[..] else {
-            unreachable!("three gradients")
-        };
-        gpu.cp_chain_dweight_dev(&ch, &xin, &z, wr, [g0, g1, g2])
-    })?;
-    out.push(kernel_result(
-        &gpu,
-        (&format!("{} + reduce", tile.dweight), shape.clone()),
-        ms,
-        2.0 * 2.0 * 9.0 * plane,
-        8.0 * plane,
-        samples,
-    ));
     let mut z1 = gpu.device_zeros(b * c * nvox)?;
     let mut z2 = gpu.device_zeros(b * c * nvox)?;
     let ms = time_ms(&gpu, samples, || {
@@ -547,7 +506,7 @@ pub fn run_kernels(
         8.0 * (b * 16 * y * x) as f64,
         samples,
     ));
-    out.extend(training_kernels(&mut gpu, samples, scale)?);
+    out.extend(training_kernels(&gpu, samples, scale)?);
     Ok(out)
 }
 
@@ -560,7 +519,7 @@ pub fn run_kernels(
 /// optimiser's zeroing, norm and update over a paper-CP-sized parameter set. Kernels that only
 /// move data are set against the bandwidth alone (FLOPs 0).
 fn training_kernels(
-    gpu: &mut Gpu,
+    gpu: &Gpu,
     samples: usize,
     scale: usize,
 ) -> Result<Vec<KernelResult>, CudaError> {
@@ -568,12 +527,7 @@ fn training_kernels(
     use super::{AdamStep, Chain};
     use crate::nn::ops::{ActKind, PoolKind};
     let b = 4usize;
-    let g = Geom {
-        k: [3; 3],
-        stride: [1; 3],
-        pad: [1; 3],
-        dil: [1; 3],
-    };
+    let g = k3_same();
     let mut out = vec![];
     for (c, ext) in paper_levels(scale) {
         let nvox: usize = ext.iter().product();
@@ -945,6 +899,16 @@ fn training_kernels(
     Ok(out)
 }
 
+/// A 3 × 3 × 3 convolution that keeps the extents (stride 1, padding 1): the paper models'.
+fn k3_same() -> Geom {
+    Geom {
+        k: [3; 3],
+        stride: [1; 3],
+        pad: [1; 3],
+        dil: [1; 3],
+    }
+}
+
 /// The implicit GEMMs of a 3 × 3 × 3 dense layer `c → c` (padding 1) over `nvox` voxels and
 /// `b` samples, as `cuda::conv` runs them: the forward pass y = W·col(x) (also the input
 /// gradient's shape, dx = W'·col(dy) with the adjoint weights, padding k − 1 − p = 1) and the
@@ -1012,12 +976,7 @@ pub fn run_sweep(
     let heights: &[usize] = if quick { &[32, 128] } else { &[32, 64, 128] };
     let splits: &[usize] = if quick { &[1, 4] } else { &[1, 2, 4, 8, 16] };
     let b = 4usize;
-    let g = Geom {
-        k: [3; 3],
-        stride: [1; 3],
-        pad: [1; 3],
-        dil: [1; 3],
-    };
+    let g = k3_same();
     let mut out = vec![];
     for (c, ext) in paper_levels(scale) {
         let nvox: usize = ext.iter().product();

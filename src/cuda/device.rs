@@ -99,10 +99,7 @@ impl Gpu {
     /// pass over the tensor). The CUDA emulator fills such memory with NaN, so a value read
     /// before it is written shows up in the parity tests.
     pub fn device_uninit(&self, n: usize) -> Result<DevBuf, CudaError> {
-        // SAFETY: the allocation is n·4 bytes of device memory that only kernels and copies
-        // touch; every f32 bit pattern is a valid value, so unwritten contents are merely
-        // unspecified numbers, never undefined behaviour on the host.
-        unsafe { self.stream.alloc::<f32>(n.max(1)) }.map_err(driver_err)
+        self.uninit(n)
     }
 
     /// The first `n` values of a device buffer.
@@ -909,7 +906,7 @@ impl Gpu {
                     v: 0,
                     n: n as u64,
                     first_block: 0,
-                    blocks: n.div_ceil(256).clamp(1, 65_535) as u32,
+                    blocks: Self::grid_blocks(n),
                 }
             })
             .collect();
@@ -949,7 +946,7 @@ impl Gpu {
                 v: v.device_ptr_mut(&self.stream).0,
                 n: n as u64,
                 first_block: 0,
-                blocks: n.div_ceil(256).clamp(1, 65_535) as u32,
+                blocks: Self::grid_blocks(n),
             });
         }
         let Some((table, count, _, cfg)) = self.multi_launch("adamw_multi_f32", refs)? else {

@@ -182,8 +182,37 @@ pub fn arch_name(major: i32, minor: i32) -> &'static str {
         (9, 0) => "compute_90",
         (10, 0) => "compute_100",
         (12, 0) => "compute_120",
-        _ => Box::leak(format!("compute_{major}{minor}").into_boxed_str()),
+        _ => intern(format!("compute_{major}{minor}")),
     }
+}
+
+/// `s` as a `'static` str (NVRTC's options and the per-process kernel map want one), kept once
+/// per distinct value: a process that opens devices again and again leaks nothing more.
+fn intern(s: String) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(&t) = seen.get(s.as_str()) {
+        return t;
+    }
+    let t: &'static str = Box::leak(s.into_boxed_str());
+    seen.insert(t);
+    t
+}
+
+/// Whether a kernel target is machine code (`sm_90`, a cubin) rather than PTX (`compute_90`).
+fn is_machine_code(target: &str) -> bool {
+    target.starts_with("sm_")
+}
+
+/// The text NVRTC compiles for kernel file `file`: [`COMMON`], then the file, whose line
+/// numbers stay its own in NVRTC's messages.
+fn program_text(file: &str, src: &str) -> String {
+    format!("{COMMON}\n#line 1 \"{file}.cu\"\n{src}")
 }
 
 /// Device functions every kernel file may use (activations), prepended when compiling.
@@ -195,7 +224,7 @@ pub fn compile(file: &str, src: &str, arch: &'static str) -> Result<Ptx, CudaErr
     if !nvrtc_present() {
         return Err(CudaError::NoNvrtc);
     }
-    let src = format!("{COMMON}\n#line 1 \"{file}.cu\"\n{src}");
+    let src = program_text(file, src);
     let opts = CompileOptions {
         arch: Some(arch),
         name: Some(format!("{file}.cu")),
@@ -230,8 +259,7 @@ pub fn compile_cubin(file: &str, src: &str, sm: &str) -> Result<Vec<u8>, CudaErr
         arch: sm.to_string(),
         log,
     };
-    let text = format!("{COMMON}\n#line 1 \"{file}.cu\"\n{src}");
-    let text = std::ffi::CString::new(text).map_err(|e| fail(e.to_string()))?;
+    let text = std::ffi::CString::new(program_text(file, src)).map_err(|e| fail(e.to_string()))?;
     let name = std::ffi::CString::new(format!("{file}.cu")).map_err(|e| fail(e.to_string()))?;
     let prog = result::create_program(&text, Some(&name)).map_err(|e| fail(format!("{e:?}")))?;
     let opts = [format!("--gpu-architecture={sm}")];
@@ -300,12 +328,11 @@ pub fn kernel_target(
     prefer_ptx: bool,
 ) -> Result<&'static str, CudaError> {
     let want = cc.0 * 10 + cc.1;
-    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     if archs.contains(&want) {
         return Ok(if prefer_ptx {
             arch_name(cc.0, cc.1)
         } else {
-            leak(format!("sm_{want}"))
+            intern(format!("sm_{want}"))
         });
     }
     match archs.iter().filter(|&&a| a < want).max() {
@@ -316,6 +343,12 @@ pub fn kernel_target(
             cc.0, cc.1
         ))),
     }
+}
+
+/// [`kernel_target`] for a device here: NVRTC's architectures, `WAVECP_KERNEL_FORMAT=ptx`.
+fn device_kernel_target(cc: (i32, i32)) -> Result<&'static str, CudaError> {
+    let prefer_ptx = std::env::var("WAVECP_KERNEL_FORMAT").is_ok_and(|v| v == "ptx");
+    kernel_target(cc, &nvrtc_archs(), prefer_ptx)
 }
 
 /// NVRTC's version (major, minor), when the library loads.
@@ -343,7 +376,7 @@ pub fn cached_image(
     if let Some(image) = entry.as_deref().and_then(KernelCache::load) {
         return Ok((image, true));
     }
-    let image = if target.starts_with("sm_") {
+    let image = if is_machine_code(target) {
         compile_cubin(file, src, target)?
     } else {
         compile(file, src, target)?.to_src().into_bytes()
@@ -390,7 +423,7 @@ fn compiled(target: &'static str, fresh: bool) -> Result<Vec<Ptx>, CudaError> {
     Ok(map[target]
         .iter()
         .map(|b| {
-            if target.starts_with("sm_") {
+            if is_machine_code(target) {
                 Ptx::from_binary(b.clone())
             } else {
                 Ptx::from_src(String::from_utf8_lossy(b).into_owned())
@@ -528,14 +561,13 @@ pub fn probe() -> DeviceReport {
                 context(ordinal)?
             };
             let cc = c.compute_capability().map_err(driver_err)?;
-            let prefer_ptx = std::env::var("WAVECP_KERNEL_FORMAT").is_ok_and(|v| v == "ptx");
             r.devices.push(DeviceInfo {
                 ordinal,
                 name: c.name().map_err(driver_err)?,
                 compute_capability: cc,
                 memory_mib: c.total_mem().map_err(driver_err)? / (1 << 20),
                 peaks: peaks_of(&c, cc),
-                kernels: kernel_target(cc, &nvrtc_archs(), prefer_ptx)
+                kernels: device_kernel_target(cc)
                     .ok()
                     .filter(|_| r.nvrtc_library)
                     .map(str::to_string),
@@ -619,8 +651,7 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         keep_freed_memory(&ctx);
         let cc = ctx.compute_capability().map_err(driver_err)?;
-        let prefer_ptx = std::env::var("WAVECP_KERNEL_FORMAT").is_ok_and(|v| v == "ptx");
-        let target = kernel_target(cc, &nvrtc_archs(), prefer_ptx)?;
+        let target = device_kernel_target(cc)?;
         let load = |target, fresh| -> Result<Vec<Arc<CudaModule>>, CudaError> {
             compiled(target, fresh)?
                 .into_iter()
@@ -637,7 +668,7 @@ impl Gpu {
         });
         let (modules, target) = match modules {
             Ok(m) => (m, target),
-            Err(e) if target.starts_with("sm_") => {
+            Err(e) if is_machine_code(target) => {
                 let ptx = arch_name(cc.0, cc.1);
                 tracing::warn!(
                     "the driver refused NVRTC's machine code for {target} ({e}); trying PTX"
@@ -710,20 +741,20 @@ impl Gpu {
     /// grid-strided in the kernel), so a kernel decomposes only the index within a plane.
     fn plane_config(planes: usize, per: usize) -> LaunchConfig {
         LaunchConfig {
-            grid_dim: (
-                per.div_ceil(256).clamp(1, 65_535) as u32,
-                planes.clamp(1, 65_535) as u32,
-                1,
-            ),
+            grid_dim: (Self::grid_blocks(per), planes.clamp(1, 65_535) as u32, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         }
     }
 
+    /// 256-thread blocks for `n` values in a grid-stride loop (at most 65 535).
+    fn grid_blocks(n: usize) -> u32 {
+        n.div_ceil(256).clamp(1, 65_535) as u32
+    }
+
     fn launch_config(n: usize) -> LaunchConfig {
-        let blocks = n.div_ceil(256).clamp(1, 65_535) as u32;
         LaunchConfig {
-            grid_dim: (blocks, 1, 1),
+            grid_dim: (Self::grid_blocks(n), 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         }
@@ -841,8 +872,10 @@ impl Gpu {
         &self,
         n: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
-        // SAFETY: device memory, never read by the host before a kernel has written it (each
-        // caller launches the kernel that fills it next on the same stream).
+        // SAFETY: device memory that only kernels and copies touch, each caller launching the
+        // kernel that fills it next on the same stream; the element types used (f32, f64, u32)
+        // take every bit pattern, so unwritten contents are unspecified numbers, never
+        // undefined behaviour on the host.
         unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(driver_err)
     }
 

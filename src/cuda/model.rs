@@ -406,9 +406,7 @@ impl GpuModel {
     /// clipped (waits for the device).
     pub fn grad_norm(&self, gpu: &Gpu) -> Result<Option<f64>, CudaError> {
         match &self.clip {
-            Some(c) => Ok(Some(
-                gpu.stream.clone_dtoh(c).map_err(super::driver_err)?[0],
-            )),
+            Some(c) => Ok(Some(gpu.to_host_f64(c)?[0])),
             None => Ok(None),
         }
     }

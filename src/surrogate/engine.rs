@@ -56,10 +56,10 @@ mod gpu {
     use super::*;
     use crate::cuda::model::GpuModel;
     use crate::cuda::{DevBuf, DevFrames, DevWindows, DeviceLoss, Gpu};
+    use crate::nn::train::LossKind;
 
     /// A loss queued on the device and not yet read ([`GpuTrainer::loss`]).
     pub struct PendingLoss(DeviceLoss);
-    use crate::nn::train::LossKind;
 
     fn dims5(t: &Tensor) -> Result<[usize; 5], SurrogateError> {
         t.shape.as_slice().try_into().map_err(|_| {
@@ -167,17 +167,27 @@ mod gpu {
             y: &Tensor,
             adam: &mut Adam,
         ) -> Result<PendingLoss, SurrogateError> {
-            let d = dims5(&x)?;
-            let xd = self.gpu.to_device(&x.data)?;
-            let yt = self.gpu.to_device(&y.data)?;
+            let (xd, d, yt) = self.upload(&x, y)?;
             self.step_on(xd, d, &yt, &y.shape, adam)
+        }
+
+        /// A batch from the host on the device: inputs, their dims, targets.
+        fn upload(
+            &self,
+            x: &Tensor,
+            y: &Tensor,
+        ) -> Result<(DevBuf, [usize; 5], DevBuf), SurrogateError> {
+            let d = dims5(x)?;
+            Ok((
+                self.gpu.to_device(&x.data)?,
+                d,
+                self.gpu.to_device(&y.data)?,
+            ))
         }
 
         /// The loss of a batch from the host, without gradients (queued, not waited for).
         pub fn queue_eval(&mut self, x: Tensor, y: &Tensor) -> Result<PendingLoss, SurrogateError> {
-            let d = dims5(&x)?;
-            let xd = self.gpu.to_device(&x.data)?;
-            let yt = self.gpu.to_device(&y.data)?;
+            let (xd, d, yt) = self.upload(&x, y)?;
             Ok(PendingLoss(self.loss_on(xd, d, &yt, &y.shape)?.0))
         }
 
