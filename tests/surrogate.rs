@@ -458,3 +458,83 @@ fn device_selection_is_explicit() {
         );
     }
 }
+
+/// A GPU run is deterministic (no atomics, fixed reduction orders) and its checkpoints carry
+/// the device's weights and AdamW moments: an interrupted GPU run resumed on the GPU ends
+/// bit-identical to an uninterrupted one, and its checkpoint resumed on the CPU (or a CPU
+/// checkpoint on the GPU) continues the same loss curve within the f32 summation-order
+/// tolerance of the CPU-vs-GPU comparison above.
+#[test]
+fn gpu_runs_resume_bit_identical_and_across_devices() {
+    use wavecp::nn::Device;
+    #[cfg(feature = "cuda")]
+    let have_gpu = wavecp::cuda::Gpu::new(0).is_ok();
+    #[cfg(not(feature = "cuda"))]
+    let have_gpu = false;
+    if !have_gpu {
+        assert!(
+            std::env::var("WAVECP_REQUIRE_CUDA").map_or(true, |v| v != "1"),
+            "WAVECP_REQUIRE_CUDA=1 but no CUDA device opens"
+        );
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), "d.h5", 16, 6, 4);
+    let train = |out: &str, device, stop: Option<usize>, resume| {
+        run(
+            &job(&data, &dir.path().join(out), "small_pair", 4),
+            Path::new("."),
+            &TrainOptions {
+                device,
+                stop_after_epochs: stop,
+                resume,
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let params = |out: &str| {
+        modelfile::load(&dir.path().join(out).join("checkpoint.safetensors"))
+            .unwrap()
+            .model
+            .params()
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    let whole = train("gpu", Device::Cuda(0), None, false);
+    assert_eq!(train("gpu2", Device::Cuda(0), Some(2), false).epochs, 2);
+    let rest = train("gpu2", Device::Cuda(0), None, true);
+    assert_eq!(rest.resumed_from, Some(2));
+    for ((name, a), (_, b)) in params("gpu").iter().zip(params("gpu2")) {
+        assert!(a == &b, "GPU parameter {name} differs after a GPU resume");
+    }
+    let losses = |s: &wavecp::surrogate::train::TrainSummary| {
+        s.history.iter().map(|h| (h.1, h.2)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        losses(&whole),
+        losses(&rest),
+        "GPU loss history after resume"
+    );
+    // Across devices: the GPU's first two epochs continued on the CPU, and the CPU's continued
+    // on the GPU, follow the uninterrupted runs' curves.
+    let cpu = train("cpu", Device::Cpu, None, false);
+    train("g2c", Device::Cuda(0), Some(2), false);
+    let g2c = train("g2c", Device::Cpu, None, true);
+    train("c2g", Device::Cpu, Some(2), false);
+    let c2g = train("c2g", Device::Cuda(0), None, true);
+    for (label, reference, resumed) in
+        [("GPU then CPU", &whole, &g2c), ("CPU then GPU", &cpu, &c2g)]
+    {
+        assert_eq!(resumed.resumed_from, Some(2), "{label}");
+        for (r, s) in losses(reference).iter().zip(losses(resumed)) {
+            assert!(
+                (r.0 - s.0).abs() <= 1e-3 * r.0 && (r.1 - s.1).abs() <= 1e-3 * r.1,
+                "{label}: losses {r:?} uninterrupted vs {s:?} resumed"
+            );
+        }
+    }
+}
