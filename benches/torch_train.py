@@ -188,6 +188,8 @@ def main():
             with torch.no_grad():
                 target = torch.randn(net(inp).shape, device=dev)
             opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
             fw, bw, up, st = [], [], [], []
             for i in range(a.warmup + a.steps):
                 sync()
@@ -230,6 +232,9 @@ def main():
                 "update_ms": statistics.median(up),
                 "step_ms": statistics.median(st),
                 "step_one_wait_ms": statistics.median(whole),
+                # Held by tensors at most (the caching allocator's reserve is not counted).
+                "peak_memory_mib": (torch.cuda.max_memory_allocated(dev) / 2**20
+                                    if dev.type == "cuda" else None),
                 "steps": a.steps,
                 "device": str(dev),
                 "implementation": "torch " + torch.__version__ + (f", cp: {net.cp_impl}" if net.cp_impl else ""),

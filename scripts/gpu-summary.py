@@ -126,6 +126,11 @@ def train_section():
                 if "dense" not in name:
                     line += f" (goal 1.5x: {'meets' if s >= 1.5 else 'MISSES'})"
             print(line)
+        if o.get("peak_memory_mib") is not None:
+            line = f"  {'':18} peak device memory: ours {o['peak_memory_mib']:.1f} MiB"
+            if p and p.get("peak_memory_mib") is not None:
+                line += f", torch {p['peak_memory_mib']:.1f} MiB"
+            print(line)
 
 
 def kernels_section():

@@ -988,8 +988,11 @@ fn train(
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
+        let gpu = s
+            .gpu_peak_mib
+            .map_or(String::new(), |g| format!(", GPU peak {g:.0} MiB"));
         println!(
-            "{} epochs, {} trainable parameters ({} weight bytes), best validation loss {:.4e}, {:.2} s/epoch, peak memory {:.0} MiB; best model: {}",
+            "{} epochs, {} trainable parameters ({} weight bytes), best validation loss {:.4e}, {:.2} s/epoch, peak memory {:.0} MiB{gpu}; best model: {}",
             s.epochs, s.trainable_params, s.weight_bytes, s.best_val_loss, s.mean_epoch_s, s.peak_rss_mb, s.best_model.display()
         );
     }

@@ -67,3 +67,14 @@ impl Progress {
         }
     }
 }
+
+/// A byte count as a person reads it: `512 B`, `12.0 KiB`, `3.4 MiB`, `1.25 GiB`.
+pub fn bytes(n: u64) -> String {
+    let f = n as f64;
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", f / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", f / 1_048_576.0),
+        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
+    }
+}

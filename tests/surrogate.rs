@@ -538,3 +538,102 @@ fn gpu_runs_resume_bit_identical_and_across_devices() {
         }
     }
 }
+
+/// Device memory on the emulated GPU, whose size `WAVECP_EMU_MEMORY_MIB` sets: a run reports
+/// its peak, which holds at least the weights, gradients and AdamW moments (16 bytes a
+/// parameter) and the resident frames, and grows with the batch; with less memory than a batch
+/// of 4 needs, `wavecp train` stops with an out-of-memory error that names the figures and the
+/// remedy (no panic, exit status 1), and the remedy (batch 1) then trains in the same memory.
+#[test]
+fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
+    use std::process::Command;
+    #[cfg(feature = "cuda")]
+    let emulated = wavecp::cuda::Gpu::new(0).is_ok_and(|g| g.info.name.contains("cuda-emu"));
+    #[cfg(not(feature = "cuda"))]
+    let emulated = false;
+    if !emulated {
+        // Only the emulator's memory can be made small on demand.
+        assert!(
+            std::env::var("WAVECP_REQUIRE_CUDA").map_or(true, |v| v != "1"),
+            "WAVECP_REQUIRE_CUDA=1 but the CUDA emulator does not open"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: no CUDA device (this test needs the CUDA emulator)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), "d.h5", 16, 6, 5);
+    let job_file = dir.path().join("job.toml");
+    std::fs::write(
+        &job_file,
+        toml::to_string(&job(&data, &dir.path().join("out"), "small_pair", 1)).unwrap(),
+    )
+    .unwrap();
+    let train = |batch: usize, memory_mib: Option<f64>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_wavecp"));
+        c.args([
+            "train",
+            job_file.to_str().unwrap(),
+            "--device",
+            "cuda",
+            "--json",
+        ])
+        .args(["--set", &format!("train.batch={batch}")]);
+        if let Some(m) = memory_mib {
+            c.env("WAVECP_EMU_MEMORY_MIB", m.to_string());
+        }
+        c.output().unwrap()
+    };
+    let peak = |batch| {
+        let out = train(batch, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["gpu_peak_mib"]
+                .as_f64()
+                .expect("gpu_peak_mib on a GPU run"),
+            v["trainable_params"].as_u64().unwrap() as f64,
+        )
+    };
+    let (p1, nparams) = peak(1);
+    let (p4, _) = peak(4);
+    let fs = FrameSet::load(&data).unwrap();
+    let floor = (16.0 * nparams + 4.0 * fs.frames.len() as f64) / f64::from(1 << 20);
+    eprintln!("GPU peak: batch 1 {p1:.2} MiB, batch 4 {p4:.2} MiB, weights+grads+moments+frames {floor:.2} MiB");
+    assert!(
+        p1 >= floor,
+        "peak {p1} MiB below the {floor} MiB that must be resident"
+    );
+    assert!(
+        p4 > p1 + 0.5 * (p1 - floor),
+        "batch 4 {p4} MiB vs batch 1 {p1} MiB"
+    );
+    let cap = 0.5 * (p1 + p4);
+    let out = train(4, Some(cap));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    eprintln!("in {cap:.2} MiB, batch 4: {}", err.trim());
+    for want in [
+        "out of memory",
+        "asked for",
+        "in use by this process",
+        "free on the device",
+        "lower `train.batch`",
+    ] {
+        assert!(err.contains(want), "`{want}` missing from: {err}");
+    }
+    let out = train(1, Some(cap));
+    assert!(
+        out.status.success(),
+        "batch 1 in {cap} MiB: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -160,6 +160,9 @@ pub struct GpuTrainStepResult {
     /// The step as a training loop runs it: everything queued, one wait at the end (for the
     /// loss). `step_ms` sums the phases, each waited for, so it adds three drains of the queue.
     pub step_one_wait_ms: f64,
+    /// The most device memory the model, its optimiser state and a step held at once (MiB,
+    /// from the memory pool; PyTorch's `max_memory_allocated`), where the device reports it.
+    pub peak_memory_mib: Option<f64>,
     pub steps: usize,
     pub tf32: bool,
 }
@@ -184,6 +187,7 @@ pub fn run_train(
     let cpu = Model::new(spec).map_err(|e| CudaError::Driver(e.to_string()))?;
     let params = cpu.num_params();
     let gpu = Gpu::new(ordinal)?;
+    gpu.reset_peak_memory();
     let mut m = GpuModel::from_model(&gpu, &cpu)?;
     let t = if dims == 2 { 1 } else { size[0] };
     let d = [batch, cin, t, size[1], size[2]];
@@ -242,6 +246,7 @@ pub fn run_train(
         update_ms: median(u),
         step_ms: median(s),
         step_one_wait_ms: median(whole),
+        peak_memory_mib: gpu.memory().peak_mib,
         steps: steps.max(1),
         tf32: false,
     })

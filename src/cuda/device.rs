@@ -877,7 +877,7 @@ impl Gpu {
         let table = match tables.get(kernel) {
             Some((cached, dev)) if *cached == refs => dev.device_ptr(&self.stream).0,
             _ => {
-                let dev = self.stream.clone_htod(&refs).map_err(driver_err)?;
+                let dev = self.upload(&refs)?;
                 let ptr = dev.device_ptr(&self.stream).0;
                 // The table it replaces is freed in stream order, after the launches that
                 // read it.

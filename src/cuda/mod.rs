@@ -150,6 +150,17 @@ pub enum CudaError {
     NoDevice,
     #[error("CUDA driver error: {0}")]
     Driver(String),
+    #[error("GPU {ordinal} ({name}) is out of memory: asked for {} more with {} in use by this process and {} of {} free on the device; lower `train.batch` (or `--batch`), use a smaller model or a GPU with more memory", crate::progress::bytes(*requested), in_use.map_or("an unknown amount".into(), crate::progress::bytes), crate::progress::bytes(*free), crate::progress::bytes(*total))]
+    OutOfMemory {
+        ordinal: usize,
+        name: String,
+        /// Bytes, as are the other figures.
+        requested: u64,
+        /// Held by this process's allocations; unknown where the device has no memory pools.
+        in_use: Option<u64>,
+        free: u64,
+        total: u64,
+    },
     #[error("dy has {found} values, x has {expected}")]
     Shape { expected: usize, found: usize },
     #[error("NVRTC could not compile kernels/{file}.cu for {arch}:\n{log}")]
@@ -474,6 +485,8 @@ pub struct DeviceReport {
     pub problem: Option<String>,
 }
 
+const MIB: f64 = (1u64 << 20) as f64;
+
 pub(crate) fn driver_err(e: impl std::fmt::Debug) -> CudaError {
     CudaError::Driver(format!("{e:?}"))
 }
@@ -506,13 +519,14 @@ fn context(ordinal: usize) -> Result<Arc<CudaContext>, CudaError> {
 /// step frees and allocates the same activation buffers each time, and a synchronised step
 /// would otherwise map them afresh, the cost PyTorch's caching allocator exists to avoid.
 /// Best effort: a device without memory pools allocates synchronously anyway.
-fn keep_freed_memory(ctx: &Arc<CudaContext>) {
+/// Returns the pool, whose attributes say how much memory the process uses ([`Gpu::memory`]).
+fn keep_freed_memory(ctx: &Arc<CudaContext>) -> Option<MemPool> {
     use cudarc::driver::sys;
     let pools = ctx
         .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
         .unwrap_or(0);
     if pools == 0 {
-        return;
+        return None;
     }
     let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
     let mut threshold = u64::MAX;
@@ -532,6 +546,43 @@ fn keep_freed_memory(ctx: &Arc<CudaContext>) {
     if r != sys::CUresult::CUDA_SUCCESS {
         tracing::debug!("could not set the memory pool's release threshold: {r:?}");
     }
+    (!pool.is_null()).then_some(MemPool(pool))
+}
+
+/// The device's default memory pool, from which every stream-ordered allocation comes.
+struct MemPool(cudarc::driver::sys::CUmemoryPool);
+
+// SAFETY: a pool handle is a driver object usable from any thread of the process; it is only
+// passed to `cuMemPoolGetAttribute`/`cuMemPoolSetAttribute`, which the driver makes
+// thread-safe, and the default pool lives as long as the device.
+unsafe impl Send for MemPool {}
+// SAFETY: as above; the handle itself is never mutated.
+unsafe impl Sync for MemPool {}
+
+impl MemPool {
+    fn get(&self, attr: cudarc::driver::sys::CUmemPool_attribute) -> Option<u64> {
+        use cudarc::driver::sys;
+        let mut v = 0u64;
+        // SAFETY: the handle is the default pool of an open device, and the byte-count
+        // attributes asked for here are `u64`s written to `v`, valid for the call.
+        let r = unsafe { sys::cuMemPoolGetAttribute(self.0, attr, (&mut v as *mut u64).cast()) };
+        (r == sys::CUresult::CUDA_SUCCESS).then_some(v)
+    }
+}
+
+/// How much device memory a process's allocations use, as the memory pool and the driver
+/// report it (PyTorch's `memory_allocated`, `max_memory_allocated`, `memory_reserved`, and
+/// `mem_get_info`). The pool figures are `None` where the device has no memory pools.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GpuMemory {
+    /// Held by live allocations now.
+    pub in_use_mib: Option<f64>,
+    /// The most held at once since the device was opened or [`Gpu::reset_peak_memory`].
+    pub peak_mib: Option<f64>,
+    /// Taken from the driver by the pool (in use + freed and kept for reuse).
+    pub reserved_mib: Option<f64>,
+    pub free_mib: f64,
+    pub total_mib: f64,
 }
 
 /// Looks for the driver, NVRTC and devices; never fails.
@@ -639,6 +690,8 @@ pub struct Gpu {
     tables: std::sync::Mutex<
         HashMap<&'static str, (Vec<device::TensorRef>, CudaSlice<device::TensorRef>)>,
     >,
+    /// The default memory pool (memory use, and the figures of an out-of-memory error).
+    pool: Option<MemPool>,
 }
 
 impl Gpu {
@@ -649,7 +702,7 @@ impl Gpu {
         // second stream is ever made), so there is no cross-stream use for cudarc's per-buffer
         // events to order; without them an allocation costs no event creation and destruction.
         unsafe { ctx.disable_event_tracking() };
-        keep_freed_memory(&ctx);
+        let pool = keep_freed_memory(&ctx);
         let cc = ctx.compute_capability().map_err(driver_err)?;
         let target = device_kernel_target(cc)?;
         let load = |target, fresh| -> Result<Vec<Arc<CudaModule>>, CudaError> {
@@ -707,6 +760,7 @@ impl Gpu {
             forced_chain: None,
             functions: Default::default(),
             tables: Default::default(),
+            pool,
         })
     }
 
@@ -857,14 +911,18 @@ impl Gpu {
         &self,
         v: &[T],
     ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
-        self.stream.clone_htod(v).map_err(driver_err)
+        self.stream
+            .clone_htod(v)
+            .map_err(|e| self.alloc_err(e, std::mem::size_of_val(v)))
     }
 
     fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
         &self,
         n: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
-        self.stream.alloc_zeros::<T>(n.max(1)).map_err(driver_err)
+        self.stream
+            .alloc_zeros::<T>(n.max(1))
+            .map_err(|e| self.alloc_err(e, n.max(1) * std::mem::size_of::<T>()))
     }
 
     /// `n` values of device memory (at least one) that the next kernel writes in full.
@@ -876,7 +934,66 @@ impl Gpu {
         // kernel that fills it next on the same stream; the element types used (f32, f64, u32)
         // take every bit pattern, so unwritten contents are unspecified numbers, never
         // undefined behaviour on the host.
-        unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(driver_err)
+        unsafe { self.stream.alloc::<T>(n.max(1)) }
+            .map_err(|e| self.alloc_err(e, n.max(1) * std::mem::size_of::<T>()))
+    }
+
+    /// A failed allocation of `bytes` as an error: out of memory says how much was asked for,
+    /// held and free, and what to change; anything else is the driver's error.
+    pub(crate) fn alloc_err(&self, e: cudarc::driver::DriverError, bytes: usize) -> CudaError {
+        if e.0 != cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            return driver_err(e);
+        }
+        let m = self.memory();
+        let b = |mib: f64| (mib * MIB).round() as u64;
+        CudaError::OutOfMemory {
+            ordinal: self.info.ordinal,
+            name: self.info.name.clone(),
+            requested: bytes as u64,
+            in_use: m.in_use_mib.map(b),
+            free: b(m.free_mib),
+            total: b(m.total_mib),
+        }
+    }
+
+    /// Device memory now: what this process's allocations hold (and held at most), what the
+    /// pool keeps, and what the driver says is free.
+    pub fn memory(&self) -> GpuMemory {
+        use cudarc::driver::sys::CUmemPool_attribute as A;
+        let (free, total) = self.stream.context().mem_get_info().unwrap_or((0, 0));
+        let pool = |a| {
+            self.pool
+                .as_ref()
+                .and_then(|p| p.get(a))
+                .map(|b| b as f64 / MIB)
+        };
+        GpuMemory {
+            in_use_mib: pool(A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT),
+            peak_mib: pool(A::CU_MEMPOOL_ATTR_USED_MEM_HIGH),
+            reserved_mib: pool(A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT),
+            free_mib: free as f64 / MIB,
+            total_mib: total as f64 / MIB,
+        }
+    }
+
+    /// Starts [`GpuMemory::peak_mib`] afresh (PyTorch's `reset_peak_memory_stats`).
+    pub fn reset_peak_memory(&self) {
+        use cudarc::driver::sys;
+        if let Some(p) = &self.pool {
+            let mut zero = 0u64;
+            // SAFETY: the handle is the default pool of an open device; the high-watermark
+            // attribute takes a `u64`, and zero is the one value it may be set to.
+            let r = unsafe {
+                sys::cuMemPoolSetAttribute(
+                    p.0,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                    (&mut zero as *mut u64).cast(),
+                )
+            };
+            if r != sys::CUresult::CUDA_SUCCESS {
+                tracing::debug!("could not reset the memory pool's peak: {r:?}");
+            }
+        }
     }
 
     fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(

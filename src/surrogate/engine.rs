@@ -90,6 +90,8 @@ mod gpu {
     impl GpuTrainer {
         /// Copies `model` to `gpu`; `kind` is the training loss.
         pub fn new(gpu: Gpu, model: &Model, kind: LossKind) -> Result<Self, SurrogateError> {
+            // The peak is the process's pool's: a run reports its own, not an earlier one's.
+            gpu.reset_peak_memory();
             let m = GpuModel::from_model(&gpu, model)?;
             Ok(GpuTrainer {
                 gpu,
@@ -108,6 +110,11 @@ mod gpu {
 
         pub fn name(&self) -> String {
             self.gpu.info.name.clone()
+        }
+
+        /// The device's memory as the pool reports it (peak since the trainer was made).
+        pub fn memory(&self) -> crate::cuda::GpuMemory {
+            self.gpu.memory()
         }
 
         /// The forward pass and loss of the batch `xd` (dims `d`) against targets `yt` of

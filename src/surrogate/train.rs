@@ -136,6 +136,9 @@ pub struct TrainSummary {
     pub final_train_loss: f64,
     pub mean_epoch_s: f64,
     pub peak_rss_mb: f64,
+    /// On a GPU: the most device memory this run's allocations held at once (MiB), where the
+    /// device's memory pool reports it.
+    pub gpu_peak_mib: Option<f64>,
     pub best_model: PathBuf,
     pub history: Vec<(usize, f64, f64, f64)>,
 }
@@ -301,8 +304,8 @@ fn run_inner(
             e.name(),
             if resident {
                 format!(
-                    " (frames resident on the device: {} MiB)",
-                    (fs.frames.len() * 4) >> 20
+                    " (frames resident on the device: {})",
+                    crate::progress::bytes(4 * fs.frames.len() as u64)
                 )
             } else {
                 String::new()
@@ -465,6 +468,20 @@ fn run_inner(
         }
     }
     progress.finish();
+    #[allow(unused_mut)]
+    let mut gpu_peak_mib = None;
+    #[cfg(feature = "cuda")]
+    if let Some(e) = &engine {
+        let m = e.memory();
+        gpu_peak_mib = m.peak_mib;
+        if let Some(p) = m.peak_mib {
+            tracing::info!(
+                "GPU memory: peak {p:.1} MiB of {:.0} MiB ({:.1} MiB kept by the pool)",
+                m.total_mib,
+                m.reserved_mib.unwrap_or(f64::NAN)
+            );
+        }
+    }
     let mean_epoch_s =
         state.history.iter().map(|h| h.3).sum::<f64>() / state.history.len().max(1) as f64;
     Ok(TrainSummary {
@@ -478,6 +495,7 @@ fn run_inner(
         final_train_loss: last_train,
         mean_epoch_s,
         peak_rss_mb: peak_rss_mb(),
+        gpu_peak_mib,
         best_model: best,
         history: state.history,
     })

@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -354,8 +355,18 @@ CUresult cuDeviceGetName(char* name, int len, CUdevice) {
     std::snprintf(name, (size_t)len, "wavecp cuda-emu (CPU emulation, not a GPU)");
     return OK;
 }
+// The device's memory: 16 GiB, or WAVECP_EMU_MEMORY_MIB (a test of what running out does).
+// Allocations are counted against it; the pool's in-use and peak figures are these counts.
+static size_t device_bytes() {
+    static const size_t total = [] {
+        const char* v = std::getenv("WAVECP_EMU_MEMORY_MIB");
+        return v ? size_t(std::atof(v) * double(1 << 20)) : size_t(16) << 30;
+    }();
+    return total;
+}
+static size_t bytes_in_use, bytes_peak;  // under allocs_lock
 CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
-    *bytes = size_t(16) << 30;
+    *bytes = device_bytes();
     return OK;
 }
 CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice) {
@@ -400,8 +411,9 @@ CUresult cuCtxSynchronize() {
     return OK;
 }
 CUresult cuMemGetInfo_v2(size_t* free_b, size_t* total) {
-    *free_b = size_t(16) << 30;
-    *total = size_t(16) << 30;
+    std::lock_guard<std::mutex> g(allocs_lock);
+    *free_b = device_bytes() - bytes_in_use;
+    *total = device_bytes();
     return OK;
 }
 
@@ -456,8 +468,18 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     // CUDA aligns to 256 B; here to 16 B so that the end of the buffer meets the guard page.
     const size_t used = (bytes + 15) / 16 * 16;
     const size_t len = (used + PAGE - 1) / PAGE * PAGE + PAGE;
+    {
+        std::lock_guard<std::mutex> g(allocs_lock);
+        if (used > device_bytes() - bytes_in_use) return OUT_OF_MEMORY;
+        bytes_in_use += used;
+        bytes_peak = std::max(bytes_peak, bytes_in_use);
+    }
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return OUT_OF_MEMORY;
+    if (m == MAP_FAILED) {
+        std::lock_guard<std::mutex> g(allocs_lock);
+        bytes_in_use -= used;
+        return OUT_OF_MEMORY;
+    }
     char* base = static_cast<char*>(m);
     mprotect(base + len - PAGE, PAGE, PROT_NONE);
     char* start = base + len - PAGE - used;
@@ -479,6 +501,7 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
         if (it == allocs.end()) return INVALID_VALUE;
         a = it->second;
         allocs.erase(it);
+        bytes_in_use -= a.bytes;
     }
     munmap(a.base, a.map_len);
     return OK;
@@ -496,16 +519,37 @@ CUresult cuDeviceGetDefaultMemPool(void** pool, int dev) {
     *pool = &default_pool;
     return OK;
 }
+// Attributes (uint64s): 4 release threshold; 5, 6 reserved now / at most; 7, 8 in use now / at
+// most. Freed memory goes back at once here, so reserved = in use; a peak resets to zero only.
 CUresult cuMemPoolSetAttribute(void* pool, int attr, void* value) {
     if (pool != &default_pool || !value) return INVALID_VALUE;
-    if (attr != 4) return NOT_SUPPORTED;  // CU_MEMPOOL_ATTR_RELEASE_THRESHOLD (a uint64)
-    std::memcpy(&pool_release_threshold, value, 8);
-    return OK;
+    uint64_t v;
+    std::memcpy(&v, value, 8);
+    if (attr == 4) {
+        pool_release_threshold = v;
+        return OK;
+    }
+    if (attr == 6 || attr == 8) {
+        if (v != 0) return INVALID_VALUE;
+        std::lock_guard<std::mutex> g(allocs_lock);
+        bytes_peak = bytes_in_use;
+        return OK;
+    }
+    return NOT_SUPPORTED;
 }
 CUresult cuMemPoolGetAttribute(void* pool, int attr, void* value) {
     if (pool != &default_pool || !value) return INVALID_VALUE;
-    if (attr != 4) return NOT_SUPPORTED;
-    std::memcpy(value, &pool_release_threshold, 8);
+    uint64_t v;
+    {
+        std::lock_guard<std::mutex> g(allocs_lock);
+        switch (attr) {
+            case 4: v = pool_release_threshold; break;
+            case 5: case 7: v = bytes_in_use; break;
+            case 6: case 8: v = bytes_peak; break;
+            default: return NOT_SUPPORTED;
+        }
+    }
+    std::memcpy(value, &v, 8);
     return OK;
 }
 
