@@ -162,6 +162,19 @@ for m in small_dense small_pair small_cp; do
     step "eval $m on cuda" 60 "eval-$m-cuda.json" ./wavecp-h5 eval "$work/train-$m-cuda/best.safetensors" \
         data/test.h5 --device cuda --json
 done
+
+# 6. Determinism on the GPU (no atomics, fixed reduction orders): the same run twice, and a run
+#    stopped after 2 of 3 epochs and resumed, end with bit-identical weights and moments
+#    (summary.py compares the checkpoints).
+det=(./wavecp-h5 train train.toml --set model.file=\"models/small_cp.toml\" --device cuda --json)
+step "determinism: small_cp, 3 epochs" 120 det-a.json "${det[@]}" --set train.epochs=3 \
+    --set output.dir=\"$work/det-a\"
+step "determinism: the same again" 120 det-b.json "${det[@]}" --set train.epochs=3 \
+    --set output.dir=\"$work/det-b\"
+step "determinism: 2 epochs" 120 det-c2.json "${det[@]}" --set train.epochs=2 \
+    --set output.dir=\"$work/det-c\"
+step "determinism: resumed to 3" 120 det-c.json "${det[@]}" --set train.epochs=3 \
+    --set output.dir=\"$work/det-c\" --resume
 cd - > /dev/null
 
 echo "finished after $(($(date +%s) - start)) s" >> "$work/steps.txt"

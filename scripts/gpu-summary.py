@@ -174,7 +174,39 @@ def cli_section():
             print(f"  {m} eval on cuda: {json.dumps(e)[:200]}")
 
 
-for section in (conv_section, train_section, kernels_section, sweep_section, cli_section):
+def tensors(path):
+    """A safetensors file's tensors as raw bytes by name (its metadata left out)."""
+    import struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    header.pop("__metadata__", None)
+    return {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in header.items()}
+
+
+def determinism_section():
+    print("\n== determinism on the GPU (small_cp, 3 epochs; weights and AdamW moments, bit for bit)")
+    ck = {r: os.path.join(d, f"det-{r}", "checkpoint.safetensors") for r in "abc"}
+    if not os.path.exists(ck["a"]):
+        print("  not run")
+        return
+    a = tensors(ck["a"])
+    for r, what in (("b", "the same run again"), ("c", "stopped after 2 epochs, resumed to 3")):
+        if not os.path.exists(ck[r]):
+            print(f"  {what}: not run")
+            continue
+        o = tensors(ck[r])
+        differ = sorted(k for k in a if a[k] != o.get(k))
+        ha, ho = load("det-a.json"), load(f"det-{r}.json")
+        same_loss = bool(ha and ho) and ha["history"][-1][1:3] == ho["history"][-1][1:3]
+        print(f"  {what}: {len(a) - len(differ)} of {len(a)} tensors bit-identical"
+              + (f" (differ: {', '.join(differ[:6])})" if differ else "")
+              + f"; last epoch's losses {'identical' if same_loss else 'DIFFER'}")
+
+
+for section in (conv_section, train_section, kernels_section, sweep_section, cli_section,
+                determinism_section):
     try:
         section()
     except Exception as e:  # noqa: BLE001 - one broken section must not hide the others
