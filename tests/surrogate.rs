@@ -544,6 +544,8 @@ fn gpu_runs_resume_bit_identical_and_across_devices() {
 /// parameter) and the resident frames, and grows with the batch; with less memory than a batch
 /// of 4 needs, `wavecp train` stops with an out-of-memory error that names the figures and the
 /// remedy (no panic, exit status 1), and the remedy (batch 1) then trains in the same memory.
+/// Frames that would not leave room for the steps are not kept on the device: the batches are
+/// copied from the host instead, with the same losses.
 #[test]
 fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
     use std::process::Command;
@@ -565,45 +567,44 @@ fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dataset(dir.path(), "d.h5", 16, 6, 5);
-    let job_file = dir.path().join("job.toml");
-    std::fs::write(
-        &job_file,
-        toml::to_string(&job(&data, &dir.path().join("out"), "small_pair", 1)).unwrap(),
-    )
-    .unwrap();
-    let train = |batch: usize, memory_mib: Option<f64>| {
+    // `stride`: frames between windows (the big frame set's run is kept short by taking one
+    // window per sample).
+    let job_file = |name: &str, samples: usize, stride: usize| {
+        let data = dataset(dir.path(), &format!("{name}.h5"), 16, samples, 5);
+        let file = dir.path().join(format!("{name}.toml"));
+        let mut j = job(&data, &dir.path().join(name), "small_pair", 1);
+        j.data.window_stride = stride;
+        std::fs::write(&file, toml::to_string(&j).unwrap()).unwrap();
+        (file, data)
+    };
+    // `memory_mib`: the device's size and how much of it other processes hold.
+    let train = |job: &Path, batch: usize, memory_mib: Option<(f64, f64)>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wavecp"));
-        c.args([
-            "train",
-            job_file.to_str().unwrap(),
-            "--device",
-            "cuda",
-            "--json",
-        ])
-        .args(["--set", &format!("train.batch={batch}")]);
-        if let Some(m) = memory_mib {
-            c.env("WAVECP_EMU_MEMORY_MIB", m.to_string());
+        c.args(["train", job.to_str().unwrap(), "--device", "cuda", "--json"])
+            .args(["--set", &format!("train.batch={batch}")]);
+        if let Some((total, taken)) = memory_mib {
+            c.env("WAVECP_EMU_MEMORY_MIB", total.to_string())
+                .env("WAVECP_EMU_MEMORY_TAKEN_MIB", taken.to_string());
         }
         c.output().unwrap()
     };
-    let peak = |batch| {
-        let out = train(batch, None);
+    let json = |out: &std::process::Output| -> serde_json::Value {
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (
-            v["gpu_peak_mib"]
-                .as_f64()
-                .expect("gpu_peak_mib on a GPU run"),
-            v["trainable_params"].as_u64().unwrap() as f64,
-        )
+        serde_json::from_slice(&out.stdout).unwrap()
     };
-    let (p1, nparams) = peak(1);
-    let (p4, _) = peak(4);
+    let peak = |v: &serde_json::Value| {
+        v["gpu_peak_mib"]
+            .as_f64()
+            .expect("gpu_peak_mib on a GPU run")
+    };
+    let (small, data) = job_file("small", 6, 2);
+    let r1 = json(&train(&small, 1, None));
+    let (p1, nparams) = (peak(&r1), r1["trainable_params"].as_u64().unwrap() as f64);
+    let p4 = peak(&json(&train(&small, 4, None)));
     let fs = FrameSet::load(&data).unwrap();
     let floor = (16.0 * nparams + 4.0 * fs.frames.len() as f64) / f64::from(1 << 20);
     eprintln!("GPU peak: batch 1 {p1:.2} MiB, batch 4 {p4:.2} MiB, weights+grads+moments+frames {floor:.2} MiB");
@@ -616,7 +617,7 @@ fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
         "batch 4 {p4} MiB vs batch 1 {p1} MiB"
     );
     let cap = 0.5 * (p1 + p4);
-    let out = train(4, Some(cap));
+    let out = train(&small, 4, Some((cap, 0.0)));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -630,10 +631,42 @@ fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
     ] {
         assert!(err.contains(want), "`{want}` missing from: {err}");
     }
-    let out = train(1, Some(cap));
+    let out = train(&small, 1, Some((cap, 0.0)));
     assert!(
         out.status.success(),
         "batch 1 in {cap} MiB: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // On a GPU shared with another process: frames that would fit half the device but not
+    // beside the other process's memory and the steps are copied per batch instead, with the
+    // same losses as when they are resident.
+    let (big, big_data) = job_file("big", 48, 8);
+    let frames = 4.0 * FrameSet::load(&big_data).unwrap().frames.len() as f64 / f64::from(1 << 20);
+    let resident = train(&big, 1, None);
+    let log = String::from_utf8_lossy(&resident.stderr).to_string();
+    assert!(log.contains("frames resident on the device"), "{log}");
+    let resident = json(&resident);
+    let (total, taken) = (peak(&resident) + 0.3, 0.6 * frames);
+    assert!(frames < 0.5 * total && peak(&resident) + taken > total);
+    let streamed = train(&big, 1, Some((total, taken)));
+    let log = String::from_utf8_lossy(&streamed.stderr).to_string();
+    eprintln!(
+        "frames {frames:.2} MiB, resident peak {:.2} MiB; device {total:.2} MiB with {taken:.2} MiB taken: {log}",
+        peak(&resident)
+    );
+    assert!(log.contains("batches are copied from the host"), "{log}");
+    let streamed = json(&streamed);
+    assert!(
+        peak(&streamed) + taken <= total,
+        "{} MiB beside {taken} MiB in {total} MiB",
+        peak(&streamed)
+    );
+    assert_eq!(
+        resident["history"][0][1], streamed["history"][0][1],
+        "train loss"
+    );
+    assert_eq!(
+        resident["history"][0][2], streamed["history"][0][2],
+        "validation loss"
     );
 }

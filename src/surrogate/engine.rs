@@ -213,12 +213,18 @@ mod gpu {
             fs: &FrameSet,
             ws: WindowSpec,
         ) -> Result<bool, SurrogateError> {
-            let bytes = fs.frames.len() * std::mem::size_of::<f32>();
-            let limit = self.gpu.info.memory_mib * (1 << 20) / 2;
-            if bytes > limit {
+            use crate::progress::bytes;
+            let size = (fs.frames.len() * std::mem::size_of::<f32>()) as u64;
+            // Half of what is free now (the model and its optimiser state are already on
+            // the device, and another process may share the GPU): the rest is for the steps.
+            let m = self.gpu.memory();
+            let free = (m.free_mib.min(m.total_mib) * (1u64 << 20) as f64) as u64;
+            if size > free / 2 {
                 tracing::info!(
-                    "training frames ({} MiB) exceed half the GPU's memory: batches are copied from the host",
-                    bytes >> 20
+                    "training frames ({}) exceed half the GPU's free memory ({} of {}): batches are copied from the host",
+                    bytes(size),
+                    bytes(free),
+                    bytes((m.total_mib * (1u64 << 20) as f64) as u64)
                 );
                 return Ok(false);
             }
@@ -227,7 +233,14 @@ mod gpu {
                 .iter()
                 .map(|&v| super::super::data::normalise(v, fs.mean, fs.std))
                 .collect();
-            let frames = self.gpu.frames_to_device(&norm, fs.ny * fs.nx)?;
+            let frames = match self.gpu.frames_to_device(&norm, fs.ny * fs.nx) {
+                Ok(f) => f,
+                Err(e @ crate::cuda::CudaError::OutOfMemory { .. }) => {
+                    tracing::info!("training frames ({}) not kept on the device ({e}): batches are copied from the host", bytes(size));
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
             self.data = Some(Resident {
                 frames,
                 nframes: fs.nframes,

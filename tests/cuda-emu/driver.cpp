@@ -355,14 +355,24 @@ CUresult cuDeviceGetName(char* name, int len, CUdevice) {
     std::snprintf(name, (size_t)len, "wavecp cuda-emu (CPU emulation, not a GPU)");
     return OK;
 }
-// The device's memory: 16 GiB, or WAVECP_EMU_MEMORY_MIB (a test of what running out does).
-// Allocations are counted against it; the pool's in-use and peak figures are these counts.
+// The device's memory: 16 GiB, or WAVECP_EMU_MEMORY_MIB (a test of what running out does),
+// of which WAVECP_EMU_MEMORY_TAKEN_MIB is held by "other processes" (a shared GPU). This
+// process's allocations are counted against the rest; the pool's in-use and peak figures are
+// these counts.
+static size_t mib_env(const char* name, size_t fallback) {
+    const char* v = std::getenv(name);
+    return v ? size_t(std::atof(v) * double(1 << 20)) : fallback;
+}
 static size_t device_bytes() {
-    static const size_t total = [] {
-        const char* v = std::getenv("WAVECP_EMU_MEMORY_MIB");
-        return v ? size_t(std::atof(v) * double(1 << 20)) : size_t(16) << 30;
-    }();
+    static const size_t total = mib_env("WAVECP_EMU_MEMORY_MIB", size_t(16) << 30);
     return total;
+}
+static size_t ours_at_most() {
+    static const size_t ours = [] {
+        const size_t taken = mib_env("WAVECP_EMU_MEMORY_TAKEN_MIB", 0);
+        return taken < device_bytes() ? device_bytes() - taken : 0;
+    }();
+    return ours;
 }
 static size_t bytes_in_use, bytes_peak;  // under allocs_lock
 CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
@@ -412,7 +422,7 @@ CUresult cuCtxSynchronize() {
 }
 CUresult cuMemGetInfo_v2(size_t* free_b, size_t* total) {
     std::lock_guard<std::mutex> g(allocs_lock);
-    *free_b = device_bytes() - bytes_in_use;
+    *free_b = ours_at_most() - bytes_in_use;
     *total = device_bytes();
     return OK;
 }
@@ -470,7 +480,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     const size_t len = (used + PAGE - 1) / PAGE * PAGE + PAGE;
     {
         std::lock_guard<std::mutex> g(allocs_lock);
-        if (used > device_bytes() - bytes_in_use) return OUT_OF_MEMORY;
+        if (used > ours_at_most() - bytes_in_use) return OUT_OF_MEMORY;
         bytes_in_use += used;
         bytes_peak = std::max(bytes_peak, bytes_in_use);
     }
