@@ -351,16 +351,32 @@ fn a_two_dimensional_model_trains() {
     assert_eq!(r.rel_l2_per_frame.len(), 8);
 }
 
+/// The name of CUDA device 0 when one opens (the emulator's included).
+fn gpu_name() -> Option<String> {
+    #[cfg(feature = "cuda")]
+    return wavecp::cuda::Gpu::new(0).ok().map(|g| g.info.name);
+    #[cfg(not(feature = "cuda"))]
+    None
+}
+
+/// Says "skipped: `why`" where the log shows it (the harness captures `eprintln!`); under
+/// `WAVECP_REQUIRE_CUDA=1` a skip is a failure.
+fn skip_gpu_test(why: &str) {
+    assert!(
+        std::env::var("WAVECP_REQUIRE_CUDA").map_or(true, |v| v != "1"),
+        "WAVECP_REQUIRE_CUDA=1 but {why}"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
 /// `--device`: `cuda` without a usable GPU is an error that names the reason, before any data
 /// is read; `auto` falls back to the CPU and trains exactly as `cpu` does (or, where a GPU
 /// opens, follows the CPU's loss curve).
 #[test]
 fn device_selection_is_explicit() {
     use wavecp::nn::Device;
-    #[cfg(feature = "cuda")]
-    let have_gpu = wavecp::cuda::Gpu::new(0).is_ok();
-    #[cfg(not(feature = "cuda"))]
-    let have_gpu = false;
+    let have_gpu = gpu_name().is_some();
     let dir = tempfile::tempdir().unwrap();
     let opts = |device| TrainOptions {
         device,
@@ -467,18 +483,8 @@ fn device_selection_is_explicit() {
 #[test]
 fn gpu_runs_resume_bit_identical_and_across_devices() {
     use wavecp::nn::Device;
-    #[cfg(feature = "cuda")]
-    let have_gpu = wavecp::cuda::Gpu::new(0).is_ok();
-    #[cfg(not(feature = "cuda"))]
-    let have_gpu = false;
-    if !have_gpu {
-        assert!(
-            std::env::var("WAVECP_REQUIRE_CUDA").map_or(true, |v| v != "1"),
-            "WAVECP_REQUIRE_CUDA=1 but no CUDA device opens"
-        );
-        use std::io::Write;
-        let _ = writeln!(std::io::stderr(), "skipped: no CUDA device");
-        return;
+    if gpu_name().is_none() {
+        return skip_gpu_test("no CUDA device");
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), "d.h5", 16, 6, 4);
@@ -549,22 +555,9 @@ fn gpu_runs_resume_bit_identical_and_across_devices() {
 #[test]
 fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
     use std::process::Command;
-    #[cfg(feature = "cuda")]
-    let emulated = wavecp::cuda::Gpu::new(0).is_ok_and(|g| g.info.name.contains("cuda-emu"));
-    #[cfg(not(feature = "cuda"))]
-    let emulated = false;
-    if !emulated {
-        // Only the emulator's memory can be made small on demand.
-        assert!(
-            std::env::var("WAVECP_REQUIRE_CUDA").map_or(true, |v| v != "1"),
-            "WAVECP_REQUIRE_CUDA=1 but the CUDA emulator does not open"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: no CUDA device (this test needs the CUDA emulator)"
-        );
-        return;
+    // Only the emulator's memory can be made small on demand.
+    if !gpu_name().is_some_and(|n| n.contains("cuda-emu")) {
+        return skip_gpu_test("no CUDA device (this test needs the CUDA emulator)");
     }
     let dir = tempfile::tempdir().unwrap();
     // `stride`: frames between windows (the big frame set's run is kept short by taking one
