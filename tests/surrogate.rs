@@ -571,7 +571,7 @@ fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
         (file, data)
     };
     // `memory_mib`: the device's size and how much of it other processes hold.
-    let train = |job: &Path, batch: usize, memory_mib: Option<(f64, f64)>| {
+    let command = |job: &Path, batch: usize, memory_mib: Option<(f64, f64)>| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_wavecp"));
         c.args(["train", job.to_str().unwrap(), "--device", "cuda", "--json"])
             .args(["--set", &format!("train.batch={batch}")]);
@@ -579,7 +579,10 @@ fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
             c.env("WAVECP_EMU_MEMORY_MIB", total.to_string())
                 .env("WAVECP_EMU_MEMORY_TAKEN_MIB", taken.to_string());
         }
-        c.output().unwrap()
+        c
+    };
+    let train = |job: &Path, batch: usize, memory_mib: Option<(f64, f64)>| {
+        command(job, batch, memory_mib).output().unwrap()
     };
     let json = |out: &std::process::Output| -> serde_json::Value {
         assert!(
@@ -610,9 +613,17 @@ fn gpu_memory_is_reported_and_running_out_is_a_clear_error() {
         "batch 4 {p4} MiB vs batch 1 {p1} MiB"
     );
     let cap = 0.5 * (p1 + p4);
-    let out = train(&small, 4, Some((cap, 0.0)));
+    let stats = dir.path().join("emu-stats.json");
+    let out = command(&small, 4, Some((cap, 0.0)))
+        .env("WAVECP_EMU_STATS", &stats)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    // The pool's unused memory was handed back and the allocation retried before the error.
+    let calls: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(calls["cuMemPoolTrimTo"], 1, "{calls}");
     assert!(!err.contains("panicked"), "{err}");
     eprintln!("in {cap:.2} MiB, batch 4: {}", err.trim());
     for want in [

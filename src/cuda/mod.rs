@@ -560,6 +560,17 @@ unsafe impl Send for MemPool {}
 unsafe impl Sync for MemPool {}
 
 impl MemPool {
+    /// Hands every block the pool keeps but nobody uses back to the driver.
+    fn trim(&self) {
+        use cudarc::driver::sys;
+        // SAFETY: the handle is the default pool of an open device; trimming only releases
+        // memory no allocation holds.
+        let r = unsafe { sys::cuMemPoolTrimTo(self.0, 0) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            tracing::debug!("could not trim the memory pool: {r:?}");
+        }
+    }
+
     fn get(&self, attr: cudarc::driver::sys::CUmemPool_attribute) -> Option<u64> {
         use cudarc::driver::sys;
         let mut v = 0u64;
@@ -911,18 +922,16 @@ impl Gpu {
         &self,
         v: &[T],
     ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
-        self.stream
-            .clone_htod(v)
-            .map_err(|e| self.alloc_err(e, std::mem::size_of_val(v)))
+        self.retry_full(std::mem::size_of_val(v), || self.stream.clone_htod(v))
     }
 
     fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
         &self,
         n: usize,
     ) -> Result<cudarc::driver::CudaSlice<T>, CudaError> {
-        self.stream
-            .alloc_zeros::<T>(n.max(1))
-            .map_err(|e| self.alloc_err(e, n.max(1) * std::mem::size_of::<T>()))
+        self.retry_full(n.max(1) * std::mem::size_of::<T>(), || {
+            self.stream.alloc_zeros::<T>(n.max(1))
+        })
     }
 
     /// `n` values of device memory (at least one) that the next kernel writes in full.
@@ -934,8 +943,35 @@ impl Gpu {
         // kernel that fills it next on the same stream; the element types used (f32, f64, u32)
         // take every bit pattern, so unwritten contents are unspecified numbers, never
         // undefined behaviour on the host.
-        unsafe { self.stream.alloc::<T>(n.max(1)) }
-            .map_err(|e| self.alloc_err(e, n.max(1) * std::mem::size_of::<T>()))
+        self.retry_full(n.max(1) * std::mem::size_of::<T>(), || unsafe {
+            self.stream.alloc::<T>(n.max(1))
+        })
+    }
+
+    /// Runs the allocation `f` of `bytes`; when the device is full, waits for the queued work
+    /// (whose frees then complete), hands the pool's unused blocks back to the driver (they
+    /// may be too small or too scattered for this request) and tries once more, as PyTorch's
+    /// caching allocator does before it reports running out.
+    fn retry_full<T>(
+        &self,
+        bytes: usize,
+        f: impl Fn() -> Result<T, cudarc::driver::DriverError>,
+    ) -> Result<T, CudaError> {
+        use cudarc::driver::sys::CUresult;
+        match f() {
+            Err(e) if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY && self.pool.is_some() => {
+                tracing::debug!(
+                    "the device is full at a {} allocation: releasing the pool's unused memory and retrying",
+                    crate::progress::bytes(bytes as u64)
+                );
+                let _ = self.stream.synchronize();
+                if let Some(p) = &self.pool {
+                    p.trim();
+                }
+                f().map_err(|e| self.alloc_err(e, bytes))
+            }
+            r => r.map_err(|e| self.alloc_err(e, bytes)),
+        }
     }
 
     /// A failed allocation of `bytes` as an error: out of memory says how much was asked for,
