@@ -4,7 +4,7 @@
 //! "skipped: no CUDA device" and pass, unless WAVECP_REQUIRE_CUDA=1 makes that a failure.
 
 use std::process::Command;
-use wavecp::cuda::{compile, nvrtc_present, Chain, CudaError, Gpu, KERNELS};
+use wavecp::cuda::{adam_rows, compile, nvrtc_present, Chain, CudaError, Gpu, KERNELS};
 use wavecp::nn::conv::{depthwise_axis, depthwise_axis_backward, AxisConv, DwShape};
 use wavecp::nn::ops::{act, dact, ActKind};
 
@@ -1625,12 +1625,7 @@ fn multi_tensor_norm_and_adamw_match_one_launch_per_array() {
     let up =
         |v: &Vec<Vec<f32>>| -> Vec<_> { v.iter().map(|a| gpu.to_device(a).unwrap()).collect() };
     let (mut wd, mut md, mut vd) = (up(&w0), up(&m0), up(&v0));
-    let mut params: Vec<_> = wd
-        .iter_mut()
-        .zip(gd.iter())
-        .zip(md.iter_mut().zip(vd.iter_mut()))
-        .map(|((w, g), (m, v))| (w, g, m, v))
-        .collect();
+    let mut params = adam_rows(&mut wd, &gd, &mut md, &mut vd);
     gpu.adamw_all_dev(&mut params, &step, None).unwrap();
     for i in 0..sizes.len() {
         let n = sizes[i];
@@ -1664,19 +1659,9 @@ fn multi_tensor_norm_and_adamw_match_one_launch_per_array() {
         let ignored = AdamStep { scale: 7.0, ..step };
         let (mut wa, mut ma, mut va) = (up(&w0), up(&m0), up(&v0));
         let (mut wb, mut mb, mut vb) = (up(&w0), up(&m0), up(&v0));
-        let mut pa: Vec<_> = wa
-            .iter_mut()
-            .zip(gd.iter())
-            .zip(ma.iter_mut().zip(va.iter_mut()))
-            .map(|((w, g), (m, v))| (w, g, m, v))
-            .collect();
+        let mut pa = adam_rows(&mut wa, &gd, &mut ma, &mut va);
         gpu.adamw_all_dev(&mut pa, &host, None).unwrap();
-        let mut pb: Vec<_> = wb
-            .iter_mut()
-            .zip(gd.iter())
-            .zip(mb.iter_mut().zip(vb.iter_mut()))
-            .map(|((w, g), (m, v))| (w, g, m, v))
-            .collect();
+        let mut pb = adam_rows(&mut wb, &gd, &mut mb, &mut vb);
         gpu.adamw_all_dev(&mut pb, &ignored, Some(&c)).unwrap();
         for i in 0..sizes.len() {
             let n = sizes[i];

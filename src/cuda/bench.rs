@@ -246,7 +246,7 @@ pub fn run_train(
         update_ms: median(u),
         step_ms: median(s),
         step_one_wait_ms: median(whole),
-        peak_memory_mib: gpu.memory().peak_mib,
+        peak_memory_mib: gpu.memory().peak.map(super::mib),
         steps: steps.max(1),
         tf32: false,
     })
@@ -885,13 +885,11 @@ fn training_kernels(
         weight_decay: 0.0,
     };
     let ms = time_ms(gpu, samples, || {
-        let mut params: Vec<_> = wv
-            .iter_mut()
-            .zip(gv.iter())
-            .zip(mv.iter_mut().zip(vv.iter_mut()))
-            .map(|((w, g), (m, v))| (w, g, m, v))
-            .collect();
-        gpu.adamw_all_dev(&mut params, &step, Some(&clip))
+        gpu.adamw_all_dev(
+            &mut super::adam_rows(&mut wv, &gv, &mut mv, &mut vv),
+            &step,
+            Some(&clip),
+        )
     })?;
     out.push(kernel_result(
         gpu,

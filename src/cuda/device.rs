@@ -1960,3 +1960,18 @@ pub(super) struct TensorRef {
 // SAFETY: `repr(C)`, five u64 then two u32 (48 bytes, no padding), the order and types of
 // `struct TensorRef` in kernels/optim.cu (its pointers are 64-bit).
 unsafe impl cudarc::driver::DeviceRepr for TensorRef {}
+
+/// The `(w, g, m, v)` rows [`Gpu::adamw_all_dev`] takes, from parallel arrays of weights,
+/// gradients and the two moments.
+pub fn adam_rows<'a>(
+    w: &'a mut [DevBuf],
+    g: &'a [DevBuf],
+    m: &'a mut [DevBuf],
+    v: &'a mut [DevBuf],
+) -> Vec<(&'a mut DevBuf, &'a DevBuf, &'a mut DevBuf, &'a mut DevBuf)> {
+    w.iter_mut()
+        .zip(g)
+        .zip(m.iter_mut().zip(v))
+        .map(|((w, g), (m, v))| (w, g, m, v))
+        .collect()
+}

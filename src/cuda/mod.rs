@@ -10,7 +10,9 @@ mod device;
 pub mod model;
 pub use cache::KernelCache;
 pub use conv::{GpuConv, GpuConvT};
-pub use device::{Chain, ChainTile, DevBuf, DevFrames, DevWindows, DeviceLoss, GemmPlan};
+pub use device::{
+    adam_rows, Chain, ChainTile, DevBuf, DevFrames, DevWindows, DeviceLoss, GemmPlan,
+};
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
@@ -485,8 +487,6 @@ pub struct DeviceReport {
     pub problem: Option<String>,
 }
 
-const MIB: f64 = (1u64 << 20) as f64;
-
 pub(crate) fn driver_err(e: impl std::fmt::Debug) -> CudaError {
     CudaError::Driver(format!("{e:?}"))
 }
@@ -529,24 +529,19 @@ fn keep_freed_memory(ctx: &Arc<CudaContext>) -> Option<MemPool> {
         return None;
     }
     let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-    let mut threshold = u64::MAX;
-    // SAFETY: `cu_device` is the context's valid device handle, `pool` and `threshold` are
-    // valid for writes and reads for the duration of each call, and the release threshold
-    // attribute takes a `u64`.
-    let r = unsafe {
-        match sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) {
-            sys::CUresult::CUDA_SUCCESS => sys::cuMemPoolSetAttribute(
-                pool,
-                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                (&mut threshold as *mut u64).cast(),
-            ),
-            e => e,
-        }
-    };
-    if r != sys::CUresult::CUDA_SUCCESS {
-        tracing::debug!("could not set the memory pool's release threshold: {r:?}");
+    // SAFETY: `cu_device` is the context's valid device handle and `pool` is valid for the
+    // write for the duration of the call.
+    let r = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
+    if r != sys::CUresult::CUDA_SUCCESS || pool.is_null() {
+        tracing::debug!("no default memory pool: {r:?}");
+        return None;
     }
-    (!pool.is_null()).then_some(MemPool(pool))
+    let pool = MemPool(pool);
+    pool.set(
+        sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+        u64::MAX,
+    );
+    Some(pool)
 }
 
 /// The device's default memory pool, from which every stream-ordered allocation comes.
@@ -579,21 +574,37 @@ impl MemPool {
         let r = unsafe { sys::cuMemPoolGetAttribute(self.0, attr, (&mut v as *mut u64).cast()) };
         (r == sys::CUresult::CUDA_SUCCESS).then_some(v)
     }
+
+    /// Best effort: a refusal is logged, not an error (the pool works without it).
+    fn set(&self, attr: cudarc::driver::sys::CUmemPool_attribute, mut v: u64) {
+        use cudarc::driver::sys;
+        // SAFETY: the handle is the default pool of an open device, and the attributes set
+        // here (the release threshold, the high watermark) take a `u64` read from `v`.
+        let r = unsafe { sys::cuMemPoolSetAttribute(self.0, attr, (&mut v as *mut u64).cast()) };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            tracing::debug!("could not set the memory pool's {attr:?}: {r:?}");
+        }
+    }
 }
 
-/// How much device memory a process's allocations use, as the memory pool and the driver
-/// report it (PyTorch's `memory_allocated`, `max_memory_allocated`, `memory_reserved`, and
-/// `mem_get_info`). The pool figures are `None` where the device has no memory pools.
+/// How much device memory a process's allocations use, in bytes, as the memory pool and the
+/// driver report it (PyTorch's `memory_allocated`, `max_memory_allocated`, `memory_reserved`,
+/// and `mem_get_info`). The pool figures are `None` where the device has no memory pools.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct GpuMemory {
     /// Held by live allocations now.
-    pub in_use_mib: Option<f64>,
+    pub in_use: Option<u64>,
     /// The most held at once since the device was opened or [`Gpu::reset_peak_memory`].
-    pub peak_mib: Option<f64>,
+    pub peak: Option<u64>,
     /// Taken from the driver by the pool (in use + freed and kept for reuse).
-    pub reserved_mib: Option<f64>,
-    pub free_mib: f64,
-    pub total_mib: f64,
+    pub reserved: Option<u64>,
+    pub free: u64,
+    pub total: u64,
+}
+
+/// Bytes in MiB, as the JSON reports give memory.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
 }
 
 /// Looks for the driver, NVRTC and devices; never fails.
@@ -958,37 +969,35 @@ impl Gpu {
         f: impl Fn() -> Result<T, cudarc::driver::DriverError>,
     ) -> Result<T, CudaError> {
         use cudarc::driver::sys::CUresult;
-        match f() {
-            Err(e) if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY && self.pool.is_some() => {
+        let r = match (f(), &self.pool) {
+            (Err(e), Some(pool)) if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 tracing::debug!(
                     "the device is full at a {} allocation: releasing the pool's unused memory and retrying",
                     crate::progress::bytes(bytes as u64)
                 );
                 let _ = self.stream.synchronize();
-                if let Some(p) = &self.pool {
-                    p.trim();
-                }
-                f().map_err(|e| self.alloc_err(e, bytes))
+                pool.trim();
+                f()
             }
-            r => r.map_err(|e| self.alloc_err(e, bytes)),
-        }
+            (r, _) => r,
+        };
+        r.map_err(|e| self.alloc_err(e, bytes))
     }
 
     /// A failed allocation of `bytes` as an error: out of memory says how much was asked for,
     /// held and free, and what to change; anything else is the driver's error.
-    pub(crate) fn alloc_err(&self, e: cudarc::driver::DriverError, bytes: usize) -> CudaError {
+    fn alloc_err(&self, e: cudarc::driver::DriverError, bytes: usize) -> CudaError {
         if e.0 != cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
             return driver_err(e);
         }
         let m = self.memory();
-        let b = |mib: f64| (mib * MIB).round() as u64;
         CudaError::OutOfMemory {
             ordinal: self.info.ordinal,
             name: self.info.name.clone(),
             requested: bytes as u64,
-            in_use: m.in_use_mib.map(b),
-            free: b(m.free_mib),
-            total: b(m.total_mib),
+            in_use: m.in_use,
+            free: m.free,
+            total: m.total,
         }
     }
 
@@ -997,38 +1006,24 @@ impl Gpu {
     pub fn memory(&self) -> GpuMemory {
         use cudarc::driver::sys::CUmemPool_attribute as A;
         let (free, total) = self.stream.context().mem_get_info().unwrap_or((0, 0));
-        let pool = |a| {
-            self.pool
-                .as_ref()
-                .and_then(|p| p.get(a))
-                .map(|b| b as f64 / MIB)
-        };
+        let pool = |a| self.pool.as_ref().and_then(|p| p.get(a));
         GpuMemory {
-            in_use_mib: pool(A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT),
-            peak_mib: pool(A::CU_MEMPOOL_ATTR_USED_MEM_HIGH),
-            reserved_mib: pool(A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT),
-            free_mib: free as f64 / MIB,
-            total_mib: total as f64 / MIB,
+            in_use: pool(A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT),
+            peak: pool(A::CU_MEMPOOL_ATTR_USED_MEM_HIGH),
+            reserved: pool(A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT),
+            free: free as u64,
+            total: total as u64,
         }
     }
 
-    /// Starts [`GpuMemory::peak_mib`] afresh (PyTorch's `reset_peak_memory_stats`).
+    /// Starts [`GpuMemory::peak`] afresh (PyTorch's `reset_peak_memory_stats`; zero is the one
+    /// value the high watermark may be set to).
     pub fn reset_peak_memory(&self) {
-        use cudarc::driver::sys;
         if let Some(p) = &self.pool {
-            let mut zero = 0u64;
-            // SAFETY: the handle is the default pool of an open device; the high-watermark
-            // attribute takes a `u64`, and zero is the one value it may be set to.
-            let r = unsafe {
-                sys::cuMemPoolSetAttribute(
-                    p.0,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
-                    (&mut zero as *mut u64).cast(),
-                )
-            };
-            if r != sys::CUresult::CUDA_SUCCESS {
-                tracing::debug!("could not reset the memory pool's peak: {r:?}");
-            }
+            p.set(
+                cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                0,
+            );
         }
     }
 

@@ -112,9 +112,19 @@ mod gpu {
             self.gpu.info.name.clone()
         }
 
-        /// The device's memory as the pool reports it (peak since the trainer was made).
-        pub fn memory(&self) -> crate::cuda::GpuMemory {
-            self.gpu.memory()
+        /// The most device memory held at once since the trainer was made (MiB), where the
+        /// device's memory pool reports it; logged with the device's size.
+        pub fn report_memory(&self) -> Option<f64> {
+            use crate::progress::bytes;
+            let m = self.gpu.memory();
+            let peak = m.peak?;
+            tracing::info!(
+                "GPU memory: peak {} of {} ({} kept by the pool)",
+                bytes(peak),
+                bytes(m.total),
+                m.reserved.map_or("?".into(), bytes)
+            );
+            Some(crate::cuda::mib(peak))
         }
 
         /// The forward pass and loss of the batch `xd` (dims `d`) against targets `yt` of
@@ -218,13 +228,12 @@ mod gpu {
             // Half of what is free now (the model and its optimiser state are already on
             // the device, and another process may share the GPU): the rest is for the steps.
             let m = self.gpu.memory();
-            let free = (m.free_mib.min(m.total_mib) * (1u64 << 20) as f64) as u64;
-            if size > free / 2 {
+            if size > m.free / 2 {
                 tracing::info!(
                     "training frames ({}) exceed half the GPU's free memory ({} of {}): batches are copied from the host",
                     bytes(size),
-                    bytes(free),
-                    bytes((m.total_mib * (1u64 << 20) as f64) as u64)
+                    bytes(m.free),
+                    bytes(m.total)
                 );
                 return Ok(false);
             }
@@ -378,6 +387,9 @@ impl GpuTrainer {
         match *self {}
     }
     pub fn keep_frames(&mut self, _: &FrameSet, _: WindowSpec) -> Result<bool, SurrogateError> {
+        match *self {}
+    }
+    pub fn report_memory(&self) -> Option<f64> {
         match *self {}
     }
     pub fn set_windows(&mut self, _: Slot, _: &[(usize, usize)]) -> Result<(), SurrogateError> {

@@ -468,20 +468,7 @@ fn run_inner(
         }
     }
     progress.finish();
-    #[allow(unused_mut)]
-    let mut gpu_peak_mib = None;
-    #[cfg(feature = "cuda")]
-    if let Some(e) = &engine {
-        let m = e.memory();
-        gpu_peak_mib = m.peak_mib;
-        if let Some(p) = m.peak_mib {
-            tracing::info!(
-                "GPU memory: peak {p:.1} MiB of {:.0} MiB ({:.1} MiB kept by the pool)",
-                m.total_mib,
-                m.reserved_mib.unwrap_or(f64::NAN)
-            );
-        }
-    }
+    let gpu_peak_mib = engine.as_ref().and_then(|e| e.report_memory());
     let mean_epoch_s =
         state.history.iter().map(|h| h.3).sum::<f64>() / state.history.len().max(1) as f64;
     Ok(TrainSummary {
