@@ -936,8 +936,12 @@ impl Gpu {
         let mut refs = Vec::with_capacity(params.len());
         for (w, g, m, v) in params.iter_mut() {
             let n = w.len();
-            for (what, len) in [("g", g.len()), ("m", m.len()), ("v", v.len())] {
-                need(&format!("adamw {what}"), len, n)?;
+            for (what, len) in [
+                ("adamw g", g.len()),
+                ("adamw m", m.len()),
+                ("adamw v", v.len()),
+            ] {
+                need(what, len, n)?;
             }
             refs.push(TensorRef {
                 w: w.device_ptr_mut(&self.stream).0,
