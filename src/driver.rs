@@ -101,6 +101,13 @@ pub struct RunOptions {
     pub stop_after_steps: Option<usize>,
     /// Test hook: `(rank, step)`: that rank exits at once after that step, as a crash would.
     pub fail_rank_at: Option<(usize, usize)>,
+    /// Test hook: SIGKILL the process after this step (after its output and checkpoint).
+    pub kill_at_step: Option<usize>,
+    /// Test hook: after this many output steps, create `RUNNING.paused` beside the running
+    /// output file and wait until it is removed (a reader looks at the file meanwhile).
+    pub pause_after_outputs: Option<usize>,
+    /// The job file, so no output or checkpoint path may name it.
+    pub job_file: Option<PathBuf>,
 }
 
 /// The discrete problem and its initial state built from a job.
@@ -328,6 +335,8 @@ struct RootIo {
     rec_t: Vec<f64>,
     rec_rows_written: usize,
     ghost_cells: usize,
+    /// `job_digest` of this job (zeros when no checkpoint is configured).
+    job: [u8; 32],
 }
 
 #[cfg(feature = "hdf5")]
@@ -337,9 +346,14 @@ type Writer = ();
 
 /// The restart state (`wavecp solve --restart`), written by rank 0 in global node order, so a
 /// run may continue on a different number of ranks.
+///
+/// On disk: `CHECKPOINT_MAGIC`, the SHA-256 of the payload, the payload (bincode). The payload
+/// carries a digest of the job's discrete problem, so a checkpoint of another job (another mesh,
+/// material, source, boundary, initial state or receiver set) is refused, and the checksum
+/// refuses any damaged byte before a value is trusted.
 #[derive(Serialize, serde::Deserialize)]
 struct Checkpoint {
-    magic: [u8; 8],
+    job: [u8; 32],
     nodes: u64,
     dt: f64,
     step: u64,
@@ -349,7 +363,114 @@ struct Checkpoint {
     rec_rows: u64,
     initial_energy: f64,
 }
-const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC1";
+const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC2";
+const CHECKPOINT_HEAD: usize = 8 + 32;
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// What a checkpoint must match: the SHA-256 of everything that defines the discrete problem
+/// (mesh, wave speed, boundaries, sources, initial fields, receivers). Not `time.end`, the
+/// output or the solver's threads and partition: a run may be continued longer, with other
+/// output settings or on another number of ranks.
+fn job_digest(s: &Setup) -> [u8; 32] {
+    use sha2::Digest;
+    struct H(sha2::Sha256);
+    impl std::io::Write for H {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = H(sha2::Sha256::new());
+    let recs: Vec<(&[f64; 2], &PointLocation)> =
+        s.receivers.iter().map(|r| (&r.0.position, &r.1)).collect();
+    // Serialising into a hasher cannot fail; a failure would only weaken the check.
+    let _ = bincode::serialize_into(
+        &mut h,
+        &(
+            &s.problem.mesh,
+            &s.problem.speed,
+            &s.problem.boundaries,
+            &s.problem.sources,
+            &s.u0,
+            &s.v0,
+            &recs,
+        ),
+    );
+    h.0.finalize().into()
+}
+
+/// Refuses output and checkpoint paths that would replace an input, each other, or something
+/// that is not a regular file (a device, a FIFO, a folder). Rank 0, before anything is written.
+fn check_paths(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<(), DriverError> {
+    use crate::output::target::{check_replaceable, running_path, same_file, sibling};
+    let mut inputs: Vec<(&str, PathBuf)> = Vec::new();
+    if let Some(f) = &cfg.mesh.file {
+        inputs.push(("mesh.file", base.join(f)));
+    }
+    if let Some(f) = &cfg.material.nodal_file {
+        inputs.push(("material.nodal_file", base.join(f)));
+    }
+    if let Some(f) = &opts.job_file {
+        inputs.push(("the job file", f.clone()));
+    }
+    let mut outputs: Vec<(&str, PathBuf)> = Vec::new();
+    let out = &cfg.output.path;
+    if !out.as_os_str().is_empty() {
+        let run = running_path(out);
+        outputs.push(("output.path", out.clone()));
+        outputs.push((
+            "output.path (its .xdmf sidecar)",
+            out.with_extension("xdmf"),
+        ));
+        for suffix in ["receivers.csv", "energy.csv"] {
+            outputs.push(("output.path (its tables)", sibling(out, suffix)));
+            outputs.push(("output.path (its tables)", sibling(&run, suffix)));
+        }
+        outputs.push(("output.path (the running file)", run.clone()));
+        outputs.push((
+            "output.path (its .xdmf sidecar)",
+            run.with_extension("xdmf"),
+        ));
+    }
+    let ck = &cfg.checkpoint.path;
+    if !ck.as_os_str().is_empty() {
+        check_replaceable(ck, "checkpoint")
+            .map_err(|e| invalid("checkpoint.path", e.to_string()))?;
+        for (what, p) in inputs.iter().chain(&outputs) {
+            if same_file(ck, p) {
+                return Err(invalid(
+                    "checkpoint.path",
+                    format!(
+                        "{} is {what}; give the checkpoint a path of its own",
+                        ck.display()
+                    ),
+                ));
+            }
+        }
+    }
+    for (what, p) in &outputs {
+        check_replaceable(p, "output").map_err(|e| invalid("output.path", e.to_string()))?;
+        for (input, q) in &inputs {
+            if same_file(p, q) {
+                return Err(invalid(
+                    "output.path",
+                    format!(
+                        "{} ({what}) is {input}; it would be overwritten",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 type Boundaries = Vec<(i32, BoundaryKind)>;
 
@@ -371,7 +492,13 @@ fn distribute(
     let mut bnd = Vec::new();
     if comm.rank() == 0 {
         let built = (|| -> Result<(Payload, RootIo, Boundaries), DriverError> {
+            check_paths(cfg, base, opts)?;
             let s = setup(cfg, base)?;
+            let job = if cfg.checkpoint.path.as_os_str().is_empty() {
+                [0; 32]
+            } else {
+                job_digest(&s)
+            };
             let mesh = &s.problem.mesh;
             tracing::info!(
                 "mesh: {} nodes, {} triangles, {} quads; {size} rank(s)",
@@ -437,6 +564,7 @@ fn distribute(
                     rec_t: Vec::new(),
                     rec_rows_written: 0,
                     ghost_cells,
+                    job,
                 },
                 boundaries,
             ))
@@ -595,7 +723,7 @@ fn run_inner(
     let mut output_time = Duration::ZERO;
     let restarted = opts.restart && checkpoint_exists_on(cfg, comm);
     if restarted {
-        let (step, outs, energy0) = restore(cfg, &mut solver, io.as_mut(), comm)?;
+        let (step, outs, energy0) = restore(cfg, &mut solver, nsteps, io.as_mut(), comm)?;
         first = step + 1;
         outputs = outs;
         e0 = energy0;
@@ -654,6 +782,11 @@ fn run_inner(
             if opts.abort_after_outputs == Some(outputs) {
                 std::process::abort();
             }
+            if opts.pause_after_outputs == Some(outputs) {
+                if let Some(p) = io.as_ref().and_then(writer_path) {
+                    pause_for_reader(&p);
+                }
+            }
         }
         // One small reduction every POLL steps decides, for all ranks together, whether to
         // checkpoint by time or stop on a signal (a reduction per step would cost more than a
@@ -680,6 +813,10 @@ fn run_inner(
         }
         output_time += t.elapsed();
         progress.set(n as u64);
+        if opts.kill_at_step == Some(n) {
+            // SAFETY: raise only sends a signal to this process; nothing is shared with it.
+            unsafe { libc::raise(libc::SIGKILL) };
+        }
         if halt {
             interrupted = true;
             tracing::warn!(
@@ -698,15 +835,16 @@ fn run_inner(
         }
     }
     progress.finish();
-    // 6. Summary.
-    let (nodes, cells, path, xdmf, ghost_cells) = match &io {
-        Some(io) => (
-            io.nodes,
-            io.cells,
-            writer_path(io),
-            writer_xdmf(io),
-            io.ghost_cells,
-        ),
+    // 6. Summary; a complete run's output moves to its final name.
+    let (nodes, cells, path, xdmf, ghost_cells) = match &mut io {
+        Some(io) => {
+            let (path, xdmf) = if interrupted {
+                (writer_path(io), writer_xdmf(io))
+            } else {
+                finish_output(io)?
+            };
+            (io.nodes, io.cells, path, xdmf, io.ghost_cells)
+        }
         None => (0, 0, None, None, 0),
     };
     let mut counts = [nodes as f64, cells as f64, ghost_cells as f64];
@@ -751,6 +889,32 @@ fn checkpoint_exists_on(cfg: &Config, comm: &dyn Comm) -> bool {
     ))];
     comm.max_f64(&mut f);
     f[0] > 0.0
+}
+
+/// Test hook: makes `OUT.paused` and waits (up to a minute) for a reader to remove it.
+fn pause_for_reader(running: &Path) {
+    let marker = crate::output::target::sibling(running, "paused");
+    if std::fs::write(&marker, b"").is_err() {
+        return;
+    }
+    let t = Instant::now();
+    while marker.exists() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Closes the output of a complete run and moves it to its final name; returns the final paths
+/// of the file and its XDMF sidecar.
+fn finish_output(io: &mut RootIo) -> Result<(Option<PathBuf>, Option<PathBuf>), DriverError> {
+    #[cfg(feature = "hdf5")]
+    if let Some(w) = io.writer.take() {
+        let xdmf = w.xdmf_path().is_some();
+        let path = w.finish()?;
+        let x = xdmf.then(|| path.with_extension("xdmf"));
+        return Ok((Some(path), x));
+    }
+    let _ = io;
+    Ok((None, None))
 }
 
 fn writer_path(io: &RootIo) -> Option<PathBuf> {
@@ -879,14 +1043,25 @@ fn write_checkpoint(
     e0: f64,
     comm: &dyn Comm,
 ) -> Result<(), DriverError> {
-    // Receivers first, so the file holds every row up to this step.
+    // Receivers first, then everything pushed to the file, so the file holds every row the
+    // checkpoint says it does even if the process is killed right after.
     flush_receivers(io, rec_u, comm)?;
+    #[cfg(feature = "hdf5")]
+    let flushed = match io.as_mut().and_then(|io| io.writer.as_mut()) {
+        Some(w) => w.flush(),
+        None => Ok(()),
+    };
+    #[cfg(not(feature = "hdf5"))]
+    let flushed: Result<(), OutputError> = Ok(());
     let u = gather_global(io, &solver.u()[solver.owned()], comm);
     let up = gather_global(io, &solver.u_prev()[solver.owned()], comm);
     let mut ok = vec![0u8];
-    if let (Some(io), Some(u), Some(u_prev)) = (io.as_ref(), u, up) {
+    if let Err(e) = flushed {
+        ok = vec![1];
+        ok.extend(e.to_string().into_bytes());
+    } else if let (Some(io), Some(u), Some(u_prev)) = (io.as_ref(), u, up) {
         let ck = Checkpoint {
-            magic: CHECKPOINT_MAGIC,
+            job: io.job,
             nodes: io.nodes as u64,
             dt: solver.dt(),
             step: solver.steps_done() as u64,
@@ -896,7 +1071,11 @@ fn write_checkpoint(
             rec_rows: io.rec_rows_written as u64,
             initial_energy: e0,
         };
-        let bytes = crate::comm::to_bytes(&ck);
+        let payload = crate::comm::to_bytes(&ck);
+        let mut bytes = Vec::with_capacity(CHECKPOINT_HEAD + payload.len());
+        bytes.extend(CHECKPOINT_MAGIC);
+        bytes.extend(sha256(&payload));
+        bytes.extend(payload);
         if let Err(e) = crate::output::write_atomic(&cfg.checkpoint.path, &bytes) {
             ok = vec![1];
             ok.extend(e.to_string().into_bytes());
@@ -912,11 +1091,73 @@ fn write_checkpoint(
     Ok(())
 }
 
+/// Reads and checks a checkpoint written by `write_checkpoint` for this job.
+fn read_checkpoint(
+    path: &Path,
+    io: &RootIo,
+    dt: f64,
+    nsteps: usize,
+    output_every: usize,
+) -> Result<Checkpoint, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.len() < CHECKPOINT_HEAD || bytes[..6] != CHECKPOINT_MAGIC[..6] {
+        return Err("not a wavecp checkpoint".into());
+    }
+    if bytes[..8] != CHECKPOINT_MAGIC {
+        return Err(format!(
+            "written by another version of wavecp (format {}, this one reads {}); start the run anew without --restart",
+            String::from_utf8_lossy(&bytes[6..8]),
+            String::from_utf8_lossy(&CHECKPOINT_MAGIC[6..8]),
+        ));
+    }
+    let payload = &bytes[CHECKPOINT_HEAD..];
+    if sha256(payload)[..] != bytes[8..CHECKPOINT_HEAD] {
+        return Err("damaged: its checksum does not match its contents (a truncated or corrupted file); start the run anew without --restart".into());
+    }
+    let ck: Checkpoint = bincode::deserialize(payload)
+        .map_err(|e| format!("damaged, although its checksum matches ({e})"))?;
+    if ck.job != io.job {
+        return Err("written for another job: the mesh, materials, boundaries, sources, initial state or receivers differ; start the run anew without --restart, or restore the job it was written for".into());
+    }
+    if ck.nodes as usize != io.nodes || ck.u.len() != io.nodes || ck.u_prev.len() != io.nodes {
+        return Err(format!(
+            "written for a mesh of {} nodes, this job has {}",
+            ck.nodes, io.nodes
+        ));
+    }
+    if ck.dt.to_bits() != dt.to_bits() {
+        return Err(format!(
+            "written with dt = {:e}, this job has dt = {dt:e} (time.dt, time.safety or time.end changed)",
+            ck.dt
+        ));
+    }
+    if ck.step > nsteps as u64 {
+        return Err(format!(
+            "taken at step {}, past the end of this job ({nsteps} steps)",
+            ck.step
+        ));
+    }
+    // Output steps kept: t = 0 and every `output.every`-th step up to the checkpoint's step, at
+    // most (the last step is always written, so a run continued longer may have one more).
+    let max_outputs = ck.step / output_every as u64 + 2;
+    if ck.outputs == 0 || ck.outputs > max_outputs || ck.rec_rows > ck.step + 1 {
+        return Err(format!(
+            "inconsistent: {} output steps and {} receiver rows at step {}",
+            ck.outputs, ck.rec_rows, ck.step
+        ));
+    }
+    if !ck.initial_energy.is_finite() || ck.u.iter().chain(&ck.u_prev).any(|v| !v.is_finite()) {
+        return Err("holds values that are not finite numbers".into());
+    }
+    Ok(ck)
+}
+
 /// Reads the checkpoint on rank 0, sends each rank its owned values and reopens the output
 /// file at the checkpoint's position. Returns `(step, output steps, initial energy)`. Collective.
 fn restore(
     cfg: &Config,
     solver: &mut WaveSolver,
+    nsteps: usize,
     io: Option<&mut RootIo>,
     comm: &dyn Comm,
 ) -> Result<(usize, usize, f64), DriverError> {
@@ -924,32 +1165,8 @@ fn restore(
     let mut head = Vec::new();
     let mut parts = None;
     if let Some(io) = io {
-        let read = || -> Result<Checkpoint, String> {
-            let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-            let ck: Checkpoint = bincode::deserialize(&bytes)
-                .map_err(|e| format!("not a wavecp checkpoint or damaged ({e})"))?;
-            if ck.magic != CHECKPOINT_MAGIC {
-                return Err("not a wavecp checkpoint".into());
-            }
-            if ck.nodes as usize != io.nodes
-                || ck.u.len() != io.nodes
-                || ck.u_prev.len() != io.nodes
-            {
-                return Err(format!(
-                    "written for a mesh of {} nodes, this job has {}",
-                    ck.nodes, io.nodes
-                ));
-            }
-            if ck.dt.to_bits() != solver.dt().to_bits() {
-                return Err(format!(
-                    "written with dt = {:e}, this job has dt = {:e}",
-                    ck.dt,
-                    solver.dt()
-                ));
-            }
-            Ok(ck)
-        };
-        match read() {
+        let read = read_checkpoint(path, io, solver.dt(), nsteps, cfg.output.every);
+        match read {
             Ok(ck) => {
                 #[cfg(feature = "hdf5")]
                 if !cfg.output.path.as_os_str().is_empty() {

@@ -45,6 +45,13 @@ enum Cmd {
         /// Testing aid: `RANK:STEP`: that rank exits at once after that step.
         #[arg(long, hide = true)]
         fail_rank_at: Option<String>,
+        /// Testing aid: SIGKILL itself after this step (its output and checkpoint included).
+        #[arg(long, hide = true)]
+        kill_at_step: Option<usize>,
+        /// Testing aid: after this many output steps, create `FILE.paused` next to the running
+        /// output and wait until it is removed.
+        #[arg(long, hide = true)]
+        pause_after_outputs: Option<usize>,
     },
     /// Run the built-in default case (no files needed).
     Demo {
@@ -356,6 +363,8 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             abort_after_outputs,
             stop_after_steps,
             fail_rank_at,
+            kill_at_step,
+            pause_after_outputs,
         } => {
             let cfg = Config::load(&job, &set)?;
             let base = job.parent().map(PathBuf::from).unwrap_or_default();
@@ -370,11 +379,14 @@ fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             };
             let opts = RunOptions {
                 progress: !json,
+                job_file: Some(job.clone()),
                 abort_after_outputs,
                 restart,
                 signals: true,
                 stop_after_steps,
                 fail_rank_at,
+                kill_at_step,
+                pause_after_outputs,
             };
             let summary = driver::run_on(&cfg, &base, &opts, comm)
                 .with_context(|| format!("job {}", job.display()))?;

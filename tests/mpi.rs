@@ -657,3 +657,110 @@ fn a_run_killed_part_way_restarts_from_its_last_checkpoint_to_the_same_result() 
     assert_eq!(s["restarted"], true);
     assert_eq!(bits(&results(&d.join("k.vtkhdf"))), bits(&reference));
 }
+
+/// SIGKILL right after any step, for checkpoint spacings that do and do not fall on output
+/// steps, then `--restart`: the file must be bitwise the uninterrupted run's (field, receiver
+/// rows, times, energy). Before the writer was flushed ahead of each checkpoint, receiver rows
+/// written between output steps could be lost with the process and came back as zeros.
+#[test]
+fn sigkill_and_restart_give_the_uninterrupted_file_for_any_checkpoint_and_output_spacing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let j = job(d, 0.3);
+    let base = |c: &mut Command, name: &str, ck: usize, out: usize| {
+        with_checkpoint(c, &j, d, name);
+        c.args([
+            "--set",
+            &format!("checkpoint.every={ck}"),
+            "--set",
+            &format!("output.every={out}"),
+        ]);
+    };
+    // (checkpoint.every, output.every, killed after step)
+    for (ck, out, kill) in [(3, 5, 4), (7, 10, 9), (4, 4, 6), (5, 3, 11), (2, 7, 13)] {
+        let mut full = Command::new(BIN);
+        base(&mut full, "full", ck, out);
+        ok(&full.output().unwrap());
+        let reference = results(&d.join("full.vtkhdf"));
+        let name = format!("k{ck}_{out}");
+        let mut c = Command::new(BIN);
+        base(&mut c, &name, ck, out);
+        let st = c
+            .args(["--kill-at-step", &kill.to_string()])
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.status.signal(), Some(9), "killed at step {kill}");
+        let mut r = Command::new(BIN);
+        base(&mut r, &name, ck, out);
+        let o = r.arg("--restart").output().unwrap();
+        ok(&o);
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(s["restarted"], true);
+        assert_eq!(
+            bits(&results(&d.join(format!("{name}.vtkhdf")))),
+            bits(&reference),
+            "checkpoint every {ck}, output every {out}, killed after step {kill}"
+        );
+    }
+}
+
+/// A checkpoint is tied to its job and its bytes: another source amplitude, any flipped bit,
+/// a truncated file or a forged step count is refused with a message, never restarted.
+#[test]
+fn checkpoints_of_other_jobs_or_with_damaged_bytes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let j = job(d, 0.3);
+    let mut a = Command::new(BIN);
+    with_checkpoint(&mut a, &j, d, "x");
+    let out = a.args(["--stop-after-steps", "10"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let good = std::fs::read(d.join("x.ckpt")).unwrap();
+    let restart = |extra: &[&str]| {
+        let mut b = Command::new(BIN);
+        with_checkpoint(&mut b, &j, d, "x");
+        let out = b.arg("--restart").args(extra).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Same mesh and dt, another source amplitude or receiver: another job.
+    for set in ["source.0.amplitude=2.0", "receiver.0.position=[0.8, 0.7]"] {
+        let (code, err) = restart(&["--set", set]);
+        assert_eq!(code, Some(1), "{set}: {err}");
+        assert!(err.contains("another job"), "{set}: {err}");
+    }
+    // Damage: bit flips anywhere (header, checksum, step, values, tail), truncation.
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..40 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut b = good.clone();
+        let i = (rng as usize) % b.len();
+        b[i] ^= 1 << (rng >> 60 & 7);
+        cases.push(b);
+    }
+    cases.push(good[..good.len() - 9].to_vec());
+    cases.push(good[..20].to_vec());
+    // The step field (just after the 32-byte job digest and the node count) set to 2^64 - 1.
+    let mut forged = good.clone();
+    forged[40 + 32 + 8 + 8..40 + 32 + 8 + 8 + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    cases.push(forged);
+    for (k, bytes) in cases.iter().enumerate() {
+        std::fs::write(d.join("x.ckpt"), bytes).unwrap();
+        let (code, err) = restart(&[]);
+        assert_eq!(code, Some(1), "case {k}: {err}");
+        assert!(
+            err.contains("checkpoint") && !err.contains("panicked"),
+            "case {k}: {err}"
+        );
+    }
+    // The good one still restarts.
+    std::fs::write(d.join("x.ckpt"), &good).unwrap();
+    let (code, err) = restart(&[]);
+    assert_eq!(code, Some(0), "{err}");
+}

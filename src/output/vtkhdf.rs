@@ -3,15 +3,23 @@
 //! Layout (what `vtkHDFReader` reads): `/VTKHDF` with `Version = [2, 0]`, `Type`, the mesh
 //! (`Points`, `Connectivity`, `Offsets`, `Types`, counts), `PointData/u` holding all steps back to
 //! back, `CellData/region`, and `Steps` with `Values` (times), offsets per step and the `NSteps`
-//! attribute. Receivers and energy live under `/wavecp` (outside the VTK data model).
-//! After every output step the data is written first, `NSteps` last, then the file is flushed,
-//! so a run killed between steps leaves a file that opens with the steps already written.
+//! attribute. Receivers and energy live under `/wavecp` (outside the VTK data model) and, for
+//! ParaView, in two CSV tables beside the file (`NAME.receivers.csv`, `NAME.energy.csv`).
+//! Every dataset carries `units` and `description` attributes.
+//!
+//! The run writes `NAME.running.vtkhdf` (claimed with a lock before anything truncates it) and
+//! renames it to `NAME.vtkhdf` when it completes (`finish`): a finished file is only replaced by
+//! a complete one. HDF5's file locking is off for the writer so that readers can open the file
+//! while the run goes on. After every output step the data is written first, `NSteps` last,
+//! then the file is flushed, so a reader (or a run killed between steps) sees whole steps.
 
-use super::{write_xdmf, OutputError, ReceiverInfo};
+use super::target::{check_replaceable, running_path, sibling, FileLock};
+use super::{OutputError, ReceiverInfo, XdmfLayout, XdmfSeries};
 use crate::mesh::Mesh;
 use hdf5::types::{FixedAscii, VarLenUnicode};
-use hdf5::{Dataset, File, Group};
+use hdf5::{Dataset, File, Group, Location};
 use ndarray::s;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 const VTK_TRIANGLE: u8 = 5;
@@ -22,15 +30,24 @@ const XDMF_QUAD: i64 = 5;
 /// An open VTKHDF output file.
 pub struct VtkHdfWriter {
     file: File,
+    /// The file being written (`NAME.running.vtkhdf`).
     path: PathBuf,
-    xdmf: Option<PathBuf>,
-    num_nodes: usize,
-    num_cells: usize,
-    topology_len: usize,
+    /// Where it goes when the run completes.
+    final_path: PathBuf,
+    xdmf: Option<XdmfSeries>,
+    layout: XdmfLayout,
     times: Vec<f64>,
     h: Handles,
     rec_rows: usize,
     nrec: usize,
+    csv: Tables,
+    _lock: FileLock,
+}
+
+/// The receiver and energy tables as CSV, for ParaView's spreadsheet and line-chart views.
+struct Tables {
+    receivers: std::io::BufWriter<std::fs::File>,
+    energy: std::io::BufWriter<std::fs::File>,
 }
 
 /// Datasets kept open for appending.
@@ -44,9 +61,10 @@ struct Handles {
     per_step: Vec<(Dataset, i64)>,
 }
 
-fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> OutputError + '_ {
+fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> OutputError {
+    let path = path.to_path_buf();
     move |e| OutputError::Hdf5 {
-        file: path.to_path_buf(),
+        file: path.clone(),
         msg: e.to_string(),
     }
 }
@@ -58,6 +76,89 @@ fn extensible<T: hdf5::H5Type>(g: &Group, name: &str, chunk: usize) -> hdf5::Res
         .create(name)
 }
 
+/// `units` and `description` attributes, so a reader does not have to guess.
+fn describe(obj: &Location, units: &str, description: &str) -> hdf5::Result<()> {
+    for (name, text) in [("units", units), ("description", description)] {
+        let v: VarLenUnicode = text
+            .parse()
+            .map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string().as_str()))?;
+        obj.new_attr::<VarLenUnicode>()
+            .create(name)?
+            .write_scalar(&v)?;
+    }
+    Ok(())
+}
+
+/// Opens an HDF5 file with HDF5's own `flock` off (see the module doc).
+fn h5_open(path: &Path, create: bool) -> hdf5::Result<File> {
+    let mut b = File::with_options();
+    b.with_fapl(|p| p.file_locking(false));
+    if create {
+        b.create(path)
+    } else {
+        b.open_rw(path)
+    }
+}
+
+fn csv_name(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Tables {
+    /// New tables beside `h5` (truncating any old ones: the caller holds the lock).
+    fn create(h5: &Path, receivers: &[String]) -> Result<Self, OutputError> {
+        let open = |suffix: &str, head: String| -> Result<_, OutputError> {
+            let p = sibling(h5, suffix);
+            check_replaceable(&p, "table")?;
+            let io = |source| OutputError::Io {
+                file: p.clone(),
+                source,
+            };
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&p).map_err(io)?);
+            writeln!(w, "{head}").map_err(io)?;
+            Ok(w)
+        };
+        let mut head = String::from("time");
+        for r in receivers {
+            head.push(',');
+            head.push_str(&csv_name(r));
+        }
+        Ok(Tables {
+            receivers: open("receivers.csv", head)?,
+            energy: open("energy.csv", "time,energy".into())?,
+        })
+    }
+
+    fn flush(&mut self, h5: &Path) -> Result<(), OutputError> {
+        for (w, suffix) in [
+            (&mut self.receivers, "receivers.csv"),
+            (&mut self.energy, "energy.csv"),
+        ] {
+            w.flush().map_err(|source| OutputError::Io {
+                file: sibling(h5, suffix),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn rows(
+    w: &mut impl std::io::Write,
+    times: &[f64],
+    values: &[f64],
+    width: usize,
+) -> std::io::Result<()> {
+    for (r, t) in times.iter().enumerate() {
+        write!(w, "{t:e}")?;
+        for v in &values[r * width..(r + 1) * width] {
+            write!(w, ",{v:e}")?;
+        }
+        writeln!(w)?;
+    }
+    Ok(())
+}
+
 fn append<T: hdf5::H5Type + Copy>(ds: &Dataset, data: &[T]) -> hdf5::Result<()> {
     let n = ds.shape()[0];
     ds.resize(n + data.len())?;
@@ -65,8 +166,9 @@ fn append<T: hdf5::H5Type + Copy>(ds: &Dataset, data: &[T]) -> hdf5::Result<()> 
 }
 
 impl VtkHdfWriter {
-    /// Creates the file (replacing any old one), writes the mesh, region tags and the rank that
-    /// owns each cell (`partition`; all 0 when `None`).
+    /// Claims `NAME.running.EXT` for `path` (`NAME.EXT`), creates it (replacing a stale one left
+    /// by a dead run), writes the mesh, region tags and the rank that owns each cell
+    /// (`partition`; all 0 when `None`). `path` itself is untouched until `finish`.
     pub fn create(
         path: &Path,
         mesh: &Mesh,
@@ -74,14 +176,11 @@ impl VtkHdfWriter {
         xdmf: bool,
         partition: Option<&[u32]>,
     ) -> Result<Self, OutputError> {
-        let e = h5err(path);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
-                file: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let file = File::create(path).map_err(&e)?;
+        check_replaceable(path, "output")?;
+        let running = running_path(path);
+        let lock = FileLock::claim(&running)?;
+        let e = h5err(&running);
+        let file = h5_open(&running, true).map_err(&e)?;
         let root = file.create_group("VTKHDF").map_err(&e)?;
         root.new_attr::<i64>()
             .shape(2)
@@ -90,7 +189,7 @@ impl VtkHdfWriter {
             .map_err(&e)?;
         let ty =
             FixedAscii::<16>::from_ascii(b"UnstructuredGrid").map_err(|x| OutputError::Hdf5 {
-                file: path.to_path_buf(),
+                file: running.clone(),
                 msg: x.to_string(),
             })?;
         root.new_attr::<FixedAscii<16>>()
@@ -132,12 +231,14 @@ impl VtkHdfWriter {
                 .shape(1)
                 .create("NumberOfConnectivityIds")?
                 .write(&[conn.len() as i64])?;
-            root.new_dataset_builder()
+            let pts = root
+                .new_dataset_builder()
                 .with_data(
                     ndarray::ArrayView2::from_shape((n, 3), &points)
                         .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
                 )
                 .create("Points")?;
+            describe(&pts, "m", "node coordinates x, y, z (z = 0)")?;
             root.new_dataset_builder()
                 .with_data(&conn)
                 .create("Connectivity")?;
@@ -149,17 +250,26 @@ impl VtkHdfWriter {
                 .create("Types")?;
             let pd = root.create_group("PointData")?;
             let u = extensible::<f64>(&pd, "u", n.clamp(1, 1 << 20))?;
+            describe(
+                &u,
+                "field units",
+                "the wave field u at the nodes, all output steps back to back (see Steps)",
+            )?;
             let cd = root.create_group("CellData")?;
-            cd.new_dataset_builder()
+            let region = cd
+                .new_dataset_builder()
                 .with_data(&mesh.cell_tags())
                 .create("region")?;
+            describe(&region, "1", "physical surface tag of each cell")?;
             let part: Vec<i32> = match partition {
                 Some(p) => p.iter().map(|&x| x as i32).collect(),
                 None => vec![0; nc],
             };
-            cd.new_dataset_builder()
+            let pa = cd
+                .new_dataset_builder()
                 .with_data(&part)
                 .create("partition")?;
+            describe(&pa, "1", "MPI rank that owns each cell")?;
             let steps = root.create_group("Steps")?;
             steps
                 .new_attr::<i64>()
@@ -167,7 +277,9 @@ impl VtkHdfWriter {
                 .write_scalar(&0i64)?;
             let mut per_step = Vec::new();
             // (dataset, value written for the k-th step: `value * k`, or constant when value < 0)
-            per_step.push((extensible::<f64>(&steps, "Values", 1024)?, 0));
+            let values = extensible::<f64>(&steps, "Values", 1024)?;
+            describe(&values, "s", "time of each output step")?;
+            per_step.push((values, 0));
             for name in [
                 "PartOffsets",
                 "PointOffsets",
@@ -189,12 +301,14 @@ impl VtkHdfWriter {
                 .create("xdmf_topology")?;
             let rg = w.create_group("receivers")?;
             let pos: Vec<f64> = receivers.iter().flat_map(|r| r.position).collect();
-            rg.new_dataset_builder()
+            let rp = rg
+                .new_dataset_builder()
                 .with_data(
                     ndarray::ArrayView2::from_shape((receivers.len(), 2), &pos)
                         .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
                 )
                 .create("positions")?;
+            describe(&rp, "m", "receiver positions x, y")?;
             let names: Vec<VarLenUnicode> = receivers
                 .iter()
                 .map(|r| r.name.parse().unwrap_or_default())
@@ -206,9 +320,21 @@ impl VtkHdfWriter {
                 .chunk((256, nrec))
                 .shape((0.., receivers.len()..))
                 .create("u")?;
+            describe(
+                &rec_u,
+                "field units",
+                "u interpolated at each receiver, one row per time step",
+            )?;
             let rec_t = extensible::<f64>(&rg, "time", 4096)?;
+            describe(&rec_t, "s", "time of each receiver row")?;
             let energy = extensible::<f64>(&w, "energy", 1024)?;
+            describe(
+                &energy,
+                "energy units",
+                "discrete energy 1/2 |(u+ - u)/dt|_M^2 + 1/2 u+^T K u at each output step",
+            )?;
             let energy_t = extensible::<f64>(&w, "energy_time", 1024)?;
+            describe(&energy_t, "s", "time of each energy value")?;
             Ok(Handles {
                 steps,
                 u,
@@ -221,18 +347,34 @@ impl VtkHdfWriter {
         };
         let h = write().map_err(&e)?;
         file.flush().map_err(&e)?;
-        let xdmf = xdmf.then(|| path.with_extension("xdmf"));
-        Ok(VtkHdfWriter {
-            file,
-            path: path.to_path_buf(),
-            xdmf,
+        let layout = XdmfLayout {
+            h5_name: file_name(&running),
             num_nodes: n,
             num_cells: nc,
             topology_len: xdmf_topo.len(),
+        };
+        let xdmf = match xdmf {
+            true => Some(XdmfSeries::create(
+                &running.with_extension("xdmf"),
+                layout.clone(),
+                &[],
+            )?),
+            false => None,
+        };
+        let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
+        let csv = Tables::create(&running, &names)?;
+        Ok(VtkHdfWriter {
+            file,
+            path: running,
+            final_path: path.to_path_buf(),
+            xdmf,
+            layout,
             times: Vec::new(),
             h,
             rec_rows: 0,
             nrec: receivers.len(),
+            csv,
+            _lock: lock,
         })
     }
 
@@ -242,10 +384,10 @@ impl VtkHdfWriter {
             return Ok(());
         }
         let e = h5err(&self.path);
-        let rows = times.len();
-        let (r0, r1) = (self.rec_rows, self.rec_rows + rows);
+        let rows_n = times.len();
+        let (r0, r1) = (self.rec_rows, self.rec_rows + rows_n);
         self.h.rec_u.resize((r1, self.nrec)).map_err(&e)?;
-        let view = ndarray::ArrayView2::from_shape((rows, self.nrec), values).map_err(|x| {
+        let view = ndarray::ArrayView2::from_shape((rows_n, self.nrec), values).map_err(|x| {
             OutputError::Hdf5 {
                 file: self.path.clone(),
                 msg: x.to_string(),
@@ -253,6 +395,12 @@ impl VtkHdfWriter {
         })?;
         self.h.rec_u.write_slice(view, s![r0..r1, ..]).map_err(&e)?;
         append(&self.h.rec_t, times).map_err(&e)?;
+        rows(&mut self.csv.receivers, times, values, self.nrec).map_err(|source| {
+            OutputError::Io {
+                file: sibling(&self.path, "receivers.csv"),
+                source,
+            }
+        })?;
         self.rec_rows = r1;
         Ok(())
     }
@@ -278,43 +426,62 @@ impl VtkHdfWriter {
             .attr("NSteps")
             .and_then(|a| a.write_scalar(&(k + 1)))
             .map_err(&e)?;
-        self.file.flush().map_err(&e)?;
-        if let Some(x) = &self.xdmf {
-            let name = self
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            write_xdmf(
-                x,
-                &name,
-                self.num_nodes,
-                self.num_cells,
-                self.topology_len,
-                &self.times,
-            )?;
+        rows(&mut self.csv.energy, &[time], &[energy], 1).map_err(|source| OutputError::Io {
+            file: sibling(&self.path, "energy.csv"),
+            source,
+        })?;
+        self.flush()?;
+        if let Some(x) = &mut self.xdmf {
+            x.append(time)?;
         }
         Ok(())
     }
 
-    /// Reopens a file this writer made, keeping its first `steps` output steps and `rec_rows`
-    /// receiver rows and dropping anything written after them (a restart from a checkpoint
-    /// taken at that point).
+    /// Pushes everything written so far to the files (before a checkpoint records how much of
+    /// them it covers).
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        self.file.flush().map_err(h5err(&self.path))?;
+        self.csv.flush(&self.path)
+    }
+
+    /// Reopens the file of an interrupted run of `path`, keeping its first `steps` output steps
+    /// and `rec_rows` receiver rows and dropping anything written after them (a restart from a
+    /// checkpoint taken at that point). When the run had completed (only `path` is left), the
+    /// file is copied and the copy continued; `path` is replaced when the new run completes.
     pub fn reopen(
         path: &Path,
         steps: usize,
         rec_rows: usize,
         xdmf: bool,
     ) -> Result<Self, OutputError> {
-        let e = h5err(path);
-        let file = File::open_rw(path).map_err(&e)?;
-        let open = || -> hdf5::Result<(Handles, usize, usize, usize, Vec<f64>, usize)> {
+        check_replaceable(path, "output")?;
+        let running = running_path(path);
+        let fresh = !running.exists();
+        let lock = FileLock::claim(&running)?;
+        let empty = std::fs::metadata(&running)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        if empty && path.exists() {
+            std::fs::copy(path, &running).map_err(|source| OutputError::Io {
+                file: running.clone(),
+                source,
+            })?;
+        } else if fresh || empty {
+            return Err(OutputError::Refused {
+                file: running,
+                msg: "is missing, so the run cannot continue from the checkpoint (start it anew without --restart)".into(),
+            });
+        }
+        let e = h5err(&running);
+        let file = h5_open(&running, false).map_err(&e)?;
+        type Reopened = (Handles, usize, usize, usize, Vec<f64>, usize, Vec<String>);
+        let open = || -> hdf5::Result<Reopened> {
             let root = file.group("VTKHDF")?;
             let n = root.dataset("NumberOfPoints")?.read_raw::<i64>()?[0] as usize;
             let nc = root.dataset("NumberOfCells")?.read_raw::<i64>()?[0] as usize;
             let steps_g = root.group("Steps")?;
-            let have = steps_g.attr("NSteps")?.read_scalar::<i64>()? as usize;
-            if steps > have {
+            let have = steps_g.attr("NSteps")?.read_scalar::<i64>()?;
+            if steps as i64 > have {
                 return Err(hdf5::Error::from(
                     format!("the file has {have} output steps, the checkpoint expects {steps}")
                         .as_str(),
@@ -349,9 +516,24 @@ impl VtkHdfWriter {
             let rg = w.group("receivers")?;
             let rec_u = rg.dataset("u")?;
             let nrec = rec_u.shape()[1];
+            if rec_rows > rec_u.shape()[0] {
+                return Err(hdf5::Error::from(
+                    format!(
+                        "the file has {} receiver rows, the checkpoint expects {rec_rows}",
+                        rec_u.shape()[0]
+                    )
+                    .as_str(),
+                ));
+            }
             rec_u.resize((rec_rows, nrec))?;
             let rec_t = rg.dataset("time")?;
             rec_t.resize(rec_rows)?;
+            let names: Vec<String> = rg
+                .dataset("names")?
+                .read_raw::<VarLenUnicode>()?
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect();
             let energy = w.dataset("energy")?;
             energy.resize(steps)?;
             let energy_t = w.dataset("energy_time")?;
@@ -365,22 +547,99 @@ impl VtkHdfWriter {
                 energy_t,
                 per_step,
             };
-            Ok((h, n, nc, topology_len, times, nrec))
+            Ok((h, n, nc, topology_len, times, nrec, names))
         };
-        let (h, n, nc, topology_len, times, nrec) = open().map_err(&e)?;
+        let (h, n, nc, topology_len, times, nrec, names) = open().map_err(&e)?;
         file.flush().map_err(&e)?;
-        Ok(VtkHdfWriter {
-            file,
-            path: path.to_path_buf(),
-            xdmf: xdmf.then(|| path.with_extension("xdmf")),
+        // The tables again, from what the file keeps.
+        let mut csv = Tables::create(&running, &names)?;
+        let read = || -> hdf5::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+            Ok((
+                h.rec_t.read_raw::<f64>()?,
+                h.rec_u.read_raw::<f64>()?,
+                h.energy.read_raw::<f64>()?,
+            ))
+        };
+        let (rec_t, rec_u, energy) = read().map_err(&e)?;
+        let csv_io = |suffix: &str| {
+            let file = sibling(&running, suffix);
+            move |source| OutputError::Io { file, source }
+        };
+        if nrec > 0 {
+            rows(&mut csv.receivers, &rec_t, &rec_u, nrec).map_err(csv_io("receivers.csv"))?;
+        }
+        rows(&mut csv.energy, &times, &energy, 1).map_err(csv_io("energy.csv"))?;
+        csv.flush(&running)?;
+        let layout = XdmfLayout {
+            h5_name: file_name(&running),
             num_nodes: n,
             num_cells: nc,
             topology_len,
+        };
+        let xdmf = match xdmf {
+            true => Some(XdmfSeries::create(
+                &running.with_extension("xdmf"),
+                layout.clone(),
+                &times,
+            )?),
+            false => None,
+        };
+        Ok(VtkHdfWriter {
+            file,
+            path: running,
+            final_path: path.to_path_buf(),
+            xdmf,
+            layout,
             times,
             h,
             rec_rows,
             nrec,
+            csv,
+            _lock: lock,
         })
+    }
+
+    /// The run is complete: closes the file and moves it, its tables and its XDMF sidecar
+    /// (rewritten to point at the new name) to their final names. Returns the final path.
+    pub fn finish(mut self) -> Result<PathBuf, OutputError> {
+        self.flush()?;
+        let VtkHdfWriter {
+            file,
+            path: running,
+            final_path,
+            xdmf,
+            layout,
+            times,
+            h,
+            csv,
+            _lock,
+            ..
+        } = self;
+        drop(h);
+        drop(csv);
+        file.close().map_err(h5err(&running))?;
+        let io = |file: &Path| {
+            let file = file.to_path_buf();
+            move |source| OutputError::Io { file, source }
+        };
+        if let Some(x) = xdmf {
+            let layout = XdmfLayout {
+                h5_name: file_name(&final_path),
+                ..layout
+            };
+            let target = final_path.with_extension("xdmf");
+            super::write_atomic(&target, super::xdmf_text(&layout, &times).as_bytes())?;
+            let old = x.path().to_path_buf();
+            drop(x);
+            std::fs::remove_file(&old).map_err(io(&old))?;
+        }
+        for suffix in ["receivers.csv", "energy.csv"] {
+            let (from, to) = (sibling(&running, suffix), sibling(&final_path, suffix));
+            check_replaceable(&to, "table")?;
+            std::fs::rename(&from, &to).map_err(io(&to))?;
+        }
+        std::fs::rename(&running, &final_path).map_err(io(&final_path))?;
+        Ok(final_path)
     }
 
     /// Receiver rows written so far.
@@ -388,13 +647,20 @@ impl VtkHdfWriter {
         self.rec_rows
     }
 
+    /// The file being written (`NAME.running.EXT` until `finish`).
     pub fn path(&self) -> &Path {
         &self.path
     }
     pub fn xdmf_path(&self) -> Option<&Path> {
-        self.xdmf.as_deref()
+        self.xdmf.as_ref().map(|x| x.path())
     }
     pub fn steps_written(&self) -> usize {
         self.times.len()
     }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

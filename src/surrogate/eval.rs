@@ -228,14 +228,30 @@ pub fn predict_on(
                 .flatten(),
         );
     }
-    let e = |m: hdf5::Error| file_err(output, m);
-    let f = hdf5::File::create(output).map_err(e)?;
+    if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+        return Err(SurrogateError::Mismatch(format!(
+            "{} predicts a value that is not a finite number (sample {}): its weights or its stored mean/std are broken; nothing was written",
+            model_path.display(),
+            i / (meta.t_out * n)
+        )));
+    }
+    for (what, p) in [("the model", model_path), ("the input", input)] {
+        if crate::output::target::same_file(output, p) {
+            return Err(file_err(
+                output,
+                format!("is {what}; give the prediction another path"),
+            ));
+        }
+    }
     let arr = ndarray::ArrayView4::from_shape((fs.samples, meta.t_out, fs.ny, fs.nx), &out)
         .map_err(|m| file_err(output, m))?;
-    f.new_dataset_builder()
-        .with_data(arr)
-        .create("prediction")
-        .map_err(e)?;
+    crate::output::write_h5_atomic(output, |f| {
+        f.new_dataset_builder()
+            .with_data(arr)
+            .create("prediction")
+            .map(|_| ())
+    })
+    .map_err(|m| file_err(output, m))?;
     Ok(fs.samples)
 }
 
