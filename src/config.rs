@@ -375,6 +375,16 @@ impl Config {
         if self.output.every == 0 {
             return Err(invalid("output.every", "must be at least 1"));
         }
+        let max_threads = 16 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.solver.threads > max_threads {
+            return Err(invalid(
+                "solver.threads",
+                format!(
+                    "{} is more than 16 per core of this machine ({max_threads}); use 0 for one per core",
+                    self.solver.threads
+                ),
+            ));
+        }
         for (i, r) in self.receiver.iter().enumerate() {
             finite(
                 &format!("receiver[{i}].position"),

@@ -38,6 +38,8 @@ pub enum DriverError {
     Threads(String),
     #[error(transparent)]
     Partition(#[from] PartitionError),
+    #[error("the discrete energy is not a finite number at t = {time:e} (step {step}): the field overflows; check the amplitudes of the sources, the initial state and the boundary values")]
+    EnergyOverflow { step: usize, time: f64 },
     /// A failure reported by rank 0 (reading the job, the mesh or a checkpoint) to the others.
     #[error("{0}")]
     OtherRank(String),
@@ -170,6 +172,12 @@ pub fn setup(cfg: &Config, base: &Path) -> Result<Setup, DriverError> {
                     ),
                 )
             })?;
+            if !mesh.boundary.iter().any(|e| e.tag == tag) {
+                return Err(invalid(
+                    format!("boundary[{i}].tags"),
+                    format!("boundary `{t}` has no edges in the mesh, so the condition would apply nowhere"),
+                ));
+            }
             boundaries.push((tag, kind));
         }
     }
@@ -292,16 +300,32 @@ fn wave_speed(cfg: &Config, mesh: &Mesh, base: &Path) -> Result<WaveSpeed, Drive
 /// Step 3: chooses the time step and the number of steps. With no `dt` given, takes
 /// `safety × limit`, then shrinks it so a whole number of steps lands on `end`.
 pub fn time_step(t: &TimeConfig, solver: &mut WaveSolver) -> Result<usize, DriverError> {
-    let (dt, n) = match t.dt {
-        Some(dt) => (dt, (t.end / dt - 1e-9).ceil().max(1.0) as usize),
-        None => {
-            let n = (t.end / (t.safety * solver.dt_limit())).ceil().max(1.0) as usize;
-            (t.end / n as f64, n)
-        }
+    let steps = match t.dt {
+        Some(dt) => (t.end / dt - 1e-9).ceil().max(1.0),
+        None => (t.end / (t.safety * solver.dt_limit())).ceil().max(1.0),
+    };
+    // Far beyond any run that ends (10^12 steps of the smallest mesh take weeks), and well
+    // inside the integers the step counter and f64 times hold exactly.
+    if steps.is_nan() || steps > MAX_STEPS {
+        return Err(invalid(
+            if t.dt.is_some() { "time.dt" } else { "time.safety" },
+            format!(
+                "reaching time.end = {:e} takes {steps:.3e} steps, more than the limit of {MAX_STEPS:e} (check time.end, time.dt and time.safety)",
+                t.end
+            ),
+        ));
+    }
+    let n = steps as usize;
+    let dt = match t.dt {
+        Some(dt) => dt,
+        None => t.end / n as f64,
     };
     solver.set_dt(dt)?;
     Ok(n)
 }
+
+/// Most time steps one run may take.
+pub const MAX_STEPS: f64 = 1e12;
 
 /// Runs a job to the end on one rank; writes output when `output.path` is not empty.
 pub fn run(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<RunSummary, DriverError> {
@@ -719,7 +743,12 @@ fn run_inner(
     let mut first = 1;
     let mut outputs;
     let mut e0 = solver.energy_on(comm);
-    let mut rec_u: Vec<f64> = Vec::with_capacity((cfg.output.every + 1) * receivers.len());
+    if !e0.is_finite() {
+        return Err(DriverError::EnergyOverflow { step: 0, time: 0.0 });
+    }
+    // Receiver rows are buffered between output steps: no more rows than steps.
+    let mut rec_u: Vec<f64> =
+        Vec::with_capacity((cfg.output.every.min(nsteps) + 1) * receivers.len());
     let mut output_time = Duration::ZERO;
     let restarted = opts.restart && checkpoint_exists_on(cfg, comm);
     if restarted {
@@ -777,6 +806,12 @@ fn run_inner(
         if n % cfg.output.every == 0 || n == nsteps {
             solver.check_finite_on(comm)?;
             energy = solver.energy_on(comm);
+            if !energy.is_finite() {
+                return Err(DriverError::EnergyOverflow {
+                    step: n,
+                    time: solver.time(),
+                });
+            }
             write_output(&mut io, &mut rec_u, &solver, energy, comm)?;
             outputs += 1;
             if opts.abort_after_outputs == Some(outputs) {

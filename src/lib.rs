@@ -13,6 +13,7 @@ pub mod cuda;
 pub mod dataset;
 pub mod driver;
 pub mod fem;
+pub mod limits;
 pub mod mesh;
 pub mod nn;
 pub mod output;

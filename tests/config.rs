@@ -207,3 +207,31 @@ fn the_cli_reports_json_and_mesh_info() {
         "{err}"
     );
 }
+
+/// A boundary condition on a physical curve that exists by name but has no edges would apply
+/// nowhere (a reflecting wall where an absorbing one was asked for): an error naming the key.
+#[test]
+fn a_boundary_with_no_edges_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("meshes/lshape.msh"))
+        .unwrap()
+        .replacen("$PhysicalNames\n4\n", "$PhysicalNames\n5\n1 99 \"ghost\"\n", 1);
+    let mesh = dir.path().join("ghost.msh");
+    std::fs::write(&mesh, text).unwrap();
+    let job = format!(
+        "[mesh]\nfile = \"{}\"\n[[boundary]]\ntags = [\"outer\", \"ghost\"]\nkind = \"absorbing\"\n[time]\nend = 0.1\n[output]\npath = \"\"\n",
+        mesh.display()
+    );
+    let cfg = load(&job).unwrap();
+    let err = match run(&cfg, dir.path(), &RunOptions::default()) {
+        Ok(_) => panic!("a boundary with no edges was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("boundary[0].tags") && err.contains("`ghost` has no edges"),
+        "{err}"
+    );
+    // The same job without the empty tag runs.
+    let cfg = load(&job.replace(", \"ghost\"", "")).unwrap();
+    run(&cfg, dir.path(), &RunOptions::default()).unwrap();
+}

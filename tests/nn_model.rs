@@ -319,6 +319,15 @@ fn bad_model_files_are_errors() {
         ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"conv\"\nout = 2\nkernel = [3, 3, 3]\n", "entries"),
         ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"convolution\"\n", "convolution"),
         ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"conv\"\nout = 2\nkernel = 3\nsize = 3\n", "size"),
+        // Sizes and extents that used to pass `model info` and then divide by zero, or
+        // allocate until the process was killed.
+        ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"pool\"\nmode = \"avg\"\nkernel = [0, 2]\n", "must be positive"),
+        ("[model]\ndims = 3\nin_channels = 1\n[[layer]]\ntype = \"upsample\"\nscale = [1, 0, 2]\n", "must be positive"),
+        ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"conv\"\nout = 1000000000\nkernel = 3\n", "limit of 65536"),
+        ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"conv\"\nout = 2\nkernel = 3\npadding = 1000\n", "padding"),
+        ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"conv_transpose\"\nout = 2\nkernel = 2\nstride = 2\npadding = 5\n", "padding"),
+        ("[model]\ndims = 2\nin_channels = 1\n[[layer]]\ntype = \"conv_transpose\"\nout = 2\nkernel = 2\nstride = 2\noutput_padding = 2\n", "output_padding"),
+        ("[model]\ndims = 2\nin_channels = 1\nkind = \"dense\"\n[[layer]]\ntype = \"conv\"\nout = 60000\nkernel = 3\n[[layer]]\ntype = \"conv\"\nout = 60000\nkernel = 99\n", "GiB"),
     ] {
         let e = ModelSpec::from_toml(text).map_err(|e| e.to_string()).and_then(|s| Model::new(s).map(|_| ()).map_err(|e| e.to_string()));
         let e = e.unwrap_err();

@@ -11,7 +11,7 @@ use wavecp::surrogate::modelfile;
 use wavecp::surrogate::train::{run, TrainJob, TrainOptions};
 use wavecp::surrogate::SurrogateError;
 
-fn dataset(dir: &Path, name: &str, n: usize, samples: usize, seed: u64) -> PathBuf {
+pub fn dataset(dir: &Path, name: &str, n: usize, samples: usize, seed: u64) -> PathBuf {
     let path = dir.join(name);
     let text = format!(
         "[mesh.generate]\nshape = \"quad\"\nnx = 30\nny = 30\n[[boundary]]\ntags = [\"left\", \"right\", \"top\", \"bottom\"]\nkind = \"absorbing\"\n\
@@ -213,6 +213,25 @@ fn mismatched_corrupt_and_diverging_inputs_are_clear_errors() {
         .unwrap()
         .to_string();
     assert!(e.contains("in_channels"), "{e}");
+    // A training checkpoint whose stored optimizer settings are damaged (a negative learning
+    // rate) is refused on --resume instead of training uphill.
+    let ck = out.join("checkpoint.safetensors");
+    let l = modelfile::load(&ck).unwrap();
+    let t = l.train.unwrap();
+    let mut cfg = t.optimizer.clone();
+    cfg.lr = -1e-3;
+    let mut adam = wavecp::nn::train::Adam::new(cfg);
+    adam.m = t.m;
+    adam.v = t.v;
+    modelfile::save(&ck, &l.model, &l.meta, Some((&adam, &t.state))).unwrap();
+    let mut j = job(&data, &out, "small_pair", 2);
+    j.train.epochs = 2;
+    let opts = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    let e = run(&j, Path::new("."), &opts).err().unwrap().to_string();
+    assert!(e.contains("cannot resume") && e.contains("lr = -0.001"), "{e}");
     // A learning rate that makes the loss overflow stops with the epoch and the last checkpoint.
     let mut j = job(&data, &dir.path().join("nan"), "small_pair", 3);
     j.optimizer.lr = 1e30;

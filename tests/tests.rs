@@ -11,6 +11,7 @@ mod cuda;
 #[cfg(feature = "hdf5")]
 mod dataset;
 mod energy;
+mod fuzz;
 mod mesh;
 #[cfg(all(feature = "mpi", feature = "hdf5"))]
 mod mpi;

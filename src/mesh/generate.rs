@@ -34,10 +34,17 @@ pub fn rectangle(
             "empty rectangle x = {x:?}, y = {y:?}"
         )));
     }
-    let n_nodes = (nx + 1) * (ny + 1);
+    let n_nodes = (nx + 1).saturating_mul(ny + 1);
     if n_nodes > u32::MAX as usize / 2 {
         return Err(MeshError::Generate(format!("{nx} × {ny} is too large")));
     }
+    // A lower bound on what a run holds per node (mesh, CSR operator, solver vectors; the demo
+    // holds ≈ 700 B a node), checked here because the generator allocates first.
+    crate::limits::check_memory(
+        n_nodes as f64 * BYTES_PER_NODE,
+        &format!("a {nx} × {ny} mesh and its solver"),
+    )
+    .map_err(MeshError::Generate)?;
     let id = |i: usize, j: usize| (j * (nx + 1) + i) as u32;
     let mut m = Mesh::default();
     m.coords.reserve(n_nodes);
@@ -92,3 +99,6 @@ pub fn rectangle(
     }
     Ok(m)
 }
+
+/// Memory a solve holds per mesh node, roughly (see `rectangle`).
+const BYTES_PER_NODE: f64 = 300.0;

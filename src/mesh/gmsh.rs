@@ -39,8 +39,29 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
     let mut lines: Vec<(i32, [u64; 2])> = Vec::new();
     let mut have_nodes = false;
     let mut have_elements = false;
+    let mut have_entities = false;
+    let mut have_names = false;
 
     while let Some(tag) = r.next_section()? {
+        // A repeated section would double the cells or mix two meshes: refuse it.
+        let seen = match tag.as_str() {
+            "$Nodes" => Some(&mut have_nodes),
+            "$Elements" => Some(&mut have_elements),
+            "$Entities" => Some(&mut have_entities),
+            "$PhysicalNames" => Some(&mut have_names),
+            _ => None,
+        };
+        if let Some(seen) = seen {
+            if *seen {
+                return Err(r.err(format!("section {tag} appears twice")));
+            }
+            *seen = true;
+        }
+        if tag == "$Entities" && have_elements {
+            return Err(r.err(
+                "$Entities comes after $Elements: the elements' physical tags would be lost (Gmsh writes $Entities first)".into(),
+            ));
+        }
         match tag.as_str() {
             "$MeshFormat" => {
                 r.section = "$MeshFormat";
@@ -117,7 +138,6 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
             }
             "$Nodes" => {
                 r.section = "$Nodes";
-                have_nodes = true;
                 let nblocks = r.count()?;
                 let nnodes = r.count()?;
                 let _min = r.size_t()?;
@@ -155,21 +175,22 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
             }
             "$Elements" => {
                 r.section = "$Elements";
-                have_elements = true;
                 let nblocks = r.count()?;
-                let _nelem = r.count()?;
+                let nelem = r.count()?;
                 let _min = r.size_t()?;
                 let _max = r.size_t()?;
+                let mut found = 0usize;
                 for _ in 0..nblocks {
                     let dim = r.int()?;
                     let etag = r.int()?;
                     let etype = r.int()?;
                     let n = r.count()?;
-                    let nv = match etype {
-                        15 => 1,
-                        1 => 2,
-                        2 => 3,
-                        3 => 4,
+                    found = found.saturating_add(n);
+                    let (nv, edim) = match etype {
+                        15 => (1, 0),
+                        1 => (2, 1),
+                        2 => (3, 2),
+                        3 => (4, 2),
                         other => {
                             return Err(r.err(format!(
                                 "element type {other} ({}) is not supported: wavecp reads 1 (line), 2 (3-node triangle), 3 (4-node quadrangle) and 15 (point); mesh with first-order elements",
@@ -177,6 +198,18 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
                             )))
                         }
                     };
+                    if dim != edim {
+                        return Err(r.err(format!(
+                            "a block of {} elements says it lies on an entity of dimension {dim}, not {edim}",
+                            element_name(etype)
+                        )));
+                    }
+                    if have_entities && !entity_phys.contains_key(&(dim, etag)) {
+                        return Err(r.err(format!(
+                            "a block of {} elements lies on entity {etag} of dimension {dim}, which $Entities does not list (its physical tags would be lost)",
+                            element_name(etype)
+                        )));
+                    }
                     let phys = entity_phys.get(&(dim, etag));
                     for _ in 0..n {
                         let _tag = r.size_t()?;
@@ -198,6 +231,11 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
                             _ => {}
                         }
                     }
+                }
+                if found != nelem {
+                    return Err(r.err(format!(
+                        "header announces {nelem} elements but the blocks hold {found}"
+                    )));
                 }
                 r.expect_end("$EndElements")?;
             }

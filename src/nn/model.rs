@@ -43,6 +43,52 @@ impl Axes {
     }
 }
 
+/// Most channels one layer may have: far above any wave surrogate, and small enough that a
+/// mistyped `out` is refused instead of allocating until the process is killed.
+pub const MAX_CHANNELS: usize = 65_536;
+
+/// Extents of a pooling or up-sampling layer: each at least 1 (a zero would divide by zero).
+fn positive(i: usize, what: &str, v: [usize; 3]) -> Result<[usize; 3], NnError> {
+    if v.contains(&0) {
+        return Err(NnError::Model(format!(
+            "layer[{i}]: {what} {v:?} must be positive in every direction"
+        )));
+    }
+    Ok(v)
+}
+
+/// Padding past what the kernel reaches only adds outputs that see nothing but zeros (and, far
+/// past it, allocates without bound).
+fn check_padding(
+    i: usize,
+    g: &Geom,
+    reach_name: &str,
+    reach: impl Fn(usize) -> usize,
+) -> Result<(), NnError> {
+    for a in 0..3 {
+        if g.pad[a] > reach(a) {
+            return Err(NnError::Model(format!(
+                "layer[{i}]: padding {:?} exceeds {reach_name} = {} along axis {a}",
+                g.pad,
+                reach(a)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Channels within `MAX_CHANNELS`, and the parameters so far (values, gradients and the two
+/// AdamW moments, 4 bytes each) within the memory available.
+fn check_size(i: usize, out: usize, params: f64) -> Result<(), NnError> {
+    if out > MAX_CHANNELS {
+        return Err(NnError::Model(format!(
+            "layer[{i}]: out = {out} channels is more than the limit of {MAX_CHANNELS}"
+        )));
+    }
+    crate::limits::check_memory(16.0 * params, &format!("the model up to layer[{i}]"))
+        .map_err(|m| NnError::Model(format!("layer[{i}]: {m}")))
+}
+
 fn one() -> Axes {
     Axes::One(1)
 }
@@ -202,9 +248,17 @@ impl Model {
         } else {
             vec![0, 1, 2]
         };
+        if h.in_channels > MAX_CHANNELS {
+            return Err(NnError::Model(format!(
+                "model.in_channels = {} is more than the limit of {MAX_CHANNELS}",
+                h.in_channels
+            )));
+        }
         let mut ch = h.in_channels;
         let mut saved_ch: HashMap<String, usize> = HashMap::new();
         let mut nodes = Vec::new();
+        // Parameters so far, checked against memory before each layer allocates its own.
+        let mut params = 0f64;
         for (i, l) in spec.layer.iter().enumerate() {
             let key = |k: &str| format!("layer[{i}].{k}");
             let node = match l {
@@ -230,13 +284,24 @@ impl Model {
                             "layer[{i}]: kernel, stride, dilation and out must be positive"
                         )));
                     }
+                    check_padding(i, &g, "dilation · (kernel − 1)", |a| {
+                        g.dil[a] * (g.k[a] - 1)
+                    })?;
+                    let r = rank.unwrap_or(h.rank);
+                    let ksum: f64 = axes.iter().map(|&a| g.k[a] as f64).sum();
+                    let (o, c, rf) = (*out as f64, ch as f64, r as f64);
+                    params += match kind.unwrap_or(h.kind) {
+                        ConvKind::Dense => o * c * g.kvol() as f64,
+                        ConvKind::Pair => o * c * rf * ksum,
+                        ConvKind::Cp => rf * (c + ksum + o),
+                    };
+                    check_size(i, *out, params)?;
                     let core = ConvCore {
                         ci: ch,
                         co: *out,
                         g,
                     };
                     let std = kaiming_std(ch * g.kvol());
-                    let r = rank.unwrap_or(h.rank);
                     let layer: Box<dyn Layer> = match kind.unwrap_or(h.kind) {
                         ConvKind::Dense => Box::new(DenseConv::new(
                             core,
@@ -287,6 +352,15 @@ impl Model {
                             "layer[{i}]: kernel, stride and out must be positive"
                         )));
                     }
+                    check_padding(i, &g, "kernel − 1", |a| g.k[a] - 1)?;
+                    if (0..3).any(|a| op[a] >= g.stride[a].max(1) && op[a] > 0) {
+                        return Err(NnError::Model(format!(
+                            "layer[{i}]: output_padding {op:?} must be smaller than the stride {:?}",
+                            g.stride
+                        )));
+                    }
+                    params += (ch * *out) as f64 * g.kvol() as f64;
+                    check_size(i, *out, params)?;
                     let std =
                         kaiming_std(ch * g.kvol() / g.stride.iter().product::<usize>().max(1));
                     let w = Tensor::randn(&[ch * out * g.kvol()], std, &mut rng).data;
@@ -299,11 +373,13 @@ impl Model {
                 LayerSpec::Tanh => Node::Layer(Box::new(Activation::new(ActKind::Tanh))),
                 LayerSpec::Pool { mode, kernel } => Node::Layer(Box::new(Pool::new(
                     *mode,
-                    kernel.resolve(h.dims, 1, &key("kernel"))?,
+                    positive(i, "kernel", kernel.resolve(h.dims, 1, &key("kernel"))?)?,
                 ))),
-                LayerSpec::Upsample { scale } => Node::Layer(Box::new(Upsample::new(
+                LayerSpec::Upsample { scale } => Node::Layer(Box::new(Upsample::new(positive(
+                    i,
+                    "scale",
                     scale.resolve(h.dims, 1, &key("scale"))?,
-                ))),
+                )?))),
                 LayerSpec::Save { name } => {
                     saved_ch.insert(name.clone(), ch);
                     Node::Save(name.clone())

@@ -104,6 +104,31 @@ pub struct AdamConfig {
     pub clip_norm: f64,
 }
 
+impl AdamConfig {
+    /// `Err(what is wrong)` for settings AdamW cannot use (checked on a job and on a checkpoint
+    /// to resume, whose stored settings may be damaged).
+    pub fn check(&self) -> Result<(), String> {
+        let ok = self.lr > 0.0
+            && self.lr.is_finite()
+            && (0.0..1.0).contains(&self.beta1)
+            && (0.0..1.0).contains(&self.beta2)
+            && self.eps > 0.0
+            && self.eps.is_finite()
+            && self.weight_decay >= 0.0
+            && self.weight_decay.is_finite()
+            && self.clip_norm >= 0.0
+            && self.clip_norm.is_finite();
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "AdamW needs lr > 0, beta1 and beta2 in [0, 1), eps > 0, weight_decay >= 0 and clip_norm >= 0, all finite; found lr = {}, betas = ({}, {}), eps = {}, weight_decay = {}, clip_norm = {}",
+                self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.clip_norm
+            ))
+        }
+    }
+}
+
 fn b1() -> f64 {
     0.9
 }

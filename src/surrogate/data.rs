@@ -32,6 +32,22 @@ impl FrameSet {
                 format!("/frames has shape {sh:?}, expected [samples, frames, ny, nx]"),
             ));
         }
+        // Sizes before reading: a damaged dimension must not become an allocation of exabytes.
+        if sh.contains(&0) {
+            return Err(file_err(
+                path,
+                format!("/frames has shape {sh:?}: the dataset is empty"),
+            ));
+        }
+        let values = sh.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let Some(values) = values.filter(|v| v.checked_mul(4).is_some()) else {
+            return Err(file_err(
+                path,
+                format!("/frames has shape {sh:?}, too large to be real (a damaged file?)"),
+            ));
+        };
+        crate::limits::check_memory(4.0 * values as f64, &format!("/frames {sh:?}"))
+            .map_err(|m| file_err(path, m))?;
         if let Ok(done) = f.dataset("done").and_then(|d| d.read_raw::<u8>()) {
             if let Some(i) = done.iter().position(|d| *d == 0) {
                 return Err(file_err(path, format!("sample {i} was never generated (interrupted run): rerun `wavecp dataset` to finish it")));
@@ -58,6 +74,18 @@ impl FrameSet {
         if frames.iter().any(|v| !v.is_finite()) {
             return Err(file_err(path, "frames contain NaN or Inf"));
         }
+        if !mean.is_finite() || !std.is_finite() || std < 0.0 {
+            return Err(file_err(
+                path,
+                format!("/frames has mean = {mean}, std = {std}: damaged statistics"),
+            ));
+        }
+        if std == 0.0 {
+            return Err(file_err(
+                path,
+                format!("/frames has std = 0: every value equals the mean {mean}, so there is nothing to learn or compare (did the waves reach the zone?)"),
+            ));
+        }
         Ok(FrameSet {
             path: path.to_path_buf(),
             frames,
@@ -66,7 +94,7 @@ impl FrameSet {
             ny: sh[2],
             nx: sh[3],
             mean,
-            std: if std > 0.0 { std } else { 1.0 },
+            std,
             frame_dt,
         })
     }

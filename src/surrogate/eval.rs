@@ -53,6 +53,19 @@ pub(crate) fn check_grid(
     Ok(())
 }
 
+/// The network's output must have the shape the windows need; a model whose layers do not
+/// give `t_out` frames on this grid is refused here instead of being read out of bounds.
+fn check_output(p: &Tensor, want: &[usize], model_path: &Path) -> Result<(), SurrogateError> {
+    if p.shape != want {
+        return Err(SurrogateError::Mismatch(format!(
+            "{} maps a window to {:?}; its metadata promises {want:?}",
+            model_path.display(),
+            p.shape
+        )));
+    }
+    Ok(())
+}
+
 fn rel_l2(a: &[f32], b: &[f32]) -> Option<f64> {
     let d: f64 = a
         .iter()
@@ -109,6 +122,11 @@ pub fn evaluate_on(
     for chunk in wins.chunks(batch.max(1)) {
         let (x, y) = ws.batch(&fs, chunk, meta.mean, meta.std);
         let p = model.forward(x)?;
+        check_output(
+            &p,
+            &ws.shape(chunk.len(), meta.t_out, fs.ny, fs.nx),
+            model_path,
+        )?;
         for b in 0..chunk.len() {
             let (pf, yf) = (
                 frames_of(&p, b, meta.t_out, n, meta.mean, meta.std),
@@ -123,6 +141,12 @@ pub fn evaluate_on(
         }
     }
     let infer_ms = t0.elapsed().as_secs_f64() * 1e3 / wins.len().max(1) as f64;
+    if per.iter().all(|(_, c)| *c == 0) {
+        return Err(SurrogateError::Mismatch(format!(
+            "{}: every target frame is zero, so no relative error can be measured",
+            fs.path.display()
+        )));
+    }
     let per: Vec<f64> = per.iter().map(|(s, c)| s / (*c).max(1) as f64).collect();
     // Rollout: from the first t_in frames of each sample, feed predictions back; `batch`
     // samples advance together, window by window (one forward pass per window and group of
@@ -156,6 +180,11 @@ pub fn evaluate_on(
                 data: input,
             };
             let p = model.forward(x)?;
+            check_output(
+                &p,
+                &ws.shape(group.len(), meta.t_out, fs.ny, fs.nx),
+                model_path,
+            )?;
             let start = meta.t_in + w * meta.t_out;
             for (b, (&s, h)) in group.iter().zip(hist.iter_mut()).enumerate() {
                 let pf = frames_of(&p, b, meta.t_out, n, meta.mean, meta.std);
@@ -170,9 +199,17 @@ pub fn evaluate_on(
             }
         }
     }
+    let rel_l2_mean = per.iter().sum::<f64>() / per.len().max(1) as f64;
+    if !rel_l2_mean.is_finite() || roll.iter().any(|(s, _)| !s.is_finite()) {
+        return Err(SurrogateError::Mismatch(format!(
+            "{} predicts values that are not finite numbers on {}: its weights or stored mean/std are broken",
+            model_path.display(),
+            fs.path.display()
+        )));
+    }
     Ok(EvalReport {
         windows: wins.len(),
-        rel_l2_mean: per.iter().sum::<f64>() / per.len().max(1) as f64,
+        rel_l2_mean,
         rel_l2_per_frame: per,
         rollout_rel_l2: roll.iter().map(|(s, c)| s / (*c).max(1) as f64).collect(),
         rollout_windows: nroll,
@@ -222,6 +259,7 @@ pub fn predict_on(
     for s in 0..fs.samples {
         let x = ws.stack(&fs, &[(s, 0)], 0, meta.t_in, meta.mean, meta.std);
         let p = model.forward(x)?;
+        check_output(&p, &ws.shape(1, meta.t_out, fs.ny, fs.nx), model_path)?;
         out.extend(
             frames_of(&p, 0, meta.t_out, n, meta.mean, meta.std)
                 .into_iter()

@@ -144,6 +144,7 @@ pub fn load(path: &Path) -> Result<Loaded, SurrogateError> {
     let meta: ModelMeta =
         serde_json::from_str(get("wavecp.meta")?).map_err(|e| corrupt(e.to_string()))?;
     let mut model = Model::new(spec)?;
+    check_meta(&meta, &model).map_err(corrupt)?;
     let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>, SurrogateError> {
         let t = st
             .tensor(name)
@@ -180,4 +181,35 @@ pub fn load(path: &Path) -> Result<Loaded, SurrogateError> {
         _ => None,
     };
     Ok(Loaded { model, meta, train })
+}
+
+/// The metadata a model carries must make sense and fit its layers: `t_in`, `t_out` and the grid
+/// at least 1, a finite mean, a positive finite std, and channels that match the frames (2-D:
+/// `t_in` in, `t_out` out; 3-D: one in, one out).
+fn check_meta(meta: &ModelMeta, model: &Model) -> Result<(), String> {
+    if meta.t_in == 0 || meta.t_out == 0 || meta.ny == 0 || meta.nx == 0 {
+        return Err(format!(
+            "its metadata has t_in = {}, t_out = {}, grid {} × {}; each must be at least 1",
+            meta.t_in, meta.t_out, meta.ny, meta.nx
+        ));
+    }
+    if !(meta.mean.is_finite() && meta.std.is_finite() && meta.std > 0.0) {
+        return Err(format!(
+            "its normalisation mean = {}, std = {} is unusable (std must be positive, both finite)",
+            meta.mean, meta.std
+        ));
+    }
+    let h = &model.spec.model;
+    let (cin, cout) = if h.dims == 2 {
+        (meta.t_in, meta.t_out)
+    } else {
+        (1, 1)
+    };
+    if h.in_channels != cin || model.out_channels != cout {
+        return Err(format!(
+            "its layers take {} channels and give {}, but a {}-D model on t_in = {}, t_out = {} frames needs {cin} and {cout}",
+            h.in_channels, model.out_channels, h.dims, meta.t_in, meta.t_out
+        ));
+    }
+    Ok(())
 }

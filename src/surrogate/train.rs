@@ -116,6 +116,9 @@ impl TrainJob {
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
             return bad("optimizer.lr", "must be a positive number");
         }
+        if let Err(m) = self.optimizer.check() {
+            return bad("optimizer", &m);
+        }
         if self.output.checkpoint_every == 0 {
             return bad("output.checkpoint_every", "must be at least 1");
         }
@@ -236,6 +239,12 @@ fn run_inner(
                 model_path.display()
             )));
         }
+        ck.optimizer.check().map_err(|m| {
+            file_err(
+                &ckpt,
+                format!("cannot resume: its optimizer settings are damaged ({m})"),
+            )
+        })?;
         let mut adam = Adam::new(ck.optimizer);
         adam.m = ck.m;
         adam.v = ck.v;
