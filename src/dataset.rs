@@ -186,6 +186,37 @@ impl DatasetJob {
         if self.frames.stride == 0 || self.frames.count == 0 {
             return Err(invalid("frames.stride/count", "must be at least 1"));
         }
+        // Sizes before anything is allocated or run: the steps to the last frame, one sample's
+        // frames in memory, and the whole file.
+        let f = &self.frames;
+        let steps = f.start as f64 + f.count as f64 * f.stride as f64;
+        if steps > crate::driver::MAX_STEPS {
+            return Err(invalid(
+                "frames.start/count/stride",
+                format!(
+                    "the last frame is {steps:.3e} steps away, more than the limit of {:e}",
+                    crate::driver::MAX_STEPS
+                ),
+            ));
+        }
+        let frame_bytes = 4.0 * z.nx as f64 * z.ny as f64;
+        crate::limits::check_memory(2.0 * frame_bytes * f.count as f64, "one sample's frames")
+            .map_err(|m| invalid("zone.nx/ny, frames.count", m))?;
+        for (k, sp) in [("train", Some(&self.train)), ("test", self.test.as_ref())] {
+            let Some(sp) = sp else { continue };
+            let file = frame_bytes * f.count as f64 * sp.samples as f64;
+            // One pebibyte: beyond any disk a dataset job is meant for, and beyond what the
+            // sample counters and HDF5 dimensions are tested with.
+            if file > f64::from(1u32 << 25) * f64::from(1u32 << 25) {
+                return Err(invalid(
+                    format!("{k}.samples"),
+                    format!(
+                        "the file would hold {:.3e} bytes of frames (more than 1 PiB)",
+                        file
+                    ),
+                ));
+            }
+        }
         let s = &self.sampling;
         range_ok("sampling.source_x", s.source_x, false)?;
         range_ok("sampling.source_y", s.source_y, false)?;
@@ -582,6 +613,9 @@ struct DatasetFile {
     file: hdf5::File,
     path: PathBuf,
     done: Vec<bool>,
+    /// Held while the file is written: a second generation on the same path is refused
+    /// before `--overwrite` could truncate it.
+    _lock: crate::output::target::FileLock,
 }
 
 impl DatasetFile {
@@ -600,7 +634,9 @@ impl DatasetFile {
             file: path.to_path_buf(),
             msg: err.to_string(),
         };
-        if path.exists() {
+        let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        let lock = crate::output::target::FileLock::claim(path)?;
+        if existed {
             let existing = hdf5::File::open_rw(path).map_err(e)?;
             let same = existing
                 .attr("job")
@@ -616,6 +652,7 @@ impl DatasetFile {
                     file: existing,
                     path: path.to_path_buf(),
                     done: done.iter().map(|d| *d != 0).collect(),
+                    _lock: lock,
                 });
             }
             if !overwrite {
@@ -659,6 +696,7 @@ impl DatasetFile {
             file,
             path: path.to_path_buf(),
             done: vec![false; samples],
+            _lock: lock,
         })
     }
 

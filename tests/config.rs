@@ -215,7 +215,11 @@ fn a_boundary_with_no_edges_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo("meshes/lshape.msh"))
         .unwrap()
-        .replacen("$PhysicalNames\n4\n", "$PhysicalNames\n5\n1 99 \"ghost\"\n", 1);
+        .replacen(
+            "$PhysicalNames\n4\n",
+            "$PhysicalNames\n5\n1 99 \"ghost\"\n",
+            1,
+        );
     let mesh = dir.path().join("ghost.msh");
     std::fs::write(&mesh, text).unwrap();
     let job = format!(

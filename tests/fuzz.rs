@@ -52,6 +52,12 @@ fn cases() -> usize {
 
 /// Runs `wavecp ARGS` with limits; `must_fail`: the input is invalid, so exit 0 is wrong.
 fn classify(args: &[String], must_fail: bool) -> (Outcome, String) {
+    classify_with(args, must_fail, false)
+}
+
+/// `hook_abort`: the arguments include `--abort-after-samples`, whose SIGABRT (without an
+/// allocation failure or a panic on stderr) is the test hook ending a valid, long job.
+fn classify_with(args: &[String], must_fail: bool, hook_abort: bool) -> (Outcome, String) {
     let out = Command::new("timeout")
         .args([
             "-s",
@@ -69,7 +75,18 @@ fn classify(args: &[String], must_fail: bool) -> (Outcome, String) {
         .expect("timeout and bash run");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     use std::os::unix::process::ExitStatusExt;
-    let o = match (out.status.code(), out.status.signal()) {
+    // `timeout` passes a child's death by signal N on as exit status 128 + N.
+    let signal = out
+        .status
+        .signal()
+        .or(out.status.code().filter(|c| *c > 128).map(|c| c - 128));
+    let hook = hook_abort
+        && signal == Some(6)
+        && !err.contains("memory allocation")
+        && !err.contains("panicked");
+    let o = match (out.status.code().filter(|c| *c <= 128), signal) {
+        _ if hook && must_fail => Outcome::WrongResult,
+        _ if hook => Outcome::Success,
         (_, Some(9)) => Outcome::Timeout,
         (_, Some(_)) => Outcome::Signal,
         (Some(101), _) => Outcome::Panic,
@@ -246,7 +263,55 @@ fn mutated_meshes_are_read_or_refused_never_crash_or_mislead() {
     report("meshes", &tally, &bad);
 }
 
-/// A small job and values that are out of range, of the wrong type, or absurd.
+/// Values that are out of range, of the wrong type, or absurd.
+const VALUES: [&str; 16] = [
+    "0",
+    "-1",
+    "1e308",
+    "-1e308",
+    "nan",
+    "inf",
+    "9223372036854775807",
+    "4294967296",
+    "1e-300",
+    "\"x\"",
+    "[]",
+    "[1e308, 0.5]",
+    "[0.5]",
+    "true",
+    "{}",
+    "100000",
+];
+
+/// Runs `wavecp ARGS JOB --set KEY=VALUE EXTRA` for random keys and values of `VALUES`.
+fn fuzz_keys(name: &str, seed: u64, args: &[&str], keys: &[&str], extra: &[&str]) {
+    let mut rng = Rng(seed);
+    let mut tally = BTreeMap::new();
+    let mut bad = vec![];
+    for case in 0..cases() {
+        let (k, v) = (keys[rng.below(keys.len())], VALUES[rng.below(VALUES.len())]);
+        // A non-finite number accepted for any key is a wrong result, and so is an amplitude
+        // whose energy overflows.
+        let must_fail =
+            matches!(v, "nan" | "inf") || (k.ends_with("amplitude") && v.contains("1e308"));
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend(["--set".to_string(), format!("{k}={v}")]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let hook = extra.contains(&"--abort-after-samples");
+        let (o, err) = classify_with(&a, must_fail, hook);
+        *tally.entry(o).or_insert(0) += 1;
+        if o > Outcome::ClearError {
+            bad.push(format!(
+                "case {case} ({k}={v}): {o:?} {}",
+                err.lines().last().unwrap_or("")
+            ));
+        }
+    }
+    report(name, &tally, &bad);
+}
+
+/// A small solve job: a valid job that is merely long stops after 40 steps (exit 3), since
+/// setup is what is tested.
 #[test]
 fn mutated_job_keys_run_or_are_refused_never_crash_hang_or_mislead() {
     let dir = tempfile::tempdir().unwrap();
@@ -296,55 +361,103 @@ path = ""
         "checkpoint.minutes",
         "initial.displacement",
     ];
-    let values = [
-        "0",
-        "-1",
-        "1e308",
-        "-1e308",
-        "nan",
-        "inf",
-        "9223372036854775807",
-        "4294967296",
-        "1e-300",
-        "\"x\"",
-        "[]",
-        "[1e308, 0.5]",
-        "[0.5]",
-        "true",
-        "{}",
-        "100000",
+    let j = job.to_str().unwrap();
+    fuzz_keys(
+        "solve job keys",
+        0xD1B54A32D192ED03,
+        &["solve", j],
+        &keys,
+        &["--stop-after-steps", "40"],
+    );
+}
+
+/// A small dataset job (two samples of 20 frames of 8 × 8) and a small training job on it.
+#[cfg(feature = "hdf5")]
+#[test]
+fn mutated_dataset_and_training_keys_run_or_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ds = d.join("ds.toml");
+    std::fs::write(
+        &ds,
+        format!(
+            "[mesh.generate]\nshape = \"quad\"\nnx = 20\nny = 20\n[[boundary]]\ntags = [\"left\", \"right\", \"top\", \"bottom\"]\nkind = \"absorbing\"\n\
+             [zone]\nx = [0.2, 0.8]\ny = [0.2, 0.8]\nnx = 8\nny = 8\n[frames]\nstride = 1\ncount = 20\nstart = 4\n\
+             [sampling]\nsource_x = [0.3, 0.7]\nsource_y = [0.3, 0.7]\nfrequency = [3.0, 5.0]\ndelay = [0.1, 0.2]\n\
+             [train]\nsamples = 2\nseed = 1\npath = \"{}\"\n",
+            d.join("data.h5").display()
+        ),
+    )
+    .unwrap();
+    let keys = [
+        "mesh.generate.nx",
+        "zone.x",
+        "zone.nx",
+        "zone.ny",
+        "frames.stride",
+        "frames.count",
+        "frames.start",
+        "sampling.source_x",
+        "sampling.frequency",
+        "sampling.amplitude",
+        "sampling.delay",
+        "time.safety",
+        "time.dt",
+        "train.samples",
+        "train.seed",
     ];
-    let mut rng = Rng(0xD1B54A32D192ED03);
-    let mut tally = BTreeMap::new();
-    let mut bad = vec![];
-    for case in 0..cases() {
-        let (k, v) = (keys[rng.below(keys.len())], values[rng.below(values.len())]);
-        // A non-finite number accepted for any key is a wrong result, and so is an amplitude
-        // whose energy overflows.
-        let must_fail =
-            matches!(v, "nan" | "inf") || (k == "source.0.amplitude" && v.contains("1e308"));
-        // A valid job that is merely long stops after 40 steps (exit 3): setup is what is tested.
-        let args: Vec<String> = [
-            "solve",
-            job.to_str().unwrap(),
-            "--set",
-            &format!("{k}={v}"),
-            "--stop-after-steps",
-            "40",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (o, err) = classify(&args, must_fail);
-        *tally.entry(o).or_insert(0) += 1;
-        if o > Outcome::ClearError {
-            bad.push(format!(
-                "case {case} ({k}={v}): {o:?} {}",
-                err.lines().last().unwrap_or("")
-            ));
-        }
-    }
-    report("job keys", &tally, &bad);
+    let j = ds.to_str().unwrap();
+    fuzz_keys(
+        "dataset job keys",
+        0x8CB92BA72F3D8DD7,
+        &["dataset", j],
+        &keys,
+        // A valid job that is merely long (many samples) ends at the hook after 3 samples.
+        &["--overwrite", "--abort-after-samples", "3"],
+    );
+
+    // A valid dataset for the training job.
+    let o = Command::new(bin())
+        .args(["dataset", j, "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tr = d.join("train.toml");
+    std::fs::write(
+        &tr,
+        format!(
+            "[data]\ntrain = \"{}\"\nt_in = 8\nt_out = 8\nwindow_stride = 2\nvalidation = 0.5\n[model]\nfile = \"{}\"\n\
+             [train]\nepochs = 1\nbatch = 2\nseed = 3\n[optimizer]\nlr = 1e-3\n[output]\ndir = \"{}\"\n",
+            d.join("data.h5").display(),
+            crate::common::repo("models/small_pair2d.toml").display(),
+            d.join("out").display()
+        ),
+    )
+    .unwrap();
+    let keys = [
+        "data.t_in",
+        "data.t_out",
+        "data.window_stride",
+        "data.validation",
+        "train.epochs",
+        "train.batch",
+        "train.threads",
+        "optimizer.lr",
+        "optimizer.beta1",
+        "optimizer.weight_decay",
+        "optimizer.warmup",
+        "optimizer.clip_norm",
+        "output.checkpoint_every",
+    ];
+    let j = tr.to_str().unwrap();
+    fuzz_keys(
+        "training job keys",
+        0x94D049BB133111EB,
+        &["train", j],
+        &keys,
+        // A valid run that is merely long (many epochs) stops after 2, as a time limit would.
+        &["--stop-after-epochs", "2"],
+    );
 }
 
 /// Model files and datasets, damaged at random and on purpose, through `wavecp eval` and

@@ -572,3 +572,126 @@ fn checkpoint_and_output_paths_that_would_destroy_something_are_refused() {
     }
     assert!(!out.exists());
 }
+
+/// A full disk (here: a file-size limit, `ulimit -f`, with SIGXFSZ ignored, so writes fail with
+/// EFBIG as on a full file system) fails the command with a message: the solve's checkpoint
+/// from an earlier run stays as it was and no final file or `.tmp` is left; `predict` writes
+/// nothing and says so (it used to print "4 predictions written" and exit 0 with zeros).
+#[test]
+fn a_full_disk_fails_the_command_and_leaves_what_was_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("run.vtkhdf");
+    let job_file = d.join("job.toml");
+    let text = JOB
+        .replace(
+            "MESH",
+            crate::common::repo("meshes/lshape.msh").to_str().unwrap(),
+        )
+        .replace("OUT", out.to_str().unwrap());
+    std::fs::write(&job_file, text).unwrap();
+    let limited = |blocks: u32, args: &[&str]| {
+        Command::new("bash")
+            .args([
+                "-c",
+                &format!("ulimit -f {blocks}; trap '' XFSZ; exec \"$@\""),
+                "wavecp",
+                env!("CARGO_BIN_EXE_wavecp"),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ck = d.join("run.ckpt");
+    let ckpt_args = [
+        "solve",
+        job_file.to_str().unwrap(),
+        "--set",
+        &format!("checkpoint.path=\"{}\"", ck.display()),
+        "--set",
+        "checkpoint.every=5",
+    ];
+    // A good checkpoint from a first run without limits.
+    let first = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+        .args(ckpt_args)
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let before = std::fs::read(&ck).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    // 96 KiB: the mesh fits, a checkpoint (2 × 8898 values) does not.
+    let o = limited(96, &ckpt_args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error:") && err.contains("File too large"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&ck).unwrap() == before,
+        "the old checkpoint changed"
+    );
+    assert!(!out.exists(), "a failed run left a final file");
+    let litter: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(litter.is_empty(), "{litter:?}");
+
+    // predict into a file the limit cuts off.
+    let data = crate::surrogate::dataset(d, "data.h5", 16, 4, 5);
+    let fs = wavecp::surrogate::data::FrameSet::load(&data).unwrap();
+    let spec = std::fs::read_to_string(crate::common::repo("models/small_cp.toml")).unwrap();
+    let model =
+        wavecp::nn::Model::new(wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap()).unwrap();
+    let meta = wavecp::surrogate::modelfile::ModelMeta {
+        t_in: 8,
+        t_out: 8,
+        ny: 16,
+        nx: 16,
+        mean: fs.mean,
+        std: fs.std,
+        frame_dt: fs.frame_dt,
+        dataset: String::new(),
+        epoch: 0,
+        train_loss: 1.0,
+        val_loss: 1.0,
+        trainable_params: 0,
+        peak_rss_mb: 0.0,
+        epoch_s: 0.0,
+    };
+    let m = d.join("m.safetensors");
+    wavecp::surrogate::modelfile::save(&m, &model, &meta, None).unwrap();
+    let pred = d.join("pred.h5");
+    // The model and dataset are read, the 32 KiB prediction does not fit in 16 KiB.
+    let o = limited(
+        16,
+        &[
+            "predict",
+            m.to_str().unwrap(),
+            data.to_str().unwrap(),
+            "-o",
+            pred.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!pred.exists(), "a failed predict left its file");
+    let litter = std::fs::read_dir(d)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"));
+    assert!(!litter, "a failed predict left a temporary file");
+    // Without the limit the same command works.
+    let o = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+        .args([
+            "predict",
+            m.to_str().unwrap(),
+            data.to_str().unwrap(),
+            "-o",
+            pred.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

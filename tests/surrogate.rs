@@ -231,7 +231,10 @@ fn mismatched_corrupt_and_diverging_inputs_are_clear_errors() {
         ..TrainOptions::default()
     };
     let e = run(&j, Path::new("."), &opts).err().unwrap().to_string();
-    assert!(e.contains("cannot resume") && e.contains("lr = -0.001"), "{e}");
+    assert!(
+        e.contains("cannot resume") && e.contains("lr = -0.001"),
+        "{e}"
+    );
     // A learning rate that makes the loss overflow stops with the epoch and the last checkpoint.
     let mut j = job(&data, &dir.path().join("nan"), "small_pair", 3);
     j.optimizer.lr = 1e30;

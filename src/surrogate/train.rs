@@ -119,6 +119,13 @@ impl TrainJob {
         if let Err(m) = self.optimizer.check() {
             return bad("optimizer", &m);
         }
+        let max_threads = 16 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.train.threads > max_threads {
+            return bad(
+                "train.threads",
+                &format!("is more than 16 per core of this machine ({max_threads}); use 0 for one per core"),
+            );
+        }
         if self.output.checkpoint_every == 0 {
             return bad("output.checkpoint_every", "must be at least 1");
         }
