@@ -1,8 +1,30 @@
-//! wavecp: explicit finite-element acoustic wave solver (the foundation of the surrogate work).
+//! wavecp: an explicit finite-element acoustic wave solver and an a-priori compressed CNN
+//! surrogate of it.
 //!
-//! Data flow: [`config::Config`] (TOML job) → [`mesh::Mesh`] (generated or Gmsh) →
-//! [`fem`] (lumped mass, stiffness, boundary damping) → [`solver::WaveSolver`]
-//! (central differences) → [`output`] (VTKHDF + XDMF, receivers, energy).
+//! # Crate map
+//!
+//! ```text
+//! config     TOML job, --set overrides, errors that name the key
+//! mesh       generated rectangles, Gmsh MSH 4.1, point location
+//! comm       serial | MPI, reproducible sums;  partition: METIS/RCB parts with halos
+//! fem        elements, lumped mass, CSR stiffness, absorbing damping;  sources
+//! solver     WaveSolver: central differences, Lanczos stability limit, energy
+//! output     VTKHDF + XDMF + CSV tables, the running-file lock, atomic writes
+//! driver     one run: setup, distribute, time loop, checkpoints, restart, signals
+//! dataset    solver runs sampled into frames on a zone grid
+//! nn         the network on the CPU (the reference);  cuda: the same ops as NVRTC kernels
+//! surrogate  windows, training, model files, evaluation and prediction
+//! ```
+//!
+//! **The layer rule** (the aim): a module uses only modules above it in this list; `limits`,
+//! `progress` and `threads` are utilities anyone may use, and `bench` times the others. Today
+//! three exceptions remain: `config` names enums defined below it (cell shape, partition
+//! method, operator kind), `mesh` and `fem` use each other, and `cuda` borrows `bench`'s timing
+//! helpers. Solver and network code never name `cudarc` or `mpi` types: they see
+//! `comm::Comm` and the backend. Physics is f64, the network f32.
+//!
+//! **Features**: `hdf5` (output, datasets, the surrogate's files), `mpi` (rsmpi), `cuda`
+//! (cudarc, loaded at run time); all on by default, and every subset builds.
 
 pub mod bench;
 pub mod comm;
