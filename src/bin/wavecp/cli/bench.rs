@@ -1,0 +1,416 @@
+//! `wavecp bench …`: the FE time loop, convolution layers, training steps and GPU kernels, each
+//! printing JSON on stdout.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::PathBuf;
+use wavecp::solver::OperatorKind;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Milliseconds per forward and forward+backward pass of one convolution layer.
+    Conv(ConvArgs),
+    /// Milliseconds per training step (forward, MSE, backward, clipped AdamW) of model files.
+    Train(TrainArgs),
+    /// Each GPU kernel family alone (GEMMs, implicit convolution, fused CP chain, GELU, batch
+    /// gather) at the paper model's sizes, with achieved TFLOP/s or GB/s and the fraction of
+    /// the device's roofline (CUDA only).
+    Kernels(KernelsArgs),
+    /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
+    Fe(FeArgs),
+    /// One rank count of `bench fe --ranks` (run under mpirun by it).
+    #[command(hide = true)]
+    FeRanks(FeRanksArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ConvArgs {
+    /// dense, pair or cp (comma-separated for several).
+    #[arg(long, value_delimiter = ',', default_value = "dense,pair,cp")]
+    pub kind: Vec<String>,
+    #[arg(long, default_value_t = 3)]
+    pub dims: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 32)]
+    pub cin: usize,
+    #[arg(long, default_value_t = 32)]
+    pub cout: usize,
+    /// Input extent t,y,x (2-D ignores t).
+    #[arg(long, value_delimiter = ',', default_value = "8,32,32")]
+    pub size: Vec<usize>,
+    #[arg(long, default_value_t = 3)]
+    pub kernel: usize,
+    #[arg(long, default_value_t = 4)]
+    pub rank: usize,
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    pub threads: Vec<usize>,
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    /// cpu, or cuda (device 0) or cuda:N (--threads is ignored there).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Model files (TOML), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "models/paper_dense.toml,models/paper_pair.toml,models/paper_cp.toml"
+    )]
+    pub model: Vec<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Input extent t,y,x (2-D models ignore t).
+    #[arg(long, value_delimiter = ',', default_value = "8,64,64")]
+    pub size: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    pub threads: Vec<usize>,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// cpu, or cuda (device 0) or cuda:N (--threads is ignored there).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(clap::Args)]
+pub struct KernelsArgs {
+    #[arg(long, default_value_t = 10)]
+    pub samples: usize,
+    /// Divides the spatial extents (a quick run, e.g. on the CUDA emulator).
+    #[arg(long, default_value_t = 1)]
+    pub scale: usize,
+    /// `cuda` or `cuda:N`: the kernels are GPU kernels.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// Instead: every GEMM tile height and k split on the dense layer's three implicit
+    /// GEMMs, and every fused CP chain tile, at each U-Net level of the paper models, the
+    /// variant the rules choose marked `(chosen)`.
+    #[arg(long)]
+    pub sweep: bool,
+}
+
+#[derive(clap::Args)]
+pub struct FeArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub nodes: usize,
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "csr,ebe")]
+    pub operators: Vec<String>,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7)]
+    pub samples: usize,
+    /// Rank counts to compare (e.g. `1,2`): each runs under `mpirun -np N` with one thread
+    /// per rank, and the report gives the parallel efficiency against the first.
+    #[arg(long, value_delimiter = ',')]
+    pub ranks: Vec<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct FeRanksArgs {
+    #[arg(long)]
+    pub nodes: usize,
+    #[arg(long)]
+    pub steps: usize,
+    #[arg(long)]
+    pub samples: usize,
+}
+
+/// Runs one benchmark.
+pub fn run(cmd: BenchCmd, comm: &dyn wavecp::comm::Comm) -> Result<()> {
+    match cmd {
+        BenchCmd::Conv(a) => conv(a),
+        BenchCmd::Train(a) => train(a),
+        BenchCmd::Kernels(a) => kernels(a),
+        BenchCmd::Fe(a) if !a.ranks.is_empty() => fe_ranks(&a.ranks, a.nodes, a.steps, a.samples),
+        BenchCmd::Fe(a) => fe(a),
+        BenchCmd::FeRanks(a) => fe_one_rank_count(a, comm),
+    }
+}
+
+fn conv(a: ConvArgs) -> Result<()> {
+    let ConvArgs {
+        kind,
+        dims,
+        batch,
+        cin,
+        cout,
+        size,
+        kernel,
+        rank,
+        threads,
+        samples,
+        device,
+    } = a;
+    let size = bench_size(&size, &threads, batch, samples, "samples")?;
+    let gpu = bench_device(&device)?;
+    let mut out = vec![];
+    for k in &kind {
+        let kind = match k.as_str() {
+            "dense" => wavecp::nn::model::ConvKind::Dense,
+            "pair" => wavecp::nn::model::ConvKind::Pair,
+            "cp" => wavecp::nn::model::ConvKind::Cp,
+            other => anyhow::bail!("unknown convolution kind `{other}` (dense, pair, cp)"),
+        };
+        let shape = wavecp::bench::ConvShape {
+            kind,
+            dims,
+            batch,
+            cin,
+            cout,
+            size,
+            kernel,
+            rank,
+        };
+        if let Some(ordinal) = gpu {
+            out.push(bench_conv_cuda(&shape, samples, ordinal)?);
+            continue;
+        }
+        for &t in &threads {
+            out.push(serde_json::to_value(wavecp::bench::run_conv(
+                &shape, t, samples,
+            )?)?);
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let TrainArgs {
+        model,
+        batch,
+        size,
+        threads,
+        steps,
+        warmup,
+        device,
+    } = a;
+    let size = bench_size(&size, &threads, batch, steps, "steps")?;
+    let gpu = bench_device(&device)?;
+    let mut out = vec![];
+    for m in &model {
+        if let Some(ordinal) = gpu {
+            out.push(bench_train_cuda(m, batch, size, steps, warmup, ordinal)?);
+            continue;
+        }
+        for &t in &threads {
+            out.push(serde_json::to_value(wavecp::bench::run_train(
+                m, batch, size, t, steps, warmup,
+            )?)?);
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn kernels(a: KernelsArgs) -> Result<()> {
+    let KernelsArgs {
+        samples,
+        scale,
+        device,
+        sweep,
+    } = a;
+    let Some(ordinal) = bench_device(&device)? else {
+        anyhow::bail!("bench kernels times GPU kernels: --device cuda (got `{device}`)");
+    };
+    if samples == 0 || scale == 0 || scale > 16 {
+        anyhow::bail!("--samples must be at least 1 and --scale 1..=16");
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&bench_kernels_cuda(samples, scale, sweep, ordinal)?)?
+    );
+    Ok(())
+}
+
+fn fe(a: FeArgs) -> Result<()> {
+    let FeArgs {
+        nodes,
+        threads,
+        operators,
+        steps,
+        samples,
+        ..
+    } = a;
+    let ops = operators
+        .iter()
+        .map(|o| match o.as_str() {
+            "csr" => Ok(OperatorKind::Csr),
+            "ebe" => Ok(OperatorKind::Ebe),
+            other => Err(anyhow::anyhow!("unknown operator `{other}` (csr or ebe)")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        steps > 0 && samples > 0 && !threads.contains(&0),
+        "steps, samples and thread counts must be positive"
+    );
+    let report = wavecp::bench::run_fe(nodes, &threads, &ops, steps, samples)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn fe_one_rank_count(a: FeRanksArgs, comm: &dyn wavecp::comm::Comm) -> Result<()> {
+    let FeRanksArgs {
+        nodes,
+        steps,
+        samples,
+    } = a;
+    let case = wavecp::bench::run_fe_ranks(nodes, steps, samples, comm)?;
+    if comm.rank() == 0 {
+        println!("{}", serde_json::to_string(&case)?);
+    }
+    Ok(())
+}
+
+/// Checks the arguments shared by `bench conv` and `bench train`; returns `--size` as `[t, y, x]`.
+fn bench_size(
+    size: &[usize],
+    threads: &[usize],
+    batch: usize,
+    count: usize,
+    count_name: &str,
+) -> Result<[usize; 3]> {
+    anyhow::ensure!(
+        count > 0 && batch > 0 && !threads.contains(&0),
+        "{count_name}, batch and threads must be positive"
+    );
+    size.try_into()
+        .map_err(|_| anyhow::anyhow!("--size takes t,y,x"))
+}
+
+/// A benchmark's `--device`: `cpu` (None) or the CUDA device's ordinal (`cuda`, `cuda:N`).
+fn bench_device(device: &str) -> Result<Option<usize>> {
+    match device.parse::<wavecp::nn::Device>() {
+        Ok(wavecp::nn::Device::Cpu) => Ok(None),
+        Ok(wavecp::nn::Device::Cuda(n)) => Ok(Some(n)),
+        _ => anyhow::bail!("unknown --device `{device}` (cpu, cuda, cuda:N)"),
+    }
+}
+
+/// `bench fe --ranks`: one `mpirun` per rank count, efficiencies against the first count.
+fn fe_ranks(ranks: &[usize], nodes: usize, steps: usize, samples: usize) -> Result<()> {
+    anyhow::ensure!(
+        !ranks.contains(&0) && steps > 0 && samples > 0,
+        "--ranks, --steps and --samples must be positive"
+    );
+    let exe = std::env::current_exe().context("path of this wavecp")?;
+    let mut cases: Vec<wavecp::bench::FeRanksCase> = Vec::new();
+    let launcher = std::env::var("WAVECP_MPIRUN").unwrap_or_else(|_| "mpirun".into());
+    for &r in ranks {
+        let mut cmd = std::process::Command::new(&launcher);
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            // Open MPI refuses root unless told twice; CI containers run as root.
+            cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        }
+        // Pinned when every rank has a core of its own; oversubscribed runs float.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bind = if r <= cores { "core" } else { "none" };
+        let out = cmd
+            .args(["--oversubscribe", "--bind-to", bind, "-np", &r.to_string()])
+            .arg(&exe)
+            .args(["--log", "warn", "bench", "fe-ranks"])
+            .args(["--nodes", &nodes.to_string()])
+            .args(["--steps", &steps.to_string()])
+            .args(["--samples", &samples.to_string()])
+            .output()
+            .context("cannot start mpirun (install Open MPI: bash scripts/setup)")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "mpirun -np {r} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let case = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("reading the report of {r} rank(s)"))?;
+        cases.push(case);
+    }
+    let base = cases[0].dof_updates_per_s / cases[0].ranks as f64;
+    let eff: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "ranks": c.ranks,
+                "speedup": c.dof_updates_per_s / cases[0].dof_updates_per_s,
+                "parallel_efficiency": c.dof_updates_per_s / (base * c.ranks as f64),
+                "halo_over_ideal": if c.ideal_halo_values_per_step > 0 {
+                    c.halo_values_per_step as f64 / c.ideal_halo_values_per_step as f64
+                } else { f64::NAN },
+            })
+        })
+        .collect();
+    let report = serde_json::json!({ "cases": cases, "scaling": eff });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn bench_conv_cuda(
+    shape: &wavecp::bench::ConvShape,
+    samples: usize,
+    ordinal: usize,
+) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(wavecp::cuda::bench::run_conv(
+        shape, samples, ordinal,
+    )?)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_conv_cuda(_: &wavecp::bench::ConvShape, _: usize, _: usize) -> Result<serde_json::Value> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
+}
+
+#[cfg(feature = "cuda")]
+fn bench_train_cuda(
+    m: &std::path::Path,
+    batch: usize,
+    size: [usize; 3],
+    steps: usize,
+    warmup: usize,
+    ordinal: usize,
+) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(wavecp::cuda::bench::run_train(
+        m, batch, size, steps, warmup, ordinal,
+    )?)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_train_cuda(
+    _: &std::path::Path,
+    _: usize,
+    _: [usize; 3],
+    _: usize,
+    _: usize,
+    _: usize,
+) -> Result<serde_json::Value> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
+}
+
+#[cfg(feature = "cuda")]
+fn bench_kernels_cuda(
+    samples: usize,
+    scale: usize,
+    sweep: bool,
+    ordinal: usize,
+) -> Result<serde_json::Value> {
+    use wavecp::cuda::bench::{run_kernels, run_sweep};
+    Ok(serde_json::to_value(if sweep {
+        run_sweep(samples, scale, ordinal)?
+    } else {
+        run_kernels(samples, scale, ordinal)?
+    })?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn bench_kernels_cuda(_: usize, _: usize, _: bool, _: usize) -> Result<serde_json::Value> {
+    anyhow::bail!("this wavecp was built without the `cuda` feature")
+}

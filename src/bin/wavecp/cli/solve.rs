@@ -1,0 +1,188 @@
+//! `wavecp solve`, `wavecp demo` and `wavecp mesh info`: FE runs and what they report.
+
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use wavecp::config::Config;
+use wavecp::driver::{self, RunOptions};
+
+#[derive(clap::Args)]
+pub struct SolveArgs {
+    pub job: PathBuf,
+    /// Override a job key, e.g. `--set time.end=0.5 --set source.0.frequency=6`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Continue from the job's checkpoint (`checkpoint.path`) if it exists, else start at t = 0.
+    #[arg(long)]
+    pub restart: bool,
+    /// Testing aid: abort (as a crash would) after this many output steps.
+    #[arg(long, hide = true)]
+    pub abort_after_outputs: Option<usize>,
+    /// Testing aid: behave as if SIGTERM arrived after this step.
+    #[arg(long, hide = true)]
+    pub stop_after_steps: Option<usize>,
+    /// Testing aid: `RANK:STEP`: that rank exits at once after that step.
+    #[arg(long, hide = true)]
+    pub fail_rank_at: Option<String>,
+    /// Testing aid: SIGKILL itself after this step (its output and checkpoint included).
+    #[arg(long, hide = true)]
+    pub kill_at_step: Option<usize>,
+    /// Testing aid: after this many output steps, create `FILE.paused` next to the running
+    /// output and wait until it is removed.
+    #[arg(long, hide = true)]
+    pub pause_after_outputs: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a job file; `Ok(false)` when a signal stopped it after its checkpoint.
+pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
+    let SolveArgs {
+        job,
+        set,
+        json,
+        restart,
+        abort_after_outputs,
+        stop_after_steps,
+        fail_rank_at,
+        kill_at_step,
+        pause_after_outputs,
+    } = a;
+    let cfg = Config::load(&job, &set)?;
+    let base = job.parent().map(PathBuf::from).unwrap_or_default();
+    let fail_rank_at = match fail_rank_at {
+        None => None,
+        Some(s) => {
+            let (r, n) = s
+                .split_once(':')
+                .context("--fail-rank-at takes RANK:STEP")?;
+            Some((r.parse()?, n.parse()?))
+        }
+    };
+    let opts = RunOptions {
+        progress: !json,
+        job_file: Some(job.clone()),
+        abort_after_outputs,
+        restart,
+        signals: true,
+        stop_after_steps,
+        fail_rank_at,
+        kill_at_step,
+        pause_after_outputs,
+    };
+    let summary = driver::run_on(&cfg, &base, &opts, comm)
+        .with_context(|| format!("job {}", job.display()))?;
+    if comm.rank() == 0 {
+        report(&summary, json)?;
+    }
+    Ok(!summary.interrupted)
+}
+
+/// Runs the built-in demo case.
+pub fn demo(a: DemoArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
+    let DemoArgs { set, json } = a;
+    let mut table = toml::Table::try_from(driver::demo_config()).context("demo configuration")?;
+    for s in &set {
+        wavecp::config::apply_override(&mut table, s)?;
+    }
+    let cfg: Config = table.try_into().context("demo configuration with --set")?;
+    cfg.validate()?;
+    let summary = driver::run_on(
+        &cfg,
+        std::path::Path::new("."),
+        &RunOptions {
+            progress: !json,
+            signals: true,
+            ..Default::default()
+        },
+        comm,
+    )?;
+    if comm.rank() == 0 {
+        report(&summary, json)?;
+    }
+    Ok(!summary.interrupted)
+}
+
+fn report(s: &driver::RunSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(s)?);
+    } else {
+        println!(
+            "{} steps, dt = {:.4e} (limit {:.4e}), {:.2} s wall ({:.2} s compute), {:.3e} DoF-updates/s, final energy {:.6e}",
+            s.steps, s.dt, s.dt_limit, s.wall_s, s.compute_s, s.dof_updates_per_s, s.final_energy
+        );
+        if let Some(p) = &s.output {
+            println!(
+                "output: {}{}",
+                p.display(),
+                s.xdmf
+                    .as_ref()
+                    .map(|x| format!(" (+ {})", x.display()))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn mesh_info(file: &std::path::Path, json: bool) -> Result<()> {
+    let m = wavecp::mesh::read_msh(file)?;
+    let (hmin, hmax) = m.edge_length_range();
+    let name = |d: i32, t: i32| m.names.get(&(d, t)).cloned().unwrap_or_default();
+    let regions: Vec<serde_json::Value> = m
+        .region_tags()
+        .iter()
+        .map(|(t, n)| serde_json::json!({"tag": t, "name": name(2, *t), "cells": n}))
+        .collect();
+    let bounds: Vec<serde_json::Value> = m
+        .boundary_tags()
+        .iter()
+        .map(|(t, n)| serde_json::json!({"tag": t, "name": name(1, *t), "edges": n}))
+        .collect();
+    let v = serde_json::json!({
+        "file": file, "nodes": m.num_nodes(), "triangles": m.tris.len(), "quads": m.quads.len(),
+        "bbox": m.bbox(), "edge_length_min": hmin, "edge_length_max": hmax,
+        "regions": regions, "boundaries": bounds,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: {} nodes, {} triangles, {} quads",
+            file.display(),
+            m.num_nodes(),
+            m.tris.len(),
+            m.quads.len()
+        );
+        let b = m.bbox();
+        println!(
+            "bounding box [{}, {}] × [{}, {}], edge length {hmin:.4e} .. {hmax:.4e}",
+            b[0], b[2], b[1], b[3]
+        );
+        for r in &regions {
+            println!(
+                "region   {:>4} {:<16} {} cells",
+                r["tag"],
+                r["name"].as_str().unwrap_or(""),
+                r["cells"]
+            );
+        }
+        for r in &bounds {
+            println!(
+                "boundary {:>4} {:<16} {} edges",
+                r["tag"],
+                r["name"].as_str().unwrap_or(""),
+                r["edges"]
+            );
+        }
+    }
+    Ok(())
+}
