@@ -123,16 +123,27 @@ impl FileLock {
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EACCES) => OutputError::Refused {
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EACCES) => Err(OutputError::Refused {
                     file: path.to_path_buf(),
                     msg: "is being written by another wavecp run; wait for it to end or choose another output path".into(),
-                },
-                _ => OutputError::Io {
+                }),
+                // Some cluster file systems (Lustre mounted without flock, old NFS) have no
+                // locks at all: run unprotected rather than not at all, as HDF5 does with
+                // HDF5_USE_FILE_LOCKING=FALSE, and say so.
+                Some(libc::ENOLCK) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+                | Some(libc::EOPNOTSUPP) => {
+                    tracing::warn!(
+                        "{}: this file system does not support file locks ({e}); a second run on the same output would not be detected",
+                        path.display()
+                    );
+                    Ok(FileLock { _file: file })
+                }
+                _ => Err(OutputError::Io {
                     file: path.to_path_buf(),
                     source: e,
-                },
-            });
+                }),
+            };
         }
         Ok(FileLock { _file: file })
     }
