@@ -32,6 +32,8 @@ pub enum SolverError {
     },
     #[error("wave speed must be positive and finite everywhere (found {0})")]
     BadSpeed(f64),
+    #[error("{what}: {value} is not a finite number")]
+    NonFiniteInput { what: &'static str, value: f64 },
 }
 
 /// How the stiffness is applied in the time loop.
@@ -49,8 +51,20 @@ pub enum OperatorKind {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum BoundaryKind {
     Dirichlet(TimeFunction),
+    /// Dirichlet values given node by node, each step, by whoever drives the solver (a
+    /// submodel, a coupled code): see [`WaveSolver::set_nodal_dirichlet`].
+    DirichletNodal,
     Neumann,
     Absorbing,
+}
+
+/// Where a prescribed row's value comes from.
+#[derive(Debug, Clone, Copy)]
+enum Prescribed {
+    /// A function of time.
+    Function(TimeFunction),
+    /// Slot `k` of the node-by-node values.
+    Slot(u32),
 }
 
 /// Everything that defines the discrete problem except the time step and initial state.
@@ -81,7 +95,13 @@ pub struct WaveSolver {
     u: Vec<f64>,
     u_next: Vec<f64>,
     /// Prescribed rows among the owned ones; `[rows < n_send, the rest]`.
-    dirichlet: [Vec<(u32, TimeFunction)>; 2],
+    dirichlet: [Vec<(u32, Prescribed)>; 2],
+    /// Owned rows with node-by-node values (`DirichletNodal`), in slot order.
+    nodal_rows: Vec<u32>,
+    /// Their values at the time level the next step computes.
+    nodal_next: Vec<f64>,
+    /// Their values at t = 0 and t = −dt for the next `set_initial`, when given.
+    nodal_start: Option<(Vec<f64>, Vec<f64>)>,
     sources: Vec<PointSource>,
     /// `(owned row, weight, source)` in the serial order (source, then stencil node), split as
     /// `dirichlet`; `wavelet` holds each source's value at the current time.
@@ -147,22 +167,32 @@ impl WaveSolver {
             OperatorKind::Ebe => Stiffness::Ebe(ElementByElement::new(&p.mesh, &em)),
         };
         // Dirichlet nodes: a node on several Dirichlet tags takes the last one listed.
-        let mut dir_of = vec![None; n];
+        let mut dir_of: Vec<Option<Option<TimeFunction>>> = vec![None; n];
         for (tag, kind) in &p.boundaries {
-            if let BoundaryKind::Dirichlet(f) = kind {
-                for e in p.mesh.boundary.iter().filter(|e| e.tag == *tag) {
-                    for v in e.nodes {
-                        dir_of[v as usize] = Some(*f);
-                    }
+            let f = match kind {
+                BoundaryKind::Dirichlet(f) => Some(*f),
+                BoundaryKind::DirichletNodal => None,
+                _ => continue,
+            };
+            for e in p.mesh.boundary.iter().filter(|e| e.tag == *tag) {
+                for v in e.nodes {
+                    dir_of[v as usize] = Some(f);
                 }
             }
         }
         let ns = layout.n_send;
-        let mut dirichlet: [Vec<(u32, TimeFunction)>; 2] = Default::default();
+        let mut dirichlet: [Vec<(u32, Prescribed)>; 2] = Default::default();
+        let mut nodal_rows = Vec::new();
         for (i, f) in dir_of.iter().enumerate().take(layout.n_owned) {
-            if let Some(f) = f {
-                dirichlet[usize::from(i >= ns)].push((i as u32, *f));
-            }
+            let value = match f {
+                None => continue,
+                Some(Some(f)) => Prescribed::Function(*f),
+                Some(None) => {
+                    nodal_rows.push(i as u32);
+                    Prescribed::Slot(nodal_rows.len() as u32 - 1)
+                }
+            };
+            dirichlet[usize::from(i >= ns)].push((i as u32, value));
         }
         let mut forcing: [Vec<(u32, f64, u32)>; 2] = Default::default();
         for (si, s) in p.sources.iter().enumerate() {
@@ -189,6 +219,9 @@ impl WaveSolver {
             u: vec![0.0; n],
             u_next: vec![0.0; n],
             dirichlet,
+            nodal_next: vec![0.0; nodal_rows.len()],
+            nodal_rows,
+            nodal_start: None,
             sources: p.sources.clone(),
             forcing,
             wavelet: vec![0.0; p.sources.len()],
@@ -226,6 +259,48 @@ impl WaveSolver {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The owned rows whose Dirichlet values are given node by node
+    /// ([`BoundaryKind::DirichletNodal`]), in the order [`WaveSolver::set_nodal_dirichlet`]
+    /// takes their values (ascending local row; `layout().global` maps them to mesh nodes).
+    pub fn nodal_dirichlet_rows(&self) -> &[u32] {
+        &self.nodal_rows
+    }
+
+    /// Values the next step imposes on [`WaveSolver::nodal_dirichlet_rows`] at its new time
+    /// level `t + dt`; kept until replaced (so a constant value is set once).
+    pub fn set_nodal_dirichlet(&mut self, values: &[f64]) -> Result<(), SolverError> {
+        self.check_nodal("node-by-node Dirichlet values", values)?;
+        self.nodal_next.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Values at t = 0 and t = −dt that the next `set_initial` gives the node-by-node Dirichlet
+    /// rows (without this call they start from `u0` and the Taylor start like other nodes).
+    pub fn set_nodal_dirichlet_start(
+        &mut self,
+        at_0: &[f64],
+        at_minus_dt: &[f64],
+    ) -> Result<(), SolverError> {
+        self.check_nodal("node-by-node Dirichlet values at t = 0", at_0)?;
+        self.check_nodal("node-by-node Dirichlet values at t = -dt", at_minus_dt)?;
+        self.nodal_start = Some((at_0.to_vec(), at_minus_dt.to_vec()));
+        Ok(())
+    }
+
+    fn check_nodal(&self, what: &'static str, values: &[f64]) -> Result<(), SolverError> {
+        if values.len() != self.nodal_rows.len() {
+            return Err(SolverError::Shape {
+                what,
+                expected: self.nodal_rows.len(),
+                found: values.len(),
+            });
+        }
+        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+            return Err(SolverError::NonFiniteInput { what, value: *v });
+        }
+        Ok(())
     }
 
     /// Estimates `λ_max(M⁻¹K)` on the unconstrained nodes (Dirichlet values are prescribed, so
@@ -376,8 +451,15 @@ impl WaveSolver {
         let dt = self.dt;
         let mut u = std::mem::take(&mut self.u);
         u.copy_from_slice(u0);
-        for (i, f) in self.dirichlet.iter().flatten() {
-            u[*i as usize] = f.eval(0.0);
+        for (i, v) in self.dirichlet.iter().flatten() {
+            match v {
+                Prescribed::Function(f) => u[*i as usize] = f.eval(0.0),
+                Prescribed::Slot(k) => {
+                    if let Some((at0, _)) = &self.nodal_start {
+                        u[*i as usize] = at0[*k as usize];
+                    }
+                }
+            }
         }
         self.fill_ghosts(&mut u, comm);
         self.u = u;
@@ -393,8 +475,15 @@ impl WaveSolver {
             let acc = -(ku[i] + self.damp[i] * v0[i]) / self.mass[i];
             self.u_prev[i] = self.u[i] - dt * v0[i] + 0.5 * dt * dt * acc;
         }
-        for (i, f) in self.dirichlet.iter().flatten() {
-            self.u_prev[*i as usize] = f.eval(-dt);
+        for (i, v) in self.dirichlet.iter().flatten() {
+            match v {
+                Prescribed::Function(f) => self.u_prev[*i as usize] = f.eval(-dt),
+                Prescribed::Slot(k) => {
+                    if let Some((_, before)) = &self.nodal_start {
+                        self.u_prev[*i as usize] = before[*k as usize];
+                    }
+                }
+            }
         }
         let mut up = std::mem::take(&mut self.u_prev);
         self.fill_ghosts(&mut up, comm);
@@ -456,6 +545,7 @@ impl WaveSolver {
             u,
             u_next,
             dirichlet,
+            nodal_next,
             forcing,
             wavelet,
             layout,
@@ -472,8 +562,11 @@ impl WaveSolver {
                 let i = i as usize;
                 out[i] += inv[i] * w * wavelet[si as usize];
             }
-            for (i, f) in &dirichlet[phase] {
-                out[*i as usize] = f.eval(t_next);
+            for (i, v) in &dirichlet[phase] {
+                out[*i as usize] = match v {
+                    Prescribed::Function(f) => f.eval(t_next),
+                    Prescribed::Slot(k) => nodal_next[*k as usize],
+                };
             }
         };
         rows(0..ns, 0, u_next);

@@ -132,3 +132,64 @@ fn bad_speeds_and_shapes_are_errors() {
         Err(SolverError::Shape { .. })
     ));
 }
+
+/// Dirichlet values given node by node each step (`DirichletNodal`, what a submodel or a
+/// coupled code will use) from the same analytic g(t) as the `Dirichlet(g)` path: bitwise the
+/// same field after 200 steps, starting values included; wrong lengths and NaN are errors.
+#[test]
+fn node_by_node_dirichlet_values_equal_the_time_function_path_bitwise() {
+    let g = TimeFunction::Ricker {
+        amplitude: 0.5,
+        frequency: 3.0,
+        delay: 0.1,
+    };
+    let make = |left: BoundaryKind| {
+        let mut p = square(CellShape::Tri, 16, 1.0, Some(BoundaryKind::Neumann));
+        p.boundaries = vec![(4, left), (2, BoundaryKind::Absorbing)];
+        let mut s = WaveSolver::new(&p).unwrap();
+        s.set_dt(0.9 * s.dt_limit()).unwrap();
+        (p, s)
+    };
+    let (p, mut a) = make(BoundaryKind::Dirichlet(g));
+    let (_, mut b) = make(BoundaryKind::DirichletNodal);
+    let rows = b.nodal_dirichlet_rows().to_vec();
+    let on_left = (0..p.mesh.num_nodes())
+        .filter(|&i| p.mesh.coords[i][0] == 0.0)
+        .count();
+    assert_eq!(rows.len(), on_left, "one slot per node of the left side");
+    // A bump away from the boundary, so the interior moves from the start.
+    let u0: Vec<f64> = p
+        .mesh
+        .coords
+        .iter()
+        .map(|q| (-((q[0] - 0.6).powi(2) + (q[1] - 0.5).powi(2)) / 0.01).exp())
+        .collect();
+    let v0 = vec![0.0; u0.len()];
+    let dt = b.dt();
+    let at = |t: f64| vec![g.eval(t); rows.len()];
+    b.set_nodal_dirichlet_start(&at(0.0), &at(-dt)).unwrap();
+    a.set_initial(&u0, &v0).unwrap();
+    b.set_initial(&u0, &v0).unwrap();
+    let bits = |s: &WaveSolver| s.u().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
+    for n in 1..=200 {
+        // The value at the new time level, computed as the solver computes t_next.
+        b.set_nodal_dirichlet(&at(n as f64 * dt)).unwrap();
+        a.step();
+        b.step();
+        assert_eq!(bits(&a), bits(&b), "step {n}");
+    }
+    assert!(a.u().iter().any(|v| *v != 0.0));
+    // Each node takes its own value, in the order of nodal_dirichlet_rows.
+    let own: Vec<f64> = rows.iter().map(|&r| p.mesh.coords[r as usize][1]).collect();
+    b.set_nodal_dirichlet(&own).unwrap();
+    b.step();
+    for (k, &r) in rows.iter().enumerate() {
+        assert_eq!(b.u()[r as usize], own[k], "row {r}");
+    }
+    let e = b.set_nodal_dirichlet(&[0.0]).unwrap_err().to_string();
+    assert!(e.contains(&format!("expected {}", rows.len())), "{e}");
+    let mut nan = at(0.0);
+    nan[0] = f64::NAN;
+    assert!(b.set_nodal_dirichlet(&nan).is_err());
+}
