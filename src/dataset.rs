@@ -169,7 +169,42 @@ impl DatasetJob {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, DriverError> {
         let job: DatasetJob = crate::config::load_with_overrides(path, overrides)?;
         job.validate()?;
+        job.check_paths(path)?;
         Ok(job)
+    }
+
+    /// Refuses a dataset path that would overwrite an input (the job file, the mesh, the nodal
+    /// speeds) or the other split, or that names something other than a regular file.
+    pub fn check_paths(&self, job_file: &Path) -> Result<(), DriverError> {
+        use crate::output::target::{check_replaceable, same_file};
+        let base = job_file.parent().unwrap_or(Path::new(""));
+        let mut inputs = vec![("the job file", job_file.to_path_buf())];
+        if let Some(f) = &self.mesh.file {
+            inputs.push(("mesh.file", base.join(f)));
+        }
+        if let Some(f) = &self.material.nodal_file {
+            inputs.push(("material.nodal_file", base.join(f)));
+        }
+        let splits = [("train", Some(&self.train)), ("test", self.test.as_ref())];
+        for (k, sp) in splits {
+            let Some(sp) = sp else { continue };
+            let key = format!("{k}.path");
+            check_replaceable(&sp.path, "dataset").map_err(|e| invalid(&key, e.to_string()))?;
+            for (what, p) in &inputs {
+                if same_file(&sp.path, p) {
+                    return Err(invalid(
+                        &key,
+                        format!("{} is {what}; it would be overwritten", sp.path.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.test {
+            if same_file(&t.path, &self.train.path) {
+                return Err(invalid("test.path", "is the same file as train.path"));
+            }
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), DriverError> {

@@ -233,3 +233,46 @@ fn the_shipped_dataset_job_runs_small() {
         .to_string();
     assert!(e.contains("test.seed"), "{e}");
 }
+
+/// A dataset path that names the job file, or a test split on the train split's file, is
+/// refused before anything is written (it used to be truncated by `--overwrite`).
+#[test]
+fn dataset_paths_that_would_overwrite_an_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    let text = JOB.replace("PATH", job.to_str().unwrap());
+    std::fs::write(&job, &text).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wavecp"))
+            .args(["dataset", job.to_str().unwrap(), "--overwrite"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("train.path") && err.contains("the job file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&job).unwrap(),
+        text,
+        "the job file changed"
+    );
+    let data = dir.path().join("d.h5");
+    let o = run(&[
+        "--set",
+        &format!("train.path=\"{}\"", data.display()),
+        "--set",
+        &format!(
+            "test={{ samples = 2, seed = 3, path = \"{}\" }}",
+            data.display()
+        ),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("test.path"), "{err}");
+    assert!(!data.exists());
+}
