@@ -517,3 +517,24 @@ fn set_path(root: &mut toml::Value, arg: &str) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+/// The files a job reads, each with the name an error should use: the mesh, the nodal speeds
+/// and the job file itself (`base`: the job file's folder). Nothing a run writes may be one.
+pub fn input_files(
+    mesh: &MeshConfig,
+    material: &MaterialConfig,
+    base: &Path,
+    job_file: Option<&Path>,
+) -> Vec<(&'static str, PathBuf)> {
+    let mut inputs = Vec::new();
+    if let Some(f) = &mesh.file {
+        inputs.push(("mesh.file", base.join(f)));
+    }
+    if let Some(f) = &material.nodal_file {
+        inputs.push(("material.nodal_file", base.join(f)));
+    }
+    if let Some(f) = job_file {
+        inputs.push(("the job file", f.to_path_buf()));
+    }
+    inputs
+}

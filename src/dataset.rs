@@ -176,27 +176,19 @@ impl DatasetJob {
     /// Refuses a dataset path that would overwrite an input (the job file, the mesh, the nodal
     /// speeds) or the other split, or that names something other than a regular file.
     pub fn check_paths(&self, job_file: &Path) -> Result<(), DriverError> {
-        use crate::output::target::{check_replaceable, same_file};
+        use crate::output::target::{check_replaceable, same_file, which_of};
         let base = job_file.parent().unwrap_or(Path::new(""));
-        let mut inputs = vec![("the job file", job_file.to_path_buf())];
-        if let Some(f) = &self.mesh.file {
-            inputs.push(("mesh.file", base.join(f)));
-        }
-        if let Some(f) = &self.material.nodal_file {
-            inputs.push(("material.nodal_file", base.join(f)));
-        }
+        let inputs = crate::config::input_files(&self.mesh, &self.material, base, Some(job_file));
         let splits = [("train", Some(&self.train)), ("test", self.test.as_ref())];
         for (k, sp) in splits {
             let Some(sp) = sp else { continue };
             let key = format!("{k}.path");
             check_replaceable(&sp.path, "dataset").map_err(|e| invalid(&key, e.to_string()))?;
-            for (what, p) in &inputs {
-                if same_file(&sp.path, p) {
-                    return Err(invalid(
-                        &key,
-                        format!("{} is {what}; it would be overwritten", sp.path.display()),
-                    ));
-                }
+            if let Some(what) = which_of(&sp.path, &inputs) {
+                return Err(invalid(
+                    &key,
+                    format!("{} is {what}; it would be overwritten", sp.path.display()),
+                ));
             }
         }
         if let Some(t) = &self.test {

@@ -433,17 +433,9 @@ fn job_digest(s: &Setup) -> [u8; 32] {
 /// Refuses output and checkpoint paths that would replace an input, each other, or something
 /// that is not a regular file (a device, a FIFO, a folder). Rank 0, before anything is written.
 fn check_paths(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<(), DriverError> {
-    use crate::output::target::{check_replaceable, running_path, same_file, sibling};
-    let mut inputs: Vec<(&str, PathBuf)> = Vec::new();
-    if let Some(f) = &cfg.mesh.file {
-        inputs.push(("mesh.file", base.join(f)));
-    }
-    if let Some(f) = &cfg.material.nodal_file {
-        inputs.push(("material.nodal_file", base.join(f)));
-    }
-    if let Some(f) = &opts.job_file {
-        inputs.push(("the job file", f.clone()));
-    }
+    use crate::output::target::{check_replaceable, running_path, sibling, which_of};
+    let inputs =
+        crate::config::input_files(&cfg.mesh, &cfg.material, base, opts.job_file.as_deref());
     let mut outputs: Vec<(&str, PathBuf)> = Vec::new();
     let out = &cfg.output.path;
     if !out.as_os_str().is_empty() {
@@ -467,30 +459,27 @@ fn check_paths(cfg: &Config, base: &Path, opts: &RunOptions) -> Result<(), Drive
     if !ck.as_os_str().is_empty() {
         check_replaceable(ck, "checkpoint")
             .map_err(|e| invalid("checkpoint.path", e.to_string()))?;
-        for (what, p) in inputs.iter().chain(&outputs) {
-            if same_file(ck, p) {
-                return Err(invalid(
-                    "checkpoint.path",
-                    format!(
-                        "{} is {what}; give the checkpoint a path of its own",
-                        ck.display()
-                    ),
-                ));
-            }
+        let all: Vec<_> = inputs.iter().chain(&outputs).cloned().collect();
+        if let Some(what) = which_of(ck, &all) {
+            return Err(invalid(
+                "checkpoint.path",
+                format!(
+                    "{} is {what}; give the checkpoint a path of its own",
+                    ck.display()
+                ),
+            ));
         }
     }
     for (what, p) in &outputs {
         check_replaceable(p, "output").map_err(|e| invalid("output.path", e.to_string()))?;
-        for (input, q) in &inputs {
-            if same_file(p, q) {
-                return Err(invalid(
-                    "output.path",
-                    format!(
-                        "{} ({what}) is {input}; it would be overwritten",
-                        p.display()
-                    ),
-                ));
-            }
+        if let Some(input) = which_of(p, &inputs) {
+            return Err(invalid(
+                "output.path",
+                format!(
+                    "{} ({what}) is {input}; it would be overwritten",
+                    p.display()
+                ),
+            ));
         }
     }
     Ok(())

@@ -25,7 +25,12 @@ pub fn available_memory() -> Option<u64> {
 
 /// `Err(message)` when `bytes` (what `what` needs) exceeds the memory available.
 pub fn check_memory(bytes: f64, what: &str) -> Result<(), String> {
-    match available_memory() {
+    check_memory_within(bytes, available_memory(), what)
+}
+
+/// [`check_memory`] against `available` bytes read once (for checks made in a loop).
+pub fn check_memory_within(bytes: f64, available: Option<u64>, what: &str) -> Result<(), String> {
+    match available {
         Some(avail) if bytes > avail as f64 => Err(format!(
             "{what} needs about {:.1} GiB, and this machine has {:.1} GiB available",
             bytes / f64::from(1u32 << 30),

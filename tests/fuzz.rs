@@ -473,25 +473,7 @@ fn damaged_model_files_and_datasets_are_refused_never_crash_or_mislead() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = crate::surrogate::dataset(d, "data.h5", 16, 4, 5);
-    let fs = wavecp::surrogate::data::FrameSet::load(&data).unwrap();
-    let spec = std::fs::read_to_string(crate::common::repo("models/small_cp.toml")).unwrap();
-    let spec = wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap();
-    let meta = ModelMeta {
-        t_in: 8,
-        t_out: 8,
-        ny: 16,
-        nx: 16,
-        mean: fs.mean,
-        std: fs.std,
-        frame_dt: fs.frame_dt,
-        dataset: data.display().to_string(),
-        epoch: 0,
-        train_loss: 1.0,
-        val_loss: 1.0,
-        trainable_params: 0,
-        peak_rss_mb: 0.0,
-        epoch_s: 0.0,
-    };
+    let (spec, meta) = crate::surrogate::untrained_small_cp(&data);
     let save = |name: &str, meta: &ModelMeta, scale: f32| -> PathBuf {
         let mut model = wavecp::nn::Model::new(spec.clone()).unwrap();
         for p in model.params_mut() {

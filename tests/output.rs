@@ -50,15 +50,34 @@ pub fn python_reader(path: &std::path::Path) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&out.stdout).expect("reader output is JSON"))
 }
 
-fn job(dir: &std::path::Path) -> (Config, std::path::PathBuf) {
+/// `JOB` on `mesh`, writing `DIR/run.vtkhdf`.
+fn job_text(dir: &std::path::Path, mesh: &std::path::Path) -> (String, std::path::PathBuf) {
     let out = dir.join("run.vtkhdf");
     let text = JOB
-        .replace(
-            "MESH",
-            crate::common::repo("meshes/lshape.msh").to_str().unwrap(),
-        )
+        .replace("MESH", mesh.to_str().unwrap())
         .replace("OUT", out.to_str().unwrap());
+    (text, out)
+}
+
+fn job(dir: &std::path::Path) -> (Config, std::path::PathBuf) {
+    let (text, out) = job_text(dir, &crate::common::repo("meshes/lshape.msh"));
     (Config::from_toml(&text, "job", &[]).unwrap(), out)
+}
+
+/// `JOB` on `mesh` written to `DIR/job.toml`; returns the job file and the output path.
+fn job_file_on(
+    dir: &std::path::Path,
+    mesh: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (text, out) = job_text(dir, mesh);
+    let job_file = dir.join("job.toml");
+    std::fs::write(&job_file, text).unwrap();
+    (job_file, out)
+}
+
+/// [`job_file_on`] the L-shaped mesh.
+fn job_file(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    job_file_on(dir, &crate::common::repo("meshes/lshape.msh"))
 }
 
 #[test]
@@ -143,15 +162,7 @@ fn vtk_readers_see_the_steps_times_and_values_the_solver_computed() {
 #[test]
 fn a_crashed_run_leaves_the_steps_already_written_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, out) = job(dir.path());
-    let job_file = dir.path().join("job.toml");
-    let text = JOB
-        .replace(
-            "MESH",
-            crate::common::repo("meshes/lshape.msh").to_str().unwrap(),
-        )
-        .replace("OUT", out.to_str().unwrap());
-    std::fs::write(&job_file, text).unwrap();
+    let (job_file, out) = job_file(dir.path());
     let st = Command::new(env!("CARGO_BIN_EXE_wavecp"))
         .args([
             "solve",
@@ -429,15 +440,7 @@ fn late_steps_past_2_to_the_24_values_read_back_exactly_through_xdmf() {
 #[test]
 fn a_running_job_can_be_read_and_a_second_run_on_its_path_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, out) = job(dir.path());
-    let job_file = dir.path().join("job.toml");
-    let text = JOB
-        .replace(
-            "MESH",
-            crate::common::repo("meshes/lshape.msh").to_str().unwrap(),
-        )
-        .replace("OUT", out.to_str().unwrap());
-    std::fs::write(&job_file, text).unwrap();
+    let (job_file, out) = job_file(dir.path());
     let running = dir.path().join("run.running.vtkhdf");
     let marker = dir.path().join("run.running.paused");
     let mut first = Command::new(env!("CARGO_BIN_EXE_wavecp"))
@@ -505,12 +508,7 @@ fn checkpoint_and_output_paths_that_would_destroy_something_are_refused() {
     let d = dir.path();
     let mesh = d.join("mesh.msh");
     std::fs::copy(crate::common::repo("meshes/lshape.msh"), &mesh).unwrap();
-    let out = d.join("run.vtkhdf");
-    let job_file = d.join("job.toml");
-    let text = JOB
-        .replace("MESH", mesh.to_str().unwrap())
-        .replace("OUT", out.to_str().unwrap());
-    std::fs::write(&job_file, text).unwrap();
+    let (job_file, out) = job_file_on(d, &mesh);
     let fifo = d.join("fifo");
     assert!(Command::new("mkfifo")
         .arg(&fifo)
@@ -581,15 +579,7 @@ fn checkpoint_and_output_paths_that_would_destroy_something_are_refused() {
 fn a_full_disk_fails_the_command_and_leaves_what_was_there() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = d.join("run.vtkhdf");
-    let job_file = d.join("job.toml");
-    let text = JOB
-        .replace(
-            "MESH",
-            crate::common::repo("meshes/lshape.msh").to_str().unwrap(),
-        )
-        .replace("OUT", out.to_str().unwrap());
-    std::fs::write(&job_file, text).unwrap();
+    let (job_file, out) = job_file(d);
     let limited = |blocks: u32, args: &[&str]| {
         Command::new("bash")
             .args([
@@ -641,26 +631,8 @@ fn a_full_disk_fails_the_command_and_leaves_what_was_there() {
 
     // predict into a file the limit cuts off.
     let data = crate::surrogate::dataset(d, "data.h5", 16, 4, 5);
-    let fs = wavecp::surrogate::data::FrameSet::load(&data).unwrap();
-    let spec = std::fs::read_to_string(crate::common::repo("models/small_cp.toml")).unwrap();
-    let model =
-        wavecp::nn::Model::new(wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap()).unwrap();
-    let meta = wavecp::surrogate::modelfile::ModelMeta {
-        t_in: 8,
-        t_out: 8,
-        ny: 16,
-        nx: 16,
-        mean: fs.mean,
-        std: fs.std,
-        frame_dt: fs.frame_dt,
-        dataset: String::new(),
-        epoch: 0,
-        train_loss: 1.0,
-        val_loss: 1.0,
-        trainable_params: 0,
-        peak_rss_mb: 0.0,
-        epoch_s: 0.0,
-    };
+    let (spec, meta) = crate::surrogate::untrained_small_cp(&data);
+    let model = wavecp::nn::Model::new(spec).unwrap();
     let m = d.join("m.safetensors");
     wavecp::surrogate::modelfile::save(&m, &model, &meta, None).unwrap();
     let pred = d.join("pred.h5");

@@ -25,6 +25,31 @@ pub fn dataset(dir: &Path, name: &str, n: usize, samples: usize, seed: u64) -> P
     path
 }
 
+/// The untrained small CP model (8 frames in, 8 out, 16 × 16) and metadata fitting `data`
+/// (made by [`dataset`] with n = 16): a model file without the training.
+pub fn untrained_small_cp(data: &Path) -> (wavecp::nn::model::ModelSpec, modelfile::ModelMeta) {
+    let fs = FrameSet::load(data).unwrap();
+    let spec = std::fs::read_to_string(repo("models/small_cp.toml")).unwrap();
+    let spec = wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap();
+    let meta = modelfile::ModelMeta {
+        t_in: 8,
+        t_out: 8,
+        ny: 16,
+        nx: 16,
+        mean: fs.mean,
+        std: fs.std,
+        frame_dt: fs.frame_dt,
+        dataset: data.display().to_string(),
+        epoch: 0,
+        train_loss: 1.0,
+        val_loss: 1.0,
+        trainable_params: 0,
+        peak_rss_mb: 0.0,
+        epoch_s: 0.0,
+    };
+    (spec, meta)
+}
+
 fn job(data: &Path, out: &Path, model: &str, epochs: usize) -> TrainJob {
     let text = format!(
         "[data]\ntrain = \"{}\"\nt_in = 8\nt_out = 8\nwindow_stride = 2\nvalidation = 0.25\n[model]\nfile = \"{}\"\n\

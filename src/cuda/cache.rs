@@ -114,12 +114,7 @@ impl KernelCache {
     pub fn store(entry: &Path, image: &[u8]) {
         let Some(dir) = entry.parent() else { return };
         let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::write(&tmp, image))
-            .and_then(|_| std::fs::rename(&tmp, entry));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = crate::output::write_atomic(entry, image) {
             tracing::debug!("kernel cache: could not write {}: {e}", entry.display());
             return;
         }

@@ -79,13 +79,13 @@ fn check_padding(
 
 /// Channels within `MAX_CHANNELS`, and the parameters so far (values, gradients and the two
 /// AdamW moments, 4 bytes each) within the memory available.
-fn check_size(i: usize, out: usize, params: f64) -> Result<(), NnError> {
+fn check_size(i: usize, out: usize, params: f64, avail: Option<u64>) -> Result<(), NnError> {
     if out > MAX_CHANNELS {
         return Err(NnError::Model(format!(
             "layer[{i}]: out = {out} channels is more than the limit of {MAX_CHANNELS}"
         )));
     }
-    crate::limits::check_memory(16.0 * params, &format!("the model up to layer[{i}]"))
+    crate::limits::check_memory_within(16.0 * params, avail, &format!("the model up to layer[{i}]"))
         .map_err(|m| NnError::Model(format!("layer[{i}]: {m}")))
 }
 
@@ -259,6 +259,7 @@ impl Model {
         let mut nodes = Vec::new();
         // Parameters so far, checked against memory before each layer allocates its own.
         let mut params = 0f64;
+        let avail = crate::limits::available_memory();
         for (i, l) in spec.layer.iter().enumerate() {
             let key = |k: &str| format!("layer[{i}].{k}");
             let node = match l {
@@ -295,7 +296,7 @@ impl Model {
                         ConvKind::Pair => o * c * rf * ksum,
                         ConvKind::Cp => rf * (c + ksum + o),
                     };
-                    check_size(i, *out, params)?;
+                    check_size(i, *out, params, avail)?;
                     let core = ConvCore {
                         ci: ch,
                         co: *out,
@@ -360,7 +361,7 @@ impl Model {
                         )));
                     }
                     params += (ch * *out) as f64 * g.kvol() as f64;
-                    check_size(i, *out, params)?;
+                    check_size(i, *out, params, avail)?;
                     let std =
                         kaiming_std(ch * g.kvol() / g.stride.iter().product::<usize>().max(1));
                     let w = Tensor::randn(&[ch * out * g.kvol()], std, &mut rng).data;

@@ -39,35 +39,48 @@ pub struct ReceiverInfo {
     pub position: [f64; 2],
 }
 
-/// Writes `contents` to `path` through a temporary file in the same folder, flushed to disk,
-/// and a rename, so a crash leaves either the old file or the new one, never half of one. A
-/// failed write removes the temporary file; a path naming something other than a regular file
-/// (a device, a FIFO, a folder) is refused rather than replaced.
-pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> Result<(), OutputError> {
-    use std::io::Write;
+/// Replaces `path` as a whole: `fill` writes a temporary file beside it, which is flushed to
+/// disk and renamed over `path`, so a crash leaves either the old file or the new one, never
+/// half of one. On any failure the temporary file is removed and `path` is untouched; a path
+/// naming something other than a regular file (a device, a FIFO, a folder) is refused rather
+/// than replaced. Missing parent folders are created.
+pub fn replace_atomically(
+    path: &std::path::Path,
+    fill: impl FnOnce(&std::path::Path) -> Result<(), OutputError>,
+) -> Result<(), OutputError> {
     target::check_replaceable(path, "output")?;
-    let io = |source| OutputError::Io {
-        file: path.to_path_buf(),
-        source,
+    let io = |file: &std::path::Path| {
+        let file = file.to_path_buf();
+        move |source| OutputError::Io { file, source }
     };
-    let tmp = temp_sibling(path);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()
-    };
-    if let Err(e) = write().and_then(|()| std::fs::rename(&tmp, path)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
     }
-    Ok(())
+    let tmp = temp_sibling(path);
+    let done = fill(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(io(path))
+    });
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
+/// [`replace_atomically`] with `contents`.
+pub fn write_atomic(path: &std::path::Path, contents: &[u8]) -> Result<(), OutputError> {
+    replace_atomically(path, |tmp| {
+        std::fs::write(tmp, contents).map_err(|source| OutputError::Io {
+            file: path.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// `.NAME.PID.N.tmp` beside `path`: unique per process and call, hidden from `ls`.
-pub fn temp_sibling(path: &std::path::Path) -> std::path::PathBuf {
+fn temp_sibling(path: &std::path::Path) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let name = path
@@ -81,43 +94,23 @@ pub fn temp_sibling(path: &std::path::Path) -> std::path::PathBuf {
     ))
 }
 
-/// Writes an HDF5 file as a whole: `fill` writes into a temporary file beside `path`, which is
-/// flushed, closed (each checked: a full disk fails here, not silently later) and renamed over
-/// `path`. On any failure the temporary file is removed and `path` is untouched.
+/// [`replace_atomically`] for an HDF5 file: `fill` writes into it, then it is flushed and
+/// closed with each step checked (a full disk fails here, not silently later).
 #[cfg(feature = "hdf5")]
 pub fn write_h5_atomic(
     path: &std::path::Path,
     fill: impl FnOnce(&hdf5::File) -> hdf5::Result<()>,
 ) -> Result<(), OutputError> {
-    target::check_replaceable(path, "output")?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| OutputError::Io {
-            file: dir.to_path_buf(),
-            source,
-        })?;
-    }
-    let tmp = temp_sibling(path);
-    let written = (|| -> hdf5::Result<()> {
-        let f = hdf5::File::create(&tmp)?;
-        fill(&f)?;
-        f.flush()?;
-        f.close()
-    })();
-    let done = match written {
-        Ok(()) => std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|source| OutputError::Io {
-                file: path.to_path_buf(),
-                source,
-            }),
-        Err(e) => Err(OutputError::Hdf5 {
+    replace_atomically(path, |tmp| {
+        (|| -> hdf5::Result<()> {
+            let f = hdf5::File::create(tmp)?;
+            fill(&f)?;
+            f.flush()?;
+            f.close()
+        })()
+        .map_err(|e| OutputError::Hdf5 {
             file: path.to_path_buf(),
             msg: e.to_string(),
-        }),
-    };
-    if done.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    done
+        })
+    })
 }

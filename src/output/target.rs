@@ -88,6 +88,14 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
 }
 
+/// The name of the entry of `files` that `path` is (the same file), if any.
+pub fn which_of<'a>(path: &Path, files: &'a [(&'a str, PathBuf)]) -> Option<&'a str> {
+    files
+        .iter()
+        .find(|(_, f)| same_file(path, f))
+        .map(|(what, _)| *what)
+}
+
 /// An exclusive claim on a file, held until dropped.
 #[derive(Debug)]
 pub struct FileLock {

@@ -176,9 +176,7 @@ impl VtkHdfWriter {
         xdmf: bool,
         partition: Option<&[u32]>,
     ) -> Result<Self, OutputError> {
-        check_replaceable(path, "output")?;
-        let running = running_path(path);
-        let lock = FileLock::claim(&running)?;
+        let (running, lock) = claim(path)?;
         let e = h5err(&running);
         let file = h5_open(&running, true).map_err(&e)?;
         let root = file.create_group("VTKHDF").map_err(&e)?;
@@ -353,14 +351,7 @@ impl VtkHdfWriter {
             num_cells: nc,
             topology_len: xdmf_topo.len(),
         };
-        let xdmf = match xdmf {
-            true => Some(XdmfSeries::create(
-                &running.with_extension("xdmf"),
-                layout.clone(),
-                &[],
-            )?),
-            false => None,
-        };
+        let xdmf = sidecar(xdmf, &running, &layout, &[])?;
         let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
         let csv = Tables::create(&running, &names)?;
         Ok(VtkHdfWriter {
@@ -454,19 +445,15 @@ impl VtkHdfWriter {
         rec_rows: usize,
         xdmf: bool,
     ) -> Result<Self, OutputError> {
-        check_replaceable(path, "output")?;
-        let running = running_path(path);
-        let fresh = !running.exists();
-        let lock = FileLock::claim(&running)?;
-        let empty = std::fs::metadata(&running)
-            .map(|m| m.len() == 0)
-            .unwrap_or(true);
+        let (running, lock) = claim(path)?;
+        // Empty: just created by the claim (or left so by a run that died before writing).
+        let empty = std::fs::metadata(&running).map_or(true, |m| m.len() == 0);
         if empty && path.exists() {
             std::fs::copy(path, &running).map_err(|source| OutputError::Io {
                 file: running.clone(),
                 source,
             })?;
-        } else if fresh || empty {
+        } else if empty {
             return Err(OutputError::Refused {
                 file: running,
                 msg: "is missing, so the run cannot continue from the checkpoint (start it anew without --restart)".into(),
@@ -576,14 +563,7 @@ impl VtkHdfWriter {
             num_cells: nc,
             topology_len,
         };
-        let xdmf = match xdmf {
-            true => Some(XdmfSeries::create(
-                &running.with_extension("xdmf"),
-                layout.clone(),
-                &times,
-            )?),
-            false => None,
-        };
+        let xdmf = sidecar(xdmf, &running, &layout, &times)?;
         Ok(VtkHdfWriter {
             file,
             path: running,
@@ -657,6 +637,26 @@ impl VtkHdfWriter {
     pub fn steps_written(&self) -> usize {
         self.times.len()
     }
+}
+
+/// Claims `NAME.running.EXT` for the output `path` (`NAME.EXT`).
+fn claim(path: &Path) -> Result<(PathBuf, FileLock), OutputError> {
+    check_replaceable(path, "output")?;
+    let running = running_path(path);
+    let lock = FileLock::claim(&running)?;
+    Ok((running, lock))
+}
+
+/// The XDMF sidecar of the running file with the steps `times`, when one is wanted.
+fn sidecar(
+    wanted: bool,
+    running: &Path,
+    layout: &XdmfLayout,
+    times: &[f64],
+) -> Result<Option<XdmfSeries>, OutputError> {
+    wanted
+        .then(|| XdmfSeries::create(&running.with_extension("xdmf"), layout.clone(), times))
+        .transpose()
 }
 
 fn file_name(p: &Path) -> String {
