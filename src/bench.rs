@@ -2,6 +2,7 @@
 
 use crate::fem::WaveSpeed;
 use crate::mesh::{rectangle, CellShape};
+use crate::sim::Simulation;
 use crate::solver::{BoundaryKind, OperatorKind, Problem, WaveSolver};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -73,7 +74,7 @@ pub fn run_fe(
     operators: &[OperatorKind],
     steps: usize,
     samples: usize,
-) -> Result<FeReport, crate::driver::DriverError> {
+) -> Result<FeReport, crate::sim::DriverError> {
     let side = ((nodes as f64).sqrt().round() as usize)
         .saturating_sub(1)
         .max(2);
@@ -102,27 +103,26 @@ pub fn run_fe(
             };
             let mut solver = WaveSolver::new(&problem)?;
             solver.set_dt(0.9 * solver.dt_limit())?;
+            let bytes_per_step = solver.bytes_per_step();
+            solver.set_initial(&u0, &v0)?;
+            let mut sim = Simulation::serial(solver)?;
             for &t in threads {
                 let times = crate::threads::with_threads(
                     t,
-                    || -> Result<Vec<f64>, crate::driver::DriverError> {
-                        solver.set_initial(&u0, &v0)?;
-                        for _ in 0..steps.min(5) {
-                            solver.step();
-                        }
+                    || -> Result<Vec<f64>, crate::sim::DriverError> {
+                        sim.solver_mut().set_initial(&u0, &v0)?;
+                        sim.advance(steps.min(5));
                         let mut times = Vec::with_capacity(samples);
                         for _ in 0..samples {
                             let t0 = Instant::now();
-                            for _ in 0..steps {
-                                solver.step();
-                            }
+                            sim.advance(steps);
                             times.push(t0.elapsed().as_secs_f64() / steps as f64);
                         }
-                        solver.check_finite()?;
+                        sim.solver().check_finite()?;
                         Ok(times)
                     },
                 )
-                .map_err(crate::driver::DriverError::Threads)??;
+                .map_err(crate::sim::DriverError::Threads)??;
                 let med = median(times);
                 let rate = n as f64 / med;
                 cases.push(FeCase {
@@ -135,8 +135,8 @@ pub fn run_fe(
                     median_s_per_step: med,
                     dof_updates_per_s: rate,
                     dof_updates_per_s_per_thread: rate / t as f64,
-                    bytes_per_step: solver.bytes_per_step(),
-                    effective_gb_per_s: solver.bytes_per_step() as f64 / med / 1e9,
+                    bytes_per_step,
+                    effective_gb_per_s: bytes_per_step as f64 / med / 1e9,
                 });
                 tracing::info!("{shape:?} {op:?} {t} thread(s): {rate:.3e} DoF-updates/s");
             }
@@ -373,7 +373,7 @@ pub fn run_fe_ranks(
     steps: usize,
     samples: usize,
     comm: &dyn crate::comm::Comm,
-) -> Result<FeRanksCase, crate::driver::DriverError> {
+) -> Result<FeRanksCase, crate::sim::DriverError> {
     use crate::partition::{
         build_parts, partition_cells, GlobalPieces, LocalPart, PartitionMethod,
     };
@@ -411,7 +411,7 @@ pub fn run_fe_ranks(
     }
     let bytes = comm.scatter_bytes(parts);
     let part: LocalPart = bincode::deserialize(&bytes)
-        .map_err(|e| crate::driver::DriverError::OtherRank(e.to_string()))?;
+        .map_err(|e| crate::sim::DriverError::OtherRank(e.to_string()))?;
     let owned_cells = part.owned_cells;
     let local_cells = part.mesh.num_cells();
     let problem = Problem {
@@ -421,32 +421,29 @@ pub fn run_fe_ranks(
         operator: OperatorKind::Csr,
         mesh: part.mesh,
     };
-    crate::threads::with_threads(1, || -> Result<FeRanksCase, crate::driver::DriverError> {
+    crate::threads::with_threads(1, || -> Result<FeRanksCase, crate::sim::DriverError> {
         let mut solver = WaveSolver::new_on(&problem, part.layout, comm)?;
         solver.set_dt(0.9 * solver.dt_limit())?;
         solver.set_initial_on(&part.u0, &part.v0, comm)?;
-        for _ in 0..steps.min(5) {
-            solver.step_on(comm);
-        }
+        let mut sim = Simulation::new(solver, comm)?;
+        sim.advance(steps.min(5));
         let mut times = Vec::with_capacity(samples);
         let mut waits = Vec::with_capacity(samples);
         for _ in 0..samples {
             comm.barrier();
-            let w0 = solver.exchange_wait();
+            let w0 = sim.solver().exchange_wait();
             let t0 = Instant::now();
-            for _ in 0..steps {
-                solver.step_on(comm);
-            }
+            sim.advance(steps);
             let mut t = [
                 t0.elapsed().as_secs_f64() / steps as f64,
-                (solver.exchange_wait() - w0).as_secs_f64() / steps as f64,
+                (sim.solver().exchange_wait() - w0).as_secs_f64() / steps as f64,
             ];
             comm.max_f64(&mut t);
             times.push(t[0]);
             waits.push(t[1]);
         }
-        solver.check_finite_on(comm)?;
-        let l = solver.layout();
+        sim.solver().check_finite_on(comm)?;
+        let l = sim.layout();
         let (sent, _) = l.halo_values();
         let mut sums = [
             sent as f64,
@@ -479,7 +476,7 @@ pub fn run_fe_ranks(
             ghost_cells: sums[2] as usize,
         })
     })
-    .map_err(crate::driver::DriverError::Threads)?
+    .map_err(crate::sim::DriverError::Threads)?
 }
 
 /// `2 × interface nodes` of the best split of an `s × s`-node square into `p` equal rectangles

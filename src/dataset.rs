@@ -7,11 +7,11 @@
 use crate::config::{
     BoundaryConfig, Config, MaterialConfig, MeshConfig, SolverConfig, SourceConfig, TimeConfig,
 };
-use crate::driver::{self, DriverError};
 use crate::fem::WaveSpeed;
 use crate::mesh::PointLocation;
 use crate::output::OutputError;
 use crate::progress::Progress;
+use crate::sim::{self, DriverError, Simulation};
 use crate::solver::WaveSolver;
 use hdf5::types::VarLenUnicode;
 use ndarray::s;
@@ -217,12 +217,12 @@ impl DatasetJob {
         // frames in memory, and the whole file.
         let f = &self.frames;
         let steps = f.start as f64 + f.count as f64 * f.stride as f64;
-        if steps > crate::driver::MAX_STEPS {
+        if steps > crate::sim::MAX_STEPS {
             return Err(invalid(
                 "frames.start/count/stride",
                 format!(
                     "the last frame is {steps:.3e} steps away, more than the limit of {:e}",
-                    crate::driver::MAX_STEPS
+                    crate::sim::MAX_STEPS
                 ),
             ));
         }
@@ -388,7 +388,7 @@ pub fn generate_on(
     let wall = std::time::Instant::now();
     // 1. The model, once: mesh, base speeds, the inclusion's cells.
     let cfg = job.fe_config(1.0, vec![]);
-    let setup = driver::setup(&cfg, base)?;
+    let setup = sim::setup(&cfg, base)?;
     let mesh = &setup.problem.mesh;
     let base_speed = match &setup.problem.speed {
         WaveSpeed::PerCell(c) => c.clone(),
@@ -541,7 +541,7 @@ pub fn generate_on(
                     amplitude: params[3],
                     delay: Some(params[4]),
                 };
-                let source = driver::point_source(mesh, &src)
+                let source = sim::point_source(mesh, &src)
                     .ok_or_else(|| invalid("sampling", "source outside the mesh"))?;
                 let problem = crate::solver::Problem {
                     mesh: mesh.clone(),
@@ -554,18 +554,17 @@ pub fn generate_on(
                 solver.set_dt(dt)?;
                 let zero = vec![0.0; mesh.num_nodes()];
                 solver.set_initial(&zero, &zero)?;
+                let mut sim = Simulation::serial(solver)?;
+                // Frame f is the field at step start + f·stride (the last one is step nsteps).
                 let mut frames = Vec::with_capacity(job.frames.count * stencils.len());
-                for step in 0..=nsteps {
-                    if step > 0 {
-                        solver.step();
-                    }
-                    if step >= job.frames.start
-                        && (step - job.frames.start).is_multiple_of(job.frames.stride)
-                    {
-                        frames.extend(stencils.iter().map(|s| s.interpolate(solver.u()) as f32));
-                    }
+                for f in 0..job.frames.count {
+                    let at = job.frames.start + f * job.frames.stride;
+                    sim.advance(at - sim.steps_done());
+                    let u = sim.solver().u();
+                    frames.extend(stencils.iter().map(|s| s.interpolate(u) as f32));
                 }
-                solver.check_finite()?;
+                debug_assert_eq!(sim.steps_done(), nsteps);
+                sim.solver().check_finite()?;
                 Ok((i, params, frames))
             })
             .collect();

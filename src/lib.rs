@@ -10,7 +10,9 @@
 //! fem        elements, lumped mass, CSR stiffness, absorbing damping;  sources
 //! solver     WaveSolver: central differences, Lanczos stability limit, energy
 //! output     VTKHDF + XDMF + CSV tables, the running-file lock, atomic writes
-//! driver     one run: setup, distribute, time loop, checkpoints, restart, signals
+//! sim        Simulation (advance, state, restore) + observers: output, checkpoints, signals;
+//!            the job driver (setup, distribute, restart)
+//! coupling   TimeStepper: what schedulers drive (the FE simulation today)
 //! dataset    solver runs sampled into frames on a zone grid
 //! nn         the network on the CPU (the reference);  cuda: the same ops as NVRTC kernels
 //! surrogate  windows, training, model files, evaluation and prediction
@@ -29,11 +31,11 @@
 pub mod bench;
 pub mod comm;
 pub mod config;
+pub mod coupling;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "hdf5")]
 pub mod dataset;
-pub mod driver;
 pub mod fem;
 pub mod limits;
 pub mod mesh;
@@ -41,6 +43,7 @@ pub mod nn;
 pub mod output;
 pub mod partition;
 pub mod progress;
+pub mod sim;
 pub mod solver;
 pub mod sources;
 #[cfg(feature = "hdf5")]

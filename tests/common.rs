@@ -56,3 +56,11 @@ pub fn repo(path: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .join(path)
 }
+
+/// The `wavecp` binary of this build; `WAVECP_BIN` names another path (the GPU bundle carries
+/// the binary without the build tree it was linked in).
+pub fn wavecp_bin() -> std::path::PathBuf {
+    std::env::var_os("WAVECP_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_wavecp")))
+}

@@ -3,7 +3,7 @@
 use crate::common::repo;
 use std::process::Command;
 use wavecp::config::Config;
-use wavecp::driver::{run, RunOptions};
+use wavecp::sim::{run, RunOptions};
 
 fn load(text: &str) -> Result<Config, String> {
     Config::from_toml(text, "job.toml", &[]).map_err(|e| e.to_string())

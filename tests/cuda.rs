@@ -135,7 +135,7 @@ fn every_kernel_compiles_to_machine_code_for_sm_90() {
 
 #[test]
 fn the_device_report_says_what_is_missing() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+    let out = Command::new(crate::common::wavecp_bin())
         .args(["device", "--json"])
         .output()
         .unwrap();
@@ -173,7 +173,7 @@ fn the_kernel_benchmark_reports_rates_against_the_roofline() {
     // path taken on a device newer than NVRTC, and the fallback when the driver refuses
     // NVRTC's machine code; every other test loads machine code (cubins).
     let stats = tempfile::NamedTempFile::new().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+    let out = Command::new(crate::common::wavecp_bin())
         .args(["bench", "kernels", "--samples", "1", "--scale", "16"])
         .env("WAVECP_KERNEL_FORMAT", "ptx")
         .env("WAVECP_EMU_STATS", stats.path())
@@ -220,7 +220,7 @@ fn the_kernel_benchmark_reports_rates_against_the_roofline() {
                 .display()
                 .to_string()
         });
-        let t = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+        let t = Command::new(crate::common::wavecp_bin())
             .args([
                 "bench", "train", "--device", "cuda", "--size", "4,16,16", "--batch", "1",
             ])
@@ -264,7 +264,7 @@ fn the_kernel_benchmark_reports_rates_against_the_roofline() {
             "launched in training, not timed alone: {missing:?}"
         );
     }
-    let cpu = Command::new(env!("CARGO_BIN_EXE_wavecp"))
+    let cpu = Command::new(crate::common::wavecp_bin())
         .args(["bench", "kernels", "--device", "cpu"])
         .output()
         .unwrap();
@@ -1762,4 +1762,64 @@ fn every_kernel_the_host_launches_is_in_the_compiled_ptx() {
     assert!(named.len() >= 40, "only {} kernel names found", named.len());
     let missing: Vec<_> = named.iter().filter(|n| !entries.contains(**n)).collect();
     assert!(missing.is_empty(), "launched but not compiled: {missing:?}");
+}
+
+/// The k-split rule against the H200 sweep of 2026-12-04 (`wavecp bench kernels --sweep`,
+/// docs/gpu-runs.md): the twelve dense GEMMs of the paper models (forward, weight and input
+/// gradients at 32, 64, 128 and 336 channels, batch 4), their times in µs at splits 1, 2, 4,
+/// 8 and 16 with the tile height the plan takes. On 132 SMs the rule's split is within 10 %
+/// of the fastest on every shape and within 2 % on average. The rule it replaced (enough
+/// splits for one wave, rounded up) took 6 splits at 336 channels (0.774 ms against 0.564)
+/// and fails this.
+#[test]
+fn the_k_split_rule_follows_the_h200_sweep() {
+    let bm = |m: usize| {
+        if m <= 32 {
+            32
+        } else if m <= 64 {
+            64
+        } else {
+            128
+        }
+    };
+    #[rustfmt::skip]
+    let sweep: [(usize, usize, usize, [f64; 5]); 12] = [
+        (32, 32768, 864, [551., 576., 576., 602., 671.]),
+        (32, 32768, 864, [550., 576., 576., 601., 670.]),
+        (32, 864, 32768, [2747., 1382., 695., 512., 515.]),
+        (64, 8192, 1728, [368., 385., 387., 403., 429.]),
+        (64, 8192, 1728, [369., 386., 387., 402., 428.]),
+        (64, 1728, 8192, [857., 433., 334., 338., 313.]),
+        (128, 2048, 3456, [702., 365., 290., 295., 315.]),
+        (128, 2048, 3456, [702., 365., 291., 295., 315.]),
+        (128, 3456, 2048, [342., 281., 286., 273., 297.]),
+        (336, 512, 9072, [1834., 927., 731., 590., 564.]),
+        (336, 512, 9072, [1835., 928., 732., 590., 563.]),
+        (336, 9072, 512, [516., 505., 551., 651., 845.]),
+    ];
+    let mut ratios = Vec::new();
+    for (m, n, k, t) in sweep {
+        let tiles = m.div_ceil(bm(m)) * n.div_ceil(128) * 4;
+        let s = Gpu::k_splits(tiles, k, 2 * 132);
+        let i = [1, 2, 4, 8, 16]
+            .iter()
+            .position(|&x| x == s)
+            .expect("a power of two");
+        let best = t.iter().cloned().fold(f64::INFINITY, f64::min);
+        ratios.push(t[i] / best);
+        assert!(
+            t[i] / best < 1.1,
+            "m {m} n {n} k {k}: {s} splits, {} µs against {best}",
+            t[i]
+        );
+    }
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    assert!(mean < 1.02, "{ratios:?}");
+    // A GEMM of 4 tiles and k = 32 768 (a 1 × 1 projection's weight gradient in a CP layer,
+    // 8 × 64 × 64 voxels): one full wave of slices, not 16 (capped at 16, the CP layer's
+    // backward pass at 64 channels took 0.75 ms on the H200 against 0.51 ms).
+    assert_eq!(Gpu::k_splits(4, 32768, 264), 66);
+    // Never a slice under 128 k values; a GEMM that fills the device is not split.
+    assert_eq!(Gpu::k_splits(4, 1000, 264), 4);
+    assert_eq!(Gpu::k_splits(2000, 1 << 20, 264), 1);
 }

@@ -109,7 +109,7 @@ fn grid_points_on_mesh_nodes_are_exact_and_parameters_are_in_range() {
     )
     .unwrap();
     cfg.time.dt = Some(s.dt);
-    let setup = wavecp::driver::setup(&cfg, Path::new(".")).unwrap();
+    let setup = wavecp::sim::setup(&cfg, Path::new(".")).unwrap();
     let mut solver = wavecp::solver::WaveSolver::new(&setup.problem).unwrap();
     solver.set_dt(s.dt).unwrap();
     let z = vec![0.0; setup.problem.mesh.num_nodes()];

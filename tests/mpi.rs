@@ -12,10 +12,15 @@ use wavecp::partition::{build_parts, partition_cells, GlobalPieces, PartitionMet
 
 const BIN: &str = env!("CARGO_BIN_EXE_wavecp");
 
-/// `mpirun` with what a root CI container and a 2-core machine need.
+/// `mpirun` of `wavecp` with what a root CI container and a 2-core machine need.
 fn mpirun(np: usize) -> Command {
+    mpirun_of(np, Path::new(BIN))
+}
+
+fn mpirun_of(np: usize, exe: &Path) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "-np", &np.to_string(), BIN])
+    c.args(["--oversubscribe", "-np", &np.to_string()])
+        .arg(exe)
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         // No ptrace-based single copy inside containers.
@@ -763,4 +768,62 @@ fn checkpoints_of_other_jobs_or_with_damaged_bytes_are_refused() {
     std::fs::write(d.join("x.ckpt"), &good).unwrap();
     let (code, err) = restart(&[]);
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// An example program of this build (`cargo test` builds them beside the test binary).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: cargo test builds the examples (cargo build --examples)",
+        p.display()
+    );
+    p
+}
+
+/// One time loop: a hand-written `Simulation::advance` loop (examples/advance_loop.rs, 27
+/// lines of loop) gives bitwise the field `wavecp solve` writes, at every output step, on 1
+/// rank and on 3. Both advance the same `Simulation`; a difference would mean the solve path's
+/// observers changed the state they observe, or the hand-out of parts depends on the caller.
+#[test]
+fn a_hand_written_advance_loop_gives_the_fields_of_wavecp_solve() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = job(dir.path(), 0.5);
+    let exe = example("advance_loop");
+    let field = dir.path().join("field.bin");
+    for np in [1, 3] {
+        let mut solve = mpirun(np);
+        ok(&run_with_timeout(
+            solve.arg("solve").arg(&job),
+            Duration::from_secs(120),
+        ));
+        let mut hand = mpirun_of(np, &exe);
+        ok(&run_with_timeout(
+            hand.arg(&job).arg(&field),
+            Duration::from_secs(120),
+        ));
+        let want: Vec<u64> = read_f64(&dir.path().join("out.vtkhdf"), "VTKHDF/PointData/u")
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let got: Vec<u64> = std::fs::read(&field)
+            .unwrap()
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert!(want.len() > 1000, "{} values", want.len());
+        assert_eq!(got.len(), want.len(), "{np} rank(s)");
+        let first = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!(
+            first, None,
+            "{np} rank(s): first difference at value {first:?}"
+        );
+    }
 }

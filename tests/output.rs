@@ -3,7 +3,7 @@
 
 use std::process::Command;
 use wavecp::config::Config;
-use wavecp::driver::{run, setup, time_step, RunOptions};
+use wavecp::sim::{run, setup, time_step, RunOptions};
 use wavecp::solver::WaveSolver;
 
 /// Mixed mesh (quads + triangles), absorbing sides, a source and two receivers, written every 7 steps.

@@ -6,8 +6,8 @@
 
 use crate::common::problem;
 use wavecp::config::SourceConfig;
-use wavecp::driver::point_source;
 use wavecp::mesh::{rectangle, CellShape};
+use wavecp::sim::point_source;
 use wavecp::solver::{BoundaryKind, WaveSolver};
 use wavecp::sources::TimeFunction;
 

@@ -19,6 +19,7 @@ mod nn;
 mod nn_model;
 #[cfg(feature = "hdf5")]
 mod output;
+mod sim;
 mod solver;
 mod source;
 #[cfg(feature = "hdf5")]

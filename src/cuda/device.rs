@@ -1204,14 +1204,10 @@ impl Gpu {
             128
         };
         let tiles = m.div_ceil(bm) * n.div_ceil(128) * batch.max(1);
-        // Two blocks per SM; slices of at least 256 k values (32 panel steps) each.
-        let target = 2 * self.sms;
         let wanted = if let Some((_, splits)) = self.forced_plan {
             splits.min(k.div_ceil(8))
-        } else if tiles < target && k >= 512 {
-            target.div_ceil(tiles).min(k / 256)
         } else {
-            1
+            Self::k_splits(tiles, k, 2 * self.sms)
         };
         // Grid z holds batch × splits; slices are whole panel steps (multiples of 8).
         let wanted = wanted.clamp(1, (65_535 / batch.max(1)).max(1));
@@ -1222,6 +1218,36 @@ impl Gpu {
             k_chunk,
             basic: self.basic_gemm,
         }
+    }
+
+    /// The k split of a GEMM of `tiles` output tiles over `slots` resident blocks (two per
+    /// SM): the power of two up to 16 (or, for fewer than 17 tiles, the most slices that fit
+    /// in one wave), with slices of at least 128 k values, that minimises
+    /// waves × (slice + 64), i.e. the last partial wave costs a whole one and each block pays
+    /// a fixed prologue and epilogue worth ≈ 64 k values. Fitted to the H200 sweep of
+    /// 2026-12-04 (docs/gpu-runs.md): across the paper models' twelve dense GEMMs it is within
+    /// 1.008× of the fastest measured split on average (1.07× at worst); the rule it replaced,
+    /// enough splits to fill one wave rounded up, averaged 1.16× (1.38× at worst), since
+    /// rounding up spilled a few blocks into a second wave.
+    pub fn k_splits(tiles: usize, k: usize, slots: usize) -> usize {
+        let slots = slots.max(1);
+        if tiles >= slots {
+            // Already a full wave: slices would only add the partial sums' traffic.
+            return 1;
+        }
+        let cost = |s: usize| {
+            let chunk = k.div_ceil(s).div_ceil(8) * 8;
+            (tiles * s).div_ceil(slots) * (chunk + 64)
+        };
+        // A GEMM of very few tiles (a 1 × 1 convolution's weight gradient: a handful of tiles
+        // and k = voxels × batch) needs more than 16 slices to fill one wave: then the most
+        // that fit in one wave is a candidate too.
+        let fill = (slots / tiles.max(1)).max(16);
+        [1, 2, 4, 8, 16, fill]
+            .into_iter()
+            .filter(|&s| s == 1 || k / s >= 128)
+            .min_by_key(|&s| (cost(s), s))
+            .unwrap_or(1)
     }
 
     /// Launches the GEMM `d` (operands checked by the caller) with the plan of

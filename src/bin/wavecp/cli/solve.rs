@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use wavecp::config::Config;
-use wavecp::driver::{self, RunOptions};
+use wavecp::sim::{self, RunOptions};
 
 #[derive(clap::Args)]
 pub struct SolveArgs {
@@ -78,8 +78,8 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         kill_at_step,
         pause_after_outputs,
     };
-    let summary = driver::run_on(&cfg, &base, &opts, comm)
-        .with_context(|| format!("job {}", job.display()))?;
+    let summary =
+        sim::run_on(&cfg, &base, &opts, comm).with_context(|| format!("job {}", job.display()))?;
     if comm.rank() == 0 {
         report(&summary, json)?;
     }
@@ -89,13 +89,13 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
 /// Runs the built-in demo case.
 pub fn demo(a: DemoArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
     let DemoArgs { set, json } = a;
-    let mut table = toml::Table::try_from(driver::demo_config()).context("demo configuration")?;
+    let mut table = toml::Table::try_from(sim::demo_config()).context("demo configuration")?;
     for s in &set {
         wavecp::config::apply_override(&mut table, s)?;
     }
     let cfg: Config = table.try_into().context("demo configuration with --set")?;
     cfg.validate()?;
-    let summary = driver::run_on(
+    let summary = sim::run_on(
         &cfg,
         std::path::Path::new("."),
         &RunOptions {
@@ -111,7 +111,7 @@ pub fn demo(a: DemoArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
     Ok(!summary.interrupted)
 }
 
-fn report(s: &driver::RunSummary, json: bool) -> Result<()> {
+fn report(s: &sim::RunSummary, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(s)?);
     } else {
