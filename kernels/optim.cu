@@ -11,7 +11,7 @@
 // Thread mapping and cost per element:
 //   mse_f32        one thread per element (grid-stride): reads p, t (8 B), writes the gradient
 //                  (4 B), 4 FLOPs; per-block partial of Σ d² in f64.
-//   sumsq_f32      reads g (4 B), 2 FLOPs (f64); per-block partial.
+//   sumsq_multi_f32 reads g (4 B), 2 FLOPs (f64); per-block partial.
 //   adamw_f32      reads w, g, m, v (16 B), writes w, m, v (12 B), ≈ 20 FLOPs in f64: on the
 //                  H100/H200 (FP64 ≈ 34–67 TFLOP/s) still bandwidth-bound.
 //   sumsq_multi_f32, adamw_multi_f32, zero_multi_f32: the same (and zeroing, 4 B written)
@@ -67,15 +67,7 @@ __device__ __forceinline__ double sumsq_share(const float* __restrict__ g, unsig
     return acc;
 }
 
-// Launch with blockDim.x = 256; partial holds gridDim.x values.
-extern "C" __global__ void sumsq_f32(const float* __restrict__ g, unsigned long long n,
-                                     double* __restrict__ partial) {
-    block_sum_f64(sumsq_share(g, n, blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x,
-                              (unsigned long long)gridDim.x * blockDim.x),
-                  partial);
-}
-
-// One tensor of a multi-tensor launch (laid out as `TensorRef` in src/cuda/device.rs): its
+// One tensor of a multi-tensor launch (laid out as `TensorRef` in src/cuda/ops/optim.rs): its
 // arrays (sumsq reads g only), its length, and the launch's blocks that serve it,
 // [first_block, first_block + blocks).
 struct TensorRef {
@@ -101,9 +93,10 @@ __device__ __forceinline__ unsigned int tensor_of(const TensorRef* refs, unsigne
     return lo;
 }
 
-// sumsq_f32 over every tensor of `refs` in one launch: block first_block + j of a tensor does
-// what block j of its own sumsq_f32 launch of `blocks` blocks would, so partial[] holds the
-// same values in the same order (the host's f64 sum is unchanged, bit for bit).
+// Σg² over every tensor of `refs` in one launch: block first_block + j of a tensor sums what
+// block j of a launch of `blocks` blocks over that tensor alone would, so partial[] holds the
+// same values in the same order whatever the other tensors (the host's f64 sum is unchanged,
+// bit for bit). Launch with blockDim.x = 256.
 extern "C" __global__ void sumsq_multi_f32(const TensorRef* __restrict__ refs, unsigned int count,
                                            double* __restrict__ partial) {
     const TensorRef r = refs[tensor_of(refs, count, blockIdx.x)];

@@ -4,7 +4,7 @@
 //! "skipped: no CUDA device" and pass, unless WAVECP_REQUIRE_CUDA=1 makes that a failure.
 
 use std::process::Command;
-use wavecp::cuda::{adam_rows, compile, nvrtc_present, Chain, CudaError, Gpu, KERNELS};
+use wavecp::cuda::{adam_rows, compile, nvrtc_present, Chain, CudaError, Gpu, Kernel, KERNELS};
 use wavecp::nn::conv::{depthwise_axis, depthwise_axis_backward, AxisConv, DwShape};
 use wavecp::nn::ops::{act, dact, ActKind};
 
@@ -1728,40 +1728,36 @@ fn every_kernel_the_host_launches_is_in_the_compiled_ptx() {
         skipped("NVRTC not found (bash scripts/setup --tests installs the wheel)");
         return;
     }
-    // The `.entry` names of every kernel file, compiled as the GPU machines get them.
-    let mut entries = std::collections::HashSet::new();
-    for (name, src) in KERNELS {
-        let ptx = compile(name, src, "compute_90")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .to_src();
-        for rest in ptx.split(".entry ").skip(1) {
-            entries.insert(rest.split('(').next().unwrap().trim().to_string());
-        }
-    }
-    // Every kernel name the host code spells out (string literals ending in `_f32`): a kernel
-    // renamed or dropped from its file fails here, not at its first launch on a GPU.
-    let sources = [
-        include_str!("../src/cuda/mod.rs"),
-        include_str!("../src/cuda/device.rs"),
-        include_str!("../src/cuda/conv.rs"),
-        include_str!("../src/cuda/model.rs"),
-        include_str!("../src/cuda/bench.rs"),
-    ];
-    let mut named = std::collections::BTreeSet::new();
-    for text in sources {
-        for lit in text.split('"').skip(1).step_by(2) {
-            let kernel_like = lit.ends_with("_f32")
-                && lit
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if kernel_like {
-                named.insert(lit);
-            }
-        }
-    }
-    assert!(named.len() >= 40, "only {} kernel names found", named.len());
-    let missing: Vec<_> = named.iter().filter(|n| !entries.contains(**n)).collect();
+    // The `.entry` names of each kernel file, compiled as the GPU machines get them.
+    let entries: Vec<std::collections::HashSet<String>> = KERNELS
+        .iter()
+        .map(|(name, src)| {
+            let ptx = compile(name, src, "compute_90")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .to_src();
+            ptx.split(".entry ")
+                .skip(1)
+                .map(|rest| rest.split('(').next().unwrap().trim().to_string())
+                .collect()
+        })
+        .collect();
+    // Every kernel the host can launch (the typed registry) is an entry of its own file: a
+    // kernel renamed, dropped or moved to another file fails here, not at its first launch.
+    let missing: Vec<_> = Kernel::ALL
+        .iter()
+        .filter(|k| !entries[k.file().index()].contains(k.entry()))
+        .map(|k| format!("{k:?} ({} in {}.cu)", k.entry(), k.file().name()))
+        .collect();
     assert!(missing.is_empty(), "launched but not compiled: {missing:?}");
+    // Distinct entries, and the registry covers every kernel a file defines (none unused).
+    let names: std::collections::HashSet<_> = Kernel::ALL.iter().map(|k| k.entry()).collect();
+    assert_eq!(names.len(), Kernel::ALL.len());
+    let unused: Vec<_> = entries
+        .iter()
+        .flatten()
+        .filter(|e| !names.contains(e.as_str()))
+        .collect();
+    assert!(unused.is_empty(), "compiled but never launched: {unused:?}");
 }
 
 /// The k-split rule against the H200 sweep of 2026-12-04 (`wavecp bench kernels --sweep`,

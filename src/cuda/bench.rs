@@ -181,10 +181,10 @@ pub fn run_train(
     use crate::nn::train::AdamConfig;
     use crate::nn::{Model, ModelSpec};
     let text = std::fs::read_to_string(file)
-        .map_err(|e| CudaError::Driver(format!("{}: {e}", file.display())))?;
-    let spec = ModelSpec::from_toml(&text).map_err(|e| CudaError::Driver(e.to_string()))?;
+        .map_err(|e| CudaError::Invalid(format!("{}: {e}", file.display())))?;
+    let spec = ModelSpec::from_toml(&text).map_err(|e| CudaError::Invalid(e.to_string()))?;
     let (dims, cin) = (spec.model.dims, spec.model.in_channels);
-    let cpu = Model::new(spec).map_err(|e| CudaError::Driver(e.to_string()))?;
+    let cpu = Model::new(spec).map_err(|e| CudaError::Invalid(e.to_string()))?;
     let params = cpu.num_params();
     let gpu = Gpu::new(ordinal)?;
     gpu.reset_peak_memory();
@@ -351,7 +351,7 @@ pub fn run_kernels(
     scale: usize,
     ordinal: usize,
 ) -> Result<Vec<KernelResult>, CudaError> {
-    use super::device::ConvOperand;
+    use super::ops::ConvOperand;
     use super::GemmDesc;
     use crate::nn::conv::{AxisConv, DwShape};
     use crate::nn::ops::ActKind;
@@ -528,7 +528,7 @@ fn training_kernels(
     samples: usize,
     scale: usize,
 ) -> Result<Vec<KernelResult>, CudaError> {
-    use super::device::ConvOperand;
+    use super::ops::ConvOperand;
     use super::{AdamStep, Chain};
     use crate::nn::ops::{ActKind, PoolKind};
     let b = 4usize;
@@ -652,7 +652,7 @@ fn training_kernels(
         let shape = format!("CP chain 3+3+3 taps: {level}");
         out.push(kernel_result(
             gpu,
-            (tile.forward, shape.clone()),
+            (tile.forward.entry(), shape.clone()),
             ms,
             2.0 * 9.0 * n as f64,
             8.0 * n as f64,
@@ -667,7 +667,7 @@ fn training_kernels(
         out.push(kernel_result(
             gpu,
             (
-                &format!("{} + cp_chain_dweight_reduce_f32", tile.dweight),
+                &format!("{} + cp_chain_dweight_reduce_f32", tile.dweight.entry()),
                 shape,
             ),
             ms,
@@ -972,7 +972,7 @@ pub fn run_sweep(
     scale: usize,
     ordinal: usize,
 ) -> Result<Vec<KernelResult>, CudaError> {
-    use super::device::ConvOperand;
+    use super::ops::ConvOperand;
     use super::Chain;
     let mut gpu = Gpu::new(ordinal)?;
     let quick = scale > 1;

@@ -19,8 +19,8 @@
 //! Summation orders differ from the CPU's (GEMM blocking, block reductions), so results agree
 //! within the f32 rounding of sums of the same terms (tests/cuda.rs states the bounds).
 
-use super::device::ConvOperand;
-use super::device::CHAIN_KMAX;
+use super::ops::ConvOperand;
+use super::ops::CHAIN_KMAX;
 use super::{Chain, CudaError, DevBuf, GemmDesc, Gpu};
 use crate::nn::conv::{DwShape, Geom};
 use crate::nn::layers::{
@@ -112,14 +112,14 @@ fn by_axis<T>(axes: &[usize], per_slot: Vec<T>, t: Option<T>) -> Result<[T; 3], 
     }
     match out {
         [Some(t), Some(y), Some(x)] => Ok([t, y, x]),
-        _ => Err(CudaError::Driver(
+        _ => Err(CudaError::Unsupported(
             "fused CP chain: the axes are not t, y and x once each".into(),
         )),
     }
 }
 
 fn shape_err(what: &str, expected: usize, found: usize) -> CudaError {
-    CudaError::Driver(format!(
+    CudaError::Invalid(format!(
         "{what}: {found} values where {expected} were expected"
     ))
 }
@@ -362,10 +362,7 @@ impl GpuConv {
     }
 
     fn out_dims(&self, d: [usize; 5]) -> Result<[usize; 5], CudaError> {
-        let o = self
-            .g
-            .out_dims([d[2], d[3], d[4]])
-            .map_err(|e| CudaError::Driver(e.to_string()))?;
+        let o = self.g.out_dims([d[2], d[3], d[4]])?;
         Ok([d[0], self.co, o[0], o[1], o[2]])
     }
 
@@ -488,9 +485,7 @@ impl GpuConv {
                 for (slot, &ax) in per_axis.iter().enumerate() {
                     let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];
-                    let o = g
-                        .out_dims(ind)
-                        .map_err(|e| CudaError::Driver(e.to_string()))?;
+                    let o = g.out_dims(ind)?;
                     let mut z2 = gpu.device_uninit(b * r * o.iter().product::<usize>())?;
                     let sh = DwShape { c: r, ind, outd: o };
                     gpu.dw_forward_dev(&z, b, sh, &axis_conv(&g, ax), &a[slot].0, &mut z2)?;
@@ -518,7 +513,7 @@ impl GpuConv {
         let (x, d) = self
             .x
             .as_ref()
-            .ok_or_else(|| CudaError::Driver("gpu conv: backward before forward".into()))?;
+            .ok_or_else(|| CudaError::CallOrder("gpu conv".into()))?;
         let od = self.out_dims(*d)?;
         let (b, nin, nout) = (d[0], d[2] * d[3] * d[4], od[2] * od[3] * od[4]);
         if dy.len() < b * self.co * nout {
@@ -573,7 +568,7 @@ impl GpuConv {
                 let (zl, _) = self
                     .saved
                     .last()
-                    .ok_or_else(|| CudaError::Driver("gpu cp: no forward state".into()))?;
+                    .ok_or_else(|| CudaError::CallOrder("gpu cp".into()))?;
                 // dU += Σ_s dy_s · zl_sᵀ
                 let desc = gemm(
                     [self.co, r, nout, b],
@@ -611,9 +606,7 @@ impl GpuConv {
                     let (zin, zd) = &self.saved[slot];
                     let g = axis_geom(&self.g, ax);
                     let ind = [zd[2], zd[3], zd[4]];
-                    let o = g
-                        .out_dims(ind)
-                        .map_err(|e| CudaError::Driver(e.to_string()))?;
+                    let o = g.out_dims(ind)?;
                     let sh = DwShape { c: r, ind, outd: o };
                     let ac = axis_conv(&g, ax);
                     gpu.dw_dweight_dev(zin, &dz, b, sh, &ac, &mut a[slot].1)?;
@@ -727,8 +720,7 @@ impl GpuConvT {
     }
 
     fn dims(&self, d: [usize; 5]) -> Result<[usize; 5], CudaError> {
-        let o = transposed_out_dims(&self.g, self.output_padding, [d[2], d[3], d[4]])
-            .map_err(|e| CudaError::Driver(e.to_string()))?;
+        let o = transposed_out_dims(&self.g, self.output_padding, [d[2], d[3], d[4]])?;
         Ok([d[0], self.co, o[0], o[1], o[2]])
     }
 
@@ -783,9 +775,10 @@ impl GpuConvT {
     /// Adds the weight gradients of `dy` and returns `dx`.
     pub fn backward(&mut self, gpu: &Gpu, dy: &DevBuf) -> Result<DevBuf, CudaError> {
         let (ci, co, g) = (self.ci, self.co, self.g);
-        let (x, d) = self.x.as_ref().ok_or_else(|| {
-            CudaError::Driver("gpu transposed conv: backward before forward".into())
-        })?;
+        let (x, d) = self
+            .x
+            .as_ref()
+            .ok_or_else(|| CudaError::CallOrder("gpu transposed conv".into()))?;
         let od = self.dims(*d)?;
         let (b, nin, nout, kk) = (
             d[0],

@@ -6,13 +6,13 @@
 pub mod bench;
 mod cache;
 mod conv;
-mod device;
+mod kernels;
 pub mod model;
+mod ops;
 pub use cache::KernelCache;
 pub use conv::{GpuConv, GpuConvT};
-pub use device::{
-    adam_rows, Chain, ChainTile, DevBuf, DevFrames, DevWindows, DeviceLoss, GemmPlan,
-};
+pub use kernels::{ChainVariant, Kernel, KernelFile, TileRows};
+pub use ops::{adam_rows, Chain, ChainTile, DevBuf, DevFrames, DevWindows, DeviceLoss, GemmPlan};
 
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
@@ -150,8 +150,31 @@ pub enum CudaError {
     NoDriver,
     #[error("the CUDA driver reports no device")]
     NoDevice,
+    /// What the driver refused (its own error code, in words).
     #[error("CUDA driver error: {0}")]
     Driver(String),
+    /// A device buffer shorter than the launch reads or writes.
+    #[error("{what}: device buffer of {len} values, {need} needed")]
+    Buffer {
+        what: String,
+        len: usize,
+        need: usize,
+    },
+    /// Sizes past what the kernels index (32-bit indices, grid limits).
+    #[error("{0}: too large for the kernels' indices or grid")]
+    TooLarge(String),
+    /// A geometry or combination the kernels do not implement.
+    #[error("not supported on the GPU: {0}")]
+    Unsupported(String),
+    /// Arguments that do not fit together (counts, ranges, forced variants, device numbers).
+    #[error("{0}")]
+    Invalid(String),
+    /// A call out of order: a backward pass before its forward pass.
+    #[error("{0}: backward before forward")]
+    CallOrder(String),
+    /// The model or layer description (the CPU side's error).
+    #[error(transparent)]
+    Model(#[from] crate::nn::NnError),
     #[error("GPU {ordinal} ({name}) is out of memory: asked for {} more with {} in use by this process and {} of {} free on the device; lower `train.batch` (or `--batch`), use a smaller model or a GPU with more memory", crate::progress::bytes(*requested), in_use.map_or("an unknown amount".into(), crate::progress::bytes), crate::progress::bytes(*free), crate::progress::bytes(*total))]
     OutOfMemory {
         ordinal: usize,
@@ -350,7 +373,7 @@ pub fn kernel_target(
     }
     match archs.iter().filter(|&&a| a < want).max() {
         Some(&a) => Ok(arch_name(a / 10, a % 10)),
-        None => Err(CudaError::Driver(format!(
+        None => Err(CudaError::Unsupported(format!(
             "the device (compute capability {}.{}) is older than every architecture this NVRTC \
              compiles for ({archs:?}); use an NVRTC of an older CUDA",
             cc.0, cc.1
@@ -504,7 +527,7 @@ fn context(ordinal: usize) -> Result<Arc<CudaContext>, CudaError> {
         return Err(CudaError::NoDevice);
     }
     if count <= ordinal as i32 {
-        return Err(CudaError::Driver(format!(
+        return Err(CudaError::Invalid(format!(
             "device {ordinal} asked for, but the driver shows {count} (numbered from 0; \
              CUDA_VISIBLE_DEVICES may hide others)"
         )));
@@ -705,13 +728,12 @@ pub struct Gpu {
     forced_chain: Option<usize>,
     /// Kernel handles already looked up, by (file, kernel): a training step launches ≈ 70
     /// kernels, and `cuModuleGetFunction` on every launch is host time the GPU waits for.
-    functions: std::sync::Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    functions: std::sync::Mutex<HashMap<Kernel, CudaFunction>>,
     /// The last table of tensors uploaded for each multi-tensor kernel (host copy, device
     /// copy), reused while a model's buffers stay the same.
     #[allow(clippy::type_complexity)]
-    tables: std::sync::Mutex<
-        HashMap<&'static str, (Vec<device::TensorRef>, CudaSlice<device::TensorRef>)>,
-    >,
+    tables:
+        std::sync::Mutex<HashMap<&'static str, (Vec<ops::TensorRef>, CudaSlice<ops::TensorRef>)>>,
     /// The default memory pool (memory use, and the figures of an out-of-memory error).
     pool: Option<MemPool>,
 }
@@ -786,22 +808,16 @@ impl Gpu {
         })
     }
 
-    fn function(
-        &self,
-        module: &'static str,
-        name: &'static str,
-    ) -> Result<CudaFunction, CudaError> {
+    fn function(&self, k: Kernel) -> Result<CudaFunction, CudaError> {
         // A poisoned lock only means a thread panicked mid-insert; the map is still valid.
         let mut map = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = map.get(&(module, name)) {
+        if let Some(f) = map.get(&k) {
             return Ok(f.clone());
         }
-        let m = KERNELS
-            .iter()
-            .position(|(n, _)| *n == module)
-            .ok_or_else(|| CudaError::Driver(format!("no kernel file {module}.cu")))?;
-        let f = self.modules[m].load_function(name).map_err(driver_err)?;
-        map.insert((module, name), f.clone());
+        let f = self.modules[k.file().index()]
+            .load_function(k.entry())
+            .map_err(driver_err)?;
+        map.insert(k, f.clone());
         Ok(f)
     }
 
@@ -1056,7 +1072,7 @@ impl Gpu {
             + (rows.max(1) as i64 - 1) * s[0]
             + (cols.max(1) as i64 - 1) * s[1];
         if s.iter().any(|&v| v < 0) || last >= len as i64 {
-            return Err(CudaError::Driver(format!(
+            return Err(CudaError::Invalid(format!(
                 "gemm: operand {name} of {len} values is too small for its strides {s:?}"
             )));
         }
@@ -1126,7 +1142,7 @@ impl Gpu {
     pub fn force_gemm_plan(&mut self, plan: Option<(usize, usize)>) -> Result<(), CudaError> {
         if let Some((bm, splits)) = plan {
             if ![32, 64, 128].contains(&bm) || splits == 0 {
-                return Err(CudaError::Driver(format!(
+                return Err(CudaError::Invalid(format!(
                     "GEMM plan: tile height {bm} (32, 64 or 128) with {splits} k slices (at least 1)"
                 )));
             }
@@ -1139,10 +1155,10 @@ impl Gpu {
     /// chain instead of the choice by x extent; `None` restores the choice.
     pub fn force_chain_tile(&mut self, i: Option<usize>) -> Result<(), CudaError> {
         if let Some(i) = i {
-            if i >= device::CHAIN_TILES.len() {
-                return Err(CudaError::Driver(format!(
+            if i >= ops::CHAIN_TILES.len() {
+                return Err(CudaError::Invalid(format!(
                     "chain tile {i}: there are {}",
-                    device::CHAIN_TILES.len()
+                    ops::CHAIN_TILES.len()
                 )));
             }
         }
@@ -1152,7 +1168,7 @@ impl Gpu {
 
     /// The fused chain's tile variants.
     pub fn chain_tiles() -> &'static [ChainTile] {
-        &device::CHAIN_TILES
+        &ops::CHAIN_TILES
     }
 
     /// `col[b, (c, p, q, s), o]` of `batch` samples `x: [c, T, Y, X]` (the GPU twin of

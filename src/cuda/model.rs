@@ -51,7 +51,7 @@ pub struct GpuModel {
 pub type AdamMoments = (usize, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 fn err(what: String) -> CudaError {
-    CudaError::Driver(what)
+    CudaError::Invalid(what)
 }
 
 fn vol(d: &[usize; 5]) -> usize {
@@ -93,7 +93,7 @@ impl GpuModel {
                             d: [0; 5],
                         }
                     } else {
-                        return Err(err(format!("layer `{}` has no GPU version", l.describe())));
+                        return Err(CudaError::Unsupported(format!("layer `{}`", l.describe())));
                     }
                 }
                 Node::Save(n) => GNode::Save(n.clone()),
@@ -246,20 +246,20 @@ impl GpuModel {
                     let dx = c.backward(gpu, &cur.0)?;
                     let di = c
                         .input_dims()
-                        .ok_or_else(|| err("conv: backward before forward".into()))?;
+                        .ok_or_else(|| CudaError::CallOrder("conv".into()))?;
                     (dx, di)
                 }
                 GNode::ConvT(c) => {
                     let dx = c.backward(gpu, &cur.0)?;
                     let di = c
                         .input_dims()
-                        .ok_or_else(|| err("conv_transpose: backward before forward".into()))?;
+                        .ok_or_else(|| CudaError::CallOrder("conv_transpose".into()))?;
                     (dx, di)
                 }
                 GNode::Act { kind, x, n } => {
                     let x = x
                         .as_ref()
-                        .ok_or_else(|| err("activation: backward before forward".into()))?;
+                        .ok_or_else(|| CudaError::CallOrder("activation".into()))?;
                     let mut dx = gpu.device_uninit(*n)?;
                     gpu.act_backward_dev(*kind, x, &cur.0, &mut dx, *n)?;
                     (dx, cur.1)
@@ -267,7 +267,7 @@ impl GpuModel {
                 GNode::Pool { kind, k, argmax, d } => {
                     let am = argmax
                         .as_ref()
-                        .ok_or_else(|| err("pool: backward before forward".into()))?;
+                        .ok_or_else(|| CudaError::CallOrder("pool".into()))?;
                     let mut dx = gpu.device_uninit(vol(d))?;
                     gpu.pool_backward_dev(
                         *kind,
@@ -293,9 +293,9 @@ impl GpuModel {
                     (dx, *d)
                 }
                 GNode::Concat(name) => {
-                    let c1 = splits.pop().ok_or_else(|| {
-                        err("concat split missing: backward before forward".into())
-                    })?;
+                    let c1 = splits
+                        .pop()
+                        .ok_or_else(|| CudaError::CallOrder("concat split missing".into()))?;
                     let c = cur.1;
                     let v = c[2] * c[3] * c[4];
                     let (mut main, mut skip) = (
