@@ -2,6 +2,7 @@
 
 use crate::fem::WaveSpeed;
 use crate::mesh::{rectangle, CellShape};
+use crate::nn::Layer;
 use crate::sim::Simulation;
 use crate::solver::{BoundaryKind, OperatorKind, Problem, WaveSolver};
 use rayon::prelude::*;

@@ -860,7 +860,7 @@ fn conv_pair(
     abs: bool,
 ) -> (Box<dyn wavecp::nn::Layer>, wavecp::cuda::GpuConv) {
     use wavecp::cuda::GpuConv;
-    use wavecp::nn::layers::{ConvCore, CpConv, DenseConv, PairConv};
+    use wavecp::nn::layers::{ConvCore, CpConv, CpFactors, DenseConv, PairConv};
     let f = |n: usize, seed: u64| -> Vec<f32> {
         inputs(n, seed)
             .into_iter()
@@ -904,14 +904,14 @@ fn conv_pair(
                     .map(|&ax| f(rank * g.k[ax], 56 + ax as u64))
                     .collect();
                 let mut l = CpConv::new(
-                    ci,
-                    co,
-                    rank,
-                    g,
+                    ConvCore { ci, co, g },
                     axes.clone(),
-                    f(rank * ci, 54),
-                    a,
-                    f(co * rank, 55),
+                    CpFactors {
+                        rank,
+                        v: f(rank * ci, 54),
+                        a,
+                        u: f(co * rank, 55),
+                    },
                     true,
                 );
                 l.b.as_mut().unwrap().value = bias.clone();

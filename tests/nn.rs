@@ -10,7 +10,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use wavecp::nn::conv::Geom;
-use wavecp::nn::layers::{ConvCore, ConvTranspose, CpConv, DenseConv, PairConv};
+use wavecp::nn::layers::{ConvCore, ConvTranspose, CpConv, CpFactors, DenseConv, PairConv};
 use wavecp::nn::ops::{ActKind, Activation, Pool, PoolKind, Upsample};
 use wavecp::nn::{Layer, Tensor};
 
@@ -222,14 +222,14 @@ fn pair_and_cp_equal_dense_convolution_with_their_rebuilt_kernels() {
         assert!(e < 1e-5, "pair {g:?}: {e}");
         let a: Vec<Vec<f32>> = axes.iter().map(|&ax| randv(rank * k[ax], &mut r)).collect();
         let mut cp = CpConv::new(
-            3,
-            4,
-            rank,
-            g,
+            ConvCore { ci: 3, co: 4, g },
             axes,
-            randv(rank * 3, &mut r),
-            a,
-            randv(4 * rank, &mut r),
+            CpFactors {
+                rank,
+                v: randv(rank * 3, &mut r),
+                a,
+                u: randv(4 * rank, &mut r),
+            },
             false,
         );
         let y = cp.forward(&x).unwrap();
@@ -343,14 +343,14 @@ fn gradient_check_convolutions() {
         grad_check(&format!("pair {g:?}"), &mut pair, &x, 20 + i as u64);
         let a: Vec<Vec<f32>> = axes.iter().map(|&ax| randv(3 * k[ax], &mut r)).collect();
         let mut cp = CpConv::new(
-            3,
-            4,
-            3,
-            g,
+            ConvCore { ci: 3, co: 4, g },
             axes,
-            randv(9, &mut r),
-            a,
-            randv(12, &mut r),
+            CpFactors {
+                rank: 3,
+                v: randv(9, &mut r),
+                a,
+                u: randv(12, &mut r),
+            },
             true,
         );
         grad_check(&format!("cp {g:?}"), &mut cp, &x, 30 + i as u64);

@@ -4,7 +4,7 @@
 use super::{driver_err, CudaError, Gpu, GpuConv};
 use crate::bench::ConvShape;
 use crate::nn::conv::Geom;
-use crate::nn::layers::{ConvCore, CpConv, DenseConv, PairConv};
+use crate::nn::layers::{ConvCore, CpConv, CpFactors, DenseConv, PairConv};
 use crate::nn::model::ConvKind;
 use serde::Serialize;
 use std::time::Instant;
@@ -89,14 +89,14 @@ pub fn run_conv(
                 .collect();
             let n = r * ci + r * axes.iter().map(|&a| kk[a]).sum::<usize>() + co * r + co;
             let l = CpConv::new(
-                ci,
-                co,
-                r,
-                g,
+                ConvCore { ci, co, g },
                 axes.clone(),
-                values(r * ci, 3),
-                a,
-                values(co * r, 4),
+                CpFactors {
+                    rank: r,
+                    v: values(r * ci, 3),
+                    a,
+                    u: values(co * r, 4),
+                },
                 true,
             );
             (GpuConv::from_cp(&gpu, &l)?, n)

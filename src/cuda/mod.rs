@@ -7,6 +7,7 @@ pub mod bench;
 mod cache;
 mod conv;
 mod kernels;
+pub mod layers;
 pub mod model;
 mod ops;
 pub use cache::KernelCache;

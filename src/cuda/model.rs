@@ -1,45 +1,17 @@
 //! The network on the GPU: the graph of a CPU [`Model`] with every layer copied to the device,
-//! forward and backward passes with the tensors kept there, and the clipped AdamW step. The
-//! graph walk mirrors `Model::forward`/`Model::backward` node for node (skips, concat splits,
-//! pending skip gradients), so both backends train the same network.
+//! forward and backward passes with the tensors kept there (walked by the same
+//! [`Graph`] as the CPU model), and the clipped AdamW step.
 
-use super::{AdamStep, CudaError, DevBuf, Gpu, GpuConv, GpuConvT};
-use crate::nn::layers::{ConvTranspose, CpConv, DenseConv, PairConv};
-use crate::nn::model::{Model, Node};
-use crate::nn::ops::{ActKind, Activation, Pool, PoolKind, Upsample};
+use super::layers::{DevTensor, GpuExec, GpuLayer};
+use super::{AdamStep, CudaError, DevBuf, Gpu};
+use crate::nn::graph::{Graph, Node};
+use crate::nn::model::Model;
 use crate::nn::train::AdamConfig;
 use cudarc::driver::CudaSlice;
-use std::collections::HashMap;
-
-enum GNode {
-    Conv(Box<GpuConv>),
-    ConvT(Box<GpuConvT>),
-    Act {
-        kind: ActKind,
-        x: Option<DevBuf>,
-        n: usize,
-    },
-    Pool {
-        kind: PoolKind,
-        k: [usize; 3],
-        argmax: Option<CudaSlice<u32>>,
-        d: [usize; 5],
-    },
-    Up {
-        scale: [usize; 3],
-        d: [usize; 5],
-    },
-    Save(String),
-    Concat(String),
-    Add(String),
-}
 
 /// A model on the GPU.
 pub struct GpuModel {
-    nodes: Vec<GNode>,
-    saved: HashMap<String, (DevBuf, [usize; 5])>,
-    /// Channels of the main part at each concat of the last forward pass.
-    splits: Vec<usize>,
+    graph: Graph<GpuLayer, DevTensor>,
     /// AdamW moments per parameter array, made at the first step.
     moments: Vec<(DevBuf, DevBuf)>,
     step: usize,
@@ -54,57 +26,23 @@ fn err(what: String) -> CudaError {
     CudaError::Invalid(what)
 }
 
-fn vol(d: &[usize; 5]) -> usize {
-    d.iter().product()
-}
-
 impl GpuModel {
     /// Copies `m` (architecture and current weights) to the device.
     pub fn from_model(gpu: &Gpu, m: &Model) -> Result<Self, CudaError> {
-        let mut nodes = vec![];
-        for node in m.nodes() {
-            nodes.push(match node {
-                Node::Layer(l) => {
-                    let a = l.as_any();
-                    if let Some(c) = a.downcast_ref::<DenseConv>() {
-                        GNode::Conv(Box::new(GpuConv::from_dense(gpu, c)?))
-                    } else if let Some(c) = a.downcast_ref::<PairConv>() {
-                        GNode::Conv(Box::new(GpuConv::from_pair(gpu, c)?))
-                    } else if let Some(c) = a.downcast_ref::<CpConv>() {
-                        GNode::Conv(Box::new(GpuConv::from_cp(gpu, c)?))
-                    } else if let Some(c) = a.downcast_ref::<ConvTranspose>() {
-                        GNode::ConvT(Box::new(GpuConvT::from_cpu(gpu, c)?))
-                    } else if let Some(c) = a.downcast_ref::<Activation>() {
-                        GNode::Act {
-                            kind: c.kind,
-                            x: None,
-                            n: 0,
-                        }
-                    } else if let Some(c) = a.downcast_ref::<Pool>() {
-                        GNode::Pool {
-                            kind: c.kind,
-                            k: c.k,
-                            argmax: None,
-                            d: [0; 5],
-                        }
-                    } else if let Some(c) = a.downcast_ref::<Upsample>() {
-                        GNode::Up {
-                            scale: c.scale,
-                            d: [0; 5],
-                        }
-                    } else {
-                        return Err(CudaError::Unsupported(format!("layer `{}`", l.describe())));
-                    }
-                }
-                Node::Save(n) => GNode::Save(n.clone()),
-                Node::Concat(n) => GNode::Concat(n.clone()),
-                Node::Add(n) => GNode::Add(n.clone()),
-            });
-        }
+        let nodes = m
+            .nodes()
+            .iter()
+            .map(|node| {
+                Ok(match node {
+                    Node::Layer(l) => Node::Layer(GpuLayer::from_cpu(gpu, l)?),
+                    Node::Save(n) => Node::Save(n.clone()),
+                    Node::Concat(n) => Node::Concat(n.clone()),
+                    Node::Add(n) => Node::Add(n.clone()),
+                })
+            })
+            .collect::<Result<Vec<_>, CudaError>>()?;
         Ok(GpuModel {
-            nodes,
-            saved: HashMap::new(),
-            splits: vec![],
+            graph: Graph::new(nodes),
             moments: vec![],
             step: 0,
             clip: None,
@@ -112,228 +50,22 @@ impl GpuModel {
     }
 
     /// `x: [B, C, T, Y, X]` on the device → the output and its dims.
-    pub fn forward(
-        &mut self,
-        gpu: &Gpu,
-        x: DevBuf,
-        d: [usize; 5],
-    ) -> Result<(DevBuf, [usize; 5]), CudaError> {
-        self.saved.clear();
-        self.splits.clear();
-        let mut cur = (x, d);
-        // A convolution followed by an activation runs the activation in its GEMM epilogue;
-        // the pre-activation values wait here for the activation node, which keeps them.
-        let mut fused_pre: Option<DevBuf> = None;
-        for i in 0..self.nodes.len() {
-            let next_act = match self.nodes.get(i + 1) {
-                Some(GNode::Act { kind, .. }) => Some(*kind),
-                _ => None,
-            };
-            cur = match &mut self.nodes[i] {
-                GNode::Conv(c) => {
-                    let (y, pre, od) = c.forward_act(gpu, cur.0, cur.1, next_act)?;
-                    fused_pre = pre;
-                    (y, od)
-                }
-                GNode::ConvT(c) => c.forward(gpu, cur.0, cur.1)?,
-                GNode::Act { kind, x, n } => {
-                    let len = vol(&cur.1);
-                    if let Some(pre) = fused_pre.take() {
-                        *x = Some(pre);
-                        *n = len;
-                        cur
-                    } else {
-                        let mut y = gpu.device_uninit(len)?;
-                        gpu.act_forward_dev(*kind, &cur.0, &mut y, len)?;
-                        *x = Some(cur.0);
-                        *n = len;
-                        (y, cur.1)
-                    }
-                }
-                GNode::Pool { kind, k, argmax, d } => {
-                    let i = cur.1;
-                    let o = [i[0], i[1], i[2] / k[0], i[3] / k[1], i[4] / k[2]];
-                    if o[2..].contains(&0) {
-                        return Err(err(format!(
-                            "pooling window {k:?} larger than {:?}",
-                            &i[2..]
-                        )));
-                    }
-                    let mut y = gpu.device_uninit(vol(&o))?;
-                    // Every output's argmax is written by the pooling kernel.
-                    let mut am = gpu.uninit::<u32>(vol(&o))?;
-                    gpu.pool_forward_dev(
-                        *kind,
-                        &cur.0,
-                        i[0] * i[1],
-                        [i[2], i[3], i[4]],
-                        *k,
-                        &mut y,
-                        &mut am,
-                    )?;
-                    *argmax = Some(am);
-                    *d = i;
-                    (y, o)
-                }
-                GNode::Up { scale, d } => {
-                    let i = cur.1;
-                    let o = [
-                        i[0],
-                        i[1],
-                        i[2] * scale[0],
-                        i[3] * scale[1],
-                        i[4] * scale[2],
-                    ];
-                    let mut y = gpu.device_uninit(vol(&o))?;
-                    gpu.upsample_dev(
-                        true,
-                        &cur.0,
-                        i[0] * i[1],
-                        [i[2], i[3], i[4]],
-                        *scale,
-                        &mut y,
-                    )?;
-                    *d = i;
-                    (y, o)
-                }
-                GNode::Save(name) => {
-                    let copy = gpu.stream.clone_dtod(&cur.0).map_err(super::driver_err)?;
-                    self.saved.insert(name.clone(), (copy, cur.1));
-                    cur
-                }
-                GNode::Concat(name) => {
-                    let (s, sd) = self
-                        .saved
-                        .get(name)
-                        .ok_or_else(|| err(format!("`{name}` not saved")))?;
-                    let c = cur.1;
-                    if sd[0] != c[0] || sd[2..] != c[2..] {
-                        return Err(err(format!("concat of `{name}`: {sd:?} onto {c:?}")));
-                    }
-                    let v = c[2] * c[3] * c[4];
-                    let o = [c[0], c[1] + sd[1], c[2], c[3], c[4]];
-                    let mut y = gpu.device_uninit(vol(&o))?;
-                    gpu.concat_dev(&cur.0, s, c[0], c[1] * v, sd[1] * v, &mut y)?;
-                    self.splits.push(c[1]);
-                    (y, o)
-                }
-                GNode::Add(name) => {
-                    let (s, sd) = self
-                        .saved
-                        .get(name)
-                        .ok_or_else(|| err(format!("`{name}` not saved")))?;
-                    if *sd != cur.1 {
-                        return Err(err(format!("add of `{name}`: {sd:?} to {:?}", cur.1)));
-                    }
-                    let mut y = cur.0;
-                    gpu.axpy_dev(&mut y, s, 1.0, vol(&cur.1))?;
-                    (y, cur.1)
-                }
-            };
-        }
-        Ok(cur)
+    pub fn forward(&mut self, gpu: &Gpu, x: DevBuf, d: [usize; 5]) -> Result<DevTensor, CudaError> {
+        self.graph.forward(&mut GpuExec::new(gpu), (x, d))
     }
 
     /// Backpropagates `dy` (dims `d`) of the last forward pass: adds every weight gradient and
     /// returns `dx`.
     pub fn backward(&mut self, gpu: &Gpu, dy: DevBuf, d: [usize; 5]) -> Result<DevBuf, CudaError> {
-        let mut cur = (dy, d);
-        let mut pending: HashMap<String, DevBuf> = HashMap::new();
-        let mut splits = self.splits.clone();
-        for node in self.nodes.iter_mut().rev() {
-            cur = match node {
-                GNode::Conv(c) => {
-                    let dx = c.backward(gpu, &cur.0)?;
-                    let di = c
-                        .input_dims()
-                        .ok_or_else(|| CudaError::CallOrder("conv".into()))?;
-                    (dx, di)
-                }
-                GNode::ConvT(c) => {
-                    let dx = c.backward(gpu, &cur.0)?;
-                    let di = c
-                        .input_dims()
-                        .ok_or_else(|| CudaError::CallOrder("conv_transpose".into()))?;
-                    (dx, di)
-                }
-                GNode::Act { kind, x, n } => {
-                    let x = x
-                        .as_ref()
-                        .ok_or_else(|| CudaError::CallOrder("activation".into()))?;
-                    let mut dx = gpu.device_uninit(*n)?;
-                    gpu.act_backward_dev(*kind, x, &cur.0, &mut dx, *n)?;
-                    (dx, cur.1)
-                }
-                GNode::Pool { kind, k, argmax, d } => {
-                    let am = argmax
-                        .as_ref()
-                        .ok_or_else(|| CudaError::CallOrder("pool".into()))?;
-                    let mut dx = gpu.device_uninit(vol(d))?;
-                    gpu.pool_backward_dev(
-                        *kind,
-                        &cur.0,
-                        am,
-                        d[0] * d[1],
-                        [d[2], d[3], d[4]],
-                        *k,
-                        &mut dx,
-                    )?;
-                    (dx, *d)
-                }
-                GNode::Up { scale, d } => {
-                    let mut dx = gpu.device_uninit(vol(d))?;
-                    gpu.upsample_dev(
-                        false,
-                        &cur.0,
-                        d[0] * d[1],
-                        [d[2], d[3], d[4]],
-                        *scale,
-                        &mut dx,
-                    )?;
-                    (dx, *d)
-                }
-                GNode::Concat(name) => {
-                    let c1 = splits
-                        .pop()
-                        .ok_or_else(|| CudaError::CallOrder("concat split missing".into()))?;
-                    let c = cur.1;
-                    let v = c[2] * c[3] * c[4];
-                    let (mut main, mut skip) = (
-                        gpu.device_uninit(c[0] * c1 * v)?,
-                        gpu.device_uninit(c[0] * (c[1] - c1) * v)?,
-                    );
-                    gpu.split_dev(&cur.0, c[0], c1 * v, (c[1] - c1) * v, &mut main, &mut skip)?;
-                    accumulate(gpu, &mut pending, name, skip, c[0] * (c[1] - c1) * v)?;
-                    (main, [c[0], c1, c[2], c[3], c[4]])
-                }
-                GNode::Add(name) => {
-                    let copy = gpu.stream.clone_dtod(&cur.0).map_err(super::driver_err)?;
-                    accumulate(gpu, &mut pending, name, copy, vol(&cur.1))?;
-                    cur
-                }
-                GNode::Save(name) => {
-                    let mut g = cur.0;
-                    if let Some(p) = pending.remove(name.as_str()) {
-                        gpu.axpy_dev(&mut g, &p, 1.0, vol(&cur.1))?;
-                    }
-                    (g, cur.1)
-                }
-            };
-        }
-        Ok(cur.0)
+        Ok(self.graph.backward(&mut GpuExec::new(gpu), (dy, d))?.0)
     }
 
     /// `(value, gradient)` of every parameter array, in the order of `Model::params()`.
     pub fn params_mut(&mut self) -> Vec<(&mut DevBuf, &DevBuf)> {
-        let mut v = vec![];
-        for node in &mut self.nodes {
-            match node {
-                GNode::Conv(c) => v.extend(c.params_mut()),
-                GNode::ConvT(c) => v.extend(c.params_mut()),
-                _ => {}
-            }
-        }
-        v
+        self.graph
+            .layers_mut()
+            .flat_map(|l| l.params_mut())
+            .collect()
     }
 
     /// Parameter values, in the order of `Model::params()` (to save or compare the model).
@@ -346,14 +78,11 @@ impl GpuModel {
 
     /// Zeroes every gradient of the model (one launch).
     pub fn zero_grad(&mut self, gpu: &Gpu) -> Result<(), CudaError> {
-        let mut grads = vec![];
-        for node in &mut self.nodes {
-            match node {
-                GNode::Conv(c) => grads.extend(c.grads_mut()),
-                GNode::ConvT(c) => grads.extend(c.grads_mut()),
-                _ => {}
-            }
-        }
+        let mut grads: Vec<_> = self
+            .graph
+            .layers_mut()
+            .flat_map(|l| l.grads_mut())
+            .collect();
         gpu.zero_all_dev(&mut grads)
     }
 
@@ -408,22 +137,6 @@ impl GpuModel {
         match &self.clip {
             Some(c) => Ok(Some(gpu.to_host_f64(c)?[0])),
             None => Ok(None),
-        }
-    }
-}
-
-fn accumulate(
-    gpu: &Gpu,
-    pending: &mut HashMap<String, DevBuf>,
-    name: &str,
-    g: DevBuf,
-    n: usize,
-) -> Result<(), CudaError> {
-    match pending.get_mut(name) {
-        Some(acc) => gpu.axpy_dev(acc, &g, 1.0, n),
-        None => {
-            pending.insert(name.to_string(), g);
-            Ok(())
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod conv;
 pub mod direct;
+pub mod graph;
 pub mod layers;
 pub mod ops;
 pub mod tensor;

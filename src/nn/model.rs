@@ -2,8 +2,14 @@
 //! built with the factor-aware initialisation, run forward and backward as one network.
 
 use super::conv::Geom;
-use super::layers::{ConvCore, ConvTranspose, CpConv, DenseConv, Layer, PairConv, Param};
+use super::graph::Graph;
+pub use super::graph::Node;
+use super::layers::{
+    AnyLayer, ConvCore, ConvTranspose, CpConv, CpFactors, CpuExec, DenseConv, Layer, PairConv,
+    Param,
+};
 use super::ops::{ActKind, Activation, Pool, PoolKind, Upsample};
+pub use super::tensor::{concat_channels, split_channels};
 use super::tensor::{NnError, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -196,25 +202,12 @@ impl ModelSpec {
     }
 }
 
-/// One step of a model's graph, in order.
-pub enum Node {
-    Layer(Box<dyn Layer>),
-    /// Keeps the current tensor under a name.
-    Save(String),
-    /// Appends the saved tensor's channels.
-    Concat(String),
-    /// Adds the saved tensor.
-    Add(String),
-}
-
-/// A built network.
+/// A built network: its spec and the graph of its layers.
 pub struct Model {
     pub spec: ModelSpec,
-    nodes: Vec<Node>,
+    graph: Graph<AnyLayer, Tensor>,
     /// Output channels.
     pub out_channels: usize,
-    saved: HashMap<String, Tensor>,
-    concat_split: Vec<usize>,
 }
 
 /// Kaiming-normal standard deviation for ReLU networks: `sqrt(2 / fan_in)`.
@@ -230,192 +223,15 @@ pub fn factor_std(std: f32, rank: usize, order: usize) -> f32 {
 
 impl Model {
     pub fn new(spec: ModelSpec) -> Result<Self, NnError> {
-        let h = &spec.model;
-        if h.dims != 2 && h.dims != 3 {
-            return Err(NnError::Model(format!(
-                "model.dims must be 2 or 3, found {}",
-                h.dims
-            )));
-        }
-        if h.in_channels == 0 || h.rank == 0 {
-            return Err(NnError::Model(
-                "model.in_channels and model.rank must be positive".into(),
-            ));
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(h.seed);
-        let axes: Vec<usize> = if h.dims == 2 {
-            vec![1, 2]
-        } else {
-            vec![0, 1, 2]
-        };
-        if h.in_channels > MAX_CHANNELS {
-            return Err(NnError::Model(format!(
-                "model.in_channels = {} is more than the limit of {MAX_CHANNELS}",
-                h.in_channels
-            )));
-        }
-        let mut ch = h.in_channels;
-        let mut saved_ch: HashMap<String, usize> = HashMap::new();
-        let mut nodes = Vec::new();
-        // Parameters so far, checked against memory before each layer allocates its own.
-        let mut params = 0f64;
-        let avail = crate::limits::available_memory();
+        let mut b = Builder::new(&spec.model)?;
+        let mut nodes = Vec::with_capacity(spec.layer.len());
         for (i, l) in spec.layer.iter().enumerate() {
-            let key = |k: &str| format!("layer[{i}].{k}");
-            let node = match l {
-                LayerSpec::Conv {
-                    out,
-                    kernel,
-                    stride,
-                    padding,
-                    dilation,
-                    kind,
-                    rank,
-                    bias,
-                } => {
-                    let g = Geom {
-                        k: kernel.resolve(h.dims, 1, &key("kernel"))?,
-                        stride: stride.resolve(h.dims, 1, &key("stride"))?,
-                        pad: padding.resolve(h.dims, 0, &key("padding"))?,
-                        dil: dilation.resolve(h.dims, 1, &key("dilation"))?,
-                    };
-                    if g.k.contains(&0) || g.stride.contains(&0) || g.dil.contains(&0) || *out == 0
-                    {
-                        return Err(NnError::Model(format!(
-                            "layer[{i}]: kernel, stride, dilation and out must be positive"
-                        )));
-                    }
-                    check_padding(i, &g, "dilation · (kernel − 1)", |a| {
-                        g.dil[a] * (g.k[a] - 1)
-                    })?;
-                    let r = rank.unwrap_or(h.rank);
-                    let ksum: f64 = axes.iter().map(|&a| g.k[a] as f64).sum();
-                    let (o, c, rf) = (*out as f64, ch as f64, r as f64);
-                    params += match kind.unwrap_or(h.kind) {
-                        ConvKind::Dense => o * c * g.kvol() as f64,
-                        ConvKind::Pair => o * c * rf * ksum,
-                        ConvKind::Cp => rf * (c + ksum + o),
-                    };
-                    check_size(i, *out, params, avail)?;
-                    let core = ConvCore {
-                        ci: ch,
-                        co: *out,
-                        g,
-                    };
-                    let std = kaiming_std(ch * g.kvol());
-                    let layer: Box<dyn Layer> = match kind.unwrap_or(h.kind) {
-                        ConvKind::Dense => Box::new(DenseConv::new(
-                            core,
-                            Tensor::randn(&[out * ch * g.kvol()], std, &mut rng).data,
-                            *bias,
-                        )),
-                        ConvKind::Pair => {
-                            let s = factor_std(std, r, axes.len());
-                            let f = axes
-                                .iter()
-                                .map(|&a| Tensor::randn(&[out * ch * r * g.k[a]], s, &mut rng).data)
-                                .collect();
-                            Box::new(PairConv::new(core, r, axes.clone(), f, *bias))
-                        }
-                        ConvKind::Cp => {
-                            let s = factor_std(std, r, axes.len() + 2);
-                            let v = Tensor::randn(&[r * ch], s, &mut rng).data;
-                            let a = axes
-                                .iter()
-                                .map(|&ax| Tensor::randn(&[r * g.k[ax]], s, &mut rng).data)
-                                .collect();
-                            let u = Tensor::randn(&[out * r], s, &mut rng).data;
-                            let mut l = CpConv::new(ch, *out, r, g, axes.clone(), v, a, u, *bias);
-                            l.recompute = h.recompute;
-                            Box::new(l)
-                        }
-                    };
-                    ch = *out;
-                    Node::Layer(layer)
-                }
-                LayerSpec::ConvTranspose {
-                    out,
-                    kernel,
-                    stride,
-                    padding,
-                    output_padding,
-                    bias,
-                } => {
-                    let g = Geom {
-                        k: kernel.resolve(h.dims, 1, &key("kernel"))?,
-                        stride: stride.resolve(h.dims, 1, &key("stride"))?,
-                        pad: padding.resolve(h.dims, 0, &key("padding"))?,
-                        dil: [1; 3],
-                    };
-                    let op = output_padding.resolve(h.dims, 0, &key("output_padding"))?;
-                    if g.k.contains(&0) || g.stride.contains(&0) || *out == 0 {
-                        return Err(NnError::Model(format!(
-                            "layer[{i}]: kernel, stride and out must be positive"
-                        )));
-                    }
-                    check_padding(i, &g, "kernel − 1", |a| g.k[a] - 1)?;
-                    if (0..3).any(|a| op[a] >= g.stride[a].max(1) && op[a] > 0) {
-                        return Err(NnError::Model(format!(
-                            "layer[{i}]: output_padding {op:?} must be smaller than the stride {:?}",
-                            g.stride
-                        )));
-                    }
-                    params += (ch * *out) as f64 * g.kvol() as f64;
-                    check_size(i, *out, params, avail)?;
-                    let std =
-                        kaiming_std(ch * g.kvol() / g.stride.iter().product::<usize>().max(1));
-                    let w = Tensor::randn(&[ch * out * g.kvol()], std, &mut rng).data;
-                    let layer = ConvTranspose::new(ch, *out, g, op, w, *bias);
-                    ch = *out;
-                    Node::Layer(Box::new(layer))
-                }
-                LayerSpec::Relu => Node::Layer(Box::new(Activation::new(ActKind::Relu))),
-                LayerSpec::Gelu => Node::Layer(Box::new(Activation::new(ActKind::Gelu))),
-                LayerSpec::Tanh => Node::Layer(Box::new(Activation::new(ActKind::Tanh))),
-                LayerSpec::Pool { mode, kernel } => Node::Layer(Box::new(Pool::new(
-                    *mode,
-                    positive(i, "kernel", kernel.resolve(h.dims, 1, &key("kernel"))?)?,
-                ))),
-                LayerSpec::Upsample { scale } => Node::Layer(Box::new(Upsample::new(positive(
-                    i,
-                    "scale",
-                    scale.resolve(h.dims, 1, &key("scale"))?,
-                )?))),
-                LayerSpec::Save { name } => {
-                    saved_ch.insert(name.clone(), ch);
-                    Node::Save(name.clone())
-                }
-                LayerSpec::Concat { name } => {
-                    let c = saved_ch.get(name).ok_or_else(|| {
-                        NnError::Model(format!(
-                            "layer[{i}]: concat of `{name}`, which no earlier layer saved"
-                        ))
-                    })?;
-                    ch += c;
-                    Node::Concat(name.clone())
-                }
-                LayerSpec::Add { name } => {
-                    let c = saved_ch.get(name).ok_or_else(|| {
-                        NnError::Model(format!(
-                            "layer[{i}]: add of `{name}`, which no earlier layer saved"
-                        ))
-                    })?;
-                    if *c != ch {
-                        return Err(NnError::Model(format!(
-                            "layer[{i}]: add of `{name}` with {c} channels to {ch} channels"
-                        )));
-                    }
-                    Node::Add(name.clone())
-                }
-            };
-            nodes.push(node);
+            nodes.push(b.node(i, l)?);
         }
         Ok(Model {
+            out_channels: b.ch,
             spec,
-            nodes,
-            out_channels: ch,
-            saved: HashMap::new(),
-            concat_split: vec![],
+            graph: Graph::new(nodes),
         })
     }
 
@@ -427,44 +243,7 @@ impl Model {
 
     /// [`Model::forward`] on an input the caller gives up (no copy of it is made).
     pub fn forward_owned(&mut self, x: Tensor) -> Result<Tensor, NnError> {
-        let mut cur = x;
-        self.saved.clear();
-        self.concat_split.clear();
-        for node in &mut self.nodes {
-            cur = match node {
-                Node::Layer(l) => l.forward_owned(cur)?,
-                Node::Save(name) => {
-                    self.saved.insert(name.clone(), cur.clone());
-                    cur
-                }
-                Node::Concat(name) => {
-                    let s = self
-                        .saved
-                        .get(name)
-                        .ok_or_else(|| NnError::Model(format!("`{name}` not saved")))?;
-                    self.concat_split.push(cur.shape[1]);
-                    concat_channels(&cur, s)?
-                }
-                Node::Add(name) => {
-                    let s = self
-                        .saved
-                        .get(name)
-                        .ok_or_else(|| NnError::Model(format!("`{name}` not saved")))?;
-                    if s.shape != cur.shape {
-                        return Err(NnError::Shape {
-                            what: format!("skip `{name}` (add)"),
-                            expected: cur.shape.clone(),
-                            found: s.shape.clone(),
-                        });
-                    }
-                    Tensor {
-                        shape: cur.shape.clone(),
-                        data: cur.data.iter().zip(&s.data).map(|(a, b)| a + b).collect(),
-                    }
-                }
-            };
-        }
-        Ok(cur)
+        self.graph.forward(&mut CpuExec, x)
     }
 
     /// Backpropagates `dy = ∂L/∂y` of the last forward pass: adds every weight gradient into
@@ -475,66 +254,27 @@ impl Model {
 
     /// [`Model::backward`] on a gradient the caller gives up.
     pub fn backward_owned(&mut self, dy: Tensor) -> Result<Tensor, NnError> {
-        let mut cur = dy;
-        let mut pending: HashMap<String, Tensor> = HashMap::new();
-        let mut splits = self.concat_split.clone();
-        for node in self.nodes.iter_mut().rev() {
-            match node {
-                Node::Layer(l) => {
-                    cur = l.backward(&cur)?;
-                }
-                Node::Concat(name) => {
-                    let c = splits.pop().ok_or_else(|| {
-                        NnError::Model("concat split missing: backward before forward".into())
-                    })?;
-                    let (main, skip) = split_channels(&cur, c)?;
-                    accumulate(&mut pending, name, skip);
-                    cur = main;
-                }
-                Node::Add(name) => accumulate(&mut pending, name, cur.clone()),
-                Node::Save(name) => {
-                    if let Some(g) = pending.remove(name.as_str()) {
-                        cur.data.iter_mut().zip(&g.data).for_each(|(a, b)| *a += b);
-                    }
-                }
-            }
-        }
-        Ok(cur)
+        self.graph.backward(&mut CpuExec, dy)
     }
 
     /// The graph, in execution order (for building the GPU executor).
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    pub fn nodes(&self) -> &[Node<AnyLayer>] {
+        self.graph.nodes()
     }
 
     /// The graph, mutably (benchmarks time single layers' passes through it).
-    pub fn nodes_mut(&mut self) -> &mut [Node] {
-        &mut self.nodes
+    pub fn nodes_mut(&mut self) -> &mut [Node<AnyLayer>] {
+        self.graph.nodes_mut()
     }
 
     pub fn params(&self) -> Vec<&Param> {
-        self.nodes
-            .iter()
-            .flat_map(|n| {
-                if let Node::Layer(l) = n {
-                    l.params()
-                } else {
-                    vec![]
-                }
-            })
-            .collect()
+        self.graph.layers().flat_map(|l| l.params()).collect()
     }
 
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        self.nodes
-            .iter_mut()
-            .flat_map(|n| {
-                if let Node::Layer(l) = n {
-                    l.params_mut()
-                } else {
-                    vec![]
-                }
-            })
+        self.graph
+            .layers_mut()
+            .flat_map(|l| l.params_mut())
             .collect()
     }
 
@@ -551,7 +291,8 @@ impl Model {
 
     /// One line per layer, for logs.
     pub fn summary(&self) -> Vec<String> {
-        self.nodes
+        self.graph
+            .nodes()
             .iter()
             .map(|n| match n {
                 Node::Layer(l) => {
@@ -566,50 +307,223 @@ impl Model {
     }
 }
 
-fn accumulate(pending: &mut HashMap<String, Tensor>, name: &str, g: Tensor) {
-    match pending.get_mut(name) {
-        Some(p) => p.data.iter_mut().zip(&g.data).for_each(|(a, b)| *a += b),
-        None => {
-            pending.insert(name.to_string(), g);
+/// What building the layers in order needs to know: channels so far, saved channels, the
+/// random stream of the initialisation and the parameter count against memory.
+struct Builder<'h> {
+    h: &'h ModelHeader,
+    rng: ChaCha8Rng,
+    axes: Vec<usize>,
+    ch: usize,
+    saved_ch: HashMap<String, usize>,
+    /// Parameters so far, checked against memory before each layer allocates its own.
+    params: f64,
+    avail: Option<u64>,
+}
+
+impl<'h> Builder<'h> {
+    fn new(h: &'h ModelHeader) -> Result<Self, NnError> {
+        if h.dims != 2 && h.dims != 3 {
+            return Err(NnError::Model(format!(
+                "model.dims must be 2 or 3, found {}",
+                h.dims
+            )));
         }
+        if h.in_channels == 0 || h.rank == 0 {
+            return Err(NnError::Model(
+                "model.in_channels and model.rank must be positive".into(),
+            ));
+        }
+        if h.in_channels > MAX_CHANNELS {
+            return Err(NnError::Model(format!(
+                "model.in_channels = {} is more than the limit of {MAX_CHANNELS}",
+                h.in_channels
+            )));
+        }
+        Ok(Builder {
+            h,
+            rng: ChaCha8Rng::seed_from_u64(h.seed),
+            axes: if h.dims == 2 {
+                vec![1, 2]
+            } else {
+                vec![0, 1, 2]
+            },
+            ch: h.in_channels,
+            saved_ch: HashMap::new(),
+            params: 0.0,
+            avail: crate::limits::available_memory(),
+        })
     }
-}
 
-/// `[B, Ca, ...] ++ [B, Cb, ...] → [B, Ca + Cb, ...]`.
-pub fn concat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor, NnError> {
-    let (da, db) = (a.dims5("concat")?, b.dims5("concat skip")?);
-    if da[0] != db[0] || da[2..] != db[2..] {
-        return Err(NnError::Shape {
-            what: "concat skip (batch and extents must match)".into(),
-            expected: a.shape.clone(),
-            found: b.shape.clone(),
-        });
+    fn resolve(
+        &self,
+        i: usize,
+        key: &str,
+        v: &Axes,
+        inactive: usize,
+    ) -> Result<[usize; 3], NnError> {
+        v.resolve(self.h.dims, inactive, &format!("layer[{i}].{key}"))
     }
-    let n = da[2] * da[3] * da[4];
-    let mut data = Vec::with_capacity(a.len() + b.len());
-    for s in 0..da[0] {
-        data.extend_from_slice(&a.data[s * da[1] * n..(s + 1) * da[1] * n]);
-        data.extend_from_slice(&b.data[s * db[1] * n..(s + 1) * db[1] * n]);
-    }
-    Tensor::from_vec(&[da[0], da[1] + db[1], da[2], da[3], da[4]], data)
-}
 
-/// Inverse of [`concat_channels`]: the first `ca` channels and the rest.
-pub fn split_channels(t: &Tensor, ca: usize) -> Result<(Tensor, Tensor), NnError> {
-    let d = t.dims5("split")?;
-    let n = d[2] * d[3] * d[4];
-    let cb = d[1] - ca;
-    let (mut a, mut b) = (
-        Vec::with_capacity(d[0] * ca * n),
-        Vec::with_capacity(d[0] * cb * n),
-    );
-    for s in 0..d[0] {
-        let base = s * d[1] * n;
-        a.extend_from_slice(&t.data[base..base + ca * n]);
-        b.extend_from_slice(&t.data[base + ca * n..base + d[1] * n]);
+    fn saved(&self, i: usize, what: &str, name: &str) -> Result<usize, NnError> {
+        self.saved_ch.get(name).copied().ok_or_else(|| {
+            NnError::Model(format!(
+                "layer[{i}]: {what} of `{name}`, which no earlier layer saved"
+            ))
+        })
     }
-    Ok((
-        Tensor::from_vec(&[d[0], ca, d[2], d[3], d[4]], a)?,
-        Tensor::from_vec(&[d[0], cb, d[2], d[3], d[4]], b)?,
-    ))
+
+    fn node(&mut self, i: usize, l: &LayerSpec) -> Result<Node<AnyLayer>, NnError> {
+        let layer = match l {
+            LayerSpec::Conv { .. } => self.conv(i, l)?,
+            LayerSpec::ConvTranspose { .. } => self.conv_transpose(i, l)?,
+            LayerSpec::Relu => AnyLayer::Activation(Activation::new(ActKind::Relu)),
+            LayerSpec::Gelu => AnyLayer::Activation(Activation::new(ActKind::Gelu)),
+            LayerSpec::Tanh => AnyLayer::Activation(Activation::new(ActKind::Tanh)),
+            LayerSpec::Pool { mode, kernel } => AnyLayer::Pool(Pool::new(
+                *mode,
+                positive(i, "kernel", self.resolve(i, "kernel", kernel, 1)?)?,
+            )),
+            LayerSpec::Upsample { scale } => AnyLayer::Upsample(Upsample::new(positive(
+                i,
+                "scale",
+                self.resolve(i, "scale", scale, 1)?,
+            )?)),
+            LayerSpec::Save { name } => {
+                self.saved_ch.insert(name.clone(), self.ch);
+                return Ok(Node::Save(name.clone()));
+            }
+            LayerSpec::Concat { name } => {
+                self.ch += self.saved(i, "concat", name)?;
+                return Ok(Node::Concat(name.clone()));
+            }
+            LayerSpec::Add { name } => {
+                let c = self.saved(i, "add", name)?;
+                if c != self.ch {
+                    return Err(NnError::Model(format!(
+                        "layer[{i}]: add of `{name}` with {c} channels to {} channels",
+                        self.ch
+                    )));
+                }
+                return Ok(Node::Add(name.clone()));
+            }
+        };
+        Ok(Node::Layer(layer))
+    }
+
+    fn conv(&mut self, i: usize, l: &LayerSpec) -> Result<AnyLayer, NnError> {
+        let LayerSpec::Conv {
+            out,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            kind,
+            rank,
+            bias,
+        } = l
+        else {
+            unreachable!("conv() is called on conv layers only")
+        };
+        let (h, ch, out) = (self.h, self.ch, *out);
+        let g = Geom {
+            k: self.resolve(i, "kernel", kernel, 1)?,
+            stride: self.resolve(i, "stride", stride, 1)?,
+            pad: self.resolve(i, "padding", padding, 0)?,
+            dil: self.resolve(i, "dilation", dilation, 1)?,
+        };
+        if g.k.contains(&0) || g.stride.contains(&0) || g.dil.contains(&0) || out == 0 {
+            return Err(NnError::Model(format!(
+                "layer[{i}]: kernel, stride, dilation and out must be positive"
+            )));
+        }
+        check_padding(i, &g, "dilation · (kernel − 1)", |a| {
+            g.dil[a] * (g.k[a] - 1)
+        })?;
+        let r = rank.unwrap_or(h.rank);
+        let axes = self.axes.clone();
+        let ksum: f64 = axes.iter().map(|&a| g.k[a] as f64).sum();
+        let (o, c, rf) = (out as f64, ch as f64, r as f64);
+        let kind = kind.unwrap_or(h.kind);
+        self.params += match kind {
+            ConvKind::Dense => o * c * g.kvol() as f64,
+            ConvKind::Pair => o * c * rf * ksum,
+            ConvKind::Cp => rf * (c + ksum + o),
+        };
+        check_size(i, out, self.params, self.avail)?;
+        let core = ConvCore { ci: ch, co: out, g };
+        let std = kaiming_std(ch * g.kvol());
+        let rng = &mut self.rng;
+        let layer = match kind {
+            ConvKind::Dense => AnyLayer::Dense(DenseConv::new(
+                core,
+                Tensor::randn(&[out * ch * g.kvol()], std, rng).data,
+                *bias,
+            )),
+            ConvKind::Pair => {
+                let s = factor_std(std, r, axes.len());
+                let f = axes
+                    .iter()
+                    .map(|&a| Tensor::randn(&[out * ch * r * g.k[a]], s, rng).data)
+                    .collect();
+                AnyLayer::Pair(PairConv::new(core, r, axes, f, *bias))
+            }
+            ConvKind::Cp => {
+                let s = factor_std(std, r, axes.len() + 2);
+                let v = Tensor::randn(&[r * ch], s, rng).data;
+                let a = axes
+                    .iter()
+                    .map(|&ax| Tensor::randn(&[r * g.k[ax]], s, rng).data)
+                    .collect();
+                let u = Tensor::randn(&[out * r], s, rng).data;
+                let f = CpFactors { rank: r, v, a, u };
+                let mut l = CpConv::new(core, axes, f, *bias);
+                l.recompute = h.recompute;
+                AnyLayer::Cp(l)
+            }
+        };
+        self.ch = out;
+        Ok(layer)
+    }
+
+    fn conv_transpose(&mut self, i: usize, l: &LayerSpec) -> Result<AnyLayer, NnError> {
+        let LayerSpec::ConvTranspose {
+            out,
+            kernel,
+            stride,
+            padding,
+            output_padding,
+            bias,
+        } = l
+        else {
+            unreachable!("conv_transpose() is called on conv_transpose layers only")
+        };
+        let (ch, out) = (self.ch, *out);
+        let g = Geom {
+            k: self.resolve(i, "kernel", kernel, 1)?,
+            stride: self.resolve(i, "stride", stride, 1)?,
+            pad: self.resolve(i, "padding", padding, 0)?,
+            dil: [1; 3],
+        };
+        let op = self.resolve(i, "output_padding", output_padding, 0)?;
+        if g.k.contains(&0) || g.stride.contains(&0) || out == 0 {
+            return Err(NnError::Model(format!(
+                "layer[{i}]: kernel, stride and out must be positive"
+            )));
+        }
+        check_padding(i, &g, "kernel − 1", |a| g.k[a] - 1)?;
+        if (0..3).any(|a| op[a] >= g.stride[a].max(1) && op[a] > 0) {
+            return Err(NnError::Model(format!(
+                "layer[{i}]: output_padding {op:?} must be smaller than the stride {:?}",
+                g.stride
+            )));
+        }
+        self.params += (ch * out) as f64 * g.kvol() as f64;
+        check_size(i, out, self.params, self.avail)?;
+        let std = kaiming_std(ch * g.kvol() / g.stride.iter().product::<usize>().max(1));
+        let w = Tensor::randn(&[ch * out * g.kvol()], std, &mut self.rng).data;
+        self.ch = out;
+        Ok(AnyLayer::ConvTranspose(ConvTranspose::new(
+            ch, out, g, op, w, *bias,
+        )))
+    }
 }

@@ -115,9 +115,6 @@ fn dact_slice(kind: ActKind, x: &[f32], dy: &[f32], dx: &mut [f32]) {
 }
 
 impl Layer for Activation {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         self.forward_owned(x.clone())
     }
@@ -199,9 +196,6 @@ impl Pool {
 }
 
 impl Layer for Pool {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         let d = x.dims5("pool")?;
         let o = self.out(d)?;
@@ -325,9 +319,6 @@ impl Upsample {
 }
 
 impl Layer for Upsample {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
     fn forward(&mut self, x: &Tensor) -> Result<Tensor, NnError> {
         let d = x.dims5("upsample")?;
         let [st, sy, sx] = self.scale;

@@ -104,3 +104,42 @@ impl Tensor {
             .sum()
     }
 }
+
+/// `[B, Ca, ...] ++ [B, Cb, ...] → [B, Ca + Cb, ...]`.
+pub fn concat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor, NnError> {
+    let (da, db) = (a.dims5("concat")?, b.dims5("concat skip")?);
+    if da[0] != db[0] || da[2..] != db[2..] {
+        return Err(NnError::Shape {
+            what: "concat skip (batch and extents must match)".into(),
+            expected: a.shape.clone(),
+            found: b.shape.clone(),
+        });
+    }
+    let n = da[2] * da[3] * da[4];
+    let mut data = Vec::with_capacity(a.len() + b.len());
+    for s in 0..da[0] {
+        data.extend_from_slice(&a.data[s * da[1] * n..(s + 1) * da[1] * n]);
+        data.extend_from_slice(&b.data[s * db[1] * n..(s + 1) * db[1] * n]);
+    }
+    Tensor::from_vec(&[da[0], da[1] + db[1], da[2], da[3], da[4]], data)
+}
+
+/// Inverse of [`concat_channels`]: the first `ca` channels and the rest.
+pub fn split_channels(t: &Tensor, ca: usize) -> Result<(Tensor, Tensor), NnError> {
+    let d = t.dims5("split")?;
+    let n = d[2] * d[3] * d[4];
+    let cb = d[1] - ca;
+    let (mut a, mut b) = (
+        Vec::with_capacity(d[0] * ca * n),
+        Vec::with_capacity(d[0] * cb * n),
+    );
+    for s in 0..d[0] {
+        let base = s * d[1] * n;
+        a.extend_from_slice(&t.data[base..base + ca * n]);
+        b.extend_from_slice(&t.data[base + ca * n..base + d[1] * n]);
+    }
+    Ok((
+        Tensor::from_vec(&[d[0], ca, d[2], d[3], d[4]], a)?,
+        Tensor::from_vec(&[d[0], cb, d[2], d[3], d[4]], b)?,
+    ))
+}
