@@ -7,7 +7,8 @@ use crate::nn::conv::Geom;
 use cudarc::driver::PushKernelArg;
 
 impl Gpu {
-    /// [`Gpu::im2col`] on device buffers.
+    /// `col[b, (c, p, q, s), o]` of `batch` samples `x: [c, T, Y, X]` (the GPU twin of
+    /// [`crate::nn::conv::im2col`], batched).
     #[allow(clippy::too_many_arguments)]
     pub fn im2col_dev(
         &self,
@@ -36,7 +37,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// [`Gpu::col2im`] on device buffers (`dx` written, not accumulated).
+    /// The adjoint of [`Gpu::im2col_dev`]: `dx` from `col` (written, not accumulated).
     #[allow(clippy::too_many_arguments)]
     pub fn col2im_dev(
         &self,

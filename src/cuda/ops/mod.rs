@@ -1,5 +1,5 @@
 //! Launchers on device buffers, one module per kernel family: what the GPU layers chain without
-//! copies to the host (the host launchers in `cuda/mod.rs` and the parity tests go through them).
+//! copies to the host (the parity tests' host wrappers, tests/cuda/host.rs, go through them).
 //! Here: device memory, and the helpers every family uses.
 
 use super::{driver_err, ConvParams, CudaError, Gpu};

@@ -7,7 +7,8 @@ use crate::nn::ops::PoolKind;
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 impl Gpu {
-    /// [`Gpu::pool_forward`] on device buffers.
+    /// Pooling of `n` blocks `[T, Y, X]` with window = stride = `k`: `y` and the argmax, an
+    /// index inside each block (the GPU twin of [`crate::nn::ops::Pool`]'s forward pass).
     #[allow(clippy::too_many_arguments)]
     pub fn pool_forward_dev(
         &self,
@@ -34,7 +35,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// [`Gpu::pool_backward`] on device buffers (`dx` written).
+    /// `dx` of [`Gpu::pool_forward_dev`] from `dy` and its argmax (gather form, no atomics;
+    /// `dx` written).
     #[allow(clippy::too_many_arguments)]
     pub fn pool_backward_dev(
         &self,
@@ -62,7 +64,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// [`Gpu::upsample`] on device buffers (`out` written).
+    /// Nearest up-sampling of `n` blocks `[T, Y, X]` by `scale` (`forward`) or its adjoint
+    /// (`out` written).
     pub fn upsample_dev(
         &self,
         forward: bool,
@@ -98,7 +101,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// [`Gpu::concat`] on device buffers.
+    /// Channel concatenation of per-sample blocks of `la` and `ls` values.
     pub fn concat_dev(
         &self,
         a: &DevBuf,
@@ -121,7 +124,7 @@ impl Gpu {
         Ok(())
     }
 
-    /// [`Gpu::split`] on device buffers.
+    /// The adjoint of [`Gpu::concat_dev`].
     pub fn split_dev(
         &self,
         dy: &DevBuf,
