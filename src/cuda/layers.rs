@@ -2,7 +2,7 @@
 //! down-casts), and the GPU backend of the graph walker ([`crate::nn::graph`]). The
 //! convolutions live in `conv.rs`; the parameter-free layers are small enough to live here.
 
-use super::{CudaError, DevBuf, Gpu, GpuConv, GpuConvT};
+use super::{CudaError, DevBuf, Gpu, GpuConv, GpuConvT, PoolShape};
 use crate::nn::graph::{Exec, Node};
 use crate::nn::layers::AnyLayer;
 use crate::nn::ops::{ActKind, PoolKind};
@@ -153,7 +153,13 @@ impl Exec for GpuExec<'_> {
                 // Every output's argmax is written by the pooling kernel.
                 let mut am = gpu.uninit::<u32>(vol(&o))?;
                 let extent = [i[2], i[3], i[4]];
-                gpu.pool_forward_dev(*kind, &x, i[0] * i[1], extent, *k, &mut y, &mut am)?;
+                let shape = PoolShape {
+                    kind: *kind,
+                    n: i[0] * i[1],
+                    ind: extent,
+                    k: *k,
+                };
+                gpu.pool_forward_dev(&x, &shape, &mut y, &mut am)?;
                 *argmax = Some(am);
                 *d = i;
                 (y, o)
@@ -202,7 +208,13 @@ impl Exec for GpuExec<'_> {
                 let am = argmax.as_ref().ok_or_else(|| call_order("pool"))?;
                 let mut dx = gpu.device_uninit(vol(d))?;
                 let extent = [d[2], d[3], d[4]];
-                gpu.pool_backward_dev(*kind, &dy, am, d[0] * d[1], extent, *k, &mut dx)?;
+                let shape = PoolShape {
+                    kind: *kind,
+                    n: d[0] * d[1],
+                    ind: extent,
+                    k: *k,
+                };
+                gpu.pool_backward_dev(&dy, am, &shape, &mut dx)?;
                 (dx, *d)
             }
             GpuLayer::Up { scale, d } => {

@@ -20,11 +20,14 @@ pub use conv::{GpuConv, GpuConvT};
 pub use device::*;
 pub use error::{driver_err, CudaError};
 pub use kernels::{ChainVariant, Kernel, KernelFile, TileRows};
-pub use ops::{adam_rows, Chain, ChainTile, DevBuf, DevFrames, DevWindows, DeviceLoss, GemmPlan};
+pub use ops::{
+    adam_rows, Chain, ChainTile, ConvDims, DevBuf, DevFrames, DevWindows, DeviceLoss, GemmOut,
+    GemmPlan, PoolShape,
+};
 pub use params::*;
 
 use crate::nn::conv::{AxisConv, DwShape};
-use crate::nn::ops::{ActKind, PoolKind};
+use crate::nn::ops::ActKind;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use serde::Serialize;
@@ -363,19 +366,5 @@ impl Gpu {
     /// The fused chain's tile variants.
     pub fn chain_tiles() -> &'static [ChainTile] {
         &ops::CHAIN_TILES
-    }
-
-    fn pool_params(kind: PoolKind, n: usize, ind: [usize; 3], k: [usize; 3]) -> PoolParams {
-        let u = |v: [usize; 3]| v.map(|x| x as u32);
-        PoolParams {
-            n: n as u32,
-            kind: match kind {
-                PoolKind::Max => 0,
-                PoolKind::Avg => 1,
-            },
-            in_d: u(ind),
-            out_d: u([ind[0] / k[0], ind[1] / k[1], ind[2] / k[2]]),
-            k: u(k),
-        }
     }
 }

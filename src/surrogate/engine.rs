@@ -299,9 +299,14 @@ mod gpu {
             let mut x = self.gpu.device_uninit(count * ws.t_in * n)?;
             let mut y = self.gpu.device_uninit(count * ws.t_out * n)?;
             self.gpu
-                .gather_windows_dev(&r.frames, w, b0, count, 0, ws.t_in, &mut x)?;
-            self.gpu
-                .gather_windows_dev(&r.frames, w, b0, count, ws.t_in, ws.t_out, &mut y)?;
+                .gather_windows_dev(&r.frames, w, b0..b0 + count, 0..ws.t_in, &mut x)?;
+            self.gpu.gather_windows_dev(
+                &r.frames,
+                w,
+                b0..b0 + count,
+                ws.t_in..ws.t_in + ws.t_out,
+                &mut y,
+            )?;
             let xs = ws.shape(count, ws.t_in, r.ny, r.nx);
             let d = [xs[0], xs[1], xs[2], xs[3], xs[4]];
             Ok((x, d, y, ws.shape(count, ws.t_out, r.ny, r.nx)))

@@ -3,7 +3,9 @@
 //! kernel can be compared with its CPU twin on plain slices. They live here, not in the
 //! library, which only ever keeps tensors on the device.
 
-use wavecp::cuda::{AdamState, AdamStep, CudaError, GemmDesc, Gpu};
+#[cfg(feature = "hdf5")]
+use std::ops::Range;
+use wavecp::cuda::{AdamState, AdamStep, ConvDims, CudaError, GemmDesc, GemmOut, Gpu, PoolShape};
 use wavecp::nn::conv::{AxisConv, DwShape, Geom};
 use wavecp::nn::ops::{ActKind, PoolKind};
 
@@ -16,6 +18,18 @@ fn check_len(expected: usize, found: usize) -> Result<(), CudaError> {
 }
 
 pub trait HostOps {
+    #[cfg(feature = "hdf5")]
+    /// `gather_windows_dev` from and to the host: `values` (frames of `n` values) and window
+    /// starts `first` (each spanning `span` frames) uploaded, frames `frames` of windows
+    /// `windows` gathered.
+    fn gather_windows(
+        &self,
+        values: &[f32],
+        n: usize,
+        starts: (&[u32], usize),
+        windows: Range<usize>,
+        frames: Range<usize>,
+    ) -> Result<Vec<f32>, CudaError>;
     /// `f(x)` element-wise on the device (host in, host out: for tests and small uses).
     fn act_forward(&self, kind: ActKind, x: &[f32]) -> Result<Vec<f32>, CudaError>;
     /// `dy · f'(x)` element-wise on the device.
@@ -152,6 +166,23 @@ pub trait HostOps {
 }
 
 impl HostOps for Gpu {
+    #[cfg(feature = "hdf5")]
+    fn gather_windows(
+        &self,
+        values: &[f32],
+        n: usize,
+        (first, span): (&[u32], usize),
+        windows: Range<usize>,
+        frames: Range<usize>,
+    ) -> Result<Vec<f32>, CudaError> {
+        let len = windows.len() * frames.len() * n;
+        let fr = self.frames_to_device(values, n)?;
+        let w = self.windows_to_device(first, span, &fr)?;
+        let mut out = self.device_zeros(len)?;
+        self.gather_windows_dev(&fr, &w, windows, frames, &mut out)?;
+        self.to_host(&out, len)
+    }
+
     /// `f(x)` element-wise on the device (host in, host out: for tests and small uses).
     fn act_forward(&self, kind: ActKind, x: &[f32]) -> Result<Vec<f32>, CudaError> {
         let xd = self.upload(x)?;
@@ -243,7 +274,12 @@ impl HostOps for Gpu {
         );
         let mut cd = self.to_device(c)?;
         let mut pre = self.device_zeros(c.len())?;
-        self.gemm_bias_act_dev(d, &ad, &bd, &mut cd, Some(&bv), Some((kind, &mut pre)))?;
+        let out = GemmOut {
+            c: &mut cd,
+            bias: Some(&bv),
+            act: Some((kind, &mut pre)),
+        };
+        self.gemm_bias_act_dev(d, &ad, &bd, out)?;
         Ok((self.to_host(&cd, c.len())?, self.to_host(&pre, c.len())?))
     }
 
@@ -276,7 +312,7 @@ impl HostOps for Gpu {
         check_len(batch * c * ind.iter().product::<usize>(), x.len())?;
         let xd = self.to_device(x)?;
         let mut cd = self.device_zeros(n)?;
-        self.im2col_dev(&xd, batch, c, ind, g, outd, &mut cd)?;
+        self.im2col_dev(&xd, batch, &ConvDims { c, ind, g, outd }, &mut cd)?;
         self.to_host(&cd, n)
     }
 
@@ -297,7 +333,7 @@ impl HostOps for Gpu {
         )?;
         let cd = self.to_device(col)?;
         let mut xd = self.device_zeros(n)?;
-        self.col2im_dev(&cd, batch, c, ind, g, outd, &mut xd)?;
+        self.col2im_dev(&cd, batch, &ConvDims { c, ind, g, outd }, &mut xd)?;
         self.to_host(&xd, n)
     }
 
@@ -316,7 +352,7 @@ impl HostOps for Gpu {
         let xd = self.upload(x)?;
         let mut yd = self.zeros::<f32>(nout)?;
         let mut ad = self.zeros::<u32>(nout)?;
-        self.pool_forward_dev(kind, &xd, n, ind, k, &mut yd, &mut ad)?;
+        self.pool_forward_dev(&xd, &PoolShape { kind, n, ind, k }, &mut yd, &mut ad)?;
         Ok((self.download(&yd, nout)?, self.download(&ad, nout)?))
     }
 
@@ -336,7 +372,7 @@ impl HostOps for Gpu {
         check_len(nout, argmax.len())?;
         let (gd, ad) = (self.upload(dy)?, self.upload(argmax)?);
         let mut xd = self.zeros::<f32>(nx)?;
-        self.pool_backward_dev(kind, &gd, &ad, n, ind, k, &mut xd)?;
+        self.pool_backward_dev(&gd, &ad, &PoolShape { kind, n, ind, k }, &mut xd)?;
         self.download(&xd, nx)
     }
 

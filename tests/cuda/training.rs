@@ -321,7 +321,7 @@ fn resident_window_batches_match_the_cpu_stack() {
             let (x, y) = ws.batch(&fs, &wins[b0..b0 + count], fs.mean, fs.std);
             for (off, t, want) in [(0, ws.t_in, &x), (ws.t_in, ws.t_out, &y)] {
                 let got = gpu
-                    .gather_windows(&norm, ny * nx, &first, span, b0, count, off, t)
+                    .gather_windows(&norm, ny * nx, (&first, span), b0..b0 + count, off..off + t)
                     .unwrap();
                 assert_eq!(got.len(), want.data.len());
                 for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
@@ -336,6 +336,6 @@ fn resident_window_batches_match_the_cpu_stack() {
     }
     let past = ((samples * nframes) - 2) as u32;
     assert!(gpu
-        .gather_windows(&norm, ny * nx, &[0, past], 7, 0, 2, 0, 3)
+        .gather_windows(&norm, ny * nx, (&[0, past], 7), 0..2, 0..3)
         .is_err());
 }

@@ -2,10 +2,9 @@
 //! input in its panel loads; the adjoint weights of the stride-1 input gradient.
 
 use super::super::{driver_err, ConvParams, CudaError, GemmDesc, Gpu};
-use super::{need, DevBuf};
+use super::gemm::BRead;
+use super::{need, ConvDims, DevBuf, GemmOut};
 use crate::cuda::Kernel;
-use crate::nn::conv::Geom;
-use crate::nn::ops::ActKind;
 use cudarc::driver::{CudaView, PushKernelArg};
 
 /// B of the tiled GEMM as an im2col matrix of a convolution input, laid out as
@@ -42,24 +41,22 @@ impl Gpu {
     }
 
     /// `C = alpha·A·B + beta·C` (+ the convolution epilogue) where B is an im2col matrix of
-    /// the convolution input `x` (`batch` samples of `c` channels over `ind`, geometry `g`,
-    /// output extents `outd`), read in place: the GEMM's panel loads gather from `x`, so the
+    /// the convolution input `x` (`d.batch` samples, each as `dims` says), read in place: the GEMM's panel loads gather from `x`, so the
     /// matrix (c·kvol times the input's size) is never stored. `d.b` is ignored. With
     /// [`ConvOperand::Col`], `d` is `[m, nout, c·kvol, batch]` (one output per sample); with
     /// [`ConvOperand::ColT`], `[m, c·kvol, nout, batch]` and the samples' products are summed
     /// into one `C` (a weight gradient: `C = alpha·Σ_s A_s·col_sᵀ + beta·C`).
-    #[allow(clippy::too_many_arguments)]
     pub fn gemm_conv_dev(
         &self,
         d: &GemmDesc,
         a: &CudaView<'_, f32>,
         x: &CudaView<'_, f32>,
         operand: ConvOperand,
-        (c, ind, g, outd): (usize, [usize; 3], &Geom, [usize; 3]),
-        out: &mut DevBuf,
-        bias: Option<&DevBuf>,
-        act: Option<(ActKind, &mut DevBuf)>,
+        dims: &ConvDims<'_>,
+        out: GemmOut<'_>,
     ) -> Result<(), CudaError> {
+        let GemmOut { c: out, bias, act } = out;
+        let (c, ind, g, outd) = (dims.c, dims.ind, dims.g, dims.outd);
         let (kk, nin, nout) = (
             c * g.kvol(),
             ind.iter().product::<usize>(),
@@ -99,11 +96,13 @@ impl Gpu {
             mode,
             unused: 0,
             x_bs: (c * nin) as u64,
-            g: Self::conv_params(samples, c, ind, g, outd),
+            g: Self::conv_params(samples, dims),
         };
-        self.with_epilogue(d, bias, act, |epi| {
-            self.run_gemm(d, a, x, out, epi, &cv, mode == 2)
-        })
+        let read = BRead {
+            conv: cv,
+            sum_batch: mode == 2,
+        };
+        self.with_epilogue(d, bias, act, |epi| self.run_gemm(d, a, x, out, epi, &read))
     }
 
     /// `wa [ci, co, kvol]` = `w [co, ci, kvol]` with the channels swapped and the taps reversed:

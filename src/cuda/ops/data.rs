@@ -4,6 +4,7 @@ use super::super::{driver_err, CudaError, Gpu};
 use super::{need, DevBuf};
 use crate::cuda::Kernel;
 use cudarc::driver::PushKernelArg;
+use std::ops::Range;
 
 /// A frame set resident on the device: `frames` frames of `n` values each, normalised.
 pub struct DevFrames {
@@ -77,20 +78,19 @@ impl Gpu {
         })
     }
 
-    /// Frames `off .. off + t` of windows `b0 .. b0 + count` of `w`, stacked into `out` as one
-    /// batch `[count, t, n]` (the memory of a 2-D `[B, t, 1, ny, nx]` or 3-D `[B, 1, t, ny, nx]`
-    /// batch).
-    #[allow(clippy::too_many_arguments)]
+    /// Frames `span` (counted from each window's start) of windows `windows` of `w`, stacked
+    /// into `out` as one batch `[count, t, n]` (the memory of a 2-D `[B, t, 1, ny, nx]` or
+    /// 3-D `[B, 1, t, ny, nx]` batch).
     pub fn gather_windows_dev(
         &self,
         frames: &DevFrames,
         w: &DevWindows,
-        b0: usize,
-        count: usize,
-        off: usize,
-        t: usize,
+        windows: Range<usize>,
+        span: Range<usize>,
         out: &mut DevBuf,
     ) -> Result<(), CudaError> {
+        let (b0, count) = (windows.start, windows.len());
+        let (off, t) = (span.start, span.len());
         if w.frames != frames.frames || b0 + count > w.len || off + t > w.span {
             return Err(CudaError::Invalid(format!(
                 "gather of windows {b0}..{} frames {off}..{} from {} windows of {} frames (made for {} frames, given {})",
@@ -131,25 +131,5 @@ impl Gpu {
         // in `frames`; out holds count·t·n values (checked).
         unsafe { l.launch(Self::launch_config(total)) }.map_err(driver_err)?;
         Ok(())
-    }
-
-    /// [`Gpu::gather_windows_dev`] from and to the host (for the parity test).
-    #[allow(clippy::too_many_arguments)]
-    pub fn gather_windows(
-        &self,
-        values: &[f32],
-        n: usize,
-        first: &[u32],
-        span: usize,
-        b0: usize,
-        count: usize,
-        off: usize,
-        t: usize,
-    ) -> Result<Vec<f32>, CudaError> {
-        let fr = self.frames_to_device(values, n)?;
-        let w = self.windows_to_device(first, span, &fr)?;
-        let mut out = self.zeros(count * t * n)?;
-        self.gather_windows_dev(&fr, &w, b0, count, off, t, &mut out)?;
-        self.download(&out, count * t * n)
     }
 }

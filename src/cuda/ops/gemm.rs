@@ -15,6 +15,41 @@ pub(in crate::cuda) struct Epilogue<'a> {
     kind: i32,
 }
 
+/// The output of a GEMM with the convolution epilogue: `C`, an optional bias per row of `C`,
+/// and an optional activation with the buffer that keeps the value before it (laid out as `C`).
+pub struct GemmOut<'a> {
+    pub c: &'a mut DevBuf,
+    pub bias: Option<&'a DevBuf>,
+    pub act: Option<(ActKind, &'a mut DevBuf)>,
+}
+
+impl<'a> GemmOut<'a> {
+    /// `C` alone: no bias, no activation.
+    pub fn plain(c: &'a mut DevBuf) -> Self {
+        GemmOut {
+            c,
+            bias: None,
+            act: None,
+        }
+    }
+}
+
+/// How the tiled GEMM reads B (an ordinary strided matrix, or an im2col matrix gathered from a
+/// convolution input) and whether the batch's products are summed into one `C`.
+pub(in crate::cuda) struct BRead {
+    pub conv: ConvView,
+    pub sum_batch: bool,
+}
+
+impl BRead {
+    fn strided(sum_batch: bool) -> Self {
+        BRead {
+            conv: ConvView::default(),
+            sum_batch,
+        }
+    }
+}
+
 /// The tiled GEMM's parameters, laid out as `struct TiledParams` in kernels/gemm.cu.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -72,21 +107,20 @@ impl Gpu {
         if d.m == 0 || d.n == 0 || d.batch == 0 {
             return Ok(());
         }
-        self.run_gemm(d, a, b, c, None, &ConvView::default(), false)
+        self.run_gemm(d, a, b, c, None, &BRead::strided(false))
     }
 
-    /// [`Gpu::gemm_dev`] with the convolution epilogue: `C = act(alpha·A·B + beta·C + bias[row])`
-    /// and, with an activation, `pre` = the value before it (same layout as `C`).
-    #[allow(clippy::too_many_arguments)]
+    /// [`Gpu::gemm_dev`] with the convolution epilogue (see [`GemmOut`]):
+    /// `C = act(alpha·A·B + beta·C + bias[row])` and, with an activation, `pre` = the value
+    /// before it.
     pub fn gemm_bias_act_dev(
         &self,
         d: &GemmDesc,
         a: &DevBuf,
         b: &DevBuf,
-        c: &mut DevBuf,
-        bias: Option<&DevBuf>,
-        act: Option<(ActKind, &mut DevBuf)>,
+        out: GemmOut<'_>,
     ) -> Result<(), CudaError> {
+        let GemmOut { c, bias, act } = out;
         Self::check_gemm(d, "A", a.len(), d.a, d.m, d.k)?;
         Self::check_gemm(d, "B", b.len(), d.b, d.k, d.n)?;
         Self::check_gemm(d, "C", c.len(), d.c, d.m, d.n)?;
@@ -98,7 +132,7 @@ impl Gpu {
         }
         let (av, bv) = (a.as_view(), b.as_view());
         self.with_epilogue(d, bias, act, |epi| {
-            self.run_gemm(d, &av, &bv, c, epi, &ConvView::default(), false)
+            self.run_gemm(d, &av, &bv, c, epi, &BRead::strided(false))
         })
     }
 
@@ -204,7 +238,6 @@ impl Gpu {
 
     /// Launches the GEMM `d` (operands checked by the caller) with the plan of
     /// [`Gpu::gemm_plan`], or the 64 × 64 baseline kernel under `WAVECP_GEMM=basic`.
-    #[allow(clippy::too_many_arguments)]
     pub(in crate::cuda) fn run_gemm(
         &self,
         d: &GemmDesc,
@@ -212,9 +245,9 @@ impl Gpu {
         b: &CudaView<'_, f32>,
         c: &mut DevBuf,
         epi: Option<Epilogue<'_>>,
-        cv: &ConvView,
-        sum_batch: bool,
+        read: &BRead,
     ) -> Result<(), CudaError> {
+        let (cv, sum_batch) = (&read.conv, read.sum_batch);
         let plan = self.gemm_plan(d);
         if plan.basic && (cv.mode != 0 || sum_batch) {
             return Err(CudaError::Unsupported(
@@ -404,10 +437,10 @@ impl Gpu {
                 };
                 let az = a.slice(z * sa..z * sa + la);
                 let bz = b.slice(z * sb..z * sb + lb);
-                self.run_gemm(&dz, &az, &bz, c, None, &ConvView::default(), false)?;
+                self.run_gemm(&dz, &az, &bz, c, None, &BRead::strided(false))?;
             }
             return Ok(());
         }
-        self.run_gemm(&one, a, b, c, None, &ConvView::default(), true)
+        self.run_gemm(&one, a, b, c, None, &BRead::strided(true))
     }
 }

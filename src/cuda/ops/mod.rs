@@ -22,10 +22,33 @@ pub use conv_gemm::ConvOperand;
 pub use cpchain::{Chain, ChainTile};
 pub(crate) use cpchain::{CHAIN_KMAX, CHAIN_TILES};
 pub use data::{DevFrames, DevWindows};
-pub use gemm::GemmPlan;
+pub use gemm::{GemmOut, GemmPlan};
 pub use loss::DeviceLoss;
 pub use optim::adam_rows;
 pub(in crate::cuda) use optim::TensorRef;
+pub use pool::PoolShape;
+
+/// One sample's convolution as the im2col kernels and the implicit GEMM read it: `c` input
+/// channels over the extents `ind`, the geometry `g`, and the output extents `outd`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvDims<'a> {
+    pub c: usize,
+    pub ind: [usize; 3],
+    pub g: &'a Geom,
+    pub outd: [usize; 3],
+}
+
+impl ConvDims<'_> {
+    /// Values of one sample's input.
+    pub fn nin(&self) -> usize {
+        self.c * self.ind.iter().product::<usize>()
+    }
+
+    /// Rows of one sample's im2col matrix times its columns (`c·kvol·nout`).
+    pub fn ncol(&self) -> usize {
+        self.c * self.g.kvol() * self.outd.iter().product::<usize>()
+    }
+}
 
 /// A buffer of `f32` on the device.
 pub type DevBuf = CudaSlice<f32>;
@@ -75,19 +98,14 @@ impl Gpu {
         self.stream.synchronize().map_err(driver_err)
     }
 
-    pub(super) fn conv_params(
-        batch: usize,
-        c: usize,
-        ind: [usize; 3],
-        g: &Geom,
-        outd: [usize; 3],
-    ) -> ConvParams {
+    pub(super) fn conv_params(batch: usize, dims: &ConvDims<'_>) -> ConvParams {
         let u = |v: [usize; 3]| v.map(|x| x as u32);
+        let g = dims.g;
         ConvParams {
-            c: c as u32,
+            c: dims.c as u32,
             batch: batch as u32,
-            in_d: u(ind),
-            out_d: u(outd),
+            in_d: u(dims.ind),
+            out_d: u(dims.outd),
             k: u(g.k),
             stride: u(g.stride),
             pad: u(g.pad),

@@ -1,26 +1,49 @@
 //! Pooling, up-sampling, concat and split (kernels/pool.cu).
 
-use super::super::{driver_err, CudaError, Gpu, UpParams};
+use super::super::{driver_err, CudaError, Gpu, PoolParams, UpParams};
 use super::{need, DevBuf};
 use crate::cuda::Kernel;
 use crate::nn::ops::PoolKind;
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
+/// A pooling: `n` blocks `[T, Y, X]` of extents `ind`, window = stride = `k`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolShape {
+    pub kind: PoolKind,
+    pub n: usize,
+    pub ind: [usize; 3],
+    pub k: [usize; 3],
+}
+
+impl PoolShape {
+    fn params(&self) -> PoolParams {
+        let u = |v: [usize; 3]| v.map(|x| x as u32);
+        let (ind, k) = (self.ind, self.k);
+        PoolParams {
+            n: self.n as u32,
+            kind: match self.kind {
+                PoolKind::Max => 0,
+                PoolKind::Avg => 1,
+            },
+            in_d: u(ind),
+            out_d: u([ind[0] / k[0], ind[1] / k[1], ind[2] / k[2]]),
+            k: u(k),
+        }
+    }
+}
+
 impl Gpu {
-    /// Pooling of `n` blocks `[T, Y, X]` with window = stride = `k`: `y` and the argmax, an
+    /// Pooling (see [`PoolShape`]): `y` and the argmax, an
     /// index inside each block (the GPU twin of [`crate::nn::ops::Pool`]'s forward pass).
-    #[allow(clippy::too_many_arguments)]
     pub fn pool_forward_dev(
         &self,
-        kind: PoolKind,
         x: &DevBuf,
-        n: usize,
-        ind: [usize; 3],
-        k: [usize; 3],
+        shape: &PoolShape,
         y: &mut DevBuf,
         argmax: &mut CudaSlice<u32>,
     ) -> Result<(), CudaError> {
-        let p = Self::pool_params(kind, n, ind, k);
+        let (n, ind) = (shape.n, shape.ind);
+        let p = shape.params();
         let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
         need("pool input", x.len(), n * ind.iter().product::<usize>())?;
         need("pool output", y.len(), nout)?;
@@ -37,18 +60,15 @@ impl Gpu {
 
     /// `dx` of [`Gpu::pool_forward_dev`] from `dy` and its argmax (gather form, no atomics;
     /// `dx` written).
-    #[allow(clippy::too_many_arguments)]
     pub fn pool_backward_dev(
         &self,
-        kind: PoolKind,
         dy: &DevBuf,
         argmax: &CudaSlice<u32>,
-        n: usize,
-        ind: [usize; 3],
-        k: [usize; 3],
+        shape: &PoolShape,
         dx: &mut DevBuf,
     ) -> Result<(), CudaError> {
-        let p = Self::pool_params(kind, n, ind, k);
+        let (n, ind) = (shape.n, shape.ind);
+        let p = shape.params();
         let nout = n * p.out_d.iter().map(|&v| v as usize).product::<usize>();
         let nx = n * ind.iter().product::<usize>();
         need("pool output gradient", dy.len(), nout)?;
