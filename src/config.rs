@@ -268,6 +268,15 @@ impl Config {
 
     /// Checks values that deserialise but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_mesh()?;
+        self.validate_material()?;
+        self.validate_boundaries()?;
+        self.validate_sources()?;
+        self.validate_run()
+    }
+
+    /// The mesh: a file or a generated rectangle, not both.
+    fn validate_mesh(&self) -> Result<(), ConfigError> {
         match (&self.mesh.file, &self.mesh.generate) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -295,6 +304,11 @@ impl Config {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// The material: at most one of a speed, region speeds, nodal speeds.
+    fn validate_material(&self) -> Result<(), ConfigError> {
         let m = &self.material;
         let given = m.c.is_some() as u8 + m.regions.is_some() as u8 + m.nodal_file.is_some() as u8;
         if given > 1 {
@@ -309,6 +323,11 @@ impl Config {
         for (k, c) in m.regions.iter().flatten() {
             positive(&format!("material.regions.{k}"), *c)?;
         }
+        Ok(())
+    }
+
+    /// The boundary conditions.
+    fn validate_boundaries(&self) -> Result<(), ConfigError> {
         for (i, b) in self.boundary.iter().enumerate() {
             if b.tags.is_empty() {
                 return Err(invalid(format!("boundary[{i}].tags"), "is empty"));
@@ -329,6 +348,11 @@ impl Config {
             }
             finite(&format!("boundary[{i}].value"), b.value)?;
         }
+        Ok(())
+    }
+
+    /// Checkpoints, sources and initial conditions.
+    fn validate_sources(&self) -> Result<(), ConfigError> {
         let c = &self.checkpoint;
         if !(c.minutes.is_finite() && c.minutes >= 0.0) {
             return Err(invalid(
@@ -362,6 +386,11 @@ impl Config {
                 finite(&format!("{name}[{i}].amplitude"), g.amplitude)?;
             }
         }
+        Ok(())
+    }
+
+    /// Time, output, threads and receivers.
+    fn validate_run(&self) -> Result<(), ConfigError> {
         positive("time.end", self.time.end)?;
         if let Some(dt) = self.time.dt {
             positive("time.dt", dt)?;

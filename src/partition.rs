@@ -16,6 +16,7 @@ use crate::fem::WaveSpeed;
 use crate::mesh::{BoundaryEdge, Mesh, PointLocation};
 use crate::sources::PointSource;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How cells are split between ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -251,210 +252,241 @@ pub struct GlobalPieces<'a> {
     pub v0: &'a [f64],
 }
 
+/// How the global problem is cut: each node's owner, each part's cells and nodes, and the
+/// ghost lists between parts.
+struct Cut<'a> {
+    g: &'a GlobalPieces<'a>,
+    /// Owner of a node: the lowest part among its cells (orphan nodes go to part 0).
+    owner: Vec<u32>,
+    /// Local cells of each part: every cell touching a node it owns, in global cell order.
+    cells_of: Vec<Vec<u32>>,
+    /// Local nodes of each part, ascending.
+    nodes_of: Vec<Vec<u64>>,
+    /// `send_to[p][q]`: global ids `p` sends to `q`; `recv_from[q][p]` the same list.
+    send_to: Vec<BTreeMap<u32, Vec<u64>>>,
+    recv_from: Vec<BTreeMap<u32, Vec<u64>>>,
+    /// Cells each part owns (by `cell_part`).
+    ncells_owned: Vec<usize>,
+}
+
+impl<'a> Cut<'a> {
+    fn new(g: &'a GlobalPieces<'a>, cell_part: &[u32], parts: usize) -> Self {
+        let mesh = g.mesh;
+        let n = mesh.num_nodes();
+        let (ptr, inc) = node_cells(mesh);
+        let owner: Vec<u32> = (0..n)
+            .map(|v| {
+                inc[ptr[v] as usize..ptr[v + 1] as usize]
+                    .iter()
+                    .map(|&c| cell_part[c as usize])
+                    .min()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(inc.len());
+        for v in 0..n {
+            for &c in &inc[ptr[v] as usize..ptr[v + 1] as usize] {
+                pairs.push((owner[v], c));
+            }
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut cells_of: Vec<Vec<u32>> = vec![Vec::new(); parts];
+        for (p, c) in pairs {
+            cells_of[p as usize].push(c);
+        }
+        let mut nodes_of: Vec<Vec<u64>> = Vec::with_capacity(parts);
+        for (p, cells) in cells_of.iter().enumerate() {
+            let mut v: Vec<u64> = cells
+                .iter()
+                .flat_map(|&c| cell_nodes(mesh, c as usize).iter().map(|&x| x as u64))
+                .collect();
+            // Orphan nodes (in no cell) stay with part 0 so global vectors stay complete.
+            if p == 0 {
+                v.extend((0..n).filter(|&i| ptr[i] == ptr[i + 1]).map(|i| i as u64));
+            }
+            v.sort_unstable();
+            v.dedup();
+            nodes_of.push(v);
+        }
+        let mut recv_from: Vec<BTreeMap<u32, Vec<u64>>> = vec![Default::default(); parts];
+        let mut send_to: Vec<BTreeMap<u32, Vec<u64>>> = vec![Default::default(); parts];
+        for (q, nodes) in nodes_of.iter().enumerate() {
+            for &gid in nodes {
+                let o = owner[gid as usize];
+                if o as usize != q {
+                    recv_from[q].entry(o).or_default().push(gid);
+                    send_to[o as usize].entry(q as u32).or_default().push(gid);
+                }
+            }
+        }
+        let mut ncells_owned = vec![0usize; parts];
+        for &p in cell_part {
+            ncells_owned[p as usize] += 1;
+        }
+        Cut {
+            g,
+            owner,
+            cells_of,
+            nodes_of,
+            send_to,
+            recv_from,
+            ncells_owned,
+        }
+    }
+
+    /// Part `p`'s numbering: owned nodes that neighbours need first, then the other owned
+    /// nodes, then the ghosts; and its neighbour lists.
+    fn layout(&self, p: usize) -> Layout {
+        let (nodes, owner) = (&self.nodes_of[p], &self.owner);
+        let mut is_send = std::collections::HashSet::new();
+        for list in self.send_to[p].values() {
+            is_send.extend(list.iter().copied());
+        }
+        let mut global: Vec<u64> = nodes
+            .iter()
+            .copied()
+            .filter(|g| owner[*g as usize] as usize == p && is_send.contains(g))
+            .collect();
+        let n_send = global.len();
+        global.extend(
+            nodes
+                .iter()
+                .copied()
+                .filter(|g| owner[*g as usize] as usize == p && !is_send.contains(g)),
+        );
+        let n_owned = global.len();
+        global.extend(
+            nodes
+                .iter()
+                .copied()
+                .filter(|g| owner[*g as usize] as usize != p),
+        );
+        let mut layout = Layout {
+            global,
+            n_send,
+            n_owned,
+            ..Default::default()
+        };
+        let to_local = |list: &[u64], l: &Layout| -> Vec<u32> {
+            list.iter()
+                .map(|g| l.local_of(*g).expect("listed node is local"))
+                .collect()
+        };
+        let (send_to, recv_from) = (&self.send_to[p], &self.recv_from[p]);
+        let mut neighbours: Vec<u32> = send_to.keys().chain(recv_from.keys()).copied().collect();
+        neighbours.sort_unstable();
+        neighbours.dedup();
+        let lists = |m: &BTreeMap<u32, Vec<u64>>, l: &Layout| -> Vec<Vec<u32>> {
+            neighbours
+                .iter()
+                .map(|q| m.get(q).map_or(Vec::new(), |list| to_local(list, l)))
+                .collect()
+        };
+        let send = lists(send_to, &layout);
+        let recv = lists(recv_from, &layout);
+        layout.neighbours = neighbours;
+        layout.send = send;
+        layout.recv = recv;
+        layout
+    }
+
+    /// Part `p`'s mesh (cells in global order, triangles first, renumbered; the boundary
+    /// edges at its owned nodes) and the speeds of its cells when the speed is per cell.
+    fn local_mesh(&self, p: usize, layout: &Layout) -> (Mesh, Vec<f64>) {
+        let (mesh, g) = (self.g.mesh, self.g);
+        let loc = |g: u32| layout.local_of(g as u64).expect("cell node is local");
+        let nt = mesh.tris.len();
+        let mut lm = Mesh {
+            coords: layout
+                .global
+                .iter()
+                .map(|&g| mesh.coords[g as usize])
+                .collect(),
+            names: mesh.names.clone(),
+            ..Default::default()
+        };
+        let mut cell_speed = Vec::new();
+        for &c in &self.cells_of[p] {
+            let c = c as usize;
+            if c < nt {
+                lm.tris.push(mesh.tris[c].map(loc));
+                lm.tri_tags.push(mesh.tri_tags[c]);
+            } else {
+                lm.quads.push(mesh.quads[c - nt].map(loc));
+                lm.quad_tags.push(mesh.quad_tags[c - nt]);
+            }
+            if let WaveSpeed::PerCell(v) = g.speed {
+                cell_speed.push(v[c]);
+            }
+        }
+        lm.boundary = mesh
+            .boundary
+            .iter()
+            .filter(|e| {
+                e.nodes
+                    .iter()
+                    .any(|&v| self.owner[v as usize] as usize == p)
+            })
+            .filter_map(|e| {
+                Some(BoundaryEdge {
+                    nodes: [
+                        layout.local_of(e.nodes[0] as u64)?,
+                        layout.local_of(e.nodes[1] as u64)?,
+                    ],
+                    tag: e.tag,
+                })
+            })
+            .collect();
+        (lm, cell_speed)
+    }
+
+    /// Part `p`, everything in its local numbering.
+    fn part(&self, p: usize) -> LocalPart {
+        let g = self.g;
+        let layout = self.layout(p);
+        let (mesh, cell_speed) = self.local_mesh(p, &layout);
+        let speed = match g.speed {
+            WaveSpeed::PerCell(_) => WaveSpeed::PerCell(cell_speed),
+            WaveSpeed::Nodal(v) => {
+                WaveSpeed::Nodal(layout.global.iter().map(|&i| v[i as usize]).collect())
+            }
+        };
+        let sources = g
+            .sources
+            .iter()
+            .map(|s| PointSource {
+                location: restrict(&s.location, &layout),
+                wavelet: s.wavelet,
+            })
+            .collect();
+        let receivers = g
+            .receivers
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.len > 0 && self.owner[r.nodes[0] as usize] as usize == p)
+            .map(|(i, r)| (i, restrict(r, &layout)))
+            .collect();
+        let pick =
+            |v: &[f64]| -> Vec<f64> { layout.global.iter().map(|&i| v[i as usize]).collect() };
+        LocalPart {
+            rank: p,
+            u0: pick(g.u0),
+            v0: pick(g.v0),
+            mesh,
+            speed,
+            sources,
+            receivers,
+            owned_cells: self.ncells_owned[p],
+            layout,
+        }
+    }
+}
+
 /// Cuts the global problem into one [`LocalPart`] per part (run on rank 0 before distribution).
 pub fn build_parts(g: &GlobalPieces, cell_part: &[u32], parts: usize) -> Vec<LocalPart> {
-    let mesh = g.mesh;
-    let n = mesh.num_nodes();
-    let (ptr, inc) = node_cells(mesh);
-    // Owner of a node: lowest part among its cells (orphan nodes go to part 0).
-    let owner: Vec<u32> = (0..n)
-        .map(|v| {
-            inc[ptr[v] as usize..ptr[v + 1] as usize]
-                .iter()
-                .map(|&c| cell_part[c as usize])
-                .min()
-                .unwrap_or(0)
-        })
-        .collect();
-    // Local cells of each part: every cell touching a node it owns, in global cell order.
-    let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(inc.len());
-    for v in 0..n {
-        for &c in &inc[ptr[v] as usize..ptr[v + 1] as usize] {
-            pairs.push((owner[v], c));
-        }
-    }
-    pairs.sort_unstable();
-    pairs.dedup();
-    let mut cells_of: Vec<Vec<u32>> = vec![Vec::new(); parts];
-    for (p, c) in pairs {
-        cells_of[p as usize].push(c);
-    }
-    // Local node sets; ghosts grouped by owner.
-    let mut nodes_of: Vec<Vec<u64>> = Vec::with_capacity(parts);
-    for (p, cells) in cells_of.iter().enumerate() {
-        let mut v: Vec<u64> = cells
-            .iter()
-            .flat_map(|&c| cell_nodes(mesh, c as usize).iter().map(|&x| x as u64))
-            .collect();
-        // Orphan nodes (in no cell) stay with part 0 so global vectors stay complete.
-        if p == 0 {
-            v.extend((0..n).filter(|&i| ptr[i] == ptr[i + 1]).map(|i| i as u64));
-        }
-        v.sort_unstable();
-        v.dedup();
-        nodes_of.push(v);
-    }
-    // send_to[p][q]: global ids p sends to q; recv_from[q][p] the same list.
-    let mut recv_from: Vec<std::collections::BTreeMap<u32, Vec<u64>>> =
-        vec![Default::default(); parts];
-    let mut send_to: Vec<std::collections::BTreeMap<u32, Vec<u64>>> =
-        vec![Default::default(); parts];
-    for (q, nodes) in nodes_of.iter().enumerate() {
-        for &gid in nodes {
-            let o = owner[gid as usize];
-            if o as usize != q {
-                recv_from[q].entry(o).or_default().push(gid);
-                send_to[o as usize].entry(q as u32).or_default().push(gid);
-            }
-        }
-    }
-    let ncells_owned = {
-        let mut c = vec![0usize; parts];
-        for &p in cell_part {
-            c[p as usize] += 1;
-        }
-        c
-    };
-    (0..parts)
-        .map(|p| {
-            let nodes = &nodes_of[p];
-            let mut is_send = std::collections::HashSet::new();
-            for list in send_to[p].values() {
-                is_send.extend(list.iter().copied());
-            }
-            let mut global: Vec<u64> = nodes
-                .iter()
-                .copied()
-                .filter(|g| owner[*g as usize] as usize == p && is_send.contains(g))
-                .collect();
-            let n_send = global.len();
-            global.extend(
-                nodes
-                    .iter()
-                    .copied()
-                    .filter(|g| owner[*g as usize] as usize == p && !is_send.contains(g)),
-            );
-            let n_owned = global.len();
-            global.extend(
-                nodes
-                    .iter()
-                    .copied()
-                    .filter(|g| owner[*g as usize] as usize != p),
-            );
-            let mut layout = Layout {
-                global,
-                n_send,
-                n_owned,
-                ..Default::default()
-            };
-            let to_local = |list: &[u64], l: &Layout| -> Vec<u32> {
-                list.iter()
-                    .map(|g| l.local_of(*g).expect("listed node is local"))
-                    .collect()
-            };
-            let mut neighbours: Vec<u32> = send_to[p]
-                .keys()
-                .chain(recv_from[p].keys())
-                .copied()
-                .collect();
-            neighbours.sort_unstable();
-            neighbours.dedup();
-            let send: Vec<Vec<u32>> = neighbours
-                .iter()
-                .map(|q| {
-                    send_to[p]
-                        .get(q)
-                        .map_or(Vec::new(), |l| to_local(l, &layout))
-                })
-                .collect();
-            let recv: Vec<Vec<u32>> = neighbours
-                .iter()
-                .map(|q| {
-                    recv_from[p]
-                        .get(q)
-                        .map_or(Vec::new(), |l| to_local(l, &layout))
-                })
-                .collect();
-            layout.neighbours = neighbours;
-            layout.send = send;
-            layout.recv = recv;
-            let loc = |g: u32| layout.local_of(g as u64).expect("cell node is local");
-            // Local mesh: cells in global order (triangles first), remapped.
-            let nt = mesh.tris.len();
-            let mut lm = Mesh {
-                coords: layout
-                    .global
-                    .iter()
-                    .map(|&g| mesh.coords[g as usize])
-                    .collect(),
-                names: mesh.names.clone(),
-                ..Default::default()
-            };
-            let mut cell_speed = Vec::new();
-            for &c in &cells_of[p] {
-                let c = c as usize;
-                if c < nt {
-                    lm.tris.push(mesh.tris[c].map(loc));
-                    lm.tri_tags.push(mesh.tri_tags[c]);
-                } else {
-                    lm.quads.push(mesh.quads[c - nt].map(loc));
-                    lm.quad_tags.push(mesh.quad_tags[c - nt]);
-                }
-                if let WaveSpeed::PerCell(v) = g.speed {
-                    cell_speed.push(v[c]);
-                }
-            }
-            let owned = |g: u32| owner[g as usize] as usize == p;
-            lm.boundary = mesh
-                .boundary
-                .iter()
-                .filter(|e| e.nodes.iter().any(|&v| owned(v)))
-                .filter_map(|e| {
-                    Some(BoundaryEdge {
-                        nodes: [
-                            layout.local_of(e.nodes[0] as u64)?,
-                            layout.local_of(e.nodes[1] as u64)?,
-                        ],
-                        tag: e.tag,
-                    })
-                })
-                .collect();
-            let speed = match g.speed {
-                WaveSpeed::PerCell(_) => WaveSpeed::PerCell(cell_speed),
-                WaveSpeed::Nodal(v) => {
-                    WaveSpeed::Nodal(layout.global.iter().map(|&i| v[i as usize]).collect())
-                }
-            };
-            let sources = g
-                .sources
-                .iter()
-                .map(|s| PointSource {
-                    location: restrict(&s.location, &layout),
-                    wavelet: s.wavelet,
-                })
-                .collect();
-            let receivers = g
-                .receivers
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.len > 0 && owned(r.nodes[0]))
-                .map(|(i, r)| (i, restrict(r, &layout)))
-                .collect();
-            let pick =
-                |v: &[f64]| -> Vec<f64> { layout.global.iter().map(|&i| v[i as usize]).collect() };
-            LocalPart {
-                rank: p,
-                u0: pick(g.u0),
-                v0: pick(g.v0),
-                mesh: lm,
-                speed,
-                sources,
-                receivers,
-                owned_cells: ncells_owned[p],
-                layout,
-            }
-        })
-        .collect()
+    let cut = Cut::new(g, cell_part, parts);
+    (0..parts).map(|p| cut.part(p)).collect()
 }
 
 /// A stencil in local numbering, keeping the nodes this part holds (in their original order).

@@ -1,6 +1,6 @@
 //! The GPU's layers: one variant per CPU layer kind, built from it by an exhaustive match (no
 //! down-casts), and the GPU backend of the graph walker ([`crate::nn::graph`]). The
-//! convolutions live in `conv.rs`; the parameter-free layers are small enough to live here.
+//! convolutions live in `conv/`; the parameter-free layers are small enough to live here.
 
 use super::{CudaError, DevBuf, Gpu, GpuConv, GpuConvT, PoolShape};
 use crate::nn::graph::{Exec, Node};

@@ -19,6 +19,18 @@ pub fn read_msh(path: &Path) -> Result<Mesh, MeshError> {
     parse(&bytes, path)
 }
 
+/// What the sections of a file have given so far.
+#[derive(Default)]
+struct Parsed {
+    names: BTreeMap<(i32, i32), String>,
+    /// Physical tags of each entity: (dim, entity tag) → physical tags.
+    entity_phys: HashMap<(i32, i32), Vec<i32>>,
+    node_index: HashMap<u64, u32>,
+    coords: Vec<[f64; 2]>,
+    raw_cells: Vec<RawCell>,
+    lines: Vec<(i32, [u64; 2])>,
+}
+
 /// Parses MSH 4.1 bytes; `file` is used in error messages.
 pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
     let mut r = Reader {
@@ -29,14 +41,8 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
         file: file.to_path_buf(),
         section: "file start",
     };
-    let mut names = BTreeMap::new();
-    // Physical tags of each entity: (dim, entity tag) → physical tags.
-    let mut entity_phys: HashMap<(i32, i32), Vec<i32>> = HashMap::new();
-    let mut node_index: HashMap<u64, u32> = HashMap::new();
-    let mut coords: Vec<[f64; 2]> = Vec::new();
+    let mut p = Parsed::default();
     let mut seen_format = false;
-    let mut raw_cells: Vec<RawCell> = Vec::new();
-    let mut lines: Vec<(i32, [u64; 2])> = Vec::new();
     let mut have_nodes = false;
     let mut have_elements = false;
     let mut have_entities = false;
@@ -64,181 +70,16 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
         }
         match tag.as_str() {
             "$MeshFormat" => {
-                r.section = "$MeshFormat";
-                let version = r.ascii_token()?;
-                if version != "4.1" {
-                    return Err(r.err(format!("MSH version {version} is not supported (only 4.1; re-export with `gmsh -format msh41` or Mesh.MshFileVersion = 4.1)")));
-                }
-                let ftype = r.ascii_token()?;
-                let dsize = r.ascii_token()?;
-                if dsize != "8" {
-                    return Err(r.err(format!("data size {dsize} is not supported (only 8)")));
-                }
-                match ftype.as_str() {
-                    "0" => {}
-                    "1" => {
-                        r.skip_line()?;
-                        let one = r.take(4)?;
-                        let v = u32::from_le_bytes([one[0], one[1], one[2], one[3]]);
-                        r.swap = match v {
-                            1 => false,
-                            0x0100_0000 => true,
-                            _ => return Err(r.err("binary endianness marker is not 1".into())),
-                        };
-                        r.binary = true;
-                    }
-                    other => {
-                        return Err(r.err(format!(
-                            "file type {other} is neither 0 (ASCII) nor 1 (binary)"
-                        )))
-                    }
-                }
-                r.expect_end("$EndMeshFormat")?;
+                mesh_format(&mut r)?;
                 seen_format = true;
             }
             _ if !seen_format => {
                 return Err(r.err(format!("expected $MeshFormat first, found {tag}")))
             }
-            "$PhysicalNames" => {
-                r.section = "$PhysicalNames";
-                let n = r.ascii_count()?;
-                for _ in 0..n {
-                    let dim: i32 = r.ascii_parse("dimension")?;
-                    let t: i32 = r.ascii_parse("physical tag")?;
-                    let name = r.quoted()?;
-                    names.insert((dim, t), name);
-                }
-                r.expect_end("$EndPhysicalNames")?;
-            }
-            "$Entities" => {
-                r.section = "$Entities";
-                let counts = [r.size_t()?, r.size_t()?, r.size_t()?, r.size_t()?];
-                for (dim, &count) in counts.iter().enumerate() {
-                    for _ in 0..count {
-                        let etag = r.int()?;
-                        let nbox = if dim == 0 { 3 } else { 6 };
-                        for _ in 0..nbox {
-                            r.f64()?;
-                        }
-                        let np = r.count()?;
-                        let mut phys = Vec::with_capacity(np);
-                        for _ in 0..np {
-                            phys.push(r.int()?);
-                        }
-                        if dim > 0 {
-                            let nb = r.count()?;
-                            for _ in 0..nb {
-                                r.int()?;
-                            }
-                        }
-                        entity_phys.insert((dim as i32, etag), phys);
-                    }
-                }
-                r.expect_end("$EndEntities")?;
-            }
-            "$Nodes" => {
-                r.section = "$Nodes";
-                let nblocks = r.count()?;
-                let nnodes = r.count()?;
-                let _min = r.size_t()?;
-                let _max = r.size_t()?;
-                coords.reserve(nnodes);
-                for _ in 0..nblocks {
-                    let dim = r.int()?;
-                    let _etag = r.int()?;
-                    let parametric = r.int()?;
-                    let n = r.count()?;
-                    let mut tags = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        tags.push(r.size_t()?);
-                    }
-                    for t in tags {
-                        let (x, y, _z) = (r.f64()?, r.f64()?, r.f64()?);
-                        if parametric != 0 {
-                            for _ in 0..dim.clamp(0, 3) {
-                                r.f64()?;
-                            }
-                        }
-                        if node_index.insert(t, coords.len() as u32).is_some() {
-                            return Err(r.err(format!("node tag {t} appears twice")));
-                        }
-                        coords.push([x, y]);
-                    }
-                }
-                if coords.len() != nnodes {
-                    return Err(r.err(format!(
-                        "header announces {nnodes} nodes but the blocks hold {}",
-                        coords.len()
-                    )));
-                }
-                r.expect_end("$EndNodes")?;
-            }
-            "$Elements" => {
-                r.section = "$Elements";
-                let nblocks = r.count()?;
-                let nelem = r.count()?;
-                let _min = r.size_t()?;
-                let _max = r.size_t()?;
-                let mut found = 0usize;
-                for _ in 0..nblocks {
-                    let dim = r.int()?;
-                    let etag = r.int()?;
-                    let etype = r.int()?;
-                    let n = r.count()?;
-                    found = found.saturating_add(n);
-                    let (nv, edim) = match etype {
-                        15 => (1, 0),
-                        1 => (2, 1),
-                        2 => (3, 2),
-                        3 => (4, 2),
-                        other => {
-                            return Err(r.err(format!(
-                                "element type {other} ({}) is not supported: wavecp reads 1 (line), 2 (3-node triangle), 3 (4-node quadrangle) and 15 (point); mesh with first-order elements",
-                                element_name(other)
-                            )))
-                        }
-                    };
-                    if dim != edim {
-                        return Err(r.err(format!(
-                            "a block of {} elements says it lies on an entity of dimension {dim}, not {edim}",
-                            element_name(etype)
-                        )));
-                    }
-                    if have_entities && !entity_phys.contains_key(&(dim, etag)) {
-                        return Err(r.err(format!(
-                            "a block of {} elements lies on entity {etag} of dimension {dim}, which $Entities does not list (its physical tags would be lost)",
-                            element_name(etype)
-                        )));
-                    }
-                    let phys = entity_phys.get(&(dim, etag));
-                    for _ in 0..n {
-                        let _tag = r.size_t()?;
-                        let mut v = [0u64; 4];
-                        for slot in v.iter_mut().take(nv) {
-                            *slot = r.size_t()?;
-                        }
-                        match etype {
-                            1 => {
-                                for &p in phys.map(|p| &p[..]).unwrap_or(&[]) {
-                                    lines.push((p, [v[0], v[1]]));
-                                }
-                            }
-                            2 | 3 => raw_cells.push(RawCell {
-                                nv,
-                                v,
-                                tag: phys.and_then(|p| p.first().copied()).unwrap_or(0),
-                            }),
-                            _ => {}
-                        }
-                    }
-                }
-                if found != nelem {
-                    return Err(r.err(format!(
-                        "header announces {nelem} elements but the blocks hold {found}"
-                    )));
-                }
-                r.expect_end("$EndElements")?;
-            }
+            "$PhysicalNames" => p.physical_names(&mut r)?,
+            "$Entities" => p.entities(&mut r)?,
+            "$Nodes" => p.nodes(&mut r)?,
+            "$Elements" => p.elements(&mut r, have_entities)?,
             other => {
                 let end = format!("$End{}", &other[1..]);
                 r.skip_section(&end)?;
@@ -251,41 +92,240 @@ pub fn parse(bytes: &[u8], file: &Path) -> Result<Mesh, MeshError> {
     if !have_nodes || !have_elements {
         return Err(r.err("file has no $Nodes or no $Elements section".into()));
     }
-    let lookup = |t: u64| -> Result<u32, MeshError> {
-        node_index.get(&t).copied().ok_or_else(|| MeshError::Parse {
-            file: file.to_path_buf(),
-            msg: format!("$Elements: an element refers to node tag {t}, which is not in $Nodes"),
-        })
-    };
-    let mut mesh = Mesh {
-        coords,
-        names,
-        ..Mesh::default()
-    };
-    for c in &raw_cells {
-        if c.nv == 3 {
-            mesh.tris
-                .push([lookup(c.v[0])?, lookup(c.v[1])?, lookup(c.v[2])?]);
-            mesh.tri_tags.push(c.tag);
-        } else {
-            mesh.quads.push([
-                lookup(c.v[0])?,
-                lookup(c.v[1])?,
-                lookup(c.v[2])?,
-                lookup(c.v[3])?,
-            ]);
-            mesh.quad_tags.push(c.tag);
+    p.into_mesh(file)
+}
+
+/// `$MeshFormat`: version 4.1, 8-byte data, ASCII or binary (with its byte order).
+fn mesh_format(r: &mut Reader<'_>) -> Result<(), MeshError> {
+    r.section = "$MeshFormat";
+    let version = r.ascii_token()?;
+    if version != "4.1" {
+        return Err(r.err(format!("MSH version {version} is not supported (only 4.1; re-export with `gmsh -format msh41` or Mesh.MshFileVersion = 4.1)")));
+    }
+    let ftype = r.ascii_token()?;
+    let dsize = r.ascii_token()?;
+    if dsize != "8" {
+        return Err(r.err(format!("data size {dsize} is not supported (only 8)")));
+    }
+    match ftype.as_str() {
+        "0" => {}
+        "1" => {
+            r.skip_line()?;
+            let one = r.take(4)?;
+            let v = u32::from_le_bytes([one[0], one[1], one[2], one[3]]);
+            r.swap = match v {
+                1 => false,
+                0x0100_0000 => true,
+                _ => return Err(r.err("binary endianness marker is not 1".into())),
+            };
+            r.binary = true;
+        }
+        other => {
+            return Err(r.err(format!(
+                "file type {other} is neither 0 (ASCII) nor 1 (binary)"
+            )))
         }
     }
-    for (tag, v) in &lines {
-        mesh.boundary.push(BoundaryEdge {
-            nodes: [lookup(v[0])?, lookup(v[1])?],
-            tag: *tag,
-        });
+    r.expect_end("$EndMeshFormat")?;
+    Ok(())
+}
+
+impl Parsed {
+    fn physical_names(&mut self, r: &mut Reader<'_>) -> Result<(), MeshError> {
+        r.section = "$PhysicalNames";
+        let n = r.ascii_count()?;
+        for _ in 0..n {
+            let dim: i32 = r.ascii_parse("dimension")?;
+            let t: i32 = r.ascii_parse("physical tag")?;
+            let name = r.quoted()?;
+            self.names.insert((dim, t), name);
+        }
+        r.expect_end("$EndPhysicalNames")?;
+        Ok(())
     }
-    mesh.drop_unused_nodes();
-    mesh.check(file)?;
-    Ok(mesh)
+
+    fn entities(&mut self, r: &mut Reader<'_>) -> Result<(), MeshError> {
+        r.section = "$Entities";
+        let counts = [r.size_t()?, r.size_t()?, r.size_t()?, r.size_t()?];
+        for (dim, &count) in counts.iter().enumerate() {
+            for _ in 0..count {
+                let etag = r.int()?;
+                let nbox = if dim == 0 { 3 } else { 6 };
+                for _ in 0..nbox {
+                    r.f64()?;
+                }
+                let np = r.count()?;
+                let mut phys = Vec::with_capacity(np);
+                for _ in 0..np {
+                    phys.push(r.int()?);
+                }
+                if dim > 0 {
+                    let nb = r.count()?;
+                    for _ in 0..nb {
+                        r.int()?;
+                    }
+                }
+                self.entity_phys.insert((dim as i32, etag), phys);
+            }
+        }
+        r.expect_end("$EndEntities")?;
+        Ok(())
+    }
+
+    fn nodes(&mut self, r: &mut Reader<'_>) -> Result<(), MeshError> {
+        r.section = "$Nodes";
+        let nblocks = r.count()?;
+        let nnodes = r.count()?;
+        let _min = r.size_t()?;
+        let _max = r.size_t()?;
+        self.coords.reserve(nnodes);
+        for _ in 0..nblocks {
+            let dim = r.int()?;
+            let _etag = r.int()?;
+            let parametric = r.int()?;
+            let n = r.count()?;
+            let mut tags = Vec::with_capacity(n);
+            for _ in 0..n {
+                tags.push(r.size_t()?);
+            }
+            for t in tags {
+                let (x, y, _z) = (r.f64()?, r.f64()?, r.f64()?);
+                if parametric != 0 {
+                    for _ in 0..dim.clamp(0, 3) {
+                        r.f64()?;
+                    }
+                }
+                if self
+                    .node_index
+                    .insert(t, self.coords.len() as u32)
+                    .is_some()
+                {
+                    return Err(r.err(format!("node tag {t} appears twice")));
+                }
+                self.coords.push([x, y]);
+            }
+        }
+        if self.coords.len() != nnodes {
+            return Err(r.err(format!(
+                "header announces {nnodes} nodes but the blocks hold {}",
+                self.coords.len()
+            )));
+        }
+        r.expect_end("$EndNodes")?;
+        Ok(())
+    }
+
+    /// `$Elements`: cells of dimension 2 and boundary lines, with the physical tags of their
+    /// entities (which `$Entities`, when the file has one, must list).
+    fn elements(&mut self, r: &mut Reader<'_>, have_entities: bool) -> Result<(), MeshError> {
+        r.section = "$Elements";
+        let nblocks = r.count()?;
+        let nelem = r.count()?;
+        let _min = r.size_t()?;
+        let _max = r.size_t()?;
+        let mut found = 0usize;
+        for _ in 0..nblocks {
+            let dim = r.int()?;
+            let etag = r.int()?;
+            let etype = r.int()?;
+            let n = r.count()?;
+            found = found.saturating_add(n);
+            let (nv, edim) = match etype {
+                    15 => (1, 0),
+                    1 => (2, 1),
+                    2 => (3, 2),
+                    3 => (4, 2),
+                    other => {
+                        return Err(r.err(format!(
+                            "element type {other} ({}) is not supported: wavecp reads 1 (line), 2 (3-node triangle), 3 (4-node quadrangle) and 15 (point); mesh with first-order elements",
+                            element_name(other)
+                        )))
+                    }
+                };
+            if dim != edim {
+                return Err(r.err(format!(
+                        "a block of {} elements says it lies on an entity of dimension {dim}, not {edim}",
+                        element_name(etype)
+                    )));
+            }
+            if have_entities && !self.entity_phys.contains_key(&(dim, etag)) {
+                return Err(r.err(format!(
+                        "a block of {} elements lies on entity {etag} of dimension {dim}, which $Entities does not list (its physical tags would be lost)",
+                        element_name(etype)
+                    )));
+            }
+            let phys = self.entity_phys.get(&(dim, etag));
+            for _ in 0..n {
+                let _tag = r.size_t()?;
+                let mut v = [0u64; 4];
+                for slot in v.iter_mut().take(nv) {
+                    *slot = r.size_t()?;
+                }
+                match etype {
+                    1 => {
+                        for &p in phys.map(|p| &p[..]).unwrap_or(&[]) {
+                            self.lines.push((p, [v[0], v[1]]));
+                        }
+                    }
+                    2 | 3 => self.raw_cells.push(RawCell {
+                        nv,
+                        v,
+                        tag: phys.and_then(|p| p.first().copied()).unwrap_or(0),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        if found != nelem {
+            return Err(r.err(format!(
+                "header announces {nelem} elements but the blocks hold {found}"
+            )));
+        }
+        r.expect_end("$EndElements")?;
+        Ok(())
+    }
+
+    /// The mesh, node tags resolved to indices.
+    fn into_mesh(self, file: &Path) -> Result<Mesh, MeshError> {
+        let node_index = self.node_index;
+        let lookup = |t: u64| -> Result<u32, MeshError> {
+            node_index.get(&t).copied().ok_or_else(|| MeshError::Parse {
+                file: file.to_path_buf(),
+                msg: format!(
+                    "$Elements: an element refers to node tag {t}, which is not in $Nodes"
+                ),
+            })
+        };
+        let mut mesh = Mesh {
+            coords: self.coords,
+            names: self.names,
+            ..Mesh::default()
+        };
+        for c in &self.raw_cells {
+            if c.nv == 3 {
+                mesh.tris
+                    .push([lookup(c.v[0])?, lookup(c.v[1])?, lookup(c.v[2])?]);
+                mesh.tri_tags.push(c.tag);
+            } else {
+                mesh.quads.push([
+                    lookup(c.v[0])?,
+                    lookup(c.v[1])?,
+                    lookup(c.v[2])?,
+                    lookup(c.v[3])?,
+                ]);
+                mesh.quad_tags.push(c.tag);
+            }
+        }
+        for (tag, v) in &self.lines {
+            mesh.boundary.push(BoundaryEdge {
+                nodes: [lookup(v[0])?, lookup(v[1])?],
+                tag: *tag,
+            });
+        }
+        mesh.drop_unused_nodes();
+        mesh.check(file)?;
+        Ok(mesh)
+    }
 }
 
 struct RawCell {

@@ -165,6 +165,244 @@ fn append<T: hdf5::H5Type + Copy>(ds: &Dataset, data: &[T]) -> hdf5::Result<()> 
     ds.write_slice(data, s![n..n + data.len()])
 }
 
+/// A mesh's cells as VTK (connectivity, offsets, types) and XDMF mixed topology.
+struct Cells {
+    conn: Vec<i64>,
+    offsets: Vec<i64>,
+    types: Vec<u8>,
+    xdmf_topo: Vec<i64>,
+}
+
+impl Cells {
+    fn of(mesh: &Mesh) -> Self {
+        let nc = mesh.num_cells();
+        let mut conn: Vec<i64> = Vec::with_capacity(3 * mesh.tris.len() + 4 * mesh.quads.len());
+        let mut offsets: Vec<i64> = vec![0];
+        let mut types: Vec<u8> = Vec::with_capacity(nc);
+        let mut xdmf_topo: Vec<i64> = Vec::with_capacity(nc * 5);
+        for t in &mesh.tris {
+            conn.extend(t.iter().map(|&v| v as i64));
+            offsets.push(conn.len() as i64);
+            types.push(VTK_TRIANGLE);
+            xdmf_topo.push(XDMF_TRIANGLE);
+            xdmf_topo.extend(t.iter().map(|&v| v as i64));
+        }
+        for q in &mesh.quads {
+            conn.extend(q.iter().map(|&v| v as i64));
+            offsets.push(conn.len() as i64);
+            types.push(VTK_QUAD);
+            xdmf_topo.push(XDMF_QUAD);
+            xdmf_topo.extend(q.iter().map(|&v| v as i64));
+        }
+        Cells {
+            conn,
+            offsets,
+            types,
+            xdmf_topo,
+        }
+    }
+}
+
+/// The VTKHDF grid under `root`: points, cells, the (empty, extensible) `u`, and the region
+/// and owning rank of each cell. Returns `u`.
+fn write_grid(
+    root: &Group,
+    mesh: &Mesh,
+    cells: &Cells,
+    partition: Option<&[u32]>,
+) -> hdf5::Result<Dataset> {
+    let (n, nc) = (mesh.num_nodes(), mesh.num_cells());
+    let points: Vec<f64> = mesh.coords.iter().flat_map(|p| [p[0], p[1], 0.0]).collect();
+    let Cells {
+        conn,
+        offsets,
+        types,
+        ..
+    } = cells;
+    root.new_dataset::<i64>()
+        .shape(1)
+        .create("NumberOfPoints")?
+        .write(&[n as i64])?;
+    root.new_dataset::<i64>()
+        .shape(1)
+        .create("NumberOfCells")?
+        .write(&[nc as i64])?;
+    root.new_dataset::<i64>()
+        .shape(1)
+        .create("NumberOfConnectivityIds")?
+        .write(&[conn.len() as i64])?;
+    let pts = root
+        .new_dataset_builder()
+        .with_data(
+            ndarray::ArrayView2::from_shape((n, 3), &points)
+                .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
+        )
+        .create("Points")?;
+    describe(&pts, "m", "node coordinates x, y, z (z = 0)")?;
+    root.new_dataset_builder()
+        .with_data(&conn)
+        .create("Connectivity")?;
+    root.new_dataset_builder()
+        .with_data(&offsets)
+        .create("Offsets")?;
+    root.new_dataset_builder()
+        .with_data(&types)
+        .create("Types")?;
+    let pd = root.create_group("PointData")?;
+    let u = extensible::<f64>(&pd, "u", n.clamp(1, 1 << 20))?;
+    describe(
+        &u,
+        "field units",
+        "the wave field u at the nodes, all output steps back to back (see Steps)",
+    )?;
+    let cd = root.create_group("CellData")?;
+    let region = cd
+        .new_dataset_builder()
+        .with_data(&mesh.cell_tags())
+        .create("region")?;
+    describe(&region, "1", "physical surface tag of each cell")?;
+    let part: Vec<i32> = match partition {
+        Some(p) => p.iter().map(|&x| x as i32).collect(),
+        None => vec![0; nc],
+    };
+    let pa = cd
+        .new_dataset_builder()
+        .with_data(&part)
+        .create("partition")?;
+    describe(&pa, "1", "MPI rank that owns each cell")?;
+    Ok(u)
+}
+
+/// The VTKHDF `Steps` group and the per-step datasets, each with the value written for the
+/// k-th step (`value · k`, or a constant where the value is negative).
+fn create_steps(root: &Group, n: usize) -> hdf5::Result<(Group, Vec<(Dataset, i64)>)> {
+    let steps = root.create_group("Steps")?;
+    steps
+        .new_attr::<i64>()
+        .create("NSteps")?
+        .write_scalar(&0i64)?;
+    let mut per_step = Vec::new();
+    // (dataset, value written for the k-th step: `value * k`, or constant when value < 0)
+    let values = extensible::<f64>(&steps, "Values", 1024)?;
+    describe(&values, "s", "time of each output step")?;
+    per_step.push((values, 0));
+    for name in [
+        "PartOffsets",
+        "PointOffsets",
+        "CellOffsets",
+        "ConnectivityIdOffsets",
+    ] {
+        per_step.push((extensible::<i64>(&steps, name, 1024)?, 0));
+    }
+    per_step.push((extensible::<i64>(&steps, "NumberOfParts", 1024)?, -1));
+    let pdo = steps.create_group("PointDataOffsets")?;
+    per_step.push((extensible::<i64>(&pdo, "u", 1024)?, n as i64));
+    let cdo = steps.create_group("CellDataOffsets")?;
+    per_step.push((extensible::<i64>(&cdo, "region", 1024)?, 0));
+    per_step.push((extensible::<i64>(&cdo, "partition", 1024)?, 0));
+    Ok((steps, per_step))
+}
+
+/// wavecp's own group: the XDMF topology, the receivers (positions, names, extensible `u`
+/// and `time`) and the energy series. Returns `(receiver u, receiver time, energy, energy
+/// time)`.
+fn create_wavecp(
+    file: &File,
+    xdmf_topo: &[i64],
+    receivers: &[ReceiverInfo],
+) -> hdf5::Result<(Dataset, Dataset, Dataset, Dataset)> {
+    let w = file.create_group("wavecp")?;
+    w.new_dataset_builder()
+        .with_data(&xdmf_topo)
+        .create("xdmf_topology")?;
+    let rg = w.create_group("receivers")?;
+    let pos: Vec<f64> = receivers.iter().flat_map(|r| r.position).collect();
+    let rp = rg
+        .new_dataset_builder()
+        .with_data(
+            ndarray::ArrayView2::from_shape((receivers.len(), 2), &pos)
+                .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
+        )
+        .create("positions")?;
+    describe(&rp, "m", "receiver positions x, y")?;
+    let names: Vec<VarLenUnicode> = receivers
+        .iter()
+        .map(|r| r.name.parse().unwrap_or_default())
+        .collect();
+    rg.new_dataset_builder().with_data(&names).create("names")?;
+    let nrec = receivers.len().max(1);
+    let rec_u = rg
+        .new_dataset::<f64>()
+        .chunk((256, nrec))
+        .shape((0.., receivers.len()..))
+        .create("u")?;
+    describe(
+        &rec_u,
+        "field units",
+        "u interpolated at each receiver, one row per time step",
+    )?;
+    let rec_t = extensible::<f64>(&rg, "time", 4096)?;
+    describe(&rec_t, "s", "time of each receiver row")?;
+    let energy = extensible::<f64>(&w, "energy", 1024)?;
+    describe(
+        &energy,
+        "energy units",
+        "discrete energy 1/2 |(u+ - u)/dt|_M^2 + 1/2 u+^T K u at each output step",
+    )?;
+    let energy_t = extensible::<f64>(&w, "energy_time", 1024)?;
+    describe(&energy_t, "s", "time of each energy value")?;
+    Ok((rec_u, rec_t, energy, energy_t))
+}
+
+/// Claims `NAME.running.EXT` for `path` to continue a run: the running file as the dead run
+/// left it, or a copy of `path` when that run had completed.
+fn claim_to_continue(path: &Path) -> Result<(PathBuf, FileLock), OutputError> {
+    let (running, lock) = claim(path)?;
+    // Empty: just created by the claim (or left so by a run that died before writing).
+    let empty = std::fs::metadata(&running).map_or(true, |m| m.len() == 0);
+    if empty && path.exists() {
+        std::fs::copy(path, &running).map_err(|source| OutputError::Io {
+            file: running.clone(),
+            source,
+        })?;
+    } else if empty {
+        return Err(OutputError::Refused {
+            file: running,
+            msg: "is missing, so the run cannot continue from the checkpoint (start it anew without --restart)".into(),
+        });
+    }
+    Ok((running, lock))
+}
+
+/// The CSV tables rebuilt from the receiver rows and energy series the file keeps.
+fn rebuild_tables(
+    running: &Path,
+    h: &Handles,
+    (names, nrec): (&[String], usize),
+    times: &[f64],
+) -> Result<Tables, OutputError> {
+    let e = h5err(running);
+    let mut csv = Tables::create(running, names)?;
+    let read = || -> hdf5::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+        Ok((
+            h.rec_t.read_raw::<f64>()?,
+            h.rec_u.read_raw::<f64>()?,
+            h.energy.read_raw::<f64>()?,
+        ))
+    };
+    let (rec_t, rec_u, energy) = read().map_err(&e)?;
+    let csv_io = |suffix: &str| {
+        let file = sibling(running, suffix);
+        move |source| OutputError::Io { file, source }
+    };
+    if nrec > 0 {
+        rows(&mut csv.receivers, &rec_t, &rec_u, nrec).map_err(csv_io("receivers.csv"))?;
+    }
+    rows(&mut csv.energy, times, &energy, 1).map_err(csv_io("energy.csv"))?;
+    csv.flush(running)?;
+    Ok(csv)
+}
+
 impl VtkHdfWriter {
     /// Claims `NAME.running.EXT` for `path` (`NAME.EXT`), creates it (replacing a stale one left
     /// by a dead run), writes the mesh, region tags and the rank that owns each cell
@@ -195,144 +433,12 @@ impl VtkHdfWriter {
             .and_then(|a| a.write_scalar(&ty))
             .map_err(&e)?;
 
-        let n = mesh.num_nodes();
-        let nc = mesh.num_cells();
-        let points: Vec<f64> = mesh.coords.iter().flat_map(|p| [p[0], p[1], 0.0]).collect();
-        let mut conn: Vec<i64> = Vec::with_capacity(3 * mesh.tris.len() + 4 * mesh.quads.len());
-        let mut offsets: Vec<i64> = vec![0];
-        let mut types: Vec<u8> = Vec::with_capacity(nc);
-        let mut xdmf_topo: Vec<i64> = Vec::with_capacity(nc * 5);
-        for t in &mesh.tris {
-            conn.extend(t.iter().map(|&v| v as i64));
-            offsets.push(conn.len() as i64);
-            types.push(VTK_TRIANGLE);
-            xdmf_topo.push(XDMF_TRIANGLE);
-            xdmf_topo.extend(t.iter().map(|&v| v as i64));
-        }
-        for q in &mesh.quads {
-            conn.extend(q.iter().map(|&v| v as i64));
-            offsets.push(conn.len() as i64);
-            types.push(VTK_QUAD);
-            xdmf_topo.push(XDMF_QUAD);
-            xdmf_topo.extend(q.iter().map(|&v| v as i64));
-        }
+        let cells = Cells::of(mesh);
         let write = || -> hdf5::Result<Handles> {
-            root.new_dataset::<i64>()
-                .shape(1)
-                .create("NumberOfPoints")?
-                .write(&[n as i64])?;
-            root.new_dataset::<i64>()
-                .shape(1)
-                .create("NumberOfCells")?
-                .write(&[nc as i64])?;
-            root.new_dataset::<i64>()
-                .shape(1)
-                .create("NumberOfConnectivityIds")?
-                .write(&[conn.len() as i64])?;
-            let pts = root
-                .new_dataset_builder()
-                .with_data(
-                    ndarray::ArrayView2::from_shape((n, 3), &points)
-                        .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
-                )
-                .create("Points")?;
-            describe(&pts, "m", "node coordinates x, y, z (z = 0)")?;
-            root.new_dataset_builder()
-                .with_data(&conn)
-                .create("Connectivity")?;
-            root.new_dataset_builder()
-                .with_data(&offsets)
-                .create("Offsets")?;
-            root.new_dataset_builder()
-                .with_data(&types)
-                .create("Types")?;
-            let pd = root.create_group("PointData")?;
-            let u = extensible::<f64>(&pd, "u", n.clamp(1, 1 << 20))?;
-            describe(
-                &u,
-                "field units",
-                "the wave field u at the nodes, all output steps back to back (see Steps)",
-            )?;
-            let cd = root.create_group("CellData")?;
-            let region = cd
-                .new_dataset_builder()
-                .with_data(&mesh.cell_tags())
-                .create("region")?;
-            describe(&region, "1", "physical surface tag of each cell")?;
-            let part: Vec<i32> = match partition {
-                Some(p) => p.iter().map(|&x| x as i32).collect(),
-                None => vec![0; nc],
-            };
-            let pa = cd
-                .new_dataset_builder()
-                .with_data(&part)
-                .create("partition")?;
-            describe(&pa, "1", "MPI rank that owns each cell")?;
-            let steps = root.create_group("Steps")?;
-            steps
-                .new_attr::<i64>()
-                .create("NSteps")?
-                .write_scalar(&0i64)?;
-            let mut per_step = Vec::new();
-            // (dataset, value written for the k-th step: `value * k`, or constant when value < 0)
-            let values = extensible::<f64>(&steps, "Values", 1024)?;
-            describe(&values, "s", "time of each output step")?;
-            per_step.push((values, 0));
-            for name in [
-                "PartOffsets",
-                "PointOffsets",
-                "CellOffsets",
-                "ConnectivityIdOffsets",
-            ] {
-                per_step.push((extensible::<i64>(&steps, name, 1024)?, 0));
-            }
-            per_step.push((extensible::<i64>(&steps, "NumberOfParts", 1024)?, -1));
-            let pdo = steps.create_group("PointDataOffsets")?;
-            per_step.push((extensible::<i64>(&pdo, "u", 1024)?, n as i64));
-            let cdo = steps.create_group("CellDataOffsets")?;
-            per_step.push((extensible::<i64>(&cdo, "region", 1024)?, 0));
-            per_step.push((extensible::<i64>(&cdo, "partition", 1024)?, 0));
-
-            let w = file.create_group("wavecp")?;
-            w.new_dataset_builder()
-                .with_data(&xdmf_topo)
-                .create("xdmf_topology")?;
-            let rg = w.create_group("receivers")?;
-            let pos: Vec<f64> = receivers.iter().flat_map(|r| r.position).collect();
-            let rp = rg
-                .new_dataset_builder()
-                .with_data(
-                    ndarray::ArrayView2::from_shape((receivers.len(), 2), &pos)
-                        .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
-                )
-                .create("positions")?;
-            describe(&rp, "m", "receiver positions x, y")?;
-            let names: Vec<VarLenUnicode> = receivers
-                .iter()
-                .map(|r| r.name.parse().unwrap_or_default())
-                .collect();
-            rg.new_dataset_builder().with_data(&names).create("names")?;
-            let nrec = receivers.len().max(1);
-            let rec_u = rg
-                .new_dataset::<f64>()
-                .chunk((256, nrec))
-                .shape((0.., receivers.len()..))
-                .create("u")?;
-            describe(
-                &rec_u,
-                "field units",
-                "u interpolated at each receiver, one row per time step",
-            )?;
-            let rec_t = extensible::<f64>(&rg, "time", 4096)?;
-            describe(&rec_t, "s", "time of each receiver row")?;
-            let energy = extensible::<f64>(&w, "energy", 1024)?;
-            describe(
-                &energy,
-                "energy units",
-                "discrete energy 1/2 |(u+ - u)/dt|_M^2 + 1/2 u+^T K u at each output step",
-            )?;
-            let energy_t = extensible::<f64>(&w, "energy_time", 1024)?;
-            describe(&energy_t, "s", "time of each energy value")?;
+            let u = write_grid(&root, mesh, &cells, partition)?;
+            let (steps, per_step) = create_steps(&root, mesh.num_nodes())?;
+            let (rec_u, rec_t, energy, energy_t) =
+                create_wavecp(&file, &cells.xdmf_topo, receivers)?;
             Ok(Handles {
                 steps,
                 u,
@@ -347,9 +453,9 @@ impl VtkHdfWriter {
         file.flush().map_err(&e)?;
         let layout = XdmfLayout {
             h5_name: file_name(&running),
-            num_nodes: n,
-            num_cells: nc,
-            topology_len: xdmf_topo.len(),
+            num_nodes: mesh.num_nodes(),
+            num_cells: mesh.num_cells(),
+            topology_len: cells.xdmf_topo.len(),
         };
         let xdmf = sidecar(xdmf, &running, &layout, &[])?;
         let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
@@ -445,20 +551,7 @@ impl VtkHdfWriter {
         rec_rows: usize,
         xdmf: bool,
     ) -> Result<Self, OutputError> {
-        let (running, lock) = claim(path)?;
-        // Empty: just created by the claim (or left so by a run that died before writing).
-        let empty = std::fs::metadata(&running).map_or(true, |m| m.len() == 0);
-        if empty && path.exists() {
-            std::fs::copy(path, &running).map_err(|source| OutputError::Io {
-                file: running.clone(),
-                source,
-            })?;
-        } else if empty {
-            return Err(OutputError::Refused {
-                file: running,
-                msg: "is missing, so the run cannot continue from the checkpoint (start it anew without --restart)".into(),
-            });
-        }
+        let (running, lock) = claim_to_continue(path)?;
         let e = h5err(&running);
         let file = h5_open(&running, false).map_err(&e)?;
         type Reopened = (Handles, usize, usize, usize, Vec<f64>, usize, Vec<String>);
@@ -538,25 +631,7 @@ impl VtkHdfWriter {
         };
         let (h, n, nc, topology_len, times, nrec, names) = open().map_err(&e)?;
         file.flush().map_err(&e)?;
-        // The tables again, from what the file keeps.
-        let mut csv = Tables::create(&running, &names)?;
-        let read = || -> hdf5::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
-            Ok((
-                h.rec_t.read_raw::<f64>()?,
-                h.rec_u.read_raw::<f64>()?,
-                h.energy.read_raw::<f64>()?,
-            ))
-        };
-        let (rec_t, rec_u, energy) = read().map_err(&e)?;
-        let csv_io = |suffix: &str| {
-            let file = sibling(&running, suffix);
-            move |source| OutputError::Io { file, source }
-        };
-        if nrec > 0 {
-            rows(&mut csv.receivers, &rec_t, &rec_u, nrec).map_err(csv_io("receivers.csv"))?;
-        }
-        rows(&mut csv.energy, &times, &energy, 1).map_err(csv_io("energy.csv"))?;
-        csv.flush(&running)?;
+        let csv = rebuild_tables(&running, &h, (&names, nrec), &times)?;
         let layout = XdmfLayout {
             h5_name: file_name(&running),
             num_nodes: n,

@@ -188,104 +188,324 @@ pub fn run(
         .map_err(SurrogateError::Mismatch)?
 }
 
+/// The dataset, cut into training and validation windows, and the model's description.
+struct Data {
+    fs: FrameSet,
+    ws: WindowSpec,
+    train_w: Vec<(usize, usize)>,
+    val_w: Vec<(usize, usize)>,
+    spec: ModelSpec,
+    model_path: PathBuf,
+}
+
+impl Data {
+    fn load(job: &TrainJob, base: &Path) -> Result<Self, SurrogateError> {
+        let fs = FrameSet::load(&base.join(&job.data.train))?;
+        let model_path = base.join(&job.model.file);
+        let spec_text =
+            std::fs::read_to_string(&model_path).map_err(|e| file_err(&model_path, e))?;
+        let spec = ModelSpec::from_toml(&spec_text).map_err(|e| file_err(&model_path, e))?;
+        let ws = WindowSpec {
+            t_in: job.data.t_in,
+            t_out: job.data.t_out,
+            dims: spec.model.dims,
+        };
+        if job.data.t_in + job.data.t_out > fs.nframes {
+            return Err(SurrogateError::Invalid {
+                key: "data.t_in/t_out".into(),
+                msg: format!(
+                    "a window of {} frames does not fit in {} frames per sample",
+                    job.data.t_in + job.data.t_out,
+                    fs.nframes
+                ),
+            });
+        }
+        let nval = ((fs.samples as f64 * job.data.validation).round() as usize).min(fs.samples - 1);
+        let train_s: Vec<usize> = (0..fs.samples - nval).collect();
+        let val_s: Vec<usize> = (fs.samples - nval..fs.samples).collect();
+        let train_w = ws.windows(&fs, &train_s, job.data.window_stride);
+        let val_w = ws.windows(&fs, &val_s, job.data.window_stride);
+        let expect_in = if ws.dims == 2 { ws.t_in } else { 1 };
+        if spec.model.in_channels != expect_in {
+            return Err(SurrogateError::Mismatch(format!(
+                "{}: in_channels = {} but a {}-D model on t_in = {} frames needs {expect_in}",
+                model_path.display(),
+                spec.model.in_channels,
+                ws.dims,
+                ws.t_in
+            )));
+        }
+        Ok(Data {
+            fs,
+            ws,
+            train_w,
+            val_w,
+            spec,
+            model_path,
+        })
+    }
+
+    /// Refuses a model whose output is not the shape of a window's targets.
+    fn check_output(&self, model: &mut Model) -> Result<(), SurrogateError> {
+        let (fs, ws) = (&self.fs, &self.ws);
+        let first = &self.train_w[..1.min(self.train_w.len())];
+        let probe = model.forward(&ws.batch(fs, first, fs.mean, fs.std).0)?;
+        let want = ws.shape(1, ws.t_out, fs.ny, fs.nx);
+        if probe.shape != want {
+            return Err(SurrogateError::Mismatch(format!(
+                "{}: the model maps a window to {:?}, the targets are {want:?}",
+                self.model_path.display(),
+                probe.shape
+            )));
+        }
+        Ok(())
+    }
+
+    /// The model file's metadata after `epoch`.
+    fn meta(&self, epoch: usize, (tl, vl): (f64, f64), nparams: usize) -> ModelMeta {
+        let fs = &self.fs;
+        ModelMeta {
+            t_in: self.ws.t_in,
+            t_out: self.ws.t_out,
+            ny: fs.ny,
+            nx: fs.nx,
+            mean: fs.mean,
+            std: fs.std,
+            frame_dt: fs.frame_dt,
+            dataset: fs.path.display().to_string(),
+            epoch,
+            train_loss: tl,
+            val_loss: vl,
+            trainable_params: nparams,
+            peak_rss_mb: peak_rss_mb(),
+            epoch_s: 0.0,
+        }
+    }
+}
+
+/// The model, its optimiser and training state: from the checkpoint with `--resume`, else new.
+fn start(
+    job: &TrainJob,
+    opts: &TrainOptions,
+    data: &Data,
+    ckpt: &Path,
+) -> Result<(Model, Adam, TrainState), SurrogateError> {
+    if !(opts.resume && ckpt.exists()) {
+        let state = TrainState {
+            epoch: 0,
+            adam_step: 0,
+            best_val: f64::INFINITY,
+            history: vec![],
+        };
+        let model = Model::new(data.spec.clone())?;
+        return Ok((model, Adam::new(job.optimizer.clone()), state));
+    }
+    let l = modelfile::load(ckpt)?;
+    let ck = l
+        .train
+        .ok_or_else(|| file_err(ckpt, "holds no training state"))?;
+    if toml::to_string(&l.model.spec).ok() != toml::to_string(&data.spec).ok() {
+        return Err(SurrogateError::Mismatch(format!(
+            "{}: the checkpoint's architecture differs from {}",
+            ckpt.display(),
+            data.model_path.display()
+        )));
+    }
+    ck.optimizer.check().map_err(|m| {
+        file_err(
+            ckpt,
+            format!("cannot resume: its optimizer settings are damaged ({m})"),
+        )
+    })?;
+    let mut adam = Adam::new(ck.optimizer);
+    adam.m = ck.m;
+    adam.v = ck.v;
+    adam.step = ck.state.adam_step;
+    tracing::info!(
+        "resuming from {} after epoch {}",
+        ckpt.display(),
+        ck.state.epoch
+    );
+    Ok((l.model, adam, ck.state))
+}
+
+/// One training run's moving parts: the model and optimiser on the CPU, and the GPU engine
+/// (with the frames resident on the device where they fit) when there is one.
+struct Trainer<'a> {
+    job: &'a TrainJob,
+    data: &'a Data,
+    model: Model,
+    adam: Adam,
+    engine: Option<super::engine::GpuTrainer>,
+    resident: bool,
+    /// The output folder, and the checkpoint and best model in it.
+    out_dir: PathBuf,
+    ckpt: PathBuf,
+    best: PathBuf,
+    nparams: usize,
+}
+
+impl Trainer<'_> {
+    /// The loss is not finite in `epoch`: the error names the last good checkpoint.
+    fn non_finite(&self, epoch: usize) -> SurrogateError {
+        let good = if self.ckpt.exists() {
+            self.ckpt.display().to_string()
+        } else {
+            "none (no epoch finished)".into()
+        };
+        SurrogateError::NonFinite {
+            epoch,
+            checkpoint: good,
+        }
+    }
+
+    /// One pass over `order`; the mean training loss. `done` batches precede it in the run's
+    /// progress.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        order: &[(usize, usize)],
+        (progress, done): (&mut Progress, usize),
+    ) -> Result<f64, SurrogateError> {
+        let (job, d) = (self.job, self.data);
+        let (fs, ws) = (&d.fs, &d.ws);
+        if let (true, Some(e)) = (self.resident, &mut self.engine) {
+            e.set_windows(Slot::Train, order)?;
+        }
+        let mut sum = 0.0;
+        // On the GPU a step is queued whole and its loss is read after the next step has been
+        // queued (one wait per step, with the device busy meanwhile); on the CPU the loss is
+        // checked before the update.
+        let mut pending: Option<(PendingLoss, usize)> = None;
+        for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
+            let loss_n = match &mut self.engine {
+                Some(e) => {
+                    let p = if self.resident {
+                        let at = bi * job.train.batch;
+                        e.queue_step_at(Slot::Train, at, chunk.len(), &mut self.adam)?
+                    } else {
+                        let (x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
+                        e.queue_step(x, &y, &mut self.adam)?
+                    };
+                    match pending.replace((p, chunk.len())) {
+                        Some((prev, n)) => Some((e.loss(&prev)?, n)),
+                        None => None,
+                    }
+                }
+                None => {
+                    let (x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
+                    let pred = self.model.forward_owned(x)?;
+                    let (l, dy) = loss(job.train.loss, &pred, &y)?;
+                    if !l.is_finite() {
+                        return Err(self.non_finite(epoch));
+                    }
+                    self.model.zero_grad();
+                    self.model.backward_owned(dy)?;
+                    let mut ps = self.model.params_mut();
+                    self.adam.update(&mut ps);
+                    Some((l, chunk.len()))
+                }
+            };
+            if let Some((l, n)) = loss_n {
+                if !l.is_finite() {
+                    return Err(self.non_finite(epoch));
+                }
+                sum += l * n as f64;
+            }
+            progress.set((done + bi + 1) as u64);
+        }
+        if let (Some(e), Some((prev, n))) = (&self.engine, pending.take()) {
+            let l = e.loss(&prev)?;
+            if !l.is_finite() {
+                return Err(self.non_finite(epoch));
+            }
+            sum += l * n as f64;
+        }
+        Ok(sum / order.len().max(1) as f64)
+    }
+
+    /// Records a finished epoch in `state` and the log, keeps the model if it is the best so
+    /// far, and writes the checkpoint and history when one is due.
+    fn end_epoch(
+        &mut self,
+        state: &mut TrainState,
+        epoch: usize,
+        (last_train, val_loss): (f64, f64),
+        secs: f64,
+    ) -> Result<(), SurrogateError> {
+        let job = self.job;
+        state.epoch = epoch;
+        state.adam_step = self.adam.step;
+        state.history.push((epoch, last_train, val_loss, secs));
+        let remaining = secs * (job.train.epochs - epoch) as f64;
+        tracing::info!("epoch {epoch}/{}: loss {last_train:.4e}, validation {val_loss:.4e}, {secs:.1} s (ETA {remaining:.0} s)", job.train.epochs);
+        let score = if self.data.val_w.is_empty() {
+            last_train
+        } else {
+            val_loss
+        };
+        let mut m = self.data.meta(epoch, (last_train, val_loss), self.nparams);
+        m.epoch_s = state.history.iter().map(|h| h.3).sum::<f64>() / state.history.len() as f64;
+        if score < state.best_val {
+            state.best_val = score;
+            modelfile::save(&self.best, &self.model, &m, None)?;
+        }
+        if epoch.is_multiple_of(job.output.checkpoint_every) || epoch == job.train.epochs {
+            modelfile::save(&self.ckpt, &self.model, &m, Some((&self.adam, &*state)))?;
+            let hist = serde_json::to_string_pretty(&state.history).unwrap_or_default();
+            let dir = &self.out_dir;
+            crate::output::write_atomic(&dir.join("history.json"), hist.as_bytes())
+                .map_err(|e| file_err(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// The mean loss over the validation windows (NaN without any).
+    fn validation_loss(&mut self) -> Result<f64, SurrogateError> {
+        let (job, d) = (self.job, self.data);
+        let (fs, ws, val_w) = (&d.fs, &d.ws, &d.val_w);
+        let Some(e) = &mut self.engine else {
+            let b = job.train.batch;
+            return evaluate_loss(&mut self.model, ws, fs, val_w, b, job.train.loss);
+        };
+        // Every batch queued first, the losses read after: one wait per validation.
+        let b = job.train.batch.max(1);
+        let mut queued = Vec::new();
+        for (bi, chunk) in val_w.chunks(b).enumerate() {
+            let p = if self.resident {
+                e.queue_eval_at(Slot::Validation, bi * b, chunk.len())?
+            } else {
+                let (x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
+                e.queue_eval(x, &y)?
+            };
+            queued.push((p, chunk.len()));
+        }
+        let mut s = 0.0;
+        for (p, n) in &queued {
+            s += e.loss(p)? * *n as f64;
+        }
+        Ok(if val_w.is_empty() {
+            f64::NAN
+        } else {
+            s / val_w.len() as f64
+        })
+    }
+}
+
 fn run_inner(
     job: &TrainJob,
     base: &Path,
     opts: &TrainOptions,
 ) -> Result<TrainSummary, SurrogateError> {
-    // 0. Device, first: a missing GPU is reported before any data is read.
+    // Device, first: a missing GPU is reported before any data is read.
     let gpu = super::engine::open_device(opts.device)?;
-    // 1. Data and windows.
-    let fs = FrameSet::load(&base.join(&job.data.train))?;
-    let model_path = base.join(&job.model.file);
-    let spec_text = std::fs::read_to_string(&model_path).map_err(|e| file_err(&model_path, e))?;
-    let spec = ModelSpec::from_toml(&spec_text).map_err(|e| file_err(&model_path, e))?;
-    let ws = WindowSpec {
-        t_in: job.data.t_in,
-        t_out: job.data.t_out,
-        dims: spec.model.dims,
-    };
-    if job.data.t_in + job.data.t_out > fs.nframes {
-        return Err(SurrogateError::Invalid {
-            key: "data.t_in/t_out".into(),
-            msg: format!(
-                "a window of {} frames does not fit in {} frames per sample",
-                job.data.t_in + job.data.t_out,
-                fs.nframes
-            ),
-        });
-    }
-    let nval = ((fs.samples as f64 * job.data.validation).round() as usize).min(fs.samples - 1);
-    let train_s: Vec<usize> = (0..fs.samples - nval).collect();
-    let val_s: Vec<usize> = (fs.samples - nval..fs.samples).collect();
-    let train_w = ws.windows(&fs, &train_s, job.data.window_stride);
-    let val_w = ws.windows(&fs, &val_s, job.data.window_stride);
-    // 2. Model, checked against the windows.
-    let expect_in = if ws.dims == 2 { ws.t_in } else { 1 };
-    if spec.model.in_channels != expect_in {
-        return Err(SurrogateError::Mismatch(format!(
-            "{}: in_channels = {} but a {}-D model on t_in = {} frames needs {expect_in}",
-            model_path.display(),
-            spec.model.in_channels,
-            ws.dims,
-            ws.t_in
-        )));
-    }
+    let data = Data::load(job, base)?;
     let out_dir = job.output.dir.clone();
     let ckpt = out_dir.join("checkpoint.safetensors");
     let best = out_dir.join("best.safetensors");
-    let (mut model, mut adam, mut state) = if opts.resume && ckpt.exists() {
-        let l = modelfile::load(&ckpt)?;
-        let ck = l
-            .train
-            .ok_or_else(|| file_err(&ckpt, "holds no training state"))?;
-        if toml::to_string(&l.model.spec).ok() != toml::to_string(&spec).ok() {
-            return Err(SurrogateError::Mismatch(format!(
-                "{}: the checkpoint's architecture differs from {}",
-                ckpt.display(),
-                model_path.display()
-            )));
-        }
-        ck.optimizer.check().map_err(|m| {
-            file_err(
-                &ckpt,
-                format!("cannot resume: its optimizer settings are damaged ({m})"),
-            )
-        })?;
-        let mut adam = Adam::new(ck.optimizer);
-        adam.m = ck.m;
-        adam.v = ck.v;
-        adam.step = ck.state.adam_step;
-        tracing::info!(
-            "resuming from {} after epoch {}",
-            ckpt.display(),
-            ck.state.epoch
-        );
-        (l.model, adam, ck.state)
-    } else {
-        (
-            Model::new(spec)?,
-            Adam::new(job.optimizer.clone()),
-            TrainState {
-                epoch: 0,
-                adam_step: 0,
-                best_val: f64::INFINITY,
-                history: vec![],
-            },
-        )
-    };
-    let probe = model.forward(
-        &ws.batch(&fs, &train_w[..1.min(train_w.len())], fs.mean, fs.std)
-            .0,
-    )?;
-    let want = ws.shape(1, ws.t_out, fs.ny, fs.nx);
-    if probe.shape != want {
-        return Err(SurrogateError::Mismatch(format!(
-            "{}: the model maps a window to {:?}, the targets are {want:?}",
-            model_path.display(),
-            probe.shape
-        )));
-    }
+    let (mut model, adam, mut state) = start(job, opts, &data, &ckpt)?;
+    data.check_output(&mut model)?;
+    let (fs, train_w, val_w) = (&data.fs, &data.train_w, &data.val_w);
     let resumed_from = (state.epoch > 0).then_some(state.epoch);
     let nparams = model.num_params();
     tracing::info!(
@@ -296,7 +516,7 @@ fn run_inner(
     for l in model.summary() {
         tracing::debug!("  {l}");
     }
-    let mut engine: Option<super::engine::GpuTrainer> = match gpu {
+    let engine: Option<super::engine::GpuTrainer> = match gpu {
         #[cfg(feature = "cuda")]
         Some(g) => {
             let mut e = super::engine::GpuTrainer::new(g, &model, job.train.loss)?;
@@ -307,44 +527,32 @@ fn run_inner(
         Some(never) => match never {},
         None => None,
     };
+    let mut t = Trainer {
+        job,
+        data: &data,
+        model,
+        adam,
+        engine,
+        resident: false,
+        out_dir,
+        ckpt,
+        best: best.clone(),
+        nparams,
+    };
     // On the GPU the frames stay on the device for the whole run, each epoch's window order
     // is one small copy, and batches are cut there (no host-to-device copy per batch).
-    let mut resident = false;
-    if let Some(e) = &mut engine {
-        resident = e.keep_frames(&fs, ws)?;
-        if resident {
-            e.set_windows(Slot::Validation, &val_w)?;
+    if let Some(e) = &mut t.engine {
+        t.resident = e.keep_frames(fs, data.ws)?;
+        if t.resident {
+            e.set_windows(Slot::Validation, val_w)?;
         }
-        tracing::info!(
-            "training on {}{}",
-            e.name(),
-            if resident {
-                format!(
-                    " (frames resident on the device: {})",
-                    crate::progress::bytes(4 * fs.frames.len() as u64)
-                )
-            } else {
-                String::new()
-            }
+        let on_device = format!(
+            " (frames resident on the device: {})",
+            crate::progress::bytes(4 * fs.frames.len() as u64)
         );
+        let where_ = if t.resident { on_device.as_str() } else { "" };
+        tracing::info!("training on {}{where_}", e.name());
     }
-    let meta = |epoch: usize, tl: f64, vl: f64| ModelMeta {
-        t_in: ws.t_in,
-        t_out: ws.t_out,
-        ny: fs.ny,
-        nx: fs.nx,
-        mean: fs.mean,
-        std: fs.std,
-        frame_dt: fs.frame_dt,
-        dataset: fs.path.display().to_string(),
-        epoch,
-        train_loss: tl,
-        val_loss: vl,
-        trainable_params: nparams,
-        peak_rss_mb: peak_rss_mb(),
-        epoch_s: 0.0,
-    };
-    // 3. Epochs.
     let batches_per_epoch = train_w.len().div_ceil(job.train.batch);
     let mut progress = Progress::new(
         "train",
@@ -359,132 +567,25 @@ fn run_inner(
         let mut rng = ChaCha8Rng::seed_from_u64(job.train.seed);
         rng.set_stream(epoch as u64);
         order.shuffle(&mut rng);
-        let mut sum = 0.0;
-        if let (true, Some(e)) = (resident, &mut engine) {
-            e.set_windows(Slot::Train, &order)?;
-        }
-        let non_finite = || {
-            let good = if ckpt.exists() {
-                ckpt.display().to_string()
-            } else {
-                "none (no epoch finished)".into()
-            };
-            SurrogateError::NonFinite {
-                epoch,
-                checkpoint: good,
-            }
-        };
-        // On the GPU a step is queued whole and its loss is read after the next step has been
-        // queued (one wait per step, with the device busy meanwhile); on the CPU the loss is
-        // checked before the update.
-        let mut pending: Option<(PendingLoss, usize)> = None;
-        for (bi, chunk) in order.chunks(job.train.batch).enumerate() {
-            match &mut engine {
-                Some(e) => {
-                    let p = if resident {
-                        e.queue_step_at(Slot::Train, bi * job.train.batch, chunk.len(), &mut adam)?
-                    } else {
-                        let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                        e.queue_step(x, &y, &mut adam)?
-                    };
-                    if let Some((prev, n)) = pending.replace((p, chunk.len())) {
-                        let l = e.loss(&prev)?;
-                        if !l.is_finite() {
-                            return Err(non_finite());
-                        }
-                        sum += l * n as f64;
-                    }
-                }
-                None => {
-                    let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                    let pred = model.forward_owned(x)?;
-                    let (l, dy) = loss(job.train.loss, &pred, &y)?;
-                    if !l.is_finite() {
-                        return Err(non_finite());
-                    }
-                    sum += l * chunk.len() as f64;
-                    model.zero_grad();
-                    model.backward_owned(dy)?;
-                    let mut ps = model.params_mut();
-                    adam.update(&mut ps);
-                }
-            }
-            progress.set(((epoch - 1) * batches_per_epoch + bi + 1) as u64);
-        }
-        if let (Some(e), Some((prev, n))) = (&engine, pending.take()) {
-            let l = e.loss(&prev)?;
-            if !l.is_finite() {
-                return Err(non_finite());
-            }
-            sum += l * n as f64;
-        }
-        last_train = sum / order.len().max(1) as f64;
-        let val_loss = match &mut engine {
-            Some(e) => {
-                // Every batch queued first, the losses read after: one wait per validation.
-                let b = job.train.batch.max(1);
-                let mut queued = Vec::new();
-                for (bi, chunk) in val_w.chunks(b).enumerate() {
-                    let p = if resident {
-                        e.queue_eval_at(Slot::Validation, bi * b, chunk.len())?
-                    } else {
-                        let (x, y) = ws.batch(&fs, chunk, fs.mean, fs.std);
-                        e.queue_eval(x, &y)?
-                    };
-                    queued.push((p, chunk.len()));
-                }
-                let mut s = 0.0;
-                for (p, n) in &queued {
-                    s += e.loss(p)? * *n as f64;
-                }
-                if val_w.is_empty() {
-                    f64::NAN
-                } else {
-                    s / val_w.len() as f64
-                }
-            }
-            None => evaluate_loss(
-                &mut model,
-                &ws,
-                &fs,
-                &val_w,
-                job.train.batch,
-                job.train.loss,
-            )?,
-        };
+        let done = (epoch - 1) * batches_per_epoch;
+        last_train = t.train_epoch(epoch, &order, (&mut progress, done))?;
+        let val_loss = t.validation_loss()?;
         // Model files are written from the CPU model: bring the GPU's weights and moments back.
-        if let Some(e) = &mut engine {
-            e.sync(&mut model, &mut adam)?;
+        if let Some(e) = &mut t.engine {
+            e.sync(&mut t.model, &mut t.adam)?;
         }
-        let secs = t0.elapsed().as_secs_f64();
-        state.epoch = epoch;
-        state.adam_step = adam.step;
-        state.history.push((epoch, last_train, val_loss, secs));
-        let remaining = secs * (job.train.epochs - epoch) as f64;
-        tracing::info!("epoch {epoch}/{}: loss {last_train:.4e}, validation {val_loss:.4e}, {secs:.1} s (ETA {remaining:.0} s)", job.train.epochs);
-        let score = if val_w.is_empty() {
-            last_train
-        } else {
-            val_loss
-        };
-        let mut m = meta(epoch, last_train, val_loss);
-        m.epoch_s = state.history.iter().map(|h| h.3).sum::<f64>() / state.history.len() as f64;
-        if score < state.best_val {
-            state.best_val = score;
-            modelfile::save(&best, &model, &m, None)?;
-        }
-        if epoch % job.output.checkpoint_every == 0 || epoch == job.train.epochs {
-            modelfile::save(&ckpt, &model, &m, Some((&adam, &state)))?;
-            let hist = serde_json::to_string_pretty(&state.history).unwrap_or_default();
-            crate::output::write_atomic(&out_dir.join("history.json"), hist.as_bytes())
-                .map_err(|e| file_err(&out_dir, e))?;
-        }
+        t.end_epoch(
+            &mut state,
+            epoch,
+            (last_train, val_loss),
+            t0.elapsed().as_secs_f64(),
+        )?;
         if opts.stop_after_epochs == Some(epoch) {
             break;
         }
     }
     progress.finish();
-    let gpu_peak_mib = engine.as_ref().and_then(|e| e.report_memory());
+    let gpu_peak_mib = t.engine.as_ref().and_then(|e| e.report_memory());
     let mean_epoch_s =
         state.history.iter().map(|h| h.3).sum::<f64>() / state.history.len().max(1) as f64;
     Ok(TrainSummary {

@@ -256,6 +256,12 @@ fn level_kernels(
     let mut dw = gpu.device_zeros(c * kk)?;
     let mut wa = gpu.device_zeros(c * kk)?;
     let (conv, wgrad) = dense_level_gemms(c, nvox, b);
+    let dims = ConvDims {
+        c,
+        ind: ext,
+        g: &g,
+        outd: ext,
+    };
     let flops = 2.0 * (c * kk * nvox * b) as f64;
     let io = 4.0 * (2 * n + c * kk) as f64;
     let plan = gpu.gemm_plan(&conv);
@@ -265,12 +271,7 @@ fn level_kernels(
             &w.as_view(),
             &x.as_view(),
             ConvOperand::Col,
-            &ConvDims {
-                c,
-                ind: ext,
-                g: &g,
-                outd: ext,
-            },
+            &dims,
             GemmOut {
                 c: &mut y,
                 bias: Some(&bias),
@@ -299,12 +300,7 @@ fn level_kernels(
             &dy.as_view(),
             &x.as_view(),
             ConvOperand::ColT,
-            &ConvDims {
-                c,
-                ind: ext,
-                g: &g,
-                outd: ext,
-            },
+            &dims,
             GemmOut::plain(&mut dw),
         )
     })?;
@@ -330,12 +326,7 @@ fn level_kernels(
             &wa.as_view(),
             &dy.as_view(),
             ConvOperand::Col,
-            &ConvDims {
-                c,
-                ind: ext,
-                g: &g,
-                outd: ext,
-            },
+            &dims,
             GemmOut::plain(&mut y),
         )
     })?;
@@ -353,6 +344,23 @@ fn level_kernels(
         io + 8.0 * (c * kk) as f64,
         samples,
     ));
+    out.extend(chain_kernels(gpu, samples, (c, ext), (&x, &dy), &mut y)?);
+    Ok(out)
+}
+
+/// The fused CP chain (3 + 3 + 3 taps) with the tile the rules pick: forward and filter
+/// gradient, over `x` and `dy` of `c` channels over `ext`, batch 4.
+fn chain_kernels(
+    gpu: &Gpu,
+    samples: usize,
+    (c, ext): (usize, [usize; 3]),
+    (x, dy): (&DevBuf, &DevBuf),
+    y: &mut DevBuf,
+) -> Result<Vec<KernelResult>, CudaError> {
+    let b = 4usize;
+    let n = b * c * ext.iter().product::<usize>();
+    let level = format!("{c} ch, {}x{}x{}, batch {b}", ext[0], ext[1], ext[2]);
+    let mut out = vec![];
     let ch = Chain {
         batch: b,
         c,
@@ -369,7 +377,7 @@ fn level_kernels(
         .map(|_| gpu.device_zeros(c * 3))
         .collect::<Result<_, _>>()?;
     let ms = time_ms(gpu, samples, || {
-        gpu.cp_chain_forward_dev(&ch, false, &x, wr, &mut y)
+        gpu.cp_chain_forward_dev(&ch, false, x, wr, y)
     })?;
     let shape = format!("CP chain 3+3+3 taps: {level}");
     out.push(kernel_result(
@@ -384,7 +392,7 @@ fn level_kernels(
         let [g0, g1, g2] = &mut gs[..] else {
             unreachable!("three gradients")
         };
-        gpu.cp_chain_dweight_dev(&ch, &x, &dy, wr, [g0, g1, g2])
+        gpu.cp_chain_dweight_dev(&ch, x, dy, wr, [g0, g1, g2])
     })?;
     out.push(kernel_result(
         gpu,

@@ -219,6 +219,51 @@ impl Layer for CpConv {
 }
 
 impl CpConv {
+    /// The depthwise pass of axis slot `slot` (axis `ax`) backwards: the gradient of its input
+    /// `zin` from that of its output `dz`, and, when asked, its filter's gradient (summed over
+    /// the samples in order).
+    fn axis_backward(
+        &self,
+        (slot, ax): (usize, usize),
+        zin: &Tensor,
+        dz: &Tensor,
+        want_weights: bool,
+    ) -> Result<(Tensor, Option<Vec<f32>>), NnError> {
+        let r = self.rank;
+        let di = zin.dims5("cp conv")?;
+        let ind = [di[2], di[3], di[4]];
+        let g = self.axis_geom(ax);
+        let o = g.out_dims(ind)?;
+        let (nin, nout) = (ind.iter().product::<usize>(), o.iter().product::<usize>());
+        let k = g.k[ax];
+        let w = &self.a[slot].value;
+        let mut dx = zeroed(di[0] * r * nin);
+        let mut dw_parts = zeroed(di[0] * r * k);
+        dx.par_chunks_mut(r * nin)
+            .zip(dw_parts.par_chunks_mut(r * k))
+            .enumerate()
+            .for_each(|(b, (dxb, dwb))| {
+                let sh = DwShape { c: r, ind, outd: o };
+                depthwise_axis_backward(
+                    &zin.data[b * r * nin..(b + 1) * r * nin],
+                    &dz.data[b * r * nout..(b + 1) * r * nout],
+                    sh,
+                    &axis_conv(&g, ax),
+                    w,
+                    dxb,
+                    dwb,
+                );
+            });
+        let dw = want_weights.then(|| {
+            let mut dw = vec![0.0f32; r * k];
+            for part in dw_parts.chunks(r * k) {
+                dw.iter_mut().zip(part).for_each(|(a, v)| *a += v);
+            }
+            dw
+        });
+        Ok((Tensor::from_vec(&zin.shape, dx)?, dw))
+    }
+
     /// Backpropagates through the chain; returns `dx` and, when asked, the parameter gradients
     /// in `params()` order.
     fn chain_backward(
@@ -281,39 +326,9 @@ impl CpConv {
             }),
         )?;
         for (slot, &ax) in self.axes.iter().enumerate().rev() {
-            let zin = &zs[slot];
-            let di = zin.dims5("cp conv")?;
-            let ind = [di[2], di[3], di[4]];
-            let g = self.axis_geom(ax);
-            let o = g.out_dims(ind)?;
-            let (nin, nout) = (ind.iter().product::<usize>(), o.iter().product::<usize>());
-            let k = g.k[ax];
-            let w = &self.a[slot].value;
-            let mut dx = zeroed(di[0] * r * nin);
-            let mut dw_parts = zeroed(di[0] * r * k);
-            dx.par_chunks_mut(r * nin)
-                .zip(dw_parts.par_chunks_mut(r * k))
-                .enumerate()
-                .for_each(|(b, (dxb, dwb))| {
-                    let sh = DwShape { c: r, ind, outd: o };
-                    depthwise_axis_backward(
-                        &zin.data[b * r * nin..(b + 1) * r * nin],
-                        &dz.data[b * r * nout..(b + 1) * r * nout],
-                        sh,
-                        &axis_conv(&g, ax),
-                        w,
-                        dxb,
-                        dwb,
-                    );
-                });
-            if want_weights {
-                let mut dw = vec![0.0f32; r * k];
-                for part in dw_parts.chunks(r * k) {
-                    dw.iter_mut().zip(part).for_each(|(a, v)| *a += v);
-                }
-                grads_a.push(dw);
-            }
-            dz = Tensor::from_vec(&zin.shape, dx)?;
+            let (dzin, dw) = self.axis_backward((slot, ax), &zs[slot], &dz, want_weights)?;
+            grads_a.extend(dw);
+            dz = dzin;
         }
         grads_a.reverse();
         // dx = Vᵀ dz0; dV = Σ dz0 xᵀ
