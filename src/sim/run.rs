@@ -103,21 +103,21 @@ fn solve(
     let wall = Instant::now();
     // 1–2. Mesh, problem and partition on rank 0; each rank receives its part.
     let (part, boundaries, root) = distribute(cfg, base, opts, comm)?;
-    let receivers = part.receivers.iter().map(|r| r.1).collect();
+    let receivers: Vec<_> = part.receivers.iter().map(|r| r.1).collect();
     let rec_ids: Vec<u64> = part.receivers.iter().map(|r| r.0 as u64).collect();
     // 3–4. Operators, time step, initial state.
     let (mut sim, nsteps, halo) = simulation(cfg, part, boundaries, comm)?;
+    // Receiver rows are buffered between output steps: no more rows than steps.
+    let rows = cfg.output.every.min(nsteps) + 1;
     let mut io = Io {
         root,
+        rec_u: Vec::with_capacity(rows * receivers.len()),
         receivers,
-        // Receiver rows are buffered between output steps: no more rows than steps.
-        rec_u: Vec::new(),
         outputs: 0,
+        // Set again below, once a restart has restored the initial energy.
         energy: sim.initial_energy(),
         time: Duration::ZERO,
     };
-    io.rec_u
-        .reserve((cfg.output.every.min(nsteps) + 1) * io.receivers.len());
     io.learn_layout(sim.layout(), &rec_ids, comm);
     let restarted = opts.restart && checkpoint_exists_on(cfg, comm);
     if restarted {

@@ -2,12 +2,11 @@
 //! with the FLOPs and bytes it moves set against the device's roofline.
 
 use super::{
-    dense_level_gemms, k3_same, kernel_result, paper_levels, time_ms, values, KernelResult,
+    dense_level_gemms, k3_same, kernel_result, paper_levels, time_ms, values, ChainBench,
+    KernelResult,
 };
 use crate::cuda::ops::ConvOperand;
-use crate::cuda::{
-    AdamStep, Chain, ConvDims, CudaError, DevBuf, GemmDesc, GemmOut, Gpu, PoolShape,
-};
+use crate::cuda::{AdamStep, ConvDims, CudaError, DevBuf, GemmDesc, GemmOut, Gpu, PoolShape};
 use crate::nn::conv::{AxisConv, DwShape, Geom};
 use crate::nn::ops::{ActKind, PoolKind};
 
@@ -361,24 +360,9 @@ fn chain_kernels(
     let n = b * c * ext.iter().product::<usize>();
     let level = format!("{c} ch, {}x{}x{}, batch {b}", ext[0], ext[1], ext[2]);
     let mut out = vec![];
-    let ch = Chain {
-        batch: b,
-        c,
-        ind: ext,
-        k: [3; 3],
-        pad: [1; 3],
-    };
-    let tile = ch.tile()?;
-    let ws: Vec<_> = (0..3)
-        .map(|a| gpu.to_device(&values(c * 3, 35 + a)))
-        .collect::<Result<_, _>>()?;
-    let wr = [&ws[0], &ws[1], &ws[2]];
-    let mut gs: Vec<_> = (0..3)
-        .map(|_| gpu.device_zeros(c * 3))
-        .collect::<Result<_, _>>()?;
-    let ms = time_ms(gpu, samples, || {
-        gpu.cp_chain_forward_dev(&ch, false, x, wr, y)
-    })?;
+    let mut cb = ChainBench::new(gpu, c, ext, 35)?;
+    let tile = cb.ch.tile()?;
+    let (ms, dweight_ms) = cb.time(gpu, samples, (x, dy), y)?;
     let shape = format!("CP chain 3+3+3 taps: {level}");
     out.push(kernel_result(
         gpu,
@@ -388,19 +372,13 @@ fn chain_kernels(
         8.0 * n as f64,
         samples,
     ));
-    let ms = time_ms(gpu, samples, || {
-        let [g0, g1, g2] = &mut gs[..] else {
-            unreachable!("three gradients")
-        };
-        gpu.cp_chain_dweight_dev(&ch, x, dy, wr, [g0, g1, g2])
-    })?;
     out.push(kernel_result(
         gpu,
         (
             &format!("{} + cp_chain_dweight_reduce_f32", tile.dweight.entry()),
             shape,
         ),
-        ms,
+        dweight_ms,
         2.0 * 2.0 * 9.0 * n as f64,
         8.0 * n as f64,
         samples,

@@ -405,3 +405,55 @@ fn paper_levels(scale: usize) -> Vec<(usize, [usize; 3])> {
         .map(|(c, s)| (c, [8, (s / scale).max(2), (s / scale).max(2)]))
         .collect()
 }
+
+/// The fused CP chain of a U-Net level (3 + 3 + 3 taps, padding 1, batch 4) with its filters
+/// and their gradients on the device, for timing.
+struct ChainBench {
+    ch: super::Chain,
+    ws: Vec<super::DevBuf>,
+    gs: Vec<super::DevBuf>,
+}
+
+impl ChainBench {
+    /// `c` channels over `ext`; the filters are seeded values from `seed`.
+    fn new(gpu: &Gpu, c: usize, ext: [usize; 3], seed: u64) -> Result<Self, CudaError> {
+        let ch = super::Chain {
+            batch: 4,
+            c,
+            ind: ext,
+            k: [3; 3],
+            pad: [1; 3],
+        };
+        let ws = (0..3)
+            .map(|a| gpu.to_device(&values(c * 3, seed + a)))
+            .collect::<Result<_, _>>()?;
+        let gs = (0..3)
+            .map(|_| gpu.device_zeros(c * 3))
+            .collect::<Result<_, _>>()?;
+        Ok(ChainBench { ch, ws, gs })
+    }
+
+    /// The forward pass over `x` into `y` and the filter gradient from `x` and `dy`, timed:
+    /// `(forward ms, filter-gradient ms)`.
+    fn time(
+        &mut self,
+        gpu: &Gpu,
+        samples: usize,
+        (x, dy): (&super::DevBuf, &super::DevBuf),
+        y: &mut super::DevBuf,
+    ) -> Result<(f64, f64), CudaError> {
+        let ch = &self.ch;
+        let wr = [&self.ws[0], &self.ws[1], &self.ws[2]];
+        let forward = time_ms(gpu, samples, || {
+            gpu.cp_chain_forward_dev(ch, false, x, wr, &mut *y)
+        })?;
+        let gs = &mut self.gs;
+        let dweight = time_ms(gpu, samples, || {
+            let [g0, g1, g2] = &mut gs[..] else {
+                unreachable!("three gradients")
+            };
+            gpu.cp_chain_dweight_dev(ch, x, dy, wr, [g0, g1, g2])
+        })?;
+        Ok((forward, dweight))
+    }
+}

@@ -2,10 +2,11 @@
 //! chain at each U-Net level, the measurements the choice rules are set from.
 
 use super::{
-    dense_level_gemms, k3_same, kernel_result, paper_levels, time_ms, values, KernelResult,
+    dense_level_gemms, k3_same, kernel_result, paper_levels, time_ms, values, ChainBench,
+    KernelResult,
 };
 use crate::cuda::ops::ConvOperand;
-use crate::cuda::{Chain, ConvDims, CudaError, DevBuf, GemmOut, Gpu};
+use crate::cuda::{ConvDims, CudaError, DevBuf, GemmOut, Gpu};
 
 /// `wavecp bench kernels --sweep`: every tile height and k split of the tiled GEMM on the three
 /// implicit-GEMM convolutions of a dense 3 × 3 × 3 layer (forward, weight gradient summed over
@@ -152,21 +153,8 @@ fn sweep_chain(
     let level = lv.name();
     let mut out = vec![];
     // The fused CP chain at this level, every tile variant.
-    let ch = Chain {
-        batch: b,
-        c,
-        ind: ext,
-        k: [3; 3],
-        pad: [1; 3],
-    };
-    let chosen = ch.tile()?.forward;
-    let ws: Vec<_> = (0..3)
-        .map(|a| gpu.to_device(&values(c * 3, 24 + a)))
-        .collect::<Result<_, _>>()?;
-    let wr = [&ws[0], &ws[1], &ws[2]];
-    let mut gs: Vec<_> = (0..3)
-        .map(|_| gpu.device_zeros(c * 3))
-        .collect::<Result<_, _>>()?;
+    let mut cb = ChainBench::new(gpu, c, ext, 24)?;
+    let chosen = cb.ch.tile()?.forward;
     let plane = (b * c * nvox) as f64;
     for (i, tile) in Gpu::chain_tiles().iter().enumerate() {
         gpu.force_chain_tile(Some(i))?;
@@ -176,9 +164,7 @@ fn sweep_chain(
             ""
         };
         let t = tile.tile;
-        let ms = time_ms(gpu, samples, || {
-            gpu.cp_chain_forward_dev(&ch, false, x, wr, y)
-        })?;
+        let (ms, dweight_ms) = cb.time(gpu, samples, (x, dy), y)?;
         out.push(kernel_result(
             gpu,
             (
@@ -190,19 +176,13 @@ fn sweep_chain(
             8.0 * plane,
             samples,
         ));
-        let ms = time_ms(gpu, samples, || {
-            let [g0, g1, g2] = &mut gs[..] else {
-                unreachable!("three gradients")
-            };
-            gpu.cp_chain_dweight_dev(&ch, x, dy, wr, [g0, g1, g2])
-        })?;
         out.push(kernel_result(
             gpu,
             (
                 &format!("cp_chain_dweight tile {}x{}x{}{mark}", t[0], t[1], t[2]),
                 format!("sweep CP chain filter gradient: {level}"),
             ),
-            ms,
+            dweight_ms,
             2.0 * 2.0 * 9.0 * plane,
             8.0 * plane,
             samples,
