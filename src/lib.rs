@@ -12,9 +12,11 @@
 //! output     VTKHDF + XDMF + CSV tables, the running-file lock, atomic writes
 //! sim        Simulation (advance, state, restore) + observers: output, checkpoints, signals;
 //!            the job driver (setup, distribute, restart)
-//! coupling   TimeStepper: what schedulers drive (the FE simulation today)
+//! coupling   TimeStepper: what schedulers drive (the FE simulation today); mesh ↔ zone-grid
+//!            transfers; the hand-back of a forecast to the solver
 //! dataset    solver runs sampled into frames on a zone grid
-//! nn         the network on the CPU (the reference);  cuda: the same ops as NVRTC kernels
+//! nn         the network on the CPU (the reference);  cuda: the same ops as NVRTC kernels;
+//!            one graph walker (nn::graph) runs a model on either
 //! surrogate  windows, training, model files, evaluation and prediction
 //! ```
 //!

@@ -492,6 +492,69 @@ impl WaveSolver {
         Ok(())
     }
 
+    /// Continues from a field `u` and its velocity `v` (owned values, local order) at step
+    /// `step`, as when a forecast hands the field back: the leap-frog needs two levels `dt`
+    /// apart, so `uⁿ = u` and `uⁿ⁻¹ = u − dt·v + ½dt²·a` (the second-order Taylor start of
+    /// [`WaveSolver::set_initial`]) with `a` from the equation at `t = step·dt` (stiffness,
+    /// damping, sources). Rows with a Dirichlet time function take it at `t` and `t − dt`;
+    /// node-by-node Dirichlet rows keep `u` and their Taylor value. Collective.
+    pub fn start_from_on(
+        &mut self,
+        u: &[f64],
+        v: &[f64],
+        step: usize,
+        comm: &dyn Comm,
+    ) -> Result<(), SolverError> {
+        let no = self.layout.n_owned;
+        for (what, x) in [("hand-back field", u), ("hand-back velocity", v)] {
+            if x.len() != no {
+                return Err(SolverError::Shape {
+                    what,
+                    expected: no,
+                    found: x.len(),
+                });
+            }
+            if let Some(&value) = x.iter().find(|x| !x.is_finite()) {
+                return Err(SolverError::NonFiniteInput { what, value });
+            }
+        }
+        if self.dt <= 0.0 {
+            return Err(SolverError::BadDt(self.dt));
+        }
+        let (dt, t) = (self.dt, step as f64 * self.dt);
+        let mut a = std::mem::take(&mut self.u);
+        a[..no].copy_from_slice(u);
+        for (i, p) in self.dirichlet.iter().flatten() {
+            if let Prescribed::Function(f) = p {
+                a[*i as usize] = f.eval(t);
+            }
+        }
+        self.fill_ghosts(&mut a, comm);
+        self.u = a;
+        let mut ku = vec![0.0; self.mass.len()];
+        self.apply_k(&self.u, &mut ku);
+        for (si, s) in self.sources.iter().enumerate() {
+            self.wavelet[si] = s.wavelet.eval(t);
+        }
+        for &(i, w, si) in self.forcing.iter().flatten() {
+            ku[i as usize] -= w * self.wavelet[si as usize];
+        }
+        for i in 0..no {
+            let acc = -(ku[i] + self.damp[i] * v[i]) / self.mass[i];
+            self.u_prev[i] = self.u[i] - dt * v[i] + 0.5 * dt * dt * acc;
+        }
+        for (i, p) in self.dirichlet.iter().flatten() {
+            if let Prescribed::Function(f) = p {
+                self.u_prev[*i as usize] = f.eval(t - dt);
+            }
+        }
+        let mut up = std::mem::take(&mut self.u_prev);
+        self.fill_ghosts(&mut up, comm);
+        self.u_prev = up;
+        self.step = step;
+        Ok(())
+    }
+
     /// Sets the state from owned values (`uⁿ`, `uⁿ⁻¹`, in local order) and the step counter,
     /// as a restart does; ghosts are fetched from their owners. Collective.
     pub fn restore_on(

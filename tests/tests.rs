@@ -6,6 +6,7 @@ mod alloc;
 mod common;
 mod config;
 mod convergence;
+mod coupling;
 #[cfg(feature = "cuda")]
 mod cuda;
 #[cfg(feature = "hdf5")]

@@ -4,6 +4,9 @@
 //! back. The FE [`Simulation`] is the first implementation; the surrogate stepper, the hybrid
 //! scheduler and the submodel driver come next (issues 18–20).
 
+pub mod handback;
+pub mod transfer;
+
 use crate::sim::{DriverError, Simulation, State};
 
 /// Any failure of a coupled step.

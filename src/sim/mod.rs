@@ -161,6 +161,14 @@ impl<'c> Simulation<'c> {
         &self.solver
     }
 
+    /// Continues from the field `u` and velocity `v` (this rank's owned values) at step
+    /// `step`: how a forecast hands the field back (see [`WaveSolver::start_from_on`]). The
+    /// initial energy is kept. Collective.
+    pub fn start_from(&mut self, u: &[f64], v: &[f64], step: usize) -> Result<(), DriverError> {
+        self.solver.start_from_on(u, v, step, self.comm)?;
+        Ok(())
+    }
+
     /// The solver, for what changes between steps (node-by-node boundary values).
     pub fn solver_mut(&mut self) -> &mut WaveSolver {
         &mut self.solver
