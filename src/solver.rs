@@ -555,6 +555,59 @@ impl WaveSolver {
         Ok(())
     }
 
+    /// How far three frames `Δ` apart (owned values of `u` at `t − Δ`, `t`, `t + Δ`) are from
+    /// the semi-discrete equation `M ü + C u̇ + K u = f(t)` at `t`, with the difference
+    /// quotients `ü ≈ (u₊ − 2u₀ + u₋)/Δ²`, `u̇ ≈ (u₊ − u₋)/(2Δ)`: `(‖r‖, ‖M ü‖ + ‖K u₀‖)` in
+    /// the `M⁻¹` norm over the rows without a Dirichlet condition. Frames of the FE run itself
+    /// leave an `O(Δ²)` residual (the quotients' error); a forecast's error adds to it.
+    /// Collective (the same bits on any rank count); allocates.
+    pub fn frame_residual_on(
+        &mut self,
+        frames: [&[f64]; 3],
+        delta: f64,
+        t: f64,
+        comm: &dyn Comm,
+    ) -> Result<(f64, f64), SolverError> {
+        let no = self.layout.n_owned;
+        for f in frames {
+            if f.len() != no {
+                return Err(SolverError::Shape {
+                    what: "residual frame",
+                    expected: no,
+                    found: f.len(),
+                });
+            }
+        }
+        if delta.is_nan() || delta <= 0.0 {
+            return Err(SolverError::BadDt(delta));
+        }
+        let [um, u0, up] = frames;
+        let mut x = vec![0.0; self.mass.len()];
+        x[..no].copy_from_slice(u0);
+        self.fill_ghosts(&mut x, comm);
+        let mut ku = vec![0.0; x.len()];
+        self.apply_k(&x, &mut ku);
+        let wavelet: Vec<f64> = self.sources.iter().map(|s| s.wavelet.eval(t)).collect();
+        for &(i, w, si) in self.forcing.iter().flatten() {
+            ku[i as usize] -= w * wavelet[si as usize];
+        }
+        let mut fixed = vec![false; no];
+        for (i, _) in self.dirichlet.iter().flatten() {
+            fixed[*i as usize] = true;
+        }
+        let (mut rr, mut aa, mut kk) = (vec![0.0; no], vec![0.0; no], vec![0.0; no]);
+        for i in (0..no).filter(|&i| !fixed[i]) {
+            let m = self.mass[i];
+            let acc = m * (up[i] - 2.0 * u0[i] + um[i]) / (delta * delta);
+            let r = acc + self.damp[i] * (up[i] - um[i]) / (2.0 * delta) + ku[i];
+            rr[i] = r * r / m;
+            aa[i] = acc * acc / m;
+            kk[i] = ku[i] * ku[i] / m;
+        }
+        let norm = |v: &[f64]| repro_sum(comm, v).sqrt();
+        Ok((norm(&rr), norm(&aa) + norm(&kk)))
+    }
+
     /// Sets the state from owned values (`uⁿ`, `uⁿ⁻¹`, in local order) and the step counter,
     /// as a restart does; ghosts are fetched from their owners. Collective.
     pub fn restore_on(

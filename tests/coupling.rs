@@ -260,3 +260,343 @@ fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimat
     nan[7] = f64::NAN;
     assert!(sim.start_from(&nan, &frames[0], 3).is_err());
 }
+
+mod hybrid {
+    use super::{rel_l2, unit};
+    use crate::common::{pulse_solver, square};
+    use wavecp::coupling::handback::VelocityEstimate;
+    use wavecp::coupling::hybrid::{
+        Forecaster, Hybrid, HybridConfig, Indicator, Residual, WindowView,
+    };
+    use wavecp::coupling::transfer::ZoneTransfer;
+    use wavecp::coupling::CouplingError;
+    use wavecp::mesh::CellShape;
+    use wavecp::sim::Simulation;
+    use wavecp::solver::{BoundaryKind, Problem};
+
+    const STRIDE: usize = 2;
+
+    fn problem() -> Problem {
+        square(CellShape::Quad, 64, 1.0, Some(BoundaryKind::Absorbing))
+    }
+
+    fn sim(p: &Problem) -> Simulation<'static> {
+        Simulation::serial(pulse_solver(p, 0.5, [0.5, 0.5], 0.3)).unwrap()
+    }
+
+    /// The FE-only run's frames on the grid every `STRIDE` steps up to `last`, and its final
+    /// field.
+    fn reference(p: &Problem, t: &ZoneTransfer, last: usize) -> (Vec<Vec<f64>>, Vec<f64>) {
+        let mut s = sim(p);
+        let mut frames = vec![];
+        loop {
+            let mut g = vec![0.0; 65 * 65];
+            t.to_grid(s.u(), &mut g).unwrap();
+            frames.push(g);
+            if s.steps_done() + STRIDE > last {
+                break;
+            }
+            s.advance(STRIDE);
+        }
+        s.advance(last - s.steps_done());
+        (frames, s.u().to_vec())
+    }
+
+    /// Forecasts the FE run's own frames, window after window (every window must be accepted
+    /// for its count to stay in step).
+    struct Oracle {
+        frames: Vec<Vec<f64>>,
+        t_in: usize,
+        t_out: usize,
+        calls: usize,
+    }
+
+    impl Forecaster for Oracle {
+        fn t_in(&self) -> usize {
+            self.t_in
+        }
+        fn t_out(&self) -> usize {
+            self.t_out
+        }
+        fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError> {
+            assert_eq!(past.len(), self.t_in);
+            let first = self.t_in + self.calls * self.t_out;
+            self.calls += 1;
+            Ok(self.frames[first..first + self.t_out].to_vec())
+        }
+    }
+
+    /// Repeats the last frame; or refuses to be called at all.
+    struct Persistence {
+        callable: bool,
+    }
+
+    impl Forecaster for Persistence {
+        fn t_in(&self) -> usize {
+            3
+        }
+        fn t_out(&self) -> usize {
+            2
+        }
+        fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError> {
+            assert!(
+                self.callable,
+                "a tolerance of 0 must not run the forecaster"
+            );
+            Ok(vec![past[past.len() - 1].to_vec(); 2])
+        }
+    }
+
+    /// Accepts everything.
+    struct Trusting;
+
+    impl Indicator for Trusting {
+        fn score(&mut self, _: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+            Ok(0.0)
+        }
+    }
+
+    fn cfg(tolerance: f64, max_consecutive: usize) -> HybridConfig {
+        HybridConfig {
+            stride: STRIDE,
+            tolerance,
+            max_consecutive,
+            velocity: VelocityEstimate::Bdf2,
+        }
+    }
+
+    #[test]
+    fn tolerance_zero_is_the_fe_only_run_bit_for_bit() {
+        let p = problem();
+        let mut plain = sim(&p);
+        plain.advance(101);
+        let mut s = sim(&p);
+        let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
+        let f = Persistence { callable: false };
+        let mut h = Hybrid::new(&mut s, &t, f, Residual, cfg(0.0, 0)).unwrap();
+        let sum = h.run(101).unwrap();
+        // Warm-up: frames at steps 0, 2, 4; then windows of 2 frames (4 steps) while they fit.
+        assert_eq!(sum.windows_rejected, (101 - 4) / 4);
+        assert_eq!((sum.windows_accepted, sum.steps_surrogate), (0, 0));
+        assert_eq!(sum.steps_total, 101);
+        assert!(sum.windows.iter().all(|w| *w == (None, false)));
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(s.u()), bits(plain.u()));
+        assert_eq!(bits(s.u_prev()), bits(plain.u_prev()));
+        assert_eq!(s.steps_done(), 101);
+    }
+
+    #[test]
+    fn accepted_windows_of_a_perfect_forecast_cost_only_the_hand_back() {
+        let p = problem();
+        let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
+        let last = 4 + 10 * 4;
+        // The hand-back's error shows once the FE steps on from a handed-back state.
+        let (frames, want) = reference(&p, &t, last + 20);
+        let last_frame = frames[last / STRIDE].clone();
+        let mut s = sim(&p);
+        let oracle = Oracle {
+            frames,
+            t_in: 3,
+            t_out: 2,
+            calls: 0,
+        };
+        let mut h = Hybrid::new(&mut s, &t, oracle, Trusting, cfg(f64::INFINITY, 0)).unwrap();
+        let sum = h.run(last).unwrap();
+        assert_eq!((sum.windows_accepted, sum.windows_rejected), (10, 0));
+        assert_eq!((sum.steps_surrogate, sum.steps_total), (40, last));
+        assert_eq!(s.steps_done(), last);
+        // The grid holds the mesh nodes: the last frame comes back exactly.
+        let mut g = vec![0.0; 65 * 65];
+        t.to_grid(s.u(), &mut g).unwrap();
+        assert_eq!(g, last_frame);
+        s.advance(20);
+        let err = rel_l2(s.u(), &want);
+        eprintln!("hybrid, 10 windows of a perfect forecast (frames {STRIDE} steps apart, BDF2 hand-back), then 20 FE steps: relative L2 error {err:.3e}");
+        assert!(err > 0.0 && err < 0.02, "{err}");
+    }
+
+    #[test]
+    fn the_cap_on_accepted_windows_gives_the_fe_every_third_window() {
+        let p = problem();
+        let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
+        let mut s = sim(&p);
+        let f = Persistence { callable: true };
+        let mut h = Hybrid::new(&mut s, &t, f, Trusting, cfg(1.0, 2)).unwrap();
+        let sum = h.run(4 + 9 * 4).unwrap();
+        let pattern: Vec<bool> = sum.windows.iter().map(|w| w.1).collect();
+        assert_eq!(
+            pattern,
+            [true, true, false, true, true, false, true, true, false]
+        );
+        assert!(sum.windows.iter().all(|w| w.1 == w.0.is_some()));
+    }
+
+    #[test]
+    fn the_residual_indicator_grows_with_the_forecast_error() {
+        let p = problem();
+        let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
+        let (frames, _) = reference(&p, &t, 40);
+        // At step 20 (frame 10): past frames 8..=10, the true next two frames 11 and 12, and
+        // the same with a smooth bump of growing size added.
+        let mut s = sim(&p);
+        s.advance(20);
+        let past: Vec<&[f64]> = frames[8..=10].iter().map(|f| &f[..]).collect();
+        let g = *t.grid();
+        let bump: Vec<f64> = (0..g.ny)
+            .flat_map(|j| (0..g.nx).map(move |i| (i, j)))
+            .map(|(i, j)| {
+                let q = g.point(i, j);
+                (-((q[0] - 0.3).powi(2) + (q[1] - 0.6).powi(2)) / 0.02).exp()
+            })
+            .collect();
+        let frame_dt = STRIDE as f64 * s.dt();
+        let mut scores = vec![];
+        for eps in [0.0, 1e-4, 1e-3, 1e-2, 1e-1] {
+            let forecast: Vec<Vec<f64>> = frames[11..=12]
+                .iter()
+                .map(|f| f.iter().zip(&bump).map(|(a, b)| a + eps * b).collect())
+                .collect();
+            let score = Residual
+                .score(WindowView {
+                    sim: &mut s,
+                    transfer: &t,
+                    past: &past,
+                    forecast: &forecast,
+                    frame_dt,
+                })
+                .unwrap();
+            scores.push(score);
+        }
+        eprintln!("residual indicator for a bump of 0, 1e-4, 1e-3, 1e-2, 1e-1 added to the true frames: {scores:?}");
+        assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
+        // The truth sits at the floor of the frames' own O(Δ²) residual.
+        assert!(scores[0] < 0.05, "{scores:?}");
+        // The indicator leaves the state alone.
+        assert_eq!(s.steps_done(), 20);
+    }
+
+    #[test]
+    fn pieces_that_do_not_fit_are_refused() {
+        let p = problem();
+        let mut s = sim(&p);
+        let half = wavecp::coupling::transfer::ZoneGrid {
+            x: [0.0, 0.5],
+            y: [0.0, 1.0],
+            nx: 9,
+            ny: 17,
+        };
+        let t = ZoneTransfer::new(&p.mesh, half).unwrap();
+        let f = Persistence { callable: true };
+        let e = Hybrid::new(&mut s, &t, f, Trusting, cfg(1.0, 0))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("must cover the mesh"), "{e}");
+        let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
+        for (stride, tol) in [(0, 1.0), (2, -1.0), (2, f64::NAN)] {
+            let c = HybridConfig {
+                stride,
+                tolerance: tol,
+                ..cfg(1.0, 0)
+            };
+            let f = Persistence { callable: true };
+            assert!(Hybrid::new(&mut s, &t, f, Trusting, c).is_err());
+        }
+    }
+
+    /// The untrained small CP model (8 frames of 16 × 16 in and out) as a model file made for
+    /// frames `frame_dt` apart on the unit square.
+    #[cfg(feature = "hdf5")]
+    fn untrained(dir: &std::path::Path, frame_dt: f64) -> std::path::PathBuf {
+        use wavecp::surrogate::modelfile::{save, ModelMeta};
+        let spec = std::fs::read_to_string(crate::common::repo("models/small_cp.toml")).unwrap();
+        let model = wavecp::nn::Model::new(wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap())
+            .unwrap();
+        let meta = ModelMeta {
+            t_in: 8,
+            t_out: 8,
+            ny: 16,
+            nx: 16,
+            mean: 0.0,
+            std: 0.05,
+            frame_dt,
+            dataset: "none".into(),
+            epoch: 0,
+            train_loss: 1.0,
+            val_loss: 1.0,
+            trainable_params: model.num_params(),
+            peak_rss_mb: 0.0,
+            epoch_s: 0.0,
+            zone: Some([0.0, 1.0, 0.0, 1.0]),
+        };
+        let path = dir.join("untrained.safetensors");
+        save(&path, &model, &meta, None).unwrap();
+        path
+    }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn the_network_is_checked_against_the_run_and_its_untrained_forecasts_are_refused() {
+        use wavecp::coupling::network::NetworkForecaster;
+        use wavecp::nn::Device;
+        let p = square(CellShape::Quad, 15, 1.0, Some(BoundaryKind::Absorbing));
+        let dir = tempfile::tempdir().unwrap();
+        let t = ZoneTransfer::new(&p.mesh, unit(16)).unwrap();
+        let frame_dt = STRIDE as f64 * sim(&p).dt();
+        let model = untrained(dir.path(), frame_dt);
+        // Another frame spacing, grid size or zone: refused, both sides named.
+        let e = NetworkForecaster::open(&model, Device::Cpu, &t, 1.5 * frame_dt)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("frames") && e.to_string().contains("stride"),
+            "{e}"
+        );
+        let t17 = ZoneTransfer::new(&p.mesh, unit(17)).unwrap();
+        let e = NetworkForecaster::open(&model, Device::Cpu, &t17, frame_dt)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("16 x 16") && e.to_string().contains("17 x 17"),
+            "{e}"
+        );
+        let shifted = wavecp::coupling::transfer::ZoneGrid {
+            x: [0.0, 0.9],
+            ..unit(16)
+        };
+        let ts = ZoneTransfer::new(&p.mesh, shifted).unwrap();
+        let e = NetworkForecaster::open(&model, Device::Cpu, &ts, frame_dt)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("zone"), "{e}");
+        // Warm-up of 8 frames (14 steps), then three windows of 8 frames (16 steps each).
+        let last = 14 + 3 * 16;
+        let mut plain = sim(&p);
+        plain.advance(last);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // The residual indicator refuses the untrained network's windows: the FE runs them,
+        // and the run is the FE-only one bit for bit.
+        let mut s = sim(&p);
+        let net = NetworkForecaster::open(&model, Device::Cpu, &t, frame_dt).unwrap();
+        let mut h = Hybrid::new(&mut s, &t, net, Residual, cfg(0.05, 0)).unwrap();
+        let sum = h.run(last).unwrap();
+        assert_eq!((sum.windows_accepted, sum.windows_rejected), (0, 3));
+        assert!(
+            sum.windows.iter().all(|w| w.0.unwrap() > 0.05),
+            "{:?}",
+            sum.windows
+        );
+        assert!(sum.inference_s > 0.0 && sum.indicator_s > 0.0);
+        assert_eq!(bits(s.u()), bits(plain.u()));
+        // Trusted blindly, its windows replace 48 of the 62 steps.
+        let mut s = sim(&p);
+        let net = NetworkForecaster::open(&model, Device::Cpu, &t, frame_dt).unwrap();
+        let mut h = Hybrid::new(&mut s, &t, net, Trusting, cfg(f64::INFINITY, 0)).unwrap();
+        let sum = h.run(last).unwrap();
+        assert_eq!(
+            (sum.windows_accepted, sum.steps_surrogate, sum.steps_total),
+            (3, 48, last)
+        );
+        assert!(s.u().iter().all(|v| v.is_finite()));
+    }
+}

@@ -46,6 +46,7 @@ pub fn untrained_small_cp(data: &Path) -> (wavecp::nn::model::ModelSpec, modelfi
         trainable_params: 0,
         peak_rss_mb: 0.0,
         epoch_s: 0.0,
+        zone: fs.zone,
     };
     (spec, meta)
 }

@@ -5,6 +5,9 @@
 //! scheduler and the submodel driver come next (issues 18–20).
 
 pub mod handback;
+pub mod hybrid;
+#[cfg(feature = "hdf5")]
+pub mod network;
 pub mod transfer;
 
 use crate::sim::{DriverError, Simulation, State};
@@ -14,6 +17,11 @@ use crate::sim::{DriverError, Simulation, State};
 pub enum CouplingError {
     #[error(transparent)]
     Simulation(#[from] DriverError),
+    #[error(transparent)]
+    Transfer(#[from] transfer::TransferError),
+    /// The pieces of a coupled run do not fit together (both sides named).
+    #[error("coupling: {0}")]
+    Setup(String),
 }
 
 /// Advances in time by whole steps of a fixed `dt`; `state` and `restore` continue bit for bit.

@@ -16,6 +16,9 @@ pub struct FrameSet {
     pub mean: f64,
     pub std: f64,
     pub frame_dt: f64,
+    /// The zone grid's extent `[x0, x1, y0, y1]` (from `/grid/x`, `/grid/y`; `None` in files
+    /// without them).
+    pub zone: Option<[f64; 4]>,
 }
 
 impl FrameSet {
@@ -86,6 +89,13 @@ impl FrameSet {
                 format!("/frames has std = 0: every value equals the mean {mean}, so there is nothing to learn or compare (did the waves reach the zone?)"),
             ));
         }
+        let ends = |name: &str| -> Option<[f64; 2]> {
+            let v = f.dataset(name).and_then(|d| d.read_raw::<f64>()).ok()?;
+            Some([*v.first()?, *v.last()?])
+        };
+        let zone = ends("grid/x")
+            .zip(ends("grid/y"))
+            .map(|(x, y)| [x[0], x[1], y[0], y[1]]);
         Ok(FrameSet {
             path: path.to_path_buf(),
             frames,
@@ -96,6 +106,7 @@ impl FrameSet {
             mean,
             std,
             frame_dt,
+            zone,
         })
     }
 

@@ -34,6 +34,9 @@ pub struct ModelMeta {
     /// Mean wall time of the epochs so far (s).
     #[serde(default)]
     pub epoch_s: f64,
+    /// The zone grid the model was trained on, `[x0, x1, y0, y1]` (older files: unknown).
+    #[serde(default)]
+    pub zone: Option<[f64; 4]>,
 }
 
 /// Training state kept in checkpoints.

@@ -279,6 +279,7 @@ impl Data {
             trainable_params: nparams,
             peak_rss_mb: peak_rss_mb(),
             epoch_s: 0.0,
+            zone: fs.zone,
         }
     }
 }

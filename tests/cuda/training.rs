@@ -195,6 +195,7 @@ fn a_gpu_training_step_waits_once_and_uploads_nothing() {
         mean: 0.0,
         std: 1.0,
         frame_dt: 0.1,
+        zone: None,
     };
     let ws = WindowSpec {
         t_in: 3,
@@ -295,6 +296,7 @@ fn resident_window_batches_match_the_cpu_stack() {
         mean: 0.013,
         std: 0.37,
         frame_dt: 0.1,
+        zone: None,
     };
     let norm: Vec<f32> = fs
         .frames

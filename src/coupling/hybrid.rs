@@ -1,0 +1,317 @@
+//! Hybrid stepping: windows of FE steps replaced by a forecaster's frames when an error
+//! indicator trusts them, the FE taking the window back when it does not.
+//!
+//! The FE run records a frame on the zone grid every `stride` steps. After a warm-up of `t_in`
+//! frames by the FE, each window of `t_out` frames goes: forecast from the last `t_in` frames;
+//! indicator; **accept** (indicator below the tolerance, and fewer than `max_consecutive`
+//! accepted in a row) → the last forecast frame goes back to the mesh with a velocity from the
+//! last frames ([`super::handback`]) and the FE continues from there, `t_out · stride` steps
+//! later; **reject** → the FE runs the window itself, from its state untouched by the try. A
+//! tolerance of 0 rejects every window, which is then the FE-only run bit for bit.
+//!
+//! One rank for now (the transfers take the whole field); the MPI version gathers the frame
+//! to one rank (issue 18).
+
+use super::handback::VelocityEstimate;
+use super::transfer::ZoneTransfer;
+use super::CouplingError;
+use crate::sim::Simulation;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// What forecasts frames: the network, or in tests an oracle.
+pub trait Forecaster {
+    /// Frames a forecast reads.
+    fn t_in(&self) -> usize;
+    /// Frames a forecast gives.
+    fn t_out(&self) -> usize;
+    /// The next `t_out` frames on the zone grid from the last `t_in` (oldest first).
+    fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError>;
+}
+
+/// What an indicator is shown of a window.
+pub struct WindowView<'a, 'c> {
+    /// The simulation at the window's start (an indicator may use its operators, not change
+    /// its state).
+    pub sim: &'a mut Simulation<'c>,
+    pub transfer: &'a ZoneTransfer,
+    /// Recorded frames before the window, oldest first (at least two).
+    pub past: &'a [&'a [f64]],
+    pub forecast: &'a [Vec<f64>],
+    /// Time between frames.
+    pub frame_dt: f64,
+}
+
+/// Scores a window's forecast: lower is more trustworthy; the window is accepted below the
+/// tolerance.
+pub trait Indicator {
+    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError>;
+}
+
+/// The residual of the discrete wave equation on the forecast frames, with the FE operators:
+/// for each frame triple that holds a forecast frame, `‖r‖ / (‖M ü‖ + ‖K u‖)`
+/// ([`crate::solver::WaveSolver::frame_residual_on`]) on the frames brought to the mesh; the
+/// score is the largest. Cost: one stiffness product and three transfers a frame. It does
+/// not see an error that is itself a solution of the equation (a forecast off by a constant
+/// factor away from sources scores as well as the truth).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Residual;
+
+impl Indicator for Residual {
+    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+        let base = w.sim.u().to_vec();
+        let on_mesh = |g: &[f64]| -> Result<Vec<f64>, CouplingError> {
+            let mut u = base.clone();
+            w.transfer.to_mesh(g, &mut u)?;
+            Ok(u)
+        };
+        let n = w.past.len();
+        let mut seq: Vec<Vec<f64>> = vec![on_mesh(w.past[n - 2])?, on_mesh(w.past[n - 1])?];
+        for f in w.forecast {
+            seq.push(on_mesh(f)?);
+        }
+        let t0 = w.sim.time();
+        let mut worst = 0.0f64;
+        for k in 1..seq.len() - 1 {
+            let t = t0 + (k - 1) as f64 * w.frame_dt;
+            let frames = [&seq[k - 1][..], &seq[k][..], &seq[k + 1][..]];
+            let comm = w.sim.comm();
+            let (r, scale) = w
+                .sim
+                .solver_mut()
+                .frame_residual_on(frames, w.frame_dt, t, comm)
+                .map_err(crate::sim::DriverError::from)?;
+            worst = worst.max(if scale > 0.0 { r / scale } else { r });
+        }
+        Ok(worst)
+    }
+}
+
+/// How the hybrid run goes.
+#[derive(Debug, Clone, Copy)]
+pub struct HybridConfig {
+    /// FE steps between frames (the dataset's `frames.stride`).
+    pub stride: usize,
+    /// A window is accepted when its indicator is below this; 0 accepts none.
+    pub tolerance: f64,
+    /// At most this many accepted windows in a row, then the FE runs one (0: no cap).
+    pub max_consecutive: usize,
+    pub velocity: VelocityEstimate,
+}
+
+/// What a hybrid run did and where its time went.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HybridSummary {
+    pub windows_accepted: usize,
+    pub windows_rejected: usize,
+    pub steps_total: usize,
+    pub steps_surrogate: usize,
+    pub wall_s: f64,
+    pub fe_s: f64,
+    pub inference_s: f64,
+    pub transfer_s: f64,
+    pub indicator_s: f64,
+    /// Each window's indicator value (none where it was not tried: a tolerance of 0, or the
+    /// cap on accepted windows in a row) and whether it was accepted, in order.
+    pub windows: Vec<(Option<f64>, bool)>,
+}
+
+/// A hybrid run over a simulation.
+pub struct Hybrid<'s, 'c, F: Forecaster, I: Indicator> {
+    sim: &'s mut Simulation<'c>,
+    transfer: &'s ZoneTransfer,
+    forecaster: F,
+    indicator: I,
+    cfg: HybridConfig,
+    /// The latest frames on the zone grid, oldest first.
+    frames: VecDeque<Vec<f64>>,
+    times: [Duration; 4],
+}
+
+impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
+    /// Checks that the pieces fit: one rank, a transfer over the whole mesh, a forecaster that
+    /// reads at least two frames (the indicator and the velocity need them), a stride.
+    pub fn new(
+        sim: &'s mut Simulation<'c>,
+        transfer: &'s ZoneTransfer,
+        forecaster: F,
+        indicator: I,
+        cfg: HybridConfig,
+    ) -> Result<Self, CouplingError> {
+        let bad = |m: String| Err(CouplingError::Setup(m));
+        if sim.comm().size() != 1 {
+            return bad("hybrid stepping runs on one rank for now".into());
+        }
+        if transfer.covered_nodes() != sim.u().len() {
+            return bad(format!(
+                "the zone grid covers {} of the mesh's {} nodes; the surrogate replaces steps of the whole model, so its zone must cover the mesh",
+                transfer.covered_nodes(),
+                sim.u().len()
+            ));
+        }
+        if forecaster.t_in() < 2 || forecaster.t_out() == 0 {
+            return bad(format!(
+                "a forecaster reading {} frames and giving {}: hybrid stepping needs at least 2 in and 1 out",
+                forecaster.t_in(),
+                forecaster.t_out()
+            ));
+        }
+        if cfg.stride == 0 || cfg.tolerance.is_nan() || cfg.tolerance < 0.0 {
+            return bad(format!(
+                "stride {} and tolerance {}: the stride must be at least 1 and the tolerance a number >= 0",
+                cfg.stride, cfg.tolerance
+            ));
+        }
+        Ok(Hybrid {
+            sim,
+            transfer,
+            forecaster,
+            indicator,
+            cfg,
+            frames: VecDeque::new(),
+            times: [Duration::ZERO; 4],
+        })
+    }
+
+    /// Advances to step `last`: the FE warm-up, then windows; the FE runs what is left when
+    /// less than a window remains.
+    pub fn run(&mut self, last: usize) -> Result<HybridSummary, CouplingError> {
+        let wall = Instant::now();
+        let (stride, t_in, t_out) = (
+            self.cfg.stride,
+            self.forecaster.t_in(),
+            self.forecaster.t_out(),
+        );
+        let mut s = HybridSummary::default();
+        let start = self.sim.steps_done();
+        self.record()?;
+        while self.frames.len() < t_in && self.sim.steps_done() + stride <= last {
+            self.fe_frames(1)?;
+        }
+        let window = t_out * stride;
+        let mut in_a_row = 0;
+        while self.frames.len() >= t_in && self.sim.steps_done() + window <= last {
+            let capped = self.cfg.max_consecutive > 0 && in_a_row >= self.cfg.max_consecutive;
+            // A tolerance of 0 accepts nothing: the forecast and the indicator are not spent.
+            let tried = if capped || self.cfg.tolerance == 0.0 {
+                None
+            } else {
+                Some(self.try_window(t_in)?)
+            };
+            let score = tried.as_ref().map(|t| t.0);
+            let accepted = tried.filter(|(score, _)| *score < self.cfg.tolerance);
+            s.windows.push((score, accepted.is_some()));
+            if let Some((_, forecast)) = accepted {
+                self.hand_back(forecast, window)?;
+                s.windows_accepted += 1;
+                s.steps_surrogate += window;
+                in_a_row += 1;
+            } else {
+                self.fe_frames(t_out)?;
+                s.windows_rejected += 1;
+                in_a_row = 0;
+            }
+        }
+        let rest = last.saturating_sub(self.sim.steps_done());
+        let t = Instant::now();
+        self.sim.advance(rest);
+        self.times[0] += t.elapsed();
+        s.steps_total = self.sim.steps_done() - start;
+        let secs = |d: Duration| d.as_secs_f64();
+        (s.fe_s, s.inference_s, s.transfer_s, s.indicator_s) = (
+            secs(self.times[0]),
+            secs(self.times[1]),
+            secs(self.times[2]),
+            secs(self.times[3]),
+        );
+        s.wall_s = wall.elapsed().as_secs_f64();
+        Ok(s)
+    }
+
+    /// The current field on the grid, appended to the frames (only as many kept as a window
+    /// and the velocity need).
+    fn record(&mut self) -> Result<(), CouplingError> {
+        let t = Instant::now();
+        let mut g = vec![0.0; self.transfer.mask().len()];
+        self.transfer.to_grid(self.sim.u(), &mut g)?;
+        self.push(g);
+        self.times[2] += t.elapsed();
+        Ok(())
+    }
+
+    fn push(&mut self, g: Vec<f64>) {
+        self.frames.push_back(g);
+        let keep = self.forecaster.t_in().max(3);
+        while self.frames.len() > keep {
+            self.frames.pop_front();
+        }
+    }
+
+    /// `n` frames by the FE, each recorded.
+    fn fe_frames(&mut self, n: usize) -> Result<(), CouplingError> {
+        for _ in 0..n {
+            let t = Instant::now();
+            self.sim.advance(self.cfg.stride);
+            self.times[0] += t.elapsed();
+            self.record()?;
+        }
+        Ok(())
+    }
+
+    /// The forecast of the next window and its indicator value.
+    fn try_window(&mut self, t_in: usize) -> Result<(f64, Vec<Vec<f64>>), CouplingError> {
+        let n = self.frames.len();
+        let past: Vec<&[f64]> = self.frames.range(n - t_in..).map(|f| &f[..]).collect();
+        let t = Instant::now();
+        let forecast = self.forecaster.forecast(&past)?;
+        self.times[1] += t.elapsed();
+        if forecast.len() != self.forecaster.t_out()
+            || forecast.iter().any(|f| f.len() != past[0].len())
+        {
+            return Err(CouplingError::Setup(format!(
+                "the forecaster gave {} frames of {} values; {} of {} were expected",
+                forecast.len(),
+                forecast.first().map_or(0, Vec::len),
+                self.forecaster.t_out(),
+                past[0].len()
+            )));
+        }
+        let t = Instant::now();
+        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
+        let score = self.indicator.score(WindowView {
+            sim: &mut *self.sim,
+            transfer: self.transfer,
+            past: &past,
+            forecast: &forecast,
+            frame_dt,
+        })?;
+        self.times[3] += t.elapsed();
+        Ok((score, forecast))
+    }
+
+    /// The FE continues from the forecast's last frame, `window` steps on.
+    fn hand_back(&mut self, forecast: Vec<Vec<f64>>, window: usize) -> Result<(), CouplingError> {
+        let t = Instant::now();
+        let est = self.cfg.velocity;
+        let k = est.frames();
+        let mut seq: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
+        seq.extend(forecast.iter().map(|f| &f[..]));
+        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
+        let v_grid = est
+            .velocity(&seq[seq.len().saturating_sub(k)..], frame_dt)
+            .ok_or_else(|| {
+                CouplingError::Setup(format!("{k} frames are needed for the velocity"))
+            })?;
+        let mut u = self.sim.u().to_vec();
+        self.transfer.to_mesh(seq[seq.len() - 1], &mut u)?;
+        let mut v = vec![0.0; u.len()];
+        self.transfer.to_mesh(&v_grid, &mut v)?;
+        let step = self.sim.steps_done() + window;
+        self.sim.start_from(&u, &v, step)?;
+        for f in forecast {
+            self.push(f);
+        }
+        self.times[2] += t.elapsed();
+        Ok(())
+    }
+}
