@@ -608,6 +608,41 @@ impl WaveSolver {
         Ok((norm(&rr), norm(&aa) + norm(&kk)))
     }
 
+    /// The energy `½ u̇ᵀM u̇ + ½ u₀ᵀK u₀` at the middle of three frames `Δ` apart (owned
+    /// values), with `u̇ ≈ (u₊ − u₋)/(2Δ)`: the frame-level counterpart of
+    /// [`WaveSolver::energy_on`]. Collective (the same bits on any rank count); allocates.
+    pub fn frame_energy_on(
+        &mut self,
+        frames: [&[f64]; 3],
+        delta: f64,
+        comm: &dyn Comm,
+    ) -> Result<f64, SolverError> {
+        let no = self.layout.n_owned;
+        if let Some(f) = frames.iter().find(|f| f.len() != no) {
+            return Err(SolverError::Shape {
+                what: "energy frame",
+                expected: no,
+                found: f.len(),
+            });
+        }
+        if delta.is_nan() || delta <= 0.0 {
+            return Err(SolverError::BadDt(delta));
+        }
+        let [um, u0, up] = frames;
+        let mut x = vec![0.0; self.mass.len()];
+        x[..no].copy_from_slice(u0);
+        self.fill_ghosts(&mut x, comm);
+        let mut ku = vec![0.0; x.len()];
+        self.apply_k(&x, &mut ku);
+        let terms: Vec<f64> = (0..no)
+            .map(|i| {
+                let v = (up[i] - um[i]) / (2.0 * delta);
+                0.5 * self.mass[i] * v * v + 0.5 * u0[i] * ku[i]
+            })
+            .collect();
+        Ok(repro_sum(comm, &terms))
+    }
+
     /// Sets the state from owned values (`uⁿ`, `uⁿ⁻¹`, in local order) and the step counter,
     /// as a restart does; ghosts are fetched from their owners. Collective.
     pub fn restore_on(

@@ -266,7 +266,7 @@ mod hybrid {
     use crate::common::{pulse_solver, square};
     use wavecp::coupling::handback::VelocityEstimate;
     use wavecp::coupling::hybrid::{
-        Forecaster, Hybrid, HybridConfig, Indicator, Residual, WindowView,
+        EnergyChange, Forecaster, Hybrid, HybridConfig, Indicator, Residual, WindowView,
     };
     use wavecp::coupling::transfer::ZoneTransfer;
     use wavecp::coupling::CouplingError;
@@ -474,6 +474,46 @@ mod hybrid {
         assert!(scores[0] < 0.05, "{scores:?}");
         // The indicator leaves the state alone.
         assert_eq!(s.steps_done(), 20);
+    }
+
+    #[test]
+    fn both_indicators_grow_with_an_amplitude_error_of_the_forecast() {
+        let p = problem();
+        let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
+        let (frames, _) = reference(&p, &t, 40);
+        let mut s = sim(&p);
+        s.advance(20);
+        let past: Vec<&[f64]> = frames[8..=10].iter().map(|f| &f[..]).collect();
+        let frame_dt = STRIDE as f64 * s.dt();
+        let (mut energy, mut residual) = (vec![], vec![]);
+        for eps in [0.0, 1e-3, 1e-2, 1e-1] {
+            let forecast: Vec<Vec<f64>> = frames[11..=12]
+                .iter()
+                .map(|f| f.iter().map(|a| a * (1.0 + eps)).collect())
+                .collect();
+            for (ind, out) in [
+                (&mut EnergyChange as &mut dyn Indicator, &mut energy),
+                (&mut Residual, &mut residual),
+            ] {
+                out.push(
+                    ind.score(WindowView {
+                        sim: &mut s,
+                        transfer: &t,
+                        past: &past,
+                        forecast: &forecast,
+                        frame_dt,
+                    })
+                    .unwrap(),
+                );
+            }
+        }
+        eprintln!("forecast scaled by 1 + 0, 1e-3, 1e-2, 1e-1: energy change {energy:?}, residual {residual:?}");
+        for scores in [&energy, &residual] {
+            assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
+        }
+        // The truth: the energy falls by what the absorbing sides let out, a few % in two frames.
+        assert!(energy[0] > 0.0 && energy[0] < 0.05, "{energy:?}");
+        assert!(energy[3] > 3.0 * energy[0], "{energy:?}");
     }
 
     #[test]
