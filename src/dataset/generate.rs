@@ -4,8 +4,8 @@
 use super::file::DatasetFile;
 use super::{invalid, DatasetJob, DatasetOptions, DatasetSummary, SplitConfig, ZoneConfig};
 use crate::config::SourceConfig;
+use crate::coupling::transfer::{TransferError, ZoneGrid, ZoneTransfer};
 use crate::fem::WaveSpeed;
-use crate::mesh::{CellLocator, PointLocation};
 use crate::progress::Progress;
 use crate::sim::{self, DriverError, Simulation};
 use crate::solver::{Problem, WaveSolver};
@@ -134,12 +134,12 @@ impl<'a> Model<'a> {
         Ok(dt)
     }
 
-    /// The frames of the sample of parameters `params` (see [`draw`]) at the grid `stencils`.
+    /// The frames of the sample of parameters `params` (see [`draw`]) on the zone grid.
     fn simulate(
         &self,
         params: &[f64],
         dt: f64,
-        stencils: &[PointLocation],
+        grid: &ZoneTransfer,
     ) -> Result<Vec<f32>, DriverError> {
         let (job, mesh) = (self.job, &self.problem.mesh);
         let src = SourceConfig {
@@ -157,12 +157,13 @@ impl<'a> Model<'a> {
         solver.set_initial(&zero, &zero)?;
         let mut sim = Simulation::serial(solver)?;
         // Frame f is the field at step start + f·stride (the last one is step nsteps).
-        let mut frames = Vec::with_capacity(job.frames.count * stencils.len());
+        let mut g = vec![0.0; grid.mask().len()];
+        let mut frames = Vec::with_capacity(job.frames.count * g.len());
         for f in 0..job.frames.count {
             let at = job.frames.start + f * job.frames.stride;
             sim.advance(at - sim.steps_done());
-            let u = sim.solver().u();
-            frames.extend(stencils.iter().map(|s| s.interpolate(u) as f32));
+            grid.to_grid(sim.solver().u(), &mut g).map_err(zone_err)?;
+            frames.extend(g.iter().map(|&v| v as f32));
         }
         debug_assert_eq!(sim.steps_done(), job.steps());
         sim.solver().check_finite()?;
@@ -170,34 +171,31 @@ impl<'a> Model<'a> {
     }
 }
 
-/// The zone's grid: its coordinates and the mesh cell (with its weights) of each point, row
-/// by row.
-struct ZoneGrid {
-    x: Vec<f64>,
-    y: Vec<f64>,
-    stencils: Vec<PointLocation>,
+fn zone_err(e: TransferError) -> DriverError {
+    invalid("zone", e.to_string())
 }
 
-fn zone_grid(z: &ZoneConfig, locator: &CellLocator<'_>) -> Result<ZoneGrid, DriverError> {
-    let gx: Vec<f64> = (0..z.nx)
-        .map(|i| z.x[0] + (z.x[1] - z.x[0]) * i as f64 / (z.nx - 1) as f64)
-        .collect();
-    let gy: Vec<f64> = (0..z.ny)
-        .map(|j| z.y[0] + (z.y[1] - z.y[0]) * j as f64 / (z.ny - 1) as f64)
-        .collect();
-    let mut stencils: Vec<PointLocation> = Vec::with_capacity(z.nx * z.ny);
-    for &y in &gy {
-        for &x in &gx {
-            stencils.push(locator.locate([x, y]).ok_or_else(|| {
-                invalid("zone", format!("grid point ({x}, {y}) is outside the mesh"))
-            })?);
-        }
+/// The zone's grid and its stencils on the mesh (the FE interpolant at each point, as the
+/// coupling's transfer takes it); every point must lie in the mesh.
+fn zone_grid(z: &ZoneConfig, mesh: &crate::mesh::Mesh) -> Result<ZoneTransfer, DriverError> {
+    let grid = ZoneGrid {
+        x: z.x,
+        y: z.y,
+        nx: z.nx,
+        ny: z.ny,
+    };
+    let outside = |k: usize| {
+        let [x, y] = grid.point(k % z.nx, k / z.nx);
+        invalid("zone", format!("grid point ({x}, {y}) is outside the mesh"))
+    };
+    let t = match ZoneTransfer::new(mesh, grid) {
+        Err(TransferError::NoOverlap) => return Err(outside(0)),
+        r => r.map_err(zone_err)?,
+    };
+    match t.mask().iter().position(|inside| !inside) {
+        Some(k) => Err(outside(k)),
+        None => Ok(t),
     }
-    Ok(ZoneGrid {
-        x: gx,
-        y: gy,
-        stencils,
-    })
 }
 
 /// On rank 0, the split's file, new or resumed when it was made from the same job and split
@@ -320,9 +318,12 @@ pub fn generate_on(
     let setup = sim::setup(&job.fe_config(1.0, vec![]), base)?;
     let model = Model::new(job, &setup.problem)?;
     let dt = model.dt()?;
+    let grid = zone_grid(&job.zone, &setup.problem.mesh)?;
+    let z = grid.grid();
+    let gx: Vec<f64> = (0..z.nx).map(|i| z.point(i, 0)[0]).collect();
+    let gy: Vec<f64> = (0..z.ny).map(|j| z.point(0, j)[1]).collect();
+    let (mut file, pending) = open_split(job, split, opts, (&gx, &gy, dt), comm)?;
     let locator = setup.problem.mesh.locator();
-    let grid = zone_grid(&job.zone, &locator)?;
-    let (mut file, pending) = open_split(job, split, opts, (&grid.x, &grid.y, dt), comm)?;
     let resumed = split.samples - pending.len();
     if resumed > 0 {
         tracing::info!(
@@ -342,7 +343,7 @@ pub fn generate_on(
     let batch = (2 * rayon::current_num_threads()).max(1) * ranks;
     let record = (
         job.param_names().len(),
-        grid.stencils.len() * job.frames.count,
+        grid.mask().len() * job.frames.count,
     );
     let mut committed = 0;
     for chunk in pending.chunks(batch) {
@@ -351,7 +352,7 @@ pub fn generate_on(
             .par_iter()
             .map(|&i| {
                 let params = draw(job, split.seed, i, |p| locator.locate(p).is_some())?;
-                let frames = model.simulate(&params, dt, &grid.stencils)?;
+                let frames = model.simulate(&params, dt, &grid)?;
                 Ok((i, params, frames))
             })
             .collect();
