@@ -266,7 +266,7 @@ mod hybrid {
     use crate::common::{pulse_solver, square};
     use wavecp::coupling::handback::VelocityEstimate;
     use wavecp::coupling::hybrid::{
-        EnergyChange, Forecaster, Hybrid, HybridConfig, Indicator, Residual, WindowView,
+        EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, Indicator, Residual, WindowView,
     };
     use wavecp::coupling::transfer::ZoneTransfer;
     use wavecp::coupling::CouplingError;
@@ -477,7 +477,7 @@ mod hybrid {
     }
 
     #[test]
-    fn both_indicators_grow_with_an_amplitude_error_of_the_forecast() {
+    fn every_indicator_grows_with_an_amplitude_error_of_the_forecast() {
         let p = problem();
         let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
         let (frames, _) = reference(&p, &t, 40);
@@ -485,7 +485,7 @@ mod hybrid {
         s.advance(20);
         let past: Vec<&[f64]> = frames[8..=10].iter().map(|f| &f[..]).collect();
         let frame_dt = STRIDE as f64 * s.dt();
-        let (mut energy, mut residual) = (vec![], vec![]);
+        let (mut energy, mut residual, mut probe) = (vec![], vec![], vec![]);
         for eps in [0.0, 1e-3, 1e-2, 1e-1] {
             let forecast: Vec<Vec<f64>> = frames[11..=12]
                 .iter()
@@ -494,6 +494,7 @@ mod hybrid {
             for (ind, out) in [
                 (&mut EnergyChange as &mut dyn Indicator, &mut energy),
                 (&mut Residual, &mut residual),
+                (&mut FeProbe, &mut probe),
             ] {
                 out.push(
                     ind.score(WindowView {
@@ -507,13 +508,23 @@ mod hybrid {
                 );
             }
         }
-        eprintln!("forecast scaled by 1 + 0, 1e-3, 1e-2, 1e-1: energy change {energy:?}, residual {residual:?}");
-        for scores in [&energy, &residual] {
+        eprintln!("forecast scaled by 1 + 0, 1e-3, 1e-2, 1e-1: energy change {energy:?}, residual {residual:?}, FE probe {probe:?}");
+        for scores in [&energy, &residual, &probe] {
             assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
         }
         // The truth: the energy falls by what the absorbing sides let out, a few % in two frames.
         assert!(energy[0] > 0.0 && energy[0] < 0.05, "{energy:?}");
         assert!(energy[3] > 3.0 * energy[0], "{energy:?}");
+        // The probe measures the first frame's error itself: 0 for the truth, ε for 1 + ε
+        // (the grid holds the mesh nodes), and it leaves the state as it found it.
+        assert_eq!(probe[0], 0.0);
+        for (p, eps) in probe[1..].iter().zip([1e-3, 1e-2, 1e-1]) {
+            assert!((p / eps - 1.0).abs() < 1e-6, "{probe:?}");
+        }
+        assert_eq!(s.steps_done(), 20);
+        let mut g = vec![0.0; 65 * 65];
+        t.to_grid(s.u(), &mut g).unwrap();
+        assert_eq!(g, frames[10]);
     }
 
     #[test]

@@ -140,6 +140,35 @@ impl Indicator for EnergyChange {
     }
 }
 
+/// Self-consistency against a short FE probe: the FE runs one frame (`stride` steps) from the
+/// window's start, and the score is the relative L2 difference, over the grid points inside
+/// the mesh, between that frame and the forecast's first one; the state is restored after.
+/// It measures the first frame's error exactly (the truth scores 0), not how the error grows
+/// over the window. Cost: `stride` FE steps a window — on a fine mesh far more than the
+/// other indicators, and a `1 / t_out` share of what the window saves.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FeProbe;
+
+impl Indicator for FeProbe {
+    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+        let saved = w.sim.state();
+        let steps = (w.frame_dt / w.sim.dt()).round() as usize;
+        w.sim.advance(steps);
+        let mut g = vec![0.0; w.forecast[0].len()];
+        let done = w.transfer.to_grid(w.sim.u(), &mut g);
+        w.sim.restore(&saved)?;
+        done?;
+        let (mut d, mut r) = (0.0, 0.0);
+        for ((a, b), inside) in w.forecast[0].iter().zip(&g).zip(w.transfer.mask()) {
+            if inside {
+                d += (a - b) * (a - b);
+                r += b * b;
+            }
+        }
+        Ok((d / r.max(f64::MIN_POSITIVE)).sqrt())
+    }
+}
+
 /// How the hybrid run goes.
 #[derive(Debug, Clone, Copy)]
 pub struct HybridConfig {

@@ -273,8 +273,9 @@ impl DatasetJob {
         Ok(())
     }
 
-    /// The FE job of one sample: the model with the given sources, run to `end`.
-    fn fe_config(&self, end: f64, source: Vec<SourceConfig>) -> Config {
+    /// The FE job of one sample: the model with the given sources, run to `end` (with
+    /// [`crate::sim::from_job`], a simulation of one of this dataset's scenarios).
+    pub fn fe_config(&self, end: f64, source: Vec<SourceConfig>) -> Config {
         Config {
             mesh: self.mesh.clone(),
             material: self.material.clone(),
