@@ -22,7 +22,7 @@ use std::time::Instant;
 use wavecp::comm::Serial;
 use wavecp::config::SourceConfig;
 use wavecp::coupling::hybrid::{
-    EnergyChange, FeProbe, Forecaster, Indicator, Residual, WindowView,
+    EnergyBalance, EnergyChange, FeProbe, Forecaster, Indicator, Residual, WindowView,
 };
 use wavecp::coupling::network::NetworkForecaster;
 use wavecp::coupling::transfer::{ZoneGrid, ZoneTransfer};
@@ -91,9 +91,9 @@ fn main() -> anyhow::Result<()> {
     let (stride, start, count) = (job.frames.stride, job.frames.start, job.frames.count);
     let mut rng = ChaCha8Rng::seed_from_u64(1234);
     let mut pick = |r: [f64; 2]| rng.random_range(r[0]..=r[1]);
-    let names = ["residual", "energy_change", "fe_probe"];
-    let (mut truth, mut scores) = (vec![], vec![vec![]; 3]);
-    let (mut inference_s, mut cost_s) = (0.0, [0.0; 3]);
+    let names = ["residual", "energy_change", "energy_balance", "fe_probe"];
+    let (mut truth, mut scores) = (vec![], vec![vec![]; 4]);
+    let (mut inference_s, mut cost_s) = (0.0, [0.0; 4]);
     for _ in 0..scenarios {
         let s = &job.sampling;
         let source = SourceConfig {
@@ -128,7 +128,12 @@ fn main() -> anyhow::Result<()> {
             let forecast = net.forecast(&past)?;
             inference_s += t0.elapsed().as_secs_f64();
             truth.push(rel_l2(&forecast, &frames[k + 1..=k + t_out]));
-            let inds: [&mut dyn Indicator; 3] = [&mut Residual, &mut EnergyChange, &mut FeProbe];
+            let inds: [&mut dyn Indicator; 4] = [
+                &mut Residual,
+                &mut EnergyChange,
+                &mut EnergyBalance,
+                &mut FeProbe,
+            ];
             for (i, ind) in inds.into_iter().enumerate() {
                 sim.restore(&states[k])?;
                 let t0 = Instant::now();

@@ -643,6 +643,37 @@ impl WaveSolver {
         Ok(repro_sum(comm, &terms))
     }
 
+    /// The energy's rate of change at the middle of three frames `Δ` apart (owned values) as
+    /// the equation gives it: `dE/dt = u̇ᵀ f(t) − u̇ᵀ C u̇`, the sources' power less what the
+    /// absorbing boundary takes, with `u̇ ≈ (u₊ − u₋)/(2Δ)`. Collective; allocates.
+    pub fn frame_power_on(
+        &self,
+        frames: [&[f64]; 3],
+        delta: f64,
+        t: f64,
+        comm: &dyn Comm,
+    ) -> Result<f64, SolverError> {
+        let no = self.layout.n_owned;
+        if let Some(f) = frames.iter().find(|f| f.len() != no) {
+            return Err(SolverError::Shape {
+                what: "power frame",
+                expected: no,
+                found: f.len(),
+            });
+        }
+        if delta.is_nan() || delta <= 0.0 {
+            return Err(SolverError::BadDt(delta));
+        }
+        let [um, _, up] = frames;
+        let v = |i: usize| (up[i] - um[i]) / (2.0 * delta);
+        let mut terms: Vec<f64> = (0..no).map(|i| -self.damp[i] * v(i) * v(i)).collect();
+        let wavelet: Vec<f64> = self.sources.iter().map(|s| s.wavelet.eval(t)).collect();
+        for &(i, w, si) in self.forcing.iter().flatten() {
+            terms[i as usize] += v(i as usize) * w * wavelet[si as usize];
+        }
+        Ok(repro_sum(comm, &terms))
+    }
+
     /// Sets the state from owned values (`uⁿ`, `uⁿ⁻¹`, in local order) and the step counter,
     /// as a restart does; ghosts are fetched from their owners. Collective.
     pub fn restore_on(

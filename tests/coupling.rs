@@ -266,7 +266,8 @@ mod hybrid {
     use crate::common::{pulse_solver, square};
     use wavecp::coupling::handback::VelocityEstimate;
     use wavecp::coupling::hybrid::{
-        EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, Indicator, Residual, WindowView,
+        EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, Indicator,
+        Residual, WindowView,
     };
     use wavecp::coupling::transfer::ZoneTransfer;
     use wavecp::coupling::CouplingError;
@@ -485,7 +486,7 @@ mod hybrid {
         s.advance(20);
         let past: Vec<&[f64]> = frames[8..=10].iter().map(|f| &f[..]).collect();
         let frame_dt = STRIDE as f64 * s.dt();
-        let (mut energy, mut residual, mut probe) = (vec![], vec![], vec![]);
+        let (mut energy, mut residual, mut probe, mut balance) = (vec![], vec![], vec![], vec![]);
         for eps in [0.0, 1e-3, 1e-2, 1e-1] {
             let forecast: Vec<Vec<f64>> = frames[11..=12]
                 .iter()
@@ -495,6 +496,7 @@ mod hybrid {
                 (&mut EnergyChange as &mut dyn Indicator, &mut energy),
                 (&mut Residual, &mut residual),
                 (&mut FeProbe, &mut probe),
+                (&mut EnergyBalance, &mut balance),
             ] {
                 out.push(
                     ind.score(WindowView {
@@ -508,13 +510,15 @@ mod hybrid {
                 );
             }
         }
-        eprintln!("forecast scaled by 1 + 0, 1e-3, 1e-2, 1e-1: energy change {energy:?}, residual {residual:?}, FE probe {probe:?}");
-        for scores in [&energy, &residual, &probe] {
+        eprintln!("forecast scaled by 1 + 0, 1e-3, 1e-2, 1e-1: energy change {energy:?}, energy balance {balance:?}, residual {residual:?}, FE probe {probe:?}");
+        for scores in [&energy, &residual, &probe, &balance] {
             assert!(scores.windows(2).all(|w| w[0] < w[1]), "{scores:?}");
         }
         // The truth: the energy falls by what the absorbing sides let out, a few % in two frames.
         assert!(energy[0] > 0.0 && energy[0] < 0.05, "{energy:?}");
         assert!(energy[3] > 3.0 * energy[0], "{energy:?}");
+        // With the boundary's loss accounted for, the truth's imbalance is far below the loss.
+        assert!(balance[0] < energy[0] / 3.0, "{balance:?} vs {energy:?}");
         // The probe measures the first frame's error itself: 0 for the truth, ε for 1 + ε
         // (the grid holds the mesh nodes), and it leaves the state as it found it.
         assert_eq!(probe[0], 0.0);

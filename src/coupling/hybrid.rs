@@ -140,6 +140,61 @@ impl Indicator for EnergyChange {
     }
 }
 
+/// Energy balance: like [`EnergyChange`], but each frame's energy is set against what the
+/// equation says it becomes — the previous frame's plus the sources' work less what the
+/// absorbing boundary took, integrated over the frame spacing by the trapezoidal rule
+/// ([`crate::solver::WaveSolver::frame_power_on`]). The score is the largest imbalance so far
+/// in the window, relative to the energy at its start. The FE's own frames leave only the
+/// difference quotients' error. Cost: one stiffness product and three transfers a frame.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EnergyBalance;
+
+impl Indicator for EnergyBalance {
+    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+        let base = w.sim.u().to_vec();
+        let on_mesh = |g: &[f64]| -> Result<Vec<f64>, CouplingError> {
+            let mut u = base.clone();
+            w.transfer.to_mesh(g, &mut u)?;
+            Ok(u)
+        };
+        let n = w.past.len();
+        if n < 3 {
+            return Err(CouplingError::Setup(
+                "the energy indicator needs three recorded frames".into(),
+            ));
+        }
+        let mut seq: Vec<Vec<f64>> = w.past[n - 3..]
+            .iter()
+            .map(|f| on_mesh(f))
+            .collect::<Result<_, _>>()?;
+        for f in w.forecast {
+            seq.push(on_mesh(f)?);
+        }
+        let comm = w.sim.comm();
+        // Triple k is centred on frame k of `seq`, at t0 + (k − 2)·Δ (frame 2 is the last
+        // recorded one, at the simulation's time).
+        let t0 = w.sim.time();
+        let (mut energy, mut power) = (vec![], vec![]);
+        for k in 1..seq.len() - 1 {
+            let frames = [&seq[k - 1][..], &seq[k][..], &seq[k + 1][..]];
+            let t = t0 + (k as f64 - 2.0) * w.frame_dt;
+            let solver = w.sim.solver_mut();
+            let e = solver.frame_energy_on(frames, w.frame_dt, comm);
+            let p = solver.frame_power_on(frames, w.frame_dt, t, comm);
+            energy.push(e.map_err(crate::sim::DriverError::from)?);
+            power.push(p.map_err(crate::sim::DriverError::from)?);
+        }
+        let scale = energy[0].abs().max(f64::MIN_POSITIVE);
+        let (mut drift, mut worst) = (0.0f64, 0.0f64);
+        for k in 1..energy.len() {
+            let expected = 0.5 * w.frame_dt * (power[k - 1] + power[k]);
+            drift += energy[k] - energy[k - 1] - expected;
+            worst = worst.max(drift.abs() / scale);
+        }
+        Ok(worst)
+    }
+}
+
 /// Self-consistency against a short FE probe: the FE runs one frame (`stride` steps) from the
 /// window's start, and the score is the relative L2 difference, over the grid points inside
 /// the mesh, between that frame and the forecast's first one; the state is restored after.
