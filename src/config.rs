@@ -52,7 +52,51 @@ pub struct Config {
     pub solver: SolverConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Hybrid stepping: a trained surrogate takes over windows of steps (absent: FE only).
+    #[serde(default)]
+    pub coupling: Option<CouplingConfig>,
 }
+
+/// `[coupling]`: the surrogate replaces windows of solver steps where an error indicator
+/// trusts its forecast (see docs/coupling.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouplingConfig {
+    /// The model file (`wavecp train`'s output), relative to the job file. Its grid, zone and
+    /// frame spacing must fit the run: the zone must cover the mesh, and the frame spacing
+    /// must be a whole number of this run's steps.
+    pub model: PathBuf,
+    /// `cpu`, `auto` (the GPU if one opens) or `cuda` / `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// A window is accepted when its indicator is below this; 0 accepts none (FE only, bit
+    /// for bit).
+    pub tolerance: f64,
+    /// `fe_probe` (default), `energy_balance`, `energy_change` or `residual`.
+    #[serde(default = "default_indicator")]
+    pub indicator: String,
+    /// At most this many accepted windows in a row, then the FE runs one (0: no cap).
+    #[serde(default)]
+    pub max_consecutive: usize,
+    /// The hand-back velocity from the last frames: `bdf2` (default) or `two_frames`.
+    #[serde(default = "default_velocity")]
+    pub velocity: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+fn default_indicator() -> String {
+    "fe_probe".into()
+}
+
+fn default_velocity() -> String {
+    "bdf2".into()
+}
+
+/// The indicators `[coupling] indicator` may name.
+pub const INDICATORS: [&str; 4] = ["fe_probe", "energy_balance", "energy_change", "residual"];
 
 /// Checkpoints: the state to continue a run exactly (`wavecp solve --restart`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -268,11 +312,50 @@ impl Config {
 
     /// Checks values that deserialise but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_coupling()?;
         self.validate_mesh()?;
         self.validate_material()?;
         self.validate_boundaries()?;
         self.validate_sources()?;
         self.validate_run()
+    }
+
+    /// The coupling: known names, a tolerance >= 0, and nothing it cannot keep (checkpoints).
+    fn validate_coupling(&self) -> Result<(), ConfigError> {
+        let Some(c) = &self.coupling else {
+            return Ok(());
+        };
+        if c.tolerance.is_nan() || c.tolerance < 0.0 {
+            return Err(invalid(
+                "coupling.tolerance",
+                format!("must be a number >= 0, found {}", c.tolerance),
+            ));
+        }
+        if !INDICATORS.contains(&c.indicator.as_str()) {
+            return Err(invalid(
+                "coupling.indicator",
+                format!("`{}` is none of {}", c.indicator, INDICATORS.join(", ")),
+            ));
+        }
+        if !["bdf2", "two_frames"].contains(&c.velocity.as_str()) {
+            return Err(invalid(
+                "coupling.velocity",
+                format!("`{}` is neither bdf2 nor two_frames", c.velocity),
+            ));
+        }
+        if c.device.parse::<crate::nn::Device>().is_err() {
+            return Err(invalid(
+                "coupling.device",
+                format!("`{}` is not cpu, auto, cuda or cuda:N", c.device),
+            ));
+        }
+        if self.checkpoint.every > 0 || self.checkpoint.minutes > 0.0 {
+            return Err(invalid(
+                "checkpoint",
+                "a hybrid run ([coupling]) cannot be checkpointed yet: drop the checkpoint keys or the coupling",
+            ));
+        }
+        Ok(())
     }
 
     /// The mesh: a file or a generated rectangle, not both.

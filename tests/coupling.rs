@@ -654,4 +654,102 @@ mod hybrid {
         );
         assert!(s.u().iter().all(|v| v.is_finite()));
     }
+
+    /// A solve job on the unit square (15 × 15 Q1, absorbing, a Ricker source, dt = 0.01,
+    /// output every 10 steps) with `[coupling]` on `model`.
+    #[cfg(feature = "hdf5")]
+    fn hybrid_job(
+        dir: &std::path::Path,
+        model: &std::path::Path,
+        tolerance: f64,
+    ) -> wavecp::config::Config {
+        let text = format!(
+            "[mesh.generate]\nshape = \"quad\"\nnx = 15\nny = 15\n[material]\nc = 1.0\n\
+             [[boundary]]\ntags = [\"left\", \"right\", \"top\", \"bottom\"]\nkind = \"absorbing\"\n\
+             [[source]]\nposition = [0.45, 0.55]\nfrequency = 2.0\ndelay = 0.2\n\
+             [time]\nend = 0.8\ndt = 0.01\n[[receiver]]\nposition = [0.3, 0.3]\n\
+             [output]\npath = \"{}\"\nevery = 10\n\
+             [coupling]\nmodel = \"{}\"\ntolerance = {tolerance}\nindicator = \"fe_probe\"\n",
+            dir.join(format!("out-{tolerance}.vtkhdf")).display(),
+            model.display()
+        );
+        wavecp::config::Config::from_toml(&text, "hybrid job", &[]).unwrap()
+    }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn a_solve_job_with_coupling_at_tolerance_zero_writes_the_fe_only_files() {
+        use wavecp::coupling::solve::run_hybrid;
+        use wavecp::sim::{run_on, RunOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let model = untrained(dir.path(), 2.0 * 0.01);
+        let base = std::path::Path::new(".");
+        let opts = RunOptions::default();
+        let cfg = hybrid_job(dir.path(), &model, 0.0);
+        let (run, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
+        assert_eq!((h.windows_accepted, h.steps_total), (0, 80));
+        assert!(h.windows_rejected > 0);
+        let mut plain = cfg.clone();
+        plain.coupling = None;
+        plain.output.path = dir.path().join("plain.vtkhdf");
+        let fe = run_on(&plain, base, &opts, &wavecp::comm::Serial).unwrap();
+        assert_eq!(run.final_energy.to_bits(), fe.final_energy.to_bits());
+        assert_eq!(run.output_steps, fe.output_steps);
+        let u = |p: &std::path::Path| -> Vec<f64> {
+            let f = hdf5::File::open(p).unwrap();
+            f.dataset("VTKHDF/PointData/u").unwrap().read_raw().unwrap()
+        };
+        let bits = |v: Vec<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(u(run.output.as_ref().unwrap())),
+            bits(u(fe.output.as_ref().unwrap()))
+        );
+        // Accepting windows: fewer steps by the FE, and the output steps inside accepted
+        // windows are not written.
+        let cfg = hybrid_job(dir.path(), &model, f64::INFINITY);
+        let (run, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
+        assert!(h.windows_accepted > 0 && h.steps_surrogate > 0, "{h:?}");
+        assert_eq!(h.steps_total, 80);
+        assert!(run.output_steps < fe.output_steps);
+        // What does not fit is refused, naming the key.
+        let mut bad = hybrid_job(dir.path(), &model, 0.1);
+        bad.time.dt = Some(0.015);
+        let e = run_hybrid(&bad, base, &opts, &wavecp::comm::Serial)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("coupling") && e.contains("whole number"), "{e}");
+        let restart = RunOptions {
+            restart: true,
+            ..RunOptions::default()
+        };
+        assert!(run_hybrid(&cfg, base, &restart, &wavecp::comm::Serial).is_err());
+        let text = |extra: &str| {
+            format!(
+                "[mesh.generate]\nshape = \"quad\"\nnx = 4\nny = 4\n[time]\nend = 0.1\n[coupling]\nmodel = \"m\"\ntolerance = 0.1\n{extra}"
+            )
+        };
+        for (extra, key) in [
+            ("indicator = \"oracle\"\n", "coupling.indicator"),
+            ("velocity = \"euler\"\n", "coupling.velocity"),
+            ("device = \"tpu\"\n", "coupling.device"),
+            ("[checkpoint]\npath = \"c.bin\"\nevery = 5\n", "checkpoint"),
+        ] {
+            let e = wavecp::config::Config::from_toml(&text(extra), "job", &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        let e =
+            wavecp::config::Config::from_toml(&text(""), "job", &["coupling.tolerance=-1".into()])
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("coupling.tolerance"), "{e}");
+        let ok = wavecp::config::Config::from_toml(
+            &text(""),
+            "job",
+            &["coupling.tolerance=0.03".into()],
+        )
+        .unwrap();
+        assert_eq!(ok.coupling.unwrap().tolerance, 0.03);
+    }
 }

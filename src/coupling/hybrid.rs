@@ -15,7 +15,7 @@
 use super::handback::VelocityEstimate;
 use super::transfer::ZoneTransfer;
 use super::CouplingError;
-use crate::sim::Simulation;
+use crate::sim::{Control, Observer, Simulation};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -313,6 +313,18 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
     /// Advances to step `last`: the FE warm-up, then windows; the FE runs what is left when
     /// less than a window remains.
     pub fn run(&mut self, last: usize) -> Result<HybridSummary, CouplingError> {
+        Ok(self.run_with(last, &mut (), &mut [])?.0)
+    }
+
+    /// [`Hybrid::run`] with observers, as [`Simulation::run`] calls them: after every FE step,
+    /// and once after each hand-back (at the step it lands on; the steps of an accepted
+    /// window are not observed). Returns the summary and whether an observer stopped the run.
+    pub fn run_with<C>(
+        &mut self,
+        last: usize,
+        shared: &mut C,
+        observers: &mut [&mut dyn Observer<C>],
+    ) -> Result<(HybridSummary, bool), CouplingError> {
         let wall = Instant::now();
         let (stride, t_in, t_out) = (
             self.cfg.stride,
@@ -321,13 +333,14 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         );
         let mut s = HybridSummary::default();
         let start = self.sim.steps_done();
+        let mut stopped = false;
         self.record()?;
-        while self.frames.len() < t_in && self.sim.steps_done() + stride <= last {
-            self.fe_frames(1)?;
+        while !stopped && self.frames.len() < t_in && self.sim.steps_done() + stride <= last {
+            stopped = self.fe_frames(1, shared, observers)?;
         }
         let window = t_out * stride;
         let mut in_a_row = 0;
-        while self.frames.len() >= t_in && self.sim.steps_done() + window <= last {
+        while !stopped && self.frames.len() >= t_in && self.sim.steps_done() + window <= last {
             let capped = self.cfg.max_consecutive > 0 && in_a_row >= self.cfg.max_consecutive;
             // A tolerance of 0 accepts nothing: the forecast and the indicator are not spent.
             let tried = if capped || self.cfg.tolerance == 0.0 {
@@ -343,16 +356,22 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
                 s.windows_accepted += 1;
                 s.steps_surrogate += window;
                 in_a_row += 1;
+                let mut ctl = Control::default();
+                for o in observers.iter_mut() {
+                    o.after_step(self.sim, shared, &mut ctl)?;
+                }
+                stopped = ctl.stop;
             } else {
-                self.fe_frames(t_out)?;
+                stopped = self.fe_frames(t_out, shared, observers)?;
                 s.windows_rejected += 1;
                 in_a_row = 0;
             }
         }
-        let rest = last.saturating_sub(self.sim.steps_done());
-        let t = Instant::now();
-        self.sim.advance(rest);
-        self.times[0] += t.elapsed();
+        if !stopped {
+            let t = Instant::now();
+            stopped = self.sim.run(last, shared, observers)?;
+            self.times[0] += t.elapsed();
+        }
         s.steps_total = self.sim.steps_done() - start;
         let secs = |d: Duration| d.as_secs_f64();
         (s.fe_s, s.inference_s, s.transfer_s, s.indicator_s) = (
@@ -362,7 +381,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             secs(self.times[3]),
         );
         s.wall_s = wall.elapsed().as_secs_f64();
-        Ok(s)
+        Ok((s, stopped))
     }
 
     /// The current field on the grid, appended to the frames (only as many kept as a window
@@ -384,15 +403,25 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         }
     }
 
-    /// `n` frames by the FE, each recorded.
-    fn fe_frames(&mut self, n: usize) -> Result<(), CouplingError> {
+    /// `n` frames by the FE (observed step by step), each recorded; whether an observer
+    /// stopped the run.
+    fn fe_frames<C>(
+        &mut self,
+        n: usize,
+        shared: &mut C,
+        observers: &mut [&mut dyn Observer<C>],
+    ) -> Result<bool, CouplingError> {
         for _ in 0..n {
             let t = Instant::now();
-            self.sim.advance(self.cfg.stride);
+            let target = self.sim.steps_done() + self.cfg.stride;
+            let stopped = self.sim.run(target, shared, observers)?;
             self.times[0] += t.elapsed();
+            if stopped {
+                return Ok(true);
+            }
             self.record()?;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The forecast of the next window and its indicator value.

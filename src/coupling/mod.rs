@@ -8,6 +8,8 @@ pub mod handback;
 pub mod hybrid;
 #[cfg(feature = "hdf5")]
 pub mod network;
+#[cfg(feature = "hdf5")]
+pub mod solve;
 pub mod transfer;
 
 use crate::sim::{DriverError, Simulation, State};

@@ -295,6 +295,7 @@ impl DatasetJob {
                 xdmf: false,
             },
             solver: self.solver.clone(),
+            coupling: None,
         }
     }
 

@@ -19,7 +19,7 @@ mod observers;
 mod run;
 mod setup;
 
-pub use run::{from_job, run, run_on, RunOptions, RunSummary};
+pub use run::{from_job, run, run_on, run_on_with, AfterStep, Drive, RunOptions, RunSummary};
 pub use setup::{
     demo_config, load_mesh, point_source, setup, time_step, DriverError, Setup, MAX_STEPS,
 };

@@ -5,7 +5,7 @@ use super::checkpoint::{checkpoint_exists_on, restore};
 use super::distribute::distribute;
 use super::observers::{Checkpoints, Crash, Io, Output, ShowProgress};
 use super::setup::{time_step, DriverError};
-use super::{Observer, Simulation};
+use super::{Control, Observer, Simulation};
 use crate::comm::{Comm, Serial};
 use crate::config::Config;
 use crate::partition::LocalPart;
@@ -88,7 +88,30 @@ pub fn run_on(
     opts: &RunOptions,
     comm: &dyn Comm,
 ) -> Result<RunSummary, DriverError> {
-    crate::threads::with_threads(cfg.solver.threads, || solve(cfg, base, opts, comm))
+    run_on_with(cfg, base, opts, comm, None)
+}
+
+/// A run's observers as one call after a step: `Ok(true)` asks the run to stop.
+pub type AfterStep<'a> = dyn FnMut(&Simulation<'_>) -> Result<bool, DriverError> + 'a;
+
+/// What advances a run to its last step in place of [`Simulation::run`] (a coupling's time
+/// loop): given the simulation, the last step and the observers, it returns whether they
+/// stopped it.
+pub type Drive<'a> = dyn FnMut(&mut Simulation<'_>, usize, &mut AfterStep<'_>) -> Result<bool, DriverError>
+    + Send
+    + 'a;
+
+/// [`run_on`] with the time loop given by `drive` (the FE loop when `None`); output,
+/// progress and the crash hooks observe it as they observe the FE loop. Checkpoints are
+/// left to the FE loop: a run with a `drive` writes none.
+pub fn run_on_with(
+    cfg: &Config,
+    base: &Path,
+    opts: &RunOptions,
+    comm: &dyn Comm,
+    drive: Option<&mut Drive<'_>>,
+) -> Result<RunSummary, DriverError> {
+    crate::threads::with_threads(cfg.solver.threads, || solve(cfg, base, opts, comm, drive))
         .map_err(DriverError::Threads)?
 }
 
@@ -99,6 +122,7 @@ fn solve(
     base: &Path,
     opts: &RunOptions,
     comm: &dyn Comm,
+    drive: Option<&mut Drive<'_>>,
 ) -> Result<RunSummary, DriverError> {
     let wall = Instant::now();
     // 1–2. Mesh, problem and partition on rank 0; each rank receives its part.
@@ -163,12 +187,26 @@ fn solve(
         observers.push(f);
     }
     observers.push(&mut output);
-    observers.push(&mut checkpoints);
+    if drive.is_none() {
+        observers.push(&mut checkpoints);
+    }
     observers.push(&mut progress);
     if let Some(k) = kill.as_mut() {
         observers.push(k);
     }
-    let interrupted = sim.run(nsteps, &mut io, &mut observers)?;
+    let interrupted = match drive {
+        None => sim.run(nsteps, &mut io, &mut observers)?,
+        Some(drive) => {
+            let mut after = |s: &Simulation<'_>| -> Result<bool, DriverError> {
+                let mut ctl = Control::default();
+                for o in observers.iter_mut() {
+                    o.after_step(s, &mut io, &mut ctl)?;
+                }
+                Ok(ctl.stop)
+            };
+            drive(&mut sim, nsteps, &mut after)?
+        }
+    };
     drop(observers);
     progress.0.finish();
     // 6. Summary; a complete run's output moves to its final name.

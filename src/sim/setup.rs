@@ -315,5 +315,6 @@ pub fn demo_config() -> Config {
         },
         solver: Default::default(),
         checkpoint: Default::default(),
+        coupling: None,
     }
 }

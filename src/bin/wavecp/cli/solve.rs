@@ -78,12 +78,61 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         kill_at_step,
         pause_after_outputs,
     };
+    if cfg.coupling.is_some() {
+        return hybrid(&cfg, &base, &opts, comm, json)
+            .with_context(|| format!("job {}", job.display()));
+    }
     let summary =
         sim::run_on(&cfg, &base, &opts, comm).with_context(|| format!("job {}", job.display()))?;
     if comm.rank() == 0 {
         report(&summary, json)?;
     }
     Ok(!summary.interrupted)
+}
+
+/// A job with a `[coupling]` section: the hybrid run, its summary with a `hybrid` object.
+#[cfg(feature = "hdf5")]
+fn hybrid(
+    cfg: &Config,
+    base: &std::path::Path,
+    opts: &RunOptions,
+    comm: &dyn wavecp::comm::Comm,
+    json: bool,
+) -> Result<bool> {
+    let (summary, h) = wavecp::coupling::solve::run_hybrid(cfg, base, opts, comm)?;
+    if comm.rank() == 0 {
+        if json {
+            let mut v = serde_json::to_value(&summary)?;
+            v["hybrid"] = serde_json::to_value(&h)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            report(&summary, false)?;
+            println!(
+                "hybrid: {} of {} windows accepted, {} of {} steps by the surrogate; wall {:.2} s = FE {:.2} + inference {:.2} + transfers {:.2} + indicator {:.2}",
+                h.windows_accepted,
+                h.windows_accepted + h.windows_rejected,
+                h.steps_surrogate,
+                h.steps_total,
+                h.wall_s,
+                h.fe_s,
+                h.inference_s,
+                h.transfer_s,
+                h.indicator_s
+            );
+        }
+    }
+    Ok(!summary.interrupted)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn hybrid(
+    _: &Config,
+    _: &std::path::Path,
+    _: &RunOptions,
+    _: &dyn wavecp::comm::Comm,
+    _: bool,
+) -> Result<bool> {
+    anyhow::bail!("[coupling]: this wavecp was built without the `hdf5` feature, which the surrogate's files need")
 }
 
 /// Runs the built-in demo case.
