@@ -78,7 +78,8 @@ pub struct CouplingConfig {
     /// At most this many accepted windows in a row, then the FE runs one (0: no cap).
     #[serde(default)]
     pub max_consecutive: usize,
-    /// The hand-back velocity from the last frames: `bdf2` (default) or `two_frames`.
+    /// The hand-back velocity from the last frames: `bdf2` (default), `two_frames`, or `fit`
+    /// (the least-squares quadratic through the window's frames and the frame before).
     #[serde(default = "default_velocity")]
     pub velocity: String,
 }
@@ -337,10 +338,10 @@ impl Config {
                 format!("`{}` is none of {}", c.indicator, INDICATORS.join(", ")),
             ));
         }
-        if !["bdf2", "two_frames"].contains(&c.velocity.as_str()) {
+        if !["bdf2", "two_frames", "fit"].contains(&c.velocity.as_str()) {
             return Err(invalid(
                 "coupling.velocity",
-                format!("`{}` is neither bdf2 nor two_frames", c.velocity),
+                format!("`{}` is none of bdf2, two_frames, fit", c.velocity),
             ));
         }
         if c.device.parse::<crate::nn::Device>().is_err() {

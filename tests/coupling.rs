@@ -237,7 +237,7 @@ fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimat
         // O(dt²) error is of the same size.
         let (lo, hi) = match est {
             VelocityEstimate::TwoFrames => (0.8, 1.2),
-            VelocityEstimate::Bdf2 => (1.7, 2.4),
+            VelocityEstimate::Bdf2 | VelocityEstimate::Fit(_) => (1.7, 2.4),
         };
         for w in errs[..3].windows(2) {
             let rate = (w[0] / w[1]).log2();
@@ -247,6 +247,31 @@ fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimat
     }
     for (two, bdf2) in by_est[0].iter().zip(&by_est[1]) {
         assert!(bdf2 * 2.5 < *two, "BDF2 {bdf2} against two frames {two}");
+    }
+    // The least-squares slope: through 3 frames it is BDF2; through more it is exact for
+    // quadratics and weighs each frame less (less of a forecast's frame noise gets through).
+    let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
+    assert!(close(
+        &VelocityEstimate::Fit(3).weights(),
+        &VelocityEstimate::Bdf2.weights()
+    ));
+    let norm = |w: &[f64]| w.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for k in [4, 6, 8] {
+        let w = VelocityEstimate::Fit(k).weights();
+        let tau = |j: usize| j as f64 - (k - 1) as f64;
+        let moment = |p: i32| {
+            w.iter()
+                .enumerate()
+                .map(|(j, w)| w * tau(j).powi(p))
+                .sum::<f64>()
+        };
+        assert!(
+            moment(0).abs() < 1e-12 && (moment(1) - 1.0).abs() < 1e-12 && moment(2).abs() < 1e-12
+        );
+        assert!(
+            norm(&w) < norm(&VelocityEstimate::Bdf2.weights()),
+            "{k}: {w:?}"
+        );
     }
     // Too few frames, or frames of different lengths, give no estimate; bad input to the
     // solver is an error.

@@ -14,6 +14,10 @@ pub enum VelocityEstimate {
     TwoFrames,
     /// `(3F₂ − 4F₁ + F₀)/(2Δ)` from the last three frames: second order.
     Bdf2,
+    /// The slope at the last frame of the least-squares quadratic through the last `n ≥ 3`
+    /// frames: second order for smooth fields, and less amplification of a forecast's frame
+    /// noise than BDF2 (its weights are smaller).
+    Fit(usize),
 }
 
 impl VelocityEstimate {
@@ -22,6 +26,7 @@ impl VelocityEstimate {
         match self {
             VelocityEstimate::TwoFrames => 2,
             VelocityEstimate::Bdf2 => 3,
+            VelocityEstimate::Fit(n) => n.max(3),
         }
     }
 
@@ -38,13 +43,57 @@ impl VelocityEstimate {
         if last.iter().any(|f| f.len() != n) {
             return None;
         }
-        Some(match self {
-            VelocityEstimate::TwoFrames => (0..n)
-                .map(|i| (last[1][i] - last[0][i]) / frame_dt)
+        let w = self.weights();
+        Some(
+            (0..n)
+                .map(|i| w.iter().zip(last).map(|(w, f)| w * f[i]).sum::<f64>() / frame_dt)
                 .collect(),
-            VelocityEstimate::Bdf2 => (0..n)
-                .map(|i| (3.0 * last[2][i] - 4.0 * last[1][i] + last[0][i]) / (2.0 * frame_dt))
-                .collect(),
-        })
+        )
     }
+
+    /// The velocity as `Σ w_j F_j / Δ` over the frames read, oldest first.
+    pub fn weights(self) -> Vec<f64> {
+        match self {
+            VelocityEstimate::TwoFrames => vec![-1.0, 1.0],
+            VelocityEstimate::Bdf2 => vec![0.5, -2.0, 1.5],
+            VelocityEstimate::Fit(_) => {
+                // Least squares u(τ) ≈ a + bτ + cτ² at τ_j = j − (k − 1) (frame spacings, the
+                // last frame at 0): b = e₁ᵀ (AᵀA)⁻¹ Aᵀ F, so w = A (AᵀA)⁻¹ e₁.
+                let k = self.frames();
+                let taus: Vec<f64> = (0..k).map(|j| j as f64 - (k - 1) as f64).collect();
+                let mut ata = [[0.0f64; 3]; 3];
+                for &t in &taus {
+                    let row = [1.0, t, t * t];
+                    for r in 0..3 {
+                        for c in 0..3 {
+                            ata[r][c] += row[r] * row[c];
+                        }
+                    }
+                }
+                let col = solve3(ata, [0.0, 1.0, 0.0]);
+                taus.iter()
+                    .map(|&t| col[0] + col[1] * t + col[2] * t * t)
+                    .collect()
+            }
+        }
+    }
+}
+
+/// `x` with `m x = b` (Cramer's rule; `m` symmetric positive definite here).
+fn solve3(m: [[f64; 3]; 3], b: [f64; 3]) -> [f64; 3] {
+    let det = |m: [[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(m);
+    let mut x = [0.0; 3];
+    for (c, xc) in x.iter_mut().enumerate() {
+        let mut mc = m;
+        for r in 0..3 {
+            mc[r][c] = b[r];
+        }
+        *xc = det(mc) / d;
+    }
+    x
 }

@@ -3,8 +3,8 @@
 
 use super::handback::VelocityEstimate;
 use super::hybrid::{
-    EnergyBalance, EnergyChange, FeProbe, Hybrid, HybridConfig, HybridSummary, Indicator, Residual,
-    WindowView,
+    EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, HybridSummary,
+    Indicator, Residual, WindowView,
 };
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
@@ -98,6 +98,7 @@ fn drive(
     let net = NetworkForecaster::open(&model, device, &transfer, frame_dt).map_err(err)?;
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
+        "fit" => VelocityEstimate::Fit(net.t_out() + 1),
         _ => VelocityEstimate::Bdf2,
     };
     let hcfg = HybridConfig {
