@@ -568,25 +568,10 @@ impl WaveSolver {
         t: f64,
         comm: &dyn Comm,
     ) -> Result<(f64, f64), SolverError> {
+        self.check_frames(frames, delta, "residual frame")?;
         let no = self.layout.n_owned;
-        for f in frames {
-            if f.len() != no {
-                return Err(SolverError::Shape {
-                    what: "residual frame",
-                    expected: no,
-                    found: f.len(),
-                });
-            }
-        }
-        if delta.is_nan() || delta <= 0.0 {
-            return Err(SolverError::BadDt(delta));
-        }
         let [um, u0, up] = frames;
-        let mut x = vec![0.0; self.mass.len()];
-        x[..no].copy_from_slice(u0);
-        self.fill_ghosts(&mut x, comm);
-        let mut ku = vec![0.0; x.len()];
-        self.apply_k(&x, &mut ku);
+        let mut ku = self.stiffness_of_owned(u0, comm);
         let wavelet: Vec<f64> = self.sources.iter().map(|s| s.wavelet.eval(t)).collect();
         for &(i, w, si) in self.forcing.iter().flatten() {
             ku[i as usize] -= w * wavelet[si as usize];
@@ -617,23 +602,10 @@ impl WaveSolver {
         delta: f64,
         comm: &dyn Comm,
     ) -> Result<f64, SolverError> {
+        self.check_frames(frames, delta, "energy frame")?;
         let no = self.layout.n_owned;
-        if let Some(f) = frames.iter().find(|f| f.len() != no) {
-            return Err(SolverError::Shape {
-                what: "energy frame",
-                expected: no,
-                found: f.len(),
-            });
-        }
-        if delta.is_nan() || delta <= 0.0 {
-            return Err(SolverError::BadDt(delta));
-        }
         let [um, u0, up] = frames;
-        let mut x = vec![0.0; self.mass.len()];
-        x[..no].copy_from_slice(u0);
-        self.fill_ghosts(&mut x, comm);
-        let mut ku = vec![0.0; x.len()];
-        self.apply_k(&x, &mut ku);
+        let ku = self.stiffness_of_owned(u0, comm);
         let terms: Vec<f64> = (0..no)
             .map(|i| {
                 let v = (up[i] - um[i]) / (2.0 * delta);
@@ -653,17 +625,8 @@ impl WaveSolver {
         t: f64,
         comm: &dyn Comm,
     ) -> Result<f64, SolverError> {
+        self.check_frames(frames, delta, "power frame")?;
         let no = self.layout.n_owned;
-        if let Some(f) = frames.iter().find(|f| f.len() != no) {
-            return Err(SolverError::Shape {
-                what: "power frame",
-                expected: no,
-                found: f.len(),
-            });
-        }
-        if delta.is_nan() || delta <= 0.0 {
-            return Err(SolverError::BadDt(delta));
-        }
         let [um, _, up] = frames;
         let v = |i: usize| (up[i] - um[i]) / (2.0 * delta);
         let mut terms: Vec<f64> = (0..no).map(|i| -self.damp[i] * v(i) * v(i)).collect();
@@ -672,6 +635,37 @@ impl WaveSolver {
             terms[i as usize] += v(i as usize) * w * wavelet[si as usize];
         }
         Ok(repro_sum(comm, &terms))
+    }
+
+    /// Three frames of owned values and a positive spacing, or the error naming `what`.
+    fn check_frames(
+        &self,
+        frames: [&[f64]; 3],
+        delta: f64,
+        what: &'static str,
+    ) -> Result<(), SolverError> {
+        let no = self.layout.n_owned;
+        if let Some(f) = frames.iter().find(|f| f.len() != no) {
+            return Err(SolverError::Shape {
+                what,
+                expected: no,
+                found: f.len(),
+            });
+        }
+        if delta.is_nan() || delta <= 0.0 {
+            return Err(SolverError::BadDt(delta));
+        }
+        Ok(())
+    }
+
+    /// `K u` (local length) of owned values `u`, their ghosts fetched. Collective; allocates.
+    fn stiffness_of_owned(&mut self, u: &[f64], comm: &dyn Comm) -> Vec<f64> {
+        let mut x = vec![0.0; self.mass.len()];
+        x[..u.len()].copy_from_slice(u);
+        self.fill_ghosts(&mut x, comm);
+        let mut ku = vec![0.0; x.len()];
+        self.apply_k(&x, &mut ku);
+        ku
     }
 
     /// Sets the state from owned values (`uⁿ`, `uⁿ⁻¹`, in local order) and the step counter,

@@ -42,6 +42,30 @@ pub struct WindowView<'a, 'c> {
     pub frame_dt: f64,
 }
 
+impl WindowView<'_, '_> {
+    /// The last `recorded` recorded frames and the forecast, on the mesh (nodes the grid
+    /// does not cover keep the current field), oldest first.
+    fn on_mesh(&self, recorded: usize) -> Result<Vec<Vec<f64>>, CouplingError> {
+        let n = self.past.len();
+        if n < recorded {
+            return Err(CouplingError::Setup(format!(
+                "this indicator needs {recorded} recorded frames, the window has {n}"
+            )));
+        }
+        let base = self.sim.u();
+        let one = |g: &[f64]| -> Result<Vec<f64>, CouplingError> {
+            let mut u = base.to_vec();
+            self.transfer.to_mesh(g, &mut u)?;
+            Ok(u)
+        };
+        self.past[n - recorded..]
+            .iter()
+            .map(|f| one(f))
+            .chain(self.forecast.iter().map(|f| one(f)))
+            .collect()
+    }
+}
+
 /// Scores a window's forecast: lower is more trustworthy; the window is accepted below the
 /// tolerance.
 pub trait Indicator {
@@ -59,17 +83,7 @@ pub struct Residual;
 
 impl Indicator for Residual {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
-        let base = w.sim.u().to_vec();
-        let on_mesh = |g: &[f64]| -> Result<Vec<f64>, CouplingError> {
-            let mut u = base.clone();
-            w.transfer.to_mesh(g, &mut u)?;
-            Ok(u)
-        };
-        let n = w.past.len();
-        let mut seq: Vec<Vec<f64>> = vec![on_mesh(w.past[n - 2])?, on_mesh(w.past[n - 1])?];
-        for f in w.forecast {
-            seq.push(on_mesh(f)?);
-        }
+        let seq = w.on_mesh(2)?;
         let t0 = w.sim.time();
         let mut worst = 0.0f64;
         for k in 1..seq.len() - 1 {
@@ -101,25 +115,7 @@ pub struct EnergyChange;
 
 impl Indicator for EnergyChange {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
-        let base = w.sim.u().to_vec();
-        let on_mesh = |g: &[f64]| -> Result<Vec<f64>, CouplingError> {
-            let mut u = base.clone();
-            w.transfer.to_mesh(g, &mut u)?;
-            Ok(u)
-        };
-        let n = w.past.len();
-        if n < 3 {
-            return Err(CouplingError::Setup(
-                "the energy indicator needs three recorded frames".into(),
-            ));
-        }
-        let mut seq: Vec<Vec<f64>> = w.past[n - 3..]
-            .iter()
-            .map(|f| on_mesh(f))
-            .collect::<Result<_, _>>()?;
-        for f in w.forecast {
-            seq.push(on_mesh(f)?);
-        }
+        let seq = w.on_mesh(3)?;
         let comm = w.sim.comm();
         let mut energies = vec![];
         for k in 1..seq.len() - 1 {
@@ -151,25 +147,7 @@ pub struct EnergyBalance;
 
 impl Indicator for EnergyBalance {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
-        let base = w.sim.u().to_vec();
-        let on_mesh = |g: &[f64]| -> Result<Vec<f64>, CouplingError> {
-            let mut u = base.clone();
-            w.transfer.to_mesh(g, &mut u)?;
-            Ok(u)
-        };
-        let n = w.past.len();
-        if n < 3 {
-            return Err(CouplingError::Setup(
-                "the energy indicator needs three recorded frames".into(),
-            ));
-        }
-        let mut seq: Vec<Vec<f64>> = w.past[n - 3..]
-            .iter()
-            .map(|f| on_mesh(f))
-            .collect::<Result<_, _>>()?;
-        for f in w.forecast {
-            seq.push(on_mesh(f)?);
-        }
+        let seq = w.on_mesh(3)?;
         let comm = w.sim.comm();
         // Triple k is centred on frame k of `seq`, at t0 + (k − 2)·Δ (frame 2 is the last
         // recorded one, at the simulation's time).
