@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<()> {
                     transfer: &transfer,
                     past: &past,
                     forecast: &forecast,
-                    frame_dt,
+                    stride,
                 })?;
                 cost_s[i] += t0.elapsed().as_secs_f64();
                 scores[i].push(score);

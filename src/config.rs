@@ -350,7 +350,8 @@ impl Config {
                 format!("`{}` is not cpu, auto, cuda or cuda:N", c.device),
             ));
         }
-        if self.checkpoint.every > 0 || self.checkpoint.minutes > 0.0 {
+        let ck = &self.checkpoint;
+        if ck.every > 0 || ck.minutes > 0.0 || !ck.path.as_os_str().is_empty() {
             return Err(invalid(
                 "checkpoint",
                 "a hybrid run ([coupling]) cannot be checkpointed yet: drop the checkpoint keys or the coupling",

@@ -476,7 +476,6 @@ mod hybrid {
                 (-((q[0] - 0.3).powi(2) + (q[1] - 0.6).powi(2)) / 0.02).exp()
             })
             .collect();
-        let frame_dt = STRIDE as f64 * s.dt();
         let mut scores = vec![];
         for eps in [0.0, 1e-4, 1e-3, 1e-2, 1e-1] {
             let forecast: Vec<Vec<f64>> = frames[11..=12]
@@ -489,7 +488,7 @@ mod hybrid {
                     transfer: &t,
                     past: &past,
                     forecast: &forecast,
-                    frame_dt,
+                    stride: STRIDE,
                 })
                 .unwrap();
             scores.push(score);
@@ -510,7 +509,6 @@ mod hybrid {
         let mut s = sim(&p);
         s.advance(20);
         let past: Vec<&[f64]> = frames[8..=10].iter().map(|f| &f[..]).collect();
-        let frame_dt = STRIDE as f64 * s.dt();
         let (mut energy, mut residual, mut probe, mut balance) = (vec![], vec![], vec![], vec![]);
         for eps in [0.0, 1e-3, 1e-2, 1e-1] {
             let forecast: Vec<Vec<f64>> = frames[11..=12]
@@ -529,7 +527,7 @@ mod hybrid {
                         transfer: &t,
                         past: &past,
                         forecast: &forecast,
-                        frame_dt,
+                        stride: STRIDE,
                     })
                     .unwrap(),
                 );
@@ -743,6 +741,16 @@ mod hybrid {
             .unwrap_err()
             .to_string();
         assert!(e.contains("coupling") && e.contains("whole number"), "{e}");
+        // A stop request (SIGTERM, here its test hook) ends a hybrid run at the step it is
+        // seen, without a checkpoint (none can be set).
+        let stop = RunOptions {
+            stop_after_steps: Some(30),
+            ..RunOptions::default()
+        };
+        let zero = hybrid_job(dir.path(), &model, 0.0);
+        let (run, h) = run_hybrid(&zero, base, &stop, &wavecp::comm::Serial).unwrap();
+        assert!(run.interrupted && run.checkpoints == 0, "{run:?}");
+        assert_eq!(h.steps_total, 30);
         let restart = RunOptions {
             restart: true,
             ..RunOptions::default()
@@ -758,6 +766,7 @@ mod hybrid {
             ("velocity = \"euler\"\n", "coupling.velocity"),
             ("device = \"tpu\"\n", "coupling.device"),
             ("[checkpoint]\npath = \"c.bin\"\nevery = 5\n", "checkpoint"),
+            ("[checkpoint]\npath = \"c.bin\"\n", "checkpoint"),
         ] {
             let e = wavecp::config::Config::from_toml(&text(extra), "job", &[])
                 .unwrap_err()

@@ -35,14 +35,20 @@ pub struct WindowView<'a, 'c> {
     /// its state).
     pub sim: &'a mut Simulation<'c>,
     pub transfer: &'a ZoneTransfer,
-    /// Recorded frames before the window, oldest first (at least two).
+    /// Recorded frames before the window, oldest first (as many as the run keeps: at least
+    /// the forecaster's `t_in` and three).
     pub past: &'a [&'a [f64]],
     pub forecast: &'a [Vec<f64>],
-    /// Time between frames.
-    pub frame_dt: f64,
+    /// FE steps between frames.
+    pub stride: usize,
 }
 
 impl WindowView<'_, '_> {
+    /// Time between frames.
+    pub fn frame_dt(&self) -> f64 {
+        self.stride as f64 * self.sim.dt()
+    }
+
     /// The last `recorded` recorded frames and the forecast, on the mesh (nodes the grid
     /// does not cover keep the current field), oldest first.
     fn on_mesh(&self, recorded: usize) -> Result<Vec<Vec<f64>>, CouplingError> {
@@ -72,10 +78,16 @@ pub trait Indicator {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError>;
 }
 
+impl<I: Indicator + ?Sized> Indicator for Box<I> {
+    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+        (**self).score(w)
+    }
+}
+
 /// The residual of the discrete wave equation on the forecast frames, with the FE operators:
 /// for each frame triple that holds a forecast frame, `‖r‖ / (‖M ü‖ + ‖K u‖)`
 /// ([`crate::solver::WaveSolver::frame_residual_on`]) on the frames brought to the mesh; the
-/// score is the largest. Cost: one stiffness product and three transfers a frame. An error
+/// score is the largest. Cost: one stiffness product and one transfer a frame. An error
 /// that is itself a solution of the equation and joins the recorded frames smoothly passes
 /// unseen.
 #[derive(Debug, Default, Clone, Copy)]
@@ -84,16 +96,16 @@ pub struct Residual;
 impl Indicator for Residual {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
         let seq = w.on_mesh(2)?;
-        let t0 = w.sim.time();
+        let (t0, frame_dt) = (w.sim.time(), w.frame_dt());
         let mut worst = 0.0f64;
         for k in 1..seq.len() - 1 {
-            let t = t0 + (k - 1) as f64 * w.frame_dt;
+            let t = t0 + (k - 1) as f64 * frame_dt;
             let frames = [&seq[k - 1][..], &seq[k][..], &seq[k + 1][..]];
             let comm = w.sim.comm();
             let (r, scale) = w
                 .sim
                 .solver_mut()
-                .frame_residual_on(frames, w.frame_dt, t, comm)
+                .frame_residual_on(frames, frame_dt, t, comm)
                 .map_err(crate::sim::DriverError::from)?;
             worst = worst.max(if scale > 0.0 { r / scale } else { r });
         }
@@ -116,14 +128,14 @@ pub struct EnergyChange;
 impl Indicator for EnergyChange {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
         let seq = w.on_mesh(3)?;
-        let comm = w.sim.comm();
+        let (comm, frame_dt) = (w.sim.comm(), w.frame_dt());
         let mut energies = vec![];
         for k in 1..seq.len() - 1 {
             let frames = [&seq[k - 1][..], &seq[k][..], &seq[k + 1][..]];
             let e = w
                 .sim
                 .solver_mut()
-                .frame_energy_on(frames, w.frame_dt, comm)
+                .frame_energy_on(frames, frame_dt, comm)
                 .map_err(crate::sim::DriverError::from)?;
             energies.push(e);
         }
@@ -141,31 +153,31 @@ impl Indicator for EnergyChange {
 /// absorbing boundary took, integrated over the frame spacing by the trapezoidal rule
 /// ([`crate::solver::WaveSolver::frame_power_on`]). The score is the largest imbalance so far
 /// in the window, relative to the energy at its start. The FE's own frames leave only the
-/// difference quotients' error. Cost: one stiffness product and three transfers a frame.
+/// difference quotients' error. Cost: one stiffness product and one transfer a frame.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EnergyBalance;
 
 impl Indicator for EnergyBalance {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
         let seq = w.on_mesh(3)?;
-        let comm = w.sim.comm();
+        let (comm, frame_dt) = (w.sim.comm(), w.frame_dt());
         // Triple k is centred on frame k of `seq`, at t0 + (k − 2)·Δ (frame 2 is the last
         // recorded one, at the simulation's time).
         let t0 = w.sim.time();
         let (mut energy, mut power) = (vec![], vec![]);
         for k in 1..seq.len() - 1 {
             let frames = [&seq[k - 1][..], &seq[k][..], &seq[k + 1][..]];
-            let t = t0 + (k as f64 - 2.0) * w.frame_dt;
+            let t = t0 + (k as f64 - 2.0) * frame_dt;
             let solver = w.sim.solver_mut();
-            let e = solver.frame_energy_on(frames, w.frame_dt, comm);
-            let p = solver.frame_power_on(frames, w.frame_dt, t, comm);
+            let e = solver.frame_energy_on(frames, frame_dt, comm);
+            let p = solver.frame_power_on(frames, frame_dt, t, comm);
             energy.push(e.map_err(crate::sim::DriverError::from)?);
             power.push(p.map_err(crate::sim::DriverError::from)?);
         }
         let scale = energy[0].abs().max(f64::MIN_POSITIVE);
         let (mut drift, mut worst) = (0.0f64, 0.0f64);
         for k in 1..energy.len() {
-            let expected = 0.5 * w.frame_dt * (power[k - 1] + power[k]);
+            let expected = 0.5 * frame_dt * (power[k - 1] + power[k]);
             drift += energy[k] - energy[k - 1] - expected;
             worst = worst.max(drift.abs() / scale);
         }
@@ -185,14 +197,13 @@ pub struct FeProbe;
 impl Indicator for FeProbe {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
         let saved = w.sim.state();
-        let steps = (w.frame_dt / w.sim.dt()).round() as usize;
-        w.sim.advance(steps);
-        let mut g = vec![0.0; w.forecast[0].len()];
+        w.sim.advance(w.stride);
+        let mut g = vec![0.0; w.transfer.points()];
         let done = w.transfer.to_grid(w.sim.u(), &mut g);
         w.sim.restore(&saved)?;
         done?;
         let (mut d, mut r) = (0.0, 0.0);
-        for ((a, b), inside) in w.forecast[0].iter().zip(&g).zip(w.transfer.mask()) {
+        for ((a, b), inside) in w.forecast[0].iter().zip(&g).zip(w.transfer.inside()) {
             if inside {
                 d += (a - b) * (a - b);
                 r += b * b;
@@ -240,7 +251,16 @@ pub struct Hybrid<'s, 'c, F: Forecaster, I: Indicator> {
     cfg: HybridConfig,
     /// The latest frames on the zone grid, oldest first.
     frames: VecDeque<Vec<f64>>,
-    times: [Duration; 4],
+    times: Times,
+}
+
+/// Where a hybrid run's time goes.
+#[derive(Debug, Default)]
+struct Times {
+    fe: Duration,
+    inference: Duration,
+    transfer: Duration,
+    indicator: Duration,
 }
 
 impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
@@ -284,7 +304,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             indicator,
             cfg,
             frames: VecDeque::new(),
-            times: [Duration::ZERO; 4],
+            times: Times::default(),
         })
     }
 
@@ -348,15 +368,15 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         if !stopped {
             let t = Instant::now();
             stopped = self.sim.run(last, shared, observers)?;
-            self.times[0] += t.elapsed();
+            self.times.fe += t.elapsed();
         }
         s.steps_total = self.sim.steps_done() - start;
         let secs = |d: Duration| d.as_secs_f64();
         (s.fe_s, s.inference_s, s.transfer_s, s.indicator_s) = (
-            secs(self.times[0]),
-            secs(self.times[1]),
-            secs(self.times[2]),
-            secs(self.times[3]),
+            secs(self.times.fe),
+            secs(self.times.inference),
+            secs(self.times.transfer),
+            secs(self.times.indicator),
         );
         s.wall_s = wall.elapsed().as_secs_f64();
         Ok((s, stopped))
@@ -366,10 +386,10 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
     /// and the velocity need).
     fn record(&mut self) -> Result<(), CouplingError> {
         let t = Instant::now();
-        let mut g = vec![0.0; self.transfer.mask().len()];
+        let mut g = vec![0.0; self.transfer.points()];
         self.transfer.to_grid(self.sim.u(), &mut g)?;
         self.push(g);
-        self.times[2] += t.elapsed();
+        self.times.transfer += t.elapsed();
         Ok(())
     }
 
@@ -393,7 +413,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             let t = Instant::now();
             let target = self.sim.steps_done() + self.cfg.stride;
             let stopped = self.sim.run(target, shared, observers)?;
-            self.times[0] += t.elapsed();
+            self.times.fe += t.elapsed();
             if stopped {
                 return Ok(true);
             }
@@ -404,11 +424,11 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
 
     /// The forecast of the next window and its indicator value.
     fn try_window(&mut self, t_in: usize) -> Result<(f64, Vec<Vec<f64>>), CouplingError> {
-        let n = self.frames.len();
-        let past: Vec<&[f64]> = self.frames.range(n - t_in..).map(|f| &f[..]).collect();
+        let kept: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
+        let past = &kept[kept.len() - t_in..];
         let t = Instant::now();
-        let forecast = self.forecaster.forecast(&past)?;
-        self.times[1] += t.elapsed();
+        let forecast = self.forecaster.forecast(past)?;
+        self.times.inference += t.elapsed();
         if forecast.len() != self.forecaster.t_out()
             || forecast.iter().any(|f| f.len() != past[0].len())
         {
@@ -421,15 +441,14 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             )));
         }
         let t = Instant::now();
-        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
         let score = self.indicator.score(WindowView {
             sim: &mut *self.sim,
             transfer: self.transfer,
-            past: &past,
+            past: &kept,
             forecast: &forecast,
-            frame_dt,
+            stride: self.cfg.stride,
         })?;
-        self.times[3] += t.elapsed();
+        self.times.indicator += t.elapsed();
         Ok((score, forecast))
     }
 
@@ -441,11 +460,9 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         let mut seq: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
         seq.extend(forecast.iter().map(|f| &f[..]));
         let frame_dt = self.cfg.stride as f64 * self.sim.dt();
-        let v_grid = est
-            .velocity(&seq[seq.len().saturating_sub(k)..], frame_dt)
-            .ok_or_else(|| {
-                CouplingError::Setup(format!("{k} frames are needed for the velocity"))
-            })?;
+        let v_grid = est.velocity(&seq, frame_dt).ok_or_else(|| {
+            CouplingError::Setup(format!("{k} frames are needed for the velocity"))
+        })?;
         let mut u = self.sim.u().to_vec();
         self.transfer.to_mesh(seq[seq.len() - 1], &mut u)?;
         let mut v = vec![0.0; u.len()];
@@ -455,7 +472,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         for f in forecast {
             self.push(f);
         }
-        self.times[2] += t.elapsed();
+        self.times.transfer += t.elapsed();
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use super::CouplingError;
 use crate::nn::Device;
 use crate::surrogate::data::{normalise, WindowSpec};
 use crate::surrogate::engine::Runner;
-use crate::surrogate::modelfile::{self, ModelMeta};
+use crate::surrogate::modelfile::{self, Loaded, ModelMeta};
 use crate::surrogate::SurrogateError;
 use std::path::Path;
 
@@ -42,6 +42,17 @@ impl NetworkForecaster {
         frame_dt: f64,
     ) -> Result<Self, CouplingError> {
         let l = modelfile::load(path).map_err(surrogate)?;
+        Self::from_loaded(l, path, device, transfer, frame_dt)
+    }
+
+    /// [`NetworkForecaster::open`] of a model file already read (`path` names it in errors).
+    pub fn from_loaded(
+        l: Loaded,
+        path: &Path,
+        device: Device,
+        transfer: &ZoneTransfer,
+        frame_dt: f64,
+    ) -> Result<Self, CouplingError> {
         let (meta, g) = (l.meta, *transfer.grid());
         if (meta.ny, meta.nx) != (g.ny, g.nx) {
             return Err(mismatch(

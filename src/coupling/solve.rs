@@ -4,7 +4,7 @@
 use super::handback::VelocityEstimate;
 use super::hybrid::{
     EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, HybridSummary,
-    Indicator, Residual, WindowView,
+    Indicator, Residual,
 };
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
@@ -21,6 +21,16 @@ fn err(e: impl std::fmt::Display) -> DriverError {
     }
 }
 
+/// A coupling error as the job's: a simulation's error as it is, the others under the
+/// `coupling` key (without repeating it).
+fn from_coupling(e: CouplingError) -> DriverError {
+    match e {
+        CouplingError::Simulation(d) => d,
+        CouplingError::Setup(m) => err(m),
+        other => err(other),
+    }
+}
+
 /// The named indicator.
 fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
     Ok(match name {
@@ -30,12 +40,6 @@ fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
         "residual" => Box::new(Residual),
         other => return Err(err(format!("no indicator `{other}`"))),
     })
-}
-
-impl Indicator for Box<dyn Indicator> {
-    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
-        (**self).score(w)
-    }
 }
 
 /// The run's observers as one observer of the hybrid loop.
@@ -66,7 +70,8 @@ fn drive(
         ));
     }
     let model = base.join(&c.model);
-    let meta = crate::surrogate::modelfile::load(&model).map_err(err)?.meta;
+    let loaded = crate::surrogate::modelfile::load(&model).map_err(err)?;
+    let meta = loaded.meta.clone();
     let zone = meta.zone.ok_or_else(|| {
         err(format!(
             "{} does not record the zone it was trained on (trained before zones were kept): retrain it",
@@ -95,7 +100,8 @@ fn drive(
     }
     let frame_dt = stride as f64 * sim.dt();
     let device = c.device.parse().map_err(err)?;
-    let net = NetworkForecaster::open(&model, device, &transfer, frame_dt).map_err(err)?;
+    let net = NetworkForecaster::from_loaded(loaded, &model, device, &transfer, frame_dt)
+        .map_err(from_coupling)?;
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),
@@ -107,13 +113,11 @@ fn drive(
         max_consecutive: c.max_consecutive,
         velocity,
     };
-    let mut h = Hybrid::new(sim, &transfer, net, indicator(&c.indicator)?, hcfg).map_err(err)?;
+    let mut h =
+        Hybrid::new(sim, &transfer, net, indicator(&c.indicator)?, hcfg).map_err(from_coupling)?;
     let mut observed = Observed(after);
     h.run_with(last, &mut (), &mut [&mut observed])
-        .map_err(|e| match e {
-            CouplingError::Simulation(d) => d,
-            other => err(other),
-        })
+        .map_err(from_coupling)
 }
 
 /// Runs a job with a `[coupling]` section (collective; one rank for now): the job's setup,

@@ -145,9 +145,19 @@ impl ZoneTransfer {
         &self.grid
     }
 
+    /// Grid points (`nx · ny`): the length of a grid field.
+    pub fn points(&self) -> usize {
+        self.to_grid.len()
+    }
+
     /// Per grid point, whether it lies in the mesh (`false`: masked).
+    pub fn inside(&self) -> impl Iterator<Item = bool> + '_ {
+        self.to_grid.iter().map(Option::is_some)
+    }
+
+    /// [`ZoneTransfer::inside`] collected.
     pub fn mask(&self) -> Vec<bool> {
-        self.to_grid.iter().map(Option::is_some).collect()
+        self.inside().collect()
     }
 
     /// Mesh nodes that [`ZoneTransfer::to_mesh`] writes.

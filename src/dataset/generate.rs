@@ -157,7 +157,7 @@ impl<'a> Model<'a> {
         solver.set_initial(&zero, &zero)?;
         let mut sim = Simulation::serial(solver)?;
         // Frame f is the field at step start + f·stride (the last one is step nsteps).
-        let mut g = vec![0.0; grid.mask().len()];
+        let mut g = vec![0.0; grid.points()];
         let mut frames = Vec::with_capacity(job.frames.count * g.len());
         for f in 0..job.frames.count {
             let at = job.frames.start + f * job.frames.stride;
@@ -192,7 +192,8 @@ fn zone_grid(z: &ZoneConfig, mesh: &crate::mesh::Mesh) -> Result<ZoneTransfer, D
         Err(TransferError::NoOverlap) => return Err(outside(0)),
         r => r.map_err(zone_err)?,
     };
-    match t.mask().iter().position(|inside| !inside) {
+    let first_outside = t.inside().position(|inside| !inside);
+    match first_outside {
         Some(k) => Err(outside(k)),
         None => Ok(t),
     }
@@ -341,10 +342,7 @@ pub fn generate_on(
     );
     let (rank, ranks) = (comm.rank(), comm.size());
     let batch = (2 * rayon::current_num_threads()).max(1) * ranks;
-    let record = (
-        job.param_names().len(),
-        grid.mask().len() * job.frames.count,
-    );
+    let record = (job.param_names().len(), grid.points() * job.frames.count);
     let mut committed = 0;
     for chunk in pending.chunks(batch) {
         let mine: Vec<usize> = chunk.iter().copied().skip(rank).step_by(ranks).collect();

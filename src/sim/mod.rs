@@ -106,7 +106,9 @@ impl<'c> Simulation<'c> {
     }
 
     /// Advances to step `last`, calling each observer in order after every step, and stops
-    /// early when one sets [`Control::stop`]. Returns whether it stopped early. Collective.
+    /// when one sets [`Control::stop`]. Returns whether one did (also at `last` itself, so a
+    /// caller running a long loop in segments does not lose a stop request at a segment's
+    /// end). Collective.
     pub fn run<C>(
         &mut self,
         last: usize,
@@ -120,7 +122,7 @@ impl<'c> Simulation<'c> {
                 o.after_step(self, shared, &mut ctl)?;
             }
             if ctl.stop {
-                return Ok(self.steps_done() < last);
+                return Ok(true);
             }
         }
         Ok(false)

@@ -102,8 +102,9 @@ pub type Drive<'a> = dyn FnMut(&mut Simulation<'_>, usize, &mut AfterStep<'_>) -
     + 'a;
 
 /// [`run_on`] with the time loop given by `drive` (the FE loop when `None`); output,
-/// progress and the crash hooks observe it as they observe the FE loop. Checkpoints are
-/// left to the FE loop: a run with a `drive` writes none.
+/// checkpoints and signals, progress and the crash hooks observe it as they observe the FE
+/// loop (a coupling whose own state a checkpoint would not hold refuses checkpoint paths in
+/// its job's validation, so a signal then stops the run without one).
 pub fn run_on_with(
     cfg: &Config,
     base: &Path,
@@ -187,9 +188,7 @@ fn solve(
         observers.push(f);
     }
     observers.push(&mut output);
-    if drive.is_none() {
-        observers.push(&mut checkpoints);
-    }
+    observers.push(&mut checkpoints);
     observers.push(&mut progress);
     if let Some(k) = kill.as_mut() {
         observers.push(k);

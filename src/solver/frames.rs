@@ -45,18 +45,7 @@ impl WaveSolver {
         }
         self.fill_ghosts(&mut a, comm);
         self.u = a;
-        let mut ku = vec![0.0; self.mass.len()];
-        self.apply_k(&self.u, &mut ku);
-        for (si, s) in self.sources.iter().enumerate() {
-            self.wavelet[si] = s.wavelet.eval(t);
-        }
-        for &(i, w, si) in self.forcing.iter().flatten() {
-            ku[i as usize] -= w * self.wavelet[si as usize];
-        }
-        for i in 0..no {
-            let acc = -(ku[i] + self.damp[i] * v[i]) / self.mass[i];
-            self.u_prev[i] = self.u[i] - dt * v[i] + 0.5 * dt * dt * acc;
-        }
+        self.taylor_previous(v, t);
         for (i, p) in self.dirichlet.iter().flatten() {
             if let Prescribed::Function(f) = p {
                 self.u_prev[*i as usize] = f.eval(t - dt);
@@ -85,11 +74,8 @@ impl WaveSolver {
         self.check_frames(frames, delta, "residual frame")?;
         let no = self.layout.n_owned;
         let [um, u0, up] = frames;
-        let mut ku = self.stiffness_of_owned(u0, comm);
-        let wavelet: Vec<f64> = self.sources.iter().map(|s| s.wavelet.eval(t)).collect();
-        for &(i, w, si) in self.forcing.iter().flatten() {
-            ku[i as usize] -= w * wavelet[si as usize];
-        }
+        let x = self.with_ghosts(u0, comm);
+        let ku = self.stiffness_less_forcing(&x, t);
         let mut fixed = vec![false; no];
         for (i, _) in self.dirichlet.iter().flatten() {
             fixed[*i as usize] = true;
@@ -119,7 +105,9 @@ impl WaveSolver {
         self.check_frames(frames, delta, "energy frame")?;
         let no = self.layout.n_owned;
         let [um, u0, up] = frames;
-        let ku = self.stiffness_of_owned(u0, comm);
+        let x = self.with_ghosts(u0, comm);
+        let mut ku = vec![0.0; x.len()];
+        self.apply_k(&x, &mut ku);
         let terms: Vec<f64> = (0..no)
             .map(|i| {
                 let v = (up[i] - um[i]) / (2.0 * delta);
@@ -172,13 +160,11 @@ impl WaveSolver {
         Ok(())
     }
 
-    /// `K u` (local length) of owned values `u`, their ghosts fetched. Collective; allocates.
-    fn stiffness_of_owned(&mut self, u: &[f64], comm: &dyn Comm) -> Vec<f64> {
+    /// Owned values `u` as a local vector, their ghosts fetched. Collective; allocates.
+    fn with_ghosts(&mut self, u: &[f64], comm: &dyn Comm) -> Vec<f64> {
         let mut x = vec![0.0; self.mass.len()];
         x[..u.len()].copy_from_slice(u);
         self.fill_ghosts(&mut x, comm);
-        let mut ku = vec![0.0; x.len()];
-        self.apply_k(&x, &mut ku);
-        ku
+        x
     }
 }

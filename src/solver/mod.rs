@@ -380,6 +380,30 @@ impl WaveSolver {
         largest_tridiagonal_eigenvalue(&alpha, &beta)
     }
 
+    /// `K x − f(t)` (local length) for local values `x`: the stiffness's pull less the
+    /// sources' push at `t`. Allocates.
+    fn stiffness_less_forcing(&self, x: &[f64], t: f64) -> Vec<f64> {
+        let mut ku = vec![0.0; x.len()];
+        self.apply_k(x, &mut ku);
+        let wavelet: Vec<f64> = self.sources.iter().map(|s| s.wavelet.eval(t)).collect();
+        for &(i, w, si) in self.forcing.iter().flatten() {
+            ku[i as usize] -= w * wavelet[si as usize];
+        }
+        ku
+    }
+
+    /// The second-order Taylor start from the current `u` and the velocity `v` at time `t`:
+    /// `uⁿ⁻¹ = u − dt·v + ½dt²·a` over the first `v.len()` rows, with `a` from the equation
+    /// (stiffness, damping, sources).
+    fn taylor_previous(&mut self, v: &[f64], t: f64) {
+        let ku = self.stiffness_less_forcing(&self.u, t);
+        let dt = self.dt;
+        for (i, &vi) in v.iter().enumerate() {
+            let acc = -(ku[i] + self.damp[i] * vi) / self.mass[i];
+            self.u_prev[i] = self.u[i] - dt * vi + 0.5 * dt * dt * acc;
+        }
+    }
+
     fn apply_k(&self, x: &[f64], y: &mut [f64]) {
         match &self.k {
             Stiffness::Csr(k) => k.apply(x, y),
@@ -465,18 +489,7 @@ impl WaveSolver {
         }
         self.fill_ghosts(&mut u, comm);
         self.u = u;
-        let mut ku = vec![0.0; n];
-        self.apply_k(&self.u, &mut ku);
-        for (si, s) in self.sources.iter().enumerate() {
-            self.wavelet[si] = s.wavelet.eval(0.0);
-        }
-        for &(i, w, si) in self.forcing.iter().flatten() {
-            ku[i as usize] -= w * self.wavelet[si as usize];
-        }
-        for i in 0..n {
-            let acc = -(ku[i] + self.damp[i] * v0[i]) / self.mass[i];
-            self.u_prev[i] = self.u[i] - dt * v0[i] + 0.5 * dt * dt * acc;
-        }
+        self.taylor_previous(v0, 0.0);
         for (i, v) in self.dirichlet.iter().flatten() {
             match v {
                 Prescribed::Function(f) => self.u_prev[*i as usize] = f.eval(-dt),
