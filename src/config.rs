@@ -321,7 +321,7 @@ impl Config {
         self.validate_run()
     }
 
-    /// The coupling: known names, a tolerance >= 0, and nothing it cannot keep (checkpoints).
+    /// The coupling: known names, a tolerance >= 0.
     fn validate_coupling(&self) -> Result<(), ConfigError> {
         let Some(c) = &self.coupling else {
             return Ok(());
@@ -348,13 +348,6 @@ impl Config {
             return Err(invalid(
                 "coupling.device",
                 format!("`{}` is not cpu, auto, cuda or cuda:N", c.device),
-            ));
-        }
-        let ck = &self.checkpoint;
-        if ck.every > 0 || ck.minutes > 0.0 || !ck.path.as_os_str().is_empty() {
-            return Err(invalid(
-                "checkpoint",
-                "a hybrid run ([coupling]) cannot be checkpointed yet: drop the checkpoint keys or the coupling",
             ));
         }
         Ok(())

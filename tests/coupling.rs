@@ -742,7 +742,7 @@ mod hybrid {
             .to_string();
         assert!(e.contains("coupling") && e.contains("whole number"), "{e}");
         // A stop request (SIGTERM, here its test hook) ends a hybrid run at the step it is
-        // seen, without a checkpoint (none can be set).
+        // seen, without a checkpoint when none is set.
         let stop = RunOptions {
             stop_after_steps: Some(30),
             ..RunOptions::default()
@@ -751,11 +751,6 @@ mod hybrid {
         let (run, h) = run_hybrid(&zero, base, &stop, &wavecp::comm::Serial).unwrap();
         assert!(run.interrupted && run.checkpoints == 0, "{run:?}");
         assert_eq!(h.steps_total, 30);
-        let restart = RunOptions {
-            restart: true,
-            ..RunOptions::default()
-        };
-        assert!(run_hybrid(&cfg, base, &restart, &wavecp::comm::Serial).is_err());
         let text = |extra: &str| {
             format!(
                 "[mesh.generate]\nshape = \"quad\"\nnx = 4\nny = 4\n[time]\nend = 0.1\n[coupling]\nmodel = \"m\"\ntolerance = 0.1\n{extra}"
@@ -765,8 +760,6 @@ mod hybrid {
             ("indicator = \"oracle\"\n", "coupling.indicator"),
             ("velocity = \"euler\"\n", "coupling.velocity"),
             ("device = \"tpu\"\n", "coupling.device"),
-            ("[checkpoint]\npath = \"c.bin\"\nevery = 5\n", "checkpoint"),
-            ("[checkpoint]\npath = \"c.bin\"\n", "checkpoint"),
         ] {
             let e = wavecp::config::Config::from_toml(&text(extra), "job", &[])
                 .unwrap_err()
@@ -785,5 +778,197 @@ mod hybrid {
         )
         .unwrap();
         assert_eq!(ok.coupling.unwrap().tolerance, 0.03);
+    }
+
+    /// Every dataset of a run's output that a hybrid run adds or changes, as bits.
+    #[cfg(feature = "hdf5")]
+    fn hybrid_datasets(p: &std::path::Path) -> Vec<(String, Vec<u64>)> {
+        let f = hdf5::File::open(p).unwrap();
+        let names = [
+            "VTKHDF/PointData/u",
+            "VTKHDF/PointData/u_ref",
+            "VTKHDF/PointData/u_diff",
+            "VTKHDF/PointData/stepper",
+            "VTKHDF/Steps/Values",
+            "wavecp/steps/indicator",
+            "wavecp/energy",
+            "wavecp/receivers/u",
+        ];
+        names
+            .iter()
+            .filter_map(|n| {
+                let d = f.dataset(n).ok()?;
+                let v: Vec<f64> = d.read_raw().unwrap();
+                Some((n.to_string(), v.iter().map(|x| x.to_bits()).collect()))
+            })
+            .collect()
+    }
+
+    /// The hybrid job of [`hybrid_job`] with `--reference`'s fields, at most one accepted
+    /// window in a row (windows of 16 steps from step 14: accepted, rejected, accepted,
+    /// rejected) and a checkpoint path.
+    #[cfg(feature = "hdf5")]
+    fn alternating_job(
+        dir: &std::path::Path,
+        model: &std::path::Path,
+        name: &str,
+    ) -> wavecp::config::Config {
+        let mut cfg = hybrid_job(dir, model, f64::INFINITY);
+        cfg.output.path = dir.join(format!("{name}.vtkhdf"));
+        cfg.checkpoint.path = dir.join(format!("{name}.ckpt"));
+        cfg.coupling.as_mut().unwrap().max_consecutive = 1;
+        cfg
+    }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn reference_writes_u_ref_and_the_difference_and_reports_the_error_and_who_stepped() {
+        use wavecp::coupling::solve::run_hybrid;
+        use wavecp::sim::RunOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let model = untrained(dir.path(), 2.0 * 0.01);
+        let base = std::path::Path::new(".");
+        let opts = RunOptions {
+            reference: true,
+            ..RunOptions::default()
+        };
+        // Tolerance 0: the hybrid run is the FE run, so the error is exactly 0.
+        let cfg = hybrid_job(dir.path(), &model, 0.0);
+        let (run, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
+        assert_eq!(h.windows_accepted, 0);
+        assert_eq!(h.max_rel_l2_error, Some(0.0));
+        assert!(
+            h.reference_wall_s.unwrap() > 0.0 && h.speedup.unwrap() > 0.0,
+            "{h:?}"
+        );
+        let d = hybrid_datasets(run.output.as_ref().unwrap());
+        let get = |d: &[(String, Vec<u64>)], n: &str| {
+            d.iter().find(|x| x.0.ends_with(n)).unwrap().1.clone()
+        };
+        assert_eq!(get(&d, "PointData/u"), get(&d, "PointData/u_ref"));
+        assert!(get(&d, "u_diff")
+            .iter()
+            .chain(&get(&d, "stepper"))
+            .all(|&b| b == 0));
+        assert_eq!(get(&d, "steps/indicator").len(), run.output_steps);
+        // Accepting windows (one in two): the error is that of the state handed back; the
+        // output steps where a window landed say so, the others are the FE's.
+        let cfg = alternating_job(dir.path(), &model, "alt");
+        let (run, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
+        let decided: Vec<bool> = h.windows.iter().map(|w| w.1).collect();
+        assert_eq!(decided, [true, false, true, false]);
+        let e = h.max_rel_l2_error.unwrap();
+        assert!(e > 0.0 && e.is_finite(), "{h:?}");
+        let f = hdf5::File::open(run.output.as_ref().unwrap()).unwrap();
+        let times: Vec<f64> = f
+            .dataset("VTKHDF/Steps/Values")
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        let steps: Vec<usize> = times.iter().map(|t| (t / 0.01).round() as usize).collect();
+        // Windows at 14, 30, 46, 62: landings at 30 and 62; 20, 50 and 60 lie inside accepted
+        // windows and are not written.
+        assert_eq!(steps, [0, 10, 30, 40, 70, 80]);
+        let n = run.nodes;
+        let stepper: Vec<f64> = f
+            .dataset("VTKHDF/PointData/stepper")
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        let per_step: Vec<f64> = stepper.chunks(n).map(|c| c[0]).collect();
+        assert_eq!(per_step, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+        let u: Vec<f64> = f.dataset("VTKHDF/PointData/u").unwrap().read_raw().unwrap();
+        let u_ref: Vec<f64> = f
+            .dataset("VTKHDF/PointData/u_ref")
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        let diff: Vec<f64> = f
+            .dataset("VTKHDF/PointData/u_diff")
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        for i in 0..u.len() {
+            assert_eq!(diff[i].to_bits(), (u[i] - u_ref[i]).abs().to_bits());
+        }
+        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let max_d = diff.chunks(n).map(norm).fold(0.0, f64::max);
+        let max_r = u_ref.chunks(n).map(norm).fold(0.0, f64::max);
+        approx::assert_relative_eq!(e, max_d / max_r, max_relative = 1e-12);
+        // The indicator of the window each step lies in: none before the first window.
+        let ind: Vec<f64> = f
+            .dataset("wavecp/steps/indicator")
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        assert!(
+            ind[0].is_nan() && ind[1].is_nan() && ind[2].is_finite(),
+            "{ind:?}"
+        );
+        // Without a coupling, --reference has nothing to compare.
+        let text =
+            std::fs::read_to_string(run.output.as_ref().unwrap().with_extension("xdmf")).unwrap();
+        assert!(text.contains("PointData/u_ref") && text.contains("PointData/stepper"));
+    }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn a_hybrid_run_stopped_and_restarted_is_bitwise_the_uninterrupted_one() {
+        use wavecp::coupling::solve::run_hybrid;
+        use wavecp::sim::RunOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let model = untrained(dir.path(), 2.0 * 0.01);
+        let base = std::path::Path::new(".");
+        let whole = alternating_job(dir.path(), &model, "whole");
+        let opts = |restart: bool, stop: Option<usize>| RunOptions {
+            reference: true,
+            restart,
+            stop_after_steps: stop,
+            ..RunOptions::default()
+        };
+        let (run, h) = run_hybrid(&whole, base, &opts(false, None), &wavecp::comm::Serial).unwrap();
+        assert!(!run.interrupted && h.windows_accepted == 2);
+        // Stopped at step 33 (inside the rejected window 30–46, between two frames), then at
+        // 62 (where the accepted window 46–62 lands), then run to the end.
+        let parts = alternating_job(dir.path(), &model, "parts");
+        let (r1, _) =
+            run_hybrid(&parts, base, &opts(false, Some(33)), &wavecp::comm::Serial).unwrap();
+        assert!(r1.interrupted && r1.checkpoints == 1, "{r1:?}");
+        let (r2, _) =
+            run_hybrid(&parts, base, &opts(true, Some(62)), &wavecp::comm::Serial).unwrap();
+        assert!(r2.interrupted && r2.restarted, "{r2:?}");
+        let (r3, h3) = run_hybrid(&parts, base, &opts(true, None), &wavecp::comm::Serial).unwrap();
+        assert!(!r3.interrupted && r3.restarted);
+        assert_eq!(h3.windows, h.windows);
+        assert_eq!(h3.steps_surrogate, h.steps_surrogate);
+        assert_eq!(
+            h3.max_rel_l2_error.unwrap().to_bits(),
+            h.max_rel_l2_error.unwrap().to_bits()
+        );
+        assert_eq!(r3.final_energy.to_bits(), run.final_energy.to_bits());
+        let (a, b) = (
+            hybrid_datasets(run.output.as_ref().unwrap()),
+            hybrid_datasets(r3.output.as_ref().unwrap()),
+        );
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, b);
+        // A checkpoint of a hybrid run does not continue without the coupling, nor without
+        // --reference when it was taken with it.
+        let (_, _) =
+            run_hybrid(&parts, base, &opts(false, Some(33)), &wavecp::comm::Serial).unwrap();
+        let no_ref = RunOptions {
+            restart: true,
+            ..RunOptions::default()
+        };
+        let e = run_hybrid(&parts, base, &no_ref, &wavecp::comm::Serial)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--reference"), "{e}");
+        let mut plain = parts.clone();
+        plain.coupling = None;
+        let e = wavecp::sim::run_on(&plain, base, &no_ref, &wavecp::comm::Serial)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hybrid run"), "{e}");
     }
 }

@@ -337,6 +337,7 @@ fn xdmf_offsets_are_64_bit_integers_past_2_to_the_32_values() {
         num_nodes: 1_000_003,
         num_cells: 999_000,
         topology_len: 4_995_000,
+        fields: vec![],
     };
     let times: Vec<f64> = (0..5000).map(|k| k as f64).collect();
     let text = wavecp::output::xdmf_text(&layout, &times);
@@ -382,7 +383,9 @@ fn late_steps_past_2_to_the_24_values_read_back_exactly_through_xdmf() {
     assert_eq!(n % 2, 1);
     let steps = (1usize << 24) / n + 3;
     let path = dir.path().join("long.vtkhdf");
-    let mut w = wavecp::output::VtkHdfWriter::create(&path, &mesh, &[], true, None).unwrap();
+    let mut w =
+        wavecp::output::VtkHdfWriter::create(&path, &mesh, &[], true, None, &Default::default())
+            .unwrap();
     let mut u = vec![0.0; n];
     for k in 0..steps {
         for (i, x) in u.iter_mut().enumerate() {

@@ -230,17 +230,64 @@ pub struct HybridConfig {
 pub struct HybridSummary {
     pub windows_accepted: usize,
     pub windows_rejected: usize,
+    /// Steps from the hybrid's start to where it stopped (a restarted run counts from the
+    /// original start, as the window counts do).
     pub steps_total: usize,
     pub steps_surrogate: usize,
+    /// Time of the hybrid stepping (FE, inference, transfers, indicator, hand-back), without
+    /// what its observers spent (output, checkpoints, a reference run), in this invocation.
     pub wall_s: f64,
+    /// Time in the FE kernel for the steps the FE ran (not the indicator's probes).
     pub fe_s: f64,
     pub inference_s: f64,
     pub transfer_s: f64,
     pub indicator_s: f64,
+    /// With `--reference`: the time the FE-only run took for the same steps, its ratio to
+    /// `wall_s`, and max over output steps of ‖u − u_ref‖₂ / max over output steps of ‖u_ref‖₂.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_wall_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speedup: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rel_l2_error: Option<f64>,
     /// Each window's indicator value (none where it was not tried: a tolerance of 0, or the
     /// cap on accepted windows in a row) and whether it was accepted, in order.
     pub windows: Vec<(Option<f64>, bool)>,
 }
+
+/// Everything a hybrid run needs besides the simulation's own state to continue bit for bit:
+/// what a checkpoint of a hybrid run keeps.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HybridState {
+    /// The step of the first frame: frames lie every `stride` steps from it, windows every
+    /// `t_out · stride` steps from its `t_in`-th frame.
+    pub origin: usize,
+    /// The latest frames on the zone grid, oldest first, and the step of the newest.
+    pub frames: Vec<Vec<f64>>,
+    pub newest: usize,
+    /// Accepted windows in a row up to now.
+    pub in_a_row: usize,
+    pub windows: Vec<(Option<f64>, bool)>,
+    pub steps_surrogate: usize,
+    /// What the state was made with (checked on resuming): FE steps between frames, frames
+    /// a forecast reads, grid points.
+    pub stride: usize,
+    pub t_in: usize,
+    pub points: usize,
+}
+
+/// What the caller of [`Hybrid::run_with`] shares with its observers, told what the loop
+/// does: a checkpoint needs the state, an output step who produced it.
+pub trait HybridHooks {
+    /// The state changed (a frame recorded, a window decided); called before the observers
+    /// see the step it changed at.
+    fn state_changed(&mut self, _state: &HybridState) {}
+    /// The window of steps `steps` was decided: its indicator value (none when not tried)
+    /// and whether it was accepted (the next observed step is then `steps.end`).
+    fn window(&mut self, _steps: std::ops::Range<usize>, _score: Option<f64>, _accepted: bool) {}
+}
+
+impl HybridHooks for () {}
 
 /// A hybrid run over a simulation.
 pub struct Hybrid<'s, 'c, F: Forecaster, I: Indicator> {
@@ -249,8 +296,10 @@ pub struct Hybrid<'s, 'c, F: Forecaster, I: Indicator> {
     forecaster: F,
     indicator: I,
     cfg: HybridConfig,
-    /// The latest frames on the zone grid, oldest first.
+    /// The frames as a deque (the state's `frames` is filled only when it is handed out).
     frames: VecDeque<Vec<f64>>,
+    st: HybridState,
+    started: bool,
     times: Times,
 }
 
@@ -297,6 +346,13 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
                 cfg.stride, cfg.tolerance
             ));
         }
+        let st = HybridState {
+            origin: sim.steps_done(),
+            stride: cfg.stride,
+            t_in: forecaster.t_in(),
+            points: transfer.points(),
+            ..HybridState::default()
+        };
         Ok(Hybrid {
             sim,
             transfer,
@@ -304,8 +360,58 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             indicator,
             cfg,
             frames: VecDeque::new(),
+            st,
+            started: false,
             times: Times::default(),
         })
+    }
+
+    /// Continues from `state` (a checkpoint's), the simulation being restored to the step it
+    /// was taken at: refused when it was made with another stride, forecaster input or grid,
+    /// or does not fit the simulation's step.
+    pub fn resume(mut self, state: HybridState) -> Result<Self, CouplingError> {
+        let keep = self.keep();
+        let s = self.sim.steps_done();
+        let fits = state.stride == self.st.stride
+            && state.t_in == self.st.t_in
+            && state.points == self.st.points
+            && state.frames.iter().all(|f| f.len() == state.points)
+            && !state.frames.is_empty()
+            && state.frames.len() <= keep
+            && state.origin <= state.newest
+            && state.newest <= s;
+        if !fits {
+            return Err(CouplingError::Setup(format!(
+                "the checkpoint's hybrid state (frames {} steps apart, {} read, {} grid points, {} kept up to step {}) does not fit this run (frames {} steps apart, {} read, {} grid points, at step {s})",
+                state.stride,
+                state.t_in,
+                state.points,
+                state.frames.len(),
+                state.newest,
+                self.st.stride,
+                self.st.t_in,
+                self.st.points
+            )));
+        }
+        self.frames = state.frames.iter().cloned().collect();
+        self.st = HybridState {
+            frames: vec![],
+            ..state
+        };
+        self.started = true;
+        Ok(self)
+    }
+
+    /// The state as a checkpoint keeps it.
+    pub fn state(&self) -> HybridState {
+        HybridState {
+            frames: self.frames.iter().cloned().collect(),
+            ..self.st.clone()
+        }
+    }
+
+    fn keep(&self) -> usize {
+        self.forecaster.t_in().max(3)
     }
 
     /// Advances to step `last`: the FE warm-up, then windows; the FE runs what is left when
@@ -317,7 +423,12 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
     /// [`Hybrid::run`] with observers, as [`Simulation::run`] calls them: after every FE step,
     /// and once after each hand-back (at the step it lands on; the steps of an accepted
     /// window are not observed). Returns the summary and whether an observer stopped the run.
-    pub fn run_with<C>(
+    ///
+    /// The schedule depends only on the steps, so a run stopped at any step and continued
+    /// with [`Hybrid::resume`] from its [`Hybrid::state`] takes the same path: frames every
+    /// `stride` steps from the origin, windows every `t_out · stride` steps from its
+    /// `t_in`-th frame.
+    pub fn run_with<C: HybridHooks>(
         &mut self,
         last: usize,
         shared: &mut C,
@@ -329,97 +440,141 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             self.forecaster.t_in(),
             self.forecaster.t_out(),
         );
-        let mut s = HybridSummary::default();
-        let start = self.sim.steps_done();
-        let mut stopped = false;
-        self.record()?;
-        while !stopped && self.frames.len() < t_in && self.sim.steps_done() + stride <= last {
-            stopped = self.fe_frames(1, shared, observers)?;
-        }
         let window = t_out * stride;
-        let mut in_a_row = 0;
-        while !stopped && self.frames.len() >= t_in && self.sim.steps_done() + window <= last {
-            let capped = self.cfg.max_consecutive > 0 && in_a_row >= self.cfg.max_consecutive;
-            // A tolerance of 0 accepts nothing: the forecast and the indicator are not spent.
-            let tried = if capped || self.cfg.tolerance == 0.0 {
-                None
+        if !self.started {
+            self.started = true;
+            self.st.origin = self.sim.steps_done();
+            self.record(shared)?;
+        }
+        let first_window = self.st.origin + (t_in - 1) * stride;
+        let mut stopped = false;
+        loop {
+            let s = self.sim.steps_done();
+            if (s - self.st.origin).is_multiple_of(stride) && self.st.newest < s {
+                // A run stopped at a frame's step before recording it.
+                self.record(shared)?;
+            }
+            let frame_ends = s + stride - (s - self.st.origin) % stride;
+            let on_window = s >= first_window && (s - first_window).is_multiple_of(window);
+            if !on_window {
+                // Warm-up, or inside a window the FE runs: on to the next frame.
+                if frame_ends > last {
+                    break;
+                }
+                stopped = self.fe_to(frame_ends, shared, observers)?;
             } else {
-                Some(self.try_window(t_in)?)
-            };
-            let score = tried.as_ref().map(|t| t.0);
-            let accepted = tried.filter(|(score, _)| *score < self.cfg.tolerance);
-            s.windows.push((score, accepted.is_some()));
-            if let Some((_, forecast)) = accepted {
+                if s + window > last {
+                    break;
+                }
+                stopped = self.window(t_in, window, shared, observers)?;
+            }
+            if stopped {
+                break;
+            }
+        }
+        if !stopped {
+            stopped = self.fe_to(last, shared, observers)?;
+        }
+        let windows = &self.st.windows;
+        let accepted = windows.iter().filter(|w| w.1).count();
+        let secs = |d: Duration| d.as_secs_f64();
+        let s = HybridSummary {
+            windows_accepted: accepted,
+            windows_rejected: windows.len() - accepted,
+            steps_total: self.sim.steps_done() - self.st.origin,
+            steps_surrogate: self.st.steps_surrogate,
+            wall_s: wall.elapsed().as_secs_f64(),
+            fe_s: secs(self.times.fe),
+            inference_s: secs(self.times.inference),
+            transfer_s: secs(self.times.transfer),
+            indicator_s: secs(self.times.indicator),
+            windows: windows.clone(),
+            ..HybridSummary::default()
+        };
+        Ok((s, stopped))
+    }
+
+    /// Decides the window starting at the current step and runs it (the hand-back, or its
+    /// first frame by the FE: the rest follow frame by frame); whether an observer stopped
+    /// the run.
+    fn window<C: HybridHooks>(
+        &mut self,
+        t_in: usize,
+        window: usize,
+        shared: &mut C,
+        observers: &mut [&mut dyn Observer<C>],
+    ) -> Result<bool, CouplingError> {
+        let start = self.sim.steps_done();
+        let capped = self.cfg.max_consecutive > 0 && self.st.in_a_row >= self.cfg.max_consecutive;
+        // A tolerance of 0 accepts nothing: the forecast and the indicator are not spent.
+        let tried = if capped || self.cfg.tolerance == 0.0 {
+            None
+        } else {
+            Some(self.try_window(t_in)?)
+        };
+        let score = tried.as_ref().map(|t| t.0);
+        let accepted = tried.filter(|(score, _)| *score < self.cfg.tolerance);
+        self.st.windows.push((score, accepted.is_some()));
+        shared.window(start..start + window, score, accepted.is_some());
+        match accepted {
+            Some((_, forecast)) => {
                 self.hand_back(forecast, window)?;
-                s.windows_accepted += 1;
-                s.steps_surrogate += window;
-                in_a_row += 1;
+                self.st.steps_surrogate += window;
+                self.st.in_a_row += 1;
+                shared.state_changed(&self.state());
                 let mut ctl = Control::default();
                 for o in observers.iter_mut() {
                     o.after_step(self.sim, shared, &mut ctl)?;
                 }
-                stopped = ctl.stop;
-            } else {
-                stopped = self.fe_frames(t_out, shared, observers)?;
-                s.windows_rejected += 1;
-                in_a_row = 0;
+                Ok(ctl.stop)
+            }
+            None => {
+                self.st.in_a_row = 0;
+                shared.state_changed(&self.state());
+                let next = start + self.cfg.stride;
+                self.fe_to(next, shared, observers)
             }
         }
-        if !stopped {
-            let t = Instant::now();
-            stopped = self.sim.run(last, shared, observers)?;
-            self.times.fe += t.elapsed();
+    }
+
+    /// The FE (observed step by step) to step `target`, recording the frame there when it is
+    /// a frame's step; whether an observer stopped the run (the frame is then recorded when
+    /// the run resumes).
+    fn fe_to<C: HybridHooks>(
+        &mut self,
+        target: usize,
+        shared: &mut C,
+        observers: &mut [&mut dyn Observer<C>],
+    ) -> Result<bool, CouplingError> {
+        let c0 = self.sim.compute_time();
+        let stopped = self.sim.run(target, shared, observers)?;
+        self.times.fe += self.sim.compute_time().saturating_sub(c0);
+        let s = self.sim.steps_done();
+        if !stopped && (s - self.st.origin).is_multiple_of(self.cfg.stride) && self.st.newest < s {
+            self.record(shared)?;
         }
-        s.steps_total = self.sim.steps_done() - start;
-        let secs = |d: Duration| d.as_secs_f64();
-        (s.fe_s, s.inference_s, s.transfer_s, s.indicator_s) = (
-            secs(self.times.fe),
-            secs(self.times.inference),
-            secs(self.times.transfer),
-            secs(self.times.indicator),
-        );
-        s.wall_s = wall.elapsed().as_secs_f64();
-        Ok((s, stopped))
+        Ok(stopped)
     }
 
     /// The current field on the grid, appended to the frames (only as many kept as a window
     /// and the velocity need).
-    fn record(&mut self) -> Result<(), CouplingError> {
+    fn record<C: HybridHooks>(&mut self, shared: &mut C) -> Result<(), CouplingError> {
         let t = Instant::now();
         let mut g = vec![0.0; self.transfer.points()];
         self.transfer.to_grid(self.sim.u(), &mut g)?;
         self.push(g);
+        self.st.newest = self.sim.steps_done();
         self.times.transfer += t.elapsed();
+        shared.state_changed(&self.state());
         Ok(())
     }
 
     fn push(&mut self, g: Vec<f64>) {
         self.frames.push_back(g);
-        let keep = self.forecaster.t_in().max(3);
+        let keep = self.keep();
         while self.frames.len() > keep {
             self.frames.pop_front();
         }
-    }
-
-    /// `n` frames by the FE (observed step by step), each recorded; whether an observer
-    /// stopped the run.
-    fn fe_frames<C>(
-        &mut self,
-        n: usize,
-        shared: &mut C,
-        observers: &mut [&mut dyn Observer<C>],
-    ) -> Result<bool, CouplingError> {
-        for _ in 0..n {
-            let t = Instant::now();
-            let target = self.sim.steps_done() + self.cfg.stride;
-            let stopped = self.sim.run(target, shared, observers)?;
-            self.times.fe += t.elapsed();
-            if stopped {
-                return Ok(true);
-            }
-            self.record()?;
-        }
-        Ok(false)
     }
 
     /// The forecast of the next window and its indicator value.
@@ -472,6 +627,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         for f in forecast {
             self.push(f);
         }
+        self.st.newest = step;
         self.times.transfer += t.elapsed();
         Ok(())
     }

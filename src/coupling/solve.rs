@@ -1,18 +1,30 @@
 //! `wavecp solve` with a `[coupling]` section: the job's run, its time loop handed to
 //! [`Hybrid`] with the trained network as forecaster. One rank for now.
+//!
+//! The run's output gains, at each output step, which stepper produced it (`stepper`: 0 the
+//! FE, 1 a surrogate window handed back there) and the indicator of the window it lies in;
+//! with `--reference` the FE-only run advances beside it and the file gains `u_ref` and
+//! `u_diff = |u − u_ref|`. Checkpoints keep the hybrid's state (its frames and counters) and
+//! the reference's error so far, so a restarted run continues bit for bit.
 
 use super::handback::VelocityEstimate;
 use super::hybrid::{
-    EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, HybridSummary,
-    Indicator, Residual,
+    EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, HybridHooks,
+    HybridState, HybridSummary, Indicator, Residual,
 };
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
 use super::CouplingError;
-use crate::comm::Comm;
+use crate::comm::{repro_sum, Comm};
 use crate::config::{Config, CouplingConfig};
-use crate::sim::{AfterStep, Control, DriverError, Observer, RunOptions, RunSummary, Simulation};
+use crate::output::StepExtras;
+use crate::sim::extras::{lock, ExtraField, ExtraStep, Extras, SharedExtras};
+use crate::sim::{
+    AfterStep, Control, Coupled, DriverError, Observer, RunOptions, RunSummary, Simulation,
+};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn err(e: impl std::fmt::Display) -> DriverError {
     DriverError::Invalid {
@@ -42,33 +54,143 @@ fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
     })
 }
 
-/// The run's observers as one observer of the hybrid loop.
-struct Observed<'a, 'b>(&'a mut AfterStep<'b>);
+/// The point fields and values a hybrid run writes beside `u`.
+pub fn extra_names(reference: bool) -> StepExtras {
+    let mut fields = vec!["stepper".to_string()];
+    if reference {
+        fields.extend(["u_ref".to_string(), "u_diff".to_string()]);
+    }
+    StepExtras::new(fields, vec!["indicator".into()])
+}
 
-impl Observer for Observed<'_, '_> {
-    fn after_step(
-        &mut self,
-        sim: &Simulation<'_>,
-        _: &mut (),
-        ctl: &mut Control,
-    ) -> Result<(), DriverError> {
-        ctl.stop |= (self.0)(sim)?;
+/// The FE-only run beside the hybrid one (`--reference`), and how far they drifted apart.
+struct Reference<'c> {
+    sim: Simulation<'c>,
+    wall: Duration,
+    /// Max over output steps of ‖u − u_ref‖₂ and of ‖u_ref‖₂.
+    max_diff: f64,
+    max_ref: f64,
+}
+
+/// What a checkpoint of a hybrid run keeps besides the simulation's state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    hybrid: HybridState,
+    landed_at: Option<usize>,
+    score: Option<f64>,
+    /// `(max_diff, max_ref)` with `--reference`.
+    reference: Option<(f64, f64)>,
+}
+
+/// What the hybrid loop shares with its observers: the run's extras, and what an output
+/// step reports.
+struct Ctx<'c> {
+    extras: SharedExtras,
+    names: StepExtras,
+    every: usize,
+    last: usize,
+    reference: Option<Reference<'c>>,
+    /// The step the last accepted window landed on, and the last window's indicator.
+    landed_at: Option<usize>,
+    score: Option<f64>,
+    hybrid: HybridState,
+    /// Time the run's observers took (output, checkpoints, the reference).
+    observed: Duration,
+}
+
+impl Ctx<'_> {
+    fn save(&self) {
+        let saved = Saved {
+            hybrid: self.hybrid.clone(),
+            landed_at: self.landed_at,
+            score: self.score,
+            reference: self.reference.as_ref().map(|r| (r.max_diff, r.max_ref)),
+        };
+        lock(&self.extras).state = crate::comm::to_bytes(&saved);
+    }
+
+    /// The extras of output step `sim.steps_done()`; advances the reference to it.
+    fn output_step(&mut self, sim: &Simulation<'_>) -> Result<(), DriverError> {
+        let n = sim.steps_done();
+        let stepper = if self.landed_at == Some(n) { 1.0 } else { 0.0 };
+        let mut by_name = vec![("stepper", ExtraField::Constant(stepper))];
+        if let Some(r) = self.reference.as_mut() {
+            let t = Instant::now();
+            r.sim.advance(n - r.sim.steps_done());
+            r.wall += t.elapsed();
+            let (u, u_ref) = (sim.u(), r.sim.u());
+            let diff: Vec<f64> = u.iter().zip(u_ref).map(|(a, b)| (a - b).abs()).collect();
+            let sq = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x * x).collect() };
+            let comm = sim.comm();
+            r.max_diff = r.max_diff.max(repro_sum(comm, &sq(&diff)).sqrt());
+            r.max_ref = r.max_ref.max(repro_sum(comm, &sq(u_ref)).sqrt());
+            by_name.push(("u_ref", ExtraField::Values(u_ref.to_vec())));
+            by_name.push(("u_diff", ExtraField::Values(diff)));
+        }
+        let fields = self
+            .names
+            .fields
+            .iter()
+            .map(|f| {
+                let i = by_name.iter().position(|(k, _)| k == f);
+                i.map(|i| by_name[i].1.clone())
+                    .ok_or_else(|| err(format!("no output field `{f}`")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        lock(&self.extras).at = Some(ExtraStep {
+            step: n,
+            fields,
+            values: vec![self.score.unwrap_or(f64::NAN)],
+        });
+        self.save();
         Ok(())
     }
 }
 
-/// The hybrid loop of `c` over `sim` to step `last`.
-fn drive(
-    c: &CouplingConfig,
-    (cfg, base): (&Config, &Path),
-    (sim, last): (&mut Simulation<'_>, usize),
-    after: &mut AfterStep<'_>,
-) -> Result<(HybridSummary, bool), DriverError> {
-    if sim.comm().size() != 1 {
-        return Err(err(
-            "hybrid stepping runs on one rank for now; run without mpirun",
-        ));
+impl HybridHooks for Ctx<'_> {
+    fn state_changed(&mut self, state: &HybridState) {
+        self.hybrid = state.clone();
+        self.save();
     }
+
+    fn window(&mut self, steps: std::ops::Range<usize>, score: Option<f64>, accepted: bool) {
+        self.score = score;
+        if accepted {
+            self.landed_at = Some(steps.end);
+        }
+    }
+}
+
+/// The run's observers as one observer of the hybrid loop, with the output step's extras
+/// set first.
+struct Observed<'a, 'b>(&'a mut AfterStep<'b>);
+
+impl<'c> Observer<Ctx<'c>> for Observed<'_, '_> {
+    fn after_step(
+        &mut self,
+        sim: &Simulation<'_>,
+        ctx: &mut Ctx<'c>,
+        ctl: &mut Control,
+    ) -> Result<(), DriverError> {
+        let t = Instant::now();
+        let n = sim.steps_done();
+        if n.is_multiple_of(ctx.every) || n == ctx.last {
+            ctx.output_step(sim)?;
+        }
+        ctl.stop |= (self.0)(sim)?;
+        ctx.observed += t.elapsed();
+        Ok(())
+    }
+}
+
+/// The network, the transfer and the hybrid settings of a job, checked against each other.
+struct Parts {
+    transfer: ZoneTransfer,
+    net: NetworkForecaster,
+    cfg: HybridConfig,
+}
+
+fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<Parts, DriverError> {
     let model = base.join(&c.model);
     let loaded = crate::surrogate::modelfile::load(&model).map_err(err)?;
     let meta = loaded.meta.clone();
@@ -87,18 +209,17 @@ fn drive(
     // One rank: the simulation's numbering is the mesh's.
     let mesh = crate::sim::load_mesh(&cfg.mesh, base)?;
     let transfer = ZoneTransfer::new(&mesh, grid).map_err(err)?;
-    let ratio = meta.frame_dt / sim.dt();
+    let ratio = meta.frame_dt / dt;
     let stride = ratio.round() as usize;
     if stride == 0 || (ratio - stride as f64).abs() > 1e-6 * ratio {
         return Err(err(format!(
-            "{} was trained on frames {:e} apart, which is {ratio} steps of this run's dt = {:e}, not a whole number: set time.dt to {:e} / k",
+            "{} was trained on frames {:e} apart, which is {ratio} steps of this run's dt = {dt:e}, not a whole number: set time.dt to {:e} / k",
             model.display(),
             meta.frame_dt,
-            sim.dt(),
             meta.frame_dt
         )));
     }
-    let frame_dt = stride as f64 * sim.dt();
+    let frame_dt = stride as f64 * dt;
     let device = c.device.parse().map_err(err)?;
     let net = NetworkForecaster::from_loaded(loaded, &model, device, &transfer, frame_dt)
         .map_err(from_coupling)?;
@@ -107,22 +228,105 @@ fn drive(
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),
         _ => VelocityEstimate::Bdf2,
     };
-    let hcfg = HybridConfig {
+    let cfg = HybridConfig {
         stride,
         tolerance: c.tolerance,
         max_consecutive: c.max_consecutive,
         velocity,
     };
-    let mut h =
-        Hybrid::new(sim, &transfer, net, indicator(&c.indicator)?, hcfg).map_err(from_coupling)?;
+    Ok(Parts { transfer, net, cfg })
+}
+
+/// The FE-only run of the job at `step`, for `--reference` (the steps to get there are not
+/// counted in its time: they were counted before the restart).
+fn reference<'c>(
+    (cfg, base): (&Config, &Path),
+    comm: &'c dyn Comm,
+    step: usize,
+) -> Result<Reference<'c>, DriverError> {
+    let (mut sim, _) = crate::sim::from_job(cfg, base, comm)?;
+    sim.advance(step);
+    Ok(Reference {
+        sim,
+        wall: Duration::ZERO,
+        max_diff: 0.0,
+        max_ref: 0.0,
+    })
+}
+
+/// The hybrid loop of `c` over `sim` to step `last`.
+fn drive<'c>(
+    c: &CouplingConfig,
+    job: (&Config, &Path),
+    (sim, last): (&mut Simulation<'c>, usize),
+    (extras, reference_on, restart): (&SharedExtras, bool, bool),
+    after: &mut AfterStep<'_>,
+) -> Result<(HybridSummary, bool), DriverError> {
+    if sim.comm().size() != 1 {
+        return Err(err(
+            "hybrid stepping runs on one rank for now; run without mpirun",
+        ));
+    }
+    let p = parts(c, job, sim.dt())?;
+    let saved = std::mem::take(&mut lock(extras).state);
+    let saved: Option<Saved> = if restart && !saved.is_empty() {
+        Some(bincode::deserialize(&saved).map_err(|e| err(format!("checkpoint: {e}")))?)
+    } else {
+        None
+    };
+    if let Some(s) = &saved {
+        if s.reference.is_some() != reference_on {
+            return Err(err(format!(
+                "the checkpoint was written by a run {} --reference; continue it the same way",
+                if reference_on { "without" } else { "with" }
+            )));
+        }
+    }
+    let mut ctx = Ctx {
+        extras: extras.clone(),
+        names: extra_names(reference_on),
+        every: job.0.output.every,
+        last,
+        reference: None,
+        landed_at: None,
+        score: None,
+        hybrid: HybridState::default(),
+        observed: Duration::ZERO,
+    };
+    if reference_on {
+        let mut r = reference(job, sim.comm(), sim.steps_done())?;
+        if let Some((d, m)) = saved.as_ref().and_then(|s| s.reference) {
+            (r.max_diff, r.max_ref) = (d, m);
+        }
+        ctx.reference = Some(r);
+    }
+    let mut h = Hybrid::new(sim, &p.transfer, p.net, indicator(&c.indicator)?, p.cfg)
+        .map_err(from_coupling)?;
+    if let Some(s) = saved {
+        (ctx.landed_at, ctx.score) = (s.landed_at, s.score);
+        h = h.resume(s.hybrid).map_err(from_coupling)?;
+    }
     let mut observed = Observed(after);
-    h.run_with(last, &mut (), &mut [&mut observed])
-        .map_err(from_coupling)
+    let (mut summary, stopped) = h
+        .run_with(last, &mut ctx, &mut [&mut observed])
+        .map_err(from_coupling)?;
+    summary.wall_s = (summary.wall_s - ctx.observed.as_secs_f64()).max(0.0);
+    if let Some(r) = &ctx.reference {
+        summary.reference_wall_s = Some(r.wall.as_secs_f64());
+        summary.speedup = Some(r.wall.as_secs_f64() / summary.wall_s.max(1e-12));
+        summary.max_rel_l2_error = Some(if r.max_ref > 0.0 {
+            r.max_diff / r.max_ref
+        } else {
+            r.max_diff
+        });
+    }
+    Ok((summary, stopped))
 }
 
 /// Runs a job with a `[coupling]` section (collective; one rank for now): the job's setup,
-/// output and progress as `wavecp solve` has them, the time loop hybrid. Returns the run's
-/// summary and the hybrid loop's.
+/// output, checkpoints and progress as `wavecp solve` has them, the time loop hybrid. With
+/// `opts.reference` the FE-only run advances beside it. Returns the run's summary and the
+/// hybrid loop's.
 pub fn run_hybrid(
     cfg: &Config,
     base: &Path,
@@ -133,16 +337,40 @@ pub fn run_hybrid(
         .coupling
         .as_ref()
         .ok_or_else(|| err("the job has no [coupling] section"))?;
-    if opts.restart {
-        return Err(err("a hybrid run cannot be restarted yet (no checkpoints)"));
-    }
+    let reference_on = opts.reference;
+    let opts = RunOptions {
+        extras: extra_names(reference_on),
+        ..opts.clone()
+    };
+    // The initial output step: the hybrid and the reference are the same FE state there.
+    let initial = {
+        let by_name = |f: &String| match f.as_str() {
+            "u_ref" => ExtraField::SameAsU,
+            _ => ExtraField::Constant(0.0),
+        };
+        ExtraStep {
+            step: 0,
+            fields: opts.extras.fields.iter().map(by_name).collect(),
+            values: vec![f64::NAN],
+        }
+    };
+    let extras: SharedExtras = Arc::new(Mutex::new(Extras {
+        at: Some(initial),
+        state: vec![],
+    }));
     let mut hybrid = None;
+    let restart = opts.restart;
     let mut run = |sim: &mut Simulation<'_>, last: usize, after: &mut AfterStep<'_>| {
-        let (s, stopped) = drive(c, (cfg, base), (sim, last), after)?;
+        let flags = (&extras, reference_on, restart);
+        let (s, stopped) = drive(c, (cfg, base), (sim, last), flags, after)?;
         hybrid = Some(s);
         Ok(stopped)
     };
-    let summary = crate::sim::run_on_with(cfg, base, opts, comm, Some(&mut run))?;
+    let coupled = Coupled {
+        drive: &mut run,
+        extras: extras.clone(),
+    };
+    let summary = crate::sim::run_on_with(cfg, base, &opts, comm, Some(coupled))?;
     let hybrid = hybrid.ok_or_else(|| err("the hybrid loop did not run"))?;
     Ok((summary, hybrid))
 }

@@ -32,6 +32,28 @@ pub enum OutputError {
     NoHdf5,
 }
 
+/// What a run writes beside `u` at each output step (a coupled run's reference field, which
+/// stepper produced the step, its indicator): point fields and single values, by name, fixed
+/// when the file is created. Kept sorted, so a reopened file lists them in the same order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepExtras {
+    pub fields: Vec<String>,
+    pub values: Vec<String>,
+}
+
+impl StepExtras {
+    /// The names sorted (the order the file and its tables use).
+    pub fn new(mut fields: Vec<String>, mut values: Vec<String>) -> Self {
+        fields.sort();
+        values.sort();
+        StepExtras { fields, values }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.values.is_empty()
+    }
+}
+
 /// A receiver as written to the output.
 #[derive(Debug, Clone)]
 pub struct ReceiverInfo {

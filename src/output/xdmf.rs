@@ -23,6 +23,8 @@ pub struct XdmfLayout {
     pub num_nodes: usize,
     pub num_cells: usize,
     pub topology_len: usize,
+    /// Point fields stored beside `u` (`/VTKHDF/PointData/NAME`, steps back to back).
+    pub fields: Vec<String>,
 }
 
 /// An XDMF sidecar open for appending steps.
@@ -51,6 +53,7 @@ fn step_xml(l: &XdmfLayout, k: usize, t: f64) -> String {
         num_nodes: n,
         num_cells: nc,
         topology_len: tl,
+        fields,
     } = l;
     // The u dataset as the reader sees it: at least up to the end of this step.
     let total = (k + 1) * n;
@@ -69,6 +72,16 @@ fn step_xml(l: &XdmfLayout, k: usize, t: f64) -> String {
          <DataItem Dimensions=\"{total}\" NumberType=\"Float\" Precision=\"8\" Format=\"HDF\">{h5}:/VTKHDF/PointData/u</DataItem>\n     \
          </DataItem>\n    </Attribute>\n"
     );
+    for name in fields {
+        let _ = write!(
+            s,
+            "    <Attribute Name=\"{name}\" AttributeType=\"Scalar\" Center=\"Node\">\n     \
+             <DataItem ItemType=\"HyperSlab\" Dimensions=\"{n}\" Type=\"HyperSlab\">\n      \
+             <DataItem Dimensions=\"3 1\" NumberType=\"Int\" Precision=\"8\" Format=\"XML\">{start} 1 {n}</DataItem>\n      \
+             <DataItem Dimensions=\"{total}\" NumberType=\"Float\" Precision=\"8\" Format=\"HDF\">{h5}:/VTKHDF/PointData/{name}</DataItem>\n     \
+             </DataItem>\n    </Attribute>\n"
+        );
+    }
     for name in ["region", "partition"] {
         let _ = write!(
             s,

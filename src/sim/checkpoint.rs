@@ -30,8 +30,10 @@ struct Checkpoint {
     outputs: u64,
     rec_rows: u64,
     initial_energy: f64,
+    /// A coupled run's own state (its frames, its counters), opaque here; empty for an FE run.
+    coupling: Vec<u8>,
 }
-const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC2";
+const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC3";
 const CHECKPOINT_HEAD: usize = 8 + 32;
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -116,6 +118,11 @@ pub(crate) fn write_checkpoint(
             outputs: io.outputs as u64,
             rec_rows: root.rec_rows_written as u64,
             initial_energy: sim.initial_energy(),
+            coupling: io
+                .extras
+                .as_ref()
+                .map(|x| super::extras::lock(x).state.clone())
+                .unwrap_or_default(),
         };
         let payload = crate::comm::to_bytes(&ck);
         let mut bytes = Vec::with_capacity(CHECKPOINT_HEAD + payload.len());
@@ -144,6 +151,7 @@ fn read_checkpoint(
     dt: f64,
     nsteps: usize,
     output_every: usize,
+    coupled: bool,
 ) -> Result<Checkpoint, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     if bytes.len() < CHECKPOINT_HEAD || bytes[..6] != CHECKPOINT_MAGIC[..6] {
@@ -192,6 +200,14 @@ fn read_checkpoint(
             ck.outputs, ck.rec_rows, ck.step
         ));
     }
+    if coupled == ck.coupling.is_empty() {
+        return Err(if coupled {
+            "written by a run without a [coupling] section; a hybrid run cannot continue it (start it anew without --restart)".into()
+        } else {
+            "written by a hybrid run (with a [coupling] section); continue it with the same job"
+                .into()
+        });
+    }
     if !ck.initial_energy.is_finite() || ck.u.iter().chain(&ck.u_prev).any(|v| !v.is_finite()) {
         return Err("holds values that are not finite numbers".into());
     }
@@ -211,7 +227,8 @@ pub(crate) fn restore(
     let mut head = Vec::new();
     let mut parts = None;
     if let Some(io) = shared.root.as_mut() {
-        let read = read_checkpoint(path, io, sim.dt(), nsteps, cfg.output.every);
+        let coupled = shared.extras.is_some();
+        let read = read_checkpoint(path, io, sim.dt(), nsteps, cfg.output.every, coupled);
         match read {
             Ok(ck) => {
                 #[cfg(feature = "hdf5")]
@@ -239,6 +256,7 @@ pub(crate) fn restore(
                         ck.step,
                         ck.outputs,
                         ck.initial_energy,
+                        &ck.coupling,
                     )));
                     let mut per_rank = Vec::with_capacity(comm.size());
                     let mut off = 0usize;
@@ -264,8 +282,11 @@ pub(crate) fn restore(
             String::from_utf8_lossy(head.get(1..).unwrap_or_default()).into_owned(),
         ));
     }
-    let (step, outputs, e0): (u64, u64, f64) =
+    let (step, outputs, e0, coupling): (u64, u64, f64, Vec<u8>) =
         bincode::deserialize(&head[1..]).map_err(|e| DriverError::OtherRank(e.to_string()))?;
+    if let Some(x) = &shared.extras {
+        super::extras::lock(x).state = coupling;
+    }
     let mine = comm.scatter_bytes(parts);
     let (u, up): (Vec<f64>, Vec<f64>) =
         bincode::deserialize(&mine).map_err(|e| DriverError::OtherRank(e.to_string()))?;

@@ -168,7 +168,7 @@ fn build_on_root(
     );
     let cell_part = partition_cells(mesh, size, cfg.solver.partition)?;
     let info: Vec<ReceiverInfo> = s.receivers.iter().map(|r| r.0.clone()).collect();
-    let writer = open_writer(cfg, mesh, &info, &cell_part, opts.restart)?;
+    let writer = open_writer(cfg, mesh, &info, &cell_part, opts)?;
     let (nodes, cells) = (mesh.num_nodes(), mesh.num_cells());
     let boundaries = s.problem.boundaries.clone();
     let (payload, ghost_cells) = if size == 1 {
@@ -242,13 +242,13 @@ fn open_writer(
     mesh: &Mesh,
     info: &[ReceiverInfo],
     cell_part: &[u32],
-    restart: bool,
+    opts: &RunOptions,
 ) -> Result<Option<Writer>, DriverError> {
     if cfg.output.path.as_os_str().is_empty() {
         return Ok(None);
     }
     // On restart the file is reopened once the checkpoint says how much of it to keep.
-    if restart && checkpoint_exists(cfg) {
+    if opts.restart && checkpoint_exists(cfg) {
         return Ok(None);
     }
     Ok(Some(crate::output::VtkHdfWriter::create(
@@ -257,6 +257,7 @@ fn open_writer(
         info,
         cfg.output.xdmf,
         Some(cell_part),
+        &opts.extras,
     )?))
 }
 
@@ -266,7 +267,7 @@ fn open_writer(
     _: &Mesh,
     _: &[ReceiverInfo],
     _: &[u32],
-    _: bool,
+    _: &RunOptions,
 ) -> Result<Option<Writer>, DriverError> {
     if cfg.output.path.as_os_str().is_empty() {
         Ok(None)

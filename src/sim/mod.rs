@@ -9,17 +9,21 @@
 //! setup.rs       job → mesh, discrete problem, time step (steps 1–3), DriverError, demo job
 //! distribute.rs  rank 0 builds and partitions; each rank gets its part; path checks
 //! checkpoint.rs  the restart file: written, checked, restored into a Simulation
+//! extras.rs      what a coupled run adds to output steps and checkpoints
 //! observers.rs   output + receivers, checkpoints + signals, progress, crash hooks
 //! run.rs         run / run_on: a Simulation and its observers from a job; the summary
 //! ```
 
 mod checkpoint;
 mod distribute;
+pub mod extras;
 mod observers;
 mod run;
 mod setup;
 
-pub use run::{from_job, run, run_on, run_on_with, AfterStep, Drive, RunOptions, RunSummary};
+pub use run::{
+    from_job, run, run_on, run_on_with, AfterStep, Coupled, Drive, RunOptions, RunSummary,
+};
 pub use setup::{
     demo_config, load_mesh, point_source, setup, time_step, DriverError, Setup, MAX_STEPS,
 };

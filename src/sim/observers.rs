@@ -5,6 +5,7 @@
 
 use super::checkpoint::write_checkpoint;
 use super::distribute::RootIo;
+use super::extras::{lock, ExtraField, SharedExtras};
 use super::setup::{invalid, DriverError};
 use super::{Control, Observer, Simulation};
 use crate::comm::Comm;
@@ -29,6 +30,8 @@ pub(crate) struct Io {
     pub outputs: usize,
     pub energy: f64,
     pub time: Duration,
+    /// A coupled run's extras (output fields, checkpoint state).
+    pub extras: Option<SharedExtras>,
 }
 
 impl Io {
@@ -58,15 +61,51 @@ impl Io {
             return Ok(());
         }
         let u = gather_global(&self.root, sim.u(), comm);
+        let (fields, values) = self.gather_extras(sim, u.as_deref())?;
         #[cfg(feature = "hdf5")]
         if let (Some(io), Some(u)) = (self.root.as_mut(), u) {
             if let Some(w) = &mut io.writer {
-                w.write_step(sim.time(), &u, energy)?;
+                let fields: Vec<&[f64]> = fields.iter().map(Vec::as_slice).collect();
+                w.write_step_with(sim.time(), &u, energy, &fields, &values)?;
             }
         }
         #[cfg(not(feature = "hdf5"))]
-        let _ = (u, energy);
+        let _ = (u, energy, fields, values);
         Ok(())
+    }
+
+    /// A coupled run's extras of this output step, on rank 0 in global order (`u`: the
+    /// gathered field there). Collective: every rank holds the same kinds of extras.
+    fn gather_extras(
+        &self,
+        sim: &Simulation<'_>,
+        u: Option<&[f64]>,
+    ) -> Result<(Vec<Vec<f64>>, Vec<f64>), DriverError> {
+        let Some(x) = &self.extras else {
+            return Ok((vec![], vec![]));
+        };
+        let at = lock(x).at.take();
+        let at = at.filter(|a| a.step == sim.steps_done()).ok_or_else(|| {
+            invalid(
+                "coupling",
+                format!(
+                    "the coupled run gave no output fields for step {}",
+                    sim.steps_done()
+                ),
+            )
+        })?;
+        let n = u.map_or(0, <[f64]>::len);
+        let mut fields = Vec::with_capacity(at.fields.len());
+        for f in at.fields {
+            fields.push(match f {
+                ExtraField::Values(v) => {
+                    gather_global(&self.root, &v, sim.comm()).unwrap_or_default()
+                }
+                ExtraField::SameAsU => u.map(<[f64]>::to_vec).unwrap_or_default(),
+                ExtraField::Constant(c) => vec![c; n],
+            });
+        }
+        Ok((fields, at.values))
     }
 }
 

@@ -73,6 +73,11 @@ pub struct RunOptions {
     pub pause_after_outputs: Option<usize>,
     /// The job file, so no output or checkpoint path may name it.
     pub job_file: Option<PathBuf>,
+    /// Point fields and values written beside `u` at each output step (a coupled run's); the
+    /// run's [`Coupled::extras`] gives them.
+    pub extras: crate::output::StepExtras,
+    /// A coupled run also runs the FE-only simulation beside it and writes the difference.
+    pub reference: bool,
 }
 
 /// Runs a job to the end on one rank; writes output when `output.path` is not empty.
@@ -101,6 +106,15 @@ pub type Drive<'a> = dyn FnMut(&mut Simulation<'_>, usize, &mut AfterStep<'_>) -
     + Send
     + 'a;
 
+/// A coupled run's time loop and what it shares with the run's observers: before each output
+/// step (the initial one included) it sets `extras.at` to the fields and values
+/// [`RunOptions::extras`] names; it keeps `extras.state` current for checkpoints, and finds
+/// there, on a restart, the state the checkpoint held.
+pub struct Coupled<'a, 'b> {
+    pub drive: &'a mut Drive<'b>,
+    pub extras: super::extras::SharedExtras,
+}
+
 /// [`run_on`] with the time loop given by `drive` (the FE loop when `None`); output,
 /// checkpoints and signals, progress and the crash hooks observe it as they observe the FE
 /// loop (a coupling whose own state a checkpoint would not hold refuses checkpoint paths in
@@ -110,9 +124,9 @@ pub fn run_on_with(
     base: &Path,
     opts: &RunOptions,
     comm: &dyn Comm,
-    drive: Option<&mut Drive<'_>>,
+    coupled: Option<Coupled<'_, '_>>,
 ) -> Result<RunSummary, DriverError> {
-    crate::threads::with_threads(cfg.solver.threads, || solve(cfg, base, opts, comm, drive))
+    crate::threads::with_threads(cfg.solver.threads, || solve(cfg, base, opts, comm, coupled))
         .map_err(DriverError::Threads)?
 }
 
@@ -123,7 +137,7 @@ fn solve(
     base: &Path,
     opts: &RunOptions,
     comm: &dyn Comm,
-    drive: Option<&mut Drive<'_>>,
+    coupled: Option<Coupled<'_, '_>>,
 ) -> Result<RunSummary, DriverError> {
     let wall = Instant::now();
     // 1–2. Mesh, problem and partition on rank 0; each rank receives its part.
@@ -135,6 +149,7 @@ fn solve(
     // Receiver rows are buffered between output steps: no more rows than steps.
     let rows = cfg.output.every.min(nsteps) + 1;
     let mut io = Io {
+        extras: coupled.as_ref().map(|c| c.extras.clone()),
         root,
         rec_u: Vec::with_capacity(rows * receivers.len()),
         receivers,
@@ -193,9 +208,9 @@ fn solve(
     if let Some(k) = kill.as_mut() {
         observers.push(k);
     }
-    let interrupted = match drive {
+    let interrupted = match coupled {
         None => sim.run(nsteps, &mut io, &mut observers)?,
-        Some(drive) => {
+        Some(Coupled { drive, .. }) => {
             let mut after = |s: &Simulation<'_>| -> Result<bool, DriverError> {
                 let mut ctl = Control::default();
                 for o in observers.iter_mut() {

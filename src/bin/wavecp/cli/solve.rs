@@ -17,6 +17,10 @@ pub struct SolveArgs {
     /// Continue from the job's checkpoint (`checkpoint.path`) if it exists, else start at t = 0.
     #[arg(long)]
     pub restart: bool,
+    /// A hybrid job ([coupling]): also run the FE-only simulation beside it, write `u_ref` and
+    /// `u_diff = |u - u_ref|` next to `u`, and report the speed-up and the error.
+    #[arg(long)]
+    pub reference: bool,
     /// Testing aid: abort (as a crash would) after this many output steps.
     #[arg(long, hide = true)]
     pub abort_after_outputs: Option<usize>,
@@ -50,6 +54,7 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         set,
         json,
         restart,
+        reference,
         abort_after_outputs,
         stop_after_steps,
         fail_rank_at,
@@ -77,7 +82,15 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         fail_rank_at,
         kill_at_step,
         pause_after_outputs,
+        reference,
+        extras: Default::default(),
     };
+    if reference && cfg.coupling.is_none() {
+        anyhow::bail!(
+            "--reference compares a hybrid run with the FE-only one, and job {} has no [coupling] section",
+            job.display()
+        );
+    }
     if cfg.coupling.is_some() {
         return hybrid(&cfg, &base, &opts, comm, json)
             .with_context(|| format!("job {}", job.display()));
@@ -119,6 +132,12 @@ fn hybrid(
                 h.transfer_s,
                 h.indicator_s
             );
+            if let (Some(r), Some(x), Some(e)) = (h.reference_wall_s, h.speedup, h.max_rel_l2_error)
+            {
+                println!(
+                    "reference (FE only): {r:.2} s; speed-up {x:.2}x; max relative L2 error {e:.3e}"
+                );
+            }
         }
     }
     Ok(!summary.interrupted)

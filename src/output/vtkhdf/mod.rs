@@ -5,7 +5,10 @@
 //! back, `CellData/region`, and `Steps` with `Values` (times), offsets per step and the `NSteps`
 //! attribute. Receivers and energy live under `/wavecp` (outside the VTK data model) and, for
 //! ParaView, in two CSV tables beside the file (`NAME.receivers.csv`, `NAME.energy.csv`).
-//! Every dataset carries `units` and `description` attributes.
+//! Every dataset carries `units` and `description` attributes. A coupled run adds point fields
+//! beside `u` (`PointData/NAME`, with their `PointDataOffsets`) and one value per output step
+//! (`/wavecp/steps/NAME`, also columns of the energy table): [`StepExtras`]. The file layout
+//! itself is built in `layout.rs`.
 //!
 //! The run writes `NAME.running.vtkhdf` (claimed with a lock before anything truncates it) and
 //! renames it to `NAME.vtkhdf` when it completes (`finish`): a finished file is only replaced by
@@ -13,19 +16,17 @@
 //! while the run goes on. After every output step the data is written first, `NSteps` last,
 //! then the file is flushed, so a reader (or a run killed between steps) sees whole steps.
 
-use super::target::{check_replaceable, running_path, sibling, FileLock};
-use super::{OutputError, ReceiverInfo, XdmfLayout, XdmfSeries};
+mod layout;
+
 use crate::mesh::Mesh;
+use crate::output::target::{check_replaceable, running_path, sibling, FileLock};
+use crate::output::{OutputError, ReceiverInfo, StepExtras, XdmfLayout, XdmfSeries};
 use hdf5::types::{FixedAscii, VarLenUnicode};
-use hdf5::{Dataset, File, Group, Location};
+use hdf5::{Dataset, File, Group};
+use layout::{create_extras, create_steps, create_wavecp, reopen_extras, write_grid, Cells};
 use ndarray::s;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-const VTK_TRIANGLE: u8 = 5;
-const VTK_QUAD: u8 = 9;
-const XDMF_TRIANGLE: i64 = 4;
-const XDMF_QUAD: i64 = 5;
 
 /// An open VTKHDF output file.
 pub struct VtkHdfWriter {
@@ -40,6 +41,7 @@ pub struct VtkHdfWriter {
     h: Handles,
     rec_rows: usize,
     nrec: usize,
+    extras: StepExtras,
     csv: Tables,
     _lock: FileLock,
 }
@@ -59,6 +61,9 @@ struct Handles {
     energy: Dataset,
     energy_t: Dataset,
     per_step: Vec<(Dataset, i64)>,
+    /// The extra point fields and per-step values, in `StepExtras` order.
+    fields: Vec<Dataset>,
+    values: Vec<Dataset>,
 }
 
 fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> OutputError {
@@ -67,26 +72,6 @@ fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> OutputError {
         file: path.clone(),
         msg: e.to_string(),
     }
-}
-
-fn extensible<T: hdf5::H5Type>(g: &Group, name: &str, chunk: usize) -> hdf5::Result<Dataset> {
-    g.new_dataset::<T>()
-        .chunk(chunk.max(1))
-        .shape(0..)
-        .create(name)
-}
-
-/// `units` and `description` attributes, so a reader does not have to guess.
-fn describe(obj: &Location, units: &str, description: &str) -> hdf5::Result<()> {
-    for (name, text) in [("units", units), ("description", description)] {
-        let v: VarLenUnicode = text
-            .parse()
-            .map_err(|e: hdf5::types::StringError| hdf5::Error::from(e.to_string().as_str()))?;
-        obj.new_attr::<VarLenUnicode>()
-            .create(name)?
-            .write_scalar(&v)?;
-    }
-    Ok(())
 }
 
 /// Opens an HDF5 file with HDF5's own `flock` off (see the module doc).
@@ -106,7 +91,7 @@ fn csv_name(name: &str) -> String {
 
 impl Tables {
     /// New tables beside `h5` (truncating any old ones: the caller holds the lock).
-    fn create(h5: &Path, receivers: &[String]) -> Result<Self, OutputError> {
+    fn create(h5: &Path, receivers: &[String], values: &[String]) -> Result<Self, OutputError> {
         let open = |suffix: &str, head: String| -> Result<_, OutputError> {
             let p = sibling(h5, suffix);
             check_replaceable(&p, "table")?;
@@ -123,9 +108,14 @@ impl Tables {
             head.push(',');
             head.push_str(&csv_name(r));
         }
+        let mut per_step = String::from("time,energy");
+        for v in values {
+            per_step.push(',');
+            per_step.push_str(&csv_name(v));
+        }
         Ok(Tables {
             receivers: open("receivers.csv", head)?,
-            energy: open("energy.csv", "time,energy".into())?,
+            energy: open("energy.csv", per_step)?,
         })
     }
 
@@ -165,195 +155,6 @@ fn append<T: hdf5::H5Type + Copy>(ds: &Dataset, data: &[T]) -> hdf5::Result<()> 
     ds.write_slice(data, s![n..n + data.len()])
 }
 
-/// A mesh's cells as VTK (connectivity, offsets, types) and XDMF mixed topology.
-struct Cells {
-    conn: Vec<i64>,
-    offsets: Vec<i64>,
-    types: Vec<u8>,
-    xdmf_topo: Vec<i64>,
-}
-
-impl Cells {
-    fn of(mesh: &Mesh) -> Self {
-        let nc = mesh.num_cells();
-        let mut conn: Vec<i64> = Vec::with_capacity(3 * mesh.tris.len() + 4 * mesh.quads.len());
-        let mut offsets: Vec<i64> = vec![0];
-        let mut types: Vec<u8> = Vec::with_capacity(nc);
-        let mut xdmf_topo: Vec<i64> = Vec::with_capacity(nc * 5);
-        for t in &mesh.tris {
-            conn.extend(t.iter().map(|&v| v as i64));
-            offsets.push(conn.len() as i64);
-            types.push(VTK_TRIANGLE);
-            xdmf_topo.push(XDMF_TRIANGLE);
-            xdmf_topo.extend(t.iter().map(|&v| v as i64));
-        }
-        for q in &mesh.quads {
-            conn.extend(q.iter().map(|&v| v as i64));
-            offsets.push(conn.len() as i64);
-            types.push(VTK_QUAD);
-            xdmf_topo.push(XDMF_QUAD);
-            xdmf_topo.extend(q.iter().map(|&v| v as i64));
-        }
-        Cells {
-            conn,
-            offsets,
-            types,
-            xdmf_topo,
-        }
-    }
-}
-
-/// The VTKHDF grid under `root`: points, cells, the (empty, extensible) `u`, and the region
-/// and owning rank of each cell. Returns `u`.
-fn write_grid(
-    root: &Group,
-    mesh: &Mesh,
-    cells: &Cells,
-    partition: Option<&[u32]>,
-) -> hdf5::Result<Dataset> {
-    let (n, nc) = (mesh.num_nodes(), mesh.num_cells());
-    let points: Vec<f64> = mesh.coords.iter().flat_map(|p| [p[0], p[1], 0.0]).collect();
-    let Cells {
-        conn,
-        offsets,
-        types,
-        ..
-    } = cells;
-    root.new_dataset::<i64>()
-        .shape(1)
-        .create("NumberOfPoints")?
-        .write(&[n as i64])?;
-    root.new_dataset::<i64>()
-        .shape(1)
-        .create("NumberOfCells")?
-        .write(&[nc as i64])?;
-    root.new_dataset::<i64>()
-        .shape(1)
-        .create("NumberOfConnectivityIds")?
-        .write(&[conn.len() as i64])?;
-    let pts = root
-        .new_dataset_builder()
-        .with_data(
-            ndarray::ArrayView2::from_shape((n, 3), &points)
-                .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
-        )
-        .create("Points")?;
-    describe(&pts, "m", "node coordinates x, y, z (z = 0)")?;
-    root.new_dataset_builder()
-        .with_data(&conn)
-        .create("Connectivity")?;
-    root.new_dataset_builder()
-        .with_data(&offsets)
-        .create("Offsets")?;
-    root.new_dataset_builder()
-        .with_data(&types)
-        .create("Types")?;
-    let pd = root.create_group("PointData")?;
-    let u = extensible::<f64>(&pd, "u", n.clamp(1, 1 << 20))?;
-    describe(
-        &u,
-        "field units",
-        "the wave field u at the nodes, all output steps back to back (see Steps)",
-    )?;
-    let cd = root.create_group("CellData")?;
-    let region = cd
-        .new_dataset_builder()
-        .with_data(&mesh.cell_tags())
-        .create("region")?;
-    describe(&region, "1", "physical surface tag of each cell")?;
-    let part: Vec<i32> = match partition {
-        Some(p) => p.iter().map(|&x| x as i32).collect(),
-        None => vec![0; nc],
-    };
-    let pa = cd
-        .new_dataset_builder()
-        .with_data(&part)
-        .create("partition")?;
-    describe(&pa, "1", "MPI rank that owns each cell")?;
-    Ok(u)
-}
-
-/// The VTKHDF `Steps` group and the per-step datasets, each with the value written for the
-/// k-th step (`value · k`, or a constant where the value is negative).
-fn create_steps(root: &Group, n: usize) -> hdf5::Result<(Group, Vec<(Dataset, i64)>)> {
-    let steps = root.create_group("Steps")?;
-    steps
-        .new_attr::<i64>()
-        .create("NSteps")?
-        .write_scalar(&0i64)?;
-    let mut per_step = Vec::new();
-    // (dataset, value written for the k-th step: `value * k`, or constant when value < 0)
-    let values = extensible::<f64>(&steps, "Values", 1024)?;
-    describe(&values, "s", "time of each output step")?;
-    per_step.push((values, 0));
-    for name in [
-        "PartOffsets",
-        "PointOffsets",
-        "CellOffsets",
-        "ConnectivityIdOffsets",
-    ] {
-        per_step.push((extensible::<i64>(&steps, name, 1024)?, 0));
-    }
-    per_step.push((extensible::<i64>(&steps, "NumberOfParts", 1024)?, -1));
-    let pdo = steps.create_group("PointDataOffsets")?;
-    per_step.push((extensible::<i64>(&pdo, "u", 1024)?, n as i64));
-    let cdo = steps.create_group("CellDataOffsets")?;
-    per_step.push((extensible::<i64>(&cdo, "region", 1024)?, 0));
-    per_step.push((extensible::<i64>(&cdo, "partition", 1024)?, 0));
-    Ok((steps, per_step))
-}
-
-/// wavecp's own group: the XDMF topology, the receivers (positions, names, extensible `u`
-/// and `time`) and the energy series. Returns `(receiver u, receiver time, energy, energy
-/// time)`.
-fn create_wavecp(
-    file: &File,
-    xdmf_topo: &[i64],
-    receivers: &[ReceiverInfo],
-) -> hdf5::Result<(Dataset, Dataset, Dataset, Dataset)> {
-    let w = file.create_group("wavecp")?;
-    w.new_dataset_builder()
-        .with_data(&xdmf_topo)
-        .create("xdmf_topology")?;
-    let rg = w.create_group("receivers")?;
-    let pos: Vec<f64> = receivers.iter().flat_map(|r| r.position).collect();
-    let rp = rg
-        .new_dataset_builder()
-        .with_data(
-            ndarray::ArrayView2::from_shape((receivers.len(), 2), &pos)
-                .map_err(|x| hdf5::Error::from(x.to_string().as_str()))?,
-        )
-        .create("positions")?;
-    describe(&rp, "m", "receiver positions x, y")?;
-    let names: Vec<VarLenUnicode> = receivers
-        .iter()
-        .map(|r| r.name.parse().unwrap_or_default())
-        .collect();
-    rg.new_dataset_builder().with_data(&names).create("names")?;
-    let nrec = receivers.len().max(1);
-    let rec_u = rg
-        .new_dataset::<f64>()
-        .chunk((256, nrec))
-        .shape((0.., receivers.len()..))
-        .create("u")?;
-    describe(
-        &rec_u,
-        "field units",
-        "u interpolated at each receiver, one row per time step",
-    )?;
-    let rec_t = extensible::<f64>(&rg, "time", 4096)?;
-    describe(&rec_t, "s", "time of each receiver row")?;
-    let energy = extensible::<f64>(&w, "energy", 1024)?;
-    describe(
-        &energy,
-        "energy units",
-        "discrete energy 1/2 |(u+ - u)/dt|_M^2 + 1/2 u+^T K u at each output step",
-    )?;
-    let energy_t = extensible::<f64>(&w, "energy_time", 1024)?;
-    describe(&energy_t, "s", "time of each energy value")?;
-    Ok((rec_u, rec_t, energy, energy_t))
-}
-
 /// Claims `NAME.running.EXT` for `path` to continue a run: the running file as the dead run
 /// left it, or a copy of `path` when that run had completed.
 fn claim_to_continue(path: &Path) -> Result<(PathBuf, FileLock), OutputError> {
@@ -379,18 +180,28 @@ fn rebuild_tables(
     running: &Path,
     h: &Handles,
     (names, nrec): (&[String], usize),
-    times: &[f64],
+    (times, value_names): (&[f64], &[String]),
 ) -> Result<Tables, OutputError> {
     let e = h5err(running);
-    let mut csv = Tables::create(running, names)?;
+    let mut csv = Tables::create(running, names, value_names)?;
     let read = || -> hdf5::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+        let energy = h.energy.read_raw::<f64>()?;
+        let cols = h
+            .values
+            .iter()
+            .map(|d| d.read_raw::<f64>())
+            .collect::<hdf5::Result<Vec<_>>>()?;
+        // One row per output step: the energy, then each value.
+        let per_step = (0..energy.len())
+            .flat_map(|k| std::iter::once(energy[k]).chain(cols.iter().map(move |c| c[k])))
+            .collect();
         Ok((
             h.rec_t.read_raw::<f64>()?,
             h.rec_u.read_raw::<f64>()?,
-            h.energy.read_raw::<f64>()?,
+            per_step,
         ))
     };
-    let (rec_t, rec_u, energy) = read().map_err(&e)?;
+    let (rec_t, rec_u, per_step) = read().map_err(&e)?;
     let csv_io = |suffix: &str| {
         let file = sibling(running, suffix);
         move |source| OutputError::Io { file, source }
@@ -398,7 +209,7 @@ fn rebuild_tables(
     if nrec > 0 {
         rows(&mut csv.receivers, &rec_t, &rec_u, nrec).map_err(csv_io("receivers.csv"))?;
     }
-    rows(&mut csv.energy, times, &energy, 1).map_err(csv_io("energy.csv"))?;
+    rows(&mut csv.energy, times, &per_step, 1 + value_names.len()).map_err(csv_io("energy.csv"))?;
     csv.flush(running)?;
     Ok(csv)
 }
@@ -413,6 +224,7 @@ impl VtkHdfWriter {
         receivers: &[ReceiverInfo],
         xdmf: bool,
         partition: Option<&[u32]>,
+        extras: &StepExtras,
     ) -> Result<Self, OutputError> {
         let (running, lock) = claim(path)?;
         let e = h5err(&running);
@@ -436,9 +248,10 @@ impl VtkHdfWriter {
         let cells = Cells::of(mesh);
         let write = || -> hdf5::Result<Handles> {
             let u = write_grid(&root, mesh, &cells, partition)?;
-            let (steps, per_step) = create_steps(&root, mesh.num_nodes())?;
+            let (steps, per_step) = create_steps(&root, mesh.num_nodes(), &extras.fields)?;
             let (rec_u, rec_t, energy, energy_t) =
                 create_wavecp(&file, &cells.xdmf_topo, receivers)?;
+            let (fields, values) = create_extras(&root, &file, mesh.num_nodes(), extras)?;
             Ok(Handles {
                 steps,
                 u,
@@ -447,6 +260,8 @@ impl VtkHdfWriter {
                 energy,
                 energy_t,
                 per_step,
+                fields,
+                values,
             })
         };
         let h = write().map_err(&e)?;
@@ -456,10 +271,11 @@ impl VtkHdfWriter {
             num_nodes: mesh.num_nodes(),
             num_cells: mesh.num_cells(),
             topology_len: cells.xdmf_topo.len(),
+            fields: extras.fields.clone(),
         };
         let xdmf = sidecar(xdmf, &running, &layout, &[])?;
         let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
-        let csv = Tables::create(&running, &names)?;
+        let csv = Tables::create(&running, &names, &extras.values)?;
         Ok(VtkHdfWriter {
             file,
             path: running,
@@ -470,6 +286,7 @@ impl VtkHdfWriter {
             h,
             rec_rows: 0,
             nrec: receivers.len(),
+            extras: extras.clone(),
             csv,
             _lock: lock,
         })
@@ -503,10 +320,47 @@ impl VtkHdfWriter {
     }
 
     /// Appends one output step (time, field, energy), then commits it (NSteps, flush, XDMF).
+    /// A file created with [`StepExtras`] takes [`VtkHdfWriter::write_step_with`].
     pub fn write_step(&mut self, time: f64, u: &[f64], energy: f64) -> Result<(), OutputError> {
+        self.write_step_with(time, u, energy, &[], &[])
+    }
+
+    /// [`VtkHdfWriter::write_step`] with the extra point fields and values the file was
+    /// created with, in [`StepExtras`] order.
+    pub fn write_step_with(
+        &mut self,
+        time: f64,
+        u: &[f64],
+        energy: f64,
+        fields: &[&[f64]],
+        values: &[f64],
+    ) -> Result<(), OutputError> {
         let e = h5err(&self.path);
+        let n = self.layout.num_nodes;
+        if fields.len() != self.extras.fields.len()
+            || values.len() != self.extras.values.len()
+            || u.len() != n
+            || fields.iter().any(|f| f.len() != n)
+        {
+            return Err(OutputError::Refused {
+                file: self.path.clone(),
+                msg: format!(
+                    "an output step of {} values, {} extra fields and {} extra values; the file holds {n} nodes and {:?}",
+                    u.len(),
+                    fields.len(),
+                    values.len(),
+                    self.extras
+                ),
+            });
+        }
         let k = self.times.len() as i64;
         append(&self.h.u, u).map_err(&e)?;
+        for (ds, f) in self.h.fields.iter().zip(fields) {
+            append(ds, f).map_err(&e)?;
+        }
+        for (ds, v) in self.h.values.iter().zip(values) {
+            append(ds, &[*v]).map_err(&e)?;
+        }
         append(&self.h.energy, &[energy]).map_err(&e)?;
         append(&self.h.energy_t, &[time]).map_err(&e)?;
         for (i, (ds, per)) in self.h.per_step.iter().enumerate() {
@@ -523,7 +377,10 @@ impl VtkHdfWriter {
             .attr("NSteps")
             .and_then(|a| a.write_scalar(&(k + 1)))
             .map_err(&e)?;
-        rows(&mut self.csv.energy, &[time], &[energy], 1).map_err(|source| OutputError::Io {
+        let mut row = vec![energy];
+        row.extend_from_slice(values);
+        let width = row.len();
+        rows(&mut self.csv.energy, &[time], &row, width).map_err(|source| OutputError::Io {
             file: sibling(&self.path, "energy.csv"),
             source,
         })?;
@@ -554,7 +411,16 @@ impl VtkHdfWriter {
         let (running, lock) = claim_to_continue(path)?;
         let e = h5err(&running);
         let file = h5_open(&running, false).map_err(&e)?;
-        type Reopened = (Handles, usize, usize, usize, Vec<f64>, usize, Vec<String>);
+        type Reopened = (
+            Handles,
+            usize,
+            usize,
+            usize,
+            Vec<f64>,
+            usize,
+            Vec<String>,
+            StepExtras,
+        );
         let open = || -> hdf5::Result<Reopened> {
             let root = file.group("VTKHDF")?;
             let n = root.dataset("NumberOfPoints")?.read_raw::<i64>()?[0] as usize;
@@ -567,8 +433,10 @@ impl VtkHdfWriter {
                         .as_str(),
                 ));
             }
-            let u = root.group("PointData")?.dataset("u")?;
+            let pd = root.group("PointData")?;
+            let u = pd.dataset("u")?;
             u.resize(steps * n)?;
+            let (extras, fields, step_values) = reopen_extras(&pd, &file, steps, n)?;
             let mut per_step = Vec::new();
             let values = steps_g.dataset("Values")?;
             values.resize(steps)?;
@@ -583,7 +451,11 @@ impl VtkHdfWriter {
                 per_step.push((steps_g.dataset(name)?, 0));
             }
             per_step.push((steps_g.dataset("NumberOfParts")?, -1));
-            per_step.push((steps_g.group("PointDataOffsets")?.dataset("u")?, n as i64));
+            let pdo = steps_g.group("PointDataOffsets")?;
+            per_step.push((pdo.dataset("u")?, n as i64));
+            for f in &extras.fields {
+                per_step.push((pdo.dataset(f)?, n as i64));
+            }
             let cdo = steps_g.group("CellDataOffsets")?;
             per_step.push((cdo.dataset("region")?, 0));
             per_step.push((cdo.dataset("partition")?, 0));
@@ -626,17 +498,20 @@ impl VtkHdfWriter {
                 energy,
                 energy_t,
                 per_step,
+                fields,
+                values: step_values,
             };
-            Ok((h, n, nc, topology_len, times, nrec, names))
+            Ok((h, n, nc, topology_len, times, nrec, names, extras))
         };
-        let (h, n, nc, topology_len, times, nrec, names) = open().map_err(&e)?;
+        let (h, n, nc, topology_len, times, nrec, names, extras) = open().map_err(&e)?;
         file.flush().map_err(&e)?;
-        let csv = rebuild_tables(&running, &h, (&names, nrec), &times)?;
+        let csv = rebuild_tables(&running, &h, (&names, nrec), (&times, &extras.values))?;
         let layout = XdmfLayout {
             h5_name: file_name(&running),
             num_nodes: n,
             num_cells: nc,
             topology_len,
+            fields: extras.fields.clone(),
         };
         let xdmf = sidecar(xdmf, &running, &layout, &times)?;
         Ok(VtkHdfWriter {
@@ -649,6 +524,7 @@ impl VtkHdfWriter {
             h,
             rec_rows,
             nrec,
+            extras,
             csv,
             _lock: lock,
         })
