@@ -286,7 +286,7 @@ fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimat
     assert!(sim.start_from(&nan, &frames[0], 3).is_err());
 }
 
-mod hybrid {
+pub(crate) mod hybrid {
     use super::{rel_l2, unit};
     use crate::common::{pulse_solver, square};
     use wavecp::coupling::handback::VelocityEstimate;
@@ -585,7 +585,7 @@ mod hybrid {
     /// The untrained small CP model (8 frames of 16 × 16 in and out) as a model file made for
     /// frames `frame_dt` apart on the unit square.
     #[cfg(feature = "hdf5")]
-    fn untrained(dir: &std::path::Path, frame_dt: f64) -> std::path::PathBuf {
+    pub(crate) fn untrained(dir: &std::path::Path, frame_dt: f64) -> std::path::PathBuf {
         use wavecp::surrogate::modelfile::{save, ModelMeta};
         let spec = std::fs::read_to_string(crate::common::repo("models/small_cp.toml")).unwrap();
         let model = wavecp::nn::Model::new(wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap())
@@ -686,7 +686,18 @@ mod hybrid {
         model: &std::path::Path,
         tolerance: f64,
     ) -> wavecp::config::Config {
-        let text = format!(
+        let text = hybrid_job_text(dir, model, tolerance);
+        wavecp::config::Config::from_toml(&text, "hybrid job", &[]).unwrap()
+    }
+
+    /// [`hybrid_job`] as TOML.
+    #[cfg(feature = "hdf5")]
+    pub(crate) fn hybrid_job_text(
+        dir: &std::path::Path,
+        model: &std::path::Path,
+        tolerance: f64,
+    ) -> String {
+        format!(
             "[mesh.generate]\nshape = \"quad\"\nnx = 15\nny = 15\n[material]\nc = 1.0\n\
              [[boundary]]\ntags = [\"left\", \"right\", \"top\", \"bottom\"]\nkind = \"absorbing\"\n\
              [[source]]\nposition = [0.45, 0.55]\nfrequency = 2.0\ndelay = 0.2\n\
@@ -695,8 +706,7 @@ mod hybrid {
              [coupling]\nmodel = \"{}\"\ntolerance = {tolerance}\nindicator = \"fe_probe\"\n",
             dir.join(format!("out-{tolerance}.vtkhdf")).display(),
             model.display()
-        );
-        wavecp::config::Config::from_toml(&text, "hybrid job", &[]).unwrap()
+        )
     }
 
     #[cfg(feature = "hdf5")]

@@ -827,3 +827,91 @@ fn a_hand_written_advance_loop_gives_the_fields_of_wavecp_solve() {
         );
     }
 }
+
+/// Every dataset a hybrid run writes that could differ between rank counts, as bits.
+fn hybrid_results(path: &Path) -> Vec<Vec<u64>> {
+    let mut v = results(path);
+    for n in [
+        "VTKHDF/PointData/u_ref",
+        "VTKHDF/PointData/u_diff",
+        "VTKHDF/PointData/stepper",
+        "wavecp/steps/indicator",
+    ] {
+        v.push(read_f64(path, n));
+    }
+    bits(&v)
+}
+
+#[test]
+fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restarts_across_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::coupling::hybrid::untrained(dir.path(), 2.0 * 0.01);
+    // Windows of 16 steps from step 14, one in two accepted (the untrained network's frames
+    // are trusted at any tolerance; the cap gives the FE every other window).
+    let j = dir.path().join("hybrid.toml");
+    std::fs::write(
+        &j,
+        crate::coupling::hybrid::hybrid_job_text(dir.path(), &model, f64::INFINITY),
+    )
+    .unwrap();
+    let run = |np: usize, name: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args: Vec<String> = vec![
+            "solve".into(),
+            j.display().to_string(),
+            "--json".into(),
+            "--reference".into(),
+            "--set".into(),
+            "coupling.max_consecutive=1".into(),
+            "--set".into(),
+            format!(
+                "output.path=\"{}\"",
+                dir.path().join(format!("{name}.vtkhdf")).display()
+            ),
+            "--set".into(),
+            format!(
+                "checkpoint.path=\"{}\"",
+                dir.path().join(format!("{name}.ckpt")).display()
+            ),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = if np == 0 {
+            Command::new(BIN).args(&args).output().unwrap()
+        } else {
+            run_with_timeout(mpirun(np).args(&args), Duration::from_secs(120))
+        };
+        assert!(
+            out.status.success() || out.status.code() == Some(3),
+            "{np} ranks: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let serial = run(0, "serial", &[]);
+    let h = &serial["hybrid"];
+    assert_eq!(h["windows_accepted"], 2, "{h}");
+    assert!(h["max_rel_l2_error"].as_f64().unwrap() > 0.0);
+    let expected = hybrid_results(&dir.path().join("serial.vtkhdf"));
+    for np in [1, 2, 4] {
+        let name = format!("np{np}");
+        let s = run(np, &name, &[]);
+        assert_eq!(s["ranks"], np);
+        assert_eq!(s["hybrid"]["windows"], h["windows"], "{np} ranks");
+        assert_eq!(
+            s["hybrid"]["max_rel_l2_error"].as_f64().unwrap().to_bits(),
+            h["max_rel_l2_error"].as_f64().unwrap().to_bits()
+        );
+        let got = hybrid_results(&dir.path().join(format!("{name}.vtkhdf")));
+        assert_eq!(
+            got, expected,
+            "{np} ranks differ from the serial hybrid run"
+        );
+    }
+    // Stopped on 2 ranks inside a rejected window, continued on 4: the serial run's bits.
+    let s = run(2, "moved", &["--stop-after-steps", "33"]);
+    assert_eq!(s["interrupted"], true);
+    let s = run(4, "moved", &["--restart"]);
+    assert_eq!(s["restarted"], true);
+    assert_eq!(s["hybrid"]["windows"], h["windows"]);
+    let got = hybrid_results(&dir.path().join("moved.vtkhdf"));
+    assert_eq!(got, expected, "stopped on 2 ranks and continued on 4");
+}

@@ -8,7 +8,7 @@
 //! the uninterrupted FE run.
 
 /// Which backward difference forms the velocity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VelocityEstimate {
     /// `(F₂ − F₁)/Δ` from the last two frames: first order.
     TwoFrames,

@@ -6,6 +6,7 @@
 
 pub mod handback;
 pub mod hybrid;
+pub mod indicators;
 #[cfg(feature = "hdf5")]
 pub mod network;
 #[cfg(feature = "hdf5")]

@@ -1,5 +1,12 @@
 //! `wavecp solve` with a `[coupling]` section: the job's run, its time loop handed to
-//! [`Hybrid`] with the trained network as forecaster. One rank for now.
+//! [`Hybrid`] with the trained network as forecaster.
+//!
+//! On several ranks the network runs on rank 0 ([`OnRankZero`]): one copy of the model, and
+//! the grid is small (64 × 64 × 8 frames is 256 KiB) beside the field, so gathering the frame
+//! there and broadcasting the forecast costs little against a window of FE steps; the
+//! transfers give the serial bits on any rank count ([`ZoneTransfer::distribute`]), the
+//! indicators sum through `repro_sum`, so the decisions and the field are the same on 1, 2 or
+//! 4 ranks bit for bit.
 //!
 //! The run's output gains, at each output step, which stepper produced it (`stepper`: 0 the
 //! FE, 1 a surrogate window handed back there) and the indicator of the window it lies in;
@@ -10,7 +17,7 @@
 use super::handback::VelocityEstimate;
 use super::hybrid::{
     EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, HybridHooks,
-    HybridState, HybridSummary, Indicator, Residual,
+    HybridState, HybridSummary, Indicator, OnRankZero, Residual,
 };
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
@@ -206,7 +213,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         nx: meta.nx,
         ny: meta.ny,
     };
-    // One rank: the simulation's numbering is the mesh's.
+    // The whole mesh, numbered as the simulations' layouts number it.
     let mesh = crate::sim::load_mesh(&cfg.mesh, base)?;
     let transfer = ZoneTransfer::new(&mesh, grid).map_err(err)?;
     let ratio = meta.frame_dt / dt;
@@ -237,6 +244,51 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     Ok(Parts { transfer, net, cfg })
 }
 
+/// What every rank holds of the pieces: the transfer of its own nodes, the network (rank 0
+/// only), the settings, and the forecaster's frames in and out.
+struct OnRanks {
+    transfer: ZoneTransfer,
+    net: Option<NetworkForecaster>,
+    cfg: HybridConfig,
+    frames: (usize, usize),
+}
+
+/// [`parts`] on rank 0, its outcome told to every rank (collective): each rank gets its
+/// [`OnRanks`], or every rank rank 0's error.
+fn parts_on(
+    c: &CouplingConfig,
+    job: (&Config, &Path),
+    sim: &Simulation<'_>,
+) -> Result<OnRanks, DriverError> {
+    let comm = sim.comm();
+    let root = (comm.rank() == 0).then(|| parts(c, job, sim.dt()));
+    let mut head = match &root {
+        Some(Ok(p)) => {
+            crate::comm::to_bytes(&Ok::<_, String>((p.cfg, p.net.t_in(), p.net.t_out())))
+        }
+        Some(Err(e)) => {
+            crate::comm::to_bytes(&Err::<(HybridConfig, usize, usize), _>(e.to_string()))
+        }
+        None => vec![],
+    };
+    comm.broadcast_bytes(&mut head);
+    let told: Result<(HybridConfig, usize, usize), String> =
+        bincode::deserialize(&head).map_err(|e| err(format!("set-up from rank 0: {e}")))?;
+    let (whole, net) = match root {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(p)) => (Some(p.transfer), Some(p.net)),
+        None => (None, None),
+    };
+    let (cfg, t_in, t_out) = told.map_err(DriverError::OtherRank)?;
+    let transfer = ZoneTransfer::distribute(whole, sim.layout(), comm).map_err(err)?;
+    Ok(OnRanks {
+        transfer,
+        net,
+        cfg,
+        frames: (t_in, t_out),
+    })
+}
+
 /// The FE-only run of the job at `step`, for `--reference` (the steps to get there are not
 /// counted in its time: they were counted before the restart).
 fn reference<'c>(
@@ -262,12 +314,13 @@ fn drive<'c>(
     (extras, reference_on, restart): (&SharedExtras, bool, bool),
     after: &mut AfterStep<'_>,
 ) -> Result<(HybridSummary, bool), DriverError> {
-    if sim.comm().size() != 1 {
-        return Err(err(
-            "hybrid stepping runs on one rank for now; run without mpirun",
-        ));
-    }
-    let p = parts(c, job, sim.dt())?;
+    let OnRanks {
+        transfer,
+        net,
+        cfg: hcfg,
+        frames,
+    } = parts_on(c, job, sim)?;
+    let comm = sim.comm();
     let saved = std::mem::take(&mut lock(extras).state);
     let saved: Option<Saved> = if restart && !saved.is_empty() {
         Some(bincode::deserialize(&saved).map_err(|e| err(format!("checkpoint: {e}")))?)
@@ -294,14 +347,15 @@ fn drive<'c>(
         observed: Duration::ZERO,
     };
     if reference_on {
-        let mut r = reference(job, sim.comm(), sim.steps_done())?;
+        let mut r = reference(job, comm, sim.steps_done())?;
         if let Some((d, m)) = saved.as_ref().and_then(|s| s.reference) {
             (r.max_diff, r.max_ref) = (d, m);
         }
         ctx.reference = Some(r);
     }
-    let mut h = Hybrid::new(sim, &p.transfer, p.net, indicator(&c.indicator)?, p.cfg)
-        .map_err(from_coupling)?;
+    let net = OnRankZero::new(net, frames, comm);
+    let mut h =
+        Hybrid::new(sim, &transfer, net, indicator(&c.indicator)?, hcfg).map_err(from_coupling)?;
     if let Some(s) = saved {
         (ctx.landed_at, ctx.score) = (s.landed_at, s.score);
         h = h.resume(s.hybrid).map_err(from_coupling)?;
@@ -323,7 +377,7 @@ fn drive<'c>(
     Ok((summary, stopped))
 }
 
-/// Runs a job with a `[coupling]` section (collective; one rank for now): the job's setup,
+/// Runs a job with a `[coupling]` section (collective): the job's setup,
 /// output, checkpoints and progress as `wavecp solve` has them, the time loop hybrid. With
 /// `opts.reference` the FE-only run advances beside it. Returns the run's summary and the
 /// hybrid loop's.

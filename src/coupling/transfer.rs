@@ -9,15 +9,22 @@
 //!   grid points around it, over those of them that are not masked (weights renormalised); a
 //!   node with no unmasked neighbour, or outside the zone, is left as it was.
 //!
+//! On a decomposed mesh ([`ZoneTransfer::distribute`]) rank 0 keeps the grid points'
+//! locations in the whole mesh: mesh → grid gathers the owned values there, applies the
+//! serial map and broadcasts the grid; grid → mesh runs on every rank for its own nodes with
+//! the stencils rank 0 computed. Both give the serial transfer's bits on any rank count.
+//!
 //! On a smooth field both are second-order accurate in their spacing (the grid's for grid →
 //! mesh, the mesh's for mesh → grid), and so is the round trip mesh → grid → mesh; the tests
 //! state the measured errors and rates.
 
+use crate::comm::Comm;
 use crate::mesh::{Mesh, PointLocation};
+use crate::partition::Layout;
 
 /// A rectangular grid of `nx × ny` points spanning `[x0, x1] × [y0, y1]`, row by row (x
 /// fastest), as the dataset's zone.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ZoneGrid {
     pub x: [f64; 2],
     pub y: [f64; 2],
@@ -62,10 +69,13 @@ pub enum TransferError {
     },
     #[error("the zone grid and the mesh do not overlap: every grid point lies outside the mesh")]
     NoOverlap,
+    /// What rank 0 sent could not be read (a message damaged between ranks).
+    #[error("transfer set-up between ranks: {0}")]
+    Ranks(String),
 }
 
 /// One mesh node's bilinear stencil on the grid: the node, four grid indices, their weights.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct NodeStencil {
     node: u32,
     points: [u32; 4],
@@ -80,7 +90,26 @@ pub struct ZoneTransfer {
     to_grid: Vec<Option<PointLocation>>,
     /// The mesh nodes inside the zone with at least one unmasked grid neighbour.
     to_mesh: Vec<NodeStencil>,
+    /// The nodes a field has (this rank's owned nodes on a decomposed mesh).
     num_nodes: usize,
+    /// Per grid point, whether it lies in the mesh.
+    mask: Vec<bool>,
+    /// The whole mesh's node count and how many of them the grid covers.
+    mesh_nodes: usize,
+    mesh_covered: usize,
+    /// On a decomposed mesh: where the ranks' owned values go in the whole mesh (rank 0; the
+    /// other ranks hold no `to_grid` locations).
+    ranks: Option<Vec<u64>>,
+}
+
+/// What rank 0 sends each rank of a decomposed mesh.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RankPart {
+    grid: ZoneGrid,
+    mask: Vec<bool>,
+    mesh_nodes: usize,
+    mesh_covered: usize,
+    stencils: Vec<NodeStencil>,
 }
 
 impl ZoneTransfer {
@@ -133,11 +162,80 @@ impl ZoneTransfer {
                 weights,
             });
         }
+        let mask = to_grid.iter().map(Option::is_some).collect();
         Ok(ZoneTransfer {
             grid,
             to_grid,
+            mesh_covered: to_mesh.len(),
             to_mesh,
             num_nodes: mesh.num_nodes(),
+            mask,
+            mesh_nodes: mesh.num_nodes(),
+            ranks: None,
+        })
+    }
+
+    /// The transfer of a decomposed simulation whose rank holds the owned nodes of `layout`,
+    /// from the whole mesh's transfer on rank 0 (`whole`: `Some` there, ignored elsewhere).
+    /// Collective. Fields are then this rank's owned values; use the `_on` methods.
+    pub fn distribute(
+        whole: Option<ZoneTransfer>,
+        layout: &Layout,
+        comm: &dyn Comm,
+    ) -> Result<ZoneTransfer, TransferError> {
+        let no = layout.n_owned;
+        let ids = comm.gather_u64(&layout.global[..no]);
+        let counts = comm.gather_u64(&[no as u64]);
+        let (parts, whole) = match (ids, counts, whole) {
+            (Some(ids), Some(counts), Some(w)) => {
+                let mut at = vec![u32::MAX; w.num_nodes];
+                for (k, st) in w.to_mesh.iter().enumerate() {
+                    at[st.node as usize] = k as u32;
+                }
+                let mut parts = Vec::with_capacity(counts.len());
+                let mut off = 0usize;
+                for &c in &counts {
+                    let mine = &ids[off..off + c as usize];
+                    off += c as usize;
+                    let stencils: Vec<NodeStencil> = mine
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(local, &g)| {
+                            let k = *at.get(g as usize)?;
+                            (k != u32::MAX).then(|| NodeStencil {
+                                node: local as u32,
+                                ..w.to_mesh[k as usize]
+                            })
+                        })
+                        .collect();
+                    parts.push(crate::comm::to_bytes(&RankPart {
+                        grid: w.grid,
+                        mask: w.mask.clone(),
+                        mesh_nodes: w.mesh_nodes,
+                        mesh_covered: w.mesh_covered,
+                        stencils,
+                    }));
+                }
+                (Some(parts), Some((w.to_grid, ids)))
+            }
+            _ => (None, None),
+        };
+        let mine = comm.scatter_bytes(parts);
+        let p: RankPart =
+            bincode::deserialize(&mine).map_err(|e| TransferError::Ranks(e.to_string()))?;
+        let (to_grid, ranks) = match whole {
+            Some((to_grid, ids)) => (to_grid, Some(ids)),
+            None => (vec![], Some(vec![])),
+        };
+        Ok(ZoneTransfer {
+            grid: p.grid,
+            to_grid,
+            to_mesh: p.stencils,
+            num_nodes: no,
+            mask: p.mask,
+            mesh_nodes: p.mesh_nodes,
+            mesh_covered: p.mesh_covered,
+            ranks,
         })
     }
 
@@ -147,26 +245,48 @@ impl ZoneTransfer {
 
     /// Grid points (`nx · ny`): the length of a grid field.
     pub fn points(&self) -> usize {
-        self.to_grid.len()
+        self.mask.len()
     }
 
     /// Per grid point, whether it lies in the mesh (`false`: masked).
     pub fn inside(&self) -> impl Iterator<Item = bool> + '_ {
-        self.to_grid.iter().map(Option::is_some)
+        self.mask.iter().copied()
     }
 
     /// [`ZoneTransfer::inside`] collected.
     pub fn mask(&self) -> Vec<bool> {
-        self.inside().collect()
+        self.mask.clone()
     }
 
-    /// Mesh nodes that [`ZoneTransfer::to_mesh`] writes.
+    /// Mesh nodes that [`ZoneTransfer::to_mesh`] writes (on this rank).
     pub fn covered_nodes(&self) -> usize {
         self.to_mesh.len()
     }
 
+    /// The length of a mesh field this transfer takes (this rank's owned nodes on a
+    /// decomposed mesh).
+    pub fn field_len(&self) -> usize {
+        self.num_nodes
+    }
+
+    /// Whether the grid covers every node of the whole mesh (all ranks together).
+    pub fn covers_mesh(&self) -> bool {
+        self.mesh_covered == self.mesh_nodes
+    }
+
+    /// The whole mesh's nodes and how many of them the grid covers.
+    pub fn mesh_coverage(&self) -> (usize, usize) {
+        (self.mesh_covered, self.mesh_nodes)
+    }
+
     /// The FE field `u` (one value per mesh node) at the grid points; masked points get 0.
+    /// A transfer of a decomposed mesh takes [`ZoneTransfer::to_grid_on`].
     pub fn to_grid(&self, u: &[f64], out: &mut [f64]) -> Result<(), TransferError> {
+        if self.ranks.is_some() {
+            return Err(TransferError::Ranks(
+                "a transfer of a decomposed mesh maps to the grid collectively (to_grid_on)".into(),
+            ));
+        }
         self.check_len("mesh field", self.num_nodes, u.len())?;
         self.check_len("grid field", self.to_grid.len(), out.len())?;
         for (o, s) in out.iter_mut().zip(&self.to_grid) {
@@ -175,10 +295,44 @@ impl ZoneTransfer {
         Ok(())
     }
 
+    /// [`ZoneTransfer::to_grid`] of a field spread over the ranks of `comm` (this rank's owned
+    /// values; collective): the grid on every rank, the serial map's bits.
+    pub fn to_grid_on(
+        &self,
+        u: &[f64],
+        out: &mut [f64],
+        comm: &dyn Comm,
+    ) -> Result<(), TransferError> {
+        let Some(ids) = &self.ranks else {
+            return self.to_grid(u, out);
+        };
+        self.check_len("mesh field", self.num_nodes, u.len())?;
+        self.check_len("grid field", self.mask.len(), out.len())?;
+        let mut bytes = Vec::new();
+        if let Some(g) = comm.gather_f64(u) {
+            let mut whole = vec![0.0; self.mesh_nodes];
+            for (v, &i) in g.iter().zip(ids) {
+                whole[i as usize] = *v;
+            }
+            for (o, s) in out.iter_mut().zip(&self.to_grid) {
+                *o = s.as_ref().map_or(0.0, |s| s.interpolate(&whole));
+            }
+            bytes = crate::comm::to_bytes(&*out);
+        }
+        comm.broadcast_bytes(&mut bytes);
+        if comm.rank() != 0 {
+            let g: Vec<f64> =
+                bincode::deserialize(&bytes).map_err(|e| TransferError::Ranks(e.to_string()))?;
+            self.check_len("grid field from rank 0", out.len(), g.len())?;
+            out.copy_from_slice(&g);
+        }
+        Ok(())
+    }
+
     /// Writes the grid field `g` into `u` at the mesh nodes the grid covers; the other nodes
     /// keep their values.
     pub fn to_mesh(&self, g: &[f64], u: &mut [f64]) -> Result<(), TransferError> {
-        self.check_len("grid field", self.to_grid.len(), g.len())?;
+        self.check_len("grid field", self.mask.len(), g.len())?;
         self.check_len("mesh field", self.num_nodes, u.len())?;
         for s in &self.to_mesh {
             u[s.node as usize] = s
