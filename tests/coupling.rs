@@ -606,6 +606,7 @@ pub(crate) mod hybrid {
             peak_rss_mb: 0.0,
             epoch_s: 0.0,
             zone: Some([0.0, 1.0, 0.0, 1.0]),
+            calibration: None,
         };
         let path = dir.join("untrained.safetensors");
         save(&path, &model, &meta, None).unwrap();
@@ -980,5 +981,157 @@ pub(crate) mod hybrid {
             .unwrap_err()
             .to_string();
         assert!(e.contains("hybrid run"), "{e}");
+    }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn bench_couple_covers_the_same_steps_both_ways_and_its_model_adds_up() {
+        use wavecp::coupling::bench::{run, CoupleBench};
+        let b = CoupleBench {
+            nodes: vec![400, 1600],
+            model: crate::common::repo("models/small_cp.toml"),
+            grid: 16,
+            t_in: 8,
+            t_out: 8,
+            frame_dt: 0.04,
+            windows: 2,
+            indicator: "energy_change".into(),
+            device: wavecp::nn::Device::Cpu,
+        };
+        let r = run(&b).unwrap();
+        assert_eq!(r.cases.len(), 2);
+        for c in &r.cases {
+            // The step divides the frame spacing and is stable; every window was accepted.
+            assert!((c.dt * c.stride as f64 - 0.04).abs() < 1e-12, "{c:?}");
+            assert_eq!(c.window_steps, 8 * c.stride);
+            assert_eq!(c.steps, 7 * c.stride + 2 * c.window_steps);
+            assert_eq!(c.windows_accepted, 2);
+            // The hybrid's FE ran the warm-up only: its time is far below the FE-only run's.
+            assert!(c.fe_s < c.fe_only_s, "{c:?}");
+            assert!(c.speedup > 0.0 && c.predicted_speedup > 0.0);
+            approx::assert_relative_eq!(
+                c.prediction_error,
+                c.predicted_speedup / c.speedup - 1.0,
+                max_relative = 1e-12
+            );
+        }
+        // A finer mesh takes more FE steps a frame (dt shrinks with the cells).
+        assert!(r.cases[1].stride > r.cases[0].stride);
+        assert!(r.inference_per_window_s > 0.0);
+    }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn a_calibration_turns_a_tolerance_into_the_threshold_its_risk_allows() {
+        use wavecp::surrogate::calibration::Calibration;
+        // Error = score / 100 exactly: with no risk the threshold admits exactly the windows
+        // within the tolerance; a risk of 10 % admits a few more.
+        let pairs: Vec<(f64, f64)> = (0..100)
+            .map(|k| (k as f64, k as f64 / 100.0))
+            .rev()
+            .collect();
+        let c = Calibration::new("fe_probe", 0.0, &pairs).unwrap();
+        let t = c.threshold(0.5);
+        assert!(t > 50.0 && t <= 50.0 + 1e-12, "{t}");
+        let c = Calibration::new("fe_probe", 0.1, &pairs).unwrap();
+        // Prefix of n windows (scores 0..n-1) has n - 51 above 0.5: n - 51 <= 0.1 n up to n = 56.
+        let t = c.threshold(0.5);
+        assert!(t > 55.0 && t < 56.0, "{t}");
+        // Nothing qualifies below every error; everything at a tolerance above them all, but
+        // never past the largest calibrated score.
+        assert_eq!(c.threshold(-1.0), 0.0);
+        let all = c.threshold(2.0);
+        assert!(all > 99.0 && all < 99.0 + 1e-9);
+        // Monotone in the tolerance.
+        let ts: Vec<f64> = (0..=20).map(|k| c.threshold(k as f64 / 20.0)).collect();
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{ts:?}");
+        // Bad input is refused.
+        assert!(Calibration::new("x", 0.1, &[]).is_err());
+        assert!(Calibration::new("x", 1.0, &pairs).is_err());
+        assert!(Calibration::new("x", 0.1, &[(f64::NAN, 0.1)]).is_err());
+        assert!(Calibration::new("x", 0.1, &[(-1.0, 0.1)]).is_err());
+        // On noisy pairs the held-out exceedance stays near the risk: calibrate on one half of
+        // error = score * (1 + noise), check on the other.
+        let mut state = 7u64;
+        let mut noise = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let draw = |n: usize, noise: &mut dyn FnMut() -> f64| -> Vec<(f64, f64)> {
+            (0..n)
+                .map(|_| {
+                    let s = noise();
+                    (s, s * (0.5 + noise()))
+                })
+                .collect()
+        };
+        let cal = Calibration::new("fe_probe", 0.1, &draw(4000, &mut noise)).unwrap();
+        let test = draw(4000, &mut noise);
+        let t = cal.threshold(0.3);
+        let acc: Vec<_> = test.iter().filter(|p| p.0 < t).collect();
+        let over = acc.iter().filter(|p| p.1 > 0.3).count() as f64 / acc.len() as f64;
+        assert!(
+            acc.len() > 1000 && (over - 0.1).abs() < 0.03,
+            "{} accepted, {over}",
+            acc.len()
+        );
+    }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn calibrate_stores_the_calibration_and_a_hybrid_run_states_its_tolerance_in_error_units() {
+        use wavecp::coupling::calibrate::{calibrate, Sampling};
+        use wavecp::coupling::solve::run_hybrid;
+        use wavecp::sim::RunOptions;
+        use wavecp::surrogate::modelfile;
+        let dir = tempfile::tempdir().unwrap();
+        let model = untrained(dir.path(), 2.0 * 0.01);
+        let s = Sampling {
+            model: model.clone(),
+            job: crate::common::repo("examples/indicator_study/dataset.toml"),
+            indicators: vec!["fe_probe".into()],
+            scenarios: 4,
+            seed: 5,
+            frequency_factor: 1.0,
+        };
+        let tols = [0.5, 1.0, 2.0];
+        let (c, r) = calibrate(&s, (0.1, 0.5, 1.0), &tols).unwrap();
+        // 40 frames a scenario, 8 in and 8 out: 25 windows each, 2 scenarios a side.
+        assert_eq!((r.calibration_windows, r.held_out_windows), (50, 50));
+        assert_eq!(c.scores.len(), 50);
+        assert!(c.scores.windows(2).all(|w| w[0] <= w[1]));
+        for h in &r.held_out {
+            assert_eq!(h.threshold, c.threshold(h.tolerance));
+            assert!(h.accepted <= 50 && (0.0..=1.0).contains(&h.exceeded_fraction));
+        }
+        // Stored with the model; a hybrid job with that indicator reads its tolerance as a
+        // window error, and one with another indicator as the raw value.
+        let mut l = modelfile::load(&model).unwrap();
+        l.meta.calibration = Some(c.clone());
+        let calibrated = dir.path().join("calibrated.safetensors");
+        modelfile::save(&calibrated, &l.model, &l.meta, None).unwrap();
+        assert_eq!(
+            modelfile::load(&calibrated).unwrap().meta.calibration,
+            Some(c.clone())
+        );
+        let base = std::path::Path::new(".");
+        let mut cfg = hybrid_job(dir.path(), &calibrated, 1.0);
+        let (_, h) = run_hybrid(&cfg, base, &RunOptions::default(), &wavecp::comm::Serial).unwrap();
+        let t = c.threshold(1.0);
+        assert_eq!(h.indicator_threshold, Some(t));
+        for (score, accepted) in &h.windows {
+            if let Some(v) = score {
+                assert_eq!(*accepted, *v < t, "{v} against {t}");
+            }
+        }
+        cfg.coupling.as_mut().unwrap().indicator = "residual".into();
+        let (_, h) = run_hybrid(&cfg, base, &RunOptions::default(), &wavecp::comm::Serial).unwrap();
+        assert_eq!(h.indicator_threshold, None);
+        // Tolerance 0 stays the FE-only run: nothing is accepted.
+        let cfg = hybrid_job(dir.path(), &calibrated, 0.0);
+        let (_, h) = run_hybrid(&cfg, base, &RunOptions::default(), &wavecp::comm::Serial).unwrap();
+        assert_eq!((h.windows_accepted, h.indicator_threshold), (0, Some(0.0)));
     }
 }

@@ -114,6 +114,10 @@ pub struct HybridSummary {
     pub speedup: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rel_l2_error: Option<f64>,
+    /// With a model calibrated for the indicator: the indicator value the tolerance (a window
+    /// error) became; windows scoring below it are accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicator_threshold: Option<f64>,
     /// Each window's indicator value (none where it was not tried: a tolerance of 0, or the
     /// cap on accepted windows in a row) and whether it was accepted, in order.
     pub windows: Vec<(Option<f64>, bool)>,

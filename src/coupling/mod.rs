@@ -4,6 +4,10 @@
 //! back. The FE [`Simulation`] is the first implementation; the surrogate stepper, the hybrid
 //! scheduler and the submodel driver come next (issues 18–20).
 
+#[cfg(feature = "hdf5")]
+pub mod bench;
+#[cfg(feature = "hdf5")]
+pub mod calibrate;
 pub mod handback;
 pub mod hybrid;
 pub mod indicators;

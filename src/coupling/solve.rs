@@ -51,7 +51,7 @@ fn from_coupling(e: CouplingError) -> DriverError {
 }
 
 /// The named indicator.
-fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
+pub(crate) fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
     Ok(match name {
         "fe_probe" => Box::new(FeProbe),
         "energy_balance" => Box::new(EnergyBalance),
@@ -59,6 +59,49 @@ fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
         "residual" => Box::new(Residual),
         other => return Err(err(format!("no indicator `{other}`"))),
     })
+}
+
+/// The hybrid demo (`wavecp demo`): the indicator study's 15 × 15 unit square with absorbing
+/// sides and an in-distribution Ricker source, 100 steps, the surrogate `model` (the shipped
+/// `models/demo_cp.safetensors`: trained and calibrated on that square by
+/// `scripts/make-demo-model`) with the FE probe; `overrides` as `--set` gives them.
+pub fn demo_config(model: &Path, overrides: &[String]) -> Result<Config, crate::config::ConfigError> {
+    let text = format!(
+        r#"[mesh.generate]
+shape = "quad"
+nx = 15
+ny = 15
+[material]
+c = 1.0
+[[boundary]]
+tags = ["left", "right", "top", "bottom"]
+kind = "absorbing"
+[[source]]
+position = [0.45, 0.55]
+frequency = 2.0
+amplitude = 1.0
+delay = 0.2
+[time]
+end = 1.0
+dt = 0.01
+[[receiver]]
+position = [0.3, 0.3]
+name = "r0"
+[[receiver]]
+position = [0.7, 0.6]
+name = "r1"
+[output]
+path = "wavecp_demo.vtkhdf"
+every = 2
+[coupling]
+model = "{}"
+tolerance = 0.3
+indicator = "fe_probe"
+velocity = "fit"
+"#,
+        model.display()
+    );
+    Config::from_toml(&text, "the hybrid demo", overrides)
 }
 
 /// The point fields and values a hybrid run writes beside `u`.
@@ -195,12 +238,49 @@ struct Parts {
     transfer: ZoneTransfer,
     net: NetworkForecaster,
     cfg: HybridConfig,
+    /// The indicator threshold the tolerance became, when the model carries a calibration of
+    /// the job's indicator.
+    threshold: Option<f64>,
+}
+
+/// The indicator threshold `c.tolerance` becomes under the model's calibration of the job's
+/// indicator, or `None` (the tolerance then bounds the raw indicator value).
+fn calibrated(c: &CouplingConfig, meta: &crate::surrogate::modelfile::ModelMeta) -> Option<f64> {
+    match &meta.calibration {
+        Some(cal) if cal.indicator == c.indicator => {
+            let t = cal.threshold(c.tolerance);
+            tracing::info!(
+                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibrated on {} windows, risk {})",
+                c.tolerance,
+                c.indicator,
+                cal.scores.len(),
+                cal.risk
+            );
+            Some(t)
+        }
+        Some(cal) => {
+            tracing::warn!(
+                "the model's calibration is of `{}`, not `{}`: the tolerance bounds the raw indicator value",
+                cal.indicator,
+                c.indicator
+            );
+            None
+        }
+        None => {
+            tracing::warn!(
+                "the model carries no calibration (wavecp calibrate): the tolerance bounds the raw `{}` value",
+                c.indicator
+            );
+            None
+        }
+    }
 }
 
 fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<Parts, DriverError> {
     let model = base.join(&c.model);
     let loaded = crate::surrogate::modelfile::load(&model).map_err(err)?;
     let meta = loaded.meta.clone();
+    let threshold = calibrated(c, &meta);
     let zone = meta.zone.ok_or_else(|| {
         err(format!(
             "{} does not record the zone it was trained on (trained before zones were kept): retrain it",
@@ -237,11 +317,16 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     };
     let cfg = HybridConfig {
         stride,
-        tolerance: c.tolerance,
+        tolerance: threshold.unwrap_or(c.tolerance),
         max_consecutive: c.max_consecutive,
         velocity,
     };
-    Ok(Parts { transfer, net, cfg })
+    Ok(Parts {
+        transfer,
+        net,
+        cfg,
+        threshold,
+    })
 }
 
 /// What every rank holds of the pieces: the transfer of its own nodes, the network (rank 0
@@ -251,6 +336,7 @@ struct OnRanks {
     net: Option<NetworkForecaster>,
     cfg: HybridConfig,
     frames: (usize, usize),
+    threshold: Option<f64>,
 }
 
 /// [`parts`] on rank 0, its outcome told to every rank (collective): each rank gets its
@@ -262,30 +348,33 @@ fn parts_on(
 ) -> Result<OnRanks, DriverError> {
     let comm = sim.comm();
     let root = (comm.rank() == 0).then(|| parts(c, job, sim.dt()));
+    type Told = (HybridConfig, usize, usize, Option<f64>);
     let mut head = match &root {
-        Some(Ok(p)) => {
-            crate::comm::to_bytes(&Ok::<_, String>((p.cfg, p.net.t_in(), p.net.t_out())))
-        }
-        Some(Err(e)) => {
-            crate::comm::to_bytes(&Err::<(HybridConfig, usize, usize), _>(e.to_string()))
-        }
+        Some(Ok(p)) => crate::comm::to_bytes(&Ok::<Told, String>((
+            p.cfg,
+            p.net.t_in(),
+            p.net.t_out(),
+            p.threshold,
+        ))),
+        Some(Err(e)) => crate::comm::to_bytes(&Err::<Told, _>(e.to_string())),
         None => vec![],
     };
     comm.broadcast_bytes(&mut head);
-    let told: Result<(HybridConfig, usize, usize), String> =
+    let told: Result<Told, String> =
         bincode::deserialize(&head).map_err(|e| err(format!("set-up from rank 0: {e}")))?;
     let (whole, net) = match root {
         Some(Err(e)) => return Err(e),
         Some(Ok(p)) => (Some(p.transfer), Some(p.net)),
         None => (None, None),
     };
-    let (cfg, t_in, t_out) = told.map_err(DriverError::OtherRank)?;
+    let (cfg, t_in, t_out, threshold) = told.map_err(DriverError::OtherRank)?;
     let transfer = ZoneTransfer::distribute(whole, sim.layout(), comm).map_err(err)?;
     Ok(OnRanks {
         transfer,
         net,
         cfg,
         frames: (t_in, t_out),
+        threshold,
     })
 }
 
@@ -319,6 +408,7 @@ fn drive<'c>(
         net,
         cfg: hcfg,
         frames,
+        threshold,
     } = parts_on(c, job, sim)?;
     let comm = sim.comm();
     let saved = std::mem::take(&mut lock(extras).state);
@@ -365,6 +455,7 @@ fn drive<'c>(
         .run_with(last, &mut ctx, &mut [&mut observed])
         .map_err(from_coupling)?;
     summary.wall_s = (summary.wall_s - ctx.observed.as_secs_f64()).max(0.0);
+    summary.indicator_threshold = threshold;
     if let Some(r) = &ctx.reference {
         summary.reference_wall_s = Some(r.wall.as_secs_f64());
         summary.speedup = Some(r.wall.as_secs_f64() / summary.wall_s.max(1e-12));

@@ -1,6 +1,7 @@
 //! The surrogate workflow: datasets of FE frames → windows → training → model files →
 //! evaluation (one window and autoregressive rollout) and prediction.
 
+pub mod calibration;
 pub mod data;
 pub mod engine;
 pub mod eval;

@@ -37,6 +37,10 @@ pub struct ModelMeta {
     /// The zone grid the model was trained on, `[x0, x1, y0, y1]` (older files: unknown).
     #[serde(default)]
     pub zone: Option<[f64; 4]>,
+    /// An error indicator's calibration (`wavecp calibrate`): the tolerance of a hybrid run
+    /// with that indicator is then in error units.
+    #[serde(default)]
+    pub calibration: Option<super::calibration::Calibration>,
 }
 
 /// Training state kept in checkpoints.

@@ -280,6 +280,8 @@ impl Data {
             peak_rss_mb: peak_rss_mb(),
             epoch_s: 0.0,
             zone: fs.zone,
+            // New weights: a calibration of other weights does not hold.
+            calibration: None,
         }
     }
 }

@@ -18,6 +18,9 @@ pub enum BenchCmd {
     Kernels(KernelsArgs),
     /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
     Fe(FeArgs),
+    /// Hybrid stepping against the FE alone over the FE node count, every window accepted,
+    /// with the cost model's predicted speed-up beside the measured one.
+    Couple(CoupleArgs),
     /// One rank count of `bench fe --ranks` (run under mpirun by it).
     #[command(hide = true)]
     FeRanks(FeRanksArgs),
@@ -115,6 +118,37 @@ pub struct FeArgs {
 }
 
 #[derive(clap::Args)]
+pub struct CoupleArgs {
+    /// Approximate FE node counts, smallest first (the cost model is fitted on the first).
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    pub nodes: Vec<usize>,
+    /// The network's architecture (its initial weights: the cost does not depend on them).
+    #[arg(long, default_value = "models/paper_cp.toml")]
+    pub model: PathBuf,
+    /// Network grid side (points).
+    #[arg(long, default_value_t = 64)]
+    pub grid: usize,
+    #[arg(long, default_value_t = 8)]
+    pub t_in: usize,
+    #[arg(long, default_value_t = 8)]
+    pub t_out: usize,
+    /// Time between frames.
+    #[arg(long, default_value_t = 0.02)]
+    pub frame_dt: f64,
+    /// Windows after the warm-up.
+    #[arg(long, default_value_t = 4)]
+    pub windows: usize,
+    /// residual, energy_change, energy_balance or fe_probe.
+    #[arg(long, default_value = "residual")]
+    pub indicator: String,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// cpu, cuda or cuda:N: where the network runs.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(clap::Args)]
 pub struct FeRanksArgs {
     #[arg(long)]
     pub nodes: usize,
@@ -132,6 +166,7 @@ pub fn run(cmd: BenchCmd, comm: &dyn wavecp::comm::Comm) -> Result<()> {
         BenchCmd::Kernels(a) => kernels(a),
         BenchCmd::Fe(a) if !a.ranks.is_empty() => fe_ranks(&a.ranks, a.nodes, a.steps, a.samples),
         BenchCmd::Fe(a) => fe(a),
+        BenchCmd::Couple(a) => couple(a),
         BenchCmd::FeRanks(a) => fe_one_rank_count(a, comm),
     }
 }
@@ -256,6 +291,56 @@ fn fe(a: FeArgs) -> Result<()> {
     let report = wavecp::bench::run_fe(nodes, &threads, &ops, steps, samples)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+#[cfg(feature = "hdf5")]
+fn couple(a: CoupleArgs) -> Result<()> {
+    let CoupleArgs {
+        nodes,
+        model,
+        grid,
+        t_in,
+        t_out,
+        frame_dt,
+        windows,
+        indicator,
+        threads,
+        device,
+    } = a;
+    anyhow::ensure!(
+        !nodes.is_empty() && nodes.iter().all(|&n| n >= 9),
+        "--nodes takes node counts of at least 9"
+    );
+    anyhow::ensure!(
+        grid >= 2 && t_in >= 2 && t_out >= 1 && windows >= 1 && threads >= 1,
+        "--grid must be at least 2, --t-in 2, --t-out, --windows and --threads 1"
+    );
+    anyhow::ensure!(
+        frame_dt.is_finite() && frame_dt > 0.0,
+        "--frame-dt must be a positive number"
+    );
+    let b = wavecp::coupling::bench::CoupleBench {
+        nodes,
+        model,
+        grid,
+        t_in,
+        t_out,
+        frame_dt,
+        windows,
+        indicator,
+        device: device
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+    };
+    let report = wavecp::threads::with_threads(threads, || wavecp::coupling::bench::run(&b))
+        .map_err(|e| anyhow::anyhow!(e))??;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn couple(_: CoupleArgs) -> Result<()> {
+    anyhow::bail!("bench couple needs the surrogate's model files: build with the `hdf5` feature")
 }
 
 fn fe_one_rank_count(a: FeRanksArgs, comm: &dyn wavecp::comm::Comm) -> Result<()> {

@@ -2,6 +2,7 @@
 //! subcommands. Nothing here computes; each module calls the library and prints.
 
 mod bench;
+mod couple;
 mod device;
 mod solve;
 mod surrogate;
@@ -38,6 +39,9 @@ pub enum Cmd {
     Eval(surrogate::EvalArgs),
     /// Compare models on one test set (the first is the reference): parameters, memory, time, errors.
     Compare(surrogate::CompareArgs),
+    /// Calibrate a model's error indicator on held-out scenarios (hybrid tolerance in error
+    /// units) and store it in the model file.
+    Calibrate(couple::CalibrateArgs),
     /// Predict the frames after the first t_in frames of each sample of an HDF5 file.
     Predict(surrogate::PredictArgs),
     /// Model files: layer list and trainable parameters of a TOML architecture.
@@ -89,6 +93,7 @@ pub fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         Cmd::Eval(a) => surrogate::eval(a),
         Cmd::Compare(a) => surrogate::compare(a),
         Cmd::Predict(a) => surrogate::predict(a),
+        Cmd::Calibrate(a) => couple::calibrate(a),
         Cmd::Model {
             cmd: ModelCmd::Info { file, json },
         } => surrogate::model_info(&file, json),

@@ -1,0 +1,92 @@
+//! `wavecp calibrate`: an error indicator calibrated on held-out scenarios and stored with the
+//! model, so that a hybrid run's tolerance is in error units.
+
+use anyhow::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct CalibrateArgs {
+    /// The trained model file (its best weights, not a training checkpoint).
+    pub model: PathBuf,
+    /// The dataset job it was trained on: its mesh, zone, frames and scenario ranges.
+    pub job: PathBuf,
+    /// The indicator to calibrate (fe_probe, energy_balance, energy_change, residual).
+    #[arg(long, default_value = "fe_probe")]
+    pub indicator: String,
+    /// Scenarios drawn (the first `1 - holdout` of them calibrate, the rest check).
+    #[arg(long, default_value_t = 40)]
+    pub scenarios: usize,
+    #[arg(long, default_value_t = 0.5)]
+    pub holdout: f64,
+    /// Fraction of accepted calibration windows allowed above the tolerance.
+    #[arg(long, default_value_t = 0.1)]
+    pub risk: f64,
+    /// Seed of the scenarios (not the dataset's, so that they are held out).
+    #[arg(long, default_value_t = 1234)]
+    pub seed: u64,
+    /// Multiplies the drawn source frequencies of the calibration scenarios.
+    #[arg(long, default_value_t = 1.0)]
+    pub frequency_factor: f64,
+    /// The same for the held-out scenarios (> 1: out of the trained range); default: as
+    /// --frequency-factor.
+    #[arg(long)]
+    pub check_frequency_factor: Option<f64>,
+    /// Tolerances (relative L2 window errors) to check on the held-out windows.
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3,0.5")]
+    pub tolerances: Vec<f64>,
+    /// Where the calibrated model goes (default: replaces MODEL).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only report; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(feature = "hdf5")]
+pub fn calibrate(a: CalibrateArgs) -> Result<()> {
+    use wavecp::surrogate::modelfile;
+    anyhow::ensure!(a.scenarios >= 2, "--scenarios must be at least 2");
+    anyhow::ensure!(
+        a.frequency_factor.is_finite() && a.frequency_factor > 0.0,
+        "--frequency-factor must be a positive number"
+    );
+    let loaded = modelfile::load(&a.model)?;
+    anyhow::ensure!(
+        loaded.train.is_none(),
+        "{} is a training checkpoint: calibrate the best model (best.safetensors)",
+        a.model.display()
+    );
+    let s = wavecp::coupling::calibrate::Sampling {
+        model: a.model.clone(),
+        job: a.job.clone(),
+        indicators: vec![a.indicator.clone()],
+        scenarios: a.scenarios,
+        seed: a.seed,
+        frequency_factor: a.frequency_factor,
+    };
+    let check = a.check_frequency_factor.unwrap_or(a.frequency_factor);
+    anyhow::ensure!(
+        check.is_finite() && check > 0.0,
+        "--check-frequency-factor must be a positive number"
+    );
+    let (c, report) =
+        wavecp::coupling::calibrate::calibrate(&s, (a.risk, a.holdout, check), &a.tolerances)?;
+    if !a.dry_run {
+        let out = a.out.as_ref().unwrap_or(&a.model);
+        let mut meta = loaded.meta;
+        meta.calibration = Some(c);
+        modelfile::save(out, &loaded.model, &meta, None)?;
+        tracing::info!(
+            "calibration of `{}` written to {}",
+            a.indicator,
+            out.display()
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "hdf5"))]
+pub fn calibrate(_: CalibrateArgs) -> Result<()> {
+    anyhow::bail!("calibrate needs the datasets' HDF5 support: build with the `hdf5` feature")
+}

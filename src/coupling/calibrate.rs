@@ -1,0 +1,310 @@
+//! How far an error indicator can be trusted, measured and stored: held-out scenarios of a
+//! dataset job are run by the FE, every window of the model is forecast from the FE's own past
+//! frames, and its true error (relative L2 over the window's frames, grid points inside the
+//! mesh) is set against each indicator's value from the FE state at the window's start
+//! (`wavecp calibrate`, `examples/indicator_study.rs`).
+//!
+//! The scenarios are split: the first part calibrates ([`Calibration`]: the tolerance of a
+//! hybrid run in error units), the rest (drawn with the next seed, and with their own
+//! frequency factor to check out of the trained range) checks it — for each tolerance, how
+//! many of the held-out windows would be accepted and how many of those are in truth worse
+//! than the tolerance.
+
+use super::hybrid::{Forecaster, Indicator, WindowView};
+use super::network::NetworkForecaster;
+use super::transfer::{ZoneGrid, ZoneTransfer};
+use super::CouplingError;
+use crate::comm::Serial;
+use crate::config::SourceConfig;
+use crate::dataset::DatasetJob;
+use crate::nn::Device;
+use crate::surrogate::calibration::Calibration;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Which windows to sample.
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    pub model: PathBuf,
+    /// A dataset job: its mesh, zone, frames and scenario ranges (sources drawn with `seed`).
+    pub job: PathBuf,
+    pub indicators: Vec<String>,
+    pub scenarios: usize,
+    pub seed: u64,
+    /// Multiplies the drawn source frequencies (> 1 leaves the trained range).
+    pub frequency_factor: f64,
+}
+
+/// The sampled windows: per window its scenario and true error, per indicator its values;
+/// and the time spent forecasting and scoring.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    pub scenario: Vec<usize>,
+    pub errors: Vec<f64>,
+    pub scores: Vec<Vec<f64>>,
+    pub inference_s: f64,
+    pub indicator_s: Vec<f64>,
+}
+
+fn setup(e: impl std::fmt::Display) -> CouplingError {
+    CouplingError::Setup(e.to_string())
+}
+
+/// Relative L2 difference of two frame sequences.
+pub fn rel_l2(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    let (mut d, mut r) = (0.0, 0.0);
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        d += (x - y) * (x - y);
+        r += y * y;
+    }
+    (d / r.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Ranks of `v` (1-based; ties share their mean rank).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        for &k in &idx[i..=j] {
+            r[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation.
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// Runs the scenarios and scores every window (one rank).
+pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
+    let job = DatasetJob::load(&s.job, &[]).map_err(setup)?;
+    let base = s.job.parent().unwrap_or(Path::new("."));
+    let z = &job.zone;
+    let grid = ZoneGrid {
+        x: z.x,
+        y: z.y,
+        nx: z.nx,
+        ny: z.ny,
+    };
+    let mut inds: Vec<Box<dyn Indicator>> = s
+        .indicators
+        .iter()
+        .map(|n| super::solve::indicator(n).map_err(setup))
+        .collect::<Result<_, _>>()?;
+    let (stride, start, count) = (job.frames.stride, job.frames.start, job.frames.count);
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let mut pick = |r: [f64; 2]| rng.random_range(r[0]..=r[1]);
+    let mut w = Windows {
+        scores: vec![vec![]; inds.len()],
+        indicator_s: vec![0.0; inds.len()],
+        ..Windows::default()
+    };
+    let mesh = crate::sim::load_mesh(&job.mesh, base)?;
+    let transfer = ZoneTransfer::new(&mesh, grid)?;
+    let mut net: Option<NetworkForecaster> = None;
+    for scenario in 0..s.scenarios {
+        let r = &job.sampling;
+        let source = SourceConfig {
+            position: [pick(r.source_x), pick(r.source_y)],
+            frequency: s.frequency_factor * pick(r.frequency),
+            amplitude: pick(r.amplitude),
+            delay: r.delay.map(&mut pick),
+        };
+        let end = (start + (count - 1) * stride) as f64 * job.time.dt.unwrap_or(1.0);
+        let cfg = job.fe_config(end, vec![source]);
+        let (mut sim, _) = crate::sim::from_job(&cfg, base, &Serial)?;
+        let frame_dt = stride as f64 * sim.dt();
+        if net.is_none() {
+            net = Some(NetworkForecaster::open(
+                &s.model,
+                Device::Cpu,
+                &transfer,
+                frame_dt,
+            )?);
+        }
+        let net = net.as_mut().ok_or_else(|| setup("no network"))?;
+        let (t_in, t_out) = (net.t_in(), net.t_out());
+        if count < t_in + t_out {
+            return Err(setup(format!(
+                "the job records {count} frames a scenario; a window needs {t_in} + {t_out}"
+            )));
+        }
+        sim.advance(start);
+        let (mut frames, mut states) = (vec![], vec![]);
+        for k in 0..count {
+            if k > 0 {
+                sim.advance(stride);
+            }
+            let mut g = vec![0.0; transfer.points()];
+            transfer.to_grid(sim.u(), &mut g)?;
+            frames.push(g);
+            states.push(sim.state());
+        }
+        for k in t_in - 1..count - t_out {
+            let past: Vec<&[f64]> = frames[k + 1 - t_in..=k].iter().map(|f| &f[..]).collect();
+            let t0 = Instant::now();
+            let forecast = net.forecast(&past)?;
+            w.inference_s += t0.elapsed().as_secs_f64();
+            w.errors.push(rel_l2(&forecast, &frames[k + 1..=k + t_out]));
+            w.scenario.push(scenario);
+            for (i, ind) in inds.iter_mut().enumerate() {
+                sim.restore(&states[k])?;
+                let t0 = Instant::now();
+                let score = ind.score(WindowView {
+                    sim: &mut sim,
+                    transfer: &transfer,
+                    past: &past,
+                    forecast: &forecast,
+                    stride,
+                })?;
+                w.indicator_s[i] += t0.elapsed().as_secs_f64();
+                w.scores[i].push(score);
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// How a calibration holds on the held-out windows at one tolerance.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldOut {
+    pub tolerance: f64,
+    /// The indicator threshold the tolerance becomes.
+    pub threshold: f64,
+    /// Held-out windows accepted (indicator below the threshold), and of those the fraction
+    /// whose true error exceeds the tolerance.
+    pub accepted: usize,
+    pub accepted_fraction: f64,
+    pub exceeded_fraction: f64,
+    /// Held-out windows whose true error is within the tolerance (what a perfect indicator
+    /// would accept).
+    pub within: usize,
+}
+
+/// What `wavecp calibrate` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    pub model: String,
+    pub indicator: String,
+    pub risk: f64,
+    pub scenarios: usize,
+    /// The frequency factor of the held-out scenarios.
+    pub held_out_frequency_factor: f64,
+    pub calibration_windows: usize,
+    pub held_out_windows: usize,
+    pub spearman_calibration: f64,
+    pub spearman_held_out: f64,
+    pub median_error: f64,
+    pub indicator_cost_share_of_inference: f64,
+    pub held_out: Vec<HeldOut>,
+}
+
+/// Calibrates `s.indicators[0]` on `1 − holdout` of the scenarios, checks it at `tolerances`
+/// on the others (drawn with seed `s.seed + 1` and frequency factor `check_factor`).
+pub fn calibrate(
+    s: &Sampling,
+    (risk, holdout, check_factor): (f64, f64, f64),
+    tolerances: &[f64],
+) -> Result<(Calibration, CalibrationReport), CouplingError> {
+    let indicator = s
+        .indicators
+        .first()
+        .ok_or_else(|| setup("no indicator to calibrate"))?;
+    if !(holdout > 0.0 && holdout < 1.0) {
+        return Err(setup(format!("holdout {holdout} is not in (0, 1)")));
+    }
+    let split = ((1.0 - holdout) * s.scenarios as f64).round() as usize;
+    let pairs = |w: &Windows| -> Vec<(f64, f64)> {
+        w.scores[0]
+            .iter()
+            .copied()
+            .zip(w.errors.iter().copied())
+            .collect()
+    };
+    let (cal, test, cost) = if split == 0 || split == s.scenarios {
+        (vec![], vec![], 0.0)
+    } else {
+        let w = sample(&Sampling {
+            scenarios: split,
+            ..s.clone()
+        })?;
+        let t = sample(&Sampling {
+            scenarios: s.scenarios - split,
+            seed: s.seed.wrapping_add(1),
+            frequency_factor: check_factor,
+            ..s.clone()
+        })?;
+        let cost = (w.indicator_s[0] + t.indicator_s[0]) / (w.inference_s + t.inference_s);
+        (pairs(&w), pairs(&t), cost)
+    };
+    if cal.is_empty() || test.is_empty() {
+        return Err(setup(format!(
+            "{} scenarios split {split} / {} leave a side without windows: take more scenarios",
+            s.scenarios,
+            s.scenarios - split
+        )));
+    }
+    let c = Calibration::new(indicator, risk, &cal).map_err(setup)?;
+    let held_out = tolerances
+        .iter()
+        .map(|&tol| {
+            let threshold = c.threshold(tol);
+            let acc: Vec<&(f64, f64)> = test.iter().filter(|p| p.0 < threshold).collect();
+            let over = acc.iter().filter(|p| p.1 > tol).count();
+            HeldOut {
+                tolerance: tol,
+                threshold,
+                accepted: acc.len(),
+                accepted_fraction: acc.len() as f64 / test.len() as f64,
+                exceeded_fraction: if acc.is_empty() {
+                    0.0
+                } else {
+                    over as f64 / acc.len() as f64
+                },
+                within: test.iter().filter(|p| p.1 <= tol).count(),
+            }
+        })
+        .collect();
+    let corr = |p: &[(f64, f64)]| {
+        let (a, b): (Vec<f64>, Vec<f64>) = p.iter().copied().unzip();
+        spearman(&a, &b)
+    };
+    let mut sorted: Vec<f64> = cal.iter().chain(&test).map(|p| p.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    let report = CalibrationReport {
+        model: s.model.display().to_string(),
+        indicator: indicator.clone(),
+        risk,
+        scenarios: s.scenarios,
+        held_out_frequency_factor: check_factor,
+        calibration_windows: cal.len(),
+        held_out_windows: test.len(),
+        spearman_calibration: corr(&cal),
+        spearman_held_out: corr(&test),
+        median_error: sorted[sorted.len() / 2],
+        indicator_cost_share_of_inference: cost,
+        held_out,
+    };
+    Ok((c, report))
+}
