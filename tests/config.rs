@@ -156,6 +156,7 @@ fn the_cli_reports_json_and_mesh_info() {
         .current_dir(dir.path())
         .args([
             "demo",
+            "--fe-only",
             "--json",
             "--set",
             "time.end=0.1",

@@ -1134,4 +1134,82 @@ pub(crate) mod hybrid {
         let (_, h) = run_hybrid(&cfg, base, &RunOptions::default(), &wavecp::comm::Serial).unwrap();
         assert_eq!((h.windows_accepted, h.indicator_threshold), (0, Some(0.0)));
     }
+
+    #[cfg(feature = "hdf5")]
+    #[test]
+    fn the_demo_runs_the_hybrid_beside_the_reference_and_its_model_script_regenerates_it() {
+        use std::process::Command;
+        let bin = env!("CARGO_BIN_EXE_wavecp");
+        let dir = tempfile::tempdir().unwrap();
+        let demo = |args: &[&str]| -> serde_json::Value {
+            let out = Command::new(bin)
+                .current_dir(dir.path())
+                .args(["--log", "warn", "demo", "--json"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let v = demo(&[]);
+        let h = &v["hybrid"];
+        for key in [
+            "windows_accepted",
+            "windows_rejected",
+            "steps_total",
+            "steps_surrogate",
+            "wall_s",
+            "fe_s",
+            "inference_s",
+            "transfer_s",
+            "indicator_s",
+            "reference_wall_s",
+            "speedup",
+            "max_rel_l2_error",
+            "indicator_threshold",
+        ] {
+            assert!(
+                h[key].is_number(),
+                "the demo's hybrid object lacks `{key}`: {h}"
+            );
+        }
+        assert_eq!(h["steps_total"], 100);
+        let f = hdf5::File::open(dir.path().join("wavecp_demo.vtkhdf")).unwrap();
+        for field in ["u", "u_ref", "u_diff", "stepper"] {
+            assert!(
+                f.dataset(&format!("VTKHDF/PointData/{field}")).is_ok(),
+                "{field}"
+            );
+        }
+        // Tolerance 0: nothing accepted, the reference's error exactly 0.
+        let v = demo(&["--set", "coupling.tolerance=0"]);
+        assert_eq!(v["hybrid"]["windows_accepted"], 0);
+        assert_eq!(v["hybrid"]["max_rel_l2_error"].as_f64(), Some(0.0));
+        // The shipped model's script, at a small size, makes a calibrated model the demo runs.
+        let small = dir.path().join("small.safetensors");
+        let out = Command::new("bash")
+            .arg(crate::common::repo("scripts/make-demo-model"))
+            .arg(dir.path().join("work"))
+            .env("WAVECP", bin)
+            .env("DEMO_SAMPLES", "4")
+            .env("DEMO_EPOCHS", "1")
+            .env("DEMO_SCENARIOS", "2")
+            .env("DEMO_TARGET", &small)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let l = wavecp::surrogate::modelfile::load(&small).unwrap();
+        let c = l.meta.calibration.expect("the script calibrates the model");
+        assert_eq!((c.indicator.as_str(), c.scores.len()), ("fe_probe", 25));
+        let v = demo(&["--set", &format!("coupling.model=\"{}\"", small.display())]);
+        assert_eq!(v["hybrid"]["steps_total"], 100);
+    }
 }

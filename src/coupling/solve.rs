@@ -65,7 +65,10 @@ pub(crate) fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
 /// sides and an in-distribution Ricker source, 100 steps, the surrogate `model` (the shipped
 /// `models/demo_cp.safetensors`: trained and calibrated on that square by
 /// `scripts/make-demo-model`) with the FE probe; `overrides` as `--set` gives them.
-pub fn demo_config(model: &Path, overrides: &[String]) -> Result<Config, crate::config::ConfigError> {
+pub fn demo_config(
+    model: &Path,
+    overrides: &[String],
+) -> Result<Config, crate::config::ConfigError> {
     let text = format!(
         r#"[mesh.generate]
 shape = "quad"
@@ -95,7 +98,7 @@ path = "wavecp_demo.vtkhdf"
 every = 2
 [coupling]
 model = "{}"
-tolerance = 0.3
+tolerance = 0.2
 indicator = "fe_probe"
 velocity = "fit"
 "#,

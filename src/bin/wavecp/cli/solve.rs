@@ -45,6 +45,36 @@ pub struct DemoArgs {
     pub set: Vec<String>,
     #[arg(long)]
     pub json: bool,
+    /// The FE-only demo instead: a 6 Hz Ricker source on 400 x 400 Q1 quads (160 801 nodes).
+    #[arg(long)]
+    pub fe_only: bool,
+}
+
+/// The model the hybrid demo ships (scripts/make-demo-model regenerates it).
+#[cfg(feature = "hdf5")]
+const DEMO_MODEL: &[u8] = include_bytes!("../../../../models/demo_cp.safetensors");
+
+/// The embedded demo model as a file for the run, removed when dropped.
+#[cfg(feature = "hdf5")]
+struct DemoModel(PathBuf);
+
+#[cfg(feature = "hdf5")]
+impl DemoModel {
+    fn write() -> Result<Self> {
+        let p = std::env::temp_dir().join(format!(
+            "wavecp-demo-model-{}.safetensors",
+            std::process::id()
+        ));
+        std::fs::write(&p, DEMO_MODEL).with_context(|| format!("writing {}", p.display()))?;
+        Ok(DemoModel(p))
+    }
+}
+
+#[cfg(feature = "hdf5")]
+impl Drop for DemoModel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Runs a job file; `Ok(false)` when a signal stopped it after its checkpoint.
@@ -154,9 +184,13 @@ fn hybrid(
     anyhow::bail!("[coupling]: this wavecp was built without the `hdf5` feature, which the surrogate's files need")
 }
 
-/// Runs the built-in demo case.
+/// Runs the built-in demo: the hybrid run beside the FE-only reference, or (`--fe-only`) the
+/// FE demo.
 pub fn demo(a: DemoArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
-    let DemoArgs { set, json } = a;
+    if !a.fe_only {
+        return hybrid_demo(a, comm);
+    }
+    let DemoArgs { set, json, .. } = a;
     let mut table = toml::Table::try_from(sim::demo_config()).context("demo configuration")?;
     for s in &set {
         wavecp::config::apply_override(&mut table, s)?;
@@ -177,6 +211,75 @@ pub fn demo(a: DemoArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         report(&summary, json)?;
     }
     Ok(!summary.interrupted)
+}
+
+/// The hybrid demo: the shipped model on its square, with `--reference`; a short table.
+#[cfg(feature = "hdf5")]
+fn hybrid_demo(a: DemoArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
+    let model = DemoModel::write()?;
+    let cfg = wavecp::coupling::solve::demo_config(&model.0, &a.set)?;
+    let opts = RunOptions {
+        progress: !a.json,
+        signals: true,
+        reference: true,
+        ..Default::default()
+    };
+    let (summary, h) =
+        wavecp::coupling::solve::run_hybrid(&cfg, std::path::Path::new("."), &opts, comm)?;
+    if comm.rank() == 0 {
+        if a.json {
+            let mut v = serde_json::to_value(&summary)?;
+            v["hybrid"] = serde_json::to_value(&h)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            let windows = h.windows_accepted + h.windows_rejected;
+            let c = cfg.coupling.as_ref();
+            println!(
+                "hybrid demo: {} nodes, {} steps; surrogate models/demo_cp.safetensors (trained and calibrated by scripts/make-demo-model), indicator {}, tolerance {} (window error)",
+                summary.nodes,
+                summary.steps,
+                c.map_or("", |c| c.indicator.as_str()),
+                c.map_or(0.0, |c| c.tolerance)
+            );
+            println!("| windows accepted / rejected | steps by the surrogate | hybrid (s) | FE only (s) | speed-up | max relative L2 error |");
+            println!("|---|---|---|---|---|---|");
+            println!(
+                "| {} / {} of {windows} | {} of {} | {:.4} | {:.4} | {:.2} | {:.3e} |",
+                h.windows_accepted,
+                h.windows_rejected,
+                h.steps_surrogate,
+                h.steps_total,
+                h.wall_s,
+                h.reference_wall_s.unwrap_or(f64::NAN),
+                h.speedup.unwrap_or(f64::NAN),
+                h.max_rel_l2_error.unwrap_or(f64::NAN)
+            );
+            println!(
+                "On {} nodes the network costs more than the FE steps it replaces: the speed-up needs a mesh of ~3e5 nodes or more (docs/benchmarks.md, `wavecp bench couple`).",
+                summary.nodes
+            );
+            println!(
+                "The shipped model is a small one (16 x 16 grid) that shows the pipeline, not an accurate surrogate: an accepted window's error grows through the hand-back (docs/coupling.md). `wavecp demo --fe-only`: the FE demo."
+            );
+            if let Some(p) = &summary.output {
+                println!(
+                    "output: {} (u, u_ref, u_diff = |u - u_ref|, stepper, indicator){}",
+                    p.display(),
+                    summary
+                        .xdmf
+                        .as_ref()
+                        .map(|x| format!(" + {}", x.display()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(!summary.interrupted)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn hybrid_demo(_: DemoArgs, _: &dyn wavecp::comm::Comm) -> Result<bool> {
+    anyhow::bail!("the hybrid demo needs the surrogate's model files (the `hdf5` feature); `wavecp demo --fe-only` runs the FE demo")
 }
 
 fn report(s: &sim::RunSummary, json: bool) -> Result<()> {
