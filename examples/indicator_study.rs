@@ -21,7 +21,9 @@ use wavecp::coupling::calibrate::{sample, spearman, Sampling};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        anyhow::bail!("usage: indicator_study MODEL DATASET_JOB [SCENARIOS] [FREQUENCY_FACTOR]");
+        anyhow::bail!(
+            "usage: indicator_study MODEL DATASET_JOB [SCENARIOS] [FREQUENCY_FACTOR] [X0,X1,Y0,Y1 (source box)]"
+        );
     }
     let names = ["residual", "energy_change", "energy_balance", "fe_probe"];
     let s = Sampling {
@@ -31,6 +33,14 @@ fn main() -> anyhow::Result<()> {
         scenarios: args.get(3).map_or(Ok(40), |s| s.parse())?,
         seed: 1234,
         frequency_factor: args.get(4).map_or(Ok(1.0), |s| s.parse())?,
+        source_box: match args.get(5) {
+            None => None,
+            Some(b) => {
+                let v: Vec<f64> = b.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                anyhow::ensure!(v.len() == 4, "the source box is x0,x1,y0,y1");
+                Some([v[0], v[1], v[2], v[3]])
+            }
+        },
     };
     let w = sample(&s)?;
     let n = w.errors.len();
@@ -41,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         "model": s.model.display().to_string(),
         "scenarios": s.scenarios,
         "frequency_factor": s.frequency_factor,
+        "source_box": s.source_box,
         "windows": n,
         "true_error": {"min": sorted[0], "median": sorted[n / 2], "max": sorted[n - 1]},
         "inference_ms_per_window": 1e3 * w.inference_s / n as f64,

@@ -1095,9 +1095,14 @@ pub(crate) mod hybrid {
             scenarios: 4,
             seed: 5,
             frequency_factor: 1.0,
+            source_box: None,
         };
         let tols = [0.5, 1.0, 2.0];
-        let (c, r) = calibrate(&s, (0.1, 0.5, 1.0), &tols).unwrap();
+        let check = wavecp::coupling::calibrate::Check {
+            frequency_factor: 1.0,
+            source_box: None,
+        };
+        let (c, r) = calibrate(&s, (0.1, 0.5, check), &tols).unwrap();
         // 40 frames a scenario, 8 in and 8 out: 25 windows each, 2 scenarios a side.
         assert_eq!((r.calibration_windows, r.held_out_windows), (50, 50));
         assert_eq!(c.scores.len(), 50);

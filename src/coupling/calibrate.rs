@@ -36,6 +36,17 @@ pub struct Sampling {
     pub seed: u64,
     /// Multiplies the drawn source frequencies (> 1 leaves the trained range).
     pub frequency_factor: f64,
+    /// Sources drawn in `[x0, x1] × [y0, y1]` instead of the job's ranges (a box outside
+    /// them: sources where none was in training).
+    pub source_box: Option<[f64; 4]>,
+}
+
+/// What the held-out scenarios of [`calibrate`] change: the frequency factor and the box the
+/// sources are drawn in.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    pub frequency_factor: f64,
+    pub source_box: Option<[f64; 4]>,
 }
 
 /// The sampled windows: per window its scenario and true error, per indicator its values;
@@ -125,8 +136,12 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
     let mut net: Option<NetworkForecaster> = None;
     for scenario in 0..s.scenarios {
         let r = &job.sampling;
+        let (sx, sy) = match s.source_box {
+            Some(b) => ([b[0], b[1]], [b[2], b[3]]),
+            None => (r.source_x, r.source_y),
+        };
         let source = SourceConfig {
-            position: [pick(r.source_x), pick(r.source_y)],
+            position: [pick(sx), pick(sy)],
             frequency: s.frequency_factor * pick(r.frequency),
             amplitude: pick(r.amplitude),
             delay: r.delay.map(&mut pick),
@@ -209,8 +224,9 @@ pub struct CalibrationReport {
     pub indicator: String,
     pub risk: f64,
     pub scenarios: usize,
-    /// The frequency factor of the held-out scenarios.
+    /// The frequency factor and source box of the held-out scenarios.
     pub held_out_frequency_factor: f64,
+    pub held_out_source_box: Option<[f64; 4]>,
     pub calibration_windows: usize,
     pub held_out_windows: usize,
     pub spearman_calibration: f64,
@@ -221,10 +237,10 @@ pub struct CalibrationReport {
 }
 
 /// Calibrates `s.indicators[0]` on `1 − holdout` of the scenarios, checks it at `tolerances`
-/// on the others (drawn with seed `s.seed + 1` and frequency factor `check_factor`).
+/// on the others (drawn with seed `s.seed + 1` and as `check` says).
 pub fn calibrate(
     s: &Sampling,
-    (risk, holdout, check_factor): (f64, f64, f64),
+    (risk, holdout, check): (f64, f64, Check),
     tolerances: &[f64],
 ) -> Result<(Calibration, CalibrationReport), CouplingError> {
     let indicator = s
@@ -252,7 +268,8 @@ pub fn calibrate(
         let t = sample(&Sampling {
             scenarios: s.scenarios - split,
             seed: s.seed.wrapping_add(1),
-            frequency_factor: check_factor,
+            frequency_factor: check.frequency_factor,
+            source_box: check.source_box,
             ..s.clone()
         })?;
         let cost = (w.indicator_s[0] + t.indicator_s[0]) / (w.inference_s + t.inference_s);
@@ -297,7 +314,8 @@ pub fn calibrate(
         indicator: indicator.clone(),
         risk,
         scenarios: s.scenarios,
-        held_out_frequency_factor: check_factor,
+        held_out_frequency_factor: check.frequency_factor,
+        held_out_source_box: check.source_box,
         calibration_windows: cal.len(),
         held_out_windows: test.len(),
         spearman_calibration: corr(&cal),

@@ -31,6 +31,10 @@ pub struct CalibrateArgs {
     /// --frequency-factor.
     #[arg(long)]
     pub check_frequency_factor: Option<f64>,
+    /// Draw the held-out sources in this box instead, `x0,x1,y0,y1` (outside the trained
+    /// ranges: sources where none was in training).
+    #[arg(long, value_delimiter = ',')]
+    pub check_source_box: Option<Vec<f64>>,
     /// Tolerances (relative L2 window errors) to check on the held-out windows.
     #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3,0.5")]
     pub tolerances: Vec<f64>,
@@ -63,12 +67,24 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         scenarios: a.scenarios,
         seed: a.seed,
         frequency_factor: a.frequency_factor,
+        source_box: None,
     };
     let check = a.check_frequency_factor.unwrap_or(a.frequency_factor);
     anyhow::ensure!(
         check.is_finite() && check > 0.0,
         "--check-frequency-factor must be a positive number"
     );
+    let source_box = match a.check_source_box.as_deref() {
+        None => None,
+        Some(&[x0, x1, y0, y1]) if x0 <= x1 && y0 <= y1 => Some([x0, x1, y0, y1]),
+        Some(b) => {
+            anyhow::bail!("--check-source-box takes x0,x1,y0,y1 with x0 <= x1, y0 <= y1: {b:?}")
+        }
+    };
+    let check = wavecp::coupling::calibrate::Check {
+        frequency_factor: check,
+        source_box,
+    };
     let (c, report) =
         wavecp::coupling::calibrate::calibrate(&s, (a.risk, a.holdout, check), &a.tolerances)?;
     if !a.dry_run {
