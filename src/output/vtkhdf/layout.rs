@@ -151,7 +151,7 @@ pub(super) fn create_steps(
     root: &Group,
     n: usize,
     fields: &[String],
-) -> hdf5::Result<(Group, Vec<(Dataset, i64)>)> {
+) -> hdf5::Result<(Group, PerStep)> {
     let steps = root.create_group("Steps")?;
     steps
         .new_attr::<i64>()
@@ -180,6 +180,47 @@ pub(super) fn create_steps(
     per_step.push((extensible::<i64>(&cdo, "region", 1024)?, 0));
     per_step.push((extensible::<i64>(&cdo, "partition", 1024)?, 0));
     Ok((steps, per_step))
+}
+
+/// The datasets written once per output step, each with the value written for the k-th step
+/// (`value · k`, or a constant where the value is negative).
+pub(super) type PerStep = Vec<(Dataset, i64)>;
+
+/// The per-step datasets of [`create_steps`] in a file being reopened at output step `steps`,
+/// cut back to it (`NSteps` too), and the times of the steps kept.
+pub(super) fn reopen_steps(
+    steps_g: &Group,
+    n: usize,
+    steps: usize,
+    fields: &[String],
+) -> hdf5::Result<(PerStep, Vec<f64>)> {
+    let mut per_step = Vec::new();
+    let values = steps_g.dataset("Values")?;
+    values.resize(steps)?;
+    let times = values.read_raw::<f64>()?;
+    per_step.push((values, 0));
+    for name in [
+        "PartOffsets",
+        "PointOffsets",
+        "CellOffsets",
+        "ConnectivityIdOffsets",
+    ] {
+        per_step.push((steps_g.dataset(name)?, 0));
+    }
+    per_step.push((steps_g.dataset("NumberOfParts")?, -1));
+    let pdo = steps_g.group("PointDataOffsets")?;
+    per_step.push((pdo.dataset("u")?, n as i64));
+    for f in fields {
+        per_step.push((pdo.dataset(f)?, n as i64));
+    }
+    let cdo = steps_g.group("CellDataOffsets")?;
+    per_step.push((cdo.dataset("region")?, 0));
+    per_step.push((cdo.dataset("partition")?, 0));
+    for (ds, _) in &per_step {
+        ds.resize(steps)?;
+    }
+    steps_g.attr("NSteps")?.write_scalar(&(steps as i64))?;
+    Ok((per_step, times))
 }
 
 /// wavecp's own group: the XDMF topology, the receivers (positions, names, extensible `u`

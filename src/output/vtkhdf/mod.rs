@@ -23,7 +23,10 @@ use crate::output::target::{check_replaceable, running_path, sibling, FileLock};
 use crate::output::{OutputError, ReceiverInfo, StepExtras, XdmfLayout, XdmfSeries};
 use hdf5::types::{FixedAscii, VarLenUnicode};
 use hdf5::{Dataset, File, Group};
-use layout::{create_extras, create_steps, create_wavecp, reopen_extras, write_grid, Cells};
+use layout::{
+    create_extras, create_steps, create_wavecp, reopen_extras, reopen_steps, write_grid, Cells,
+    PerStep,
+};
 use ndarray::s;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -60,7 +63,7 @@ struct Handles {
     rec_t: Dataset,
     energy: Dataset,
     energy_t: Dataset,
-    per_step: Vec<(Dataset, i64)>,
+    per_step: PerStep,
     /// The extra point fields and per-step values, in `StepExtras` order.
     fields: Vec<Dataset>,
     values: Vec<Dataset>,
@@ -437,32 +440,7 @@ impl VtkHdfWriter {
             let u = pd.dataset("u")?;
             u.resize(steps * n)?;
             let (extras, fields, step_values) = reopen_extras(&pd, &file, steps, n)?;
-            let mut per_step = Vec::new();
-            let values = steps_g.dataset("Values")?;
-            values.resize(steps)?;
-            let times = values.read_raw::<f64>()?;
-            per_step.push((values, 0));
-            for name in [
-                "PartOffsets",
-                "PointOffsets",
-                "CellOffsets",
-                "ConnectivityIdOffsets",
-            ] {
-                per_step.push((steps_g.dataset(name)?, 0));
-            }
-            per_step.push((steps_g.dataset("NumberOfParts")?, -1));
-            let pdo = steps_g.group("PointDataOffsets")?;
-            per_step.push((pdo.dataset("u")?, n as i64));
-            for f in &extras.fields {
-                per_step.push((pdo.dataset(f)?, n as i64));
-            }
-            let cdo = steps_g.group("CellDataOffsets")?;
-            per_step.push((cdo.dataset("region")?, 0));
-            per_step.push((cdo.dataset("partition")?, 0));
-            for (ds, _) in &per_step {
-                ds.resize(steps)?;
-            }
-            steps_g.attr("NSteps")?.write_scalar(&(steps as i64))?;
+            let (per_step, times) = reopen_steps(&steps_g, n, steps, &extras.fields)?;
             let w = file.group("wavecp")?;
             let topology_len = w.dataset("xdmf_topology")?.shape()[0];
             let rg = w.group("receivers")?;
