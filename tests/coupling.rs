@@ -738,13 +738,16 @@ pub(crate) mod hybrid {
             bits(u(run.output.as_ref().unwrap())),
             bits(u(fe.output.as_ref().unwrap()))
         );
-        // Accepting windows: fewer steps by the FE, and the output steps inside accepted
-        // windows are not written.
+        // Accepting windows: fewer steps by the FE; the output steps inside accepted windows
+        // (all on frames here) are written from the forecast, their energy unknown (NaN).
         let cfg = hybrid_job(dir.path(), &model, f64::INFINITY);
         let (run, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
         assert!(h.windows_accepted > 0 && h.steps_surrogate > 0, "{h:?}");
         assert_eq!(h.steps_total, 80);
-        assert!(run.output_steps < fe.output_steps);
+        assert_eq!(run.output_steps, fe.output_steps);
+        let f = hdf5::File::open(run.output.as_ref().unwrap()).unwrap();
+        let energy: Vec<f64> = f.dataset("wavecp/energy").unwrap().read_raw().unwrap();
+        assert!(energy.iter().any(|e| e.is_nan()) && energy[0].is_finite());
         // What does not fit is refused, naming the key.
         let mut bad = hybrid_job(dir.path(), &model, 0.1);
         bad.time.dt = Some(0.015);
@@ -877,9 +880,10 @@ pub(crate) mod hybrid {
             .read_raw()
             .unwrap();
         let steps: Vec<usize> = times.iter().map(|t| (t / 0.01).round() as usize).collect();
-        // Windows at 14, 30, 46, 62: landings at 30 and 62; 20, 50 and 60 lie inside accepted
-        // windows and are not written.
-        assert_eq!(steps, [0, 10, 30, 40, 70, 80]);
+        // Windows at 14, 30, 46, 62 (accepted, rejected, accepted, rejected): every output step
+        // is written; 20, 50 and 60 lie inside accepted windows (forecast frames), 30 is where
+        // the first landed.
+        assert_eq!(steps, [0, 10, 20, 30, 40, 50, 60, 70, 80]);
         let n = run.nodes;
         let stepper: Vec<f64> = f
             .dataset("VTKHDF/PointData/stepper")
@@ -887,7 +891,7 @@ pub(crate) mod hybrid {
             .read_raw()
             .unwrap();
         let per_step: Vec<f64> = stepper.chunks(n).map(|c| c[0]).collect();
-        assert_eq!(per_step, [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(per_step, [0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
         let u: Vec<f64> = f.dataset("VTKHDF/PointData/u").unwrap().read_raw().unwrap();
         let u_ref: Vec<f64> = f
             .dataset("VTKHDF/PointData/u_ref")

@@ -153,6 +153,21 @@ pub trait HybridHooks {
     /// The window of steps `steps` was decided: its indicator value (none when not tried)
     /// and whether it was accepted (the next observed step is then `steps.end`).
     fn window(&mut self, _steps: std::ops::Range<usize>, _score: Option<f64>, _accepted: bool) {}
+    /// Whether the forecast frame at `step` inside an accepted window is wanted on the mesh
+    /// ([`HybridHooks::forecast_frame`]; an output step the simulation never stands at).
+    fn wants_frame(&self, _step: usize) -> bool {
+        false
+    }
+    /// The forecast frame at `step` (time `time`) inside an accepted window, on the mesh
+    /// (this rank's owned values), before the hand-back lands after it.
+    fn forecast_frame(
+        &mut self,
+        _step: usize,
+        _time: f64,
+        _u: Vec<f64>,
+    ) -> Result<(), CouplingError> {
+        Ok(())
+    }
 }
 
 impl HybridHooks for () {}
@@ -384,6 +399,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         shared.window(start..start + window, score, accepted.is_some());
         match accepted {
             Some((_, forecast)) => {
+                self.frames_inside(start, &forecast, shared)?;
                 self.hand_back(forecast, window)?;
                 self.st.steps_surrogate += window;
                 self.st.in_a_row += 1;
@@ -401,6 +417,25 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
                 self.fe_to(next, shared, observers)
             }
         }
+    }
+
+    /// The forecast frames before the last, on the mesh, for the steps the caller wants (output
+    /// work: in `wall_s`, not in `transfer_s`).
+    fn frames_inside<C: HybridHooks>(
+        &mut self,
+        start: usize,
+        forecast: &[Vec<f64>],
+        shared: &mut C,
+    ) -> Result<(), CouplingError> {
+        for (k, f) in forecast.iter().enumerate().take(forecast.len() - 1) {
+            let step = start + (k + 1) * self.cfg.stride;
+            if shared.wants_frame(step) {
+                let mut u = self.sim.u().to_vec();
+                self.transfer.to_mesh(f, &mut u)?;
+                shared.forecast_frame(step, step as f64 * self.sim.dt(), u)?;
+            }
+        }
+        Ok(())
     }
 
     /// The FE (observed step by step) to step `target`, recording the frame there when it is

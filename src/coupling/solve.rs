@@ -25,7 +25,7 @@ use super::CouplingError;
 use crate::comm::{repro_sum, Comm};
 use crate::config::{Config, CouplingConfig};
 use crate::output::StepExtras;
-use crate::sim::extras::{lock, ExtraField, ExtraStep, Extras, SharedExtras};
+use crate::sim::extras::{lock, ExtraField, ExtraFrame, ExtraStep, Extras, SharedExtras};
 use crate::sim::{
     AfterStep, Control, Coupled, DriverError, Observer, RunOptions, RunSummary, Simulation,
 };
@@ -138,7 +138,10 @@ struct Saved {
 /// What the hybrid loop shares with its observers: the run's extras, and what an output
 /// step reports.
 struct Ctx<'c> {
+    comm: &'c dyn Comm,
     extras: SharedExtras,
+    /// Whether the run writes output (forecast frames are kept only then).
+    writes: bool,
     names: StepExtras,
     every: usize,
     last: usize,
@@ -162,21 +165,19 @@ impl Ctx<'_> {
         lock(&self.extras).state = crate::comm::to_bytes(&saved);
     }
 
-    /// The extras of output step `sim.steps_done()`; advances the reference to it.
-    fn output_step(&mut self, sim: &Simulation<'_>) -> Result<(), DriverError> {
-        let n = sim.steps_done();
-        let stepper = if self.landed_at == Some(n) { 1.0 } else { 0.0 };
+    /// The extras of output step `n` whose field is `u` (this rank's owned values), produced
+    /// by the FE (`stepper` 0) or the surrogate (1); advances the reference to it. Collective.
+    fn extras_at(&mut self, n: usize, u: &[f64], stepper: f64) -> Result<ExtraStep, DriverError> {
         let mut by_name = vec![("stepper", ExtraField::Constant(stepper))];
         if let Some(r) = self.reference.as_mut() {
             let t = Instant::now();
             r.sim.advance(n - r.sim.steps_done());
             r.wall += t.elapsed();
-            let (u, u_ref) = (sim.u(), r.sim.u());
+            let u_ref = r.sim.u();
             let diff: Vec<f64> = u.iter().zip(u_ref).map(|(a, b)| (a - b).abs()).collect();
             let sq = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x * x).collect() };
-            let comm = sim.comm();
-            r.max_diff = r.max_diff.max(repro_sum(comm, &sq(&diff)).sqrt());
-            r.max_ref = r.max_ref.max(repro_sum(comm, &sq(u_ref)).sqrt());
+            r.max_diff = r.max_diff.max(repro_sum(self.comm, &sq(&diff)).sqrt());
+            r.max_ref = r.max_ref.max(repro_sum(self.comm, &sq(u_ref)).sqrt());
             by_name.push(("u_ref", ExtraField::Values(u_ref.to_vec())));
             by_name.push(("u_diff", ExtraField::Values(diff)));
         }
@@ -190,11 +191,19 @@ impl Ctx<'_> {
                     .ok_or_else(|| err(format!("no output field `{f}`")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        lock(&self.extras).at = Some(ExtraStep {
+        Ok(ExtraStep {
             step: n,
             fields,
             values: vec![self.score.unwrap_or(f64::NAN)],
-        });
+        })
+    }
+
+    /// The extras of output step `sim.steps_done()`.
+    fn output_step(&mut self, sim: &Simulation<'_>) -> Result<(), DriverError> {
+        let n = sim.steps_done();
+        let stepper = if self.landed_at == Some(n) { 1.0 } else { 0.0 };
+        let at = self.extras_at(n, sim.u(), stepper)?;
+        lock(&self.extras).at = Some(at);
         self.save();
         Ok(())
     }
@@ -211,6 +220,21 @@ impl HybridHooks for Ctx<'_> {
         if accepted {
             self.landed_at = Some(steps.end);
         }
+    }
+
+    fn wants_frame(&self, step: usize) -> bool {
+        self.writes && step.is_multiple_of(self.every) && step < self.last
+    }
+
+    fn forecast_frame(&mut self, step: usize, time: f64, u: Vec<f64>) -> Result<(), CouplingError> {
+        let t = Instant::now();
+        let extras = self.extras_at(step, &u, 1.0)?;
+        lock(&self.extras)
+            .frames
+            .push(ExtraFrame { time, u, extras });
+        self.save();
+        self.observed += t.elapsed();
+        Ok(())
     }
 }
 
@@ -429,7 +453,9 @@ fn drive<'c>(
         }
     }
     let mut ctx = Ctx {
+        comm: sim.comm(),
         extras: extras.clone(),
+        writes: !job.0.output.path.as_os_str().is_empty(),
         names: extra_names(reference_on),
         every: job.0.output.every,
         last,
@@ -504,7 +530,7 @@ pub fn run_hybrid(
     };
     let extras: SharedExtras = Arc::new(Mutex::new(Extras {
         at: Some(initial),
-        state: vec![],
+        ..Extras::default()
     }));
     let mut hybrid = None;
     let restart = opts.restart;

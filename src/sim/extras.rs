@@ -23,11 +23,24 @@ pub struct ExtraStep {
     pub values: Vec<f64>,
 }
 
+/// An output step the simulation never stood at (a forecast frame inside an accepted
+/// surrogate window): its time, this rank's owned values of `u`, and its extras.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtraFrame {
+    pub time: f64,
+    pub u: Vec<f64>,
+    pub extras: ExtraStep,
+}
+
 /// The shared part: the next output step's extras, set before the observers see that step,
-/// and the coupling's own state, which a checkpoint keeps and a restart gives back.
+/// the frames to write before it, and the coupling's own state, which a checkpoint keeps and
+/// a restart gives back.
 #[derive(Debug, Default)]
 pub struct Extras {
     pub at: Option<ExtraStep>,
+    /// Written, in order, before the next step the output observer sees (their energy is not
+    /// known: NaN; receivers are not sampled there).
+    pub frames: Vec<ExtraFrame>,
     /// Opaque bytes; empty when the coupling has none yet.
     pub state: Vec<u8>,
 }

@@ -5,7 +5,7 @@
 
 use super::checkpoint::write_checkpoint;
 use super::distribute::RootIo;
-use super::extras::{lock, ExtraField, SharedExtras};
+use super::extras::{lock, ExtraField, ExtraStep, SharedExtras};
 use super::setup::{invalid, DriverError};
 use super::{Control, Observer, Simulation};
 use crate::comm::Comm;
@@ -60,52 +60,84 @@ impl Io {
         if flag[0] == 0.0 {
             return Ok(());
         }
-        let u = gather_global(&self.root, sim.u(), comm);
-        let (fields, values) = self.gather_extras(sim, u.as_deref())?;
+        let at = match &self.extras {
+            None => None,
+            Some(x) => {
+                let at = lock(x).at.take();
+                Some(at.filter(|a| a.step == sim.steps_done()).ok_or_else(|| {
+                    invalid(
+                        "coupling",
+                        format!(
+                            "the coupled run gave no output fields for step {}",
+                            sim.steps_done()
+                        ),
+                    )
+                })?)
+            }
+        };
+        self.write_field(comm, (sim.time(), sim.u(), energy), at)
+    }
+
+    /// Writes the forecast frames a coupled run left for the output, in order (collective:
+    /// every rank left the same steps). Returns how many.
+    pub fn write_frames(&mut self, comm: &dyn Comm) -> Result<usize, DriverError> {
+        let Some(x) = &self.extras else {
+            return Ok(0);
+        };
+        let frames = std::mem::take(&mut lock(x).frames);
+        let n = frames.len();
+        if n > 0 {
+            flush_receivers(self, comm)?;
+        }
+        for f in frames {
+            self.write_field(comm, (f.time, &f.u, f64::NAN), Some(f.extras))?;
+        }
+        Ok(n)
+    }
+
+    /// One output step of `(time, owned u, energy)` with its extras (`None` for a plain run).
+    /// Collective.
+    fn write_field(
+        &mut self,
+        comm: &dyn Comm,
+        (time, owned, energy): (f64, &[f64], f64),
+        at: Option<ExtraStep>,
+    ) -> Result<(), DriverError> {
+        let u = gather_global(&self.root, owned, comm);
+        let (fields, values) = match at {
+            None => (vec![], vec![]),
+            Some(at) => self.gather_extras(comm, at, u.as_deref()),
+        };
         #[cfg(feature = "hdf5")]
         if let (Some(io), Some(u)) = (self.root.as_mut(), u) {
             if let Some(w) = &mut io.writer {
                 let fields: Vec<&[f64]> = fields.iter().map(Vec::as_slice).collect();
-                w.write_step_with(sim.time(), &u, energy, &fields, &values)?;
+                w.write_step_with(time, &u, energy, &fields, &values)?;
             }
         }
         #[cfg(not(feature = "hdf5"))]
-        let _ = (u, energy, fields, values);
+        let _ = (time, u, energy, fields, values);
         Ok(())
     }
 
-    /// A coupled run's extras of this output step, on rank 0 in global order (`u`: the
+    /// A coupled run's extras of one output step, on rank 0 in global order (`u`: the
     /// gathered field there). Collective: every rank holds the same kinds of extras.
     fn gather_extras(
         &self,
-        sim: &Simulation<'_>,
+        comm: &dyn Comm,
+        at: ExtraStep,
         u: Option<&[f64]>,
-    ) -> Result<(Vec<Vec<f64>>, Vec<f64>), DriverError> {
-        let Some(x) = &self.extras else {
-            return Ok((vec![], vec![]));
-        };
-        let at = lock(x).at.take();
-        let at = at.filter(|a| a.step == sim.steps_done()).ok_or_else(|| {
-            invalid(
-                "coupling",
-                format!(
-                    "the coupled run gave no output fields for step {}",
-                    sim.steps_done()
-                ),
-            )
-        })?;
+    ) -> (Vec<Vec<f64>>, Vec<f64>) {
         let n = u.map_or(0, <[f64]>::len);
         let mut fields = Vec::with_capacity(at.fields.len());
         for f in at.fields {
             fields.push(match f {
-                ExtraField::Values(v) => {
-                    gather_global(&self.root, &v, sim.comm()).unwrap_or_default()
-                }
+                ExtraField::Values(v) => gather_global(&self.root, &v, comm).unwrap_or_default(),
                 ExtraField::SameAsU => u.map(<[f64]>::to_vec).unwrap_or_default(),
                 ExtraField::Constant(c) => vec![c; n],
             });
         }
-        Ok((fields, at.values))
+        (fields, at.values)
     }
 }
 
@@ -175,6 +207,7 @@ impl Observer<Io> for Output {
         _: &mut Control,
     ) -> Result<(), DriverError> {
         let t = Instant::now();
+        io.outputs += io.write_frames(sim.comm())?;
         io.record(sim);
         let n = sim.steps_done();
         if n.is_multiple_of(self.every) || n == self.last {
