@@ -157,34 +157,54 @@ pub(super) fn create_steps(
         .new_attr::<i64>()
         .create("NSteps")?
         .write_scalar(&0i64)?;
+    for g in ["PointDataOffsets", "CellDataOffsets"] {
+        steps.create_group(g)?;
+    }
     let mut per_step = Vec::new();
-    // (dataset, value written for the k-th step: `value * k`, or constant when value < 0)
-    let values = extensible::<f64>(&steps, "Values", 1024)?;
-    describe(&values, "s", "time of each output step")?;
-    per_step.push((values, 0));
-    for name in [
-        "PartOffsets",
-        "PointOffsets",
-        "CellOffsets",
-        "ConnectivityIdOffsets",
-    ] {
-        per_step.push((extensible::<i64>(&steps, name, 1024)?, 0));
+    for (group, name, per) in per_step_layout(n, fields) {
+        let g = if group.is_empty() {
+            steps.clone()
+        } else {
+            steps.group(group)?
+        };
+        let ds = if name == "Values" {
+            let v = extensible::<f64>(&g, &name, 1024)?;
+            describe(&v, "s", "time of each output step")?;
+            v
+        } else {
+            extensible::<i64>(&g, &name, 1024)?
+        };
+        per_step.push((ds, per));
     }
-    per_step.push((extensible::<i64>(&steps, "NumberOfParts", 1024)?, -1));
-    let pdo = steps.create_group("PointDataOffsets")?;
-    per_step.push((extensible::<i64>(&pdo, "u", 1024)?, n as i64));
-    for f in fields {
-        per_step.push((extensible::<i64>(&pdo, f, 1024)?, n as i64));
-    }
-    let cdo = steps.create_group("CellDataOffsets")?;
-    per_step.push((extensible::<i64>(&cdo, "region", 1024)?, 0));
-    per_step.push((extensible::<i64>(&cdo, "partition", 1024)?, 0));
     Ok((steps, per_step))
 }
 
 /// The datasets written once per output step, each with the value written for the k-th step
 /// (`value · k`, or a constant where the value is negative).
 pub(super) type PerStep = Vec<(Dataset, i64)>;
+
+/// Where each per-step dataset lives under `Steps` (`""`: `Steps` itself), its name and its
+/// value for the k-th step, `Values` (the times) first: what [`create_steps`] makes and
+/// [`reopen_steps`] opens.
+fn per_step_layout(n: usize, fields: &[String]) -> Vec<(&'static str, String, i64)> {
+    let mut v: Vec<(&'static str, String, i64)> = vec![("", "Values".into(), 0)];
+    for name in [
+        "PartOffsets",
+        "PointOffsets",
+        "CellOffsets",
+        "ConnectivityIdOffsets",
+    ] {
+        v.push(("", name.into(), 0));
+    }
+    v.push(("", "NumberOfParts".into(), -1));
+    v.push(("PointDataOffsets", "u".into(), n as i64));
+    for f in fields {
+        v.push(("PointDataOffsets", f.clone(), n as i64));
+    }
+    v.push(("CellDataOffsets", "region".into(), 0));
+    v.push(("CellDataOffsets", "partition".into(), 0));
+    v
+}
 
 /// The per-step datasets of [`create_steps`] in a file being reopened at output step `steps`,
 /// cut back to it (`NSteps` too), and the times of the steps kept.
@@ -195,27 +215,17 @@ pub(super) fn reopen_steps(
     fields: &[String],
 ) -> hdf5::Result<(PerStep, Vec<f64>)> {
     let mut per_step = Vec::new();
-    let values = steps_g.dataset("Values")?;
+    for (group, name, per) in per_step_layout(n, fields) {
+        let g = if group.is_empty() {
+            steps_g.clone()
+        } else {
+            steps_g.group(group)?
+        };
+        per_step.push((g.dataset(&name)?, per));
+    }
+    let values = &per_step[0].0;
     values.resize(steps)?;
     let times = values.read_raw::<f64>()?;
-    per_step.push((values, 0));
-    for name in [
-        "PartOffsets",
-        "PointOffsets",
-        "CellOffsets",
-        "ConnectivityIdOffsets",
-    ] {
-        per_step.push((steps_g.dataset(name)?, 0));
-    }
-    per_step.push((steps_g.dataset("NumberOfParts")?, -1));
-    let pdo = steps_g.group("PointDataOffsets")?;
-    per_step.push((pdo.dataset("u")?, n as i64));
-    for f in fields {
-        per_step.push((pdo.dataset(f)?, n as i64));
-    }
-    let cdo = steps_g.group("CellDataOffsets")?;
-    per_step.push((cdo.dataset("region")?, 0));
-    per_step.push((cdo.dataset("partition")?, 0));
     for (ds, _) in &per_step {
         ds.resize(steps)?;
     }
