@@ -20,6 +20,8 @@ mod nn;
 mod nn_model;
 #[cfg(feature = "hdf5")]
 mod output;
+#[cfg(feature = "hdf5")]
+mod pareto;
 mod sim;
 mod solver;
 mod source;

@@ -14,6 +14,8 @@ pub mod indicators;
 #[cfg(feature = "hdf5")]
 pub mod network;
 #[cfg(feature = "hdf5")]
+pub mod pareto;
+#[cfg(feature = "hdf5")]
 pub mod solve;
 pub mod transfer;
 

@@ -19,7 +19,9 @@ pub enum BenchCmd {
     /// Time-loop throughput on Q1 and P1 squares of about `--nodes` nodes.
     Fe(FeArgs),
     /// Hybrid stepping against the FE alone over the FE node count, every window accepted,
-    /// with the cost model's predicted speed-up beside the measured one.
+    /// with the cost model's predicted speed-up beside the measured one; with `--job`, the
+    /// speed-up–error curve of a hybrid job over `--tolerances` (trained weights, each point
+    /// measured against the FE-only reference).
     Couple(CoupleArgs),
     /// One rank count of `bench fe --ranks` (run under mpirun by it).
     #[command(hide = true)]
@@ -146,6 +148,17 @@ pub struct CoupleArgs {
     /// cpu, cuda or cuda:N: where the network runs.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// A hybrid job (with `[coupling]`): measure its speed-up and error at each of
+    /// `--tolerances` instead of the cost sweep (the sweep's options are then ignored, save
+    /// `--threads`).
+    #[arg(long)]
+    pub job: Option<PathBuf>,
+    /// Tolerances for `--job`, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.03,0.05,0.1,0.2")]
+    pub tolerances: Vec<f64>,
+    /// Overrides of `--job`'s keys, as `wavecp solve --set`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -306,7 +319,13 @@ fn couple(a: CoupleArgs) -> Result<()> {
         indicator,
         threads,
         device,
+        job,
+        tolerances,
+        set,
     } = a;
+    if let Some(job) = job {
+        return pareto(&job, &tolerances, &set, threads);
+    }
     anyhow::ensure!(
         !nodes.is_empty() && nodes.iter().all(|&n| n >= 9),
         "--nodes takes node counts of at least 9"
@@ -334,6 +353,25 @@ fn couple(a: CoupleArgs) -> Result<()> {
     };
     let report = wavecp::threads::with_threads(threads, || wavecp::coupling::bench::run(&b))
         .map_err(|e| anyhow::anyhow!(e))??;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// `bench couple --job`: the hybrid job's speed-up and error over the tolerances.
+#[cfg(feature = "hdf5")]
+fn pareto(job: &std::path::Path, tolerances: &[f64], set: &[String], threads: usize) -> Result<()> {
+    anyhow::ensure!(
+        !tolerances.is_empty() && tolerances.iter().all(|t| t.is_finite() && *t >= 0.0),
+        "--tolerances takes non-negative numbers"
+    );
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    let cfg = wavecp::config::Config::load(job, set)?;
+    let base = job.parent().map(PathBuf::from).unwrap_or_default();
+    let name = job.display().to_string();
+    let report = wavecp::threads::with_threads(threads, || {
+        wavecp::coupling::pareto::pareto(&cfg, &base, &name, tolerances)
+    })
+    .map_err(|e| anyhow::anyhow!(e))??;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

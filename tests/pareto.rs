@@ -1,0 +1,65 @@
+//! The speed-up–error curve of a hybrid job over the tolerance (`bench couple --job`).
+
+use wavecp::coupling::pareto::{mark_front, pareto, ParetoPoint};
+
+fn point(speedup: f64, max_rel_l2_error: f64) -> ParetoPoint {
+    ParetoPoint {
+        tolerance: 0.0,
+        indicator_threshold: None,
+        windows_accepted: 0,
+        windows_rejected: 0,
+        steps_surrogate: 0,
+        wall_s: 1.0,
+        reference_wall_s: speedup,
+        speedup,
+        max_rel_l2_error,
+        fe_s: 0.0,
+        inference_s: 0.0,
+        transfer_s: 0.0,
+        indicator_s: 0.0,
+        on_front: false,
+    }
+}
+
+#[test]
+fn the_front_keeps_exactly_the_points_nothing_dominates() {
+    let mut p = vec![
+        point(1.0, 0.0),
+        point(2.0, 0.1),
+        point(1.5, 0.2), // slower and worse than (2, 0.1)
+        point(2.0, 0.1), // a tie dominates nothing
+        point(3.0, 0.5),
+        point(0.9, 0.0), // as accurate as (1, 0), slower
+    ];
+    mark_front(&mut p);
+    let on: Vec<bool> = p.iter().map(|q| q.on_front).collect();
+    assert_eq!(on, [true, true, false, true, true, false]);
+}
+
+#[test]
+fn the_curve_starts_at_the_fe_run_and_accepts_more_as_the_tolerance_grows() {
+    let model = crate::common::repo("models/demo_cp.safetensors");
+    let cfg = wavecp::coupling::solve::demo_config(&model, &[]).unwrap();
+    let tolerances = [0.0, 0.05, 0.3, 10.0];
+    let r = pareto(&cfg, std::path::Path::new("."), "demo", &tolerances).unwrap();
+    assert_eq!((r.points.len(), r.steps, r.windows), (4, 100, 5));
+    // Tolerance 0: every window to the FE, the reference's bits.
+    let p0 = &r.points[0];
+    assert_eq!((p0.windows_accepted, p0.steps_surrogate), (0, 0));
+    assert_eq!(p0.max_rel_l2_error, 0.0);
+    for (p, t) in r.points.iter().zip(tolerances) {
+        assert_eq!(p.tolerance, t);
+        assert_eq!(p.windows_accepted + p.windows_rejected, 5);
+        assert!((p.speedup - p.reference_wall_s / p.wall_s).abs() <= 1e-9 * p.speedup);
+        assert_eq!(p.steps_surrogate > 0, p.windows_accepted > 0);
+        assert_eq!(p.max_rel_l2_error > 0.0, p.windows_accepted > 0, "{p:?}");
+    }
+    // The calibrated threshold grows with the tolerance, and so do the windows accepted.
+    for w in r.points.windows(2) {
+        assert!(w[1].windows_accepted >= w[0].windows_accepted);
+        assert!(w[1].indicator_threshold >= w[0].indicator_threshold);
+    }
+    assert!(r.points[3].windows_accepted > 0, "{:?}", r.points[3]);
+    // The error-free point is on the front unless an error-free point is faster.
+    assert!(p0.on_front || r.points[1..].iter().any(|p| p.max_rel_l2_error == 0.0));
+}
