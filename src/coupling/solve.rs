@@ -98,9 +98,9 @@ path = "wavecp_demo.vtkhdf"
 every = 2
 [coupling]
 model = "{}"
-tolerance = 0.2
+tolerance = 0.05
 indicator = "fe_probe"
-velocity = "fit"
+velocity = "bdf2"
 "#,
         model.display()
     );
