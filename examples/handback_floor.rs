@@ -55,25 +55,25 @@ fn main() -> anyhow::Result<()> {
     let frame_dt = stride as f64 * sim.dt();
     let est = VelocityEstimate::Bdf2;
     let mut rows = vec![];
+    anyhow::ensure!(
+        firsts.iter().all(|&f| f >= 2) && window >= 2,
+        "a hand-back needs frames two before and two after it: first frames and window ≥ 2"
+    );
     for &first in &firsts {
-        anyhow::ensure!(
-            first >= 2 && window >= 2,
-            "a hand-back needs frames two before and two after it: first frame and window ≥ 2"
-        );
         // Frames `first` − 2 … `first` + 2, the state at `first`, and the uninterrupted run a
         // window after it.
         sim.restore(&state0)?;
         sim.advance((first - 2) * stride);
         let mut frames = vec![sim.u().to_vec()];
-        let mut start = None;
-        for k in 1..5 {
-            sim.advance(stride);
-            frames.push(sim.u().to_vec());
-            if k == 2 {
-                start = Some((sim.state(), sim.steps_done()));
+        let more = |sim: &mut wavecp::sim::Simulation, frames: &mut Vec<Vec<f64>>| {
+            for _ in 0..2 {
+                sim.advance(stride);
+                frames.push(sim.u().to_vec());
             }
-        }
-        let (start, step) = start.expect("frame 2 passed");
+        };
+        more(&mut sim, &mut frames);
+        let (start, step) = (sim.state(), sim.steps_done());
+        more(&mut sim, &mut frames);
         sim.advance(window * stride - 2 * stride);
         let truth = sim.u().to_vec();
         let mut row = serde_json::json!({"frame": first, "t": step as f64 * sim.dt(),
