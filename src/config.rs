@@ -78,8 +78,10 @@ pub struct CouplingConfig {
     /// At most this many accepted windows in a row, then the FE runs one (0: no cap).
     #[serde(default)]
     pub max_consecutive: usize,
-    /// The hand-back velocity from the last frames: `bdf2` (default), `two_frames`, or `fit`
-    /// (the least-squares quadratic through the window's frames and the frame before).
+    /// The hand-back velocity from the last frames: `bdf2` (default), `two_frames`, `fit`
+    /// (the least-squares quadratic through the window's frames and the frame before), or
+    /// `central4` (the fourth-order central difference: the forecast is handed back two
+    /// frames before its end and the FE runs those two).
     #[serde(default = "default_velocity")]
     pub velocity: String,
 }
@@ -338,10 +340,13 @@ impl Config {
                 format!("`{}` is none of {}", c.indicator, INDICATORS.join(", ")),
             ));
         }
-        if !["bdf2", "two_frames", "fit"].contains(&c.velocity.as_str()) {
+        if !["bdf2", "two_frames", "fit", "central4"].contains(&c.velocity.as_str()) {
             return Err(invalid(
                 "coupling.velocity",
-                format!("`{}` is none of bdf2, two_frames, fit", c.velocity),
+                format!(
+                    "`{}` is none of bdf2, two_frames, fit, central4",
+                    c.velocity
+                ),
             ));
         }
         if c.device.parse::<crate::nn::Device>().is_err() {

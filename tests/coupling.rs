@@ -11,7 +11,7 @@ use wavecp::mesh::{read_msh, rectangle, CellShape, Mesh};
 use wavecp::sim::Simulation;
 use wavecp::solver::BoundaryKind;
 
-fn unit(n: usize) -> ZoneGrid {
+pub(crate) fn unit(n: usize) -> ZoneGrid {
     ZoneGrid {
         x: [0.0, 1.0],
         y: [0.0, 1.0],
@@ -193,7 +193,7 @@ fn bad_grids_and_lengths_are_errors() {
     assert!(t.to_mesh(&[0.0; 15], &mut [0.0; 81]).is_err());
 }
 
-fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
     let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
     (d / b.iter().map(|y| y * y).sum::<f64>()).sqrt()
 }
@@ -238,6 +238,7 @@ fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimat
         let (lo, hi) = match est {
             VelocityEstimate::TwoFrames => (0.8, 1.2),
             VelocityEstimate::Bdf2 | VelocityEstimate::Fit(_) => (1.7, 2.4),
+            VelocityEstimate::Central4 => unreachable!("tests/handback.rs measures it"),
         };
         for w in errs[..3].windows(2) {
             let rate = (w[0] / w[1]).log2();
@@ -300,19 +301,23 @@ pub(crate) mod hybrid {
     use wavecp::sim::Simulation;
     use wavecp::solver::{BoundaryKind, Problem};
 
-    const STRIDE: usize = 2;
+    pub(crate) const STRIDE: usize = 2;
 
-    fn problem() -> Problem {
+    pub(crate) fn problem() -> Problem {
         square(CellShape::Quad, 64, 1.0, Some(BoundaryKind::Absorbing))
     }
 
-    fn sim(p: &Problem) -> Simulation<'static> {
+    pub(crate) fn sim(p: &Problem) -> Simulation<'static> {
         Simulation::serial(pulse_solver(p, 0.5, [0.5, 0.5], 0.3)).unwrap()
     }
 
     /// The FE-only run's frames on the grid every `STRIDE` steps up to `last`, and its final
     /// field.
-    fn reference(p: &Problem, t: &ZoneTransfer, last: usize) -> (Vec<Vec<f64>>, Vec<f64>) {
+    pub(crate) fn reference(
+        p: &Problem,
+        t: &ZoneTransfer,
+        last: usize,
+    ) -> (Vec<Vec<f64>>, Vec<f64>) {
         let mut s = sim(p);
         let mut frames = vec![];
         loop {
@@ -330,11 +335,11 @@ pub(crate) mod hybrid {
 
     /// Forecasts the FE run's own frames, window after window (every window must be accepted
     /// for its count to stay in step).
-    struct Oracle {
-        frames: Vec<Vec<f64>>,
-        t_in: usize,
-        t_out: usize,
-        calls: usize,
+    pub(crate) struct Oracle {
+        pub(crate) frames: Vec<Vec<f64>>,
+        pub(crate) t_in: usize,
+        pub(crate) t_out: usize,
+        pub(crate) calls: usize,
     }
 
     impl Forecaster for Oracle {
@@ -353,8 +358,8 @@ pub(crate) mod hybrid {
     }
 
     /// Repeats the last frame; or refuses to be called at all.
-    struct Persistence {
-        callable: bool,
+    pub(crate) struct Persistence {
+        pub(crate) callable: bool,
     }
 
     impl Forecaster for Persistence {
@@ -374,7 +379,7 @@ pub(crate) mod hybrid {
     }
 
     /// Accepts everything.
-    struct Trusting;
+    pub(crate) struct Trusting;
 
     impl Indicator for Trusting {
         fn score(&mut self, _: WindowView<'_, '_>) -> Result<f64, CouplingError> {
@@ -1188,9 +1193,10 @@ pub(crate) mod hybrid {
         }
         assert_eq!(h["steps_total"], 100);
         // The shipped model is trained: at the demo's calibrated tolerance it takes windows
-        // over and the run stays near the reference (docs/coupling.md: 3 of 5, 15 %).
-        assert!(h["windows_accepted"].as_u64().unwrap() >= 1, "{h}");
-        assert!(h["max_rel_l2_error"].as_f64().unwrap() < 0.3, "{h}");
+        // over and the run stays near the reference (docs/coupling.md: 3 of 5, 8.1 % with the
+        // central hand-back; BDF2's 15 % would fail here).
+        assert!(h["windows_accepted"].as_u64().unwrap() >= 2, "{h}");
+        assert!(h["max_rel_l2_error"].as_f64().unwrap() < 0.13, "{h}");
         let f = hdf5::File::open(dir.path().join("wavecp_demo.vtkhdf")).unwrap();
         for field in ["u", "u_ref", "u_diff", "stepper"] {
             assert!(

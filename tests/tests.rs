@@ -13,6 +13,7 @@ mod cuda;
 mod dataset;
 mod energy;
 mod fuzz;
+mod handback;
 mod mesh;
 #[cfg(all(feature = "mpi", feature = "hdf5"))]
 mod mpi;

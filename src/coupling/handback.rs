@@ -5,7 +5,9 @@
 //!
 //! With frames `Δ = stride·dt` apart the two-frame difference is first-order in `Δ` and the
 //! three-frame one (BDF2) second-order; the tests measure the hand-back error of each against
-//! the uninterrupted FE run.
+//! the uninterrupted FE run. The central difference ([`VelocityEstimate::Central4`]) is
+//! fourth-order but needs two frames after the one handed back: the forecast is then handed
+//! back two frames before its end and the FE runs those two frames itself.
 
 /// Which backward difference forms the velocity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -18,6 +20,10 @@ pub enum VelocityEstimate {
     /// frames: second order for smooth fields, and less amplification of a forecast's frame
     /// noise than BDF2 (its weights are smaller).
     Fit(usize),
+    /// `(F₋₂ − 8F₋₁ + 8F₁ − F₂)/(12Δ)` around the frame handed back, from the two frames on
+    /// either side: fourth order, and smaller weights than BDF2 (Σ|w| = 1.5 against 4); the
+    /// frame handed back is [`VelocityEstimate::lag`] = 2 frames before the last.
+    Central4,
 }
 
 impl VelocityEstimate {
@@ -27,10 +33,20 @@ impl VelocityEstimate {
             VelocityEstimate::TwoFrames => 2,
             VelocityEstimate::Bdf2 => 3,
             VelocityEstimate::Fit(n) => n.max(3),
+            VelocityEstimate::Central4 => 5,
         }
     }
 
-    /// The velocity at the last of `frames` (oldest first, each `frame_dt` after the one
+    /// Frames read after the one whose velocity is estimated (the last of those read, but
+    /// for the central difference).
+    pub fn lag(self) -> usize {
+        match self {
+            VelocityEstimate::Central4 => 2,
+            _ => 0,
+        }
+    }
+
+    /// The velocity at the frame [`Self::lag`] before the last of `frames` (oldest first, each `frame_dt` after the one
     /// before, all of one length), or `None` when fewer frames than [`Self::frames`] are given
     /// or their lengths differ.
     pub fn velocity(self, frames: &[&[f64]], frame_dt: f64) -> Option<Vec<f64>> {
@@ -56,6 +72,9 @@ impl VelocityEstimate {
         match self {
             VelocityEstimate::TwoFrames => vec![-1.0, 1.0],
             VelocityEstimate::Bdf2 => vec![0.5, -2.0, 1.5],
+            VelocityEstimate::Central4 => {
+                vec![1.0 / 12.0, -8.0 / 12.0, 0.0, 8.0 / 12.0, -1.0 / 12.0]
+            }
             VelocityEstimate::Fit(_) => {
                 // Least squares u(τ) ≈ a + bτ + cτ² at τ_j = j − (k − 1) (frame spacings, the
                 // last frame at 0): b = e₁ᵀ (AᵀA)⁻¹ Aᵀ F, so w = A (AᵀA)⁻¹ e₁.

@@ -221,6 +221,13 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
                 forecaster.t_out()
             ));
         }
+        if forecaster.t_out() <= cfg.velocity.lag() {
+            return bad(format!(
+                "a forecast of {} frames cannot be handed back {} frames before its end (the velocity estimate's lag): take a model with more output frames or another velocity",
+                forecaster.t_out(),
+                cfg.velocity.lag()
+            ));
+        }
         if cfg.stride == 0 || cfg.tolerance.is_nan() || cfg.tolerance < 0.0 {
             return bad(format!(
                 "stride {} and tolerance {}: the stride must be at least 1 and the tolerance a number >= 0",
@@ -396,12 +403,15 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         let score = tried.as_ref().map(|t| t.0);
         let accepted = tried.filter(|(score, _)| *score < self.cfg.tolerance);
         self.st.windows.push((score, accepted.is_some()));
-        shared.window(start..start + window, score, accepted.is_some());
+        // The surrogate's part: the window, less the frames a central velocity reads after the
+        // frame handed back (the FE then runs them, frame by frame).
+        let lands = window - self.cfg.velocity.lag() * self.cfg.stride;
+        shared.window(start..start + lands, score, accepted.is_some());
         match accepted {
             Some((_, forecast)) => {
                 self.frames_inside(start, &forecast, shared)?;
-                self.hand_back(forecast, window)?;
-                self.st.steps_surrogate += window;
+                self.hand_back(forecast, lands)?;
+                self.st.steps_surrogate += lands;
                 self.st.in_a_row += 1;
                 shared.state_changed(&self.state());
                 let mut ctl = Control::default();
@@ -427,7 +437,8 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         forecast: &[Vec<f64>],
         shared: &mut C,
     ) -> Result<(), CouplingError> {
-        for (k, f) in forecast.iter().enumerate().take(forecast.len() - 1) {
+        let inside = forecast.len() - 1 - self.cfg.velocity.lag();
+        for (k, f) in forecast.iter().enumerate().take(inside) {
             let step = start + (k + 1) * self.cfg.stride;
             if shared.wants_frame(step) {
                 let mut u = self.sim.u().to_vec();
@@ -509,8 +520,12 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         Ok((score, forecast))
     }
 
-    /// The FE continues from the forecast's last frame, `window` steps on.
-    fn hand_back(&mut self, forecast: Vec<Vec<f64>>, window: usize) -> Result<(), CouplingError> {
+    /// The FE continues from the forecast's frame `lag` before its last, `window` steps on.
+    fn hand_back(
+        &mut self,
+        mut forecast: Vec<Vec<f64>>,
+        window: usize,
+    ) -> Result<(), CouplingError> {
         let t = Instant::now();
         let est = self.cfg.velocity;
         let k = est.frames();
@@ -521,11 +536,13 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             CouplingError::Setup(format!("{k} frames are needed for the velocity"))
         })?;
         let mut u = self.sim.u().to_vec();
-        self.transfer.to_mesh(seq[seq.len() - 1], &mut u)?;
+        self.transfer
+            .to_mesh(seq[seq.len() - 1 - est.lag()], &mut u)?;
         let mut v = vec![0.0; u.len()];
         self.transfer.to_mesh(&v_grid, &mut v)?;
         let step = self.sim.steps_done() + window;
         self.sim.start_from(&u, &v, step)?;
+        forecast.truncate(forecast.len() - est.lag());
         for f in forecast {
             self.push(f);
         }

@@ -100,7 +100,7 @@ every = 2
 model = "{}"
 tolerance = 0.05
 indicator = "fe_probe"
-velocity = "bdf2"
+velocity = "central4"
 "#,
         model.display()
     );
@@ -340,6 +340,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),
+        "central4" => VelocityEstimate::Central4,
         _ => VelocityEstimate::Bdf2,
     };
     let cfg = HybridConfig {
