@@ -84,6 +84,16 @@ pub struct CouplingConfig {
     /// frames before its end and the FE runs those two).
     #[serde(default = "default_velocity")]
     pub velocity: String,
+    /// What `tolerance` is relative to: `window` (default: the window's own field, the
+    /// calibration's unit) or `run` (the largest field of the run so far, the unit of
+    /// `max_rel_l2_error`: quiet windows after the wave has passed are then judged by their
+    /// share of the run's error).
+    #[serde(default = "default_error_scale")]
+    pub error_scale: String,
+}
+
+fn default_error_scale() -> String {
+    "window".into()
 }
 
 fn default_device() -> String {
@@ -347,6 +357,12 @@ impl Config {
                     "`{}` is none of bdf2, two_frames, fit, central4",
                     c.velocity
                 ),
+            ));
+        }
+        if !["window", "run"].contains(&c.error_scale.as_str()) {
+            return Err(invalid(
+                "coupling.error_scale",
+                format!("`{}` is none of window, run", c.error_scale),
             ));
         }
         if c.device.parse::<crate::nn::Device>().is_err() {

@@ -292,8 +292,8 @@ pub(crate) mod hybrid {
     use crate::common::{pulse_solver, square};
     use wavecp::coupling::handback::VelocityEstimate;
     use wavecp::coupling::hybrid::{
-        EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, Indicator,
-        Residual, WindowView,
+        EnergyBalance, EnergyChange, ErrorScale, FeProbe, Forecaster, Hybrid, HybridConfig,
+        Indicator, Residual, WindowView,
     };
     use wavecp::coupling::transfer::ZoneTransfer;
     use wavecp::coupling::CouplingError;
@@ -393,6 +393,7 @@ pub(crate) mod hybrid {
             tolerance,
             max_consecutive,
             velocity: VelocityEstimate::Bdf2,
+            error_scale: ErrorScale::Window,
         }
     }
 
@@ -779,6 +780,7 @@ pub(crate) mod hybrid {
             ("indicator = \"oracle\"\n", "coupling.indicator"),
             ("velocity = \"euler\"\n", "coupling.velocity"),
             ("device = \"tpu\"\n", "coupling.device"),
+            ("error_scale = \"global\"\n", "coupling.error_scale"),
         ] {
             let e = wavecp::config::Config::from_toml(&text(extra), "job", &[])
                 .unwrap_err()
@@ -939,39 +941,48 @@ pub(crate) mod hybrid {
         let dir = tempfile::tempdir().unwrap();
         let model = untrained(dir.path(), 2.0 * 0.01);
         let base = std::path::Path::new(".");
-        let whole = alternating_job(dir.path(), &model, "whole");
         let opts = |restart: bool, stop: Option<usize>| RunOptions {
             reference: true,
             restart,
             stop_after_steps: stop,
             ..RunOptions::default()
         };
-        let (run, h) = run_hybrid(&whole, base, &opts(false, None), &wavecp::comm::Serial).unwrap();
-        assert!(!run.interrupted && h.windows_accepted == 2);
-        // Stopped at step 33 (inside the rejected window 30–46, between two frames), then at
-        // 62 (where the accepted window 46–62 lands), then run to the end.
-        let parts = alternating_job(dir.path(), &model, "parts");
-        let (r1, _) =
-            run_hybrid(&parts, base, &opts(false, Some(33)), &wavecp::comm::Serial).unwrap();
-        assert!(r1.interrupted && r1.checkpoints == 1, "{r1:?}");
-        let (r2, _) =
-            run_hybrid(&parts, base, &opts(true, Some(62)), &wavecp::comm::Serial).unwrap();
-        assert!(r2.interrupted && r2.restarted, "{r2:?}");
-        let (r3, h3) = run_hybrid(&parts, base, &opts(true, None), &wavecp::comm::Serial).unwrap();
-        assert!(!r3.interrupted && r3.restarted);
-        assert_eq!(h3.windows, h.windows);
-        assert_eq!(h3.steps_surrogate, h.steps_surrogate);
-        assert_eq!(
-            h3.max_rel_l2_error.unwrap().to_bits(),
-            h.max_rel_l2_error.unwrap().to_bits()
-        );
-        assert_eq!(r3.final_energy.to_bits(), run.final_energy.to_bits());
-        let (a, b) = (
-            hybrid_datasets(run.output.as_ref().unwrap()),
-            hybrid_datasets(r3.output.as_ref().unwrap()),
-        );
-        assert_eq!(a.len(), 8);
-        assert_eq!(a, b);
+        // With the run's error scale the window scores depend on the largest frame so far,
+        // which the checkpoint must carry.
+        for scale in ["window", "run"] {
+            let mut whole = alternating_job(dir.path(), &model, &format!("whole-{scale}"));
+            whole.coupling.as_mut().unwrap().error_scale = scale.into();
+            let (run, h) =
+                run_hybrid(&whole, base, &opts(false, None), &wavecp::comm::Serial).unwrap();
+            assert!(!run.interrupted && h.windows_accepted == 2);
+            // Stopped at step 33 (inside the rejected window 30–46, between two frames), then at
+            // 62 (where the accepted window 46–62 lands), then run to the end.
+            let mut parts = alternating_job(dir.path(), &model, &format!("parts-{scale}"));
+            parts.coupling.as_mut().unwrap().error_scale = scale.into();
+            let (r1, _) =
+                run_hybrid(&parts, base, &opts(false, Some(33)), &wavecp::comm::Serial).unwrap();
+            assert!(r1.interrupted && r1.checkpoints == 1, "{r1:?}");
+            let (r2, _) =
+                run_hybrid(&parts, base, &opts(true, Some(62)), &wavecp::comm::Serial).unwrap();
+            assert!(r2.interrupted && r2.restarted, "{r2:?}");
+            let (r3, h3) =
+                run_hybrid(&parts, base, &opts(true, None), &wavecp::comm::Serial).unwrap();
+            assert!(!r3.interrupted && r3.restarted);
+            assert_eq!(h3.windows, h.windows);
+            assert_eq!(h3.steps_surrogate, h.steps_surrogate);
+            assert_eq!(
+                h3.max_rel_l2_error.unwrap().to_bits(),
+                h.max_rel_l2_error.unwrap().to_bits()
+            );
+            assert_eq!(r3.final_energy.to_bits(), run.final_energy.to_bits());
+            let (a, b) = (
+                hybrid_datasets(run.output.as_ref().unwrap()),
+                hybrid_datasets(r3.output.as_ref().unwrap()),
+            );
+            assert_eq!(a.len(), 8);
+            assert_eq!(a, b);
+        }
+        let parts = alternating_job(dir.path(), &model, "parts-window");
         // A checkpoint of a hybrid run does not continue without the coupling, nor without
         // --reference when it was taken with it.
         let (_, _) =

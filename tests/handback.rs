@@ -5,7 +5,7 @@ use crate::common::{pulse_solver, square};
 use crate::coupling::hybrid::{problem, reference, sim, Oracle, Persistence, Trusting, STRIDE};
 use crate::coupling::{rel_l2, unit};
 use wavecp::coupling::handback::VelocityEstimate;
-use wavecp::coupling::hybrid::{Hybrid, HybridConfig, Residual};
+use wavecp::coupling::hybrid::{ErrorScale, Hybrid, HybridConfig, Residual};
 use wavecp::coupling::transfer::ZoneTransfer;
 use wavecp::mesh::CellShape;
 use wavecp::sim::Simulation;
@@ -117,6 +117,7 @@ fn cfg(velocity: VelocityEstimate) -> HybridConfig {
         tolerance: f64::INFINITY,
         max_consecutive: 0,
         velocity,
+        error_scale: ErrorScale::Window,
     }
 }
 

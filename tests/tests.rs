@@ -23,6 +23,7 @@ mod nn_model;
 mod output;
 #[cfg(feature = "hdf5")]
 mod pareto;
+mod scale;
 mod sim;
 mod solver;
 mod source;

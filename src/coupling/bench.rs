@@ -20,7 +20,7 @@
 //! measured ones.
 
 use super::handback::VelocityEstimate;
-use super::hybrid::{Forecaster, Hybrid, HybridConfig, HybridSummary, Indicator};
+use super::hybrid::{ErrorScale, Forecaster, Hybrid, HybridConfig, HybridSummary, Indicator};
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
 use super::CouplingError;
@@ -195,6 +195,7 @@ fn hybrid(
         tolerance: f64::INFINITY,
         max_consecutive: 0,
         velocity: VelocityEstimate::Bdf2,
+        error_scale: ErrorScale::Window,
     };
     let mut sim = simulation(problem, dt)?;
     let mut h = Hybrid::new(&mut sim, &transfer, net, indicator, cfg)?;

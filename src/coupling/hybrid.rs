@@ -87,6 +87,23 @@ pub struct HybridConfig {
     /// At most this many accepted windows in a row, then the FE runs one (0: no cap).
     pub max_consecutive: usize,
     pub velocity: VelocityEstimate,
+    /// What the indicator's window error is relative to.
+    pub error_scale: ErrorScale,
+}
+
+/// What a window's error is measured against when it is compared with the tolerance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ErrorScale {
+    /// The window's own field (the calibration's unit): a quiet window after the wave has
+    /// left is judged as strictly as the loudest.
+    #[default]
+    Window,
+    /// The largest field of the run so far: the indicator's value is scaled by the largest
+    /// of the window's input frames over the largest frame the FE has recorded (both L2 on
+    /// the grid), so the tolerance bounds the window's error in the unit of the run's
+    /// `max_rel_l2_error` (whose denominator, the run's largest field, can only grow). Only
+    /// as good as the indicator's calibration on quiet windows: see docs/coupling.md.
+    Run,
 }
 
 /// What a hybrid run did and where its time went.
@@ -137,6 +154,9 @@ pub struct HybridState {
     pub in_a_row: usize,
     pub windows: Vec<(Option<f64>, bool)>,
     pub steps_surrogate: usize,
+    /// The largest L2 norm of a frame the FE recorded so far, for
+    /// [`ErrorScale::Run`].
+    pub run_max: f64,
     /// What the state was made with (checked on resuming): FE steps between frames, frames
     /// a forecast reads, grid points.
     pub stride: usize,
@@ -475,6 +495,9 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         let mut g = vec![0.0; self.transfer.points()];
         self.transfer
             .to_grid_on(self.sim.u(), &mut g, self.sim.comm())?;
+        // Only the FE's frames set the run's scale: a bad forecast must not make the next
+        // windows' errors look smaller.
+        self.st.run_max = self.st.run_max.max(l2(&g));
         self.push(g);
         self.st.newest = self.sim.steps_done();
         self.times.transfer += t.elapsed();
@@ -517,7 +540,23 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             stride: self.cfg.stride,
         })?;
         self.times.indicator += t.elapsed();
-        Ok((score, forecast))
+        Ok((score * self.scale(past), forecast))
+    }
+
+    /// The factor from the window's error scale to the configured one: 1, or the largest
+    /// input frame against the largest frame the FE recorded so far (≤ 1).
+    fn scale(&self, past: &[&[f64]]) -> f64 {
+        match self.cfg.error_scale {
+            ErrorScale::Window => 1.0,
+            ErrorScale::Run => {
+                let here = past.iter().map(|f| l2(f)).fold(0.0, f64::max);
+                if self.st.run_max > 0.0 {
+                    (here / self.st.run_max).min(1.0)
+                } else {
+                    1.0
+                }
+            }
+        }
     }
 
     /// The FE continues from the forecast's frame `lag` before its last, `window` steps on.
@@ -550,4 +589,8 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         self.times.transfer += t.elapsed();
         Ok(())
     }
+}
+
+fn l2(f: &[f64]) -> f64 {
+    f.iter().map(|x| x * x).sum::<f64>().sqrt()
 }

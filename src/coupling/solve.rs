@@ -16,8 +16,8 @@
 
 use super::handback::VelocityEstimate;
 use super::hybrid::{
-    EnergyBalance, EnergyChange, FeProbe, Forecaster, Hybrid, HybridConfig, HybridHooks,
-    HybridState, HybridSummary, Indicator, OnRankZero, Residual,
+    EnergyBalance, EnergyChange, ErrorScale, FeProbe, Forecaster, Hybrid, HybridConfig,
+    HybridHooks, HybridState, HybridSummary, Indicator, OnRankZero, Residual,
 };
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
@@ -348,6 +348,10 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         tolerance: threshold.unwrap_or(c.tolerance),
         max_consecutive: c.max_consecutive,
         velocity,
+        error_scale: match c.error_scale.as_str() {
+            "run" => ErrorScale::Run,
+            _ => ErrorScale::Window,
+        },
     };
     Ok(Parts {
         transfer,
