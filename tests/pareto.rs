@@ -65,38 +65,45 @@ fn the_curve_starts_at_the_fe_run_and_accepts_more_as_the_tolerance_grows() {
 }
 
 #[test]
-fn the_fine_square_model_fits_its_dataset_and_hybrid_jobs() {
-    // The shipped 10^6-node model is the one its jobs describe: the dataset's zone, grid and
-    // frame spacing, the hybrid job's time step dividing that spacing, a stored calibration for
-    // the job's indicator whose threshold grows with the tolerance.
-    let l = wavecp::surrogate::modelfile::load(&crate::common::repo(
-        "models/fine_square_cp.safetensors",
-    ))
-    .unwrap();
-    let job = wavecp::dataset::DatasetJob::load(
-        &crate::common::repo("examples/fine_square/dataset.toml"),
-        &[],
-    )
-    .unwrap();
-    let m = &l.meta;
-    let z = &job.zone;
-    assert_eq!((m.nx, m.ny), (z.nx, z.ny));
-    assert_eq!(m.zone, Some([z.x[0], z.x[1], z.y[0], z.y[1]]));
-    let dt = job.time.dt.unwrap();
-    assert!((m.frame_dt - job.frames.stride as f64 * dt).abs() < 1e-12 * m.frame_dt);
-    let hybrid = wavecp::config::Config::load(
-        &crate::common::repo("examples/fine_square/hybrid.toml"),
-        &[],
-    )
-    .unwrap();
-    assert_eq!(hybrid.time.dt, Some(dt));
-    let c = hybrid.coupling.as_ref().unwrap();
-    let cal = m.calibration.as_ref().expect("the model is calibrated");
-    assert_eq!(cal.indicator, c.indicator);
-    assert!(
-        cal.scores.len() >= 500,
-        "{} calibration windows",
-        cal.scores.len()
-    );
-    assert!(cal.threshold(0.05) > 0.0 && cal.threshold(0.1) >= cal.threshold(0.05));
+fn the_fine_square_models_fit_their_dataset_and_hybrid_jobs() {
+    // The shipped 10^6-node models are the ones their jobs describe: the dataset's zone, grid
+    // and frame spacing, the hybrid job's time step dividing that spacing, a stored
+    // calibration for the job's indicator whose threshold grows with the tolerance.
+    for (model, dataset, hybrid) in [
+        (
+            "models/fine_square_cp.safetensors",
+            "examples/fine_square/dataset.toml",
+            "examples/fine_square/hybrid.toml",
+        ),
+        (
+            "models/fine_full_cp.safetensors",
+            "examples/fine_square/dataset_full.toml",
+            "examples/fine_square/hybrid_full.toml",
+        ),
+    ] {
+        let l = wavecp::surrogate::modelfile::load(&crate::common::repo(model)).unwrap();
+        let job = wavecp::dataset::DatasetJob::load(&crate::common::repo(dataset), &[]).unwrap();
+        let m = &l.meta;
+        let z = &job.zone;
+        assert_eq!((m.nx, m.ny), (z.nx, z.ny), "{model}");
+        assert_eq!(m.zone, Some([z.x[0], z.x[1], z.y[0], z.y[1]]), "{model}");
+        let dt = job.time.dt.unwrap();
+        assert!((m.frame_dt - job.frames.stride as f64 * dt).abs() < 1e-12 * m.frame_dt);
+        let job = wavecp::config::Config::load(&crate::common::repo(hybrid), &[]).unwrap();
+        assert_eq!(job.time.dt, Some(dt), "{hybrid}");
+        let c = job.coupling.as_ref().unwrap();
+        assert!(
+            c.model.ends_with(model),
+            "{} against {model}",
+            c.model.display()
+        );
+        let cal = m.calibration.as_ref().expect("the model is calibrated");
+        assert_eq!(cal.indicator, c.indicator);
+        assert!(
+            cal.scores.len() >= 500,
+            "{model}: {} calibration windows",
+            cal.scores.len()
+        );
+        assert!(cal.threshold(0.05) > 0.0 && cal.threshold(0.1) >= cal.threshold(0.05));
+    }
 }
