@@ -847,7 +847,9 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
     let dir = tempfile::tempdir().unwrap();
     let model = crate::coupling::hybrid::untrained(dir.path(), 2.0 * 0.01);
     // Windows of 16 steps from step 14, one in two accepted (the untrained network's frames
-    // are trusted at any tolerance; the cap gives the FE every other window).
+    // are trusted at any tolerance; the cap gives the FE every other window). The run's error
+    // scale: the scores compared below are then the indicator's times the frames' ratio, both
+    // of which must be the same on every rank count.
     let j = dir.path().join("hybrid.toml");
     std::fs::write(
         &j,
@@ -862,6 +864,8 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
             "--reference".into(),
             "--set".into(),
             "coupling.max_consecutive=1".into(),
+            "--set".into(),
+            "coupling.error_scale=\"run\"".into(),
             "--set".into(),
             format!(
                 "output.path=\"{}\"",
