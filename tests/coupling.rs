@@ -198,24 +198,69 @@ pub(crate) fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
     (d / b.iter().map(|y| y * y).sum::<f64>()).sqrt()
 }
 
+/// The FE run's own frames standing in for a perfect forecast: a Gaussian pulse in a square
+/// with absorbing sides, every step from `N − 16` to `N − 16 + count`, and the run at `N + M`.
+pub(crate) struct HandBackCase {
+    p: wavecp::solver::Problem,
+    pub(crate) dt: f64,
+    /// `frames[16]` is the field at step `N`.
+    pub(crate) frames: Vec<Vec<f64>>,
+    want: Vec<f64>,
+}
+
+impl HandBackCase {
+    pub(crate) const N: usize = 40;
+    pub(crate) const M: usize = 20;
+
+    pub(crate) fn new(count: usize) -> Self {
+        let p = square(CellShape::Quad, 64, 1.0, Some(BoundaryKind::Absorbing));
+        let mut reference = Simulation::serial(Self::solver(&p)).unwrap();
+        let dt = reference.dt();
+        reference.advance(Self::N - 16);
+        let mut frames = vec![reference.u().to_vec()];
+        for _ in 0..count {
+            reference.advance(1);
+            frames.push(reference.u().to_vec());
+        }
+        let mut ahead = Simulation::serial(Self::solver(&p)).unwrap();
+        ahead.advance(Self::N + Self::M);
+        let want = ahead.u().to_vec();
+        HandBackCase {
+            p,
+            dt,
+            frames,
+            want,
+        }
+    }
+
+    fn solver(p: &wavecp::solver::Problem) -> wavecp::solver::WaveSolver {
+        pulse_solver(p, 0.5, [0.5, 0.5], 0.3)
+    }
+
+    /// The pulse's simulation at step 0.
+    fn fresh(&self) -> Simulation<'static> {
+        Simulation::serial(Self::solver(&self.p)).unwrap()
+    }
+
+    /// The relative L2 error `M` steps after handing back the field at step `N` with
+    /// velocity `v`, against the uninterrupted run.
+    pub(crate) fn error_after(&self, v: &[f64]) -> f64 {
+        let mut sim = self.fresh();
+        sim.start_from(&self.frames[16], v, Self::N).unwrap();
+        assert_eq!(sim.steps_done(), Self::N);
+        assert_eq!(sim.time().to_bits(), (Self::N as f64 * self.dt).to_bits());
+        sim.advance(Self::M);
+        rel_l2(sim.u(), &self.want)
+    }
+}
+
 #[test]
 fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimate() {
     // A Gaussian pulse in a square with absorbing sides. The FE run's own frames stand in for
     // a perfect forecast at step n: what is measured is the hand-back alone (field plus a
     // velocity from frames `stride` steps apart, Taylor start), m steps later.
-    let p = square(CellShape::Quad, 64, 1.0, Some(BoundaryKind::Absorbing));
-    let solver = || pulse_solver(&p, 0.5, [0.5, 0.5], 0.3);
-    let (n, m) = (40, 20);
-    let mut reference = Simulation::serial(solver()).unwrap();
-    let dt = reference.dt();
-    reference.advance(n - 16);
-    let mut frames = vec![reference.u().to_vec()];
-    for _ in 0..16 {
-        reference.advance(1);
-        frames.push(reference.u().to_vec());
-    }
-    reference.advance(m);
-    let want = reference.u().to_vec();
+    let case = HandBackCase::new(16);
+    let (dt, frames, m) = (case.dt, &case.frames, HandBackCase::M);
     let mut by_est = vec![];
     for est in [VelocityEstimate::TwoFrames, VelocityEstimate::Bdf2] {
         let mut errs = vec![];
@@ -225,12 +270,7 @@ fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimat
                 .map(|k| frames[16 - k * stride].as_slice())
                 .collect();
             let v = est.velocity(&picked, stride as f64 * dt).unwrap();
-            let mut sim = Simulation::serial(solver()).unwrap();
-            sim.start_from(&frames[16], &v, n).unwrap();
-            assert_eq!(sim.steps_done(), n);
-            assert_eq!(sim.time().to_bits(), (n as f64 * dt).to_bits());
-            sim.advance(m);
-            errs.push(rel_l2(sim.u(), &want));
+            errs.push(case.error_after(&v));
         }
         eprintln!("hand-back {est:?} (dt = {dt:.4e}): relative L2 error {m} steps later, frames 8, 4, 2, 1 steps apart: {errs:?}");
         // The order shows between frame spacings 8, 4 and 2; at 1 the Taylor start's own
@@ -280,7 +320,7 @@ fn a_handed_back_field_continues_the_fe_run_at_the_order_of_its_velocity_estimat
     assert!(VelocityEstimate::Bdf2.velocity(&one, dt).is_none());
     let short = [frames[0].as_slice(), &frames[1][..5]];
     assert!(VelocityEstimate::TwoFrames.velocity(&short, dt).is_none());
-    let mut sim = Simulation::serial(solver()).unwrap();
+    let mut sim = case.fresh();
     assert!(sim.start_from(&frames[0][..5], &frames[0], 3).is_err());
     let mut nan = frames[0].clone();
     nan[7] = f64::NAN;
@@ -387,7 +427,7 @@ pub(crate) mod hybrid {
         }
     }
 
-    fn cfg(tolerance: f64, max_consecutive: usize) -> HybridConfig {
+    pub(crate) fn cfg(tolerance: f64, max_consecutive: usize) -> HybridConfig {
         HybridConfig {
             stride: STRIDE,
             tolerance,

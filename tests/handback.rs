@@ -1,15 +1,13 @@
 //! The central (fourth-order) hand-back: exact on quartics, its order on a wave run, and a
 //! hybrid run that hands a forecast back two frames before its end and lets the FE run those.
 
-use crate::common::{pulse_solver, square};
-use crate::coupling::hybrid::{problem, reference, sim, Oracle, Persistence, Trusting, STRIDE};
-use crate::coupling::{rel_l2, unit};
+use crate::coupling::hybrid::{
+    self, problem, reference, sim, Oracle, Persistence, Trusting, STRIDE,
+};
+use crate::coupling::{rel_l2, unit, HandBackCase};
 use wavecp::coupling::handback::VelocityEstimate;
-use wavecp::coupling::hybrid::{ErrorScale, Hybrid, HybridConfig, Residual};
+use wavecp::coupling::hybrid::{Hybrid, HybridConfig, Residual};
 use wavecp::coupling::transfer::ZoneTransfer;
-use wavecp::mesh::CellShape;
-use wavecp::sim::Simulation;
-use wavecp::solver::BoundaryKind;
 
 /// `p(t)` at the frames `t = t0 + j·Δ`, two values per frame (a field of two nodes).
 fn frames_of(p: impl Fn(f64) -> f64, t0: f64, delta: f64, n: usize) -> Vec<Vec<f64>> {
@@ -70,29 +68,15 @@ fn a_central_hand_back_continues_the_fe_run_closer_than_bdf2() {
     // As the BDF2 test of tests/coupling.rs: the FE run's own frames stand in for a perfect
     // forecast; the field handed back is frame 16, the central difference reads two frames on
     // either side, BDF2 two before it.
-    let p = square(CellShape::Quad, 64, 1.0, Some(BoundaryKind::Absorbing));
-    let solver = || pulse_solver(&p, 0.5, [0.5, 0.5], 0.3);
-    let (n, m) = (40, 20);
-    let mut reference = Simulation::serial(solver()).unwrap();
-    let dt = reference.dt();
-    reference.advance(n - 16);
-    let mut frames = vec![reference.u().to_vec()];
-    for _ in 0..32 {
-        reference.advance(1);
-        frames.push(reference.u().to_vec());
-    }
-    let mut ahead = Simulation::serial(solver()).unwrap();
-    ahead.advance(n + m);
-    let want = ahead.u().to_vec();
+    let case = HandBackCase::new(32);
+    let m = HandBackCase::M;
     let err = |est: VelocityEstimate, stride: usize| {
         let picked: Vec<&[f64]> = (0..est.frames())
-            .map(|j| frames[16 + (j + est.lag()) * stride - (est.frames() - 1) * stride].as_slice())
+            .map(|j| {
+                case.frames[16 + (j + est.lag()) * stride - (est.frames() - 1) * stride].as_slice()
+            })
             .collect();
-        let v = est.velocity(&picked, stride as f64 * dt).unwrap();
-        let mut sim = Simulation::serial(solver()).unwrap();
-        sim.start_from(&frames[16], &v, n).unwrap();
-        sim.advance(m);
-        rel_l2(sim.u(), &want)
+        case.error_after(&est.velocity(&picked, stride as f64 * case.dt).unwrap())
     };
     let mut lines = vec![];
     for stride in [8, 4, 2] {
@@ -113,11 +97,8 @@ fn a_central_hand_back_continues_the_fe_run_closer_than_bdf2() {
 
 fn cfg(velocity: VelocityEstimate) -> HybridConfig {
     HybridConfig {
-        stride: STRIDE,
-        tolerance: f64::INFINITY,
-        max_consecutive: 0,
         velocity,
-        error_scale: ErrorScale::Window,
+        ..hybrid::cfg(f64::INFINITY, 0)
     }
 }
 

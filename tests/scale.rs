@@ -2,9 +2,8 @@
 //! (the largest field so far, the unit of `max_rel_l2_error`), on a pulse leaving a square
 //! through absorbing sides.
 
-use crate::coupling::hybrid::{problem, reference, sim, Persistence, STRIDE};
+use crate::coupling::hybrid::{self, problem, reference, sim, Persistence};
 use crate::coupling::unit;
-use wavecp::coupling::handback::VelocityEstimate;
 use wavecp::coupling::hybrid::{
     ErrorScale, FeProbe, Forecaster, Hybrid, HybridConfig, Indicator, WindowView,
 };
@@ -22,11 +21,8 @@ impl Indicator for Constant {
 
 fn cfg(tolerance: f64, error_scale: ErrorScale) -> HybridConfig {
     HybridConfig {
-        stride: STRIDE,
-        tolerance,
-        max_consecutive: 0,
-        velocity: VelocityEstimate::Bdf2,
         error_scale,
+        ..hybrid::cfg(tolerance, 0)
     }
 }
 

@@ -46,9 +46,9 @@ impl VelocityEstimate {
         }
     }
 
-    /// The velocity at the frame [`Self::lag`] before the last of `frames` (oldest first, each `frame_dt` after the one
-    /// before, all of one length), or `None` when fewer frames than [`Self::frames`] are given
-    /// or their lengths differ.
+    /// The velocity at the frame [`Self::lag`] before the last of `frames` (oldest first, each
+    /// `frame_dt` after the one before, all of one length), or `None` when fewer frames than
+    /// [`Self::frames`] are given or their lengths differ.
     pub fn velocity(self, frames: &[&[f64]], frame_dt: f64) -> Option<Vec<f64>> {
         let k = self.frames();
         if frames.len() < k || frame_dt.is_nan() || frame_dt <= 0.0 {
