@@ -11,17 +11,27 @@
 //!     examples/fine_square/hybrid.toml 23 8 16,32,64
 //! ```
 //! Arguments: SOLVE_JOB FRAME_STRIDE (steps) WINDOW_FRAMES GRID_SIZES [FIRST_FRAMES, e.g. 8,16,24,32].
+//! A grid size ending in `c` (`16c`) hands back through the cubic grid → mesh interpolation
+//! instead of the bilinear one.
 
 use std::path::{Path, PathBuf};
 use wavecp::comm::Serial;
 use wavecp::config::Config;
 use wavecp::coupling::handback::VelocityEstimate;
-use wavecp::coupling::transfer::{ZoneGrid, ZoneTransfer};
+use wavecp::coupling::transfer::{Interpolation, ZoneGrid, ZoneTransfer};
 
 fn rel(a: &[f64], b: &[f64]) -> f64 {
     let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
     let n: f64 = b.iter().map(|y| y * y).sum();
     (d / n).sqrt()
+}
+
+/// A grid size and its interpolation: `16` bilinear, `16c` cubic.
+fn grid_size(s: &str) -> anyhow::Result<(usize, Interpolation)> {
+    Ok(match s.strip_suffix('c') {
+        Some(n) => (n.parse()?, Interpolation::Cubic),
+        None => (s.parse()?, Interpolation::Bilinear),
+    })
 }
 
 fn list(s: &str) -> anyhow::Result<Vec<usize>> {
@@ -38,16 +48,23 @@ fn main() -> anyhow::Result<()> {
     let base = job.parent().unwrap_or(Path::new("."));
     let cfg = Config::load(&job, &[])?;
     let (stride, window) = (args[2].parse::<usize>()?, args[3].parse::<usize>()?);
-    let grids = list(&args[4])?;
+    let grids: Vec<(usize, Interpolation)> = args[4]
+        .split(',')
+        .map(grid_size)
+        .collect::<anyhow::Result<_>>()?;
     let firsts = list(args.get(5).map_or("8,16,24,32", String::as_str))?;
     let mesh = wavecp::sim::load_mesh(&cfg.mesh, base)?;
     let b = mesh.bbox();
     let (x, y) = ([b[0], b[2]], [b[1], b[3]]);
-    let transfers: Vec<(usize, ZoneTransfer)> = grids
+    let transfers: Vec<(String, ZoneTransfer)> = grids
         .iter()
-        .map(|&n| {
+        .map(|&(n, interp)| {
             let g = ZoneGrid { x, y, nx: n, ny: n };
-            Ok((n, ZoneTransfer::new(&mesh, g)?))
+            let name = match interp {
+                Interpolation::Bilinear => format!("grid_{n}"),
+                Interpolation::Cubic => format!("grid_{n}_cubic"),
+            };
+            Ok((name, ZoneTransfer::with_interpolation(&mesh, g, interp)?))
         })
         .collect::<anyhow::Result<_>>()?;
     let (mut sim, _) = wavecp::sim::from_job(&cfg, base, &Serial)?;
@@ -92,11 +109,8 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect()
         };
-        let cases = std::iter::once(("mesh".to_string(), None)).chain(
-            transfers
-                .iter()
-                .map(|(n, t)| (format!("grid_{n}"), Some(t))),
-        );
+        let cases = std::iter::once(("mesh".to_string(), None))
+            .chain(transfers.iter().map(|(n, t)| (n.clone(), Some(t))));
         for (name, t) in cases {
             let g = sampled(t)?;
             let refs: Vec<&[f64]> = g.iter().map(|f| &f[..]).collect();

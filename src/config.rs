@@ -72,7 +72,7 @@ pub struct CouplingConfig {
     /// A window is accepted when its indicator is below this; 0 accepts none (FE only, bit
     /// for bit).
     pub tolerance: f64,
-    /// `fe_probe` (default), `energy_balance`, `energy_change` or `residual`.
+    /// `fe_probe` (default), `fe_probe_short`, `energy_balance`, `energy_change` or `residual`.
     #[serde(default = "default_indicator")]
     pub indicator: String,
     /// At most this many accepted windows in a row, then the FE runs one (0: no cap).
@@ -90,6 +90,20 @@ pub struct CouplingConfig {
     /// share of the run's error).
     #[serde(default = "default_error_scale")]
     pub error_scale: String,
+    /// How an accepted forecast goes from the grid onto the mesh: `bilinear` (default) or
+    /// `cubic` (4 × 4 grid points a node, fourth-order on smooth fields; bilinear next to
+    /// masked grid points).
+    #[serde(default = "default_interpolation")]
+    pub interpolation: String,
+    /// Every this many accepted windows the FE re-runs the window, unobserved, to measure the
+    /// forecast's true error (the `audits` of `--json`); the run continues from the forecast.
+    /// 0 (default): none.
+    #[serde(default)]
+    pub audit_every: usize,
+}
+
+fn default_interpolation() -> String {
+    "bilinear".into()
 }
 
 fn default_error_scale() -> String {
@@ -109,7 +123,13 @@ fn default_velocity() -> String {
 }
 
 /// The indicators `[coupling] indicator` may name.
-pub const INDICATORS: [&str; 4] = ["fe_probe", "energy_balance", "energy_change", "residual"];
+pub const INDICATORS: [&str; 5] = [
+    "fe_probe",
+    "fe_probe_short",
+    "energy_balance",
+    "energy_change",
+    "residual",
+];
 
 /// Checkpoints: the state to continue a run exactly (`wavecp solve --restart`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -364,6 +384,12 @@ impl Config {
                 "coupling.error_scale",
                 format!("`{}` is none of window, run", c.error_scale),
             ));
+        }
+        if let Err(e) = c
+            .interpolation
+            .parse::<crate::coupling::transfer::Interpolation>()
+        {
+            return Err(invalid("coupling.interpolation", e));
         }
         if c.device.parse::<crate::nn::Device>().is_err() {
             return Err(invalid(

@@ -434,6 +434,7 @@ pub(crate) mod hybrid {
             max_consecutive,
             velocity: VelocityEstimate::Bdf2,
             error_scale: ErrorScale::Window,
+            audit_every: 0,
         }
     }
 
@@ -652,7 +653,7 @@ pub(crate) mod hybrid {
             peak_rss_mb: 0.0,
             epoch_s: 0.0,
             zone: Some([0.0, 1.0, 0.0, 1.0]),
-            calibration: None,
+            calibrations: Default::default(),
         };
         let path = dir.join("untrained.safetensors");
         save(&path, &model, &meta, None).unwrap();
@@ -1174,12 +1175,16 @@ pub(crate) mod hybrid {
         // Stored with the model; a hybrid job with that indicator reads its tolerance as a
         // window error, and one with another indicator as the raw value.
         let mut l = modelfile::load(&model).unwrap();
-        l.meta.calibration = Some(c.clone());
+        l.meta.calibrations.set(c.clone());
         let calibrated = dir.path().join("calibrated.safetensors");
         modelfile::save(&calibrated, &l.model, &l.meta, None).unwrap();
         assert_eq!(
-            modelfile::load(&calibrated).unwrap().meta.calibration,
-            Some(c.clone())
+            modelfile::load(&calibrated)
+                .unwrap()
+                .meta
+                .calibrations
+                .get(&c.indicator),
+            Some(&c)
         );
         let base = std::path::Path::new(".");
         let mut cfg = hybrid_job(dir.path(), &calibrated, 1.0);
@@ -1277,7 +1282,12 @@ pub(crate) mod hybrid {
             String::from_utf8_lossy(&out.stderr)
         );
         let l = wavecp::surrogate::modelfile::load(&small).unwrap();
-        let c = l.meta.calibration.expect("the script calibrates the model");
+        let c = l
+            .meta
+            .calibrations
+            .get("fe_probe")
+            .cloned()
+            .expect("the script calibrates the model");
         assert_eq!((c.indicator.as_str(), c.scores.len()), ("fe_probe", 25));
         let v = demo(&["--set", &format!("coupling.model=\"{}\"", small.display())]);
         assert_eq!(v["hybrid"]["steps_total"], 100);

@@ -849,7 +849,7 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
     // Windows of 16 steps from step 14, one in two accepted (the untrained network's frames
     // are trusted at any tolerance; the cap gives the FE every other window). The run's error
     // scale: the scores compared below are then the indicator's times the frames' ratio, both
-    // of which must be the same on every rank count.
+    // of which must be the same on every rank count. Every accepted window is audited.
     let j = dir.path().join("hybrid.toml");
     std::fs::write(
         &j,
@@ -866,6 +866,8 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
             "coupling.max_consecutive=1".into(),
             "--set".into(),
             "coupling.error_scale=\"run\"".into(),
+            "--set".into(),
+            "coupling.audit_every=1".into(),
             "--set".into(),
             format!(
                 "output.path=\"{}\"",
@@ -894,12 +896,15 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
     let h = &serial["hybrid"];
     assert_eq!(h["windows_accepted"], 2, "{h}");
     assert!(h["max_rel_l2_error"].as_f64().unwrap() > 0.0);
+    // Every accepted window audited: the FE's re-run and its error are collective too.
+    assert_eq!(h["audits"].as_array().map(Vec::len), Some(2), "{h}");
     let expected = hybrid_results(&dir.path().join("serial.vtkhdf"));
     for np in [1, 2, 4] {
         let name = format!("np{np}");
         let s = run(np, &name, &[]);
         assert_eq!(s["ranks"], np);
         assert_eq!(s["hybrid"]["windows"], h["windows"], "{np} ranks");
+        assert_eq!(s["hybrid"]["audits"], h["audits"], "{np} ranks");
         assert_eq!(
             s["hybrid"]["max_rel_l2_error"].as_f64().unwrap().to_bits(),
             h["max_rel_l2_error"].as_f64().unwrap().to_bits()
@@ -916,6 +921,10 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
     let s = run(4, "moved", &["--restart"]);
     assert_eq!(s["restarted"], true);
     assert_eq!(s["hybrid"]["windows"], h["windows"]);
+    assert_eq!(
+        s["hybrid"]["audits"], h["audits"],
+        "audits kept in the checkpoint"
+    );
     let got = hybrid_results(&dir.path().join("moved.vtkhdf"));
     assert_eq!(got, expected, "stopped on 2 ranks and continued on 4");
 }

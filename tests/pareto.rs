@@ -97,7 +97,10 @@ fn the_fine_square_models_fit_their_dataset_and_hybrid_jobs() {
             "{} against {model}",
             c.model.display()
         );
-        let cal = m.calibration.as_ref().expect("the model is calibrated");
+        let cal = m
+            .calibrations
+            .get(&c.indicator)
+            .expect("the model is calibrated");
         assert_eq!(cal.indicator, c.indicator);
         assert!(
             cal.scores.len() >= 500,

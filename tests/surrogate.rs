@@ -47,7 +47,7 @@ pub fn untrained_small_cp(data: &Path) -> (wavecp::nn::model::ModelSpec, modelfi
         peak_rss_mb: 0.0,
         epoch_s: 0.0,
         zone: fs.zone,
-        calibration: None,
+        calibrations: Default::default(),
     };
     (spec, meta)
 }

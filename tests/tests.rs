@@ -3,10 +3,12 @@
 //! of `scripts/gpu-check` is built with `--no-default-features --features cuda`).
 
 mod alloc;
+mod audit;
 mod common;
 mod config;
 mod convergence;
 mod coupling;
+mod cubic;
 #[cfg(feature = "cuda")]
 mod cuda;
 #[cfg(feature = "hdf5")]
@@ -23,6 +25,7 @@ mod nn_model;
 mod output;
 #[cfg(feature = "hdf5")]
 mod pareto;
+mod probe_short;
 mod scale;
 mod sim;
 mod solver;

@@ -155,7 +155,7 @@ fn network(b: &CoupleBench) -> Result<crate::surrogate::modelfile::Loaded, Coupl
         peak_rss_mb: 0.0,
         epoch_s: 0.0,
         zone: Some([0.0, 1.0, 0.0, 1.0]),
-        calibration: None,
+        calibrations: Default::default(),
     };
     Ok(Loaded {
         model,
@@ -196,6 +196,7 @@ fn hybrid(
         max_consecutive: 0,
         velocity: VelocityEstimate::Bdf2,
         error_scale: ErrorScale::Window,
+        audit_every: 0,
     };
     let mut sim = simulation(problem, dt)?;
     let mut h = Hybrid::new(&mut sim, &transfer, net, indicator, cfg)?;
@@ -251,11 +252,7 @@ pub fn run(b: &CoupleBench) -> Result<CoupleReport, CouplingError> {
         let h = hybrid(b, (&problem, dt, stride), steps)?;
         let w = h.windows_accepted.max(1) as f64;
         // The FE probe's steps, priced at this size's step cost.
-        let probe = if b.indicator == "fe_probe" {
-            stride as f64 * step_s
-        } else {
-            0.0
-        };
+        let probe = probe_steps(&b.indicator, stride) as f64 * step_s;
         let (b_tr, b_ind) = *fit.get_or_insert((
             h.transfer_s / (w * nodes as f64),
             (h.indicator_s / w - probe).max(0.0) / nodes as f64,
@@ -316,11 +313,10 @@ fn break_even(cases: &[CoupleCase], b: &CoupleBench, (c_inf, per_node): (f64, f6
         .map(|c| c.dt * (c.nodes as f64).sqrt())
         .sum::<f64>()
         / k;
-    let probe = b.indicator == "fe_probe";
     let speedup = |n: f64| {
         let stride = (b.frame_dt / (h / n.sqrt())).ceil();
         let fe = b.t_out as f64 * stride * a * n;
-        let probe = if probe { stride * a * n } else { 0.0 };
+        let probe = probe_steps(&b.indicator, stride as usize) as f64 * a * n;
         fe / (c_inf + per_node * n + probe)
     };
     let mut n = 1e2f64;
@@ -334,4 +330,13 @@ fn break_even(cases: &[CoupleCase], b: &CoupleBench, (c_inf, per_node): (f64, f6
         (n, prev) = (next, s);
     }
     None
+}
+
+/// The FE steps an indicator runs a window (the probes; the others none).
+fn probe_steps(indicator: &str, stride: usize) -> usize {
+    match indicator {
+        "fe_probe" => stride,
+        "fe_probe_short" => super::hybrid::FeProbeShort::steps(stride),
+        _ => 0,
+    }
 }

@@ -10,6 +10,7 @@
 //! many of the held-out windows would be accepted and how many of those are in truth worse
 //! than the tolerance.
 
+use super::hybrid::rel_l2;
 use super::hybrid::{Forecaster, Indicator, WindowView};
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
@@ -62,16 +63,6 @@ pub struct Windows {
 
 fn setup(e: impl std::fmt::Display) -> CouplingError {
     CouplingError::Setup(e.to_string())
-}
-
-/// Relative L2 difference of two frame sequences.
-pub fn rel_l2(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
-    let (mut d, mut r) = (0.0, 0.0);
-    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
-        d += (x - y) * (x - y);
-        r += y * y;
-    }
-    (d / r.max(f64::MIN_POSITIVE)).sqrt()
 }
 
 /// Ranks of `v` (1-based; ties share their mean rank).

@@ -14,7 +14,7 @@
 
 use super::handback::VelocityEstimate;
 pub use super::indicators::{
-    EnergyBalance, EnergyChange, FeProbe, Indicator, Residual, WindowView,
+    EnergyBalance, EnergyChange, FeProbe, FeProbeShort, Indicator, Residual, WindowView,
 };
 use super::transfer::ZoneTransfer;
 use super::CouplingError;
@@ -89,6 +89,23 @@ pub struct HybridConfig {
     pub velocity: VelocityEstimate,
     /// What the indicator's window error is relative to.
     pub error_scale: ErrorScale,
+    /// Every this many accepted windows, the FE also runs the window (from the same start,
+    /// unobserved, then put back) to measure the forecast's true error ([`Audit`]); the run
+    /// goes on from the forecast as it would have. 0: no audits.
+    pub audit_every: usize,
+}
+
+/// An accepted window the FE re-ran to measure the forecast's true error.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Audit {
+    /// The window's number (from 0, among all windows of the run).
+    pub window: usize,
+    /// Its indicator value, in the tolerance's unit (the error scale applied).
+    pub score: f64,
+    /// The relative L2 error of the forecast over the window's frames on the grid against
+    /// the FE's (the calibration's unit), and the same in the tolerance's unit.
+    pub error: f64,
+    pub scaled_error: f64,
 }
 
 /// What a window's error is measured against when it is compared with the tolerance.
@@ -123,6 +140,14 @@ pub struct HybridSummary {
     pub inference_s: f64,
     pub transfer_s: f64,
     pub indicator_s: f64,
+    /// Time the audits' FE runs took (not in `fe_s`).
+    pub audit_s: f64,
+    /// The audited windows, in order (`coupling.audit_every`).
+    pub audits: Vec<Audit>,
+    /// With a calibrated indicator: how many audited windows' true error (in the
+    /// tolerance's unit) was above the tolerance — the calibration's promise broken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audits_above_tolerance: Option<usize>,
     /// With `--reference`: the time the FE-only run took for the same steps, its ratio to
     /// `wall_s`, and max over output steps of ‖u − u_ref‖₂ / max over output steps of ‖u_ref‖₂.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +182,7 @@ pub struct HybridState {
     /// The largest L2 norm of a frame the FE recorded so far, for
     /// [`ErrorScale::Run`].
     pub run_max: f64,
+    pub audits: Vec<Audit>,
     /// What the state was made with (checked on resuming): FE steps between frames, frames
     /// a forecast reads, grid points.
     pub stride: usize,
@@ -213,6 +239,7 @@ struct Times {
     inference: Duration,
     transfer: Duration,
     indicator: Duration,
+    audit: Duration,
 }
 
 impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
@@ -396,6 +423,8 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             inference_s: secs(self.times.inference),
             transfer_s: secs(self.times.transfer),
             indicator_s: secs(self.times.indicator),
+            audit_s: secs(self.times.audit),
+            audits: self.st.audits.clone(),
             windows: windows.clone(),
             ..HybridSummary::default()
         };
@@ -421,14 +450,20 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             Some(self.try_window(t_in)?)
         };
         let score = tried.as_ref().map(|t| t.0);
-        let accepted = tried.filter(|(score, _)| *score < self.cfg.tolerance);
+        let accepted = tried.filter(|(score, _, _)| *score < self.cfg.tolerance);
+        if let Some((score, forecast, factor)) = &accepted {
+            let n = self.st.windows.iter().filter(|w| w.1).count() + 1;
+            if self.cfg.audit_every > 0 && n.is_multiple_of(self.cfg.audit_every) {
+                self.audit(forecast, *score, *factor)?;
+            }
+        }
         self.st.windows.push((score, accepted.is_some()));
         // The surrogate's part: the window, less the frames a central velocity reads after the
         // frame handed back (the FE then runs them, frame by frame).
         let lands = window - self.cfg.velocity.lag() * self.cfg.stride;
         shared.window(start..start + lands, score, accepted.is_some());
         match accepted {
-            Some((_, forecast)) => {
+            Some((_, forecast, _)) => {
                 self.frames_inside(start, &forecast, shared)?;
                 self.hand_back(forecast, lands)?;
                 self.st.steps_surrogate += lands;
@@ -513,8 +548,9 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         }
     }
 
-    /// The forecast of the next window and its indicator value.
-    fn try_window(&mut self, t_in: usize) -> Result<(f64, Vec<Vec<f64>>), CouplingError> {
+    /// The forecast of the next window, its indicator value in the tolerance's unit, and the
+    /// error scale's factor.
+    fn try_window(&mut self, t_in: usize) -> Result<(f64, Vec<Vec<f64>>, f64), CouplingError> {
         let kept: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
         let past = &kept[kept.len() - t_in..];
         let t = Instant::now();
@@ -540,7 +576,46 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             stride: self.cfg.stride,
         })?;
         self.times.indicator += t.elapsed();
-        Ok((score * self.scale(past), forecast))
+        let factor = self.scale(past);
+        Ok((score * factor, forecast, factor))
+    }
+
+    /// Runs the FE over the window the forecast covers, from the current state, and records
+    /// the forecast's true error; the state is put back.
+    fn audit(
+        &mut self,
+        forecast: &[Vec<f64>],
+        score: f64,
+        factor: f64,
+    ) -> Result<(), CouplingError> {
+        let t = Instant::now();
+        let saved = self.sim.state();
+        let mut truth = Vec::with_capacity(forecast.len());
+        for _ in forecast {
+            self.sim.advance(self.cfg.stride);
+            let mut g = vec![0.0; self.transfer.points()];
+            self.transfer
+                .to_grid_on(self.sim.u(), &mut g, self.sim.comm())?;
+            truth.push(g);
+        }
+        self.sim.restore(&saved)?;
+        let error = rel_l2(forecast, &truth);
+        let a = Audit {
+            window: self.st.windows.len(),
+            score,
+            error,
+            scaled_error: error * factor,
+        };
+        tracing::info!(
+            "audit of window {}: indicator {:.3e}, true error {:.3e} ({:.3e} in the tolerance's unit)",
+            a.window,
+            a.score,
+            a.error,
+            a.scaled_error
+        );
+        self.st.audits.push(a);
+        self.times.audit += t.elapsed();
+        Ok(())
     }
 
     /// The factor from the window's error scale to the configured one: 1, or the largest
@@ -593,4 +668,14 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
 
 fn l2(f: &[f64]) -> f64 {
     f.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// Relative L2 difference of two frame sequences.
+pub fn rel_l2(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    let (mut d, mut r) = (0.0, 0.0);
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        d += (x - y) * (x - y);
+        r += y * y;
+    }
+    (d / r.max(f64::MIN_POSITIVE)).sqrt()
 }

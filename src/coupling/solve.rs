@@ -16,8 +16,8 @@
 
 use super::handback::VelocityEstimate;
 use super::hybrid::{
-    EnergyBalance, EnergyChange, ErrorScale, FeProbe, Forecaster, Hybrid, HybridConfig,
-    HybridHooks, HybridState, HybridSummary, Indicator, OnRankZero, Residual,
+    EnergyBalance, EnergyChange, ErrorScale, FeProbe, FeProbeShort, Forecaster, Hybrid,
+    HybridConfig, HybridHooks, HybridState, HybridSummary, Indicator, OnRankZero, Residual,
 };
 use super::network::NetworkForecaster;
 use super::transfer::{ZoneGrid, ZoneTransfer};
@@ -54,6 +54,7 @@ fn from_coupling(e: CouplingError) -> DriverError {
 pub(crate) fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
     Ok(match name {
         "fe_probe" => Box::new(FeProbe),
+        "fe_probe_short" => Box::new(FeProbeShort),
         "energy_balance" => Box::new(EnergyBalance),
         "energy_change" => Box::new(EnergyChange),
         "residual" => Box::new(Residual),
@@ -273,8 +274,9 @@ struct Parts {
 /// The indicator threshold `c.tolerance` becomes under the model's calibration of the job's
 /// indicator, or `None` (the tolerance then bounds the raw indicator value).
 fn calibrated(c: &CouplingConfig, meta: &crate::surrogate::modelfile::ModelMeta) -> Option<f64> {
-    match &meta.calibration {
-        Some(cal) if cal.indicator == c.indicator => {
+    let have = meta.calibrations.indicators();
+    match meta.calibrations.get(&c.indicator) {
+        Some(cal) => {
             let t = cal.threshold(c.tolerance);
             tracing::info!(
                 "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibrated on {} windows, risk {})",
@@ -285,17 +287,17 @@ fn calibrated(c: &CouplingConfig, meta: &crate::surrogate::modelfile::ModelMeta)
             );
             Some(t)
         }
-        Some(cal) => {
+        None if have.is_empty() => {
             tracing::warn!(
-                "the model's calibration is of `{}`, not `{}`: the tolerance bounds the raw indicator value",
-                cal.indicator,
+                "the model carries no calibration (wavecp calibrate): the tolerance bounds the raw `{}` value",
                 c.indicator
             );
             None
         }
         None => {
             tracing::warn!(
-                "the model carries no calibration (wavecp calibrate): the tolerance bounds the raw `{}` value",
+                "the model's calibrations are of {}, not `{}`: the tolerance bounds the raw indicator value",
+                have.join(", "),
                 c.indicator
             );
             None
@@ -322,7 +324,8 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     };
     // The whole mesh, numbered as the simulations' layouts number it.
     let mesh = crate::sim::load_mesh(&cfg.mesh, base)?;
-    let transfer = ZoneTransfer::new(&mesh, grid).map_err(err)?;
+    let interp = c.interpolation.parse().map_err(err)?;
+    let transfer = ZoneTransfer::with_interpolation(&mesh, grid, interp).map_err(err)?;
     let ratio = meta.frame_dt / dt;
     let stride = ratio.round() as usize;
     if stride == 0 || (ratio - stride as f64).abs() > 1e-6 * ratio {
@@ -352,6 +355,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
             "run" => ErrorScale::Run,
             _ => ErrorScale::Window,
         },
+        audit_every: c.audit_every,
     };
     Ok(Parts {
         transfer,
@@ -490,6 +494,13 @@ fn drive<'c>(
         .map_err(from_coupling)?;
     summary.wall_s = (summary.wall_s - ctx.observed.as_secs_f64()).max(0.0);
     summary.indicator_threshold = threshold;
+    if threshold.is_some() {
+        let above = summary
+            .audits
+            .iter()
+            .filter(|a| a.scaled_error > c.tolerance);
+        summary.audits_above_tolerance = Some(above.count());
+    }
     if let Some(r) = &ctx.reference {
         summary.reference_wall_s = Some(r.wall.as_secs_f64());
         summary.speedup = Some(r.wall.as_secs_f64() / summary.wall_s.max(1e-12));

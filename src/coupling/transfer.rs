@@ -7,7 +7,11 @@
 //!   run as in training.
 //! - **grid → mesh**: each mesh node inside the zone takes the bilinear interpolant of the four
 //!   grid points around it, over those of them that are not masked (weights renormalised); a
-//!   node with no unmasked neighbour, or outside the zone, is left as it was.
+//!   node with no unmasked neighbour, or outside the zone, is left as it was. With
+//!   [`Interpolation::Cubic`] a node whose 4 × 4 surrounding grid points are all unmasked takes
+//!   their tensor-product cubic Lagrange interpolant instead (fourth-order; the stencil shifted
+//!   inward at the zone's edges), the others the bilinear one: a field resolved by a few points
+//!   a wavelength comes back far closer (measured in docs/coupling.md).
 //!
 //! On a decomposed mesh ([`ZoneTransfer::distribute`]) rank 0 keeps the grid points'
 //! locations in the whole mesh: mesh → grid gathers the owned values there, applies the
@@ -15,8 +19,8 @@
 //! the stencils rank 0 computed. Both give the serial transfer's bits on any rank count.
 //!
 //! On a smooth field both are second-order accurate in their spacing (the grid's for grid →
-//! mesh, the mesh's for mesh → grid), and so is the round trip mesh → grid → mesh; the tests
-//! state the measured errors and rates.
+//! mesh, the mesh's for mesh → grid), and so is the round trip mesh → grid → mesh; the cubic
+//! grid → mesh is fourth-order. The tests state the measured errors and rates.
 
 use crate::comm::Comm;
 use crate::mesh::{Mesh, PointLocation};
@@ -74,6 +78,30 @@ pub enum TransferError {
     Ranks(String),
 }
 
+/// How grid → mesh interpolates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Interpolation {
+    /// The four grid points around a node (second-order; masked points left out).
+    #[default]
+    Bilinear,
+    /// The 4 × 4 grid points around a node, tensor-product cubic Lagrange (fourth-order);
+    /// bilinear where one of them is masked or the grid has fewer than 4 points a side.
+    Cubic,
+}
+
+impl std::str::FromStr for Interpolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bilinear" => Ok(Self::Bilinear),
+            "cubic" => Ok(Self::Cubic),
+            other => Err(format!(
+                "unknown interpolation {other:?}: use \"bilinear\" or \"cubic\""
+            )),
+        }
+    }
+}
+
 /// One mesh node's bilinear stencil on the grid: the node, four grid indices, their weights.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct NodeStencil {
@@ -82,14 +110,134 @@ struct NodeStencil {
     weights: [f64; 4],
 }
 
+/// One mesh node's cubic stencil: the grid index of its 4 × 4 block's first point and the
+/// weights along x and y (the value is `Σ wx[a] wy[b] g[first + b nx + a]`).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct CubicStencil {
+    node: u32,
+    first: u32,
+    wx: [f64; 4],
+    wy: [f64; 4],
+}
+
+/// The cubic Lagrange weights at continuous index `s` in `0..=n-1` over four consecutive
+/// points, and the first of them (`n ≥ 4`): the block around `s`'s cell, shifted inward at the
+/// ends.
+fn cubic_weights(s: f64, n: usize) -> (usize, [f64; 4]) {
+    let cell = (s.floor() as usize).min(n - 2);
+    let first = cell.saturating_sub(1).min(n - 4);
+    let x = s - first as f64;
+    let mut w = [0.0; 4];
+    for (k, wk) in w.iter_mut().enumerate() {
+        *wk = (0..4)
+            .filter(|&m| m != k)
+            .map(|m| (x - m as f64) / (k as f64 - m as f64))
+            .product();
+    }
+    (first, w)
+}
+
+/// Every node's grid → mesh stencil: cubic where `interp` asks for it and its 4 × 4 block is
+/// unmasked, bilinear (masked points left out, weights renormalised) otherwise; nodes outside
+/// the zone or with no unmasked neighbour get none.
+fn node_stencils(
+    coords: &[[f64; 2]],
+    grid: &ZoneGrid,
+    mask: &[bool],
+    interp: Interpolation,
+) -> (Vec<NodeStencil>, Vec<CubicStencil>) {
+    let (hx, hy) = (
+        (grid.x[1] - grid.x[0]) / (grid.nx - 1) as f64,
+        (grid.y[1] - grid.y[0]) / (grid.ny - 1) as f64,
+    );
+    let (smax, tmax) = ((grid.nx - 1) as f64, (grid.ny - 1) as f64);
+    let cubic_ok = interp == Interpolation::Cubic && grid.nx >= 4 && grid.ny >= 4;
+    // A node a rounding error outside the zone still belongs to its edge.
+    let tol = 1e-9;
+    let (mut bilinear, mut cubic) = (Vec::new(), Vec::new());
+    for (v, p) in coords.iter().enumerate() {
+        let (s, t) = ((p[0] - grid.x[0]) / hx, (p[1] - grid.y[0]) / hy);
+        if !(s >= -tol && s <= smax + tol && t >= -tol && t <= tmax + tol) {
+            continue;
+        }
+        let (s, t) = (s.clamp(0.0, smax), t.clamp(0.0, tmax));
+        if cubic_ok {
+            let ((i0, wx), (j0, wy)) = (cubic_weights(s, grid.nx), cubic_weights(t, grid.ny));
+            let first = j0 * grid.nx + i0;
+            if (0..4).all(|b| (0..4).all(|a| mask[first + b * grid.nx + a])) {
+                cubic.push(CubicStencil {
+                    node: v as u32,
+                    first: first as u32,
+                    wx,
+                    wy,
+                });
+                continue;
+            }
+        }
+        let (i, j) = (
+            (s.floor() as usize).min(grid.nx - 2),
+            (t.floor() as usize).min(grid.ny - 2),
+        );
+        let (a, b) = (s - i as f64, t - j as f64);
+        let idx = |di: usize, dj: usize| ((j + dj) * grid.nx + i + di) as u32;
+        let points = [idx(0, 0), idx(1, 0), idx(0, 1), idx(1, 1)];
+        let mut weights = [(1.0 - a) * (1.0 - b), a * (1.0 - b), (1.0 - a) * b, a * b];
+        for (w, &q) in weights.iter_mut().zip(&points) {
+            if !mask[q as usize] {
+                *w = 0.0;
+            }
+        }
+        let sum: f64 = weights.iter().sum();
+        if sum <= 1e-12 {
+            continue;
+        }
+        weights.iter_mut().for_each(|w| *w /= sum);
+        bilinear.push(NodeStencil {
+            node: v as u32,
+            points,
+            weights,
+        });
+    }
+    (bilinear, cubic)
+}
+
+/// The stencils of `all` (numbered by whole-mesh node) for the nodes one rank owns (`mine`:
+/// their whole-mesh numbers, in the rank's order), renumbered to the rank's nodes.
+fn for_rank<S: Copy>(
+    all: &[S],
+    mine: &[u64],
+    whole_nodes: usize,
+    node: impl Fn(&mut S) -> &mut u32,
+) -> Vec<S> {
+    let mut at = vec![u32::MAX; whole_nodes];
+    for (k, st) in all.iter().enumerate() {
+        let mut st = *st;
+        at[*node(&mut st) as usize] = k as u32;
+    }
+    mine.iter()
+        .enumerate()
+        .filter_map(|(local, &g)| {
+            let k = *at.get(g as usize)?;
+            (k != u32::MAX).then(|| {
+                let mut st = all[k as usize];
+                *node(&mut st) = local as u32;
+                st
+            })
+        })
+        .collect()
+}
+
 /// The two maps between a mesh and a zone grid, set up once.
 #[derive(Debug, Clone)]
 pub struct ZoneTransfer {
     grid: ZoneGrid,
     /// Per grid point: its stencil on the mesh, `None` where it lies outside (masked).
     to_grid: Vec<Option<PointLocation>>,
-    /// The mesh nodes inside the zone with at least one unmasked grid neighbour.
+    /// The mesh nodes inside the zone with at least one unmasked grid neighbour, less those
+    /// in `cubic`.
     to_mesh: Vec<NodeStencil>,
+    /// The mesh nodes interpolated by cubic stencils ([`Interpolation::Cubic`]).
+    cubic: Vec<CubicStencil>,
     /// The nodes a field has (this rank's owned nodes on a decomposed mesh).
     num_nodes: usize,
     /// Per grid point, whether it lies in the mesh.
@@ -110,11 +258,22 @@ struct RankPart {
     mesh_nodes: usize,
     mesh_covered: usize,
     stencils: Vec<NodeStencil>,
+    cubic: Vec<CubicStencil>,
 }
 
 impl ZoneTransfer {
-    /// Locates every grid point in `mesh` and every mesh node in the grid.
+    /// Locates every grid point in `mesh` and every mesh node in the grid; grid → mesh is
+    /// bilinear.
     pub fn new(mesh: &Mesh, grid: ZoneGrid) -> Result<Self, TransferError> {
+        Self::with_interpolation(mesh, grid, Interpolation::Bilinear)
+    }
+
+    /// [`ZoneTransfer::new`] with grid → mesh by `interp`.
+    pub fn with_interpolation(
+        mesh: &Mesh,
+        grid: ZoneGrid,
+        interp: Interpolation,
+    ) -> Result<Self, TransferError> {
         grid.check()?;
         let locator = mesh.locator();
         let to_grid: Vec<Option<PointLocation>> = (0..grid.ny)
@@ -124,50 +283,14 @@ impl ZoneTransfer {
         if to_grid.iter().all(Option::is_none) {
             return Err(TransferError::NoOverlap);
         }
-        let (hx, hy) = (
-            (grid.x[1] - grid.x[0]) / (grid.nx - 1) as f64,
-            (grid.y[1] - grid.y[0]) / (grid.ny - 1) as f64,
-        );
-        // A node a rounding error outside the zone still belongs to its edge.
-        let tol = 1e-9;
-        let mut to_mesh = Vec::new();
-        for (v, p) in mesh.coords.iter().enumerate() {
-            let (s, t) = ((p[0] - grid.x[0]) / hx, (p[1] - grid.y[0]) / hy);
-            let (smax, tmax) = ((grid.nx - 1) as f64, (grid.ny - 1) as f64);
-            if !(s >= -tol && s <= smax + tol && t >= -tol && t <= tmax + tol) {
-                continue;
-            }
-            let (s, t) = (s.clamp(0.0, smax), t.clamp(0.0, tmax));
-            let (i, j) = (
-                (s.floor() as usize).min(grid.nx - 2),
-                (t.floor() as usize).min(grid.ny - 2),
-            );
-            let (a, b) = (s - i as f64, t - j as f64);
-            let idx = |di: usize, dj: usize| ((j + dj) * grid.nx + i + di) as u32;
-            let points = [idx(0, 0), idx(1, 0), idx(0, 1), idx(1, 1)];
-            let mut weights = [(1.0 - a) * (1.0 - b), a * (1.0 - b), (1.0 - a) * b, a * b];
-            for (w, &q) in weights.iter_mut().zip(&points) {
-                if to_grid[q as usize].is_none() {
-                    *w = 0.0;
-                }
-            }
-            let sum: f64 = weights.iter().sum();
-            if sum <= 1e-12 {
-                continue;
-            }
-            weights.iter_mut().for_each(|w| *w /= sum);
-            to_mesh.push(NodeStencil {
-                node: v as u32,
-                points,
-                weights,
-            });
-        }
-        let mask = to_grid.iter().map(Option::is_some).collect();
+        let mask: Vec<bool> = to_grid.iter().map(Option::is_some).collect();
+        let (to_mesh, cubic) = node_stencils(&mesh.coords, &grid, &mask, interp);
         Ok(ZoneTransfer {
             grid,
             to_grid,
-            mesh_covered: to_mesh.len(),
+            mesh_covered: to_mesh.len() + cubic.len(),
             to_mesh,
+            cubic,
             num_nodes: mesh.num_nodes(),
             mask,
             mesh_nodes: mesh.num_nodes(),
@@ -188,32 +311,20 @@ impl ZoneTransfer {
         let counts = comm.gather_u64(&[no as u64]);
         let (parts, whole) = match (ids, counts, whole) {
             (Some(ids), Some(counts), Some(w)) => {
-                let mut at = vec![u32::MAX; w.num_nodes];
-                for (k, st) in w.to_mesh.iter().enumerate() {
-                    at[st.node as usize] = k as u32;
-                }
                 let mut parts = Vec::with_capacity(counts.len());
                 let mut off = 0usize;
                 for &c in &counts {
                     let mine = &ids[off..off + c as usize];
                     off += c as usize;
-                    let stencils: Vec<NodeStencil> = mine
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(local, &g)| {
-                            let k = *at.get(g as usize)?;
-                            (k != u32::MAX).then(|| NodeStencil {
-                                node: local as u32,
-                                ..w.to_mesh[k as usize]
-                            })
-                        })
-                        .collect();
+                    let stencils = for_rank(&w.to_mesh, mine, w.num_nodes, |s| &mut s.node);
+                    let cubic = for_rank(&w.cubic, mine, w.num_nodes, |s| &mut s.node);
                     parts.push(crate::comm::to_bytes(&RankPart {
                         grid: w.grid,
                         mask: w.mask.clone(),
                         mesh_nodes: w.mesh_nodes,
                         mesh_covered: w.mesh_covered,
                         stencils,
+                        cubic,
                     }));
                 }
                 (Some(parts), Some((w.to_grid, ids)))
@@ -231,6 +342,7 @@ impl ZoneTransfer {
             grid: p.grid,
             to_grid,
             to_mesh: p.stencils,
+            cubic: p.cubic,
             num_nodes: no,
             mask: p.mask,
             mesh_nodes: p.mesh_nodes,
@@ -260,7 +372,12 @@ impl ZoneTransfer {
 
     /// Mesh nodes that [`ZoneTransfer::to_mesh`] writes (on this rank).
     pub fn covered_nodes(&self) -> usize {
-        self.to_mesh.len()
+        self.to_mesh.len() + self.cubic.len()
+    }
+
+    /// Of [`ZoneTransfer::covered_nodes`], those interpolated by cubic stencils.
+    pub fn cubic_nodes(&self) -> usize {
+        self.cubic.len()
     }
 
     /// The length of a mesh field this transfer takes (this rank's owned nodes on a
@@ -340,6 +457,16 @@ impl ZoneTransfer {
                 .iter()
                 .zip(&s.weights)
                 .map(|(&q, &w)| w * g[q as usize])
+                .sum();
+        }
+        let nx = self.grid.nx;
+        for s in &self.cubic {
+            let f = s.first as usize;
+            u[s.node as usize] = (0..4)
+                .map(|b| {
+                    let row = &g[f + b * nx..f + b * nx + 4];
+                    s.wy[b] * (0..4).map(|a| s.wx[a] * row[a]).sum::<f64>()
+                })
                 .sum();
         }
         Ok(())

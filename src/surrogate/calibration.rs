@@ -71,6 +71,53 @@ impl Calibration {
     }
 }
 
+/// The calibrations a model carries, one per indicator. Stored as a list; files written when
+/// a model held one read as that one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Calibrations(Vec<Calibration>);
+
+impl Calibrations {
+    /// The calibration of `indicator`, if the model has one.
+    pub fn get(&self, indicator: &str) -> Option<&Calibration> {
+        self.0.iter().find(|c| c.indicator == indicator)
+    }
+
+    /// Adds `c`, replacing the calibration of the same indicator.
+    pub fn set(&mut self, c: Calibration) {
+        match self.0.iter_mut().find(|o| o.indicator == c.indicator) {
+            Some(old) => *old = c,
+            None => self.0.push(c),
+        }
+    }
+
+    /// The indicators calibrated, in the order they were added.
+    pub fn indicators(&self) -> Vec<&str> {
+        self.0.iter().map(|c| c.indicator.as_str()).collect()
+    }
+}
+
+impl Serialize for Calibrations {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Calibrations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Many(Vec<Calibration>),
+            One(Calibration),
+        }
+        Ok(match Option::<Stored>::deserialize(d)? {
+            None => Calibrations::default(),
+            Some(Stored::Many(v)) => Calibrations(v),
+            Some(Stored::One(c)) => Calibrations(vec![c]),
+        })
+    }
+}
+
 /// The smallest `f64` above `x` (indicator values are ≥ 0).
 fn next_up(x: f64) -> f64 {
     if x == 0.0 {

@@ -37,10 +37,11 @@ pub struct ModelMeta {
     /// The zone grid the model was trained on, `[x0, x1, y0, y1]` (older files: unknown).
     #[serde(default)]
     pub zone: Option<[f64; 4]>,
-    /// An error indicator's calibration (`wavecp calibrate`): the tolerance of a hybrid run
-    /// with that indicator is then in error units.
-    #[serde(default)]
-    pub calibration: Option<super::calibration::Calibration>,
+    /// The error indicators' calibrations (`wavecp calibrate`, one per indicator): the
+    /// tolerance of a hybrid run with a calibrated indicator is in error units. (Files written
+    /// when a model held one calibration call the key `calibration`.)
+    #[serde(default, alias = "calibration")]
+    pub calibrations: super::calibration::Calibrations,
 }
 
 /// Training state kept in checkpoints.

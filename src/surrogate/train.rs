@@ -281,7 +281,7 @@ impl Data {
             epoch_s: 0.0,
             zone: fs.zone,
             // New weights: a calibration of other weights does not hold.
-            calibration: None,
+            calibrations: Default::default(),
         }
     }
 }

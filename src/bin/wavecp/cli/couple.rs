@@ -10,7 +10,8 @@ pub struct CalibrateArgs {
     pub model: PathBuf,
     /// The dataset job it was trained on: its mesh, zone, frames and scenario ranges.
     pub job: PathBuf,
-    /// The indicator to calibrate (fe_probe, energy_balance, energy_change, residual).
+    /// The indicator to calibrate (fe_probe, fe_probe_short, energy_balance, energy_change,
+    /// residual).
     #[arg(long, default_value = "fe_probe")]
     pub indicator: String,
     /// Scenarios drawn (the first `1 - holdout` of them calibrate, the rest check).
@@ -38,7 +39,8 @@ pub struct CalibrateArgs {
     /// Tolerances (relative L2 window errors) to check on the held-out windows.
     #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3,0.5")]
     pub tolerances: Vec<f64>,
-    /// Where the calibrated model goes (default: replaces MODEL).
+    /// Where the calibrated model goes (default: replaces MODEL). A calibration of another
+    /// indicator the model holds is kept; one of the same indicator is replaced.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Only report; write nothing.
@@ -90,12 +92,13 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     if !a.dry_run {
         let out = a.out.as_ref().unwrap_or(&a.model);
         let mut meta = loaded.meta;
-        meta.calibration = Some(c);
+        meta.calibrations.set(c);
         modelfile::save(out, &loaded.model, &meta, None)?;
         tracing::info!(
-            "calibration of `{}` written to {}",
+            "calibration of `{}` written to {} (the model's calibrations: {})",
             a.indicator,
-            out.display()
+            out.display(),
+            meta.calibrations.indicators().join(", ")
         );
     }
     println!("{}", serde_json::to_string_pretty(&report)?);

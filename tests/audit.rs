@@ -1,0 +1,145 @@
+//! Audits (`coupling.audit_every`): every k-th accepted window the FE re-runs the window to
+//! measure the forecast's true error. They measure and change nothing: the same decisions and
+//! the same bits as the run without them; a perfect forecast audits at 0, a forecast off by
+//! a factor 1 + ε at ε on the first window (later ones start from its
+//! scaled state); the demo reports them in `--json`.
+
+use crate::coupling::hybrid::{cfg, problem, reference, sim, Oracle, Trusting};
+use crate::coupling::unit;
+use wavecp::coupling::hybrid::{Forecaster, Hybrid, HybridConfig, HybridSummary};
+use wavecp::coupling::transfer::ZoneTransfer;
+use wavecp::coupling::CouplingError;
+
+/// The FE-only run's frames times `1 + eps`, window after window.
+struct Scaled {
+    oracle: Oracle,
+    eps: f64,
+}
+
+impl Forecaster for Scaled {
+    fn t_in(&self) -> usize {
+        self.oracle.t_in
+    }
+    fn t_out(&self) -> usize {
+        self.oracle.t_out
+    }
+    fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError> {
+        let f = self.oracle.forecast(past)?;
+        Ok(f.into_iter()
+            .map(|g| g.iter().map(|x| x * (1.0 + self.eps)).collect())
+            .collect())
+    }
+}
+
+/// A hybrid run of 10 windows with every window trusted; the summary and the final field.
+fn run(eps: f64, audit_every: usize) -> (HybridSummary, Vec<f64>) {
+    let p = problem();
+    let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
+    let last = 4 + 10 * 4;
+    let (frames, _) = reference(&p, &t, last);
+    let mut s = sim(&p);
+    let f = Scaled {
+        oracle: Oracle {
+            frames,
+            t_in: 3,
+            t_out: 2,
+            calls: 0,
+        },
+        eps,
+    };
+    let c = HybridConfig {
+        audit_every,
+        ..cfg(f64::INFINITY, 0)
+    };
+    let sum = Hybrid::new(&mut s, &t, f, Trusting, c)
+        .unwrap()
+        .run(last)
+        .unwrap();
+    (sum, s.u().to_vec())
+}
+
+#[test]
+fn audits_measure_the_forecasts_true_error_and_change_nothing() {
+    let (plain, u) = run(0.01, 0);
+    assert!(plain.audits.is_empty());
+    assert_eq!(plain.audit_s, 0.0);
+    let (audited, ua) = run(0.01, 1);
+    assert_eq!(audited.windows, plain.windows);
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&ua), bits(&u), "an audit changed the run");
+    assert_eq!(audited.audits.len(), 10);
+    assert!(audited.audit_s > 0.0);
+    // The first window starts from the FE's own state: its truth is the reference's frames,
+    // so the forecast is off by exactly ε. The second starts from a hand-back whose BDF2
+    // velocity spans the jump from the last recorded frame to the scaled ones: off by about
+    // ε too. From the third on every frame involved is 1 + ε times too large, which the
+    // (linear) FE carries on: the audit measures the window's own error, not the run's
+    // accumulated one, so those read far below ε.
+    let a0 = audited.audits[0];
+    assert_eq!((a0.window, a0.score), (0, 0.0));
+    assert!((a0.error / 0.01 - 1.0).abs() < 1e-9, "{a0:?}");
+    assert_eq!(a0.scaled_error, a0.error, "window scale: factor 1");
+    let a1 = audited.audits[1].error;
+    assert!(a1 > 0.005 && a1 < 0.015, "{a1}");
+    for a in &audited.audits[2..] {
+        assert!(a.error > 0.0 && a.error < 0.002, "{a:?}");
+    }
+    eprintln!(
+        "audits of a forecast 1 % off: {:?}",
+        audited.audits.iter().map(|a| a.error).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_perfect_forecast_audits_at_zero_and_every_kth_window_is_audited() {
+    let (sum, _) = run(0.0, 3);
+    let which: Vec<usize> = sum.audits.iter().map(|a| a.window).collect();
+    assert_eq!(which, [2, 5, 8]);
+    // Those windows start from handed-back states, so the FE's truth is the hybrid's own
+    // continuation, not the reference the oracle forecasts: small, not 0.
+    for a in &sum.audits {
+        assert!(a.error > 0.0 && a.error < 0.02, "{a:?}");
+    }
+    // The first window's truth is the reference itself.
+    let (first, _) = run(0.0, 1);
+    assert_eq!(first.audits[0].error, 0.0);
+}
+
+#[cfg(feature = "hdf5")]
+#[test]
+fn the_demo_reports_its_audits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wavecp"))
+        .current_dir(dir.path())
+        .args([
+            "--log",
+            "warn",
+            "demo",
+            "--json",
+            "--set",
+            "coupling.audit_every=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = &v["hybrid"];
+    let audits = h["audits"].as_array().expect("an audits list");
+    assert_eq!(
+        audits.len() as u64,
+        h["windows_accepted"].as_u64().unwrap(),
+        "{h}"
+    );
+    let above = h["audits_above_tolerance"]
+        .as_u64()
+        .expect("calibrated: a count");
+    assert!(above as usize <= audits.len());
+    for a in audits {
+        let e = a["error"].as_f64().unwrap();
+        assert!(e > 0.0 && e < 1.0, "{a}");
+    }
+}
