@@ -143,3 +143,62 @@ fn the_demo_reports_its_audits() {
         assert!(e > 0.0 && e < 1.0, "{a}");
     }
 }
+
+#[cfg(feature = "hdf5")]
+#[test]
+fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
+    use wavecp::coupling::calibrate::{calibrate, sample, Check, Sampling};
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::coupling::hybrid::untrained(dir.path(), 2.0 * 0.01);
+    let s = Sampling {
+        model,
+        job: crate::common::repo("examples/indicator_study/dataset.toml"),
+        indicators: vec!["fe_probe".into()],
+        scenarios: 3,
+        seed: 5,
+        frequency_factor: 1.0,
+        source_box: None,
+        rollout: true,
+    };
+    let r = sample(&s).unwrap();
+    let slide = sample(&Sampling {
+        rollout: false,
+        ..s.clone()
+    })
+    .unwrap();
+    // 40 frames a scenario, 8 in and 8 out: after the 8-frame warm-up, 4 windows of 8 frames
+    // (every 8th frame), against the 25 sliding windows (every frame).
+    assert_eq!(r.errors.len(), 3 * 4);
+    assert_eq!(slide.errors.len(), 3 * 25);
+    // A scenario's first window starts from the FE's own state in both: the same forecast,
+    // indicator and truth. The later ones start from hand-backs and differ.
+    for k in 0..3 {
+        let (a, b) = (4 * k, 25 * k);
+        assert_eq!(r.scenario[a], k);
+        assert!((r.errors[a] / slide.errors[b] - 1.0).abs() < 1e-9, "{k}");
+        assert!(
+            (r.scores[0][a] / slide.scores[0][b] - 1.0).abs() < 1e-9,
+            "{k}"
+        );
+    }
+    assert!(r
+        .errors
+        .iter()
+        .zip(r.scenario.iter())
+        .any(|(e, _)| *e > 0.0));
+    let check = Check {
+        frequency_factor: 1.0,
+        source_box: None,
+    };
+    let (c, rep) = calibrate(
+        &Sampling {
+            scenarios: 4,
+            ..s.clone()
+        },
+        (0.1, 0.5, check),
+        &[1.0],
+    )
+    .unwrap();
+    assert_eq!((rep.calibration_windows, rep.held_out_windows), (8, 8));
+    assert_eq!(c.scores.len(), 8);
+}

@@ -4,6 +4,12 @@
 //! mesh) is set against each indicator's value from the FE state at the window's start
 //! (`wavecp calibrate`, `examples/indicator_study.rs`).
 //!
+//! With [`Sampling::rollout`] the windows are those a hybrid run sees instead: each scenario
+//! runs as a hybrid run that accepts every window (BDF2 hand-back), the FE re-running each
+//! window from the state it starts in ([`super::hybrid::Audit`]) for its true error — so a
+//! window starts from the previous window's hand-back and reads its forecast, as the windows
+//! of a run of accepted windows do. Fewer windows a scenario (one every `t_out` frames).
+//!
 //! The scenarios are split: the first part calibrates ([`Calibration`]: the tolerance of a
 //! hybrid run in error units), the rest (drawn with the next seed, and with their own
 //! frequency factor to check out of the trained range) checks it — for each tolerance, how
@@ -40,6 +46,9 @@ pub struct Sampling {
     /// Sources drawn in `[x0, x1] × [y0, y1]` instead of the job's ranges (a box outside
     /// them: sources where none was in training).
     pub source_box: Option<[f64; 4]>,
+    /// Windows as a hybrid run of accepted windows sees them (see the module doc); the first
+    /// indicator only.
+    pub rollout: bool,
 }
 
 /// What the held-out scenarios of [`calibrate`] change: the frequency factor and the box the
@@ -100,15 +109,11 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 
 /// Runs the scenarios and scores every window (one rank).
 pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
-    let job = DatasetJob::load(&s.job, &[]).map_err(setup)?;
-    let base = s.job.parent().unwrap_or(Path::new("."));
-    let z = &job.zone;
-    let grid = ZoneGrid {
-        x: z.x,
-        y: z.y,
-        nx: z.nx,
-        ny: z.ny,
-    };
+    if s.rollout {
+        return sample_rollout(s);
+    }
+    let (job, base, transfer) = job_and_transfer(s)?;
+    let base = base.as_path();
     let mut inds: Vec<Box<dyn Indicator>> = s
         .indicators
         .iter()
@@ -122,21 +127,9 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
         indicator_s: vec![0.0; inds.len()],
         ..Windows::default()
     };
-    let mesh = crate::sim::load_mesh(&job.mesh, base)?;
-    let transfer = ZoneTransfer::new(&mesh, grid)?;
     let mut net: Option<NetworkForecaster> = None;
     for scenario in 0..s.scenarios {
-        let r = &job.sampling;
-        let (sx, sy) = match s.source_box {
-            Some(b) => ([b[0], b[1]], [b[2], b[3]]),
-            None => (r.source_x, r.source_y),
-        };
-        let source = SourceConfig {
-            position: [pick(sx), pick(sy)],
-            frequency: s.frequency_factor * pick(r.frequency),
-            amplitude: pick(r.amplitude),
-            delay: r.delay.map(&mut pick),
-        };
+        let source = scenario_source(s, &job, &mut pick);
         let end = (start + (count - 1) * stride) as f64 * job.time.dt.unwrap_or(1.0);
         let cfg = job.fe_config(end, vec![source]);
         let (mut sim, _) = crate::sim::from_job(&cfg, base, &Serial)?;
@@ -187,6 +180,95 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
                 w.indicator_s[i] += t0.elapsed().as_secs_f64();
                 w.scores[i].push(score);
             }
+        }
+    }
+    Ok(w)
+}
+
+/// The dataset job of `s`, its folder, and the transfer between its mesh and its zone grid.
+fn job_and_transfer(s: &Sampling) -> Result<(DatasetJob, PathBuf, ZoneTransfer), CouplingError> {
+    let job = DatasetJob::load(&s.job, &[]).map_err(setup)?;
+    let base = s.job.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let z = &job.zone;
+    let grid = ZoneGrid {
+        x: z.x,
+        y: z.y,
+        nx: z.nx,
+        ny: z.ny,
+    };
+    let mesh = crate::sim::load_mesh(&job.mesh, &base)?;
+    let transfer = ZoneTransfer::new(&mesh, grid)?;
+    Ok((job, base, transfer))
+}
+
+/// The source of the next scenario of `s` (`pick` draws from the scenarios' generator).
+fn scenario_source(
+    s: &Sampling,
+    job: &DatasetJob,
+    pick: &mut impl FnMut([f64; 2]) -> f64,
+) -> SourceConfig {
+    let r = &job.sampling;
+    let (sx, sy) = match s.source_box {
+        Some(b) => ([b[0], b[1]], [b[2], b[3]]),
+        None => (r.source_x, r.source_y),
+    };
+    SourceConfig {
+        position: [pick(sx), pick(sy)],
+        frequency: s.frequency_factor * pick(r.frequency),
+        amplitude: pick(r.amplitude),
+        delay: r.delay.map(&mut *pick),
+    }
+}
+
+/// [`sample`] with [`Sampling::rollout`]: every scenario a hybrid run accepting every window,
+/// each audited.
+fn sample_rollout(s: &Sampling) -> Result<Windows, CouplingError> {
+    use super::handback::VelocityEstimate;
+    use super::hybrid::{ErrorScale, Hybrid, HybridConfig};
+    let (job, base, transfer) = job_and_transfer(s)?;
+    let base = base.as_path();
+    let name = s.indicators.first().ok_or_else(|| setup("no indicator"))?;
+    let (stride, start, count) = (job.frames.stride, job.frames.start, job.frames.count);
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let mut pick = |r: [f64; 2]| rng.random_range(r[0]..=r[1]);
+    let mut w = Windows {
+        scores: vec![vec![]],
+        indicator_s: vec![0.0],
+        ..Windows::default()
+    };
+    let mut net: Option<NetworkForecaster> = None;
+    let cfg = HybridConfig {
+        stride,
+        tolerance: f64::INFINITY,
+        max_consecutive: 0,
+        velocity: VelocityEstimate::Bdf2,
+        error_scale: ErrorScale::Window,
+        audit_every: 1,
+    };
+    for scenario in 0..s.scenarios {
+        let source = scenario_source(s, &job, &mut pick);
+        let last = start + (count - 1) * stride;
+        let fe = job.fe_config(last as f64 * job.time.dt.unwrap_or(1.0), vec![source]);
+        let (mut sim, _) = crate::sim::from_job(&fe, base, &Serial)?;
+        if net.is_none() {
+            let frame_dt = stride as f64 * sim.dt();
+            net = Some(NetworkForecaster::open(
+                &s.model,
+                Device::Cpu,
+                &transfer,
+                frame_dt,
+            )?);
+        }
+        let net = net.as_mut().ok_or_else(|| setup("no network"))?;
+        sim.advance(start);
+        let ind = super::solve::indicator(name).map_err(setup)?;
+        let h = Hybrid::new(&mut sim, &transfer, &mut *net, ind, cfg)?.run(last)?;
+        w.inference_s += h.inference_s;
+        w.indicator_s[0] += h.indicator_s;
+        for a in &h.audits {
+            w.errors.push(a.error);
+            w.scores[0].push(a.score);
+            w.scenario.push(scenario);
         }
     }
     Ok(w)

@@ -33,6 +33,18 @@ pub trait Forecaster {
     fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError>;
 }
 
+impl<F: Forecaster + ?Sized> Forecaster for &mut F {
+    fn t_in(&self) -> usize {
+        (**self).t_in()
+    }
+    fn t_out(&self) -> usize {
+        (**self).t_out()
+    }
+    fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError> {
+        (**self).forecast(past)
+    }
+}
+
 /// A forecaster on rank 0 only (one copy of the model; every rank holds the frames), its
 /// frames broadcast to the other ranks, which hold `None`: every rank gets rank 0's bits, and
 /// rank 0's error. Collective.

@@ -46,6 +46,11 @@ pub struct CalibrateArgs {
     /// Only report; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Sample the windows a hybrid run sees: each scenario runs accepting every window (BDF2
+    /// hand-back), the FE re-running each for its true error, so windows start from the
+    /// previous window's hand-back (one window every t_out frames instead of every frame).
+    #[arg(long)]
+    pub rollout: bool,
 }
 
 #[cfg(feature = "hdf5")]
@@ -70,6 +75,7 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         seed: a.seed,
         frequency_factor: a.frequency_factor,
         source_box: None,
+        rollout: a.rollout,
     };
     let check = a.check_frequency_factor.unwrap_or(a.frequency_factor);
     anyhow::ensure!(
