@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
                 Some([v[0], v[1], v[2], v[3]])
             }
         },
-        rollout: false,
+        rollout: 0,
     };
     let w = sample(&s)?;
     let n = w.errors.len();

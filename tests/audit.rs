@@ -158,11 +158,11 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
         seed: 5,
         frequency_factor: 1.0,
         source_box: None,
-        rollout: true,
+        rollout: 1000,
     };
     let r = sample(&s).unwrap();
     let slide = sample(&Sampling {
-        rollout: false,
+        rollout: 0,
         ..s.clone()
     })
     .unwrap();
@@ -201,4 +201,19 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
     .unwrap();
     assert_eq!((rep.calibration_windows, rep.held_out_windows), (8, 8));
     assert_eq!(c.scores.len(), 8);
+    // Two in a row, then the FE takes one: windows 0, 1 and 3 of each scenario's 4 tried and
+    // audited (the first two as with every window accepted).
+    let two = sample(&Sampling {
+        rollout: 2,
+        ..s.clone()
+    })
+    .unwrap();
+    assert_eq!(two.errors.len(), 3 * 3);
+    for k in 0..3 {
+        assert_eq!(two.errors[3 * k].to_bits(), r.errors[4 * k].to_bits());
+        assert_eq!(
+            two.errors[3 * k + 1].to_bits(),
+            r.errors[4 * k + 1].to_bits()
+        );
+    }
 }

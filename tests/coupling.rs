@@ -1157,7 +1157,7 @@ pub(crate) mod hybrid {
             seed: 5,
             frequency_factor: 1.0,
             source_box: None,
-            rollout: false,
+            rollout: 0,
         };
         let tols = [0.5, 1.0, 2.0];
         let check = wavecp::coupling::calibrate::Check {

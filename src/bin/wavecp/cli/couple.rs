@@ -46,11 +46,12 @@ pub struct CalibrateArgs {
     /// Only report; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Sample the windows a hybrid run sees: each scenario runs accepting every window (BDF2
-    /// hand-back), the FE re-running each for its true error, so windows start from the
-    /// previous window's hand-back (one window every t_out frames instead of every frame).
-    #[arg(long)]
-    pub rollout: bool,
+    /// Sample the windows a hybrid run sees: each scenario runs accepting up to N windows in
+    /// a row (BDF2 hand-back; then the FE runs one), the FE re-running each accepted window
+    /// for its true error, so all but the first of a run start from the previous window's
+    /// hand-back. 0 (default): windows from the FE's exact states, one every frame.
+    #[arg(long, default_value_t = 0)]
+    pub rollout: usize,
 }
 
 #[cfg(feature = "hdf5")]
