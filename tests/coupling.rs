@@ -20,11 +20,11 @@ pub(crate) fn unit(n: usize) -> ZoneGrid {
     }
 }
 
-fn nodal(mesh: &Mesh, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+pub(crate) fn nodal(mesh: &Mesh, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
     mesh.coords.iter().map(|p| f(p[0], p[1])).collect()
 }
 
-fn on_grid(g: &ZoneGrid, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
+pub(crate) fn on_grid(g: &ZoneGrid, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
     (0..g.ny)
         .flat_map(|j| (0..g.nx).map(move |i| (i, j)))
         .map(|(i, j)| {
@@ -34,7 +34,7 @@ fn on_grid(g: &ZoneGrid, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
         .collect()
 }
 
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())

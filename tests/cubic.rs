@@ -2,31 +2,10 @@
 //! stencil shifts inward), fourth-order on a smooth field against the bilinear's second, and
 //! the bilinear fallback next to masked grid points.
 
-use crate::coupling::unit;
+use crate::coupling::{max_diff, nodal, on_grid, unit};
 use std::path::Path;
 use wavecp::coupling::transfer::{Interpolation, ZoneGrid, ZoneTransfer};
 use wavecp::mesh::{read_msh, rectangle, CellShape, Mesh};
-
-fn nodal(mesh: &Mesh, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
-    mesh.coords.iter().map(|p| f(p[0], p[1])).collect()
-}
-
-fn on_grid(g: &ZoneGrid, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
-    (0..g.ny)
-        .flat_map(|j| (0..g.nx).map(move |i| (i, j)))
-        .map(|(i, j)| {
-            let p = g.point(i, j);
-            f(p[0], p[1])
-        })
-        .collect()
-}
-
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
 
 fn cubic(mesh: &Mesh, g: ZoneGrid) -> ZoneTransfer {
     ZoneTransfer::with_interpolation(mesh, g, Interpolation::Cubic).unwrap()

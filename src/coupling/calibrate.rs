@@ -131,20 +131,8 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
     };
     let mut net: Option<NetworkForecaster> = None;
     for scenario in 0..s.scenarios {
-        let source = scenario_source(s, &job, &mut pick);
-        let end = (start + (count - 1) * stride) as f64 * job.time.dt.unwrap_or(1.0);
-        let cfg = job.fe_config(end, vec![source]);
-        let (mut sim, _) = crate::sim::from_job(&cfg, base, &Serial)?;
-        let frame_dt = stride as f64 * sim.dt();
-        if net.is_none() {
-            net = Some(NetworkForecaster::open(
-                &s.model,
-                Device::Cpu,
-                &transfer,
-                frame_dt,
-            )?);
-        }
-        let net = net.as_mut().ok_or_else(|| setup("no network"))?;
+        let mut sim = scenario_sim(s, (&job, base), &mut pick)?;
+        let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
         let (t_in, t_out) = (net.t_in(), net.t_out());
         if count < t_in + t_out {
             return Err(setup(format!(
@@ -203,6 +191,37 @@ fn job_and_transfer(s: &Sampling) -> Result<(DatasetJob, PathBuf, ZoneTransfer),
     Ok((job, base, transfer))
 }
 
+/// The FE simulation of the next scenario of `s` over the job's recorded time range, at step
+/// 0 (`pick` draws its source from the scenarios' generator).
+fn scenario_sim(
+    s: &Sampling,
+    (job, base): (&DatasetJob, &Path),
+    pick: &mut impl FnMut([f64; 2]) -> f64,
+) -> Result<crate::sim::Simulation<'static>, CouplingError> {
+    let f = &job.frames;
+    let end = (f.start + (f.count - 1) * f.stride) as f64 * job.time.dt.unwrap_or(1.0);
+    let cfg = job.fe_config(end, vec![scenario_source(s, job, pick)]);
+    Ok(crate::sim::from_job(&cfg, base, &Serial)?.0)
+}
+
+/// The network of `s`, opened on the first call for frames `frame_dt` apart.
+fn network<'n>(
+    net: &'n mut Option<NetworkForecaster>,
+    s: &Sampling,
+    transfer: &ZoneTransfer,
+    frame_dt: f64,
+) -> Result<&'n mut NetworkForecaster, CouplingError> {
+    if net.is_none() {
+        *net = Some(NetworkForecaster::open(
+            &s.model,
+            Device::Cpu,
+            transfer,
+            frame_dt,
+        )?);
+    }
+    net.as_mut().ok_or_else(|| setup("no network"))
+}
+
 /// The source of the next scenario of `s` (`pick` draws from the scenarios' generator).
 fn scenario_source(
     s: &Sampling,
@@ -248,23 +267,12 @@ fn sample_rollout(s: &Sampling) -> Result<Windows, CouplingError> {
         audit_every: 1,
     };
     for scenario in 0..s.scenarios {
-        let source = scenario_source(s, &job, &mut pick);
-        let last = start + (count - 1) * stride;
-        let fe = job.fe_config(last as f64 * job.time.dt.unwrap_or(1.0), vec![source]);
-        let (mut sim, _) = crate::sim::from_job(&fe, base, &Serial)?;
-        if net.is_none() {
-            let frame_dt = stride as f64 * sim.dt();
-            net = Some(NetworkForecaster::open(
-                &s.model,
-                Device::Cpu,
-                &transfer,
-                frame_dt,
-            )?);
-        }
-        let net = net.as_mut().ok_or_else(|| setup("no network"))?;
+        let mut sim = scenario_sim(s, (&job, base), &mut pick)?;
+        let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
         sim.advance(start);
         let ind = super::solve::indicator(name).map_err(setup)?;
-        let h = Hybrid::new(&mut sim, &transfer, &mut *net, ind, cfg)?.run(last)?;
+        let last = start + (count - 1) * stride;
+        let h = Hybrid::new(&mut sim, &transfer, net, ind, cfg)?.run(last)?;
         w.inference_s += h.inference_s;
         w.indicator_s[0] += h.indicator_s;
         for a in &h.audits {

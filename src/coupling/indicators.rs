@@ -163,6 +163,17 @@ impl Indicator for EnergyBalance {
     }
 }
 
+/// The FE's field `steps` steps past the window's start, on the grid; the state is put back.
+fn fe_ahead(w: &mut WindowView<'_, '_>, steps: usize) -> Result<Vec<f64>, CouplingError> {
+    let saved = w.sim.state();
+    w.sim.advance(steps);
+    let mut g = vec![0.0; w.transfer.points()];
+    let done = w.transfer.to_grid_on(w.sim.u(), &mut g, w.sim.comm());
+    w.sim.restore(&saved)?;
+    done?;
+    Ok(g)
+}
+
 /// Self-consistency against a short FE probe: the FE runs one frame (`stride` steps) from the
 /// window's start, and the score is the relative L2 difference, over the grid points inside
 /// the mesh, between that frame and the forecast's first one; the state is restored after.
@@ -173,13 +184,9 @@ impl Indicator for EnergyBalance {
 pub struct FeProbe;
 
 impl Indicator for FeProbe {
-    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
-        let saved = w.sim.state();
-        w.sim.advance(w.stride);
-        let mut g = vec![0.0; w.transfer.points()];
-        let done = w.transfer.to_grid_on(w.sim.u(), &mut g, w.sim.comm());
-        w.sim.restore(&saved)?;
-        done?;
+    fn score(&mut self, mut w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+        let stride = w.stride;
+        let g = fe_ahead(&mut w, stride)?;
         let (mut d, mut r) = (0.0, 0.0);
         for ((a, b), inside) in w.forecast[0].iter().zip(&g).zip(w.transfer.inside()) {
             if inside {
@@ -224,7 +231,7 @@ fn lagrange(xs: &[f64], x: f64) -> Vec<f64> {
 }
 
 impl Indicator for FeProbeShort {
-    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+    fn score(&mut self, mut w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
         let n = w.past.len();
         if n < 3 || w.forecast.is_empty() {
             return Err(CouplingError::Setup(format!(
@@ -233,12 +240,7 @@ impl Indicator for FeProbeShort {
             )));
         }
         let k = Self::steps(w.stride);
-        let saved = w.sim.state();
-        w.sim.advance(k);
-        let mut g = vec![0.0; w.transfer.points()];
-        let done = w.transfer.to_grid_on(w.sim.u(), &mut g, w.sim.comm());
-        w.sim.restore(&saved)?;
-        done?;
+        let g = fe_ahead(&mut w, k)?;
         let ahead = w.forecast.len().min(2);
         let frames: Vec<&[f64]> = w.past[n - 3..]
             .iter()
