@@ -30,5 +30,6 @@ mod scale;
 mod sim;
 mod solver;
 mod source;
+mod submodel;
 #[cfg(feature = "hdf5")]
 mod surrogate;

@@ -17,6 +17,7 @@ pub mod network;
 pub mod pareto;
 #[cfg(feature = "hdf5")]
 pub mod solve;
+pub mod submodel;
 pub mod transfer;
 
 use crate::sim::{DriverError, Simulation, State};

@@ -3,10 +3,12 @@
 mod generate;
 mod gmsh;
 mod locate;
+mod submesh;
 
 pub use generate::{rectangle, CellShape};
 pub use gmsh::{parse as gmsh_parse, read_msh};
 pub use locate::{CellLocator, PointLocation};
+pub use submesh::{Submesh, INTERFACE};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
