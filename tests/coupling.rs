@@ -654,6 +654,7 @@ pub(crate) mod hybrid {
             epoch_s: 0.0,
             zone: Some([0.0, 1.0, 0.0, 1.0]),
             calibrations: Default::default(),
+            conditioning: None,
         };
         let path = dir.join("untrained.safetensors");
         save(&path, &model, &meta, None).unwrap();

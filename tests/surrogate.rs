@@ -48,6 +48,7 @@ pub fn untrained_small_cp(data: &Path) -> (wavecp::nn::model::ModelSpec, modelfi
         epoch_s: 0.0,
         zone: fs.zone,
         calibrations: Default::default(),
+        conditioning: None,
     };
     (spec, meta)
 }

@@ -156,6 +156,7 @@ fn network(b: &CoupleBench) -> Result<crate::surrogate::modelfile::Loaded, Coupl
         epoch_s: 0.0,
         zone: Some([0.0, 1.0, 0.0, 1.0]),
         calibrations: Default::default(),
+        conditioning: None,
     };
     Ok(Loaded {
         model,

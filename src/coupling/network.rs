@@ -5,6 +5,7 @@ use super::hybrid::Forecaster;
 use super::transfer::ZoneTransfer;
 use super::CouplingError;
 use crate::nn::Device;
+use crate::surrogate::condition::WindowCond;
 use crate::surrogate::data::{normalise, WindowSpec};
 use crate::surrogate::engine::Runner;
 use crate::surrogate::modelfile::{self, Loaded, ModelMeta};
@@ -17,6 +18,11 @@ pub struct NetworkForecaster {
     meta: ModelMeta,
     ws: WindowSpec,
     mask: Vec<bool>,
+    /// The zone `[x0, x1, y0, y1]` of the run's grid.
+    zone: [f64; 4],
+    /// A conditioned model's scenario parameters and the time of the next input's first frame.
+    scenario: Option<Vec<f64>>,
+    t0: f64,
 }
 
 fn mismatch(path: &Path, what: &str, model: String, run: String) -> CouplingError {
@@ -91,7 +97,36 @@ impl NetworkForecaster {
             meta,
             ws,
             mask: transfer.mask(),
+            zone: [g.x[0], g.x[1], g.y[0], g.y[1]],
+            scenario: None,
+            t0: 0.0,
         })
+    }
+
+    /// The scenario parameters a conditioned model reads (in
+    /// [`crate::surrogate::condition::PARAMS`] order); refused when it reads more.
+    pub fn set_scenario(&mut self, params: Vec<f64>) -> Result<(), CouplingError> {
+        if let Some(c) = &self.meta.conditioning {
+            if params.len() < c.nparams() || params.iter().any(|v| !v.is_finite()) {
+                return Err(CouplingError::Setup(format!(
+                    "the model reads {} scenario parameters ({}); the run gives {params:?}",
+                    c.nparams(),
+                    c.channels[3..].join(", ")
+                )));
+            }
+        }
+        self.scenario = Some(params);
+        Ok(())
+    }
+
+    /// The time of the first frame of the next forecast's input.
+    pub fn set_input_time(&mut self, t0: f64) {
+        self.t0 = t0;
+    }
+
+    /// Whether the model reads scenario channels.
+    pub fn conditioned(&self) -> bool {
+        self.meta.conditioning.is_some()
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -122,11 +157,30 @@ impl Forecaster for NetworkForecaster {
                 past.len()
             )));
         }
-        let data: Vec<f32> = past
+        let mut data: Vec<f32> = past
             .iter()
             .flat_map(|f| f.iter().map(|&v| normalise(v as f32, m.mean, m.std)))
             .collect();
-        let x = crate::nn::Tensor::from_vec(&self.ws.shape(1, m.t_in, m.ny, m.nx), data)
+        let mut shape = self.ws.shape(1, m.t_in, m.ny, m.nx);
+        if let Some(c) = &m.conditioning {
+            let Some(params) = &self.scenario else {
+                return Err(CouplingError::Setup(
+                    "the model reads the scenario's parameters and the run set none".into(),
+                ));
+            };
+            let w = WindowCond {
+                zone: self.zone,
+                ny: m.ny,
+                nx: m.nx,
+                t0: self.t0,
+                frame_dt: m.frame_dt,
+                t_in: m.t_in,
+                params,
+            };
+            c.append(&w, &mut data);
+            shape[1] += c.len();
+        }
+        let x = crate::nn::Tensor::from_vec(&shape, data)
             .map_err(|e| CouplingError::Setup(e.to_string()))?;
         let y = self.runner.forward(x).map_err(surrogate)?;
         let want = self.ws.shape(1, m.t_out, m.ny, m.nx);

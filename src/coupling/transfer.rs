@@ -201,6 +201,90 @@ fn node_stencils(
     (bilinear, cubic)
 }
 
+/// `u[node] = stencil · g` for every stencil.
+fn apply(bilinear: &[NodeStencil], cubic: &[CubicStencil], nx: usize, g: &[f64], u: &mut [f64]) {
+    for s in bilinear {
+        u[s.node as usize] = s
+            .points
+            .iter()
+            .zip(&s.weights)
+            .map(|(&q, &w)| w * g[q as usize])
+            .sum();
+    }
+    for s in cubic {
+        let f = s.first as usize;
+        u[s.node as usize] = (0..4)
+            .map(|b| {
+                let row = &g[f + b * nx..f + b * nx + 4];
+                s.wy[b] * (0..4).map(|a| s.wx[a] * row[a]).sum::<f64>()
+            })
+            .sum();
+    }
+}
+
+/// Grid → a fixed list of points in the zone (a submodel's interface nodes), by the stencils
+/// grid → mesh uses.
+#[derive(Debug, Clone)]
+pub struct GridSampler {
+    bilinear: Vec<NodeStencil>,
+    cubic: Vec<CubicStencil>,
+    grid: ZoneGrid,
+    points: usize,
+}
+
+impl GridSampler {
+    /// Refuses a point outside the zone (every point gets a value).
+    pub fn new(
+        grid: ZoneGrid,
+        points: &[[f64; 2]],
+        interp: Interpolation,
+    ) -> Result<Self, TransferError> {
+        grid.check()?;
+        let mask = vec![true; grid.nx * grid.ny];
+        let (bilinear, cubic) = node_stencils(points, &grid, &mask, interp);
+        if bilinear.len() + cubic.len() != points.len() {
+            let mut has = vec![false; points.len()];
+            for v in bilinear
+                .iter()
+                .map(|s| s.node)
+                .chain(cubic.iter().map(|s| s.node))
+            {
+                has[v as usize] = true;
+            }
+            let k = has.iter().position(|h| !h).unwrap_or(0);
+            return Err(TransferError::Grid(format!(
+                "point {:?} lies outside the zone [{}, {}] x [{}, {}]",
+                points[k], grid.x[0], grid.x[1], grid.y[0], grid.y[1]
+            )));
+        }
+        Ok(GridSampler {
+            bilinear,
+            cubic,
+            grid,
+            points: points.len(),
+        })
+    }
+
+    /// The grid field `g` at the points.
+    pub fn sample(&self, g: &[f64], out: &mut [f64]) -> Result<(), TransferError> {
+        let n = self.grid.nx * self.grid.ny;
+        for (what, expected, found) in [
+            ("grid field", n, g.len()),
+            ("point values", self.points, out.len()),
+        ] {
+            if expected != found {
+                return Err(TransferError::Length {
+                    what,
+                    expected,
+                    found,
+                });
+            }
+        }
+        apply(&self.bilinear, &self.cubic, self.grid.nx, g, out);
+        Ok(())
+    }
+}
+
 /// The stencils of `all` (numbered by whole-mesh node) for the nodes one rank owns (`mine`:
 /// their whole-mesh numbers, in the rank's order), renumbered to the rank's nodes.
 fn for_rank<S: Copy>(
@@ -451,24 +535,7 @@ impl ZoneTransfer {
     pub fn to_mesh(&self, g: &[f64], u: &mut [f64]) -> Result<(), TransferError> {
         self.check_len("grid field", self.mask.len(), g.len())?;
         self.check_len("mesh field", self.num_nodes, u.len())?;
-        for s in &self.to_mesh {
-            u[s.node as usize] = s
-                .points
-                .iter()
-                .zip(&s.weights)
-                .map(|(&q, &w)| w * g[q as usize])
-                .sum();
-        }
-        let nx = self.grid.nx;
-        for s in &self.cubic {
-            let f = s.first as usize;
-            u[s.node as usize] = (0..4)
-                .map(|b| {
-                    let row = &g[f + b * nx..f + b * nx + 4];
-                    s.wy[b] * (0..4).map(|a| s.wx[a] * row[a]).sum::<f64>()
-                })
-                .sum();
-        }
+        apply(&self.to_mesh, &self.cubic, self.grid.nx, g, u);
         Ok(())
     }
 

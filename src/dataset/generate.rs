@@ -35,10 +35,15 @@ fn draw(
             r[0]
         }
     };
+    let z = &job.zone;
+    let clear = |p: [f64; 2]| match s.outside_zone {
+        None => true,
+        Some(m) => p[0] < z.x[0] - m || p[0] > z.x[1] + m || p[1] < z.y[0] - m || p[1] > z.y[1] + m,
+    };
     let mut pos = None;
     for _ in 0..1000 {
         let p = [u(s.source_x), u(s.source_y)];
-        if inside(p) {
+        if inside(p) && clear(p) {
             pos = Some(p);
             break;
         }
@@ -46,7 +51,7 @@ fn draw(
     let p = pos.ok_or_else(|| {
         invalid(
             "sampling.source_x/source_y",
-            "1000 draws in this rectangle all fell outside the mesh",
+            "1000 draws in this rectangle all fell outside the mesh (or inside the zone with sampling.outside_zone)",
         )
     })?;
     let f = u(s.frequency);

@@ -87,6 +87,9 @@ pub struct SamplingConfig {
     pub delay: Option<[f64; 2]>,
     /// Optionally sample the wave speed of one region.
     pub inclusion: Option<InclusionSampling>,
+    /// Draw sources only at least this far outside the zone (a submodel's dataset, whose
+    /// waves all enter the zone through its sides).
+    pub outside_zone: Option<f64>,
 }
 
 fn unit_amp() -> [f64; 2] {
@@ -240,6 +243,12 @@ impl DatasetJob {
         }
         let s = &self.sampling;
         range_ok("sampling.source_x", s.source_x, false)?;
+        if let Some(m) = s.outside_zone.filter(|m| !(m.is_finite() && *m >= 0.0)) {
+            return Err(invalid(
+                "sampling.outside_zone",
+                format!("{m} is not a distance (finite, at least 0)"),
+            ));
+        }
         range_ok("sampling.source_y", s.source_y, false)?;
         range_ok("sampling.frequency", s.frequency, true)?;
         range_ok("sampling.amplitude", s.amplitude, false)?;

@@ -1,5 +1,6 @@
 //! Datasets in memory and the windows cut from them: `t_in` frames in, the next `t_out` out.
 
+use super::condition::{Conditioning, WindowCond};
 use super::{file_err, SurrogateError};
 use crate::nn::Tensor;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,20 @@ pub struct FrameSet {
     /// The zone grid's extent `[x0, x1, y0, y1]` (from `/grid/x`, `/grid/y`; `None` in files
     /// without them).
     pub zone: Option<[f64; 4]>,
+    /// Each sample's parameters and, for a conditioned model, its extra input channels.
+    pub scenarios: Scenarios,
+}
+
+/// The sampled parameters of a frame set and the conditioning its windows are fed with.
+#[derive(Debug, Clone, Default)]
+pub struct Scenarios {
+    /// `[samples, nparams]` (`/params` of the file; empty in files without it).
+    pub params: Vec<f64>,
+    pub nparams: usize,
+    /// Time of frame 0 (`start · dt`; 0 in files without them).
+    pub frame_t0: f64,
+    /// When set, [`WindowSpec::batch`] feeds these channels beside the frames.
+    pub cond: Option<Conditioning>,
 }
 
 impl FrameSet {
@@ -96,7 +111,9 @@ impl FrameSet {
         let zone = ends("grid/x")
             .zip(ends("grid/y"))
             .map(|(x, y)| [x[0], x[1], y[0], y[1]]);
+        let scenarios = Scenarios::read(&f, sh[0]);
         Ok(FrameSet {
+            scenarios,
             path: path.to_path_buf(),
             frames,
             samples: sh[0],
@@ -108,6 +125,21 @@ impl FrameSet {
             frame_dt,
             zone,
         })
+    }
+
+    /// The conditioning of window `(s, t0)`: its input frames' times and sample `s`'s parameters.
+    pub fn window_cond(&self, s: usize, t0: usize, t_in: usize) -> WindowCond<'_> {
+        let sc = &self.scenarios;
+        let p = sc.nparams;
+        WindowCond {
+            zone: self.zone.unwrap_or([0.0, 1.0, 0.0, 1.0]),
+            ny: self.ny,
+            nx: self.nx,
+            t0: sc.frame_t0 + t0 as f64 * self.frame_dt,
+            frame_dt: self.frame_dt,
+            t_in,
+            params: sc.params.get(s * p..(s + 1) * p).unwrap_or(&[]),
+        }
     }
 
     fn frame(&self, s: usize, t: usize) -> &[f32] {
@@ -190,8 +222,52 @@ impl WindowSpec {
         std: f64,
     ) -> (Tensor, Tensor) {
         (
-            self.stack(fs, wins, 0, self.t_in, mean, std),
+            self.input(fs, wins, mean, std),
             self.stack(fs, wins, self.t_in, self.t_out, mean, std),
         )
+    }
+
+    /// The input tensor of a batch of windows; with conditioning (3-D models) it is
+    /// `[B, 1 + channels, t_in, ny, nx]`, the frames first.
+    pub fn input(&self, fs: &FrameSet, wins: &[(usize, usize)], mean: f64, std: f64) -> Tensor {
+        let x = self.stack(fs, wins, 0, self.t_in, mean, std);
+        let Some(cond) = &fs.scenarios.cond else {
+            return x;
+        };
+        let per = self.t_in * fs.ny * fs.nx;
+        let mut data = Vec::with_capacity(wins.len() * per * (1 + cond.len()));
+        for (w, &(s, t0)) in x.data.chunks(per).zip(wins) {
+            data.extend_from_slice(w);
+            cond.append(&fs.window_cond(s, t0, self.t_in), &mut data);
+        }
+        let shape = vec![wins.len(), 1 + cond.len(), self.t_in, fs.ny, fs.nx];
+        Tensor { shape, data }
+    }
+}
+
+impl Scenarios {
+    /// `/params` and the `start`, `dt` attributes of a dataset file, where present.
+    fn read(f: &hdf5::File, samples: usize) -> Scenarios {
+        let params = f
+            .dataset("params")
+            .and_then(|d| d.read_raw::<f64>())
+            .unwrap_or_default();
+        let nparams = if samples > 0 && params.len().is_multiple_of(samples) {
+            params.len() / samples
+        } else {
+            0
+        };
+        let attr_u = |n: &str| f.attr(n).and_then(|a| a.read_scalar::<u64>()).ok();
+        let attr_f = |n: &str| f.attr(n).and_then(|a| a.read_scalar::<f64>()).ok();
+        let frame_t0 = match (attr_u("start"), attr_f("dt")) {
+            (Some(s), Some(dt)) => s as f64 * dt,
+            _ => 0.0,
+        };
+        Scenarios {
+            params: if nparams > 0 { params } else { vec![] },
+            nparams,
+            frame_t0,
+            cond: None,
+        }
     }
 }

@@ -107,8 +107,9 @@ pub fn evaluate_on(
     let l = modelfile::load(model_path)?;
     let (model, meta) = (l.model, l.meta);
     let mut model = Runner::new(model, device)?;
-    let fs = FrameSet::load(data_path)?;
+    let mut fs = FrameSet::load(data_path)?;
     check_grid(&meta, &fs, model_path)?;
+    attach_conditioning(&mut fs, &meta, model_path)?;
     let ws = WindowSpec {
         t_in: meta.t_in,
         t_out: meta.t_out,
@@ -234,7 +235,8 @@ pub fn predict_on(
 ) -> Result<usize, SurrogateError> {
     let l = modelfile::load(model_path)?;
     let (model, meta): (Model, ModelMeta) = (l.model, l.meta);
-    let fs = FrameSet::load(input)?;
+    let mut fs = FrameSet::load(input)?;
+    attach_conditioning(&mut fs, &meta, model_path)?;
     if (meta.ny, meta.nx) != (fs.ny, fs.nx) || fs.nframes < meta.t_in {
         return Err(SurrogateError::Mismatch(format!(
             "{} needs {} frames of {}×{}; {} has {} frames of {}×{}",
@@ -257,7 +259,7 @@ pub fn predict_on(
     let n = fs.ny * fs.nx;
     let mut out = Vec::with_capacity(fs.samples * meta.t_out * n);
     for s in 0..fs.samples {
-        let x = ws.stack(&fs, &[(s, 0)], 0, meta.t_in, meta.mean, meta.std);
+        let x = ws.input(&fs, &[(s, 0)], meta.mean, meta.std);
         let p = model.forward(x)?;
         check_output(&p, &ws.shape(1, meta.t_out, fs.ny, fs.nx), model_path)?;
         out.extend(
@@ -373,4 +375,28 @@ pub fn compare_markdown(rows: &[CompareRow]) -> String {
         ));
     }
     s
+}
+
+/// Feeds a conditioned model's channels with the frame set's parameters; refuses a frame set
+/// without as many parameters as the model reads.
+pub fn attach_conditioning(
+    fs: &mut FrameSet,
+    meta: &ModelMeta,
+    model_path: &Path,
+) -> Result<(), SurrogateError> {
+    let Some(c) = &meta.conditioning else {
+        return Ok(());
+    };
+    if fs.scenarios.nparams < c.nparams() {
+        return Err(SurrogateError::Mismatch(format!(
+            "{} reads {} scenario parameters ({}); {} has {}",
+            model_path.display(),
+            c.nparams(),
+            c.channels[3..].join(", "),
+            fs.path.display(),
+            fs.scenarios.nparams
+        )));
+    }
+    fs.scenarios.cond = Some(c.clone());
+    Ok(())
 }

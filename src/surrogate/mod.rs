@@ -2,6 +2,7 @@
 //! evaluation (one window and autoregressive rollout) and prediction.
 
 pub mod calibration;
+pub mod condition;
 pub mod data;
 pub mod engine;
 pub mod eval;

@@ -42,6 +42,9 @@ pub struct ModelMeta {
     /// when a model held one calibration call the key `calibration`.)
     #[serde(default, alias = "calibration")]
     pub calibrations: super::calibration::Calibrations,
+    /// The extra input channels of a model conditioned on the scenario (`None`: frames only).
+    #[serde(default)]
+    pub conditioning: Option<super::condition::Conditioning>,
 }
 
 /// Training state kept in checkpoints.
@@ -208,14 +211,15 @@ fn check_meta(meta: &ModelMeta, model: &Model) -> Result<(), String> {
         ));
     }
     let h = &model.spec.model;
+    let extra = meta.conditioning.as_ref().map_or(0, |c| c.len());
     let (cin, cout) = if h.dims == 2 {
         (meta.t_in, meta.t_out)
     } else {
-        (1, 1)
+        (1 + extra, 1)
     };
     if h.in_channels != cin || model.out_channels != cout {
         return Err(format!(
-            "its layers take {} channels and give {}, but a {}-D model on t_in = {}, t_out = {} frames needs {cin} and {cout}",
+            "its layers take {} channels and give {}, but a {}-D model on t_in = {}, t_out = {} frames with {extra} conditioning channels needs {cin} and {cout}",
             h.in_channels, model.out_channels, h.dims, meta.t_in, meta.t_out
         ));
     }

@@ -5,6 +5,7 @@
 //! reduction runs in a fixed order, so a resumed run ends with the same weights as an
 //! uninterrupted one.
 
+use super::condition::Conditioning;
 use super::data::{FrameSet, WindowSpec};
 use super::engine::{PendingLoss, Slot};
 use super::modelfile::{self, ModelMeta, TrainState};
@@ -44,6 +45,20 @@ pub struct DataConfig {
     /// Fraction of the samples held out for validation (the last ones).
     #[serde(default = "val")]
     pub validation: f64,
+    /// `"scenario"`: the grid coordinates, the frames' times and the dataset's sampled
+    /// parameters as input channels beside the frames (3-D models; `in_channels` = 1 + 3 +
+    /// the parameters). What a network needs to forecast waves that enter its zone.
+    #[serde(default)]
+    pub conditioning: ConditioningKind,
+}
+
+/// What a model reads besides the frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConditioningKind {
+    #[default]
+    None,
+    Scenario,
 }
 
 fn one() -> usize {
@@ -200,7 +215,7 @@ struct Data {
 
 impl Data {
     fn load(job: &TrainJob, base: &Path) -> Result<Self, SurrogateError> {
-        let fs = FrameSet::load(&base.join(&job.data.train))?;
+        let mut fs = FrameSet::load(&base.join(&job.data.train))?;
         let model_path = base.join(&job.model.file);
         let spec_text =
             std::fs::read_to_string(&model_path).map_err(|e| file_err(&model_path, e))?;
@@ -225,7 +240,11 @@ impl Data {
         let val_s: Vec<usize> = (fs.samples - nval..fs.samples).collect();
         let train_w = ws.windows(&fs, &train_s, job.data.window_stride);
         let val_w = ws.windows(&fs, &val_s, job.data.window_stride);
-        let expect_in = if ws.dims == 2 { ws.t_in } else { 1 };
+        if job.data.conditioning == ConditioningKind::Scenario {
+            fs.scenarios.cond = Some(scenario_conditioning(&fs, ws.dims)?);
+        }
+        let extra = fs.scenarios.cond.as_ref().map_or(0, |c| c.len());
+        let expect_in = if ws.dims == 2 { ws.t_in } else { 1 + extra };
         if spec.model.in_channels != expect_in {
             return Err(SurrogateError::Mismatch(format!(
                 "{}: in_channels = {} but a {}-D model on t_in = {} frames needs {expect_in}",
@@ -282,8 +301,36 @@ impl Data {
             zone: fs.zone,
             // New weights: a calibration of other weights does not hold.
             calibrations: Default::default(),
+            conditioning: fs.scenarios.cond.clone(),
         }
     }
+}
+
+/// The scenario channels of a frame set, scaled over its zone, frame times and parameters.
+fn scenario_conditioning(fs: &FrameSet, dims: usize) -> Result<Conditioning, SurrogateError> {
+    let bad = |msg: String| SurrogateError::Invalid {
+        key: "data.conditioning".into(),
+        msg,
+    };
+    if dims != 3 {
+        return Err(bad(format!(
+            "scenario channels need a 3-D model ([B, channels, t, y, x]); this one is {dims}-D"
+        )));
+    }
+    let sc = &fs.scenarios;
+    let Some(zone) = fs.zone.filter(|_| sc.nparams > 0) else {
+        return Err(bad(format!(
+            "{} has no /params or no /grid (written by an older wavecp dataset?)",
+            fs.path.display()
+        )));
+    };
+    let last = sc.frame_t0 + (fs.nframes - 1) as f64 * fs.frame_dt;
+    Ok(Conditioning::fit(
+        zone,
+        [sc.frame_t0, last],
+        &sc.params,
+        sc.nparams,
+    ))
 }
 
 /// The model, its optimiser and training state: from the checkpoint with `--resume`, else new.
@@ -545,7 +592,8 @@ fn run_inner(
     // On the GPU the frames stay on the device for the whole run, each epoch's window order
     // is one small copy, and batches are cut there (no host-to-device copy per batch).
     if let Some(e) = &mut t.engine {
-        t.resident = e.keep_frames(fs, data.ws)?;
+        // Conditioned windows are built on the host (the device copy holds frames only).
+        t.resident = fs.scenarios.cond.is_none() && e.keep_frames(fs, data.ws)?;
         if t.resident {
             e.set_windows(Slot::Validation, val_w)?;
         }

@@ -196,6 +196,7 @@ fn a_gpu_training_step_waits_once_and_uploads_nothing() {
         std: 1.0,
         frame_dt: 0.1,
         zone: None,
+        scenarios: Default::default(),
     };
     let ws = WindowSpec {
         t_in: 3,
@@ -297,6 +298,7 @@ fn resident_window_batches_match_the_cpu_stack() {
         std: 0.37,
         frame_dt: 0.1,
         zone: None,
+        scenarios: Default::default(),
     };
     let norm: Vec<f32> = fs
         .frames
