@@ -100,6 +100,20 @@ pub struct CouplingConfig {
     /// 0 (default): none.
     #[serde(default)]
     pub audit_every: usize,
+    /// `hybrid` (default: the surrogate replaces windows of the whole model's steps) or
+    /// `submodel` (an FE submodel of the model's zone runs alone, its boundary values
+    /// forecast by the network; `tolerance` then flags windows whose consistency indicator
+    /// exceeds it).
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    /// Submodel mode: how the interface values between forecast frames are formed, `cubic`
+    /// (default: through 4 frames, fourth order) or `linear`.
+    #[serde(default)]
+    pub time_interpolation: crate::coupling::submodel::TimeInterp,
+}
+
+fn default_mode() -> String {
+    "hybrid".into()
 }
 
 fn default_interpolation() -> String {
@@ -377,6 +391,12 @@ impl Config {
                     "`{}` is none of bdf2, two_frames, fit, central4",
                     c.velocity
                 ),
+            ));
+        }
+        if !["hybrid", "submodel"].contains(&c.mode.as_str()) {
+            return Err(invalid(
+                "coupling.mode",
+                format!("`{}` is none of hybrid, submodel", c.mode),
             ));
         }
         if !["window", "run"].contains(&c.error_scale.as_str()) {

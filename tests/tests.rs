@@ -32,4 +32,6 @@ mod solver;
 mod source;
 mod submodel;
 #[cfg(feature = "hdf5")]
+mod submodel_loop;
+#[cfg(feature = "hdf5")]
 mod surrogate;

@@ -31,6 +31,9 @@ pub trait Forecaster {
     fn t_out(&self) -> usize;
     /// The next `t_out` frames on the zone grid from the last `t_in` (oldest first).
     fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError>;
+    /// The time of the first frame of the next forecast's input (read by a model conditioned
+    /// on time, and by an oracle; ignored by default).
+    fn set_input_time(&mut self, _t0: f64) {}
 }
 
 impl<F: Forecaster + ?Sized> Forecaster for &mut F {
@@ -42,6 +45,9 @@ impl<F: Forecaster + ?Sized> Forecaster for &mut F {
     }
     fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError> {
         (**self).forecast(past)
+    }
+    fn set_input_time(&mut self, t0: f64) {
+        (**self).set_input_time(t0)
     }
 }
 

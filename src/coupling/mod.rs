@@ -18,6 +18,8 @@ pub mod pareto;
 #[cfg(feature = "hdf5")]
 pub mod solve;
 pub mod submodel;
+#[cfg(feature = "hdf5")]
+pub mod subrun;
 pub mod transfer;
 
 use crate::sim::{DriverError, Simulation, State};

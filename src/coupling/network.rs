@@ -119,11 +119,6 @@ impl NetworkForecaster {
         Ok(())
     }
 
-    /// The time of the first frame of the next forecast's input.
-    pub fn set_input_time(&mut self, t0: f64) {
-        self.t0 = t0;
-    }
-
     /// Whether the model reads scenario channels.
     pub fn conditioned(&self) -> bool {
         self.meta.conditioning.is_some()
@@ -141,6 +136,10 @@ fn surrogate(e: SurrogateError) -> CouplingError {
 impl Forecaster for NetworkForecaster {
     fn t_in(&self) -> usize {
         self.meta.t_in
+    }
+
+    fn set_input_time(&mut self, t0: f64) {
+        self.t0 = t0;
     }
 
     fn t_out(&self) -> usize {

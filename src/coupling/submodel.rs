@@ -245,6 +245,10 @@ impl Submodel {
             .collect()
     }
 
+    pub fn interp(&self) -> TimeInterp {
+        self.interp
+    }
+
     pub fn submesh(&self) -> &Submesh {
         &self.submesh
     }

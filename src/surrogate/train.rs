@@ -50,6 +50,52 @@ pub struct DataConfig {
     /// the parameters). What a network needs to forecast waves that enter its zone.
     #[serde(default)]
     pub conditioning: ConditioningKind,
+    /// Gaussian noise of this standard deviation (in units of the dataset's std) added to the
+    /// input frames of training batches (not to validation's, nor to conditioning channels):
+    /// a network whose input is its own earlier output downstream (a submodel's closed loop)
+    /// learns not to amplify small errors in it. 0 (default): none.
+    #[serde(default)]
+    pub input_noise: f64,
+}
+
+/// A training batch, its input frames noised by `data.input_noise`.
+fn noisy_batch(
+    job: &TrainJob,
+    d: &Data,
+    chunk: &[(usize, usize)],
+    (epoch, bi): (usize, usize),
+) -> (crate::nn::Tensor, crate::nn::Tensor) {
+    let (fs, ws) = (&d.fs, &d.ws);
+    let (mut x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
+    let sigma = job.data.input_noise;
+    if sigma > 0.0 {
+        let per = ws.t_in * fs.ny * fs.nx;
+        add_input_noise(
+            &mut x.data,
+            chunk.len(),
+            per,
+            sigma,
+            (job.train.seed, epoch, bi),
+        );
+    }
+    (x, y)
+}
+
+/// Adds `sigma`-Gaussian noise to the first `per` values of each of `windows` blocks of `x`
+/// (the frames' channel), from a stream fixed by `(seed, epoch, batch)`.
+fn add_input_noise(x: &mut [f32], windows: usize, per: usize, sigma: f64, at: (u64, usize, usize)) {
+    use rand_distr::Distribution;
+    let mut rng = ChaCha8Rng::seed_from_u64(at.0 ^ 0x6e6f_6973_6500);
+    rng.set_stream(((at.1 as u64) << 32) | at.2 as u64);
+    let Ok(n) = rand_distr::Normal::new(0.0f32, sigma as f32) else {
+        return;
+    };
+    let block = x.len() / windows.max(1);
+    for w in x.chunks_mut(block) {
+        for v in &mut w[..per.min(block)] {
+            *v += n.sample(&mut rng);
+        }
+    }
 }
 
 /// What a model reads besides the frames.
@@ -121,6 +167,9 @@ impl TrainJob {
         };
         if self.data.t_in == 0 || self.data.t_out == 0 {
             return bad("data.t_in/t_out", "must be at least 1");
+        }
+        if !(self.data.input_noise.is_finite() && self.data.input_noise >= 0.0) {
+            return bad("data.input_noise", "must be a number >= 0");
         }
         if !(0.0..1.0).contains(&self.data.validation) {
             return bad("data.validation", "must be in [0, 1)");
@@ -418,7 +467,6 @@ impl Trainer<'_> {
         (progress, done): (&mut Progress, usize),
     ) -> Result<f64, SurrogateError> {
         let (job, d) = (self.job, self.data);
-        let (fs, ws) = (&d.fs, &d.ws);
         if let (true, Some(e)) = (self.resident, &mut self.engine) {
             e.set_windows(Slot::Train, order)?;
         }
@@ -434,7 +482,7 @@ impl Trainer<'_> {
                         let at = bi * job.train.batch;
                         e.queue_step_at(Slot::Train, at, chunk.len(), &mut self.adam)?
                     } else {
-                        let (x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
+                        let (x, y) = noisy_batch(job, d, chunk, (epoch, bi));
                         e.queue_step(x, &y, &mut self.adam)?
                     };
                     match pending.replace((p, chunk.len())) {
@@ -443,7 +491,7 @@ impl Trainer<'_> {
                     }
                 }
                 None => {
-                    let (x, y) = ws.batch(fs, chunk, fs.mean, fs.std);
+                    let (x, y) = noisy_batch(job, d, chunk, (epoch, bi));
                     let pred = self.model.forward_owned(x)?;
                     let (l, dy) = loss(job.train.loss, &pred, &y)?;
                     if !l.is_finite() {
@@ -593,7 +641,9 @@ fn run_inner(
     // is one small copy, and batches are cut there (no host-to-device copy per batch).
     if let Some(e) = &mut t.engine {
         // Conditioned windows are built on the host (the device copy holds frames only).
-        t.resident = fs.scenarios.cond.is_none() && e.keep_frames(fs, data.ws)?;
+        t.resident = fs.scenarios.cond.is_none()
+            && job.data.input_noise == 0.0
+            && e.keep_frames(fs, data.ws)?;
         if t.resident {
             e.set_windows(Slot::Validation, val_w)?;
         }

@@ -121,6 +121,13 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             job.display()
         );
     }
+    if cfg.coupling.as_ref().is_some_and(|c| c.mode == "submodel") {
+        if restart {
+            anyhow::bail!("job {}: a submodel run does not checkpoint yet, so --restart has nothing to continue", job.display());
+        }
+        return submodel(&cfg, &base, &opts, comm, json)
+            .with_context(|| format!("job {}", job.display()));
+    }
     if cfg.coupling.is_some() {
         return hybrid(&cfg, &base, &opts, comm, json)
             .with_context(|| format!("job {}", job.display()));
@@ -171,6 +178,61 @@ fn hybrid(
         }
     }
     Ok(!summary.interrupted)
+}
+
+/// A job whose `[coupling]` has `mode = "submodel"`: the submodel run, its `submodel` object.
+#[cfg(feature = "hdf5")]
+fn submodel(
+    cfg: &Config,
+    base: &std::path::Path,
+    opts: &RunOptions,
+    comm: &dyn wavecp::comm::Comm,
+    json: bool,
+) -> Result<bool> {
+    let o = wavecp::coupling::subrun::SubmodelOptions {
+        reference: opts.reference,
+        progress: opts.progress,
+    };
+    let s = wavecp::coupling::subrun::run_submodel(cfg, base, &o, comm)?;
+    if json {
+        let v = serde_json::json!({ "submodel": s });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(true);
+    }
+    println!(
+        "submodel: {} nodes ({} on the interface) of the {} of the whole model; {} windows of {} frames after {} warm-up frames, {} steps; wall {:.2} s = FE {:.2} + inference {:.2} + transfers {:.2}",
+        s.submodel_nodes, s.interface_nodes, s.outer_nodes, s.windows, s.t_out, s.t_in, s.steps,
+        s.wall_s, s.fe_s, s.inference_s, s.transfer_s
+    );
+    println!(
+        "indicator: max {:.3e}, {} of {} windows above the tolerance",
+        s.indicator_max, s.windows_above_tolerance, s.windows
+    );
+    if let (Some(r), Some(x), Some(e), Some(o)) = (
+        s.reference_wall_s,
+        s.cost_ratio,
+        s.max_rel_l2_error,
+        s.oracle_max_rel_l2_error,
+    ) {
+        println!(
+            "reference (whole model): {r:.2} s; cost ratio {x:.2}x; zone error {e:.3e} (max relative L2); oracle (time interpolation alone) {o:.3e}"
+        );
+    }
+    if let Some(p) = &s.output {
+        println!("output: {}", p.display());
+    }
+    Ok(true)
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn submodel(
+    _: &Config,
+    _: &std::path::Path,
+    _: &RunOptions,
+    _: &dyn wavecp::comm::Comm,
+    _: bool,
+) -> Result<bool> {
+    anyhow::bail!("[coupling]: this wavecp was built without the `hdf5` feature, which the surrogate's files need")
 }
 
 #[cfg(not(feature = "hdf5"))]

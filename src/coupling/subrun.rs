@@ -1,0 +1,619 @@
+//! `[coupling] mode = "submodel"` (issue 19): the FE submodel of the model's zone runs alone,
+//! driven by the boundary values the network forecasts.
+//!
+//! The run: the zone cut from the job's mesh ([`restrict`]); a warm-up of `t_in` frames with the
+//! interface at rest (the job's sources must stay outside the zone long enough: the network's
+//! dataset draws them so); then windows of `t_out` frames: the network reads the submodel's own
+//! last `t_in` frames on the zone grid (and the scenario, for a conditioned model), its
+//! forecast is sampled at the interface nodes ([`GridSampler`]) and appended to the [`Trace`],
+//! and the submodel steps through the window with its interface interpolated in time. The
+//! interior is the FE's: the forecast's interior frames only give the window's **indicator**,
+//! how far the FE's frames drift from the network's (both on the grid, over the largest frame so
+//! far), which is large when the boundary forecast and the physics it drives disagree.
+//!
+//! With `--reference` the whole model runs beside it (timed on its own: the cost ratio is its
+//! wall time over the submodel's, inference and transfers included) and an **oracle**
+//! submodel, fed the whole model's own interface values at the frame times, measures what the
+//! time interpolation alone costs.
+
+use super::hybrid::Forecaster;
+use super::network::NetworkForecaster;
+use super::submodel::{restrict, SubProblem, Submodel, TimeInterp, Trace};
+use super::transfer::{GridSampler, ZoneGrid, ZoneTransfer};
+use super::CouplingError;
+use crate::comm::Comm;
+use crate::config::Config;
+use crate::output::StepExtras;
+use crate::output::VtkHdfWriter;
+use crate::sim::{DriverError, Simulation};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn err(e: impl std::fmt::Display) -> DriverError {
+    DriverError::Invalid {
+        key: "coupling".into(),
+        msg: e.to_string(),
+    }
+}
+
+fn from_coupling(e: CouplingError) -> DriverError {
+    match e {
+        CouplingError::Simulation(d) => d,
+        CouplingError::Setup(m) => err(m),
+        other => err(other),
+    }
+}
+
+/// How a submodel run is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct SubmodelOptions {
+    /// Run the whole model beside it, compare on the zone, run the oracle.
+    pub reference: bool,
+    /// A bar on a terminal (log lines in a batch log either way).
+    pub progress: bool,
+}
+
+/// What a submodel run reports (`--json`: the `submodel` object).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubmodelSummary {
+    /// Forecast windows (after the warm-up).
+    pub windows: usize,
+    pub t_in: usize,
+    pub t_out: usize,
+    /// Steps a frame, the step, the steps run.
+    pub stride: usize,
+    pub dt: f64,
+    pub steps: usize,
+    pub outer_nodes: usize,
+    pub submodel_nodes: usize,
+    pub interface_nodes: usize,
+    pub time_interpolation: TimeInterp,
+    /// The submodel's wall time: FE steps, inference and transfers (output excluded).
+    pub wall_s: f64,
+    pub fe_s: f64,
+    pub inference_s: f64,
+    pub transfer_s: f64,
+    /// Per window: max over its frames of ‖g_FE − g_net‖₂ (on the grid: the FE's frames against
+    /// the network's forecast of them) / the run's largest ‖g_FE‖₂, the unit of
+    /// `max_rel_l2_error`. The output file's `indicator` is the numerator, the latest window's.
+    pub indicator: Vec<f64>,
+    pub indicator_max: f64,
+    /// Windows whose indicator exceeds `coupling.tolerance`.
+    pub windows_above_tolerance: usize,
+    /// With `--reference`: the whole model's wall time and the ratio of the two.
+    pub reference_wall_s: Option<f64>,
+    pub cost_ratio: Option<f64>,
+    /// Max over frames of ‖u_sub − u_full‖₂ on the zone's nodes / max ‖u_full‖₂ there.
+    pub max_rel_l2_error: Option<f64>,
+    /// Per window: max over its frames of ‖u_sub − u_full‖₂ / max ‖u_full‖₂ so far.
+    pub window_errors: Option<Vec<f64>>,
+    /// The same error for the oracle (fed the whole model's interface values at the frames).
+    pub oracle_max_rel_l2_error: Option<f64>,
+    pub output: Option<PathBuf>,
+}
+
+/// The job's single Ricker source as the scenario a conditioned model reads
+/// ([`crate::surrogate::condition::PARAMS`] order: x, y, frequency, amplitude, delay, speed).
+fn scenario(cfg: &Config) -> Result<Vec<f64>, DriverError> {
+    let [s] = cfg.source.as_slice() else {
+        return Err(err(format!(
+            "the model reads one source's parameters and the job has {} sources",
+            cfg.source.len()
+        )));
+    };
+    Ok(vec![
+        s.position[0],
+        s.position[1],
+        s.frequency,
+        s.amplitude,
+        s.delay.unwrap_or(1.2 / s.frequency),
+        cfg.material.c.unwrap_or(1.0),
+    ])
+}
+
+/// The whole model beside the submodel, and the oracle fed by it.
+struct Reference<'c> {
+    sim: Simulation<'c>,
+    wall: Duration,
+    /// Its local index of each submodel node and of each interface node.
+    zone: Vec<usize>,
+    iface: Vec<usize>,
+    /// The zone's field at the frames the oracle has not reached yet.
+    pending: VecDeque<(usize, Vec<f64>)>,
+    oracle: Submodel,
+    trace: Trace,
+    /// Max ‖u_full‖₂, ‖u_sub − u_full‖₂, ‖u_oracle − u_full‖₂ over the frames.
+    max_ref: f64,
+    max_diff: f64,
+    max_oracle: f64,
+}
+
+impl Reference<'_> {
+    fn zone_field(&self) -> Vec<f64> {
+        let u = self.sim.u();
+        self.zone.iter().map(|&i| u[i]).collect()
+    }
+
+    /// One step of the whole model; at a frame, its interface values go to the oracle's trace
+    /// and the oracle catches up to what the trace covers with interior frames (two frames
+    /// behind with the cubic).
+    fn step(&mut self, stride: usize, lag: usize) -> Result<(), CouplingError> {
+        let t = Instant::now();
+        self.sim.advance(1);
+        self.wall += t.elapsed();
+        let n = self.sim.steps_done();
+        if !n.is_multiple_of(stride) {
+            return Ok(());
+        }
+        let u = self.sim.u();
+        let vals = self.iface.iter().map(|&i| u[i]).collect();
+        self.trace.push(self.sim.time(), vals)?;
+        self.trace.keep_last(6);
+        self.pending.push_back((n, self.zone_field()));
+        let reach = (n / stride).saturating_sub(lag) * stride;
+        let todo = reach.saturating_sub(self.oracle.sim().steps_done());
+        self.oracle.advance_along(&self.trace, todo)?;
+        self.compare_oracle();
+        Ok(())
+    }
+
+    /// The oracle to the whole model's step (one-sided interpolation over the last frames).
+    fn catch_up(&mut self) -> Result<(), CouplingError> {
+        let todo = self.sim.steps_done() - self.oracle.sim().steps_done();
+        self.oracle.advance_along(&self.trace, todo)?;
+        self.compare_oracle();
+        Ok(())
+    }
+
+    /// The oracle against the frames it has reached.
+    fn compare_oracle(&mut self) {
+        let at = self.oracle.sim().steps_done();
+        while let Some((n, f)) = self.pending.front() {
+            if *n > at {
+                break;
+            }
+            if *n == at {
+                let d = l2_diff(self.oracle.sim().u(), f);
+                self.max_oracle = self.max_oracle.max(d);
+            }
+            self.pending.pop_front();
+        }
+    }
+}
+
+fn l2(a: &[f64]) -> f64 {
+    a.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+fn l2_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Everything a submodel run holds.
+struct Run<'c, F: Forecaster> {
+    sub: Submodel,
+    to_grid: ZoneTransfer,
+    sampler: GridSampler,
+    net: F,
+    stride: usize,
+    frame_dt: f64,
+    /// The last `t_in` frames on the grid.
+    frames: VecDeque<Vec<f64>>,
+    fe: Duration,
+    inference: Duration,
+    transfer: Duration,
+    /// Largest ‖g‖₂ of a recorded frame.
+    scale: f64,
+    reference: Option<Reference<'c>>,
+    writer: Option<VtkHdfWriter>,
+    every: usize,
+    indicator_now: f64,
+}
+
+impl<F: Forecaster> Run<'_, F> {
+    /// Records the submodel's frame (its field on the grid), returns it.
+    fn frame(&mut self) -> Result<Vec<f64>, CouplingError> {
+        let t = Instant::now();
+        let mut g = vec![0.0; self.to_grid.grid().nx * self.to_grid.grid().ny];
+        self.to_grid.to_grid(self.sub.sim().u(), &mut g)?;
+        self.transfer += t.elapsed();
+        self.scale = self.scale.max(l2(&g));
+        self.frames.push_back(g.clone());
+        while self.frames.len() > self.net.t_in() {
+            self.frames.pop_front();
+        }
+        Ok(g)
+    }
+
+    /// `n` steps along `trace`, the reference and the output following; returns the largest
+    /// relative zone error at the frames passed (against the largest reference norm so far).
+    fn steps(&mut self, trace: &Trace, n: usize) -> Result<f64, DriverError> {
+        let mut worst: f64 = 0.0;
+        for _ in 0..n {
+            let t = Instant::now();
+            self.sub.advance_along(trace, 1).map_err(from_coupling)?;
+            self.fe += t.elapsed();
+            let step = self.sub.sim().steps_done();
+            if let Some(r) = &mut self.reference {
+                r.step(self.stride, 2).map_err(from_coupling)?;
+                if step.is_multiple_of(self.stride) {
+                    let f = r.zone_field();
+                    r.max_ref = r.max_ref.max(l2(&f));
+                    let d = l2_diff(self.sub.sim().u(), &f);
+                    r.max_diff = r.max_diff.max(d);
+                    worst = worst.max(d / r.max_ref.max(f64::MIN_POSITIVE));
+                }
+            }
+            if self.every > 0 && step.is_multiple_of(self.every) {
+                self.output()?;
+            }
+        }
+        Ok(worst)
+    }
+
+    fn output(&mut self) -> Result<(), DriverError> {
+        let Some(w) = &mut self.writer else {
+            return Ok(());
+        };
+        let sim = self.sub.sim();
+        let u = sim.u();
+        let energy = sim.energy();
+        let ind = [self.indicator_now];
+        let r = match &self.reference {
+            Some(r) => {
+                let f = r.zone_field();
+                let d: Vec<f64> = u.iter().zip(&f).map(|(a, b)| (a - b).abs()).collect();
+                w.write_step_with(sim.time(), u, energy, &[&f, &d], &ind)
+            }
+            None => w.write_step_with(sim.time(), u, energy, &[], &ind),
+        };
+        r.map_err(|e| err(e.to_string()))
+    }
+}
+
+/// The step of a submodel run: the job's `time.dt`, or the largest `frame_dt / k` within
+/// `time.safety` of the submodel's stability limit.
+fn time_step(cfg: &Config, sp: &SubProblem, frame_dt: f64) -> Result<(f64, usize), DriverError> {
+    let dt = match cfg.time.dt {
+        Some(dt) => dt,
+        None => {
+            let solver = crate::solver::WaveSolver::new(&sp.problem)?;
+            let k = (frame_dt / (cfg.time.safety * solver.dt_limit()))
+                .ceil()
+                .max(1.0);
+            frame_dt / k
+        }
+    };
+    let ratio = frame_dt / dt;
+    let stride = ratio.round() as usize;
+    if stride == 0 || (ratio - stride as f64).abs() > 1e-6 * ratio {
+        return Err(err(format!(
+            "the model's frames are {frame_dt:e} apart, which is {ratio} steps of time.dt = {dt:e}, not a whole number: set time.dt to {frame_dt:e} / k"
+        )));
+    }
+    Ok((frame_dt / stride as f64, stride))
+}
+
+/// The whole model and the oracle for `--reference` (the job at the submodel's `dt`).
+fn reference<'c>(
+    (cfg, base): (&Config, &Path),
+    comm: &'c dyn Comm,
+    sub: &Submodel,
+    oracle: Submodel,
+    dt: f64,
+) -> Result<Reference<'c>, DriverError> {
+    let mut cfg = cfg.clone();
+    cfg.time.dt = Some(dt);
+    let (sim, _) = crate::sim::from_job(&cfg, base, comm)?;
+    let mut local = vec![usize::MAX; sim.layout().global.len()];
+    for (i, g) in sim.layout().global.iter().enumerate() {
+        local[*g as usize] = i;
+    }
+    let zone = sub
+        .submesh()
+        .outer_node
+        .iter()
+        .map(|g| local[*g as usize])
+        .collect();
+    let iface = sub
+        .interface_outer()
+        .iter()
+        .map(|g| local[*g as usize])
+        .collect();
+    let mut trace = Trace::default();
+    let u0: Vec<f64> = {
+        let u = sim.u();
+        let idx: &Vec<usize> = &iface;
+        idx.iter().map(|&i| u[i]).collect()
+    };
+    trace.push(0.0, u0).map_err(from_coupling)?;
+    Ok(Reference {
+        sim,
+        wall: Duration::ZERO,
+        zone,
+        iface,
+        pending: VecDeque::new(),
+        oracle,
+        trace,
+        max_ref: 0.0,
+        max_diff: 0.0,
+        max_oracle: 0.0,
+    })
+}
+
+/// Runs a job whose `[coupling]` has `mode = "submodel"` (one rank) with its trained model.
+pub fn run_submodel(
+    cfg: &Config,
+    base: &Path,
+    opts: &SubmodelOptions,
+    comm: &dyn Comm,
+) -> Result<SubmodelSummary, DriverError> {
+    let c = coupling(cfg)?;
+    let model = base.join(&c.model);
+    let loaded = crate::surrogate::modelfile::load(&model).map_err(err)?;
+    let z = loaded.meta.zone.ok_or_else(|| {
+        err(format!(
+            "{} does not record the zone it was trained on: retrain it",
+            model.display()
+        ))
+    })?;
+    let grid = ZoneGrid {
+        x: [z[0], z[1]],
+        y: [z[2], z[3]],
+        nx: loaded.meta.nx,
+        ny: loaded.meta.ny,
+    };
+    let frame_dt = loaded.meta.frame_dt;
+    let open = |t: &ZoneTransfer| {
+        let device = c.device.parse().map_err(err)?;
+        let mut net = NetworkForecaster::from_loaded(loaded, &model, device, t, frame_dt)
+            .map_err(from_coupling)?;
+        if net.conditioned() {
+            net.set_scenario(scenario(cfg)?).map_err(from_coupling)?;
+        }
+        Ok(net)
+    };
+    run_with(cfg, base, (opts, comm), (grid, frame_dt), open)
+}
+
+fn coupling(cfg: &Config) -> Result<&crate::config::CouplingConfig, DriverError> {
+    cfg.coupling
+        .as_ref()
+        .ok_or_else(|| err("the job has no [coupling] section"))
+}
+
+/// [`run_submodel`] with any forecaster of frames `frame_dt` apart on `grid` (the zone), made
+/// by `make` from the submodel's grid transfer: the network, or in tests an oracle.
+pub fn run_with<F: Forecaster>(
+    cfg: &Config,
+    base: &Path,
+    (opts, comm): (&SubmodelOptions, &dyn Comm),
+    (grid, frame_dt): (ZoneGrid, f64),
+    make: impl FnOnce(&ZoneTransfer) -> Result<F, DriverError>,
+) -> Result<SubmodelSummary, DriverError> {
+    let c = coupling(cfg)?;
+    if comm.size() > 1 {
+        return Err(err(format!(
+            "the submodel runs on one rank (the zone is small); this run has {}",
+            comm.size()
+        )));
+    }
+    let setup = crate::sim::setup(cfg, base)?;
+    let outer_nodes = setup.problem.mesh.num_nodes();
+    let sp = restrict(&setup, grid.x, grid.y).map_err(from_coupling)?;
+    if sp.sources_outside < setup.problem.sources.len() {
+        tracing::warn!(
+            "{} source(s) lie inside the zone: the submodel keeps them, the network was not trained so",
+            setup.problem.sources.len() - sp.sources_outside
+        );
+    }
+    let (dt, stride) = time_step(cfg, &sp, frame_dt)?;
+    let oracle_sp = opts
+        .reference
+        .then(|| restrict(&setup, grid.x, grid.y))
+        .transpose()
+        .map_err(from_coupling)?;
+    drop(setup);
+    let interp = c.time_interpolation;
+    let n_iface = sp.submesh.interface_nodes().len();
+    let zeros = vec![0.0; n_iface];
+    let sub = Submodel::new(sp, dt, interp, &zeros, &zeros).map_err(from_coupling)?;
+    let to_grid = ZoneTransfer::new(&sub.submesh().mesh, grid).map_err(err)?;
+    let ip = c.interpolation.parse().map_err(err)?;
+    let sampler = GridSampler::new(grid, &sub.interface_coords(), ip).map_err(err)?;
+    let net = make(&to_grid)?;
+    let reference = match oracle_sp {
+        Some(osp) => {
+            let oracle = Submodel::new(osp, dt, interp, &zeros, &zeros).map_err(from_coupling)?;
+            Some(reference((cfg, base), comm, &sub, oracle, dt)?)
+        }
+        None => None,
+    };
+    let writer = writer(cfg, &sub, opts.reference)?;
+    let mut run = Run {
+        sub,
+        to_grid,
+        sampler,
+        net,
+        stride,
+        frame_dt,
+        frames: VecDeque::new(),
+        fe: Duration::ZERO,
+        inference: Duration::ZERO,
+        transfer: Duration::ZERO,
+        scale: 0.0,
+        reference,
+        writer,
+        every: cfg.output.every,
+        indicator_now: f64::NAN,
+    };
+    let frames_total = (cfg.time.end / frame_dt + 1e-9).floor() as usize + 1;
+    let (t_in, t_out) = (run.net.t_in(), run.net.t_out());
+    if frames_total < t_in + t_out {
+        return Err(err(format!(
+            "time.end = {} holds {frames_total} frames {frame_dt:e} apart: the warm-up ({t_in}) and one window ({t_out}) need {}",
+            cfg.time.end,
+            t_in + t_out
+        )));
+    }
+    let windows = (frames_total - t_in) / t_out;
+    let w = drive(&mut run, windows, opts.progress)?;
+    finish(run, w, c.tolerance, (outer_nodes, n_iface))
+}
+
+/// The output file of the submodel (the job's `output.path`; none when empty): `u` on the
+/// submesh, `u_ref` and `u_diff` with `--reference`, the latest window's indicator.
+fn writer(
+    cfg: &Config,
+    sub: &Submodel,
+    reference: bool,
+) -> Result<Option<VtkHdfWriter>, DriverError> {
+    if cfg.output.path.as_os_str().is_empty() || cfg.output.every == 0 {
+        return Ok(None);
+    }
+    let fields = if reference {
+        vec!["u_ref".to_string(), "u_diff".to_string()]
+    } else {
+        vec![]
+    };
+    let extras = StepExtras::new(fields, vec!["indicator".into()]);
+    let w = VtkHdfWriter::create(
+        &cfg.output.path,
+        &sub.submesh().mesh,
+        &[],
+        cfg.output.xdmf,
+        None,
+        &extras,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    Ok(Some(w))
+}
+
+/// Per window: the indicator and (with a reference) the zone error.
+struct Windows {
+    indicator: Vec<f64>,
+    errors: Vec<f64>,
+}
+
+/// The warm-up, then `windows` forecast windows.
+fn drive<F: Forecaster>(
+    run: &mut Run<'_, F>,
+    windows: usize,
+    progress: bool,
+) -> Result<Windows, DriverError> {
+    let (t_in, t_out, stride, frame_dt) =
+        (run.net.t_in(), run.net.t_out(), run.stride, run.frame_dt);
+    let total = ((t_in - 1 + windows * t_out) * stride) as u64;
+    let mut bar =
+        crate::progress::Progress::new("submodel", total, progress, Duration::from_secs(10));
+    let n_iface = run.sub.interface_outer().len();
+    let mut trace = Trace::default();
+    for k in 0..t_in {
+        trace
+            .push(k as f64 * frame_dt, vec![0.0; n_iface])
+            .map_err(from_coupling)?;
+    }
+    run.output()?;
+    run.frame().map_err(from_coupling)?;
+    for _ in 1..t_in {
+        run.steps(&trace, stride)?;
+        run.frame().map_err(from_coupling)?;
+    }
+    let mut out = Windows {
+        indicator: Vec::with_capacity(windows),
+        errors: Vec::with_capacity(windows),
+    };
+    let mut vals = vec![0.0; n_iface];
+    for w in 0..windows {
+        let k0 = t_in + w * t_out;
+        run.net.set_input_time((k0 - t_in) as f64 * frame_dt);
+        let t = Instant::now();
+        let fc = {
+            let past: Vec<&[f64]> = run.frames.iter().map(|f| f.as_slice()).collect();
+            run.net.forecast(&past).map_err(from_coupling)?
+        };
+        run.inference += t.elapsed();
+        let t = Instant::now();
+        for (j, f) in fc.iter().enumerate() {
+            run.sampler.sample(f, &mut vals).map_err(err)?;
+            trace
+                .push((k0 + j) as f64 * frame_dt, vals.clone())
+                .map_err(from_coupling)?;
+        }
+        trace.keep_last(t_out + 4);
+        run.transfer += t.elapsed();
+        let (mut ind, mut werr) = (0.0f64, 0.0f64);
+        for f in &fc {
+            werr = werr.max(run.steps(&trace, stride)?);
+            let g = run.frame().map_err(from_coupling)?;
+            ind = ind.max(l2_diff(&g, f));
+        }
+        run.indicator_now = ind;
+        out.indicator.push(ind);
+        out.errors.push(werr);
+        bar.set(run.sub.sim().steps_done() as u64);
+    }
+    bar.finish();
+    if let Some(r) = &mut run.reference {
+        r.catch_up().map_err(from_coupling)?;
+    }
+    Ok(out)
+}
+
+/// The summary, the output file closed.
+fn finish<F: Forecaster>(
+    run: Run<'_, F>,
+    w: Windows,
+    tolerance: f64,
+    (outer_nodes, interface_nodes): (usize, usize),
+) -> Result<SubmodelSummary, DriverError> {
+    let output = match run.writer {
+        Some(wr) => Some(wr.finish().map_err(|e| err(e.to_string()))?),
+        None => None,
+    };
+    let wall = run.fe + run.inference + run.transfer;
+    let scale = run.scale.max(f64::MIN_POSITIVE);
+    let indicator: Vec<f64> = w.indicator.iter().map(|v| v / scale).collect();
+    let r = run.reference.as_ref();
+    let rel = |d: f64, m: f64| if m > 0.0 { d / m } else { d };
+    let reference_wall_s = r.map(|r| r.wall.as_secs_f64());
+    let summary = SubmodelSummary {
+        windows: indicator.len(),
+        t_in: run.net.t_in(),
+        t_out: run.net.t_out(),
+        stride: run.stride,
+        dt: run.sub.sim().dt(),
+        steps: run.sub.sim().steps_done(),
+        outer_nodes,
+        submodel_nodes: run.sub.submesh().mesh.num_nodes(),
+        interface_nodes,
+        time_interpolation: run.sub.interp(),
+        wall_s: wall.as_secs_f64(),
+        fe_s: run.fe.as_secs_f64(),
+        inference_s: run.inference.as_secs_f64(),
+        transfer_s: run.transfer.as_secs_f64(),
+        indicator_max: indicator.iter().copied().fold(0.0, f64::max),
+        windows_above_tolerance: indicator.iter().filter(|v| **v > tolerance).count(),
+        indicator,
+        reference_wall_s,
+        cost_ratio: reference_wall_s.map(|rw| rw / wall.as_secs_f64().max(1e-12)),
+        max_rel_l2_error: r.map(|r| rel(r.max_diff, r.max_ref)),
+        window_errors: r.map(|_| w.errors),
+        oracle_max_rel_l2_error: r.map(|r| rel(r.max_oracle, r.max_ref)),
+        output,
+    };
+    tracing::info!(
+        "submodel: {} windows, wall {:.2} s = FE {:.2} + inference {:.2} + transfers {:.2}",
+        summary.windows,
+        summary.wall_s,
+        summary.fe_s,
+        summary.inference_s,
+        summary.transfer_s
+    );
+    Ok(summary)
+}

@@ -1,0 +1,200 @@
+//! The submodel's closed loop (issue 19) with oracle forecasters: given the whole model's own
+//! frames at the times it asks for, the submodel reproduces the whole model in the zone to the
+//! time interpolation's error; a forecast one frame late shows in the zone error, one whose
+//! boundary ring disagrees with its interior shows in the error and in the window indicator.
+//! So the loop's timing (which frames go in, which come out, when they reach the interface) is
+//! checked apart from any network. A forecast late or too strong as a whole is a wave the
+//! zone's physics cannot tell from the true one: the FE interior follows the boundary, the
+//! indicator stays at the exact run's (measured, not asserted).
+
+use std::path::Path;
+use wavecp::comm::Serial;
+use wavecp::config::Config;
+use wavecp::coupling::hybrid::Forecaster;
+use wavecp::coupling::subrun::{run_with, SubmodelOptions, SubmodelSummary};
+use wavecp::coupling::transfer::{ZoneGrid, ZoneTransfer};
+use wavecp::coupling::CouplingError;
+
+const FRAME_DT: f64 = 0.02;
+
+/// A unit square of 64 × 64 absorbing quads, a 3 Hz source 0.28 from the zone
+/// [0.375, 0.625]², 14 windows of 4 frames after the 4-frame warm-up.
+fn job(output: &str) -> Config {
+    let text = format!(
+        r#"
+        [mesh.generate]
+        shape = "quad"
+        nx = 64
+        ny = 64
+        [material]
+        c = 1.0
+        [[boundary]]
+        tags = ["left", "right", "top", "bottom"]
+        kind = "absorbing"
+        [[source]]
+        position = [0.15, 0.2]
+        frequency = 3.0
+        delay = 0.4
+        [time]
+        end = 1.2
+        dt = 0.004
+        [output]
+        path = "{output}"
+        every = 10
+        [coupling]
+        mode = "submodel"
+        model = "no-model-file"
+        tolerance = 0.05
+        interpolation = "cubic"
+        "#
+    );
+    Config::from_toml(&text, "the submodel loop test", &[]).unwrap()
+}
+
+fn grid() -> ZoneGrid {
+    ZoneGrid {
+        x: [0.375, 0.625],
+        y: [0.375, 0.625],
+        nx: 17,
+        ny: 17,
+    }
+}
+
+/// The whole model's frames on the grid, `FRAME_DT` apart from t = 0.
+fn whole_frames(cfg: &Config, count: usize) -> Vec<Vec<f64>> {
+    let base = Path::new(".");
+    let (mut sim, _) = wavecp::sim::from_job(cfg, base, &Serial).unwrap();
+    let mesh = wavecp::sim::setup(cfg, base).unwrap().problem.mesh;
+    let t = ZoneTransfer::new(&mesh, grid()).unwrap();
+    let stride = (FRAME_DT / sim.dt()).round() as usize;
+    let global = sim.layout().global.clone();
+    let mut out = Vec::new();
+    for k in 0..count {
+        if k > 0 {
+            sim.advance(stride);
+        }
+        let mut u = vec![0.0; global.len()];
+        for (i, g) in global.iter().enumerate() {
+            u[*g as usize] = sim.u()[i];
+        }
+        let mut g = vec![0.0; grid().nx * grid().ny];
+        t.to_grid(&u, &mut g).unwrap();
+        out.push(g);
+    }
+    out
+}
+
+/// Forecasts the whole model's frames at the times asked for, `shift` frames late, the grid's
+/// outer ring times `ring`.
+struct Oracle {
+    frames: Vec<Vec<f64>>,
+    t0: f64,
+    shift: usize,
+    ring: f64,
+    calls: usize,
+}
+
+impl Forecaster for Oracle {
+    fn t_in(&self) -> usize {
+        4
+    }
+    fn t_out(&self) -> usize {
+        4
+    }
+    fn set_input_time(&mut self, t0: f64) {
+        self.t0 = t0;
+    }
+    fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError> {
+        assert_eq!(past.len(), 4);
+        self.calls += 1;
+        let k0 = (self.t0 / FRAME_DT).round() as usize + 4;
+        Ok((0..4)
+            .map(|j| {
+                let f = &self.frames[(k0 + j + self.shift).min(self.frames.len() - 1)];
+                let (nx, ny) = (grid().nx, grid().ny);
+                f.iter()
+                    .enumerate()
+                    .map(|(p, v)| {
+                        let (i, j) = (p % nx, p / nx);
+                        let ring = i == 0 || j == 0 || i == nx - 1 || j == ny - 1;
+                        if ring {
+                            v * self.ring
+                        } else {
+                            *v
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn run(cfg: &Config, frames: &[Vec<f64>], shift: usize, ring: f64) -> SubmodelSummary {
+    let opts = SubmodelOptions {
+        reference: true,
+        progress: false,
+    };
+    let oracle = Oracle {
+        frames: frames.to_vec(),
+        t0: f64::NAN,
+        shift,
+        ring,
+        calls: 0,
+    };
+    let s = run_with(
+        cfg,
+        Path::new("."),
+        (&opts, &Serial),
+        (grid(), FRAME_DT),
+        |_| Ok(oracle),
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn fed_the_whole_models_frames_the_closed_loop_reproduces_it_in_the_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sub.vtkhdf");
+    let cfg = job(out.to_str().unwrap());
+    let frames = whole_frames(&cfg, 62);
+    let exact = run(&cfg, &frames, 0, 1.0);
+    let late = run(&cfg, &frames, 1, 1.0);
+    let strong = run(&cfg, &frames, 0, 1.2);
+    println!(
+        "exact: error {:.3e} (oracle {:.3e}), indicator {:.3e}; one frame late: {:.3e}, {:.3e}; boundary ring 20 % strong: {:.3e}, {:.3e}",
+        exact.max_rel_l2_error.unwrap(),
+        exact.oracle_max_rel_l2_error.unwrap(),
+        exact.indicator_max,
+        late.max_rel_l2_error.unwrap(),
+        late.indicator_max,
+        strong.max_rel_l2_error.unwrap(),
+        strong.indicator_max
+    );
+    assert_eq!(exact.windows, 14);
+    assert_eq!(exact.steps, (3 + 14 * 4) * 5);
+    assert_eq!(exact.stride, 5);
+    assert_eq!(exact.submodel_nodes, 17 * 17);
+    assert_eq!(exact.interface_nodes, 64);
+    // The grid's points are the submesh's nodes here: the loop's only error is the time
+    // interpolation's, as the oracle's (which interpolates centred where the loop, at the end
+    // of a window's frames, interpolates one-sided).
+    let (e, o) = (
+        exact.max_rel_l2_error.unwrap(),
+        exact.oracle_max_rel_l2_error.unwrap(),
+    );
+    assert!(e < 3.0 * o && o < 2e-3, "zone error {e:e}, oracle {o:e}");
+    assert!(exact.indicator_max < 3.0 * e, "{}", exact.indicator_max);
+    assert!(late.max_rel_l2_error.unwrap() > 50.0 * e);
+    assert!(strong.max_rel_l2_error.unwrap() > 10.0 * e);
+    assert!(strong.indicator_max > 10.0 * exact.indicator_max);
+    assert_eq!(exact.windows_above_tolerance, 0);
+    assert!(strong.windows_above_tolerance > 0, "{:?}", strong.indicator);
+    let ratio = exact.cost_ratio.unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0);
+    assert_eq!(exact.output.as_deref(), Some(out.as_path()));
+    let f = hdf5::File::open(&out).unwrap();
+    let steps = f.group("VTKHDF/Steps").unwrap();
+    let n: u64 = steps.attr("NSteps").unwrap().read_scalar().unwrap();
+    assert_eq!(n as usize, exact.steps / 10 + 1);
+}
