@@ -11,7 +11,7 @@ use wavecp::sim::point_source;
 use wavecp::solver::{BoundaryKind, WaveSolver};
 use wavecp::sources::TimeFunction;
 
-fn analytic(w: &TimeFunction, r: f64, c: f64, t: f64) -> f64 {
+pub fn analytic(w: &TimeFunction, r: f64, c: f64, t: f64) -> f64 {
     let tau = t - r / c;
     if tau <= 0.0 {
         return 0.0;

@@ -198,3 +198,27 @@ fn fed_the_whole_models_frames_the_closed_loop_reproduces_it_in_the_zone() {
     let n: u64 = steps.attr("NSteps").unwrap().read_scalar().unwrap();
     assert_eq!(n as usize, exact.steps / 10 + 1);
 }
+
+#[test]
+fn an_unknown_mode_a_restart_and_a_missing_model_are_clear_errors() {
+    let text = toml::to_string(&job("")).unwrap().replace("\"submodel\"", "\"zone\"");
+    let e = Config::from_toml(&text, "job", &[]).unwrap_err().to_string();
+    assert!(e.contains("coupling.mode") && e.contains("hybrid, submodel"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, toml::to_string(&job("")).unwrap()).unwrap();
+    let out = std::process::Command::new(crate::common::wavecp_bin())
+        .args(["solve", path.to_str().unwrap(), "--restart"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not checkpoint yet"), "{err}");
+    // A missing model file is named.
+    let out = std::process::Command::new(crate::common::wavecp_bin())
+        .args(["solve", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no-model-file"), "{err}");
+}

@@ -5,6 +5,8 @@
 mod alloc;
 mod audit;
 mod common;
+#[cfg(feature = "hdf5")]
+mod condition;
 mod config;
 mod convergence;
 mod coupling;

@@ -175,6 +175,7 @@ impl Forecaster for NetworkForecaster {
                 frame_dt: m.frame_dt,
                 t_in: m.t_in,
                 params,
+                prior: None,
             };
             c.append(&w, &mut data);
             shape[1] += c.len();

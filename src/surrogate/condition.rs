@@ -1,7 +1,11 @@
 //! Conditioning channels: what a network needs besides the zone's own frames to forecast waves
 //! that enter the zone from outside (issue 19): the grid coordinates, the frame times and the
-//! scenario's parameters, each an input channel beside the frames, scaled to about [−1, 1].
+//! scenario's parameters, each an input channel beside the frames, scaled to about [−1, 1];
+//! optionally a **prior**: the scenario's Ricker source in free space (the analytic 2-D
+//! response, no boundaries) on the grid at the times of the frames to forecast, so that the
+//! network learns a correction to a known wave instead of the wave itself.
 
+use crate::sources::TimeFunction;
 use serde::{Deserialize, Serialize};
 
 /// Names of a dataset's sampled parameters, in the order `wavecp dataset` stores them.
@@ -22,6 +26,10 @@ pub struct Conditioning {
     pub channels: Vec<String>,
     pub center: Vec<f64>,
     pub half_width: Vec<f64>,
+    /// With a prior channel (the last, `prior`): the wave speed of the free-space response
+    /// when the parameters do not carry one.
+    #[serde(default)]
+    pub prior_speed: Option<f64>,
 }
 
 /// What one window's conditioning is made from.
@@ -37,6 +45,46 @@ pub struct WindowCond<'a> {
     pub t_in: usize,
     /// The scenario's parameters, in [`PARAMS`] order.
     pub params: &'a [f64],
+    /// The prior at the first `t_in` forecast frames (times `t0 + (t_in + f) · frame_dt`),
+    /// `t_in · ny · nx` values, where a caller holds them; computed when `None`.
+    pub prior: Option<&'a [f32]>,
+}
+
+/// The response at `p`, time `t`, of a Ricker point source (`params` in [`PARAMS`] order)
+/// switched on at t = 0 in an unbounded medium of speed `c`:
+/// `u = ∫ w(t − s) H(cs − r) / (2π c sqrt(c²s² − r²)) ds`, after `s = r/c + σ²` (which removes
+/// the square-root singularity) by Simpson's rule on 128 intervals. `tests/source.rs` holds the
+/// FE against the same integral.
+pub fn free_space(params: &[f64], c: f64, p: [f64; 2], t: f64) -> f64 {
+    let w = TimeFunction::Ricker {
+        amplitude: params[3],
+        frequency: params[2],
+        delay: params[4],
+    };
+    let r = (p[0] - params[0]).hypot(p[1] - params[1]).max(1e-9);
+    let tau = t - r / c;
+    if tau <= 0.0 {
+        return 0.0;
+    }
+    let n = 128;
+    let h = tau.sqrt() / n as f64;
+    let f = |s: f64| {
+        w.eval(tau - s * s) / (std::f64::consts::PI * c * c * (2.0 * r / c + s * s).sqrt())
+    };
+    let mut sum = f(0.0) + f(n as f64 * h);
+    for k in 1..n {
+        sum += f(k as f64 * h) * if k % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    sum * h / 3.0
+}
+
+/// Grid point `(i, j)` of an `ny × nx` grid over `zone`.
+fn point(zone: [f64; 4], (ny, nx): (usize, usize), i: usize, j: usize) -> [f64; 2] {
+    let frac = |i: usize, m: usize| i as f64 / (m.max(2) - 1) as f64;
+    [
+        zone[0] + (zone[1] - zone[0]) * frac(i, nx),
+        zone[2] + (zone[3] - zone[2]) * frac(j, ny),
+    ]
 }
 
 impl Conditioning {
@@ -62,6 +110,37 @@ impl Conditioning {
             channels,
             center: cw.iter().map(|c| c.0).collect(),
             half_width: cw.iter().map(|c| c.1).collect(),
+            prior_speed: None,
+        }
+    }
+
+    /// Adds the prior channel: the free-space response at speed `c` (unless the parameters
+    /// carry the speed), scaled as the frames are (`mean`, `std`).
+    pub fn with_prior(mut self, c: f64, mean: f64, std: f64) -> Self {
+        self.channels.push("prior".into());
+        self.center.push(mean);
+        self.half_width.push(if std > 0.0 { std } else { 1.0 });
+        self.prior_speed = Some(c);
+        self
+    }
+
+    /// The prior's wave speed for `params`, when the model reads a prior.
+    fn speed(&self, params: &[f64]) -> Option<f64> {
+        let c = self.prior_speed?;
+        Some(if self.nparams() > 5 { params[5] } else { c })
+    }
+
+    /// Appends the prior at time `t` on the grid (physical values) to `out`; nothing without
+    /// a prior channel.
+    pub fn prior_frame(&self, w: &WindowCond, t: f64, out: &mut Vec<f32>) {
+        let Some(c) = self.speed(w.params) else {
+            return;
+        };
+        for j in 0..w.ny {
+            for i in 0..w.nx {
+                let p = point(w.zone, (w.ny, w.nx), i, j);
+                out.push(free_space(w.params, c, p, t) as f32);
+            }
         }
     }
 
@@ -76,29 +155,28 @@ impl Conditioning {
 
     /// How many scenario parameters the model reads.
     pub fn nparams(&self) -> usize {
-        self.len().saturating_sub(3)
+        self.len()
+            .saturating_sub(3 + usize::from(self.prior_speed.is_some()))
     }
 
     /// Appends one window's channels, `[channel, t_in, ny, nx]`, to `out`.
     pub fn append(&self, w: &WindowCond, out: &mut Vec<f32>) {
         let n = w.ny * w.nx;
         let scale = |k: usize, v: f64| ((v - self.center[k]) / self.half_width[k]) as f32;
-        let frac = |i: usize, m: usize| i as f64 / (m.max(2) - 1) as f64;
+        let np = self.nparams();
         for k in 0..self.len() {
+            if k == 3 + np {
+                self.append_prior(w, k, out);
+                continue;
+            }
             for f in 0..w.t_in {
                 match k {
-                    0 => {
-                        for _ in 0..w.ny {
-                            for i in 0..w.nx {
-                                let x = w.zone[0] + (w.zone[1] - w.zone[0]) * frac(i, w.nx);
-                                out.push(scale(0, x));
-                            }
-                        }
-                    }
-                    1 => {
+                    0 | 1 => {
                         for j in 0..w.ny {
-                            let y = w.zone[2] + (w.zone[3] - w.zone[2]) * frac(j, w.ny);
-                            out.extend(std::iter::repeat_n(scale(1, y), w.nx));
+                            for i in 0..w.nx {
+                                let p = point(w.zone, (w.ny, w.nx), i, j);
+                                out.push(scale(k, p[k]));
+                            }
                         }
                     }
                     2 => {
@@ -112,5 +190,25 @@ impl Conditioning {
                 }
             }
         }
+    }
+
+    /// The prior channel `k`: the caller's values, or computed.
+    fn append_prior(&self, w: &WindowCond, k: usize, out: &mut Vec<f32>) {
+        let n = w.ny * w.nx;
+        let computed;
+        let values = match w.prior {
+            Some(p) if p.len() == w.t_in * n => p,
+            _ => {
+                let mut v = Vec::with_capacity(w.t_in * n);
+                for f in 0..w.t_in {
+                    let t = w.t0 + (w.t_in + f) as f64 * w.frame_dt;
+                    self.prior_frame(w, t, &mut v);
+                }
+                computed = v;
+                &computed
+            }
+        };
+        let (c, h) = (self.center[k] as f32, self.half_width[k] as f32);
+        out.extend(values.iter().map(|v| (v - c) / h));
     }
 }

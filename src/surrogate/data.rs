@@ -34,6 +34,10 @@ pub struct Scenarios {
     pub frame_t0: f64,
     /// When set, [`WindowSpec::batch`] feeds these channels beside the frames.
     pub cond: Option<Conditioning>,
+    /// The dataset job's `material.c` (1 when absent).
+    pub speed: f64,
+    /// With a prior channel: the prior at every frame, `[samples, frames, ny, nx]`.
+    pub prior: Vec<f32>,
 }
 
 impl FrameSet {
@@ -139,7 +143,37 @@ impl FrameSet {
             frame_dt: self.frame_dt,
             t_in,
             params: sc.params.get(s * p..(s + 1) * p).unwrap_or(&[]),
+            prior: {
+                let (n, at) = (self.ny * self.nx, s * self.nframes + t0 + t_in);
+                (t0 + 2 * t_in <= self.nframes)
+                    .then(|| sc.prior.get(at * n..(at + t_in) * n))
+                    .flatten()
+            },
         }
+    }
+
+    /// Computes the prior at every frame of every sample, when the conditioning has one.
+    pub fn fill_prior(&mut self) {
+        use rayon::prelude::*;
+        let Some(cond) = &self.scenarios.cond else {
+            return;
+        };
+        if cond.prior_speed.is_none() {
+            return;
+        }
+        let per: Vec<Vec<f32>> = (0..self.samples)
+            .into_par_iter()
+            .map(|s| {
+                let w = self.window_cond(s, 0, 1);
+                let mut v = Vec::with_capacity(self.nframes * self.ny * self.nx);
+                for k in 0..self.nframes {
+                    let t = self.scenarios.frame_t0 + k as f64 * self.frame_dt;
+                    cond.prior_frame(&w, t, &mut v);
+                }
+                v
+            })
+            .collect();
+        self.scenarios.prior = per.concat();
     }
 
     fn frame(&self, s: usize, t: usize) -> &[f32] {
@@ -263,11 +297,21 @@ impl Scenarios {
             (Some(s), Some(dt)) => s as f64 * dt,
             _ => 0.0,
         };
+        // The job's wave speed, from the job text the file keeps.
+        let speed = f
+            .attr("job")
+            .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>())
+            .ok()
+            .and_then(|t| t.as_str().parse::<toml::Table>().ok())
+            .and_then(|t| t.get("material")?.get("c")?.as_float())
+            .unwrap_or(1.0);
         Scenarios {
             params: if nparams > 0 { params } else { vec![] },
             nparams,
             frame_t0,
             cond: None,
+            speed,
+            prior: vec![],
         }
     }
 }

@@ -398,5 +398,6 @@ pub fn attach_conditioning(
         )));
     }
     fs.scenarios.cond = Some(c.clone());
+    fs.fill_prior();
     Ok(())
 }

@@ -48,6 +48,8 @@ pub struct DataConfig {
     /// `"scenario"`: the grid coordinates, the frames' times and the dataset's sampled
     /// parameters as input channels beside the frames (3-D models; `in_channels` = 1 + 3 +
     /// the parameters). What a network needs to forecast waves that enter its zone.
+    /// `"prior"`: those and one more, the source's free-space response at the frames to
+    /// forecast (`in_channels` one more).
     #[serde(default)]
     pub conditioning: ConditioningKind,
     /// Gaussian noise of this standard deviation (in units of the dataset's std) added to the
@@ -105,6 +107,8 @@ pub enum ConditioningKind {
     #[default]
     None,
     Scenario,
+    /// `Scenario` and the prior: the scenario's source in free space at the forecast frames.
+    Prior,
 }
 
 fn one() -> usize {
@@ -289,8 +293,13 @@ impl Data {
         let val_s: Vec<usize> = (fs.samples - nval..fs.samples).collect();
         let train_w = ws.windows(&fs, &train_s, job.data.window_stride);
         let val_w = ws.windows(&fs, &val_s, job.data.window_stride);
-        if job.data.conditioning == ConditioningKind::Scenario {
-            fs.scenarios.cond = Some(scenario_conditioning(&fs, ws.dims)?);
+        if job.data.conditioning != ConditioningKind::None {
+            let mut c = scenario_conditioning(&fs, ws.dims)?;
+            if job.data.conditioning == ConditioningKind::Prior {
+                c = c.with_prior(fs.scenarios.speed, fs.mean, fs.std);
+            }
+            fs.scenarios.cond = Some(c);
+            fs.fill_prior();
         }
         let extra = fs.scenarios.cond.as_ref().map_or(0, |c| c.len());
         let expect_in = if ws.dims == 2 { ws.t_in } else { 1 + extra };

@@ -23,6 +23,10 @@ pub enum BenchCmd {
     /// speed-up–error curve of a hybrid job over `--tolerances` (trained weights, each point
     /// measured against the FE-only reference).
     Couple(CoupleArgs),
+    /// A submodel job (`[coupling] mode = "submodel"`) over the outer mesh's size: at each
+    /// `--cells` (cells a side of its generated mesh, `time.dt` from `time.safety`) the
+    /// submodel beside the whole model, the cost ratio and the zone error.
+    Submodel(SubmodelBenchArgs),
     /// One rank count of `bench fe --ranks` (run under mpirun by it).
     #[command(hide = true)]
     FeRanks(FeRanksArgs),
@@ -162,6 +166,20 @@ pub struct CoupleArgs {
 }
 
 #[derive(clap::Args)]
+pub struct SubmodelBenchArgs {
+    #[arg(long)]
+    pub job: PathBuf,
+    /// Cells a side of the outer mesh, comma-separated (each a multiple of the zone's cut).
+    #[arg(long, value_delimiter = ',', default_value = "200,400,600,800,1000")]
+    pub cells: Vec<usize>,
+    /// Overrides of the job's keys, as `wavecp solve --set`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+#[derive(clap::Args)]
 pub struct FeRanksArgs {
     #[arg(long)]
     pub nodes: usize,
@@ -180,6 +198,7 @@ pub fn run(cmd: BenchCmd, comm: &dyn wavecp::comm::Comm) -> Result<()> {
         BenchCmd::Fe(a) if !a.ranks.is_empty() => fe_ranks(&a.ranks, a.nodes, a.steps, a.samples),
         BenchCmd::Fe(a) => fe(a),
         BenchCmd::Couple(a) => couple(a),
+        BenchCmd::Submodel(a) => submodel(a, comm),
         BenchCmd::FeRanks(a) => fe_one_rank_count(a, comm),
     }
 }
@@ -536,4 +555,51 @@ fn bench_kernels_cuda(
 #[cfg(not(feature = "cuda"))]
 fn bench_kernels_cuda(_: usize, _: usize, _: bool, _: usize) -> Result<serde_json::Value> {
     anyhow::bail!("this wavecp was built without the `cuda` feature")
+}
+
+/// `bench submodel`: the job's submodel against its whole model over the outer mesh's size.
+#[cfg(feature = "hdf5")]
+fn submodel(a: SubmodelBenchArgs, comm: &dyn wavecp::comm::Comm) -> Result<()> {
+    anyhow::ensure!(a.threads >= 1, "--threads must be at least 1");
+    anyhow::ensure!(
+        !a.cells.is_empty() && a.cells.iter().all(|&n| n >= 2),
+        "--cells takes cell counts of at least 2"
+    );
+    let base = a.job.parent().map(PathBuf::from).unwrap_or_default();
+    let mut points = Vec::new();
+    for &n in &a.cells {
+        let mut set = a.set.clone();
+        set.push(format!("mesh.generate.nx={n}"));
+        set.push(format!("mesh.generate.ny={n}"));
+        let mut cfg = wavecp::config::Config::load(&a.job, &set)?;
+        cfg.output.path = PathBuf::new();
+        let opts = wavecp::coupling::subrun::SubmodelOptions {
+            reference: true,
+            progress: false,
+        };
+        let s = wavecp::threads::with_threads(a.threads, || {
+            wavecp::coupling::subrun::run_submodel(&cfg, &base, &opts, comm)
+        })
+        .map_err(|e| anyhow::anyhow!(e))?
+        .with_context(|| format!("{} at {n} x {n} cells", a.job.display()))?;
+        tracing::info!(
+            "{n} x {n} cells: {} outer nodes, cost ratio {:.2}, zone error {:.3e}",
+            s.outer_nodes,
+            s.cost_ratio.unwrap_or(f64::NAN),
+            s.max_rel_l2_error.unwrap_or(f64::NAN)
+        );
+        points.push(serde_json::json!({ "cells": n, "submodel": s }));
+    }
+    let report = serde_json::json!({
+        "job": a.job.display().to_string(),
+        "threads": a.threads,
+        "points": points,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "hdf5"))]
+fn submodel(_: SubmodelBenchArgs, _: &dyn wavecp::comm::Comm) -> Result<()> {
+    anyhow::bail!("bench submodel: this wavecp was built without the `hdf5` feature, which the surrogate's files need")
 }
