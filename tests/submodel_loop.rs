@@ -132,8 +132,17 @@ impl Forecaster for Oracle {
 fn run(cfg: &Config, frames: &[Vec<f64>], shift: usize, ring: f64) -> SubmodelSummary {
     let opts = SubmodelOptions {
         reference: true,
-        progress: false,
+        ..Default::default()
     };
+    run_opts(cfg, frames, (shift, ring), &opts)
+}
+
+fn run_opts(
+    cfg: &Config,
+    frames: &[Vec<f64>],
+    (shift, ring): (usize, f64),
+    opts: &SubmodelOptions,
+) -> SubmodelSummary {
     let oracle = Oracle {
         frames: frames.to_vec(),
         t0: f64::NAN,
@@ -141,15 +150,14 @@ fn run(cfg: &Config, frames: &[Vec<f64>], shift: usize, ring: f64) -> SubmodelSu
         ring,
         calls: 0,
     };
-    let s = run_with(
+    run_with(
         cfg,
         Path::new("."),
-        (&opts, &Serial),
+        (opts, &Serial),
         (grid(), FRAME_DT),
         |_| Ok(oracle),
     )
-    .unwrap();
-    s
+    .unwrap()
 }
 
 #[test]
@@ -200,25 +208,109 @@ fn fed_the_whole_models_frames_the_closed_loop_reproduces_it_in_the_zone() {
 }
 
 #[test]
-fn an_unknown_mode_a_restart_and_a_missing_model_are_clear_errors() {
-    let text = toml::to_string(&job("")).unwrap().replace("\"submodel\"", "\"zone\"");
-    let e = Config::from_toml(&text, "job", &[]).unwrap_err().to_string();
-    assert!(e.contains("coupling.mode") && e.contains("hybrid, submodel"), "{e}");
+fn an_unknown_mode_and_a_missing_model_are_clear_errors() {
+    let text = toml::to_string(&job(""))
+        .unwrap()
+        .replace("\"submodel\"", "\"zone\"");
+    let e = Config::from_toml(&text, "job", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("coupling.mode") && e.contains("hybrid, submodel"),
+        "{e}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("job.toml");
     std::fs::write(&path, toml::to_string(&job("")).unwrap()).unwrap();
-    let out = std::process::Command::new(crate::common::wavecp_bin())
-        .args(["solve", path.to_str().unwrap(), "--restart"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(err.contains("does not checkpoint yet"), "{err}");
     // A missing model file is named.
     let out = std::process::Command::new(crate::common::wavecp_bin())
         .args(["solve", path.to_str().unwrap()])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no-model-file"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("no-model-file"),
+        "{err}"
+    );
+}
+
+/// The last output step's `u` of a VTKHDF file.
+fn last_u(path: &Path) -> Vec<f64> {
+    let f = hdf5::File::open(path).unwrap();
+    let u = f
+        .dataset("VTKHDF/PointData/u")
+        .unwrap()
+        .read_raw::<f64>()
+        .unwrap();
+    let n = f
+        .dataset("VTKHDF/NumberOfPoints")
+        .unwrap()
+        .read_raw::<i64>()
+        .unwrap()[0] as usize;
+    u[u.len() - n..].to_vec()
+}
+
+#[test]
+fn a_stopped_run_restarts_from_its_checkpoint_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.vtkhdf");
+    let mut cfg = job(whole.to_str().unwrap());
+    let frames = whole_frames(&cfg, 62);
+    let all = SubmodelOptions {
+        reference: true,
+        ..Default::default()
+    };
+    let a = run_opts(&cfg, &frames, (0, 1.2), &all);
+    let parts = dir.path().join("parts.vtkhdf");
+    cfg.output.path = parts.clone();
+    cfg.checkpoint.path = dir.path().join("sub.ckpt");
+    let stop = SubmodelOptions {
+        stop_after_windows: Some(6),
+        ..all.clone()
+    };
+    let b = run_opts(&cfg, &frames, (0, 1.2), &stop);
+    assert!(b.interrupted && b.output.is_none());
+    assert_eq!((b.windows, b.checkpoints_written), (6, 1));
+    let restart = SubmodelOptions {
+        restart: true,
+        ..all.clone()
+    };
+    let c = run_opts(&cfg, &frames, (0, 1.2), &restart);
+    assert_eq!(c.resumed_after_window, Some(6));
+    assert!(!c.interrupted);
+    assert_eq!(c.windows, a.windows);
+    assert_eq!(c.steps, a.steps);
+    // Bit for bit: every window's indicator and error, the errors, the last field written.
+    assert_eq!(c.indicator, a.indicator);
+    assert_eq!(c.window_errors, a.window_errors);
+    assert_eq!(c.max_rel_l2_error, a.max_rel_l2_error);
+    assert_eq!(c.oracle_max_rel_l2_error, a.oracle_max_rel_l2_error);
+    assert_eq!(last_u(&parts), last_u(&whole));
+    let steps = |p: &Path| -> u64 {
+        let f = hdf5::File::open(p).unwrap();
+        let s = f.group("VTKHDF/Steps").unwrap();
+        s.attr("NSteps").unwrap().read_scalar().unwrap()
+    };
+    assert_eq!(steps(&parts), steps(&whole));
+    // A checkpoint of another run is refused, naming both.
+    cfg.time.end = 0.8;
+    let e = run_with(
+        &cfg,
+        Path::new("."),
+        (&restart, &Serial),
+        (grid(), FRAME_DT),
+        |_| {
+            Ok(Oracle {
+                frames: frames.clone(),
+                t0: 0.0,
+                shift: 0,
+                ring: 1.0,
+                calls: 0,
+            })
+        },
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("another submodel run"), "{e}");
 }

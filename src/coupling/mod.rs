@@ -17,6 +17,8 @@ pub mod network;
 pub mod pareto;
 #[cfg(feature = "hdf5")]
 pub mod solve;
+#[cfg(feature = "hdf5")]
+mod subcheck;
 pub mod submodel;
 #[cfg(feature = "hdf5")]
 pub mod subrun;

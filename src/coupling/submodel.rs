@@ -99,7 +99,7 @@ pub enum TimeInterp {
 
 /// Interface values known at frame times (increasing, evenly spaced or not), one value per
 /// interface node in each.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Trace {
     times: Vec<f64>,
     frames: Vec<Vec<f64>>,

@@ -52,6 +52,12 @@ pub struct SubmodelOptions {
     pub reference: bool,
     /// A bar on a terminal (log lines in a batch log either way).
     pub progress: bool,
+    /// Continue from the job's checkpoint (`checkpoint.path`) when it exists.
+    pub restart: bool,
+    /// Testing aid: stop (as a signal would, after a checkpoint) after this many windows.
+    pub stop_after_windows: Option<usize>,
+    /// Install SIGTERM / SIGUSR1 handlers (checkpoint and stop after the current window).
+    pub signals: bool,
 }
 
 /// What a submodel run reports (`--json`: the `submodel` object).
@@ -90,7 +96,13 @@ pub struct SubmodelSummary {
     pub window_errors: Option<Vec<f64>>,
     /// The same error for the oracle (fed the whole model's interface values at the frames).
     pub oracle_max_rel_l2_error: Option<f64>,
+    /// The output file (none when the run stopped early: it stays `NAME.running.vtkhdf`).
     pub output: Option<PathBuf>,
+    /// Stopped after a checkpoint before the last window.
+    pub interrupted: bool,
+    /// The window a restart continued after.
+    pub resumed_after_window: Option<usize>,
+    pub checkpoints_written: usize,
 }
 
 /// The job's single Ricker source as the scenario a conditioned model reads
@@ -113,20 +125,20 @@ fn scenario(cfg: &Config) -> Result<Vec<f64>, DriverError> {
 }
 
 /// The whole model beside the submodel, and the oracle fed by it.
-struct Reference<'c> {
-    sim: Simulation<'c>,
-    wall: Duration,
+pub(super) struct Reference<'c> {
+    pub(super) sim: Simulation<'c>,
+    pub(super) wall: Duration,
     /// Its local index of each submodel node and of each interface node.
-    zone: Vec<usize>,
-    iface: Vec<usize>,
+    pub(super) zone: Vec<usize>,
+    pub(super) iface: Vec<usize>,
     /// The zone's field at the frames the oracle has not reached yet.
-    pending: VecDeque<(usize, Vec<f64>)>,
-    oracle: Submodel,
-    trace: Trace,
+    pub(super) pending: VecDeque<(usize, Vec<f64>)>,
+    pub(super) oracle: Submodel,
+    pub(super) trace: Trace,
     /// Max ‖u_full‖₂, ‖u_sub − u_full‖₂, ‖u_oracle − u_full‖₂ over the frames.
-    max_ref: f64,
-    max_diff: f64,
-    max_oracle: f64,
+    pub(super) max_ref: f64,
+    pub(super) max_diff: f64,
+    pub(super) max_oracle: f64,
 }
 
 impl Reference<'_> {
@@ -195,24 +207,28 @@ fn l2_diff(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Everything a submodel run holds.
-struct Run<'c, F: Forecaster> {
-    sub: Submodel,
+pub(super) struct Run<'c, F: Forecaster> {
+    pub(super) sub: Submodel,
     to_grid: ZoneTransfer,
     sampler: GridSampler,
     net: F,
     stride: usize,
     frame_dt: f64,
+    /// The interface values the submodel follows.
+    pub(super) trace: Trace,
     /// The last `t_in` frames on the grid.
-    frames: VecDeque<Vec<f64>>,
-    fe: Duration,
-    inference: Duration,
-    transfer: Duration,
+    pub(super) frames: VecDeque<Vec<f64>>,
+    pub(super) fe: Duration,
+    pub(super) inference: Duration,
+    pub(super) transfer: Duration,
     /// Largest ‖g‖₂ of a recorded frame.
-    scale: f64,
-    reference: Option<Reference<'c>>,
-    writer: Option<VtkHdfWriter>,
+    pub(super) scale: f64,
+    pub(super) reference: Option<Reference<'c>>,
+    pub(super) writer: Option<VtkHdfWriter>,
     every: usize,
-    indicator_now: f64,
+    pub(super) indicator_now: f64,
+    /// The windows done: the next one's index, their indicators and errors.
+    pub(super) done: Windows,
 }
 
 impl<F: Forecaster> Run<'_, F> {
@@ -434,7 +450,6 @@ pub fn run_with<F: Forecaster>(
         }
         None => None,
     };
-    let writer = writer(cfg, &sub, opts.reference)?;
     let mut run = Run {
         sub,
         to_grid,
@@ -448,9 +463,11 @@ pub fn run_with<F: Forecaster>(
         transfer: Duration::ZERO,
         scale: 0.0,
         reference,
-        writer,
+        writer: None,
         every: cfg.output.every,
         indicator_now: f64::NAN,
+        trace: Trace::default(),
+        done: Windows::default(),
     };
     let frames_total = (cfg.time.end / frame_dt + 1e-9).floor() as usize + 1;
     let (t_in, t_out) = (run.net.t_in(), run.net.t_out());
@@ -462,8 +479,27 @@ pub fn run_with<F: Forecaster>(
         )));
     }
     let windows = (frames_total - t_in) / t_out;
-    let w = drive(&mut run, windows, opts.progress)?;
-    finish(run, w, c.tolerance, (outer_nodes, n_iface))
+    let shape = [run.sub.submesh().mesh.num_nodes(), stride, windows];
+    let mut ck =
+        super::subcheck::Checkpoints::new(cfg, (opts.stop_after_windows, opts.signals), shape)?;
+    let outputs = if opts.restart {
+        ck.restore(&mut run)?
+    } else {
+        None
+    };
+    let resumed = outputs.map(|_| run.done.indicator.len());
+    run.writer = match outputs {
+        Some(n) if run.every > 0 && !cfg.output.path.as_os_str().is_empty() => Some(
+            VtkHdfWriter::reopen(&cfg.output.path, n, 0, cfg.output.xdmf)
+                .map_err(|e| err(e.to_string()))?,
+        ),
+        _ => writer(cfg, &run.sub, opts.reference)?,
+    };
+    let complete = drive(&mut run, windows, opts.progress, &mut ck)?;
+    let mut s = finish(run, c.tolerance, (outer_nodes, n_iface), complete)?;
+    s.resumed_after_window = resumed;
+    s.checkpoints_written = ck.written;
+    Ok(s)
 }
 
 /// The output file of the submodel (the job's `output.path`; none when empty): `u` on the
@@ -495,85 +531,117 @@ fn writer(
 }
 
 /// Per window: the indicator and (with a reference) the zone error.
-struct Windows {
-    indicator: Vec<f64>,
-    errors: Vec<f64>,
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(super) struct Windows {
+    pub(super) indicator: Vec<f64>,
+    pub(super) errors: Vec<f64>,
 }
 
-/// The warm-up, then `windows` forecast windows.
-fn drive<F: Forecaster>(
-    run: &mut Run<'_, F>,
-    windows: usize,
-    progress: bool,
-) -> Result<Windows, DriverError> {
-    let (t_in, t_out, stride, frame_dt) =
-        (run.net.t_in(), run.net.t_out(), run.stride, run.frame_dt);
-    let total = ((t_in - 1 + windows * t_out) * stride) as u64;
-    let mut bar =
-        crate::progress::Progress::new("submodel", total, progress, Duration::from_secs(10));
+/// The warm-up: the first `t_in` frames with the interface at rest.
+fn warm_up<F: Forecaster>(run: &mut Run<'_, F>) -> Result<(), DriverError> {
+    let (t_in, stride, frame_dt) = (run.net.t_in(), run.stride, run.frame_dt);
     let n_iface = run.sub.interface_outer().len();
-    let mut trace = Trace::default();
     for k in 0..t_in {
-        trace
+        run.trace
             .push(k as f64 * frame_dt, vec![0.0; n_iface])
             .map_err(from_coupling)?;
     }
     run.output()?;
     run.frame().map_err(from_coupling)?;
     for _ in 1..t_in {
-        run.steps(&trace, stride)?;
+        let trace = std::mem::take(&mut run.trace);
+        let r = run.steps(&trace, stride);
+        run.trace = trace;
+        r?;
         run.frame().map_err(from_coupling)?;
     }
-    let mut out = Windows {
-        indicator: Vec::with_capacity(windows),
-        errors: Vec::with_capacity(windows),
+    Ok(())
+}
+
+/// Window `w`: forecast, the interface trace, the FE through it, the indicator.
+fn window<F: Forecaster>(run: &mut Run<'_, F>, w: usize) -> Result<(), DriverError> {
+    let (t_in, t_out, stride, frame_dt) =
+        (run.net.t_in(), run.net.t_out(), run.stride, run.frame_dt);
+    let k0 = t_in + w * t_out;
+    run.net.set_input_time((k0 - t_in) as f64 * frame_dt);
+    let t = Instant::now();
+    let fc = {
+        let past: Vec<&[f64]> = run.frames.iter().map(|f| f.as_slice()).collect();
+        run.net.forecast(&past).map_err(from_coupling)?
     };
-    let mut vals = vec![0.0; n_iface];
-    for w in 0..windows {
-        let k0 = t_in + w * t_out;
-        run.net.set_input_time((k0 - t_in) as f64 * frame_dt);
-        let t = Instant::now();
-        let fc = {
-            let past: Vec<&[f64]> = run.frames.iter().map(|f| f.as_slice()).collect();
-            run.net.forecast(&past).map_err(from_coupling)?
-        };
-        run.inference += t.elapsed();
-        let t = Instant::now();
-        for (j, f) in fc.iter().enumerate() {
-            run.sampler.sample(f, &mut vals).map_err(err)?;
-            trace
-                .push((k0 + j) as f64 * frame_dt, vals.clone())
-                .map_err(from_coupling)?;
+    run.inference += t.elapsed();
+    let t = Instant::now();
+    let mut vals = vec![0.0; run.sub.interface_outer().len()];
+    for (j, f) in fc.iter().enumerate() {
+        run.sampler.sample(f, &mut vals).map_err(err)?;
+        run.trace
+            .push((k0 + j) as f64 * frame_dt, vals.clone())
+            .map_err(from_coupling)?;
+    }
+    run.trace.keep_last(t_out + 4);
+    run.transfer += t.elapsed();
+    let (mut ind, mut werr) = (0.0f64, 0.0f64);
+    let trace = std::mem::take(&mut run.trace);
+    for f in &fc {
+        let r = run.steps(&trace, stride);
+        if r.is_err() {
+            run.trace = trace;
+            return r.map(|_| ());
         }
-        trace.keep_last(t_out + 4);
-        run.transfer += t.elapsed();
-        let (mut ind, mut werr) = (0.0f64, 0.0f64);
-        for f in &fc {
-            werr = werr.max(run.steps(&trace, stride)?);
-            let g = run.frame().map_err(from_coupling)?;
-            ind = ind.max(l2_diff(&g, f));
-        }
-        run.indicator_now = ind;
-        out.indicator.push(ind);
-        out.errors.push(werr);
+        werr = werr.max(r?);
+        let g = run.frame().map_err(from_coupling)?;
+        ind = ind.max(l2_diff(&g, f));
+    }
+    run.trace = trace;
+    run.indicator_now = ind;
+    run.done.indicator.push(ind);
+    run.done.errors.push(werr);
+    Ok(())
+}
+
+/// The warm-up (unless resumed), then the forecast windows to `windows`, checkpoints between
+/// them; `Ok(false)` when stopped after a checkpoint.
+fn drive<F: Forecaster>(
+    run: &mut Run<'_, F>,
+    windows: usize,
+    progress: bool,
+    ck: &mut super::subcheck::Checkpoints,
+) -> Result<bool, DriverError> {
+    let (t_in, t_out, stride) = (run.net.t_in(), run.net.t_out(), run.stride);
+    let total = ((t_in - 1 + windows * t_out) * stride) as u64;
+    let mut bar =
+        crate::progress::Progress::new("submodel", total, progress, Duration::from_secs(10));
+    if run.sub.sim().steps_done() == 0 {
+        warm_up(run)?;
+    }
+    for w in run.done.indicator.len()..windows {
+        window(run, w)?;
         bar.set(run.sub.sim().steps_done() as u64);
+        if !ck.after_window(run, w + 1 == windows)? {
+            return Ok(false);
+        }
     }
     bar.finish();
     if let Some(r) = &mut run.reference {
         r.catch_up().map_err(from_coupling)?;
     }
-    Ok(out)
+    Ok(true)
 }
 
 /// The summary, the output file closed.
 fn finish<F: Forecaster>(
-    run: Run<'_, F>,
-    w: Windows,
+    mut run: Run<'_, F>,
     tolerance: f64,
     (outer_nodes, interface_nodes): (usize, usize),
+    complete: bool,
 ) -> Result<SubmodelSummary, DriverError> {
-    let output = match run.writer {
-        Some(wr) => Some(wr.finish().map_err(|e| err(e.to_string()))?),
+    let w = std::mem::take(&mut run.done);
+    let output = match run.writer.take() {
+        Some(wr) if complete => Some(wr.finish().map_err(|e| err(e.to_string()))?),
+        Some(mut wr) => {
+            wr.flush().map_err(|e| err(e.to_string()))?;
+            None
+        }
         None => None,
     };
     let wall = run.fe + run.inference + run.transfer;
@@ -606,6 +674,9 @@ fn finish<F: Forecaster>(
         window_errors: r.map(|_| w.errors),
         oracle_max_rel_l2_error: r.map(|r| rel(r.max_oracle, r.max_ref)),
         output,
+        interrupted: !complete,
+        resumed_after_window: None,
+        checkpoints_written: 0,
     };
     tracing::info!(
         "submodel: {} windows, wall {:.2} s = FE {:.2} + inference {:.2} + transfers {:.2}",

@@ -575,7 +575,7 @@ fn submodel(a: SubmodelBenchArgs, comm: &dyn wavecp::comm::Comm) -> Result<()> {
         cfg.output.path = PathBuf::new();
         let opts = wavecp::coupling::subrun::SubmodelOptions {
             reference: true,
-            progress: false,
+            ..Default::default()
         };
         let s = wavecp::threads::with_threads(a.threads, || {
             wavecp::coupling::subrun::run_submodel(&cfg, &base, &opts, comm)

@@ -122,9 +122,6 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         );
     }
     if cfg.coupling.as_ref().is_some_and(|c| c.mode == "submodel") {
-        if restart {
-            anyhow::bail!("job {}: a submodel run does not checkpoint yet, so --restart has nothing to continue", job.display());
-        }
         return submodel(&cfg, &base, &opts, comm, json)
             .with_context(|| format!("job {}", job.display()));
     }
@@ -192,12 +189,15 @@ fn submodel(
     let o = wavecp::coupling::subrun::SubmodelOptions {
         reference: opts.reference,
         progress: opts.progress,
+        restart: opts.restart,
+        stop_after_windows: None,
+        signals: true,
     };
     let s = wavecp::coupling::subrun::run_submodel(cfg, base, &o, comm)?;
     if json {
         let v = serde_json::json!({ "submodel": s });
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(true);
+        return Ok(!s.interrupted);
     }
     println!(
         "submodel: {} nodes ({} on the interface) of the {} of the whole model; {} windows of {} frames after {} warm-up frames, {} steps; wall {:.2} s = FE {:.2} + inference {:.2} + transfers {:.2}",
@@ -221,7 +221,7 @@ fn submodel(
     if let Some(p) = &s.output {
         println!("output: {}", p.display());
     }
-    Ok(true)
+    Ok(!s.interrupted)
 }
 
 #[cfg(not(feature = "hdf5"))]
