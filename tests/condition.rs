@@ -6,8 +6,12 @@
 use crate::common::repo;
 use crate::source::analytic;
 use std::path::Path;
+use wavecp::config::SourceConfig;
+use wavecp::mesh::{rectangle, CellShape};
+use wavecp::sim::point_source;
+use wavecp::solver::{BoundaryKind, WaveSolver};
 use wavecp::sources::TimeFunction;
-use wavecp::surrogate::condition::{free_space, Conditioning, WindowCond};
+use wavecp::surrogate::condition::{free_space, prior_response, Conditioning, WindowCond};
 
 #[test]
 fn channels_hold_the_grid_the_times_and_the_parameters_scaled_to_their_ranges() {
@@ -45,7 +49,7 @@ fn channels_hold_the_grid_the_times_and_the_parameters_scaled_to_their_ranges() 
         (-1.0, -1.0, 0.0)
     );
     // A prior channel comes last and is not a parameter.
-    let p = c.clone().with_prior(1.0, 0.0, 0.5);
+    let p = c.clone().with_prior(1.0, None, 0.0, 0.5);
     assert_eq!((p.len(), p.nparams()), (9, 5));
     let mut out = Vec::new();
     p.append(&w, &mut out);
@@ -76,6 +80,43 @@ fn the_prior_is_the_greens_function_integral_the_fe_is_held_to() {
         }
     }
     assert!(peak > 0.05 && worst < 1e-4 * peak, "{worst:e} of {peak:e}");
+}
+
+/// A source near a corner of the absorbing unit square: the FE's trace at two points against
+/// the free-space response and against the prior with the sides' reflections.
+#[test]
+fn the_prior_with_the_sides_reflections_follows_the_fe_in_an_absorbing_square() {
+    let mesh = rectangle(CellShape::Quad, 100, 100, [0.0, 1.0], [0.0, 1.0]).unwrap();
+    let mut p = crate::common::problem(mesh, 1.0, Some(BoundaryKind::Absorbing));
+    let cfg = SourceConfig {
+        position: [0.12, 0.88],
+        frequency: 3.0,
+        amplitude: 1.0,
+        delay: Some(0.45),
+    };
+    p.sources = vec![point_source(&p.mesh, &cfg).unwrap()];
+    let points = [[0.4, 0.6], [0.5, 0.5]];
+    let rec: Vec<_> = points.iter().map(|x| p.mesh.locate(*x).unwrap()).collect();
+    let mut s = WaveSolver::new(&p).unwrap();
+    let steps = (1.6 / (0.5 * s.dt_limit())).ceil() as usize;
+    s.set_dt(1.6 / steps as f64).unwrap();
+    let z = vec![0.0; p.mesh.num_nodes()];
+    s.set_initial(&z, &z).unwrap();
+    let params = [0.12, 0.88, 3.0, 1.0, 0.45];
+    let walls = Some([0.0, 1.0, 0.0, 1.0]);
+    let (mut free, mut img, mut den) = (0.0, 0.0, 0.0);
+    for _ in 0..steps {
+        s.step();
+        for (r, x) in rec.iter().zip(&points) {
+            let u = r.interpolate(s.u());
+            free += (u - free_space(&params, 1.0, *x, s.time())).powi(2);
+            img += (u - prior_response(&params, 1.0, walls, *x, s.time())).powi(2);
+            den += u * u;
+        }
+    }
+    let (free, img) = ((free / den).sqrt(), (img / den).sqrt());
+    println!("traces against the FE: free space {free:.4}, with the sides' reflections {img:.4}");
+    assert!(img < 0.5 * free && img < 0.08, "free {free}, images {img}");
 }
 
 mod trained {
@@ -179,6 +220,7 @@ mod trained {
                 ]
             );
             assert_eq!(c.prior_speed, Some(1.0));
+            assert_eq!(c.prior_walls, Some([0.0, 1.0, 0.0, 1.0]));
         }
         // The noise changes training and is the same on every run.
         assert_ne!(losses[0], losses[1]);
@@ -198,7 +240,7 @@ mod trained {
         assert_eq!(x.shape, vec![1, 10, 4, 8, 8]);
         let p = &fs.scenarios.params[2 * 5..3 * 5];
         let t = 5.0 * fs.frame_dt + 4.0 * fs.frame_dt; // the first forecast frame
-        let u = free_space(p, 1.0, [0.625, 0.375], t);
+        let u = prior_response(p, 1.0, Some([0.0, 1.0, 0.0, 1.0]), [0.625, 0.375], t);
         let got = x.data[(9 * 4) * 64 + 7] as f64 * fs.std + fs.mean;
         assert!((got - u).abs() < 1e-4 * (1.0 + u.abs()), "{got} vs {u}");
     }

@@ -192,6 +192,10 @@ fn fed_the_whole_models_frames_the_closed_loop_reproduces_it_in_the_zone() {
         exact.oracle_max_rel_l2_error.unwrap(),
     );
     assert!(e < 3.0 * o && o < 2e-3, "zone error {e:e}, oracle {o:e}");
+    // The windows' errors are in the same unit; the largest is the run's.
+    let we = exact.window_errors.as_ref().unwrap();
+    assert_eq!(we.len(), 14);
+    assert_eq!(we.iter().copied().fold(0.0, f64::max), e);
     assert!(exact.indicator_max < 3.0 * e, "{}", exact.indicator_max);
     assert!(late.max_rel_l2_error.unwrap() > 50.0 * e);
     assert!(strong.max_rel_l2_error.unwrap() > 10.0 * e);

@@ -92,7 +92,8 @@ pub struct SubmodelSummary {
     pub cost_ratio: Option<f64>,
     /// Max over frames of ‖u_sub − u_full‖₂ on the zone's nodes / max ‖u_full‖₂ there.
     pub max_rel_l2_error: Option<f64>,
-    /// Per window: max over its frames of ‖u_sub − u_full‖₂ / max ‖u_full‖₂ so far.
+    /// Per window: max over its frames of ‖u_sub − u_full‖₂ / the run's max ‖u_full‖₂ (their
+    /// largest is `max_rel_l2_error`).
     pub window_errors: Option<Vec<f64>>,
     /// The same error for the oracle (fed the whole model's interface values at the frames).
     pub oracle_max_rel_l2_error: Option<f64>,
@@ -247,7 +248,7 @@ impl<F: Forecaster> Run<'_, F> {
     }
 
     /// `n` steps along `trace`, the reference and the output following; returns the largest
-    /// relative zone error at the frames passed (against the largest reference norm so far).
+    /// zone error ‖u_sub − u_full‖₂ at the frames passed (0 without a reference).
     fn steps(&mut self, trace: &Trace, n: usize) -> Result<f64, DriverError> {
         let mut worst: f64 = 0.0;
         for _ in 0..n {
@@ -262,7 +263,7 @@ impl<F: Forecaster> Run<'_, F> {
                     r.max_ref = r.max_ref.max(l2(&f));
                     let d = l2_diff(self.sub.sim().u(), &f);
                     r.max_diff = r.max_diff.max(d);
-                    worst = worst.max(d / r.max_ref.max(f64::MIN_POSITIVE));
+                    worst = worst.max(d);
                 }
             }
             if self.every > 0 && step.is_multiple_of(self.every) {
@@ -671,7 +672,7 @@ fn finish<F: Forecaster>(
         reference_wall_s,
         cost_ratio: reference_wall_s.map(|rw| rw / wall.as_secs_f64().max(1e-12)),
         max_rel_l2_error: r.map(|r| rel(r.max_diff, r.max_ref)),
-        window_errors: r.map(|_| w.errors),
+        window_errors: r.map(|r| w.errors.iter().map(|d| rel(*d, r.max_ref)).collect()),
         oracle_max_rel_l2_error: r.map(|r| rel(r.max_oracle, r.max_ref)),
         output,
         interrupted: !complete,

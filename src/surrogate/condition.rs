@@ -30,6 +30,10 @@ pub struct Conditioning {
     /// when the parameters do not carry one.
     #[serde(default)]
     pub prior_speed: Option<f64>,
+    /// The outer model's rectangle `[x0, x1, y0, y1]` when its sides are all absorbing: the
+    /// prior then adds the waves they reflect ([`prior_response`]).
+    #[serde(default)]
+    pub prior_walls: Option<[f64; 4]>,
 }
 
 /// What one window's conditioning is made from.
@@ -78,6 +82,52 @@ pub fn free_space(params: &[f64], c: f64, p: [f64; 2], t: f64) -> f64 {
     sum * h / 3.0
 }
 
+/// Reflection coefficient of the first-order absorbing condition `u_t + c ∂u/∂n = 0` for a
+/// plane wave meeting it at `cos θ` from the normal.
+fn absorbing_reflection(cos: f64) -> f64 {
+    (cos - 1.0) / (cos + 1.0)
+}
+
+/// [`free_space`] plus, inside the rectangle `walls = [x0, x1, y0, y1]` with absorbing sides,
+/// the waves they reflect: an image source behind each side (and behind each corner, for the
+/// waves reflected twice), each weighted by the sides' plane-wave reflection coefficient at
+/// the angle from the image to `p` — exact for plane waves, a far-field approximation for the
+/// point source's cylindrical ones.
+pub fn prior_response(params: &[f64], c: f64, walls: Option<[f64; 4]>, p: [f64; 2], t: f64) -> f64 {
+    let direct = free_space(params, c, p, t);
+    let Some(b) = walls else {
+        return direct;
+    };
+    let mut sum = direct;
+    let mut img = params.to_vec();
+    for (ix, iy) in [
+        (1, 0),
+        (2, 0),
+        (0, 1),
+        (0, 2),
+        (1, 1),
+        (1, 2),
+        (2, 1),
+        (2, 2),
+    ] {
+        let qx = [params[0], 2.0 * b[0] - params[0], 2.0 * b[1] - params[0]][ix];
+        let qy = [params[1], 2.0 * b[2] - params[1], 2.0 * b[3] - params[1]][iy];
+        let (dx, dy) = (p[0] - qx, p[1] - qy);
+        let r = dx.hypot(dy).max(1e-9);
+        let mut coef = 1.0;
+        if ix > 0 {
+            coef *= absorbing_reflection(dx.abs() / r);
+        }
+        if iy > 0 {
+            coef *= absorbing_reflection(dy.abs() / r);
+        }
+        img[0] = qx;
+        img[1] = qy;
+        sum += coef * free_space(&img, c, p, t);
+    }
+    sum
+}
+
 /// Grid point `(i, j)` of an `ny × nx` grid over `zone`.
 fn point(zone: [f64; 4], (ny, nx): (usize, usize), i: usize, j: usize) -> [f64; 2] {
     let frac = |i: usize, m: usize| i as f64 / (m.max(2) - 1) as f64;
@@ -111,12 +161,15 @@ impl Conditioning {
             center: cw.iter().map(|c| c.0).collect(),
             half_width: cw.iter().map(|c| c.1).collect(),
             prior_speed: None,
+            prior_walls: None,
         }
     }
 
     /// Adds the prior channel: the free-space response at speed `c` (unless the parameters
-    /// carry the speed), scaled as the frames are (`mean`, `std`).
-    pub fn with_prior(mut self, c: f64, mean: f64, std: f64) -> Self {
+    /// carry the speed), with the reflections of the absorbing rectangle `walls` where given,
+    /// scaled as the frames are (`mean`, `std`).
+    pub fn with_prior(mut self, c: f64, walls: Option<[f64; 4]>, mean: f64, std: f64) -> Self {
+        self.prior_walls = walls;
         self.channels.push("prior".into());
         self.center.push(mean);
         self.half_width.push(if std > 0.0 { std } else { 1.0 });
@@ -139,7 +192,7 @@ impl Conditioning {
         for j in 0..w.ny {
             for i in 0..w.nx {
                 let p = point(w.zone, (w.ny, w.nx), i, j);
-                out.push(free_space(w.params, c, p, t) as f32);
+                out.push(prior_response(w.params, c, self.prior_walls, p, t) as f32);
             }
         }
     }

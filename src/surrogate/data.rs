@@ -36,6 +36,8 @@ pub struct Scenarios {
     pub cond: Option<Conditioning>,
     /// The dataset job's `material.c` (1 when absent).
     pub speed: f64,
+    /// The dataset job's generated rectangle, when all four of its sides are absorbing.
+    pub walls: Option<[f64; 4]>,
     /// With a prior channel: the prior at every frame, `[samples, frames, ny, nx]`.
     pub prior: Vec<f32>,
 }
@@ -297,21 +299,57 @@ impl Scenarios {
             (Some(s), Some(dt)) => s as f64 * dt,
             _ => 0.0,
         };
-        // The job's wave speed, from the job text the file keeps.
-        let speed = f
+        // The job's wave speed and absorbing rectangle, from the job text the file keeps.
+        let job = f
             .attr("job")
             .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>())
             .ok()
-            .and_then(|t| t.as_str().parse::<toml::Table>().ok())
+            .and_then(|t| t.as_str().parse::<toml::Table>().ok());
+        let speed = job
+            .as_ref()
             .and_then(|t| t.get("material")?.get("c")?.as_float())
             .unwrap_or(1.0);
+        let walls = job.as_ref().and_then(absorbing_rectangle);
         Scenarios {
             params: if nparams > 0 { params } else { vec![] },
             nparams,
             frame_t0,
             cond: None,
             speed,
+            walls,
             prior: vec![],
         }
     }
+}
+
+/// `[x0, x1, y0, y1]` of a job's generated rectangle when `left`, `right`, `top` and `bottom`
+/// are all absorbing.
+fn absorbing_rectangle(job: &toml::Table) -> Option<[f64; 4]> {
+    let g = job.get("mesh")?.get("generate")?;
+    let range = |k: &str| -> Option<[f64; 2]> {
+        match g.get(k) {
+            None => Some([0.0, 1.0]),
+            Some(v) => {
+                let a = v.as_array()?;
+                let f = |x: &toml::Value| x.as_float().or_else(|| x.as_integer().map(|i| i as f64));
+                Some([f(a.first()?)?, f(a.get(1)?)?])
+            }
+        }
+    };
+    let (x, y) = (range("x")?, range("y")?);
+    let mut sides = std::collections::BTreeSet::new();
+    for b in job.get("boundary")?.as_array()? {
+        if b.get("kind")?.as_str()? != "absorbing" {
+            continue;
+        }
+        for t in b.get("tags")?.as_array()? {
+            if let Some(name) = t.as_str() {
+                sides.insert(name.to_string());
+            }
+        }
+    }
+    ["left", "right", "top", "bottom"]
+        .iter()
+        .all(|s| sides.contains(*s))
+        .then_some([x[0], x[1], y[0], y[1]])
 }

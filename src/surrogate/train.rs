@@ -296,7 +296,7 @@ impl Data {
         if job.data.conditioning != ConditioningKind::None {
             let mut c = scenario_conditioning(&fs, ws.dims)?;
             if job.data.conditioning == ConditioningKind::Prior {
-                c = c.with_prior(fs.scenarios.speed, fs.mean, fs.std);
+                c = c.with_prior(fs.scenarios.speed, fs.scenarios.walls, fs.mean, fs.std);
             }
             fs.scenarios.cond = Some(c);
             fs.fill_prior();
