@@ -172,10 +172,12 @@ impl Reference<'_> {
     }
 
     /// The oracle to the whole model's step (one-sided interpolation over the last frames).
-    fn catch_up(&mut self) -> Result<(), CouplingError> {
-        let todo = self.sim.steps_done() - self.oracle.sim().steps_done();
-        self.oracle.advance_along(&self.trace, todo)?;
-        self.compare_oracle();
+    fn catch_up(&mut self, stride: usize) -> Result<(), CouplingError> {
+        while self.oracle.sim().steps_done() < self.sim.steps_done() {
+            let todo = (self.sim.steps_done() - self.oracle.sim().steps_done()).min(stride);
+            self.oracle.advance_along(&self.trace, todo)?;
+            self.compare_oracle();
+        }
         Ok(())
     }
 
@@ -624,7 +626,7 @@ fn drive<F: Forecaster>(
     }
     bar.finish();
     if let Some(r) = &mut run.reference {
-        r.catch_up().map_err(from_coupling)?;
+        r.catch_up(run.stride).map_err(from_coupling)?;
     }
     Ok(true)
 }
