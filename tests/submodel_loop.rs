@@ -320,7 +320,7 @@ fn a_stopped_run_restarts_from_its_checkpoint_bit_for_bit() {
 }
 
 /// The shipped job (jobs/submodel.toml, its trained model) at 200 × 200 outer cells: measured
-/// 2.0 % zone error over 20 windows (the same at 10⁶ nodes: docs/benchmarks.md).
+/// 1.6 % zone error over 20 windows (1.7 % at 10⁶ nodes: docs/benchmarks.md).
 #[test]
 fn the_shipped_submodel_job_runs_small_within_its_measured_error() {
     let job = crate::common::repo("jobs/submodel.toml");
