@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn err(e: impl std::fmt::Display) -> DriverError {
+pub(super) fn err(e: impl std::fmt::Display) -> DriverError {
     DriverError::Invalid {
         key: "coupling".into(),
         msg: e.to_string(),
@@ -42,7 +42,7 @@ fn err(e: impl std::fmt::Display) -> DriverError {
 
 /// A coupling error as the job's: a simulation's error as it is, the others under the
 /// `coupling` key (without repeating it).
-fn from_coupling(e: CouplingError) -> DriverError {
+pub(super) fn from_coupling(e: CouplingError) -> DriverError {
     match e {
         CouplingError::Simulation(d) => d,
         CouplingError::Setup(m) => err(m),

@@ -21,43 +21,12 @@ fn err(msg: impl std::fmt::Display) -> DriverError {
     }
 }
 
-/// A simulation's state as the file keeps it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SimSaved {
-    step: usize,
-    u: Vec<f64>,
-    u_prev: Vec<f64>,
-    initial_energy: f64,
-}
-
-impl From<State> for SimSaved {
-    fn from(s: State) -> Self {
-        SimSaved {
-            step: s.step,
-            u: s.u,
-            u_prev: s.u_prev,
-            initial_energy: s.initial_energy,
-        }
-    }
-}
-
-impl From<SimSaved> for State {
-    fn from(s: SimSaved) -> Self {
-        State {
-            step: s.step,
-            u: s.u,
-            u_prev: s.u_prev,
-            initial_energy: s.initial_energy,
-        }
-    }
-}
-
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RefSaved {
-    sim: SimSaved,
+    sim: State,
     wall_s: f64,
     pending: Vec<(usize, Vec<f64>)>,
-    oracle: SimSaved,
+    oracle: State,
     trace: Trace,
     max: [f64; 3],
 }
@@ -67,7 +36,7 @@ struct RefSaved {
 struct Saved {
     /// What the run is: the submodel's nodes, steps a frame, windows in all.
     shape: [usize; 3],
-    sub: SimSaved,
+    sub: State,
     trace: Trace,
     frames: Vec<Vec<f64>>,
     /// FE, inference, transfer seconds.
@@ -145,16 +114,16 @@ impl Checkpoints {
 
     fn write<F: Forecaster>(&mut self, run: &Run<'_, F>) -> Result<(), DriverError> {
         let reference = run.reference.as_ref().map(|r| RefSaved {
-            sim: r.sim.state().into(),
+            sim: r.sim.state(),
             wall_s: r.wall.as_secs_f64(),
             pending: r.pending.iter().cloned().collect(),
-            oracle: r.oracle.sim().state().into(),
+            oracle: r.oracle.sim().state(),
             trace: r.trace.clone(),
             max: [r.max_ref, r.max_diff, r.max_oracle],
         });
         let saved = Saved {
             shape: self.shape,
-            sub: run.sub.sim().state().into(),
+            sub: run.sub.sim().state(),
             trace: run.trace.clone(),
             frames: run.frames.iter().cloned().collect(),
             times: [
@@ -219,7 +188,7 @@ impl Checkpoints {
             )));
         }
         self.last_step = s.sub.step;
-        run.sub.sim_mut().restore(&s.sub.into())?;
+        run.sub.sim_mut().restore(&s.sub)?;
         run.trace = s.trace;
         run.frames = s.frames.into();
         run.fe = Duration::from_secs_f64(s.times[0]);
@@ -229,10 +198,10 @@ impl Checkpoints {
         run.indicator_now = s.indicator_now;
         run.done = s.done;
         if let (Some(r), Some(rs)) = (&mut run.reference, s.reference) {
-            r.sim.restore(&rs.sim.into())?;
+            r.sim.restore(&rs.sim)?;
             r.wall = Duration::from_secs_f64(rs.wall_s);
             r.pending = rs.pending.into();
-            r.oracle.sim_mut().restore(&rs.oracle.into())?;
+            r.oracle.sim_mut().restore(&rs.oracle)?;
             r.trace = rs.trace;
             [r.max_ref, r.max_diff, r.max_oracle] = rs.max;
         }

@@ -159,17 +159,18 @@ impl Trace {
         }
         // The interval [k, k+1] holding t.
         let k = self.times[1..n - 1].partition_point(|s| *s <= t);
-        let idx: Vec<usize> = match how {
-            TimeInterp::Linear => vec![k, k + 1],
+        // The frames the interpolant goes through (a range: no allocation in the time step).
+        let idx = match how {
+            TimeInterp::Linear => k..k + 2,
             TimeInterp::Cubic => {
                 let lo = k.saturating_sub(1).min(n.saturating_sub(4));
-                (lo..(lo + 4).min(n)).collect()
+                lo..(lo + 4).min(n)
             }
         };
         out.fill(0.0);
-        for &i in &idx {
+        for i in idx.clone() {
             let mut w = 1.0;
-            for &j in &idx {
+            for j in idx.clone() {
                 if j != i {
                     w *= (t - self.times[j]) / (self.times[i] - self.times[j]);
                 }

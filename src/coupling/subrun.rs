@@ -18,6 +18,7 @@
 
 use super::hybrid::Forecaster;
 use super::network::NetworkForecaster;
+use super::solve::{err, from_coupling};
 use super::submodel::{restrict, SubProblem, Submodel, TimeInterp, Trace};
 use super::transfer::{GridSampler, ZoneGrid, ZoneTransfer};
 use super::CouplingError;
@@ -29,21 +30,6 @@ use crate::sim::{DriverError, Simulation};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn err(e: impl std::fmt::Display) -> DriverError {
-    DriverError::Invalid {
-        key: "coupling".into(),
-        msg: e.to_string(),
-    }
-}
-
-fn from_coupling(e: CouplingError) -> DriverError {
-    match e {
-        CouplingError::Simulation(d) => d,
-        CouplingError::Setup(m) => err(m),
-        other => err(other),
-    }
-}
 
 /// How a submodel run is asked for.
 #[derive(Debug, Clone, Default)]
@@ -148,27 +134,28 @@ impl Reference<'_> {
         self.zone.iter().map(|&i| u[i]).collect()
     }
 
-    /// One step of the whole model; at a frame, its interface values go to the oracle's trace
-    /// and the oracle catches up to what the trace covers with interior frames (two frames
-    /// behind with the cubic).
-    fn step(&mut self, stride: usize, lag: usize) -> Result<(), CouplingError> {
+    /// One step of the whole model; at a frame, its interface values go to the oracle's trace,
+    /// the oracle catches up to what the trace covers with interior frames (`lag` frames
+    /// behind), and the zone's field is returned.
+    fn step(&mut self, stride: usize, lag: usize) -> Result<Option<Vec<f64>>, CouplingError> {
         let t = Instant::now();
         self.sim.advance(1);
         self.wall += t.elapsed();
         let n = self.sim.steps_done();
         if !n.is_multiple_of(stride) {
-            return Ok(());
+            return Ok(None);
         }
         let u = self.sim.u();
         let vals = self.iface.iter().map(|&i| u[i]).collect();
         self.trace.push(self.sim.time(), vals)?;
         self.trace.keep_last(6);
-        self.pending.push_back((n, self.zone_field()));
+        let zone = self.zone_field();
+        self.pending.push_back((n, zone.clone()));
         let reach = (n / stride).saturating_sub(lag) * stride;
         let todo = reach.saturating_sub(self.oracle.sim().steps_done());
         self.oracle.advance_along(&self.trace, todo)?;
         self.compare_oracle();
-        Ok(())
+        Ok(Some(zone))
     }
 
     /// The oracle to the whole model's step (one-sided interpolation over the last frames).
@@ -249,19 +236,19 @@ impl<F: Forecaster> Run<'_, F> {
         Ok(g)
     }
 
-    /// `n` steps along `trace`, the reference and the output following; returns the largest
+    /// `n` steps along the trace, the reference and the output following; returns the largest
     /// zone error ‖u_sub − u_full‖₂ at the frames passed (0 without a reference).
-    fn steps(&mut self, trace: &Trace, n: usize) -> Result<f64, DriverError> {
+    fn steps(&mut self, n: usize) -> Result<f64, DriverError> {
         let mut worst: f64 = 0.0;
         for _ in 0..n {
             let t = Instant::now();
-            self.sub.advance_along(trace, 1).map_err(from_coupling)?;
+            self.sub
+                .advance_along(&self.trace, 1)
+                .map_err(from_coupling)?;
             self.fe += t.elapsed();
             let step = self.sub.sim().steps_done();
             if let Some(r) = &mut self.reference {
-                r.step(self.stride, 2).map_err(from_coupling)?;
-                if step.is_multiple_of(self.stride) {
-                    let f = r.zone_field();
+                if let Some(f) = r.step(self.stride, 2).map_err(from_coupling)? {
                     r.max_ref = r.max_ref.max(l2(&f));
                     let d = l2_diff(self.sub.sim().u(), &f);
                     r.max_diff = r.max_diff.max(d);
@@ -552,10 +539,7 @@ fn warm_up<F: Forecaster>(run: &mut Run<'_, F>) -> Result<(), DriverError> {
     run.output()?;
     run.frame().map_err(from_coupling)?;
     for _ in 1..t_in {
-        let trace = std::mem::take(&mut run.trace);
-        let r = run.steps(&trace, stride);
-        run.trace = trace;
-        r?;
+        run.steps(stride)?;
         run.frame().map_err(from_coupling)?;
     }
     Ok(())
@@ -584,18 +568,11 @@ fn window<F: Forecaster>(run: &mut Run<'_, F>, w: usize) -> Result<(), DriverErr
     run.trace.keep_last(t_out + 4);
     run.transfer += t.elapsed();
     let (mut ind, mut werr) = (0.0f64, 0.0f64);
-    let trace = std::mem::take(&mut run.trace);
     for f in &fc {
-        let r = run.steps(&trace, stride);
-        if r.is_err() {
-            run.trace = trace;
-            return r.map(|_| ());
-        }
-        werr = werr.max(r?);
+        werr = werr.max(run.steps(stride)?);
         let g = run.frame().map_err(from_coupling)?;
         ind = ind.max(l2_diff(&g, f));
     }
-    run.trace = trace;
     run.indicator_now = ind;
     run.done.indicator.push(ind);
     run.done.errors.push(werr);

@@ -52,7 +52,7 @@ pub struct Simulation<'c> {
 /// both time levels (this rank's owned values) and the initial energy. What a run has written
 /// (output steps, receiver rows) belongs to the observers that wrote it: a checkpoint file
 /// stores it beside the state, and a coupling that rolls a step back keeps its output as is.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct State {
     pub step: usize,
     pub u: Vec<f64>,

@@ -121,13 +121,22 @@ pub fn solve(a: SolveArgs, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
             job.display()
         );
     }
-    if cfg.coupling.as_ref().is_some_and(|c| c.mode == "submodel") {
-        return submodel(&cfg, &base, &opts, comm, json)
-            .with_context(|| format!("job {}", job.display()));
-    }
-    if cfg.coupling.is_some() {
-        return hybrid(&cfg, &base, &opts, comm, json)
-            .with_context(|| format!("job {}", job.display()));
+    if let Some(c) = &cfg.coupling {
+        #[cfg(not(feature = "hdf5"))]
+        {
+            let _ = c;
+            anyhow::bail!("[coupling]: this wavecp was built without the `hdf5` feature, which the surrogate's files need");
+        }
+        #[cfg(feature = "hdf5")]
+        {
+            let coupled = if c.mode == "submodel" {
+                submodel
+            } else {
+                hybrid
+            };
+            return coupled(&cfg, &base, &opts, comm, json)
+                .with_context(|| format!("job {}", job.display()));
+        }
     }
     let summary =
         sim::run_on(&cfg, &base, &opts, comm).with_context(|| format!("job {}", job.display()))?;
@@ -222,28 +231,6 @@ fn submodel(
         println!("output: {}", p.display());
     }
     Ok(!s.interrupted)
-}
-
-#[cfg(not(feature = "hdf5"))]
-fn submodel(
-    _: &Config,
-    _: &std::path::Path,
-    _: &RunOptions,
-    _: &dyn wavecp::comm::Comm,
-    _: bool,
-) -> Result<bool> {
-    anyhow::bail!("[coupling]: this wavecp was built without the `hdf5` feature, which the surrogate's files need")
-}
-
-#[cfg(not(feature = "hdf5"))]
-fn hybrid(
-    _: &Config,
-    _: &std::path::Path,
-    _: &RunOptions,
-    _: &dyn wavecp::comm::Comm,
-    _: bool,
-) -> Result<bool> {
-    anyhow::bail!("[coupling]: this wavecp was built without the `hdf5` feature, which the surrogate's files need")
 }
 
 /// Runs the built-in demo: the hybrid run beside the FE-only reference, or (`--fe-only`) the
