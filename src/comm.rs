@@ -112,6 +112,21 @@ pub fn world() -> Box<dyn Comm> {
     Box::new(Serial)
 }
 
+/// A communicator over the ranks of the host program's communicator `fortran` (its Fortran
+/// handle: `MPI_Comm_c2f(comm)` in C, the integer itself in Fortran, `comm.py2f()` in mpi4py).
+/// wavecp talks on a private duplicate and never initialises or finalises MPI itself.
+pub fn adopt(fortran: i32) -> Result<Box<dyn Comm>, String> {
+    #[cfg(feature = "mpi")]
+    {
+        mpi_comm::MpiComm::adopt(fortran).map(|c| Box::new(c) as Box<dyn Comm>)
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = fortran;
+        Err("this wavecp was built without the `mpi` feature: only serial simulations".into())
+    }
+}
+
 /// Bytes of a message between ranks. Encoding plain in-memory data (numbers, vectors, strings,
 /// maps with string keys) into a `Vec` cannot fail with bincode, so this does not return an error.
 pub fn to_bytes<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
@@ -206,6 +221,7 @@ mod mpi_comm {
     use super::Comm;
     use mpi::collective::SystemOperation;
     use mpi::datatype::PartitionMut;
+    use mpi::raw::FromRaw;
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::*;
     use mpi::Count;
@@ -214,9 +230,12 @@ mod mpi_comm {
     const TAG_HALO: i32 = 12;
 
     pub struct MpiComm {
-        // Finalises MPI when dropped, so it lives as long as the communicator.
-        _universe: mpi::environment::Universe,
+        // Declared first, so it is dropped first: a duplicate of the host's communicator is
+        // freed before a universe would finalise MPI.
         world: SimpleCommunicator,
+        // Finalises MPI when dropped, so it lives as long as the communicator; `None` when the
+        // host program initialised MPI and will finalise it.
+        _universe: Option<mpi::environment::Universe>,
     }
 
     impl MpiComm {
@@ -225,8 +244,42 @@ mod mpi_comm {
             let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Serialized)?;
             let world = universe.world();
             Some(MpiComm {
-                _universe: universe,
                 world,
+                _universe: Some(universe),
+            })
+        }
+
+        /// A private duplicate of the host's communicator `fortran` (its Fortran handle, as
+        /// `MPI_Comm_c2f` gives it), so wavecp's messages never match the host's. MPI must be
+        /// initialised by the host, who also finalises it (after dropping this).
+        pub fn adopt(fortran: i32) -> Result<Self, String> {
+            if !mpi::environment::is_initialized() || mpi::environment::is_finalized() {
+                return Err("MPI is not initialised: call MPI_Init before creating a \
+                            simulation on a communicator (or use the serial create)"
+                    .into());
+            }
+            let mut dup = std::mem::MaybeUninit::uninit();
+            // SAFETY: MPI is initialised (checked above); `RSMPI_Comm_f2c` converts any
+            // integer (an invalid one yields MPI_COMM_NULL or an error through MPI's handler),
+            // and `MPI_Comm_dup` writes a new handle into `dup` when it returns MPI_SUCCESS.
+            let rc = unsafe {
+                let c = mpi::ffi::RSMPI_Comm_f2c(fortran);
+                if c == mpi::ffi::RSMPI_COMM_NULL {
+                    return Err(format!("Fortran communicator handle {fortran} is MPI_COMM_NULL or not a communicator"));
+                }
+                mpi::ffi::MPI_Comm_dup(c, dup.as_mut_ptr())
+            };
+            if rc != mpi::ffi::MPI_SUCCESS as i32 {
+                return Err(format!(
+                    "MPI_Comm_dup of the host's communicator (Fortran handle {fortran}) failed with code {rc}"
+                ));
+            }
+            // SAFETY: `dup` was written by a successful MPI_Comm_dup: a live intra-communicator
+            // that only this value owns (it frees it when dropped).
+            let world = unsafe { SimpleCommunicator::from_raw(dup.assume_init()) };
+            Ok(MpiComm {
+                world,
+                _universe: None,
             })
         }
 

@@ -219,6 +219,10 @@ pub enum BoundaryKindConfig {
     Dirichlet,
     Neumann,
     Absorbing,
+    /// Dirichlet values set node by node by a host program through the C ABI
+    /// (`wavecp_sim_set_boundary_values`); until the host sets a node, it holds the boundary's
+    /// `value` / `time_function`, so `wavecp solve` runs such a job as a Dirichlet one.
+    External,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -477,12 +481,14 @@ impl Config {
             if b.tags.is_empty() {
                 return Err(invalid(format!("boundary[{i}].tags"), "is empty"));
             }
-            if b.kind != BoundaryKindConfig::Dirichlet
-                && (b.value != 0.0 || b.time_function != TimeFunctionKind::Constant)
-            {
+            let takes_values = matches!(
+                b.kind,
+                BoundaryKindConfig::Dirichlet | BoundaryKindConfig::External
+            );
+            if !takes_values && (b.value != 0.0 || b.time_function != TimeFunctionKind::Constant) {
                 return Err(invalid(
                     format!("boundary[{i}].value"),
-                    "only Dirichlet boundaries take a value or time function",
+                    "only Dirichlet and external boundaries take a value or time function",
                 ));
             }
             if b.time_function != TimeFunctionKind::Constant {

@@ -10,6 +10,7 @@
 //! distribute.rs  rank 0 builds and partitions; each rank gets its part; path checks
 //! checkpoint.rs  the restart file: written, checked, restored into a Simulation
 //! extras.rs      what a coupled run adds to output steps and checkpoints
+//! hosted.rs      a simulation a host program steps (the C ABI, Fortran, Python)
 //! observers.rs   output + receivers, checkpoints + signals, progress, crash hooks
 //! run.rs         run / run_on: a Simulation and its observers from a job; the summary
 //! ```
@@ -17,15 +18,18 @@
 mod checkpoint;
 mod distribute;
 pub mod extras;
+mod hosted;
 mod observers;
 mod run;
 mod setup;
 
+pub use hosted::Hosted;
 pub use run::{
     from_job, run, run_on, run_on_with, AfterStep, Coupled, Drive, RunOptions, RunSummary,
 };
 pub use setup::{
-    demo_config, load_mesh, point_source, setup, time_step, DriverError, Setup, MAX_STEPS,
+    demo_config, load_mesh, point_source, setup, time_function, time_step, DriverError, Setup,
+    MAX_STEPS,
 };
 
 use crate::comm::{Comm, Serial};

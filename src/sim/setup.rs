@@ -2,8 +2,8 @@
 //! sources, initial fields, receivers) and the time step; the errors of a run; the demo job.
 
 use crate::config::{
-    BoundaryKindConfig, Config, ConfigError, GenerateConfig, MeshConfig, ReceiverConfig,
-    SourceConfig, TimeConfig, TimeFunctionKind,
+    BoundaryConfig, BoundaryKindConfig, Config, ConfigError, GenerateConfig, MeshConfig,
+    ReceiverConfig, SourceConfig, TimeConfig, TimeFunctionKind,
 };
 use crate::fem::WaveSpeed;
 use crate::mesh::{self, CellShape, Mesh, MeshError, PointLocation};
@@ -61,6 +61,25 @@ pub fn load_mesh(m: &MeshConfig, base: &Path) -> Result<Mesh, DriverError> {
     }
 }
 
+/// The values a Dirichlet (or, until its host sets them, an external) boundary takes.
+pub fn time_function(b: &BoundaryConfig) -> TimeFunction {
+    match b.time_function {
+        TimeFunctionKind::Constant => TimeFunction::Constant(b.value),
+        TimeFunctionKind::Sine => TimeFunction::Sine {
+            amplitude: b.value,
+            frequency: b.frequency.unwrap_or(0.0),
+        },
+        TimeFunctionKind::Ricker => {
+            let f = b.frequency.unwrap_or(1.0);
+            TimeFunction::Ricker {
+                amplitude: b.value,
+                frequency: f,
+                delay: b.delay.unwrap_or(1.2 / f),
+            }
+        }
+    }
+}
+
 /// Steps 1–2: mesh, materials, boundaries, sources, initial fields, receivers.
 pub fn setup(cfg: &Config, base: &Path) -> Result<Setup, DriverError> {
     let mesh = load_mesh(&cfg.mesh, base)?;
@@ -70,21 +89,8 @@ pub fn setup(cfg: &Config, base: &Path) -> Result<Setup, DriverError> {
         let kind = match b.kind {
             BoundaryKindConfig::Neumann => BoundaryKind::Neumann,
             BoundaryKindConfig::Absorbing => BoundaryKind::Absorbing,
-            BoundaryKindConfig::Dirichlet => BoundaryKind::Dirichlet(match b.time_function {
-                TimeFunctionKind::Constant => TimeFunction::Constant(b.value),
-                TimeFunctionKind::Sine => TimeFunction::Sine {
-                    amplitude: b.value,
-                    frequency: b.frequency.unwrap_or(0.0),
-                },
-                TimeFunctionKind::Ricker => {
-                    let f = b.frequency.unwrap_or(1.0);
-                    TimeFunction::Ricker {
-                        amplitude: b.value,
-                        frequency: f,
-                        delay: b.delay.unwrap_or(1.2 / f),
-                    }
-                }
-            }),
+            BoundaryKindConfig::Dirichlet => BoundaryKind::Dirichlet(time_function(b)),
+            BoundaryKindConfig::External => BoundaryKind::External(time_function(b)),
         };
         for t in &b.tags {
             let tag = mesh.resolve_tag(1, &t.to_string()).ok_or_else(|| {

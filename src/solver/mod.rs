@@ -6,6 +6,9 @@
 //! `−dt (u⁺−u⁻)ᵀC(u⁺−u⁻)/(4dt²)` per step), so the boundary damping does not tighten the limit.
 
 mod frames;
+mod nodal;
+
+pub use nodal::NodalValues;
 
 use crate::comm::{repro_sum, Comm, Serial};
 use crate::fem::{
@@ -56,6 +59,9 @@ pub enum BoundaryKind {
     /// Dirichlet values given node by node, each step, by whoever drives the solver (a
     /// submodel, a coupled code): see [`WaveSolver::set_nodal_dirichlet`].
     DirichletNodal,
+    /// As `DirichletNodal`, but each node follows the function until its value is first set
+    /// (a host program's boundary: `wavecp solve` runs it as `Dirichlet`).
+    External(TimeFunction),
     Neumann,
     Absorbing,
 }
@@ -104,6 +110,10 @@ pub struct WaveSolver {
     nodal_next: Vec<f64>,
     /// Their values at t = 0 and t = −dt for the next `set_initial`, when given.
     nodal_start: Option<(Vec<f64>, Vec<f64>)>,
+    /// The function a slot follows until its value is set (`External` rows), else `None`;
+    /// and whether it has been set.
+    nodal_fallback: Vec<Option<TimeFunction>>,
+    nodal_taken: Vec<bool>,
     sources: Vec<PointSource>,
     /// `(owned row, weight, source)` in the serial order (source, then stencil node), split as
     /// `dirichlet`; `wavelet` holds each source's value at the current time.
@@ -168,12 +178,14 @@ impl WaveSolver {
             }
             OperatorKind::Ebe => Stiffness::Ebe(ElementByElement::new(&p.mesh, &em)),
         };
-        // Dirichlet nodes: a node on several Dirichlet tags takes the last one listed.
-        let mut dir_of: Vec<Option<Option<TimeFunction>>> = vec![None; n];
+        // Dirichlet nodes: a node on several Dirichlet tags takes the last one listed. `None`
+        // inside: values given node by node, with the function they follow until then.
+        let mut dir_of: Vec<Option<Result<TimeFunction, Option<TimeFunction>>>> = vec![None; n];
         for (tag, kind) in &p.boundaries {
             let f = match kind {
-                BoundaryKind::Dirichlet(f) => Some(*f),
-                BoundaryKind::DirichletNodal => None,
+                BoundaryKind::Dirichlet(f) => Ok(*f),
+                BoundaryKind::DirichletNodal => Err(None),
+                BoundaryKind::External(f) => Err(Some(*f)),
                 _ => continue,
             };
             for e in p.mesh.boundary.iter().filter(|e| e.tag == *tag) {
@@ -185,12 +197,14 @@ impl WaveSolver {
         let ns = layout.n_send;
         let mut dirichlet: [Vec<(u32, Prescribed)>; 2] = Default::default();
         let mut nodal_rows = Vec::new();
+        let mut nodal_fallback = Vec::new();
         for (i, f) in dir_of.iter().enumerate().take(layout.n_owned) {
             let value = match f {
                 None => continue,
-                Some(Some(f)) => Prescribed::Function(*f),
-                Some(None) => {
+                Some(Ok(f)) => Prescribed::Function(*f),
+                Some(Err(fallback)) => {
                     nodal_rows.push(i as u32);
+                    nodal_fallback.push(*fallback);
                     Prescribed::Slot(nodal_rows.len() as u32 - 1)
                 }
             };
@@ -224,6 +238,8 @@ impl WaveSolver {
             nodal_next: vec![0.0; nodal_rows.len()],
             nodal_rows,
             nodal_start: None,
+            nodal_taken: vec![false; nodal_fallback.len()],
+            nodal_fallback,
             sources: p.sources.clone(),
             forcing,
             wavelet: vec![0.0; p.sources.len()],
@@ -261,48 +277,6 @@ impl WaveSolver {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// The owned rows whose Dirichlet values are given node by node
-    /// ([`BoundaryKind::DirichletNodal`]), in the order [`WaveSolver::set_nodal_dirichlet`]
-    /// takes their values (ascending local row; `layout().global` maps them to mesh nodes).
-    pub fn nodal_dirichlet_rows(&self) -> &[u32] {
-        &self.nodal_rows
-    }
-
-    /// Values the next step imposes on [`WaveSolver::nodal_dirichlet_rows`] at its new time
-    /// level `t + dt`; kept until replaced (so a constant value is set once).
-    pub fn set_nodal_dirichlet(&mut self, values: &[f64]) -> Result<(), SolverError> {
-        self.check_nodal("node-by-node Dirichlet values", values)?;
-        self.nodal_next.copy_from_slice(values);
-        Ok(())
-    }
-
-    /// Values at t = 0 and t = −dt that the next `set_initial` gives the node-by-node Dirichlet
-    /// rows (without this call they start from `u0` and the Taylor start like other nodes).
-    pub fn set_nodal_dirichlet_start(
-        &mut self,
-        at_0: &[f64],
-        at_minus_dt: &[f64],
-    ) -> Result<(), SolverError> {
-        self.check_nodal("node-by-node Dirichlet values at t = 0", at_0)?;
-        self.check_nodal("node-by-node Dirichlet values at t = -dt", at_minus_dt)?;
-        self.nodal_start = Some((at_0.to_vec(), at_minus_dt.to_vec()));
-        Ok(())
-    }
-
-    fn check_nodal(&self, what: &'static str, values: &[f64]) -> Result<(), SolverError> {
-        if values.len() != self.nodal_rows.len() {
-            return Err(SolverError::Shape {
-                what,
-                expected: self.nodal_rows.len(),
-                found: values.len(),
-            });
-        }
-        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
-            return Err(SolverError::NonFiniteInput { what, value: *v });
-        }
-        Ok(())
     }
 
     /// Estimates `λ_max(M⁻¹K)` on the unconstrained nodes (Dirichlet values are prescribed, so
@@ -483,6 +457,11 @@ impl WaveSolver {
                 Prescribed::Slot(k) => {
                     if let Some((at0, _)) = &self.nodal_start {
                         u[*i as usize] = at0[*k as usize];
+                    } else if let (Some(f), false) = (
+                        self.nodal_fallback[*k as usize],
+                        self.nodal_taken[*k as usize],
+                    ) {
+                        u[*i as usize] = f.eval(0.0);
                     }
                 }
             }
@@ -496,6 +475,11 @@ impl WaveSolver {
                 Prescribed::Slot(k) => {
                     if let Some((_, before)) = &self.nodal_start {
                         self.u_prev[*i as usize] = before[*k as usize];
+                    } else if let (Some(f), false) = (
+                        self.nodal_fallback[*k as usize],
+                        self.nodal_taken[*k as usize],
+                    ) {
+                        self.u_prev[*i as usize] = f.eval(-dt);
                     }
                 }
             }
@@ -561,6 +545,8 @@ impl WaveSolver {
             u_next,
             dirichlet,
             nodal_next,
+            nodal_fallback,
+            nodal_taken,
             forcing,
             wavelet,
             layout,
@@ -580,7 +566,10 @@ impl WaveSolver {
             for (i, v) in &dirichlet[phase] {
                 out[*i as usize] = match v {
                     Prescribed::Function(f) => f.eval(t_next),
-                    Prescribed::Slot(k) => nodal_next[*k as usize],
+                    Prescribed::Slot(k) => match nodal_fallback[*k as usize] {
+                        Some(f) if !nodal_taken[*k as usize] => f.eval(t_next),
+                        _ => nodal_next[*k as usize],
+                    },
                 };
             }
         };
