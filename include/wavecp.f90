@@ -30,12 +30,19 @@ module wavecp
         type(c_ptr) :: ptr = c_null_ptr
     end type
 
+    !> A network handle (a trained model forecasting frames at the host's vertices).
+    type, public :: wavecp_net
+        type(c_ptr) :: ptr = c_null_ptr
+    end type
+
     public :: wavecp_abi_version, wavecp_last_error, wavecp_create, wavecp_create_mpi, &
         wavecp_set, wavecp_advance, wavecp_time, wavecp_dt, wavecp_step, wavecp_num_steps, &
         wavecp_num_nodes, wavecp_node_ids, wavecp_coords, wavecp_get_field, &
         wavecp_get_field_prev, wavecp_set_field, wavecp_boundary_count, wavecp_boundary_nodes, &
         wavecp_set_boundary_values, wavecp_num_receivers, wavecp_receivers, wavecp_state_size, &
-        wavecp_save_state, wavecp_load_state, wavecp_write_output, wavecp_finish, wavecp_destroy
+        wavecp_save_state, wavecp_load_state, wavecp_write_output, wavecp_finish, wavecp_destroy, &
+        wavecp_net_open, wavecp_net_set_mesh, wavecp_net_frames, wavecp_net_forecast, &
+        wavecp_net_destroy
 
     interface
         function c_abi_version() bind(C, name="wavecp_abi_version") result(v)
@@ -117,6 +124,39 @@ module wavecp
         subroutine c_destroy(s) bind(C, name="wavecp_sim_destroy")
             import :: c_ptr
             type(c_ptr), value :: s
+        end subroutine
+        function c_net_open(model, device, out) bind(C, name="wavecp_net_open") result(rc)
+            import :: c_char, c_ptr, c_int
+            character(kind=c_char), intent(in) :: model(*), device(*)
+            type(c_ptr), intent(out) :: out
+            integer(c_int) :: rc
+        end function
+        function c_net_set_mesh(n, xy, np, tris, nt) bind(C, name="wavecp_net_set_mesh") result(rc)
+            import :: c_ptr, c_int, c_int64_t, c_double
+            type(c_ptr), value :: n
+            real(c_double), intent(in) :: xy(*)
+            integer(c_int64_t), value :: np, nt
+            integer(c_int64_t), intent(in) :: tris(*)
+            integer(c_int) :: rc
+        end function
+        function c_net_frames(n, t_in, t_out, dt) bind(C, name="wavecp_net_frames") result(rc)
+            import :: c_ptr, c_int, c_int64_t, c_double
+            type(c_ptr), value :: n
+            integer(c_int64_t), intent(out) :: t_in, t_out
+            real(c_double), intent(out) :: dt
+            integer(c_int) :: rc
+        end function
+        function c_net_forecast(n, past, np, next, nn) bind(C, name="wavecp_net_forecast") result(rc)
+            import :: c_ptr, c_int, c_int64_t, c_double
+            type(c_ptr), value :: n
+            real(c_double), intent(in) :: past(*)
+            real(c_double), intent(inout) :: next(*)
+            integer(c_int64_t), value :: np, nn
+            integer(c_int) :: rc
+        end function
+        subroutine c_net_destroy(n) bind(C, name="wavecp_net_destroy")
+            import :: c_ptr
+            type(c_ptr), value :: n
         end subroutine
     end interface
 
@@ -408,6 +448,51 @@ contains
         type(wavecp_sim), intent(inout) :: sim
         call c_destroy(sim%ptr)
         sim%ptr = c_null_ptr
+    end subroutine
+
+    !> Opens a model file (from `wavecp train`) on a device ("cpu", "cuda", "cuda:N", "auto").
+    subroutine wavecp_net_open(net, model, device, ierr)
+        type(wavecp_net), intent(out) :: net
+        character(len=*), intent(in) :: model, device
+        integer, intent(out), optional :: ierr
+        call done(c_net_open(trim(model)//c_null_char, trim(device)//c_null_char, net%ptr), ierr, &
+                  "wavecp_net_open")
+    end subroutine
+
+    !> The host's mesh, once: xy(2, npoints) and tris(3, ntris) with 0-based vertex numbers.
+    subroutine wavecp_net_set_mesh(net, xy, tris, ierr)
+        type(wavecp_net), intent(in) :: net
+        real(c_double), intent(in), contiguous :: xy(:, :)
+        integer(c_int64_t), intent(in), contiguous :: tris(:, :)
+        integer, intent(out), optional :: ierr
+        call done(c_net_set_mesh(net%ptr, xy, size(xy, 2, kind=c_int64_t), tris, &
+                                 size(tris, 2, kind=c_int64_t)), ierr, "wavecp_net_set_mesh")
+    end subroutine
+
+    !> Frames a forecast reads and gives, and the time between frames.
+    subroutine wavecp_net_frames(net, t_in, t_out, frame_dt, ierr)
+        type(wavecp_net), intent(in) :: net
+        integer(c_int64_t), intent(out) :: t_in, t_out
+        real(c_double), intent(out) :: frame_dt
+        integer, intent(out), optional :: ierr
+        call done(c_net_frames(net%ptr, t_in, t_out, frame_dt), ierr, "wavecp_net_frames")
+    end subroutine
+
+    !> next(npoints, t_out) from past(npoints, t_in), oldest frame first; vertices outside the
+    !> model's zone keep next's values.
+    subroutine wavecp_net_forecast(net, past, next, ierr)
+        type(wavecp_net), intent(in) :: net
+        real(c_double), intent(in), contiguous :: past(:, :)
+        real(c_double), intent(inout), contiguous :: next(:, :)
+        integer, intent(out), optional :: ierr
+        call done(c_net_forecast(net%ptr, past, size(past, kind=c_int64_t), next, &
+                                 size(next, kind=c_int64_t)), ierr, "wavecp_net_forecast")
+    end subroutine
+
+    subroutine wavecp_net_destroy(net)
+        type(wavecp_net), intent(inout) :: net
+        call c_net_destroy(net%ptr)
+        net%ptr = c_null_ptr
     end subroutine
 
 end module wavecp

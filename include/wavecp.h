@@ -18,6 +18,12 @@
  *   create --(set ...)--> [built by the first advance, query or output call] --> advance,
  *   get/set, write_output, save/load state ... --> finish (queries only) --> destroy.
  *   Using a handle after destroy returns WAVECP_ERR_HANDLE (handles are never reused).
+ *   The first call that builds the simulation is collective.
+ *
+ * Networks (wavecp_net: a trained wavecp model forecasting frames at the host's vertices):
+ *   open(model, device) --(set_zone)--> set_mesh (once: vertices and triangles) -->
+ *   (set_scenario, set_time) forecast ... --> destroy. Not collective: a network runs on the
+ *   rank that calls it.
  *
  * Fields. Every field array holds this rank's owned nodes, in the order wavecp_sim_node_ids
  * gives (their 0-based numbers in the mesh file, or in the generated mesh).
@@ -89,6 +95,9 @@
 // A bug in wavecp (a caught panic); the handle it happened in may no longer be used.
 #define WAVECP_ERR_INTERNAL 9
 
+// A network, opaque to the host.
+typedef struct wavecp_net wavecp_net;
+
 // A simulation, opaque to the host: only pointers to it are passed around.
 typedef struct wavecp_sim wavecp_sim;
 
@@ -99,6 +108,49 @@ extern "C" {
 // The ABI version of the loaded library as `major * 10000 + minor * 100 + patch`: a host
 // compiled against `WAVECP_ABI_MAJOR` checks `wavecp_abi_version() / 10000` equals it.
 uint32_t wavecp_abi_version(void);
+
+// Opens the model file `model_path` (a `.safetensors` written by `wavecp train`) on `device`
+// (`"cpu"`, `"cuda"`, `"cuda:N"` or `"auto"`); `*out` gets its handle. The model is read and
+// checked now; the device is opened by `wavecp_net_set_mesh`.
+int wavecp_net_open(const char *model_path, const char *device, wavecp_net **out);
+
+// Places the model's grid on `[x0, x1] × [y0, y1]` of the host's coordinates (without this
+// call: the zone the model file records). Before `wavecp_net_set_mesh`.
+int wavecp_net_set_zone(wavecp_net *n, double x0, double x1, double y0, double y1);
+
+// Binds the network to the host's mesh, once: `npoints` vertices (`xy`: x0, y0, x1, y1, ...)
+// and `ntris` triangles (`tris`: three 0-based vertex indices each; split quadrilaterals in
+// two). Opens the device.
+int wavecp_net_set_mesh(wavecp_net *n,
+                        const double *xy,
+                        int64_t npoints,
+                        const int64_t *tris,
+                        int64_t ntris);
+
+// Frames a forecast reads (`t_in`) and gives (`t_out`), and the time between frames the model
+// was trained on (`frame_dt`: the host's frames must be that far apart).
+int wavecp_net_frames(const wavecp_net *n, int64_t *t_in, int64_t *t_out, double *frame_dt);
+
+// How many of the host's vertices lie in the model's zone (a forecast writes those).
+int wavecp_net_covered(const wavecp_net *n, int64_t *count);
+
+// The scenario parameters a conditioned model reads (see `wavecp model info`).
+int wavecp_net_set_scenario(wavecp_net *n, const double *params, int64_t count);
+
+// The time of the next forecast's first input frame (read by a model conditioned on time).
+int wavecp_net_set_time(wavecp_net *n, double t0);
+
+// The next `t_out` frames at the host's vertices into `next` (`t_out × npoints` values, frame
+// after frame) from the last `t_in` in `past` (`t_in × npoints`, oldest first). Vertices
+// outside the zone keep the values `next` held.
+int wavecp_net_forecast(wavecp_net *n,
+                        const double *past,
+                        int64_t past_len,
+                        double *next,
+                        int64_t next_len);
+
+// Frees the network; NULL and already destroyed handles are ignored.
+void wavecp_net_destroy(wavecp_net *n);
 
 // Creates a simulation of the job file `job_toml_path` on this process alone; `*out` gets
 // its handle. The job is read and checked now; the mesh is built by the first call that needs

@@ -8,6 +8,7 @@
 //! registry.rs  live handles by id (a destroyed or forged handle is an error, not a crash)
 //! sim.rs       wavecp_sim_*: create (serial or on the host's MPI communicator), set, advance,
 //!              fields, boundary values, receivers, saved states, output
+//! net.rs       wavecp_net_*: a trained network forecasting frames at the host's vertices
 //! ```
 //!
 //! Every function returns a status code (`WAVECP_OK` = 0) except `wavecp_abi_version`,
@@ -20,10 +21,12 @@
 #![allow(clippy::missing_safety_doc)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod net;
 mod registry;
 mod sim;
 mod status;
 
+pub use net::*;
 pub use sim::*;
 pub use status::*;
 

@@ -117,7 +117,7 @@ fn with_sim(s: *const wavecp_sim, f: impl FnOnce(&mut Sim) -> Result<(), Failure
 ///
 /// # Safety
 /// `p` is NULL or points to a NUL-terminated string that outlives the call.
-unsafe fn text<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
+pub(crate) unsafe fn text<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
     if p.is_null() {
         return Err(Failure::new(WAVECP_ERR_NULL, format!("{what} is NULL")));
     }
@@ -128,7 +128,7 @@ unsafe fn text<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
 }
 
 /// The length `n` a host passed, checked against what the call needs.
-fn length(n: i64, expected: usize, what: &str) -> Result<usize, Failure> {
+pub(crate) fn length(n: i64, expected: usize, what: &str) -> Result<usize, Failure> {
     if n < 0 {
         return Err(Failure::new(
             WAVECP_ERR_ARG,
@@ -148,7 +148,11 @@ fn length(n: i64, expected: usize, what: &str) -> Result<usize, Failure> {
 ///
 /// # Safety
 /// `p` is NULL or points to `n` writable values.
-unsafe fn out_slice<'a, T>(p: *mut T, n: usize, what: &str) -> Result<&'a mut [T], Failure> {
+pub(crate) unsafe fn out_slice<'a, T>(
+    p: *mut T,
+    n: usize,
+    what: &str,
+) -> Result<&'a mut [T], Failure> {
     if n == 0 {
         return Ok(&mut []);
     }
@@ -163,7 +167,11 @@ unsafe fn out_slice<'a, T>(p: *mut T, n: usize, what: &str) -> Result<&'a mut [T
 ///
 /// # Safety
 /// `p` is NULL or points to `n` readable values.
-unsafe fn in_slice<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T], Failure> {
+pub(crate) unsafe fn in_slice<'a, T>(
+    p: *const T,
+    n: usize,
+    what: &str,
+) -> Result<&'a [T], Failure> {
     if n == 0 {
         return Ok(&[]);
     }
@@ -178,7 +186,7 @@ unsafe fn in_slice<'a, T>(p: *const T, n: usize, what: &str) -> Result<&'a [T], 
 ///
 /// # Safety
 /// `p` is NULL or points to a writable `T`.
-unsafe fn put<T>(p: *mut T, v: T, what: &str) -> Result<(), Failure> {
+pub(crate) unsafe fn put<T>(p: *mut T, v: T, what: &str) -> Result<(), Failure> {
     if p.is_null() {
         return Err(Failure::new(WAVECP_ERR_NULL, format!("{what} is NULL")));
     }

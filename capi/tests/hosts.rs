@@ -305,3 +305,53 @@ fn scikit_fem_host_drives_a_wavecp_zone_to_its_own_solution() {
     );
     assert!(fine < 0.04, "{fine}");
 }
+
+/// The surrogate handle from Fortran and Python (examples/forecast/): the demo network's
+/// forecast of the demo case at the host's vertices, bitwise the same from both, within 10 %
+/// of the FE solution (measured 3.5 %; repeating the last frame: 143 %).
+#[test]
+fn fortran_and_python_forecast_hosts_agree_bitwise_and_with_the_fe_solution() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let exe = d.join("forecast_f");
+    let fc = repo().join("examples/forecast");
+    build(
+        "gfortran",
+        &[repo().join("include/wavecp.f90"), fc.join("forecast.f90")],
+        &exe,
+        &[],
+    );
+    let (job, model) = (
+        fc.join("demo_fe.toml"),
+        repo().join("models/demo_cp.safetensors"),
+    );
+    let limit = Duration::from_secs(120);
+    run(Command::new(&exe).arg(&job).arg(&model).arg(d), limit);
+    let out = run(
+        Command::new("python3")
+            .arg(fc.join("forecast.py"))
+            .arg(&job)
+            .arg(&model)
+            .arg(d)
+            .env("PYTHONPATH", repo().join("python"))
+            .env("WAVECP_LIB", lib_dir().join("libwavecp_c.so")),
+        limit,
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let (err, still) = (
+        v["forecast_rel_l2"].as_f64().unwrap(),
+        v["last_frame_rel_l2"].as_f64().unwrap(),
+    );
+    assert!(err < 0.10 && err < 0.1 * still, "{v}");
+    let read = |name: &str| -> Vec<f64> {
+        std::fs::read_to_string(d.join(name))
+            .unwrap()
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect()
+    };
+    let (f, p) = (read("f_forecast.txt"), read("py_forecast.txt"));
+    assert_eq!(f.len(), 8 * 256);
+    assert!(same_bits(&f, &p), "Fortran and Python forecasts differ");
+}

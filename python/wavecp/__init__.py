@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Sim", "WavecpError", "abi_version", "library_path"]
+__all__ = ["Net", "Sim", "WavecpError", "abi_version", "library_path"]
 
 ABI_MAJOR = 1
 
@@ -74,6 +74,15 @@ _SIGNATURES = {
     "wavecp_sim_write_output": (ctypes.c_int, [_sim]),
     "wavecp_sim_finish": (ctypes.c_int, [_sim]),
     "wavecp_sim_destroy": (None, [_sim]),
+    "wavecp_net_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_sim)]),
+    "wavecp_net_set_zone": (ctypes.c_int, [_sim] + [ctypes.c_double] * 4),
+    "wavecp_net_set_mesh": (ctypes.c_int, [_sim, _f64p, _i64, _i64p, _i64]),
+    "wavecp_net_frames": (ctypes.c_int, [_sim, ctypes.POINTER(_i64), ctypes.POINTER(_i64), ctypes.POINTER(ctypes.c_double)]),
+    "wavecp_net_covered": (ctypes.c_int, [_sim, ctypes.POINTER(_i64)]),
+    "wavecp_net_set_scenario": (ctypes.c_int, [_sim, _f64p, _i64]),
+    "wavecp_net_set_time": (ctypes.c_int, [_sim, ctypes.c_double]),
+    "wavecp_net_forecast": (ctypes.c_int, [_sim, _f64p, _i64, _f64p, _i64]),
+    "wavecp_net_destroy": (None, [_sim]),
 }
 for _name, (_res, _args) in _SIGNATURES.items():
     _fn = getattr(_lib, _name)
@@ -241,6 +250,81 @@ class Sim:
         """Frees the simulation (finishing its output); further calls raise WavecpError."""
         if self._h is not None:
             _lib.wavecp_sim_destroy(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Net:
+    """A trained wavecp network (a model file from `wavecp train`) forecasting frames at the
+    host's own vertices. `points` (n, 2) and `triangles` (m, 3, 0-based) are the host's mesh,
+    given once; `zone` (x0, x1, y0, y1) places the model's grid (default: the zone its file
+    records); `device` is "cpu", "cuda", "cuda:N" or "auto"."""
+
+    def __init__(self, model, points, triangles, device="cpu", zone=None):
+        h = _sim()
+        _check("wavecp_net_open", _lib.wavecp_net_open(str(model).encode(), device.encode(), ctypes.byref(h)))
+        self._h = h
+        try:
+            if zone is not None:
+                self._call("wavecp_net_set_zone", *[float(v) for v in zone])
+            xy = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 2)
+            tris = np.ascontiguousarray(triangles, dtype=np.int64).reshape(-1, 3)
+            self._call("wavecp_net_set_mesh", xy, xy.shape[0], tris, tris.shape[0])
+        except Exception:
+            self.close()
+            raise
+        self.npoints = xy.shape[0]
+        t_in, t_out, fdt = _i64(), _i64(), ctypes.c_double()
+        self._call("wavecp_net_frames", ctypes.byref(t_in), ctypes.byref(t_out), ctypes.byref(fdt))
+        self.t_in, self.t_out, self.frame_dt = t_in.value, t_out.value, fdt.value
+
+    def _call(self, name, *args):
+        if self._h is None:
+            raise WavecpError(name, 2, "the network was closed")
+        _check(name, getattr(_lib, name)(self._h, *args))
+
+    @property
+    def covered(self):
+        """How many of the host's vertices lie in the model's zone."""
+        n = _i64()
+        self._call("wavecp_net_covered", ctypes.byref(n))
+        return n.value
+
+    def set_scenario(self, params):
+        p = np.ascontiguousarray(params, dtype=np.float64)
+        self._call("wavecp_net_set_scenario", p, p.size)
+
+    def set_time(self, t0):
+        """Time of the next forecast's first input frame (models conditioned on time)."""
+        self._call("wavecp_net_set_time", float(t0))
+
+    def forecast(self, past, out=None):
+        """(t_out, n) frames from the last (t_in, n) frames, oldest first. Vertices outside the
+        zone keep `out`'s values (zeros when `out` is not given)."""
+        past = np.ascontiguousarray(past, dtype=np.float64)
+        if past.shape != (self.t_in, self.npoints):
+            raise ValueError(f"past has shape {past.shape}, the network reads {(self.t_in, self.npoints)}")
+        if out is None:
+            out = np.zeros((self.t_out, self.npoints))
+        elif out.shape != (self.t_out, self.npoints) or out.dtype != np.float64 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float64 array of shape {(self.t_out, self.npoints)}")
+        self._call("wavecp_net_forecast", past, past.size, out, out.size)
+        return out
+
+    def close(self):
+        if self._h is not None:
+            _lib.wavecp_net_destroy(self._h)
             self._h = None
 
     def __enter__(self):

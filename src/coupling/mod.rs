@@ -16,6 +16,8 @@ pub mod network;
 #[cfg(feature = "hdf5")]
 pub mod pareto;
 #[cfg(feature = "hdf5")]
+pub mod points;
+#[cfg(feature = "hdf5")]
 pub mod solve;
 #[cfg(feature = "hdf5")]
 mod subcheck;
