@@ -110,7 +110,7 @@ pub unsafe extern "C" fn wavecp_net_set_zone(
 ) -> c_int {
     with_net(n, |net| match net {
         Net::Opened { zone, .. } => {
-            if !(x0 < x1 && y0 < y1) || ![x0, x1, y0, y1].iter().all(|v| v.is_finite()) {
+            if !(x0 < x1 && y0 < y1 && [x0, x1, y0, y1].iter().all(|v| v.is_finite())) {
                 return Err(Failure::new(
                     WAVECP_ERR_ARG,
                     format!("zone [{x0}, {x1}] x [{y0}, {y1}] is empty or not finite"),
