@@ -56,7 +56,7 @@ impl Sim {
     fn new(job: &Path, comm: Box<dyn Comm>) -> Result<Self, Failure> {
         init_logging();
         // Read and checked now, so a bad job is reported by the create call itself.
-        Config::load(job, &[]).map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
+        check_job(job, &[])?;
         Ok(Sim {
             job: job.to_path_buf(),
             overrides: Vec::new(),
@@ -94,6 +94,22 @@ impl Sim {
     }
 }
 
+/// Reads and checks a job with its overrides: what a host may step (no `[coupling]` yet).
+fn check_job(job: &Path, overrides: &[String]) -> Result<(), Failure> {
+    let cfg =
+        Config::load(job, overrides).map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
+    if cfg.coupling.is_some() {
+        return Err(Failure::new(
+            WAVECP_ERR_JOB,
+            format!(
+                "{}: a job with [coupling] (hybrid or submodel) cannot be stepped through the C ABI yet; remove the section to step its FE model",
+                job.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `WAVECP_LOG=info` (any tracing filter) shows wavecp's log on stderr; silent otherwise.
 fn init_logging() {
     if let Ok(filter) = std::env::var("WAVECP_LOG") {
@@ -109,8 +125,19 @@ fn with_sim(s: *const wavecp_sim, f: impl FnOnce(&mut Sim) -> Result<(), Failure
     guard(|| {
         let arc = SIMS.get(s as u64)?;
         let mut g = lock(&arc)?;
+        if test_panic() {
+            // The test hook's panic, inside the lock as a bug in `f` would be.
+            panic!("WAVECP_TEST_PANIC is set");
+        }
         f(&mut g)
     })
+}
+
+/// Test hook: with `WAVECP_TEST_PANIC=1` in the environment at the first call, every call on a
+/// simulation panics inside wavecp (capi/tests/panic.rs checks the panic stays inside).
+fn test_panic() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("WAVECP_TEST_PANIC").is_some_and(|v| v == "1"))
 }
 
 /// A NUL-terminated UTF-8 string argument.
@@ -256,7 +283,7 @@ pub unsafe extern "C" fn wavecp_sim_set(
         }
         let mut all = sim.overrides.clone();
         all.push(kv.to_string());
-        Config::load(&sim.job, &all).map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
+        check_job(&sim.job, &all)?;
         sim.overrides = all;
         Ok(())
     })

@@ -76,6 +76,14 @@ impl<'c> Hosted<'c> {
         job_file: Option<&Path>,
         comm: &'c dyn Comm,
     ) -> Result<Self, DriverError> {
+        if cfg.coupling.is_some() {
+            return Err(invalid(
+                "coupling",
+                "a job with [coupling] (hybrid or submodel) cannot be stepped by a host yet: only its \
+                 FE simulation could be, and running that in its place would be silently another run; \
+                 remove [coupling] to step the FE model, or run the job with `wavecp solve`",
+            ));
+        }
         let mut cfg = cfg.clone();
         cfg.checkpoint.path = PathBuf::new();
         cfg.validate()?;
