@@ -19,6 +19,10 @@
  *   get/set, write_output, save/load state ... --> finish (queries only) --> destroy.
  *   Using a handle after destroy returns WAVECP_ERR_HANDLE (handles are never reused).
  *   The first call that builds the simulation is collective.
+ *   A hybrid job ([coupling], mode = "hybrid") runs its window loop inside advance: a window
+ *   that does not fit in the steps asked for is the solver's, so advance by whole windows (or
+ *   to the end) to let the network take them; wavecp_sim_hybrid_windows counts them. Submodel
+ *   jobs are refused (WAVECP_ERR_JOB).
  *
  * Networks (wavecp_net: a trained wavecp model forecasting frames at the host's vertices):
  *   open(model, device) --(set_zone)--> set_mesh (once: vertices and triangles) -->
@@ -233,6 +237,14 @@ int wavecp_sim_save_state(const wavecp_sim *s, uint8_t *buf, int64_t bytes);
 // Continues from a state `wavecp_sim_save_state` wrote (collective). One of another job,
 // rank or layout is refused with `WAVECP_ERR_ARG`.
 int wavecp_sim_load_state(wavecp_sim *s, const uint8_t *buf, int64_t bytes);
+
+// A hybrid job's window counts so far (from the first advance): windows the network's
+// forecast was accepted for and rejected for, and the steps it replaced. `WAVECP_ERR_ARG` for
+// a job without `[coupling]`.
+int wavecp_sim_hybrid_windows(const wavecp_sim *s,
+                              int64_t *accepted,
+                              int64_t *rejected,
+                              int64_t *steps_surrogate);
 
 // Appends the current step (and the receiver values since the last output step) to the job's
 // `output.path` (VTKHDF + XDMF, as `wavecp solve` writes it; nothing when the job has no

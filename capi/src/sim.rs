@@ -9,6 +9,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
 use wavecp::comm::{Comm, Serial};
 use wavecp::config::Config;
+use wavecp::coupling::hosted::HostedHybrid;
 use wavecp::sim::Hosted;
 
 /// A simulation, opaque to the host: only pointers to it are passed around.
@@ -28,6 +29,8 @@ struct Sim {
     /// after the simulation.
     comm: &'static dyn Comm,
     hosted: Option<Hosted<'static>>,
+    /// A hybrid job's window loop (`[coupling]`, `mode = "hybrid"`).
+    hybrid: Option<HostedHybrid>,
 }
 
 // SAFETY: a `Sim` is reached only through its registry mutex, one thread at a time. What it
@@ -38,6 +41,7 @@ unsafe impl Send for Sim {}
 
 impl Drop for Sim {
     fn drop(&mut self) {
+        self.hybrid = None;
         if let Some(mut h) = self.hosted.take() {
             // Whatever was written stays readable under its final name; an error here has no
             // caller to go to but the log.
@@ -62,6 +66,7 @@ impl Sim {
             overrides: Vec::new(),
             comm: Box::leak(comm),
             hosted: None,
+            hybrid: None,
         })
     }
 
@@ -71,12 +76,29 @@ impl Sim {
             let cfg = Config::load(&self.job, &self.overrides)
                 .map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
             let base = self.job.parent().unwrap_or(Path::new("."));
-            let h = Hosted::new(&cfg, base, Some(&self.job), self.comm)?;
-            self.hosted = Some(h);
+            if cfg.coupling.is_some() {
+                let (h, hy) = HostedHybrid::new(&cfg, base, Some(&self.job), self.comm)?;
+                self.hybrid = Some(hy);
+                self.hosted = Some(h);
+            } else {
+                self.hosted = Some(Hosted::new(&cfg, base, Some(&self.job), self.comm)?);
+            }
         }
         self.hosted
             .as_mut()
             .ok_or_else(|| Failure::new(WAVECP_ERR_INTERNAL, "simulation missing after build"))
+    }
+
+    /// This rank's saved state (with the hybrid loop's beside it).
+    fn saved(&mut self) -> Result<Vec<u8>, Failure> {
+        self.built()?;
+        let extra = self
+            .hybrid
+            .as_ref()
+            .map(HostedHybrid::save)
+            .unwrap_or_default();
+        let h = self.hosted.as_ref().ok_or_else(unbuilt)?;
+        Ok(h.save_state_with(extra))
     }
 
     /// The built simulation for a call that changes it: refused after `wavecp_sim_finish`.
@@ -94,20 +116,26 @@ impl Sim {
     }
 }
 
-/// Reads and checks a job with its overrides: what a host may step (no `[coupling]` yet).
+/// Reads and checks a job with its overrides: what a host may step (FE jobs and hybrid ones;
+/// not submodel ones yet).
 fn check_job(job: &Path, overrides: &[String]) -> Result<(), Failure> {
     let cfg =
         Config::load(job, overrides).map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
-    if cfg.coupling.is_some() {
-        return Err(Failure::new(
+    match &cfg.coupling {
+        Some(c) if c.mode != "hybrid" => Err(Failure::new(
             WAVECP_ERR_JOB,
             format!(
-                "{}: a job with [coupling] (hybrid or submodel) cannot be stepped through the C ABI yet; remove the section to step its FE model",
-                job.display()
+                "{}: a `{}` job cannot be stepped through the C ABI yet (FE and hybrid jobs can); run it with `wavecp solve`",
+                job.display(),
+                c.mode
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+fn unbuilt() -> Failure {
+    Failure::new(WAVECP_ERR_INTERNAL, "simulation missing after build")
 }
 
 /// `WAVECP_LOG=info` (any tracing filter) shows wavecp's log on stderr; silent otherwise.
@@ -299,7 +327,12 @@ pub unsafe extern "C" fn wavecp_sim_advance(s: *mut wavecp_sim, steps: i64) -> c
                 format!("steps = {steps} is negative"),
             ));
         }
-        sim.open("wavecp_sim_advance")?.advance(steps as usize)?;
+        sim.open("wavecp_sim_advance")?;
+        let h = sim.hosted.as_mut().ok_or_else(unbuilt)?;
+        match sim.hybrid.as_mut() {
+            Some(hy) => hy.advance(h, steps as usize)?,
+            None => h.advance(steps as usize)?,
+        }
         Ok(())
     })
 }
@@ -428,6 +461,10 @@ pub unsafe extern "C" fn wavecp_sim_set_field(
         // SAFETY: `n` readable doubles each (header contract).
         let (a, b) = unsafe { (in_slice(u, n, "u")?, in_slice(u_prev, n, "u_prev")?) };
         h.set_field(a, b)?;
+        // The recorded frames are of the field replaced: the loop warms up again from here.
+        if let Some(hy) = sim.hybrid.as_mut() {
+            hy.reset();
+        }
         Ok(())
     })
 }
@@ -529,7 +566,7 @@ pub unsafe extern "C" fn wavecp_sim_receivers(
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_state_size(s: *const wavecp_sim, bytes: *mut i64) -> c_int {
     with_sim(s, |sim| {
-        let v = sim.built()?.save_state().len() as i64;
+        let v = sim.saved()?.len() as i64;
         // SAFETY: a writable int64 (header contract).
         unsafe { put(bytes, v, "bytes") }
     })
@@ -545,7 +582,7 @@ pub unsafe extern "C" fn wavecp_sim_save_state(
     bytes: i64,
 ) -> c_int {
     with_sim(s, |sim| {
-        let st = sim.built()?.save_state();
+        let st = sim.saved()?;
         let n = length(bytes, st.len(), "save_state (bytes)")?;
         // SAFETY: `n` writable bytes (header contract).
         unsafe { out_slice(buf, n, "buf") }?.copy_from_slice(&st);
@@ -570,8 +607,50 @@ pub unsafe extern "C" fn wavecp_sim_load_state(
         }
         // SAFETY: `bytes` readable bytes (header contract).
         let b = unsafe { in_slice(buf, bytes as usize, "buf") }?;
-        sim.open("wavecp_sim_load_state")?.load_state(b)?;
+        let extra = sim.open("wavecp_sim_load_state")?.load_state(b)?;
+        match sim.hybrid.as_mut() {
+            Some(hy) => hy.load(&extra)?,
+            None if !extra.is_empty() => {
+                return Err(Failure::new(
+                    WAVECP_ERR_ARG,
+                    "the state holds a hybrid loop's frames and this job has no [coupling]",
+                ))
+            }
+            None => {}
+        }
         Ok(())
+    })
+}
+
+/// A hybrid job's window counts so far (from the first advance): windows the network's
+/// forecast was accepted for and rejected for, and the steps it replaced. `WAVECP_ERR_ARG` for
+/// a job without `[coupling]`.
+#[no_mangle]
+pub unsafe extern "C" fn wavecp_sim_hybrid_windows(
+    s: *const wavecp_sim,
+    accepted: *mut i64,
+    rejected: *mut i64,
+    steps_surrogate: *mut i64,
+) -> c_int {
+    with_sim(s, |sim| {
+        sim.built()?;
+        let Some(hy) = sim.hybrid.as_ref() else {
+            return Err(Failure::new(
+                WAVECP_ERR_ARG,
+                "the job has no [coupling] section",
+            ));
+        };
+        let sm = hy.summary();
+        // SAFETY: writable int64 values (header contract).
+        unsafe {
+            put(accepted, sm.windows_accepted as i64, "accepted")?;
+            put(rejected, sm.windows_rejected as i64, "rejected")?;
+            put(
+                steps_surrogate,
+                sm.steps_surrogate as i64,
+                "steps_surrogate",
+            )
+        }
     })
 }
 

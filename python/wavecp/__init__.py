@@ -74,6 +74,7 @@ _SIGNATURES = {
     "wavecp_sim_write_output": (ctypes.c_int, [_sim]),
     "wavecp_sim_finish": (ctypes.c_int, [_sim]),
     "wavecp_sim_destroy": (None, [_sim]),
+    "wavecp_sim_hybrid_windows": (ctypes.c_int, [_sim, ctypes.POINTER(_i64), ctypes.POINTER(_i64), ctypes.POINTER(_i64)]),
     "wavecp_net_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_sim)]),
     "wavecp_net_set_zone": (ctypes.c_int, [_sim] + [ctypes.c_double] * 4),
     "wavecp_net_set_mesh": (ctypes.c_int, [_sim, _f64p, _i64, _i64p, _i64]),
@@ -237,6 +238,12 @@ class Sim:
         """Continues bit for bit from save_state's bytes of a simulation of the same job."""
         buf = np.frombuffer(state, dtype=np.uint8).copy()
         self._call("wavecp_sim_load_state", buf, buf.size)
+
+    def hybrid_windows(self):
+        """A hybrid job's (accepted, rejected, steps replaced by the network) so far."""
+        a, r, k = _i64(), _i64(), _i64()
+        self._call("wavecp_sim_hybrid_windows", ctypes.byref(a), ctypes.byref(r), ctypes.byref(k))
+        return a.value, r.value, k.value
 
     def write_output(self):
         """Appends the current step to the job's output file (collective)."""

@@ -9,6 +9,8 @@ pub mod bench;
 #[cfg(feature = "hdf5")]
 pub mod calibrate;
 pub mod handback;
+#[cfg(feature = "hdf5")]
+pub mod hosted;
 pub mod hybrid;
 pub mod indicators;
 #[cfg(feature = "hdf5")]

@@ -367,17 +367,17 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
 
 /// What every rank holds of the pieces: the transfer of its own nodes, the network (rank 0
 /// only), the settings, and the forecaster's frames in and out.
-struct OnRanks {
-    transfer: ZoneTransfer,
-    net: Option<NetworkForecaster>,
-    cfg: HybridConfig,
-    frames: (usize, usize),
-    threshold: Option<f64>,
+pub(super) struct OnRanks {
+    pub transfer: ZoneTransfer,
+    pub net: Option<NetworkForecaster>,
+    pub cfg: HybridConfig,
+    pub frames: (usize, usize),
+    pub threshold: Option<f64>,
 }
 
 /// [`parts`] on rank 0, its outcome told to every rank (collective): each rank gets its
 /// [`OnRanks`], or every rank rank 0's error.
-fn parts_on(
+pub(super) fn parts_on(
     c: &CouplingConfig,
     job: (&Config, &Path),
     sim: &Simulation<'_>,

@@ -45,6 +45,8 @@ struct Saved {
     dt: u64,
     state: State,
     nodal: NodalValues,
+    /// What a coupling stepping the simulation keeps besides (its own encoding).
+    extra: Vec<u8>,
 }
 
 /// A job's simulation driven by a host program. Collective calls (every rank of the
@@ -76,16 +78,38 @@ impl<'c> Hosted<'c> {
         job_file: Option<&Path>,
         comm: &'c dyn Comm,
     ) -> Result<Self, DriverError> {
-        if cfg.coupling.is_some() {
+        Self::build(cfg, base, job_file, comm, false)
+    }
+
+    /// [`Hosted::new`] of the FE part of a `[coupling]` job, for the coupling that drives it
+    /// (`coupling::hosted`).
+    pub fn new_coupled(
+        cfg: &Config,
+        base: &Path,
+        job_file: Option<&Path>,
+        comm: &'c dyn Comm,
+    ) -> Result<Self, DriverError> {
+        Self::build(cfg, base, job_file, comm, true)
+    }
+
+    fn build(
+        cfg: &Config,
+        base: &Path,
+        job_file: Option<&Path>,
+        comm: &'c dyn Comm,
+        coupled: bool,
+    ) -> Result<Self, DriverError> {
+        if cfg.coupling.is_some() && !coupled {
             return Err(invalid(
                 "coupling",
-                "a job with [coupling] (hybrid or submodel) cannot be stepped by a host yet: only its \
-                 FE simulation could be, and running that in its place would be silently another run; \
-                 remove [coupling] to step the FE model, or run the job with `wavecp solve`",
+                "a job with [coupling]: its FE model alone would silently be another run than the \
+                 job describes; a hybrid job is stepped through coupling::hosted::HostedHybrid \
+                 (the C ABI does so), or remove [coupling] to step the FE model",
             ));
         }
         let mut cfg = cfg.clone();
         cfg.checkpoint.path = PathBuf::new();
+        cfg.coupling = None;
         cfg.validate()?;
         let opts = RunOptions {
             job_file: job_file.map(Path::to_path_buf),
@@ -263,6 +287,21 @@ impl<'c> Hosted<'c> {
         &self.sim
     }
 
+    /// Runs `f` on the simulation, for a coupling that takes the steps itself (the hybrid loop):
+    /// receivers get one row, at the step `f` leaves the simulation at (not one a step). The
+    /// job's `solver.threads` pool is not used (rayon's global one is).
+    pub fn drive<R>(
+        &mut self,
+        f: impl FnOnce(&mut Simulation<'c>) -> Result<R, DriverError>,
+    ) -> Result<R, DriverError> {
+        self.check_open("advance")?;
+        let r = f(&mut self.sim)?;
+        if self.record {
+            self.io.record(&self.sim);
+        }
+        Ok(r)
+    }
+
     /// The job's number of steps (to `time.end`).
     pub fn job_steps(&self) -> usize {
         self.nsteps
@@ -410,6 +449,11 @@ impl<'c> Hosted<'c> {
     /// This rank's state as bytes: load them into a simulation of the same job on the same
     /// ranks to continue bit for bit.
     pub fn save_state(&self) -> Vec<u8> {
+        self.save_state_with(Vec::new())
+    }
+
+    /// [`Hosted::save_state`] with a coupling's own state beside (`load_state` gives it back).
+    pub fn save_state_with(&self, extra: Vec<u8>) -> Vec<u8> {
         let comm = self.sim.comm();
         crate::comm::to_bytes(&Saved {
             magic: STATE_MAGIC,
@@ -420,12 +464,13 @@ impl<'c> Hosted<'c> {
             dt: self.sim.dt().to_bits(),
             state: self.sim.state(),
             nodal: self.sim.solver().nodal_values(),
+            extra,
         })
     }
 
     /// Continues from a state [`Hosted::save_state`] gave; refuses one of another job, layout
-    /// or rank. Collective.
-    pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
+    /// or rank. Returns the coupling's state saved beside it (empty if none). Collective.
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<Vec<u8>, DriverError> {
         self.check_open("load_state")?;
         // Every rank refuses when one does, so none waits in the restore's exchange.
         let checked = self.check_state(bytes);
@@ -437,7 +482,8 @@ impl<'c> Hosted<'c> {
             Ok(_) if flag[0] != 0.0 => Err(invalid("state", "another rank refused its state")),
             Ok(s) => {
                 self.sim.solver_mut().restore_nodal_values(&s.nodal)?;
-                self.sim.restore(&s.state)
+                self.sim.restore(&s.state)?;
+                Ok(s.extra)
             }
         }
     }
