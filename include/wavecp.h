@@ -246,6 +246,11 @@ int wavecp_sim_hybrid_windows(const wavecp_sim *s,
                               int64_t *rejected,
                               int64_t *steps_surrogate);
 
+// A submodel job's windows done so far and the latest one's indicator (how far the zone's FE
+// frames drifted from the network's forecast of them, on the grid; NaN before the first
+// window ends). `WAVECP_ERR_ARG` for another job.
+int wavecp_sim_submodel_windows(const wavecp_sim *s, int64_t *windows, double *indicator);
+
 // Appends the current step (and the receiver values since the last output step) to the job's
 // `output.path` (VTKHDF + XDMF, as `wavecp solve` writes it; nothing when the job has no
 // output path). Checks the field is finite. Collective.

@@ -9,8 +9,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::path::{Path, PathBuf};
 use wavecp::comm::{Comm, Serial};
 use wavecp::config::Config;
-use wavecp::coupling::hosted::HostedHybrid;
-use wavecp::sim::Hosted;
+use wavecp::coupling::hosted::{self, HostedRun};
 
 /// A simulation, opaque to the host: only pointers to it are passed around.
 #[allow(non_camel_case_types)]
@@ -28,9 +27,8 @@ struct Sim {
     /// Leaked for the life of the handle, since the simulation borrows it; freed in `drop`
     /// after the simulation.
     comm: &'static dyn Comm,
-    hosted: Option<Hosted<'static>>,
-    /// A hybrid job's window loop (`[coupling]`, `mode = "hybrid"`).
-    hybrid: Option<HostedHybrid>,
+    /// The job's FE model, hybrid run or submodel run (`coupling::hosted::open`).
+    hosted: Option<Box<dyn HostedRun + 'static>>,
 }
 
 // SAFETY: a `Sim` is reached only through its registry mutex, one thread at a time. What it
@@ -41,7 +39,6 @@ unsafe impl Send for Sim {}
 
 impl Drop for Sim {
     fn drop(&mut self) {
-        self.hybrid = None;
         if let Some(mut h) = self.hosted.take() {
             // Whatever was written stays readable under its final name; an error here has no
             // caller to go to but the log.
@@ -66,43 +63,33 @@ impl Sim {
             overrides: Vec::new(),
             comm: Box::leak(comm),
             hosted: None,
-            hybrid: None,
         })
     }
 
     /// The simulation, built on first use (collective on a communicator).
-    fn built(&mut self) -> Result<&mut Hosted<'static>, Failure> {
+    fn built(&mut self) -> Result<&mut (dyn HostedRun + 'static), Failure> {
         if self.hosted.is_none() {
             let cfg = Config::load(&self.job, &self.overrides)
                 .map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
             let base = self.job.parent().unwrap_or(Path::new("."));
-            if cfg.coupling.is_some() {
-                let (h, hy) = HostedHybrid::new(&cfg, base, Some(&self.job), self.comm)?;
-                self.hybrid = Some(hy);
-                self.hosted = Some(h);
-            } else {
-                self.hosted = Some(Hosted::new(&cfg, base, Some(&self.job), self.comm)?);
-            }
+            self.hosted = Some(hosted::open(&cfg, base, Some(&self.job), self.comm)?);
         }
-        self.hosted
-            .as_mut()
-            .ok_or_else(|| Failure::new(WAVECP_ERR_INTERNAL, "simulation missing after build"))
+        match self.hosted.as_deref_mut() {
+            Some(h) => Ok(h),
+            None => Err(Failure::new(
+                WAVECP_ERR_INTERNAL,
+                "simulation missing after build",
+            )),
+        }
     }
 
-    /// This rank's saved state (with the hybrid loop's beside it).
+    /// This rank's saved state (with a coupled run's own beside it).
     fn saved(&mut self) -> Result<Vec<u8>, Failure> {
-        self.built()?;
-        let extra = self
-            .hybrid
-            .as_ref()
-            .map(HostedHybrid::save)
-            .unwrap_or_default();
-        let h = self.hosted.as_ref().ok_or_else(unbuilt)?;
-        Ok(h.save_state_with(extra))
+        Ok(self.built()?.save_state())
     }
 
     /// The built simulation for a call that changes it: refused after `wavecp_sim_finish`.
-    fn open(&mut self, call: &str) -> Result<&mut Hosted<'static>, Failure> {
+    fn open(&mut self, call: &str) -> Result<&mut (dyn HostedRun + 'static), Failure> {
         let h = self.built()?;
         if h.is_finished() {
             return Err(Failure::new(
@@ -116,26 +103,10 @@ impl Sim {
     }
 }
 
-/// Reads and checks a job with its overrides: what a host may step (FE jobs and hybrid ones;
-/// not submodel ones yet).
+/// Reads and checks a job with its overrides.
 fn check_job(job: &Path, overrides: &[String]) -> Result<(), Failure> {
-    let cfg =
-        Config::load(job, overrides).map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
-    match &cfg.coupling {
-        Some(c) if c.mode != "hybrid" => Err(Failure::new(
-            WAVECP_ERR_JOB,
-            format!(
-                "{}: a `{}` job cannot be stepped through the C ABI yet (FE and hybrid jobs can); run it with `wavecp solve`",
-                job.display(),
-                c.mode
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn unbuilt() -> Failure {
-    Failure::new(WAVECP_ERR_INTERNAL, "simulation missing after build")
+    Config::load(job, overrides).map_err(|e| Failure::new(WAVECP_ERR_JOB, e.to_string()))?;
+    Ok(())
 }
 
 /// `WAVECP_LOG=info` (any tracing filter) shows wavecp's log on stderr; silent otherwise.
@@ -327,12 +298,7 @@ pub unsafe extern "C" fn wavecp_sim_advance(s: *mut wavecp_sim, steps: i64) -> c
                 format!("steps = {steps} is negative"),
             ));
         }
-        sim.open("wavecp_sim_advance")?;
-        let h = sim.hosted.as_mut().ok_or_else(unbuilt)?;
-        match sim.hybrid.as_mut() {
-            Some(hy) => hy.advance(h, steps as usize)?,
-            None => h.advance(steps as usize)?,
-        }
+        sim.open("wavecp_sim_advance")?.advance(steps as usize)?;
         Ok(())
     })
 }
@@ -461,10 +427,6 @@ pub unsafe extern "C" fn wavecp_sim_set_field(
         // SAFETY: `n` readable doubles each (header contract).
         let (a, b) = unsafe { (in_slice(u, n, "u")?, in_slice(u_prev, n, "u_prev")?) };
         h.set_field(a, b)?;
-        // The recorded frames are of the field replaced: the loop warms up again from here.
-        if let Some(hy) = sim.hybrid.as_mut() {
-            hy.reset();
-        }
         Ok(())
     })
 }
@@ -607,17 +569,7 @@ pub unsafe extern "C" fn wavecp_sim_load_state(
         }
         // SAFETY: `bytes` readable bytes (header contract).
         let b = unsafe { in_slice(buf, bytes as usize, "buf") }?;
-        let extra = sim.open("wavecp_sim_load_state")?.load_state(b)?;
-        match sim.hybrid.as_mut() {
-            Some(hy) => hy.load(&extra)?,
-            None if !extra.is_empty() => {
-                return Err(Failure::new(
-                    WAVECP_ERR_ARG,
-                    "the state holds a hybrid loop's frames and this job has no [coupling]",
-                ))
-            }
-            None => {}
-        }
+        sim.open("wavecp_sim_load_state")?.load_state(b)?;
         Ok(())
     })
 }
@@ -633,14 +585,12 @@ pub unsafe extern "C" fn wavecp_sim_hybrid_windows(
     steps_surrogate: *mut i64,
 ) -> c_int {
     with_sim(s, |sim| {
-        sim.built()?;
-        let Some(hy) = sim.hybrid.as_ref() else {
+        let Some(sm) = sim.built()?.hybrid() else {
             return Err(Failure::new(
                 WAVECP_ERR_ARG,
-                "the job has no [coupling] section",
+                "not a hybrid job ([coupling] mode = \"hybrid\")",
             ));
         };
-        let sm = hy.summary();
         // SAFETY: writable int64 values (header contract).
         unsafe {
             put(accepted, sm.windows_accepted as i64, "accepted")?;
@@ -650,6 +600,30 @@ pub unsafe extern "C" fn wavecp_sim_hybrid_windows(
                 sm.steps_surrogate as i64,
                 "steps_surrogate",
             )
+        }
+    })
+}
+
+/// A submodel job's windows done so far and the latest one's indicator (how far the zone's FE
+/// frames drifted from the network's forecast of them, on the grid; NaN before the first
+/// window ends). `WAVECP_ERR_ARG` for another job.
+#[no_mangle]
+pub unsafe extern "C" fn wavecp_sim_submodel_windows(
+    s: *const wavecp_sim,
+    windows: *mut i64,
+    indicator: *mut f64,
+) -> c_int {
+    with_sim(s, |sim| {
+        let Some((w, ind)) = sim.built()?.submodel() else {
+            return Err(Failure::new(
+                WAVECP_ERR_ARG,
+                "not a submodel job ([coupling] mode = \"submodel\")",
+            ));
+        };
+        // SAFETY: writable values (header contract).
+        unsafe {
+            put(windows, w as i64, "windows")?;
+            put(indicator, ind, "indicator")
         }
     })
 }

@@ -18,13 +18,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// target/release (or debug) of this build, where libwavecp_c.so is.
+/// Where this test build's libwavecp_c.so is: beside the test binary (target/release/deps:
+/// the library built with the tests, so never a stale copy left in target/release).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let dir = exe.parent().unwrap().to_path_buf();
     assert!(
         dir.join("libwavecp_c.so").exists(),
-        "{} has no libwavecp_c.so (cargo test -p wavecp-capi builds it)",
+        "{} has no libwavecp_c.so (cargo test -p wavecp-capi builds it there)",
         dir.display()
     );
     dir

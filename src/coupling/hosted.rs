@@ -1,5 +1,7 @@
-//! A hybrid job (`[coupling]`, `mode = "hybrid"`) stepped by a host program (the C ABI): the
-//! job's FE simulation ([`Hosted`]) with the hybrid window loop run between the host's calls.
+//! What a host program (the C ABI) steps: [`open`] gives a [`HostedRun`] for any job, the FE
+//! model, a hybrid job or a submodel job (coupling::subhost). A hybrid job (`[coupling]`,
+//! `mode = "hybrid"`) is the job's FE simulation ([`Hosted`]) with the hybrid window loop run
+//! between the host's calls:
 //!
 //! `advance(n)` runs the loop to the step `n` ahead, resuming its state (the recorded frames,
 //! the window counts) from the previous call: frames every `stride` steps from the first step
@@ -11,7 +13,7 @@
 use super::hybrid::{Hybrid, HybridState, HybridSummary, OnRankZero};
 use super::solve::{from_coupling, indicator, parts_on, OnRanks};
 use crate::config::Config;
-use crate::sim::{DriverError, Hosted};
+use crate::sim::{DriverError, Hosted, Simulation};
 use std::path::Path;
 
 /// The hybrid loop's side of a hosted hybrid job.
@@ -119,5 +121,252 @@ impl HostedHybrid {
     /// The loop's counts and times so far (windows counted from the first advance).
     pub fn summary(&self) -> &HybridSummary {
         &self.summary
+    }
+}
+
+/// What a host steps, whatever the job's mode: the FE model ([`Hosted`]), a hybrid job
+/// ([`HybridRun`]) or a submodel job ([`HostedSubmodel`]). Calls marked collective in
+/// [`Hosted`] are collective here too.
+pub trait HostedRun {
+    /// `n` steps on (collective).
+    fn advance(&mut self, n: usize) -> Result<(), DriverError>;
+    /// The simulation whose field the host sees (the zone's for a submodel).
+    fn simulation(&self) -> &Simulation<'_>;
+    /// Steps to the job's `time.end`.
+    fn job_steps(&self) -> usize;
+    /// This rank's nodes by their numbers in the job's mesh, and their coordinates.
+    fn node_ids(&self) -> &[u64];
+    fn coords(&self) -> &[[f64; 2]];
+    /// Replaces both time levels (collective).
+    fn set_field(&mut self, u: &[f64], u_prev: &[f64]) -> Result<(), DriverError>;
+    fn boundary_nodes(&self, name: &str) -> Result<Vec<u64>, DriverError>;
+    fn external_nodes(&self, name: &str) -> Result<usize, DriverError>;
+    fn set_boundary_values(&mut self, name: &str, values: &[f64]) -> Result<(), DriverError>;
+    fn num_receivers(&self) -> usize;
+    /// Collective.
+    fn receiver_values(&self) -> Vec<f64>;
+    fn save_state(&self) -> Vec<u8>;
+    /// Collective.
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), DriverError>;
+    /// Collective.
+    fn write_output(&mut self) -> Result<(), DriverError>;
+    /// Collective.
+    fn finish(&mut self) -> Result<(), DriverError>;
+    fn is_finished(&self) -> bool;
+    /// A hybrid job's counts so far.
+    fn hybrid(&self) -> Option<&HybridSummary> {
+        None
+    }
+    /// A submodel job's windows done and the latest one's indicator.
+    fn submodel(&self) -> Option<(usize, f64)> {
+        None
+    }
+}
+
+/// The run of `cfg` a host steps, by the job's mode (collective): the FE model, a hybrid job,
+/// or a submodel job (one rank).
+pub fn open<'c>(
+    cfg: &Config,
+    base: &Path,
+    job_file: Option<&Path>,
+    comm: &'c dyn crate::comm::Comm,
+) -> Result<Box<dyn HostedRun + 'c>, DriverError> {
+    match cfg.coupling.as_ref().map(|c| c.mode.as_str()) {
+        None => Ok(Box::new(Hosted::new(cfg, base, job_file, comm)?)),
+        Some("submodel") => {
+            if comm.size() > 1 {
+                return Err(unsupported(&format!(
+                    "a submodel job runs on one rank (the zone is small); this communicator has {}",
+                    comm.size()
+                )));
+            }
+            Ok(Box::new(super::subhost::HostedSubmodel::new(cfg, base)?))
+        }
+        Some(_) => {
+            let (hosted, hybrid) = HostedHybrid::new(cfg, base, job_file, comm)?;
+            Ok(Box::new(HybridRun { hosted, hybrid }))
+        }
+    }
+}
+
+/// A hybrid job as a host steps it: the FE simulation and the window loop between advances.
+pub struct HybridRun<'c> {
+    hosted: Hosted<'c>,
+    hybrid: HostedHybrid,
+}
+
+/// The calls every hosted run answers from a [`Hosted`] simulation.
+macro_rules! from_hosted {
+    ($h:ident) => {
+        fn simulation(&self) -> &Simulation<'_> {
+            self.$h().simulation()
+        }
+        fn job_steps(&self) -> usize {
+            self.$h().job_steps()
+        }
+        fn node_ids(&self) -> &[u64] {
+            self.$h().node_ids()
+        }
+        fn coords(&self) -> &[[f64; 2]] {
+            self.$h().coords()
+        }
+        fn boundary_nodes(&self, name: &str) -> Result<Vec<u64>, DriverError> {
+            self.$h().boundary_nodes(name)
+        }
+        fn external_nodes(&self, name: &str) -> Result<usize, DriverError> {
+            self.$h().external_nodes(name)
+        }
+        fn num_receivers(&self) -> usize {
+            self.$h().num_receivers()
+        }
+        fn receiver_values(&self) -> Vec<f64> {
+            self.$h().receiver_values()
+        }
+        fn is_finished(&self) -> bool {
+            self.$h().is_finished()
+        }
+    };
+}
+
+impl<'c> Fe<'c> for HybridRun<'c> {
+    fn fe(&self) -> &Hosted<'c> {
+        &self.hosted
+    }
+}
+
+impl<'c> HostedRun for Hosted<'c> {
+    from_hosted!(fe);
+    fn advance(&mut self, n: usize) -> Result<(), DriverError> {
+        Hosted::advance(self, n)
+    }
+    fn set_field(&mut self, u: &[f64], u_prev: &[f64]) -> Result<(), DriverError> {
+        Hosted::set_field(self, u, u_prev)
+    }
+    fn set_boundary_values(&mut self, name: &str, values: &[f64]) -> Result<(), DriverError> {
+        Hosted::set_boundary_values(self, name, values)
+    }
+    fn save_state(&self) -> Vec<u8> {
+        Hosted::save_state(self)
+    }
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
+        if !Hosted::load_state(self, bytes)?.is_empty() {
+            return Err(DriverError::Invalid {
+                key: "state".into(),
+                msg: "the state holds a hybrid loop's frames and this job has no [coupling]".into(),
+            });
+        }
+        Ok(())
+    }
+    fn write_output(&mut self) -> Result<(), DriverError> {
+        Hosted::write_output(self)
+    }
+    fn finish(&mut self) -> Result<(), DriverError> {
+        Hosted::finish(self).map(|_| ())
+    }
+}
+
+/// `Hosted` seen as itself, for the macro.
+trait Fe<'c> {
+    fn fe(&self) -> &Hosted<'c>;
+}
+
+impl<'c> Fe<'c> for Hosted<'c> {
+    fn fe(&self) -> &Hosted<'c> {
+        self
+    }
+}
+
+impl HostedRun for HybridRun<'_> {
+    from_hosted!(fe);
+    fn advance(&mut self, n: usize) -> Result<(), DriverError> {
+        self.hybrid.advance(&mut self.hosted, n)
+    }
+    fn set_field(&mut self, u: &[f64], u_prev: &[f64]) -> Result<(), DriverError> {
+        self.hosted.set_field(u, u_prev)?;
+        // The recorded frames are of the field replaced: the loop warms up again from here.
+        self.hybrid.reset();
+        Ok(())
+    }
+    fn set_boundary_values(&mut self, name: &str, values: &[f64]) -> Result<(), DriverError> {
+        self.hosted.set_boundary_values(name, values)
+    }
+    fn save_state(&self) -> Vec<u8> {
+        self.hosted.save_state_with(self.hybrid.save())
+    }
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
+        let extra = self.hosted.load_state(bytes)?;
+        self.hybrid.load(&extra)
+    }
+    fn write_output(&mut self) -> Result<(), DriverError> {
+        self.hosted.write_output()
+    }
+    fn finish(&mut self) -> Result<(), DriverError> {
+        self.hosted.finish().map(|_| ())
+    }
+    fn hybrid(&self) -> Option<&HybridSummary> {
+        Some(self.hybrid.summary())
+    }
+}
+
+impl HostedRun for super::subhost::HostedSubmodel {
+    fn advance(&mut self, n: usize) -> Result<(), DriverError> {
+        super::subhost::HostedSubmodel::advance(self, n)
+    }
+    fn simulation(&self) -> &Simulation<'_> {
+        super::subhost::HostedSubmodel::simulation(self)
+    }
+    fn job_steps(&self) -> usize {
+        super::subhost::HostedSubmodel::job_steps(self)
+    }
+    fn node_ids(&self) -> &[u64] {
+        super::subhost::HostedSubmodel::node_ids(self)
+    }
+    fn coords(&self) -> &[[f64; 2]] {
+        super::subhost::HostedSubmodel::coords(self)
+    }
+    fn set_field(&mut self, _: &[f64], _: &[f64]) -> Result<(), DriverError> {
+        Err(no_boundary("set_field: the zone's field follows the network's boundary; load a saved state instead"))
+    }
+    fn boundary_nodes(&self, name: &str) -> Result<Vec<u64>, DriverError> {
+        Err(no_boundary(&format!(
+            "boundary `{name}`: a submodel's boundary is the network's"
+        )))
+    }
+    fn external_nodes(&self, name: &str) -> Result<usize, DriverError> {
+        self.boundary_nodes(name).map(|v| v.len())
+    }
+    fn set_boundary_values(&mut self, name: &str, _: &[f64]) -> Result<(), DriverError> {
+        self.boundary_nodes(name).map(|_| ())
+    }
+    fn num_receivers(&self) -> usize {
+        0
+    }
+    fn receiver_values(&self) -> Vec<f64> {
+        Vec::new()
+    }
+    fn save_state(&self) -> Vec<u8> {
+        super::subhost::HostedSubmodel::save_state(self)
+    }
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
+        super::subhost::HostedSubmodel::load_state(self, bytes)
+    }
+    fn write_output(&mut self) -> Result<(), DriverError> {
+        super::subhost::HostedSubmodel::write_output(self)
+    }
+    fn finish(&mut self) -> Result<(), DriverError> {
+        super::subhost::HostedSubmodel::finish(self).map(|_| ())
+    }
+    fn is_finished(&self) -> bool {
+        super::subhost::HostedSubmodel::is_finished(self)
+    }
+    fn submodel(&self) -> Option<(usize, f64)> {
+        Some(self.windows())
+    }
+}
+
+fn no_boundary(msg: &str) -> DriverError {
+    DriverError::Invalid {
+        key: "boundary".into(),
+        msg: msg.into(),
     }
 }

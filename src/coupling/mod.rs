@@ -23,6 +23,8 @@ pub mod points;
 pub mod solve;
 #[cfg(feature = "hdf5")]
 mod subcheck;
+#[cfg(feature = "hdf5")]
+pub mod subhost;
 pub mod submodel;
 #[cfg(feature = "hdf5")]
 pub mod subrun;

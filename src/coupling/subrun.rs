@@ -188,7 +188,7 @@ fn l2(a: &[f64]) -> f64 {
     a.iter().map(|v| v * v).sum::<f64>().sqrt()
 }
 
-fn l2_diff(a: &[f64], b: &[f64]) -> f64 {
+pub(super) fn l2_diff(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y) * (x - y))
@@ -199,11 +199,11 @@ fn l2_diff(a: &[f64], b: &[f64]) -> f64 {
 /// Everything a submodel run holds.
 pub(super) struct Run<'c, F: Forecaster> {
     pub(super) sub: Submodel,
-    to_grid: ZoneTransfer,
-    sampler: GridSampler,
-    net: F,
-    stride: usize,
-    frame_dt: f64,
+    pub(super) to_grid: ZoneTransfer,
+    pub(super) sampler: GridSampler,
+    pub(super) net: F,
+    pub(super) stride: usize,
+    pub(super) frame_dt: f64,
     /// The interface values the submodel follows.
     pub(super) trace: Trace,
     /// The last `t_in` frames on the grid.
@@ -215,7 +215,7 @@ pub(super) struct Run<'c, F: Forecaster> {
     pub(super) scale: f64,
     pub(super) reference: Option<Reference<'c>>,
     pub(super) writer: Option<VtkHdfWriter>,
-    every: usize,
+    pub(super) every: usize,
     pub(super) indicator_now: f64,
     /// The windows done: the next one's index, their indicators and errors.
     pub(super) done: Windows,
@@ -223,7 +223,7 @@ pub(super) struct Run<'c, F: Forecaster> {
 
 impl<F: Forecaster> Run<'_, F> {
     /// Records the submodel's frame (its field on the grid), returns it.
-    fn frame(&mut self) -> Result<Vec<f64>, CouplingError> {
+    pub(super) fn frame(&mut self) -> Result<Vec<f64>, CouplingError> {
         let t = Instant::now();
         let mut g = vec![0.0; self.to_grid.grid().nx * self.to_grid.grid().ny];
         self.to_grid.to_grid(self.sub.sim().u(), &mut g)?;
@@ -238,7 +238,7 @@ impl<F: Forecaster> Run<'_, F> {
 
     /// `n` steps along the trace, the reference and the output following; returns the largest
     /// zone error ‖u_sub − u_full‖₂ at the frames passed (0 without a reference).
-    fn steps(&mut self, n: usize) -> Result<f64, DriverError> {
+    pub(super) fn steps(&mut self, n: usize) -> Result<f64, DriverError> {
         let mut worst: f64 = 0.0;
         for _ in 0..n {
             let t = Instant::now();
@@ -262,7 +262,7 @@ impl<F: Forecaster> Run<'_, F> {
         Ok(worst)
     }
 
-    fn output(&mut self) -> Result<(), DriverError> {
+    pub(super) fn output(&mut self) -> Result<(), DriverError> {
         let Some(w) = &mut self.writer else {
             return Ok(());
         };
@@ -359,6 +359,24 @@ pub fn run_submodel(
     opts: &SubmodelOptions,
     comm: &dyn Comm,
 ) -> Result<SubmodelSummary, DriverError> {
+    let (grid, frame_dt, open) = network(cfg, base)?;
+    run_with(cfg, base, (opts, comm), (grid, frame_dt), open)
+}
+
+/// The job's network: the zone grid and frame spacing its file records, and what opens it on
+/// the job's device for a submodel's grid transfer (with the job's scenario, when it reads one).
+#[allow(clippy::type_complexity)]
+pub(super) fn network<'a>(
+    cfg: &'a Config,
+    base: &Path,
+) -> Result<
+    (
+        ZoneGrid,
+        f64,
+        impl FnOnce(&ZoneTransfer) -> Result<NetworkForecaster, DriverError> + 'a,
+    ),
+    DriverError,
+> {
     let c = coupling(cfg)?;
     let model = base.join(&c.model);
     let loaded = crate::surrogate::modelfile::load(&model).map_err(err)?;
@@ -375,7 +393,7 @@ pub fn run_submodel(
         ny: loaded.meta.ny,
     };
     let frame_dt = loaded.meta.frame_dt;
-    let open = |t: &ZoneTransfer| {
+    let open = move |t: &ZoneTransfer| {
         let device = c.device.parse().map_err(err)?;
         let mut net = NetworkForecaster::from_loaded(loaded, &model, device, t, frame_dt)
             .map_err(from_coupling)?;
@@ -384,7 +402,7 @@ pub fn run_submodel(
         }
         Ok(net)
     };
-    run_with(cfg, base, (opts, comm), (grid, frame_dt), open)
+    Ok((grid, frame_dt, open))
 }
 
 fn coupling(cfg: &Config) -> Result<&crate::config::CouplingConfig, DriverError> {
@@ -393,22 +411,18 @@ fn coupling(cfg: &Config) -> Result<&crate::config::CouplingConfig, DriverError>
         .ok_or_else(|| err("the job has no [coupling] section"))
 }
 
-/// [`run_submodel`] with any forecaster of frames `frame_dt` apart on `grid` (the zone), made
-/// by `make` from the submodel's grid transfer: the network, or in tests an oracle.
-pub fn run_with<F: Forecaster>(
+/// The submodel run of a job, not yet started: the zone's problem and its simulation, the
+/// transfers, the forecaster `make` gives, the whole model and the oracle beside it when
+/// `reference` names their communicator. Returns it with the outer mesh's node count and the
+/// number of windows to `time.end`.
+pub(super) fn build_run<'c, F: Forecaster>(
     cfg: &Config,
     base: &Path,
-    (opts, comm): (&SubmodelOptions, &dyn Comm),
     (grid, frame_dt): (ZoneGrid, f64),
     make: impl FnOnce(&ZoneTransfer) -> Result<F, DriverError>,
-) -> Result<SubmodelSummary, DriverError> {
+    reference: Option<&'c dyn Comm>,
+) -> Result<(Run<'c, F>, usize, usize), DriverError> {
     let c = coupling(cfg)?;
-    if comm.size() > 1 {
-        return Err(err(format!(
-            "the submodel runs on one rank (the zone is small); this run has {}",
-            comm.size()
-        )));
-    }
     let setup = crate::sim::setup(cfg, base)?;
     let outer_nodes = setup.problem.mesh.num_nodes();
     let sp = restrict(&setup, grid.x, grid.y).map_err(from_coupling)?;
@@ -419,9 +433,8 @@ pub fn run_with<F: Forecaster>(
         );
     }
     let (dt, stride) = time_step(cfg, &sp, frame_dt)?;
-    let oracle_sp = opts
-        .reference
-        .then(|| restrict(&setup, grid.x, grid.y))
+    let oracle_sp = reference
+        .map(|_| restrict(&setup, grid.x, grid.y))
         .transpose()
         .map_err(from_coupling)?;
     drop(setup);
@@ -433,14 +446,14 @@ pub fn run_with<F: Forecaster>(
     let ip = c.interpolation.parse().map_err(err)?;
     let sampler = GridSampler::new(grid, &sub.interface_coords(), ip).map_err(err)?;
     let net = make(&to_grid)?;
-    let reference = match oracle_sp {
-        Some(osp) => {
+    let reference = match (oracle_sp, reference) {
+        (Some(osp), Some(comm)) => {
             let oracle = Submodel::new(osp, dt, interp, &zeros, &zeros).map_err(from_coupling)?;
-            Some(reference((cfg, base), comm, &sub, oracle, dt)?)
+            Some(self::reference((cfg, base), comm, &sub, oracle, dt)?)
         }
-        None => None,
+        _ => None,
     };
-    let mut run = Run {
+    let run = Run {
         sub,
         to_grid,
         sampler,
@@ -469,6 +482,28 @@ pub fn run_with<F: Forecaster>(
         )));
     }
     let windows = (frames_total - t_in) / t_out;
+    Ok((run, outer_nodes, windows))
+}
+
+/// [`run_submodel`] with any forecaster of frames `frame_dt` apart on `grid` (the zone), made
+/// by `make` from the submodel's grid transfer: the network, or in tests an oracle.
+pub fn run_with<F: Forecaster>(
+    cfg: &Config,
+    base: &Path,
+    (opts, comm): (&SubmodelOptions, &dyn Comm),
+    (grid, frame_dt): (ZoneGrid, f64),
+    make: impl FnOnce(&ZoneTransfer) -> Result<F, DriverError>,
+) -> Result<SubmodelSummary, DriverError> {
+    let c = coupling(cfg)?;
+    if comm.size() > 1 {
+        return Err(err(format!(
+            "the submodel runs on one rank (the zone is small); this run has {}",
+            comm.size()
+        )));
+    }
+    let reference = opts.reference.then_some(comm);
+    let (mut run, outer_nodes, windows) = build_run(cfg, base, (grid, frame_dt), make, reference)?;
+    let (stride, n_iface) = (run.stride, run.sub.interface_outer().len());
     let shape = [run.sub.submesh().mesh.num_nodes(), stride, windows];
     let mut ck =
         super::subcheck::Checkpoints::new(cfg, (opts.stop_after_windows, opts.signals), shape)?;
@@ -494,7 +529,7 @@ pub fn run_with<F: Forecaster>(
 
 /// The output file of the submodel (the job's `output.path`; none when empty): `u` on the
 /// submesh, `u_ref` and `u_diff` with `--reference`, the latest window's indicator.
-fn writer(
+pub(super) fn writer(
     cfg: &Config,
     sub: &Submodel,
     reference: bool,
@@ -529,13 +564,8 @@ pub(super) struct Windows {
 
 /// The warm-up: the first `t_in` frames with the interface at rest.
 fn warm_up<F: Forecaster>(run: &mut Run<'_, F>) -> Result<(), DriverError> {
-    let (t_in, stride, frame_dt) = (run.net.t_in(), run.stride, run.frame_dt);
-    let n_iface = run.sub.interface_outer().len();
-    for k in 0..t_in {
-        run.trace
-            .push(k as f64 * frame_dt, vec![0.0; n_iface])
-            .map_err(from_coupling)?;
-    }
+    let (t_in, stride) = (run.net.t_in(), run.stride);
+    rest_trace(run)?;
     run.output()?;
     run.frame().map_err(from_coupling)?;
     for _ in 1..t_in {
@@ -545,10 +575,40 @@ fn warm_up<F: Forecaster>(run: &mut Run<'_, F>) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// The interface at rest for the warm-up's `t_in` frames.
+pub(super) fn rest_trace<F: Forecaster>(run: &mut Run<'_, F>) -> Result<(), DriverError> {
+    let n_iface = run.sub.interface_outer().len();
+    for k in 0..run.net.t_in() {
+        run.trace
+            .push(k as f64 * run.frame_dt, vec![0.0; n_iface])
+            .map_err(from_coupling)?;
+    }
+    Ok(())
+}
+
 /// Window `w`: forecast, the interface trace, the FE through it, the indicator.
 fn window<F: Forecaster>(run: &mut Run<'_, F>, w: usize) -> Result<(), DriverError> {
-    let (t_in, t_out, stride, frame_dt) =
-        (run.net.t_in(), run.net.t_out(), run.stride, run.frame_dt);
+    let stride = run.stride;
+    let fc = forecast(run, w)?;
+    let (mut ind, mut werr) = (0.0f64, 0.0f64);
+    for f in &fc {
+        werr = werr.max(run.steps(stride)?);
+        let g = run.frame().map_err(from_coupling)?;
+        ind = ind.max(l2_diff(&g, f));
+    }
+    run.indicator_now = ind;
+    run.done.indicator.push(ind);
+    run.done.errors.push(werr);
+    Ok(())
+}
+
+/// Window `w`'s forecast from the last `t_in` frames, its interface values appended to the
+/// trace; returns the forecast frames (the indicator's other side).
+pub(super) fn forecast<F: Forecaster>(
+    run: &mut Run<'_, F>,
+    w: usize,
+) -> Result<Vec<Vec<f64>>, DriverError> {
+    let (t_in, t_out, frame_dt) = (run.net.t_in(), run.net.t_out(), run.frame_dt);
     let k0 = t_in + w * t_out;
     run.net.set_input_time((k0 - t_in) as f64 * frame_dt);
     let t = Instant::now();
@@ -567,16 +627,7 @@ fn window<F: Forecaster>(run: &mut Run<'_, F>, w: usize) -> Result<(), DriverErr
     }
     run.trace.keep_last(t_out + 4);
     run.transfer += t.elapsed();
-    let (mut ind, mut werr) = (0.0f64, 0.0f64);
-    for f in &fc {
-        werr = werr.max(run.steps(stride)?);
-        let g = run.frame().map_err(from_coupling)?;
-        ind = ind.max(l2_diff(&g, f));
-    }
-    run.indicator_now = ind;
-    run.done.indicator.push(ind);
-    run.done.errors.push(werr);
-    Ok(())
+    Ok(fc)
 }
 
 /// The warm-up (unless resumed), then the forecast windows to `windows`, checkpoints between
