@@ -21,8 +21,9 @@
  *   The first call that builds the simulation is collective.
  *   A hybrid job ([coupling], mode = "hybrid") runs its window loop inside advance: a window
  *   that does not fit in the steps asked for is the solver's, so advance by whole windows (or
- *   to the end) to let the network take them; wavecp_sim_hybrid_windows counts them. Submodel
- *   jobs are refused (WAVECP_ERR_JOB).
+ *   to the end) to let the network take them; wavecp_sim_hybrid_windows counts them. A
+ *   submodel job (mode = "submodel", one rank) gives the bits of `wavecp solve` however its
+ *   steps are cut; the host sees the zone's nodes, and its boundary is the network's.
  *
  * Networks (wavecp_net: a trained wavecp model forecasting frames at the host's vertices):
  *   open(model, device) --(set_zone)--> set_mesh (once: vertices and triangles) -->

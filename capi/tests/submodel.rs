@@ -127,3 +127,57 @@ fn a_submodel_job_stepped_by_a_host_is_wavecp_solve_bit_for_bit() {
         wavecp_sim_destroy(b);
     }
 }
+
+/// From Python: the same windows after the same steps as through the C ABI directly.
+#[test]
+fn the_python_bindings_report_the_submodels_windows() {
+    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/submodel.toml");
+    let sets = [
+        "mesh.generate.nx=200",
+        "mesh.generate.ny=200",
+        "output.path=\"\"",
+    ];
+    let cjob = CString::new(job.to_str().unwrap()).unwrap();
+    let mut s = std::ptr::null_mut();
+    let (mut w, mut ind) = (0i64, 0.0);
+    // SAFETY: valid pointers (the header's contract).
+    unsafe {
+        assert_eq!(wavecp_sim_create(cjob.as_ptr(), &mut s), WAVECP_OK);
+        for kv in sets {
+            let kv = CString::new(kv).unwrap();
+            assert_eq!(wavecp_sim_set(s, kv.as_ptr()), WAVECP_OK);
+        }
+        assert_eq!(wavecp_sim_advance(s, 100), WAVECP_OK);
+        assert_eq!(wavecp_sim_submodel_windows(s, &mut w, &mut ind), WAVECP_OK);
+        wavecp_sim_destroy(s);
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let code = format!(
+        "import wavecp\ns = wavecp.Sim({:?}, set={:?})\ns.advance(100)\nw, i = s.submodel_windows()\nprint(w, repr(i))",
+        job.to_str().unwrap(),
+        sets
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &code])
+        .env("PYTHONPATH", repo.join("python"))
+        .env(
+            "WAVECP_LIB",
+            std::env::current_exe()
+                .unwrap()
+                .with_file_name("libwavecp_c.so"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    assert_eq!(it.next().unwrap().parse::<i64>().unwrap(), w);
+    assert!(w >= 1);
+    // repr() writes the shortest string that reads back to the same double.
+    let v: f64 = it.next().unwrap().parse().unwrap();
+    assert_eq!(v.to_bits(), ind.to_bits(), "indicator {v} vs {ind}");
+}

@@ -75,6 +75,7 @@ _SIGNATURES = {
     "wavecp_sim_finish": (ctypes.c_int, [_sim]),
     "wavecp_sim_destroy": (None, [_sim]),
     "wavecp_sim_hybrid_windows": (ctypes.c_int, [_sim, ctypes.POINTER(_i64), ctypes.POINTER(_i64), ctypes.POINTER(_i64)]),
+    "wavecp_sim_submodel_windows": (ctypes.c_int, [_sim, ctypes.POINTER(_i64), ctypes.POINTER(ctypes.c_double)]),
     "wavecp_net_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_sim)]),
     "wavecp_net_set_zone": (ctypes.c_int, [_sim] + [ctypes.c_double] * 4),
     "wavecp_net_set_mesh": (ctypes.c_int, [_sim, _f64p, _i64, _i64p, _i64]),
@@ -244,6 +245,12 @@ class Sim:
         a, r, k = _i64(), _i64(), _i64()
         self._call("wavecp_sim_hybrid_windows", ctypes.byref(a), ctypes.byref(r), ctypes.byref(k))
         return a.value, r.value, k.value
+
+    def submodel_windows(self):
+        """A submodel job's (windows done, the latest window's indicator)."""
+        w, ind = _i64(), ctypes.c_double()
+        self._call("wavecp_sim_submodel_windows", ctypes.byref(w), ctypes.byref(ind))
+        return w.value, ind.value
 
     def write_output(self):
         """Appends the current step to the job's output file (collective)."""
