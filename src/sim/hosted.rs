@@ -350,15 +350,6 @@ impl<'c> Hosted<'c> {
         self.sim.restore(&s)
     }
 
-    /// The boundary tags the host may name: those of the job's `[[boundary]]` sections, as
-    /// written there; `true` where it may set values (`kind = "external"`).
-    pub fn boundary_tags(&self) -> Vec<(String, bool)> {
-        self.tags
-            .iter()
-            .map(|t| (t.name.clone(), t.slots.is_some()))
-            .collect()
-    }
-
     fn tag(&self, name: &str) -> Result<&HostTag, DriverError> {
         self.tags
             .iter()
