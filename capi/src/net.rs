@@ -9,7 +9,6 @@ use crate::status::*;
 use std::ffi::{c_char, c_int};
 use std::path::PathBuf;
 use wavecp::coupling::points::PointNetwork;
-use wavecp::coupling::CouplingError;
 use wavecp::nn::Device;
 use wavecp::surrogate::modelfile::{self, ModelMeta};
 
@@ -35,15 +34,6 @@ enum Net {
 // SAFETY: a `Net` is reached only through its registry mutex, one thread at a time; the model
 // and its runner hold plain data or a CUDA context that cudarc lets any thread use.
 unsafe impl Send for Net {}
-
-impl From<CouplingError> for Failure {
-    fn from(e: CouplingError) -> Self {
-        match e {
-            CouplingError::Simulation(d) => d.into(),
-            other => Failure::new(WAVECP_ERR_ARG, other.to_string()),
-        }
-    }
-}
 
 impl Net {
     fn bound(&mut self, call: &str) -> Result<&mut PointNetwork, Failure> {

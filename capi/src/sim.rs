@@ -83,11 +83,6 @@ impl Sim {
         }
     }
 
-    /// This rank's saved state (with a coupled run's own beside it).
-    fn saved(&mut self) -> Result<Vec<u8>, Failure> {
-        Ok(self.built()?.save_state())
-    }
-
     /// The built simulation for a call that changes it: refused after `wavecp_sim_finish`.
     fn open(&mut self, call: &str) -> Result<&mut (dyn HostedRun + 'static), Failure> {
         let h = self.built()?;
@@ -138,6 +133,20 @@ fn with_sim(s: *const wavecp_sim, f: impl FnOnce(&mut Sim) -> Result<(), Failure
 fn test_panic() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var_os("WAVECP_TEST_PANIC").is_some_and(|v| v == "1"))
+}
+
+/// One value of the built simulation into `*out`.
+fn query<T>(
+    s: *const wavecp_sim,
+    out: *mut T,
+    what: &str,
+    f: impl FnOnce(&dyn HostedRun) -> T,
+) -> c_int {
+    with_sim(s, |sim| {
+        let v = f(sim.built()?);
+        // SAFETY: `out` is NULL (refused) or a writable `T` (header contract).
+        unsafe { put(out, v, what) }
+    })
 }
 
 /// A NUL-terminated UTF-8 string argument.
@@ -307,51 +316,31 @@ pub unsafe extern "C" fn wavecp_sim_advance(s: *mut wavecp_sim, steps: i64) -> c
 /// The simulated time now.
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_time(s: *const wavecp_sim, t: *mut f64) -> c_int {
-    with_sim(s, |sim| {
-        let v = sim.built()?.simulation().time();
-        // SAFETY: a writable double (header contract).
-        unsafe { put(t, v, "t") }
-    })
+    query(s, t, "t", |h| h.simulation().time())
 }
 
 /// The time step.
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_dt(s: *const wavecp_sim, dt: *mut f64) -> c_int {
-    with_sim(s, |sim| {
-        let v = sim.built()?.simulation().dt();
-        // SAFETY: a writable double (header contract).
-        unsafe { put(dt, v, "dt") }
-    })
+    query(s, dt, "dt", |h| h.simulation().dt())
 }
 
 /// Steps done so far (`time = step * dt`).
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_step(s: *const wavecp_sim, step: *mut i64) -> c_int {
-    with_sim(s, |sim| {
-        let v = sim.built()?.simulation().steps_done() as i64;
-        // SAFETY: a writable int64 (header contract).
-        unsafe { put(step, v, "step") }
-    })
+    query(s, step, "step", |h| h.simulation().steps_done() as i64)
 }
 
 /// The job's number of steps (to `time.end`); the host may advance further.
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_num_steps(s: *const wavecp_sim, n: *mut i64) -> c_int {
-    with_sim(s, |sim| {
-        let v = sim.built()?.job_steps() as i64;
-        // SAFETY: a writable int64 (header contract).
-        unsafe { put(n, v, "n") }
-    })
+    query(s, n, "n", |h| h.job_steps() as i64)
 }
 
 /// Nodes owned by this rank: the length of every field array.
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_num_nodes(s: *const wavecp_sim, n: *mut i64) -> c_int {
-    with_sim(s, |sim| {
-        let v = sim.built()?.node_ids().len() as i64;
-        // SAFETY: a writable int64 (header contract).
-        unsafe { put(n, v, "n") }
-    })
+    query(s, n, "n", |h| h.node_ids().len() as i64)
 }
 
 /// The global (mesh file, 0-based) numbers of this rank's nodes, in field order.
@@ -501,11 +490,7 @@ pub unsafe extern "C" fn wavecp_sim_set_boundary_values(
 /// The number of receivers of the job.
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_num_receivers(s: *const wavecp_sim, n: *mut i64) -> c_int {
-    with_sim(s, |sim| {
-        let v = sim.built()?.num_receivers() as i64;
-        // SAFETY: a writable int64 (header contract).
-        unsafe { put(n, v, "n") }
-    })
+    query(s, n, "n", |h| h.num_receivers() as i64)
 }
 
 /// Every receiver's value now, in job order, on every rank (collective).
@@ -528,11 +513,7 @@ pub unsafe extern "C" fn wavecp_sim_receivers(
 /// Bytes `wavecp_sim_save_state` needs now on this rank.
 #[no_mangle]
 pub unsafe extern "C" fn wavecp_sim_state_size(s: *const wavecp_sim, bytes: *mut i64) -> c_int {
-    with_sim(s, |sim| {
-        let v = sim.saved()?.len() as i64;
-        // SAFETY: a writable int64 (header contract).
-        unsafe { put(bytes, v, "bytes") }
-    })
+    query(s, bytes, "bytes", |h| h.save_state().len() as i64)
 }
 
 /// This rank's state (step, both time levels, the host's boundary values) into `buf` of
@@ -545,7 +526,7 @@ pub unsafe extern "C" fn wavecp_sim_save_state(
     bytes: i64,
 ) -> c_int {
     with_sim(s, |sim| {
-        let st = sim.saved()?;
+        let st = sim.built()?.save_state();
         let n = length(bytes, st.len(), "save_state (bytes)")?;
         // SAFETY: `n` writable bytes (header contract).
         unsafe { out_slice(buf, n, "buf") }?.copy_from_slice(&st);

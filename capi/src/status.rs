@@ -61,6 +61,15 @@ impl From<wavecp::sim::DriverError> for Failure {
     }
 }
 
+impl From<wavecp::coupling::CouplingError> for Failure {
+    fn from(e: wavecp::coupling::CouplingError) -> Self {
+        match e {
+            wavecp::coupling::CouplingError::Simulation(d) => d.into(),
+            other => Failure::new(WAVECP_ERR_ARG, other.to_string()),
+        }
+    }
+}
+
 thread_local! {
     static LAST: RefCell<CString> = RefCell::new(CString::default());
 }

@@ -11,24 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{lib, python, repo, same_bits, steps_of};
+
 /// The job every host runs, shortened so the wave reaches the receiver at x = 1 (300 steps).
 const END: &str = "time.end=1.2";
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Where this test build's libwavecp_c.so is: beside the test binary (target/release/deps:
-/// the library built with the tests, so never a stale copy left in target/release).
+/// The folder of this build's libwavecp_c.so, for the compilers' -L and rpath.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("libwavecp_c.so").exists(),
-        "{} has no libwavecp_c.so (cargo test -p wavecp-capi builds it there)",
-        dir.display()
-    );
-    dir
+    lib().parent().unwrap().to_path_buf()
 }
 
 /// Runs `cmd` to completion within `limit`, failing the test with its output otherwise.
@@ -88,19 +79,6 @@ fn solve(out: &Path, sets: &[&str]) {
     wavecp::sim::run(&cfg, job.parent().unwrap(), &Default::default()).unwrap();
 }
 
-/// Every output step of the field in a VTKHDF file.
-fn steps_of(path: &Path) -> Vec<f64> {
-    let f = hdf5::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    f.dataset("VTKHDF/PointData/u")
-        .unwrap()
-        .read_raw::<f64>()
-        .unwrap()
-}
-
-fn same_bits(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
 /// A host's "node value" lines, in node order.
 fn field_of(path: &Path) -> Vec<f64> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -148,13 +126,11 @@ fn c_fortran_and_python_hosts_are_bitwise_wavecp_solve() {
         outputs.push((tag, o));
     }
     let py = run(
-        Command::new("python3")
+        python()
             .arg(repo().join("examples/python/host.py"))
             .arg(&job)
             .arg(d)
-            .arg(END)
-            .env("PYTHONPATH", repo().join("python"))
-            .env("WAVECP_LIB", lib_dir().join("libwavecp_c.so")),
+            .arg(END),
         limit,
     );
     outputs.push(("py", py));
@@ -270,11 +246,9 @@ fn every_illegal_call_order_is_refused_with_its_code_also_under_valgrind() {
 /// One run of examples/python/skfem_host.py: its JSON line.
 fn skfem_host(args: &[&str]) -> serde_json::Value {
     let out = run(
-        Command::new("python3")
+        python()
             .arg(repo().join("examples/python/skfem_host.py"))
-            .args(args)
-            .env("PYTHONPATH", repo().join("python"))
-            .env("WAVECP_LIB", lib_dir().join("libwavecp_c.so")),
+            .args(args),
         Duration::from_secs(180),
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -329,13 +303,11 @@ fn fortran_and_python_forecast_hosts_agree_bitwise_and_with_the_fe_solution() {
     let limit = Duration::from_secs(120);
     run(Command::new(&exe).arg(&job).arg(&model).arg(d), limit);
     let out = run(
-        Command::new("python3")
+        python()
             .arg(fc.join("forecast.py"))
             .arg(&job)
             .arg(&model)
-            .arg(d)
-            .env("PYTHONPATH", repo().join("python"))
-            .env("WAVECP_LIB", lib_dir().join("libwavecp_c.so")),
+            .arg(d),
         limit,
     );
     let v: serde_json::Value =

@@ -3,15 +3,18 @@
 //! bitwise the field `wavecp solve` ends the job with, and the same windows accepted (the
 //! demo accepts some: the comparison is not of the FE run with itself); advanced step by step,
 //! no window fits in a call, so it is the FE-only run bit for bit; a state saved between
-//! windows continues bit for bit in a second simulation. Submodel jobs are refused.
+//! windows continues bit for bit in a second simulation.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use wavecp::comm::Serial;
 use wavecp_c::*;
 
+mod common;
+use common::{python, repo, same_bits};
+
 fn model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo_cp.safetensors")
+    repo().join("models/demo_cp.safetensors")
 }
 
 /// The demo's hybrid job, writing its output to `out` ("" for none).
@@ -86,10 +89,6 @@ impl Drop for Host {
     fn drop(&mut self) {
         unsafe { wavecp_sim_destroy(self.0) };
     }
-}
-
-fn same_bits(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 #[test]
@@ -177,15 +176,9 @@ fn the_python_hybrid_host_takes_the_same_windows() {
     let h = Host::new(&host_job, &[]);
     h.advance(h.steps());
     let norm = h.field().iter().map(|v| v * v).sum::<f64>().sqrt();
-    let lib = std::env::current_exe()
-        .unwrap()
-        .with_file_name("libwavecp_c.so");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new("python3")
-        .arg(repo.join("examples/python/hybrid.py"))
+    let out = python()
+        .arg(repo().join("examples/python/hybrid.py"))
         .arg(&host_job)
-        .env("PYTHONPATH", repo.join("python"))
-        .env("WAVECP_LIB", lib)
         .output()
         .unwrap();
     assert!(

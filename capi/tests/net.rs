@@ -8,12 +8,13 @@
 //! docs/coupling.md) and under a tenth of the repeated frame's error.
 
 use std::ffi::CString;
-use std::path::Path;
 use wavecp_c::*;
 
+mod common;
+
+/// A file of the repository as a C string.
 fn repo(p: &str) -> CString {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p);
-    CString::new(path.to_str().unwrap()).unwrap()
+    CString::new(common::repo().join(p).to_str().unwrap()).unwrap()
 }
 
 fn rel(a: &[f64], b: &[f64]) -> f64 {

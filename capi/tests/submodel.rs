@@ -7,21 +7,11 @@
 //! network's, so boundary calls are refused.
 
 use std::ffi::CString;
-use std::path::Path;
 use wavecp::comm::Serial;
 use wavecp_c::*;
 
-fn steps_of(path: &Path) -> Vec<f64> {
-    let f = hdf5::File::open(path).unwrap();
-    f.dataset("VTKHDF/PointData/u")
-        .unwrap()
-        .read_raw::<f64>()
-        .unwrap()
-}
-
-fn same_bits(a: &[f64], b: &[f64]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-}
+mod common;
+use common::{python, repo, same_bits, steps_of};
 
 fn field(s: *mut wavecp_sim) -> Vec<f64> {
     let mut n = 0;
@@ -38,7 +28,7 @@ fn field(s: *mut wavecp_sim) -> Vec<f64> {
 fn a_submodel_job_stepped_by_a_host_is_wavecp_solve_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/submodel.toml");
+    let job = repo().join("jobs/submodel.toml");
     let small = ["mesh.generate.nx=200", "mesh.generate.ny=200"];
     let out = d.join("solve.vtkhdf");
     let mut sets: Vec<String> = small.iter().map(|s| s.to_string()).collect();
@@ -131,7 +121,7 @@ fn a_submodel_job_stepped_by_a_host_is_wavecp_solve_bit_for_bit() {
 /// From Python: the same windows after the same steps as through the C ABI directly.
 #[test]
 fn the_python_bindings_report_the_submodels_windows() {
-    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/submodel.toml");
+    let job = repo().join("jobs/submodel.toml");
     let sets = [
         "mesh.generate.nx=200",
         "mesh.generate.ny=200",
@@ -151,23 +141,12 @@ fn the_python_bindings_report_the_submodels_windows() {
         assert_eq!(wavecp_sim_submodel_windows(s, &mut w, &mut ind), WAVECP_OK);
         wavecp_sim_destroy(s);
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let code = format!(
         "import wavecp\ns = wavecp.Sim({:?}, set={:?})\ns.advance(100)\nw, i = s.submodel_windows()\nprint(w, repr(i))",
         job.to_str().unwrap(),
         sets
     );
-    let out = std::process::Command::new("python3")
-        .args(["-c", &code])
-        .env("PYTHONPATH", repo.join("python"))
-        .env(
-            "WAVECP_LIB",
-            std::env::current_exe()
-                .unwrap()
-                .with_file_name("libwavecp_c.so"),
-        )
-        .output()
-        .unwrap();
+    let out = python().args(["-c", &code]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

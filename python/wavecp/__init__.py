@@ -122,11 +122,43 @@ def _fortran_comm(comm):
     return comm.py2f() if hasattr(comm, "py2f") else int(comm)
 
 
-class Sim:
+class _Handle:
+    """A wavecp handle: its calls, and its destruction by `close`, `with` or the collector.
+    Subclasses name the C function that frees it (`_destroy`) and what it is (`_what`)."""
+
+    _h = None
+
+    def _call(self, name, *args):
+        if self._h is None:
+            raise WavecpError(name, 2, f"the {self._what} was closed")
+        _check(name, getattr(_lib, name)(self._h, *args))
+
+    def close(self):
+        """Frees the handle; further calls raise WavecpError."""
+        if self._h is not None:
+            getattr(_lib, self._destroy)(self._h)
+            self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Sim(_Handle):
     """A simulation of a wavecp job file. `set` overrides job keys (as `wavecp --set`);
     `comm` (an mpi4py communicator, or its Fortran handle) runs it on those MPI ranks, which
     then make the collective calls together. Arrays hold this rank's nodes in `node_ids()`
-    order."""
+    order. `close` finishes its output first."""
+
+    _destroy, _what = "wavecp_sim_destroy", "simulation"
 
     def __init__(self, job, set=(), comm=None):
         h = _sim()
@@ -138,11 +170,6 @@ class Sim:
         self._h = h
         for kv in set:
             self.set(kv)
-
-    def _call(self, name, *args):
-        if self._h is None:
-            raise WavecpError(name, 2, "the simulation was closed")
-        _check(name, getattr(_lib, name)(self._h, *args))
 
     def _get(self, name, ctype):
         v = ctype()
@@ -260,30 +287,14 @@ class Sim:
         """Closes the output file under its final name; afterwards only queries work."""
         self._call("wavecp_sim_finish")
 
-    def close(self):
-        """Frees the simulation (finishing its output); further calls raise WavecpError."""
-        if self._h is not None:
-            _lib.wavecp_sim_destroy(self._h)
-            self._h = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class Net:
+class Net(_Handle):
     """A trained wavecp network (a model file from `wavecp train`) forecasting frames at the
     host's own vertices. `points` (n, 2) and `triangles` (m, 3, 0-based) are the host's mesh,
     given once; `zone` (x0, x1, y0, y1) places the model's grid (default: the zone its file
     records); `device` is "cpu", "cuda", "cuda:N" or "auto"."""
+
+    _destroy, _what = "wavecp_net_destroy", "network"
 
     def __init__(self, model, points, triangles, device="cpu", zone=None):
         h = _sim()
@@ -302,11 +313,6 @@ class Net:
         t_in, t_out, fdt = _i64(), _i64(), ctypes.c_double()
         self._call("wavecp_net_frames", ctypes.byref(t_in), ctypes.byref(t_out), ctypes.byref(fdt))
         self.t_in, self.t_out, self.frame_dt = t_in.value, t_out.value, fdt.value
-
-    def _call(self, name, *args):
-        if self._h is None:
-            raise WavecpError(name, 2, "the network was closed")
-        _check(name, getattr(_lib, name)(self._h, *args))
 
     @property
     def covered(self):
@@ -335,20 +341,3 @@ class Net:
             raise ValueError(f"out must be a C-contiguous float64 array of shape {(self.t_out, self.npoints)}")
         self._call("wavecp_net_forecast", past, past.size, out, out.size)
         return out
-
-    def close(self):
-        if self._h is not None:
-            _lib.wavecp_net_destroy(self._h)
-            self._h = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -8,6 +8,7 @@
 //! nodes (their numbers in the outer mesh); the interface belongs to the network, so no
 //! boundary takes the host's values.
 
+use super::hosted::HostedRun;
 use super::hybrid::Forecaster;
 use super::network::NetworkForecaster;
 use super::solve::{err, from_coupling};
@@ -17,7 +18,7 @@ use crate::comm::Serial;
 use crate::config::Config;
 use crate::sim::{DriverError, Simulation, State};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const MAGIC: [u8; 8] = *b"WAVECPSM";
 
@@ -51,7 +52,7 @@ pub struct HostedSubmodel {
     job_steps: usize,
     node_ids: Vec<u64>,
     coords: Vec<[f64; 2]>,
-    finished: Option<Option<PathBuf>>,
+    finished: bool,
 }
 
 impl HostedSubmodel {
@@ -76,12 +77,14 @@ impl HostedSubmodel {
             job_steps,
             node_ids,
             coords,
-            finished: None,
+            finished: false,
         })
     }
+}
 
+impl HostedRun for HostedSubmodel {
     /// `n` steps on: the rest of the warm-up, then windows (collective on one rank).
-    pub fn advance(&mut self, n: usize) -> Result<(), DriverError> {
+    fn advance(&mut self, n: usize) -> Result<(), DriverError> {
         self.check_open("advance")?;
         let run = &mut self.run;
         let (t_in, stride) = (run.net.t_in(), run.stride);
@@ -115,40 +118,26 @@ impl HostedSubmodel {
         Ok(())
     }
 
-    fn check_open(&self, what: &str) -> Result<(), DriverError> {
-        match self.finished {
-            Some(_) => Err(err(format!(
-                "{what}: the simulation is finished (its output is closed); create a new one"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    pub fn simulation(&self) -> &Simulation<'static> {
+    fn simulation(&self) -> &Simulation<'_> {
         self.run.sub.sim()
     }
 
     /// Steps to the job's `time.end` (the warm-up and its whole windows).
-    pub fn job_steps(&self) -> usize {
+    fn job_steps(&self) -> usize {
         self.job_steps
     }
 
     /// The zone's nodes, by their numbers in the outer (job's) mesh.
-    pub fn node_ids(&self) -> &[u64] {
+    fn node_ids(&self) -> &[u64] {
         &self.node_ids
     }
 
-    pub fn coords(&self) -> &[[f64; 2]] {
+    fn coords(&self) -> &[[f64; 2]] {
         &self.coords
     }
 
-    /// Windows done and the latest one's indicator (‖FE frames − forecast‖ on the grid).
-    pub fn windows(&self) -> (usize, f64) {
-        (self.run.done.indicator.len(), self.run.indicator_now)
-    }
-
     /// Appends the current step (field, energy, the latest indicator) to the job's output.
-    pub fn write_output(&mut self) -> Result<(), DriverError> {
+    fn write_output(&mut self) -> Result<(), DriverError> {
         self.check_open("write_output")?;
         let sim = self.run.sub.sim();
         sim.solver().check_finite_on(&Serial)?;
@@ -156,29 +145,21 @@ impl HostedSubmodel {
     }
 
     /// Closes the output under its final name; afterwards only queries work.
-    pub fn finish(&mut self) -> Result<Option<PathBuf>, DriverError> {
-        if let Some(f) = &self.finished {
-            return Ok(f.clone());
+    fn finish(&mut self) -> Result<(), DriverError> {
+        if let Some(w) = self.run.writer.take() {
+            w.finish().map_err(|e| err(e.to_string()))?;
         }
-        let path = match self.run.writer.take() {
-            Some(w) => Some(w.finish().map_err(|e| err(e.to_string()))?),
-            None => None,
-        };
-        self.finished = Some(path.clone());
-        Ok(path)
+        self.finished = true;
+        Ok(())
     }
 
-    pub fn is_finished(&self) -> bool {
-        self.finished.is_some()
-    }
-
-    fn shape(&self) -> [usize; 2] {
-        [self.node_ids.len(), self.run.stride]
+    fn is_finished(&self) -> bool {
+        self.finished
     }
 
     /// The run's state (the zone's field, the interface trace, the recorded frames, the
     /// windows and the one in progress) as bytes.
-    pub fn save_state(&self) -> Vec<u8> {
+    fn save_state(&self) -> Vec<u8> {
         let r = &self.run;
         crate::comm::to_bytes(&Saved {
             magic: MAGIC,
@@ -193,8 +174,8 @@ impl HostedSubmodel {
         })
     }
 
-    /// Continues bit for bit from [`HostedSubmodel::save_state`]'s bytes of the same job.
-    pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
+    /// Continues bit for bit from `save_state`'s bytes of the same job.
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), DriverError> {
         self.check_open("load_state")?;
         let s: Saved = bincode::deserialize(bytes)
             .ok()
@@ -217,6 +198,65 @@ impl HostedSubmodel {
         r.done = s.done;
         self.open = s.open;
         Ok(())
+    }
+
+    fn set_field(&mut self, _: &[f64], _: &[f64]) -> Result<(), DriverError> {
+        Err(no_boundary(
+            "set_field: the zone's field follows the network's boundary; load a saved state instead",
+        ))
+    }
+
+    fn boundary_nodes(&self, name: &str) -> Result<Vec<u64>, DriverError> {
+        Err(no_boundary(&format!(
+            "boundary `{name}`: a submodel's boundary is the network's"
+        )))
+    }
+
+    fn external_nodes(&self, name: &str) -> Result<usize, DriverError> {
+        self.boundary_nodes(name).map(|v| v.len())
+    }
+
+    fn set_boundary_values(&mut self, name: &str, _: &[f64]) -> Result<(), DriverError> {
+        self.boundary_nodes(name).map(|_| ())
+    }
+
+    fn num_receivers(&self) -> usize {
+        0
+    }
+
+    fn receiver_values(&self) -> Vec<f64> {
+        Vec::new()
+    }
+
+    fn submodel(&self) -> Option<(usize, f64)> {
+        Some(self.windows())
+    }
+}
+
+impl HostedSubmodel {
+    fn check_open(&self, what: &str) -> Result<(), DriverError> {
+        if self.finished {
+            return Err(err(format!(
+                "{what}: the simulation is finished (its output is closed); create a new one"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Windows done and the latest one's indicator (‖FE frames − forecast‖ on the grid).
+    pub fn windows(&self) -> (usize, f64) {
+        (self.run.done.indicator.len(), self.run.indicator_now)
+    }
+
+    fn shape(&self) -> [usize; 2] {
+        [self.node_ids.len(), self.run.stride]
+    }
+}
+
+fn no_boundary(msg: &str) -> DriverError {
+    DriverError::Invalid {
+        key: "boundary".into(),
+        msg: msg.into(),
     }
 }
 

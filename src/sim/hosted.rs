@@ -78,28 +78,7 @@ impl<'c> Hosted<'c> {
         job_file: Option<&Path>,
         comm: &'c dyn Comm,
     ) -> Result<Self, DriverError> {
-        Self::build(cfg, base, job_file, comm, false)
-    }
-
-    /// [`Hosted::new`] of the FE part of a `[coupling]` job, for the coupling that drives it
-    /// (`coupling::hosted`).
-    pub fn new_coupled(
-        cfg: &Config,
-        base: &Path,
-        job_file: Option<&Path>,
-        comm: &'c dyn Comm,
-    ) -> Result<Self, DriverError> {
-        Self::build(cfg, base, job_file, comm, true)
-    }
-
-    fn build(
-        cfg: &Config,
-        base: &Path,
-        job_file: Option<&Path>,
-        comm: &'c dyn Comm,
-        coupled: bool,
-    ) -> Result<Self, DriverError> {
-        if cfg.coupling.is_some() && !coupled {
+        if cfg.coupling.is_some() {
             return Err(invalid(
                 "coupling",
                 "a job with [coupling]: its FE model alone would silently be another run than the \
@@ -107,6 +86,17 @@ impl<'c> Hosted<'c> {
                  (the C ABI does so), or remove [coupling] to step the FE model",
             ));
         }
+        Self::new_coupled(cfg, base, job_file, comm)
+    }
+
+    /// [`Hosted::new`] of the FE part of a `[coupling]` job (its `[coupling]` ignored), for the
+    /// coupling that drives it (`coupling::hosted`).
+    pub fn new_coupled(
+        cfg: &Config,
+        base: &Path,
+        job_file: Option<&Path>,
+        comm: &'c dyn Comm,
+    ) -> Result<Self, DriverError> {
         let mut cfg = cfg.clone();
         cfg.checkpoint.path = PathBuf::new();
         cfg.coupling = None;
@@ -332,15 +322,7 @@ impl<'c> Hosted<'c> {
                 bad = Some(invalid(what, format!("{x} is not a finite number")));
             }
         }
-        // Every rank refuses when one does, so none waits in the restore's exchange.
-        let mut flag = [f64::from(u8::from(bad.is_some()))];
-        self.sim.comm().max_f64(&mut flag);
-        if let Some(e) = bad {
-            return Err(e);
-        }
-        if flag[0] != 0.0 {
-            return Err(invalid("set_field", "another rank refused its field"));
-        }
+        agree(self.sim.comm(), bad.map_or(Ok(()), Err), "set_field")?;
         let s = State {
             step: self.sim.steps_done(),
             u: u.to_vec(),
@@ -463,20 +445,10 @@ impl<'c> Hosted<'c> {
     /// or rank. Returns the coupling's state saved beside it (empty if none). Collective.
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<Vec<u8>, DriverError> {
         self.check_open("load_state")?;
-        // Every rank refuses when one does, so none waits in the restore's exchange.
-        let checked = self.check_state(bytes);
-        let comm = self.sim.comm();
-        let mut flag = [f64::from(u8::from(checked.is_err()))];
-        comm.max_f64(&mut flag);
-        match checked {
-            Err(e) => Err(e),
-            Ok(_) if flag[0] != 0.0 => Err(invalid("state", "another rank refused its state")),
-            Ok(s) => {
-                self.sim.solver_mut().restore_nodal_values(&s.nodal)?;
-                self.sim.restore(&s.state)?;
-                Ok(s.extra)
-            }
-        }
+        let s = agree(self.sim.comm(), self.check_state(bytes), "state")?;
+        self.sim.solver_mut().restore_nodal_values(&s.nodal)?;
+        self.sim.restore(&s.state)?;
+        Ok(s.extra)
     }
 
     fn check_state(&self, bytes: &[u8]) -> Result<Saved, DriverError> {
@@ -512,6 +484,18 @@ impl<'c> Hosted<'c> {
             return Err(bad("its field has the wrong length for this layout".into()));
         }
         Ok(s)
+    }
+}
+
+/// `checked` where every rank's check passed, else an error on every rank (this rank's own, or
+/// one naming `key` where another rank refused): collective, so no rank goes on to a restore's
+/// exchange that the others never reach.
+fn agree<T>(comm: &dyn Comm, checked: Result<T, DriverError>, key: &str) -> Result<T, DriverError> {
+    let mut flag = [f64::from(u8::from(checked.is_err()))];
+    comm.max_f64(&mut flag);
+    match checked {
+        Ok(_) if flag[0] != 0.0 => Err(invalid(key, "another rank refused its input")),
+        other => other,
     }
 }
 
