@@ -7,6 +7,8 @@ mod audit;
 mod common;
 #[cfg(feature = "hdf5")]
 mod condition;
+#[cfg(feature = "hdf5")]
+mod conditioned;
 mod config;
 mod convergence;
 mod coupling;

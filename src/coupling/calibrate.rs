@@ -131,8 +131,9 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
     };
     let mut net: Option<NetworkForecaster> = None;
     for scenario in 0..s.scenarios {
-        let mut sim = scenario_sim(s, (&job, base), &mut pick)?;
+        let (mut sim, params) = scenario_sim(s, (&job, base), &mut pick)?;
         let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
+        condition(net, params)?;
         let (t_in, t_out) = (net.t_in(), net.t_out());
         if count < t_in + t_out {
             return Err(setup(format!(
@@ -152,6 +153,7 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
         }
         for k in t_in - 1..count - t_out {
             let past: Vec<&[f64]> = frames[k + 1 - t_in..=k].iter().map(|f| &f[..]).collect();
+            net.set_input_time((start + (k + 1 - t_in) * stride) as f64 * sim.dt());
             let t0 = Instant::now();
             let forecast = net.forecast(&past)?;
             w.inference_s += t0.elapsed().as_secs_f64();
@@ -192,16 +194,26 @@ fn job_and_transfer(s: &Sampling) -> Result<(DatasetJob, PathBuf, ZoneTransfer),
 }
 
 /// The FE simulation of the next scenario of `s` over the job's recorded time range, at step
-/// 0 (`pick` draws its source from the scenarios' generator).
+/// 0, and its parameters as a conditioned model reads them (`pick` draws its source from the
+/// scenarios' generator).
 fn scenario_sim(
     s: &Sampling,
     (job, base): (&DatasetJob, &Path),
     pick: &mut impl FnMut([f64; 2]) -> f64,
-) -> Result<crate::sim::Simulation<'static>, CouplingError> {
+) -> Result<(crate::sim::Simulation<'static>, Vec<f64>), CouplingError> {
     let f = &job.frames;
     let end = (f.start + (f.count - 1) * f.stride) as f64 * job.time.dt.unwrap_or(1.0);
     let cfg = job.fe_config(end, vec![scenario_source(s, job, pick)]);
-    Ok(crate::sim::from_job(&cfg, base, &Serial)?.0)
+    let params = super::subrun::scenario(&cfg)?;
+    Ok((crate::sim::from_job(&cfg, base, &Serial)?.0, params))
+}
+
+/// Tells a model conditioned on the scenario the one it runs in.
+fn condition(net: &mut NetworkForecaster, params: Vec<f64>) -> Result<(), CouplingError> {
+    if net.conditioned() {
+        net.set_scenario(params)?;
+    }
+    Ok(())
 }
 
 /// The network of `s`, opened on the first call for frames `frame_dt` apart.
@@ -267,8 +279,9 @@ fn sample_rollout(s: &Sampling) -> Result<Windows, CouplingError> {
         audit_every: 1,
     };
     for scenario in 0..s.scenarios {
-        let mut sim = scenario_sim(s, (&job, base), &mut pick)?;
+        let (mut sim, params) = scenario_sim(s, (&job, base), &mut pick)?;
         let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
+        condition(net, params)?;
         sim.advance(start);
         let ind = super::solve::indicator(name).map_err(setup)?;
         let last = start + (count - 1) * stride;

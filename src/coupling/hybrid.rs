@@ -82,6 +82,12 @@ impl<F: Forecaster> Forecaster for OnRankZero<'_, F> {
         self.t_out
     }
 
+    fn set_input_time(&mut self, t0: f64) {
+        if let Some(f) = self.inner.as_mut() {
+            f.set_input_time(t0);
+        }
+    }
+
     fn forecast(&mut self, past: &[&[f64]]) -> Result<Vec<Vec<f64>>, CouplingError> {
         let mut bytes = Vec::new();
         if let Some(f) = self.inner.as_mut() {
@@ -363,6 +369,11 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         }
     }
 
+    /// The simulation it steps (where the run stands).
+    pub fn sim(&self) -> &Simulation<'c> {
+        self.sim
+    }
+
     fn keep(&self) -> usize {
         self.forecaster.t_in().max(3)
     }
@@ -572,6 +583,10 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         let kept: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
         let past = &kept[kept.len() - t_in..];
         let t = Instant::now();
+        // The oldest input frame's time, for a model conditioned on time and scenario.
+        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
+        self.forecaster
+            .set_input_time(self.sim.time() - (t_in - 1) as f64 * frame_dt);
         let forecast = self.forecaster.forecast(past)?;
         self.times.inference += t.elapsed();
         if forecast.len() != self.forecaster.t_out()

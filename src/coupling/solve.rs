@@ -338,8 +338,24 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     }
     let frame_dt = stride as f64 * dt;
     let device = c.device.parse().map_err(err)?;
-    let net = NetworkForecaster::from_loaded(loaded, &model, device, &transfer, frame_dt)
+    let mut net = NetworkForecaster::from_loaded(loaded, &model, device, &transfer, frame_dt)
         .map_err(from_coupling)?;
+    if let Some(cond) = &meta.conditioning {
+        // The prior's reflections are those of the training job's absorbing rectangle.
+        if let Some(w) = cond.prior_walls {
+            let b = mesh.bbox();
+            let size = (w[1] - w[0]).abs().max((w[3] - w[2]).abs());
+            let off = [b[0] - w[0], b[2] - w[1], b[1] - w[2], b[3] - w[3]];
+            if off.iter().any(|d| d.abs() > 1e-9 * size) {
+                return Err(err(format!(
+                    "{}'s prior adds the reflections of the absorbing rectangle x in [{}, {}], y in [{}, {}] it was trained in; this job's mesh spans x in [{}, {}], y in [{}, {}]",
+                    model.display(), w[0], w[1], w[2], w[3], b[0], b[2], b[1], b[3]
+                )));
+            }
+        }
+        net.set_scenario(super::subrun::scenario(cfg)?)
+            .map_err(from_coupling)?;
+    }
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),

@@ -94,7 +94,7 @@ pub struct SubmodelSummary {
 
 /// The job's single Ricker source as the scenario a conditioned model reads
 /// ([`crate::surrogate::condition::PARAMS`] order: x, y, frequency, amplitude, delay, speed).
-fn scenario(cfg: &Config) -> Result<Vec<f64>, DriverError> {
+pub(super) fn scenario(cfg: &Config) -> Result<Vec<f64>, DriverError> {
     let [s] = cfg.source.as_slice() else {
         return Err(err(format!(
             "the model reads one source's parameters and the job has {} sources",
