@@ -100,6 +100,12 @@ pub struct CouplingConfig {
     /// 0 (default): none.
     #[serde(default)]
     pub audit_every: usize,
+    /// What a hybrid run does when the job's scenario (a conditioned model's source
+    /// parameters) lies outside the ranges the model was trained on, where its calibration
+    /// does not hold: `fe` (default: the FE runs every window, with a warning naming the
+    /// parameters) or `trust` (the indicator decides as usual, with the warning).
+    #[serde(default = "default_out_of_range")]
+    pub out_of_range: String,
     /// `hybrid` (default: the surrogate replaces windows of the whole model's steps) or
     /// `submodel` (an FE submodel of the model's zone runs alone, its boundary values
     /// forecast by the network; `tolerance` then flags windows whose consistency indicator
@@ -118,6 +124,10 @@ fn default_mode() -> String {
 
 fn default_interpolation() -> String {
     "bilinear".into()
+}
+
+fn default_out_of_range() -> String {
+    "fe".into()
 }
 
 fn default_error_scale() -> String {
@@ -401,6 +411,12 @@ impl Config {
             return Err(invalid(
                 "coupling.mode",
                 format!("`{}` is none of hybrid, submodel", c.mode),
+            ));
+        }
+        if !["fe", "trust"].contains(&c.out_of_range.as_str()) {
+            return Err(invalid(
+                "coupling.out_of_range",
+                format!("`{}` is none of fe, trust", c.out_of_range),
             ));
         }
         if !["window", "run"].contains(&c.error_scale.as_str()) {

@@ -3,7 +3,8 @@
 //! hybrid run: the run must tell it the job's source and each window's input time. A model
 //! whose only layer copies its prior channel shows both end to end: every forecast frame the
 //! run writes is the analytic wave of the job's source at that frame's time. Jobs such a
-//! model cannot serve are refused, naming why.
+//! model cannot serve are refused, naming why; a source outside its trained ranges leaves
+//! every window to the FE unless the job says to trust the indicator.
 
 use std::path::{Path, PathBuf};
 use wavecp::coupling::solve::run_hybrid;
@@ -33,7 +34,10 @@ fn prior_copier(dir: &Path, walls: Option<[f64; 4]>) -> PathBuf {
         }
     }
     let zone = [0.0, 1.0, 0.0, 1.0];
-    let cond = Conditioning::fit(zone, [0.0, 1.0], &SOURCE, 5).with_prior(1.0, walls, MEAN, STD);
+    // Trained, say, on the job's source at 1 and 2 Hz: the frequency's range is [1, 2].
+    let mut rows = SOURCE.to_vec();
+    rows.extend([SOURCE[0], SOURCE[1], 1.0, SOURCE[3], SOURCE[4]]);
+    let cond = Conditioning::fit(zone, [0.0, 1.0], &rows, 5).with_prior(1.0, walls, MEAN, STD);
     let meta = ModelMeta {
         t_in: 8,
         t_out: 8,
@@ -189,4 +193,49 @@ fn calibration_tells_a_conditioned_model_each_scenario_and_window_time() {
     let worst = w.errors.iter().cloned().fold(0.0, f64::max);
     // Measured: 1.7–3.0 %; two frames late, 25–31 %.
     assert!(worst < 0.06, "{:?}", w.errors);
+}
+
+#[test]
+fn a_source_outside_the_trained_ranges_leaves_every_window_to_the_fe() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = prior_copier(dir.path(), Some([0.0, 1.0, 0.0, 1.0]));
+    let mut cfg = job(dir.path(), &model);
+    cfg.source[0].frequency = 2.6;
+    let opts = RunOptions::default();
+    let base = Path::new(".");
+    let (_, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
+    // Every window trusted by the tolerance, none accepted: the FE-only run.
+    assert_eq!((h.windows_accepted, h.windows_rejected), (0, 4), "{h:?}");
+    assert_eq!(
+        h.out_of_range,
+        vec!["frequency = 2.6 outside [1, 2]".to_string()]
+    );
+    let mut plain = cfg.clone();
+    plain.coupling = None;
+    plain.output.path = dir.path().join("plain.vtkhdf");
+    let fe = wavecp::sim::run_on(&plain, base, &opts, &wavecp::comm::Serial).unwrap();
+    let (run, _) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
+    assert_eq!(run.final_energy.to_bits(), fe.final_energy.to_bits());
+    // `trust` lets the indicator decide: all four windows, with the warning's list kept.
+    cfg.coupling.as_mut().unwrap().out_of_range = "trust".into();
+    let (_, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
+    assert_eq!(h.windows_accepted, 4, "{h:?}");
+    assert_eq!(h.out_of_range.len(), 1);
+    // Inside the range (2 Hz, the job's own): nothing reported.
+    let (_, h) = run_hybrid(&job(dir.path(), &model), base, &opts, &wavecp::comm::Serial).unwrap();
+    assert!(
+        h.out_of_range.is_empty() && h.windows_accepted == 4,
+        "{h:?}"
+    );
+    // Another value is refused, naming the key.
+    let text = crate::coupling::hybrid::hybrid_job_text(dir.path(), &model, 0.1)
+        + "out_of_range = \"maybe\"\n";
+    let e = wavecp::config::Config::from_toml(&text, "job", &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("coupling.out_of_range") && e.contains("maybe"),
+        "{e}"
+    );
 }

@@ -80,6 +80,11 @@ fn the_fine_square_models_fit_their_dataset_and_hybrid_jobs() {
             "examples/fine_square/dataset_full.toml",
             "examples/fine_square/hybrid_full.toml",
         ),
+        (
+            "models/fine_prior_cp.safetensors",
+            "examples/fine_square/dataset_full.toml",
+            "examples/fine_square/hybrid_prior.toml",
+        ),
     ] {
         let l = wavecp::surrogate::modelfile::load(&crate::common::repo(model)).unwrap();
         let job = wavecp::dataset::DatasetJob::load(&crate::common::repo(dataset), &[]).unwrap();
@@ -108,5 +113,18 @@ fn the_fine_square_models_fit_their_dataset_and_hybrid_jobs() {
             cal.scores.len()
         );
         assert!(cal.threshold(0.05) > 0.0 && cal.threshold(0.1) >= cal.threshold(0.05));
+        // A conditioned model: the job's source inside its trained ranges (else the run would
+        // leave every window to the FE), its prior's walls the job's square.
+        if let Some(cond) = &m.conditioning {
+            let s = &job.source[0];
+            let params = [s.position[0], s.position[1], s.frequency, s.amplitude];
+            let params = [&params[..], &[s.delay.unwrap()]].concat();
+            assert_eq!(
+                cond.outside_training(&params),
+                Vec::<String>::new(),
+                "{hybrid}"
+            );
+            assert_eq!(cond.prior_walls, Some([0.0, 1.0, 0.0, 1.0]), "{model}");
+        }
     }
 }

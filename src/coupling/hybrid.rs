@@ -184,6 +184,10 @@ pub struct HybridSummary {
     /// error) became; windows scoring below it are accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub indicator_threshold: Option<f64>,
+    /// The job's scenario parameters outside a conditioned model's trained ranges
+    /// (`coupling.out_of_range`), as `name = value outside [lo, hi]`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub out_of_range: Vec<String>,
     /// Each window's indicator value (none where it was not tried: a tolerance of 0, or the
     /// cap on accepted windows in a row) and whether it was accepted, in order.
     pub windows: Vec<(Option<f64>, bool)>,

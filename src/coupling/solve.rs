@@ -269,6 +269,8 @@ struct Parts {
     /// The indicator threshold the tolerance became, when the model carries a calibration of
     /// the job's indicator.
     threshold: Option<f64>,
+    /// The job's scenario parameters outside the model's trained ranges.
+    out_of_range: Vec<String>,
 }
 
 /// The indicator threshold `c.tolerance` becomes under the model's calibration of the job's
@@ -340,6 +342,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     let device = c.device.parse().map_err(err)?;
     let mut net = NetworkForecaster::from_loaded(loaded, &model, device, &transfer, frame_dt)
         .map_err(from_coupling)?;
+    let mut out_of_range = vec![];
     if let Some(cond) = &meta.conditioning {
         // The prior's reflections are those of the training job's absorbing rectangle.
         if let Some(w) = cond.prior_walls {
@@ -353,8 +356,22 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
                 )));
             }
         }
-        net.set_scenario(super::subrun::scenario(cfg)?)
-            .map_err(from_coupling)?;
+        let params = super::subrun::scenario(cfg)?;
+        out_of_range = cond.outside_training(&params);
+        net.set_scenario(params).map_err(from_coupling)?;
+    }
+    if !out_of_range.is_empty() {
+        let fe = c.out_of_range == "fe";
+        tracing::warn!(
+            "the job's source lies outside what {} was trained on ({}): its calibration does not hold there; {}",
+            model.display(),
+            out_of_range.join(", "),
+            if fe {
+                "the FE runs every window (coupling.out_of_range = \"trust\" lets the indicator decide)"
+            } else {
+                "the indicator decides as usual (coupling.out_of_range = \"trust\")"
+            }
+        );
     }
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
@@ -364,7 +381,12 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     };
     let cfg = HybridConfig {
         stride,
-        tolerance: threshold.unwrap_or(c.tolerance),
+        // Outside the trained ranges with `fe`: a tolerance of 0 accepts nothing.
+        tolerance: if out_of_range.is_empty() || c.out_of_range == "trust" {
+            threshold.unwrap_or(c.tolerance)
+        } else {
+            0.0
+        },
         max_consecutive: c.max_consecutive,
         velocity,
         error_scale: match c.error_scale.as_str() {
@@ -378,6 +400,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         net,
         cfg,
         threshold,
+        out_of_range,
     })
 }
 
@@ -389,6 +412,7 @@ pub(super) struct OnRanks {
     pub cfg: HybridConfig,
     pub frames: (usize, usize),
     pub threshold: Option<f64>,
+    pub out_of_range: Vec<String>,
 }
 
 /// [`parts`] on rank 0, its outcome told to every rank (collective): each rank gets its
@@ -400,13 +424,14 @@ pub(super) fn parts_on(
 ) -> Result<OnRanks, DriverError> {
     let comm = sim.comm();
     let root = (comm.rank() == 0).then(|| parts(c, job, sim.dt()));
-    type Told = (HybridConfig, usize, usize, Option<f64>);
+    type Told = (HybridConfig, usize, usize, Option<f64>, Vec<String>);
     let mut head = match &root {
         Some(Ok(p)) => crate::comm::to_bytes(&Ok::<Told, String>((
             p.cfg,
             p.net.t_in(),
             p.net.t_out(),
             p.threshold,
+            p.out_of_range.clone(),
         ))),
         Some(Err(e)) => crate::comm::to_bytes(&Err::<Told, _>(e.to_string())),
         None => vec![],
@@ -419,7 +444,7 @@ pub(super) fn parts_on(
         Some(Ok(p)) => (Some(p.transfer), Some(p.net)),
         None => (None, None),
     };
-    let (cfg, t_in, t_out, threshold) = told.map_err(DriverError::OtherRank)?;
+    let (cfg, t_in, t_out, threshold, out_of_range) = told.map_err(DriverError::OtherRank)?;
     let transfer = ZoneTransfer::distribute(whole, sim.layout(), comm).map_err(err)?;
     Ok(OnRanks {
         transfer,
@@ -427,6 +452,7 @@ pub(super) fn parts_on(
         cfg,
         frames: (t_in, t_out),
         threshold,
+        out_of_range,
     })
 }
 
@@ -461,6 +487,7 @@ fn drive<'c>(
         cfg: hcfg,
         frames,
         threshold,
+        out_of_range,
     } = parts_on(c, job, sim)?;
     let comm = sim.comm();
     let saved = std::mem::take(&mut lock(extras).state);
@@ -510,6 +537,7 @@ fn drive<'c>(
         .map_err(from_coupling)?;
     summary.wall_s = (summary.wall_s - ctx.observed.as_secs_f64()).max(0.0);
     summary.indicator_threshold = threshold;
+    summary.out_of_range = out_of_range;
     if threshold.is_some() {
         let above = summary
             .audits

@@ -197,6 +197,26 @@ impl Conditioning {
         }
     }
 
+    /// The scenario parameters of `params` outside the ranges the model was trained on, as
+    /// `name = value outside [lo, hi]` (a parameter that never varied in training counts as
+    /// trained over ±1 around its value: its channel carries nothing).
+    pub fn outside_training(&self, params: &[f64]) -> Vec<String> {
+        (0..self.nparams())
+            .filter_map(|k| {
+                let (c, h) = (self.center[3 + k], self.half_width[3 + k]);
+                let v = *params.get(k)?;
+                ((v - c).abs() > h * (1.0 + 1e-9)).then(|| {
+                    format!(
+                        "{} = {v} outside [{}, {}]",
+                        self.channels[3 + k],
+                        c - h,
+                        c + h
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Extra channels.
     pub fn len(&self) -> usize {
         self.channels.len()
