@@ -342,37 +342,10 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     let device = c.device.parse().map_err(err)?;
     let mut net = NetworkForecaster::from_loaded(loaded, &model, device, &transfer, frame_dt)
         .map_err(from_coupling)?;
-    let mut out_of_range = vec![];
-    if let Some(cond) = &meta.conditioning {
-        // The prior's reflections are those of the training job's absorbing rectangle.
-        if let Some(w) = cond.prior_walls {
-            let b = mesh.bbox();
-            let size = (w[1] - w[0]).abs().max((w[3] - w[2]).abs());
-            let off = [b[0] - w[0], b[2] - w[1], b[1] - w[2], b[3] - w[3]];
-            if off.iter().any(|d| d.abs() > 1e-9 * size) {
-                return Err(err(format!(
-                    "{}'s prior adds the reflections of the absorbing rectangle x in [{}, {}], y in [{}, {}] it was trained in; this job's mesh spans x in [{}, {}], y in [{}, {}]",
-                    model.display(), w[0], w[1], w[2], w[3], b[0], b[2], b[1], b[3]
-                )));
-            }
-        }
-        let params = super::subrun::scenario(cfg)?;
-        out_of_range = cond.outside_training(&params);
-        net.set_scenario(params).map_err(from_coupling)?;
-    }
-    if !out_of_range.is_empty() {
-        let fe = c.out_of_range == "fe";
-        tracing::warn!(
-            "the job's source lies outside what {} was trained on ({}): its calibration does not hold there; {}",
-            model.display(),
-            out_of_range.join(", "),
-            if fe {
-                "the FE runs every window (coupling.out_of_range = \"trust\" lets the indicator decide)"
-            } else {
-                "the indicator decides as usual (coupling.out_of_range = \"trust\")"
-            }
-        );
-    }
+    let out_of_range = match &meta.conditioning {
+        Some(cond) => condition(&mut net, cond, (cfg, &mesh), (c, &model))?,
+        None => vec![],
+    };
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),
@@ -402,6 +375,44 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         threshold,
         out_of_range,
     })
+}
+
+/// Tells a model conditioned on its scenario the job's source; refused when its prior reflects
+/// off another rectangle than the job's mesh. Returns the source's parameters outside the
+/// model's trained ranges (warned about: what then happens is `coupling.out_of_range`).
+fn condition(
+    net: &mut NetworkForecaster,
+    cond: &crate::surrogate::condition::Conditioning,
+    (cfg, mesh): (&Config, &crate::mesh::Mesh),
+    (c, model): (&CouplingConfig, &Path),
+) -> Result<Vec<String>, DriverError> {
+    if let Some(w) = cond.prior_walls {
+        let b = mesh.bbox();
+        let size = (w[1] - w[0]).abs().max((w[3] - w[2]).abs());
+        let off = [b[0] - w[0], b[2] - w[1], b[1] - w[2], b[3] - w[3]];
+        if off.iter().any(|d| d.abs() > 1e-9 * size) {
+            return Err(err(format!(
+                "{}'s prior adds the reflections of the absorbing rectangle x in [{}, {}], y in [{}, {}] it was trained in; this job's mesh spans x in [{}, {}], y in [{}, {}]",
+                model.display(), w[0], w[1], w[2], w[3], b[0], b[2], b[1], b[3]
+            )));
+        }
+    }
+    let params = super::subrun::scenario(cfg)?;
+    let outside = cond.outside_training(&params);
+    net.set_scenario(params).map_err(from_coupling)?;
+    if !outside.is_empty() {
+        tracing::warn!(
+            "the job's source lies outside what {} was trained on ({}): its calibration does not hold there; {}",
+            model.display(),
+            outside.join(", "),
+            if c.out_of_range == "fe" {
+                "the FE runs every window (coupling.out_of_range = \"trust\" lets the indicator decide)"
+            } else {
+                "the indicator decides as usual (coupling.out_of_range = \"trust\")"
+            }
+        );
+    }
+    Ok(outside)
 }
 
 /// What every rank holds of the pieces: the transfer of its own nodes, the network (rank 0
