@@ -39,23 +39,10 @@ fn prior_copier(dir: &Path, walls: Option<[f64; 4]>) -> PathBuf {
     rows.extend([SOURCE[0], SOURCE[1], 1.0, SOURCE[3], SOURCE[4]]);
     let cond = Conditioning::fit(zone, [0.0, 1.0], &rows, 5).with_prior(1.0, walls, MEAN, STD);
     let meta = ModelMeta {
-        t_in: 8,
-        t_out: 8,
-        ny: 16,
-        nx: 16,
         mean: MEAN,
         std: STD,
-        frame_dt: 0.02,
-        dataset: "none".into(),
-        epoch: 0,
-        train_loss: 1.0,
-        val_loss: 1.0,
-        trainable_params: model.num_params(),
-        peak_rss_mb: 0.0,
-        epoch_s: 0.0,
-        zone: Some(zone),
-        calibrations: Default::default(),
         conditioning: Some(cond),
+        ..crate::coupling::hybrid::test_meta(&model, 0.02)
     };
     let path = dir.join("prior.safetensors");
     save(&path, &model, &meta, None).unwrap();

@@ -629,15 +629,14 @@ pub(crate) mod hybrid {
         }
     }
 
-    /// The untrained small CP model (8 frames of 16 × 16 in and out) as a model file made for
-    /// frames `frame_dt` apart on the unit square.
+    /// The metadata of a test model: 8 frames of 16 × 16 in and out on the unit square, frames
+    /// `frame_dt` apart, never trained, no calibration or conditioning.
     #[cfg(feature = "hdf5")]
-    pub(crate) fn untrained(dir: &std::path::Path, frame_dt: f64) -> std::path::PathBuf {
-        use wavecp::surrogate::modelfile::{save, ModelMeta};
-        let spec = std::fs::read_to_string(crate::common::repo("models/small_cp.toml")).unwrap();
-        let model = wavecp::nn::Model::new(wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap())
-            .unwrap();
-        let meta = ModelMeta {
+    pub(crate) fn test_meta(
+        model: &wavecp::nn::Model,
+        frame_dt: f64,
+    ) -> wavecp::surrogate::modelfile::ModelMeta {
+        wavecp::surrogate::modelfile::ModelMeta {
             t_in: 8,
             t_out: 8,
             ny: 16,
@@ -655,7 +654,18 @@ pub(crate) mod hybrid {
             zone: Some([0.0, 1.0, 0.0, 1.0]),
             calibrations: Default::default(),
             conditioning: None,
-        };
+        }
+    }
+
+    /// The untrained small CP model (8 frames of 16 × 16 in and out) as a model file made for
+    /// frames `frame_dt` apart on the unit square.
+    #[cfg(feature = "hdf5")]
+    pub(crate) fn untrained(dir: &std::path::Path, frame_dt: f64) -> std::path::PathBuf {
+        use wavecp::surrogate::modelfile::save;
+        let spec = std::fs::read_to_string(crate::common::repo("models/small_cp.toml")).unwrap();
+        let model = wavecp::nn::Model::new(wavecp::nn::model::ModelSpec::from_toml(&spec).unwrap())
+            .unwrap();
+        let meta = test_meta(&model, frame_dt);
         let path = dir.join("untrained.safetensors");
         save(&path, &model, &meta, None).unwrap();
         path
