@@ -8,6 +8,10 @@
 //! as JSON: per indicator the Spearman rank correlation with the true error and its cost beside
 //! the inference.
 //!
+//! `INDICATORS=a,b,...` picks the indicators (default: every named one); besides the names a job
+//! takes, `seam:Q`, `rough:Q`, `past:Q` and `extrap:D` are the grid signals of any order.
+//! `DUMP=FILE` also writes every window's scenario, true error and scores as JSON.
+//!
 //! ```sh
 //! wavecp dataset examples/indicator_study/dataset.toml
 //! wavecp train examples/indicator_study/train.toml
@@ -16,7 +20,26 @@
 //! ```
 
 use std::path::PathBuf;
-use wavecp::coupling::calibrate::{sample, spearman, Sampling};
+use wavecp::coupling::calibrate::{sample_with, spearman, Sampling};
+use wavecp::coupling::grid_indicators::{GridSignal, GridSmoothness};
+use wavecp::coupling::hybrid::Indicator;
+
+/// A job's indicator by name, or a grid signal of any order: `seam:Q`, `rough:Q`, `past:Q`,
+/// `extrap:D` (the variants `grid_seam` was chosen from).
+fn indicator(name: &str) -> anyhow::Result<Box<dyn Indicator>> {
+    let Some((kind, order)) = name.split_once(':') else {
+        return Ok(wavecp::coupling::solve::indicator(name)?);
+    };
+    let q: usize = order.parse()?;
+    let signal = match kind {
+        "seam" => GridSignal::Seam(q),
+        "rough" => GridSignal::Rough(q),
+        "past" => GridSignal::Past(q),
+        "extrap" => GridSignal::Extrapolate(q),
+        other => anyhow::bail!("no grid signal `{other}`"),
+    };
+    Ok(Box::new(GridSmoothness { signal }))
+}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -25,7 +48,14 @@ fn main() -> anyhow::Result<()> {
             "usage: indicator_study MODEL DATASET_JOB [SCENARIOS] [FREQUENCY_FACTOR] [X0,X1,Y0,Y1 (source box)]"
         );
     }
-    let names = ["residual", "energy_change", "energy_balance", "fe_probe"];
+    let list = std::env::var("INDICATORS").unwrap_or_else(|_| {
+        "residual,energy_change,energy_balance,fe_probe,fe_probe_short,grid_seam".into()
+    });
+    let names: Vec<&str> = list.split(',').collect();
+    let inds = names
+        .iter()
+        .map(|n| indicator(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let s = Sampling {
         model: PathBuf::from(&args[1]),
         job: PathBuf::from(&args[2]),
@@ -43,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         },
         rollout: 0,
     };
-    let w = sample(&s)?;
+    let w = sample_with(&s, inds)?;
     let n = w.errors.len();
     anyhow::ensure!(n > 0, "no windows: take more scenarios or frames");
     let mut sorted = w.errors.clone();
@@ -64,5 +94,11 @@ fn main() -> anyhow::Result<()> {
         })).collect::<Vec<_>>(),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Ok(path) = std::env::var("DUMP") {
+        let raw = serde_json::json!({
+            "names": names, "scenario": w.scenario, "errors": w.errors, "scores": w.scores,
+        });
+        std::fs::write(path, serde_json::to_string(&raw)?)?;
+    }
     Ok(())
 }

@@ -72,7 +72,8 @@ pub struct CouplingConfig {
     /// A window is accepted when its indicator is below this; 0 accepts none (FE only, bit
     /// for bit).
     pub tolerance: f64,
-    /// `fe_probe` (default), `fe_probe_short`, `energy_balance`, `energy_change` or `residual`.
+    /// `fe_probe` (default), `fe_probe_short`, `grid_seam`, `energy_balance`, `energy_change`
+    /// or `residual`.
     #[serde(default = "default_indicator")]
     pub indicator: String,
     /// At most this many accepted windows in a row, then the FE runs one (0: no cap).
@@ -147,9 +148,10 @@ fn default_velocity() -> String {
 }
 
 /// The indicators `[coupling] indicator` may name.
-pub const INDICATORS: [&str; 5] = [
+pub const INDICATORS: [&str; 6] = [
     "fe_probe",
     "fe_probe_short",
+    "grid_seam",
     "energy_balance",
     "energy_change",
     "residual",

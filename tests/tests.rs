@@ -19,6 +19,7 @@ mod cuda;
 mod dataset;
 mod energy;
 mod fuzz;
+mod grid_seam;
 mod handback;
 mod mesh;
 #[cfg(all(feature = "mpi", feature = "hdf5"))]

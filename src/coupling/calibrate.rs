@@ -114,13 +114,21 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
     if s.rollout > 0 {
         return sample_rollout(s);
     }
-    let (job, base, transfer) = job_and_transfer(s)?;
-    let base = base.as_path();
-    let mut inds: Vec<Box<dyn Indicator>> = s
+    let inds: Vec<Box<dyn Indicator>> = s
         .indicators
         .iter()
         .map(|n| super::solve::indicator(n).map_err(setup))
         .collect::<Result<_, _>>()?;
+    sample_with(s, inds)
+}
+
+/// [`sample`] with the indicators given (`s.indicators` unread; exact FE starts only).
+pub fn sample_with(
+    s: &Sampling,
+    mut inds: Vec<Box<dyn Indicator>>,
+) -> Result<Windows, CouplingError> {
+    let (job, base, transfer) = job_and_transfer(s)?;
+    let base = base.as_path();
     let (stride, start, count) = (job.frames.stride, job.frames.start, job.frames.count);
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
     let mut pick = |r: [f64; 2]| rng.random_range(r[0]..=r[1]);

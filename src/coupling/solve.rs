@@ -14,6 +14,7 @@
 //! `u_diff = |u − u_ref|`. Checkpoints keep the hybrid's state (its frames and counters) and
 //! the reference's error so far, so a restarted run continues bit for bit.
 
+use super::grid_indicators::GridSmoothness;
 use super::handback::VelocityEstimate;
 use super::hybrid::{
     EnergyBalance, EnergyChange, ErrorScale, FeProbe, FeProbeShort, Forecaster, Hybrid,
@@ -51,13 +52,14 @@ pub(super) fn from_coupling(e: CouplingError) -> DriverError {
 }
 
 /// The named indicator.
-pub(crate) fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
+pub fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
     Ok(match name {
         "fe_probe" => Box::new(FeProbe),
         "fe_probe_short" => Box::new(FeProbeShort),
         "energy_balance" => Box::new(EnergyBalance),
         "energy_change" => Box::new(EnergyChange),
         "residual" => Box::new(Residual),
+        "grid_seam" => Box::new(GridSmoothness::seam()),
         other => return Err(err(format!("no indicator `{other}`"))),
     })
 }

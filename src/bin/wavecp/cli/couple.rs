@@ -10,8 +10,8 @@ pub struct CalibrateArgs {
     pub model: PathBuf,
     /// The dataset job it was trained on: its mesh, zone, frames and scenario ranges.
     pub job: PathBuf,
-    /// The indicator to calibrate (fe_probe, fe_probe_short, energy_balance, energy_change,
-    /// residual).
+    /// The indicator to calibrate (fe_probe, fe_probe_short, grid_seam, energy_balance,
+    /// energy_change, residual).
     #[arg(long, default_value = "fe_probe")]
     pub indicator: String,
     /// Scenarios drawn (the first `1 - holdout` of them calibrate, the rest check).
