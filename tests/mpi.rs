@@ -921,7 +921,10 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
     let serial = run(0, "grid_serial", &grid);
     let two = run(2, "grid_np2", &grid);
     assert_eq!(serial["hybrid"]["windows"], two["hybrid"]["windows"]);
-    assert_ne!(serial["hybrid"]["windows"], h["windows"], "another indicator");
+    assert_ne!(
+        serial["hybrid"]["windows"], h["windows"],
+        "another indicator"
+    );
     // Stopped on 2 ranks inside a rejected window, continued on 4: the serial run's bits.
     let s = run(2, "moved", &["--stop-after-steps", "33"]);
     assert_eq!(s["interrupted"], true);

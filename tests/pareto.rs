@@ -128,3 +128,38 @@ fn the_fine_square_models_fit_their_dataset_and_hybrid_jobs() {
         }
     }
 }
+
+/// `bench couple --job` writes no file, yet its error is the one `wavecp solve --reference`
+/// writes: the output steps that fall on forecast frames inside accepted windows count too.
+#[cfg(feature = "hdf5")]
+#[test]
+fn the_curves_error_is_the_written_runs() {
+    use wavecp::sim::RunOptions;
+    let dir = tempfile::tempdir().unwrap();
+    let model = crate::common::repo("models/demo_cp.safetensors");
+    let mut cfg = wavecp::coupling::solve::demo_config(&model, &[]).unwrap();
+    let r = pareto(&cfg, std::path::Path::new("."), "demo", &[10.0]).unwrap();
+    let p = &r.points[0];
+    assert!(p.windows_accepted > 0, "{p:?}");
+    cfg.output.path = dir.path().join("demo.vtkhdf");
+    cfg.coupling.as_mut().unwrap().tolerance = 10.0;
+    let opts = RunOptions {
+        reference: true,
+        ..RunOptions::default()
+    };
+    let (_, h) = wavecp::coupling::solve::run_hybrid(
+        &cfg,
+        std::path::Path::new("."),
+        &opts,
+        &wavecp::comm::Serial,
+    )
+    .unwrap();
+    assert_eq!(h.windows_accepted, p.windows_accepted);
+    assert_eq!(
+        h.max_rel_l2_error.unwrap().to_bits(),
+        p.max_rel_l2_error.to_bits(),
+        "written {:?}, bench {}",
+        h.max_rel_l2_error,
+        p.max_rel_l2_error
+    );
+}
