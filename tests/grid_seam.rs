@@ -151,4 +151,7 @@ fn too_few_frames_are_refused_by_name() {
     };
     let e = err(&mut rough, &all[..1], &all[1..4]);
     assert!(e.contains("forecasts 3"), "{e}");
+    // No forecast at all: an error, not a score of 0 that would trust the window.
+    let e = err(&mut GridSmoothness::seam(), &all, &[]);
+    assert!(e.contains("needs a forecast"), "{e}");
 }

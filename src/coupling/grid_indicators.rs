@@ -80,6 +80,9 @@ impl GridSmoothness {
     /// The frames the signal combines (`first..first + weights.len()` of the sequence
     /// `past ++ forecast`) and their weights, for a window of `n_past` recorded frames.
     fn stencils(&self, n_past: usize, n_out: usize) -> Result<Vec<(usize, Vec<f64>)>, String> {
+        if n_out == 0 {
+            return Err("a grid indicator needs a forecast; the window has none".into());
+        }
         let total = n_past + n_out;
         let need = |q: usize| {
             if q + 1 > total {
