@@ -30,18 +30,32 @@ fn frames(t: &ZoneTransfer, n: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn score(ind: &mut GridSmoothness, t: &ZoneTransfer, past: &[Vec<f64>], f: &[Vec<f64>]) -> f64 {
+/// `ind`'s score of the window `past` → `f`, shown a simulation `steps` steps in.
+fn score_at(
+    ind: &mut GridSmoothness,
+    t: &ZoneTransfer,
+    steps: usize,
+    past: &[Vec<f64>],
+    f: &[Vec<f64>],
+) -> Result<f64, wavecp::coupling::CouplingError> {
     let p = problem();
     let mut s = sim(&p);
+    s.advance(steps);
     let past: Vec<&[f64]> = past.iter().map(|f| &f[..]).collect();
-    ind.score(WindowView {
+    let score = ind.score(WindowView {
         sim: &mut s,
         transfer: t,
         past: &past,
         forecast: f,
         stride: STRIDE,
-    })
-    .unwrap()
+    });
+    // It leaves the simulation where it was.
+    assert_eq!(s.steps_done(), steps);
+    score
+}
+
+fn score(ind: &mut GridSmoothness, t: &ZoneTransfer, past: &[Vec<f64>], f: &[Vec<f64>]) -> f64 {
+    score_at(ind, t, 0, past, f).unwrap()
 }
 
 #[test]
@@ -103,25 +117,10 @@ fn the_seam_reads_the_grid_only() {
     let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
     let all = frames(&t, 12);
     let (past, truth) = all.split_at(8);
-    let past: Vec<&[f64]> = past.iter().map(|f| &f[..]).collect();
-    let mut values = vec![];
-    for steps in [0, 17] {
-        let mut s = sim(&p);
-        s.advance(steps);
-        values.push(
-            GridSmoothness::seam()
-                .score(WindowView {
-                    sim: &mut s,
-                    transfer: &t,
-                    past: &past,
-                    forecast: truth,
-                    stride: STRIDE,
-                })
-                .unwrap(),
-        );
-        // It leaves the simulation where it was.
-        assert_eq!(s.steps_done(), steps);
-    }
+    let values: Vec<f64> = [0, 17]
+        .into_iter()
+        .map(|steps| score_at(&mut GridSmoothness::seam(), &t, steps, past, truth).unwrap())
+        .collect();
     assert_eq!(values[0].to_bits(), values[1].to_bits());
 }
 
@@ -131,17 +130,7 @@ fn too_few_frames_are_refused_by_name() {
     let t = ZoneTransfer::new(&p.mesh, unit(65)).unwrap();
     let all = frames(&t, 4);
     let err = |ind: &mut GridSmoothness, past: &[Vec<f64>], f: &[Vec<f64>]| {
-        let mut s = sim(&p);
-        let past: Vec<&[f64]> = past.iter().map(|f| &f[..]).collect();
-        ind.score(WindowView {
-            sim: &mut s,
-            transfer: &t,
-            past: &past,
-            forecast: f,
-            stride: STRIDE,
-        })
-        .unwrap_err()
-        .to_string()
+        score_at(ind, &t, 0, past, f).unwrap_err().to_string()
     };
     // Two recorded frames and one forecast: no third difference fits.
     let e = err(&mut GridSmoothness::seam(), &all[..2], &all[2..3]);

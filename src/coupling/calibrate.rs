@@ -127,6 +127,11 @@ pub fn sample_with(
     s: &Sampling,
     mut inds: Vec<Box<dyn Indicator>>,
 ) -> Result<Windows, CouplingError> {
+    if s.rollout > 0 {
+        return Err(setup(
+            "sample_with samples exact FE starts; rollouts go through sample",
+        ));
+    }
     let (job, base, transfer) = job_and_transfer(s)?;
     let base = base.as_path();
     let (stride, start, count) = (job.frames.stride, job.frames.start, job.frames.count);

@@ -11,6 +11,7 @@
 //! continues the recorded frames smoothly passes unseen.
 
 use super::hybrid::{Indicator, WindowView};
+use super::indicators::lagrange;
 use super::CouplingError;
 
 /// Which grid signal a [`GridSmoothness`] scores.
@@ -52,15 +53,8 @@ fn difference(q: usize) -> Vec<f64> {
 
 /// Lagrange extrapolation weights through the points `0..=d` at `d + 1`.
 fn extrapolation(d: usize) -> Vec<f64> {
-    let x = (d + 1) as f64;
-    (0..=d)
-        .map(|j| {
-            (0..=d)
-                .filter(|&m| m != j)
-                .map(|m| (x - m as f64) / (j as f64 - m as f64))
-                .product()
-        })
-        .collect()
+    let xs: Vec<f64> = (0..=d).map(|j| j as f64).collect();
+    lagrange(&xs, (d + 1) as f64)
 }
 
 impl GridSmoothness {
@@ -84,16 +78,6 @@ impl GridSmoothness {
             return Err("a grid indicator needs a forecast; the window has none".into());
         }
         let total = n_past + n_out;
-        let need = |q: usize| {
-            if q + 1 > total {
-                Err(format!(
-                    "a difference of order {q} needs {} frames, the window has {total}",
-                    q + 1
-                ))
-            } else {
-                Ok(difference(q))
-            }
-        };
         Ok(match self.signal {
             GridSignal::Extrapolate(d) => {
                 if d + 1 > n_past {
@@ -108,7 +92,13 @@ impl GridSmoothness {
                 vec![(n_past - d - 1, w)]
             }
             GridSignal::Seam(q) => {
-                let w = need(q)?;
+                if q + 1 > total {
+                    return Err(format!(
+                        "a difference of order {q} needs {} frames, the window has {total}",
+                        q + 1
+                    ));
+                }
+                let w = difference(q);
                 // Sequences [s, s + q] with s < n_past <= s + q.
                 (n_past.saturating_sub(q)..n_past)
                     .filter(|&s| s + q < total)
@@ -130,7 +120,8 @@ impl GridSmoothness {
                 if q + 1 > n_past {
                     return Err(format!("order {q} needs {} recorded frames", q + 1));
                 }
-                (0..n_past - q).map(|s| (s, difference(q))).collect()
+                let w = difference(q);
+                (0..n_past - q).map(|s| (s, w.clone())).collect()
             }
         })
     }
@@ -157,7 +148,7 @@ impl Indicator for GridSmoothness {
                 .map(|(v, _)| v * v)
                 .sum::<f64>();
         }
-        let scale = (scale / n_out.max(1) as f64).sqrt().max(f64::MIN_POSITIVE);
+        let scale = (scale / n_out as f64).sqrt().max(f64::MIN_POSITIVE);
         let mut worst = 0.0f64;
         for (first, weights) in &stencils {
             let mut s = 0.0;

@@ -217,7 +217,7 @@ impl FeProbeShort {
 }
 
 /// The Lagrange basis through the nodes `xs` at `x`.
-fn lagrange(xs: &[f64], x: f64) -> Vec<f64> {
+pub(super) fn lagrange(xs: &[f64], x: f64) -> Vec<f64> {
     xs.iter()
         .enumerate()
         .map(|(j, &xj)| {
