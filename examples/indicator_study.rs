@@ -8,8 +8,8 @@
 //! as JSON: per indicator the Spearman rank correlation with the true error and its cost beside
 //! the inference.
 //!
-//! `INDICATORS=a,b,...` picks the indicators (default: every named one); besides the names a job
-//! takes, `seam:Q`, `rough:Q`, `past:Q` and `extrap:D` are the grid signals of any order.
+//! `INDICATORS=a,b,...` picks the indicators (default: every named one but `grid_learned`,
+//! which needs a model calibrated for it); besides the names a job takes, `seam:Q`, `rough:Q`, `past:Q` and `extrap:D` are the grid signals of any order.
 //! `DUMP=FILE` also writes every window's scenario, true error and scores as JSON.
 //!
 //! ```sh
@@ -23,12 +23,15 @@ use std::path::PathBuf;
 use wavecp::coupling::calibrate::{sample_with, spearman, Sampling};
 use wavecp::coupling::grid_indicators::{GridSignal, GridSmoothness};
 use wavecp::coupling::hybrid::Indicator;
+use wavecp::surrogate::modelfile::ModelMeta;
 
-/// A job's indicator by name, or a grid signal of any order: `seam:Q`, `rough:Q`, `past:Q`,
-/// `extrap:D` (the variants `grid_seam` was chosen from).
-fn indicator(name: &str) -> anyhow::Result<Box<dyn Indicator>> {
+/// A job's indicator by name (a learned one with the error model `meta`'s calibration of it
+/// carries), or a grid signal of any order: `seam:Q`, `rough:Q`, `past:Q`, `extrap:D` (the
+/// variants `grid_seam` was chosen from).
+fn indicator(name: &str, meta: &ModelMeta) -> anyhow::Result<Box<dyn Indicator>> {
+    use wavecp::coupling::solve;
     let Some((kind, order)) = name.split_once(':') else {
-        return Ok(wavecp::coupling::solve::indicator(name)?);
+        return Ok(solve::indicator(name, solve::fitted(meta, name))?);
     };
     let q: usize = order.parse()?;
     let signal = match kind {
@@ -52,9 +55,10 @@ fn main() -> anyhow::Result<()> {
         "residual,energy_change,energy_balance,fe_probe,fe_probe_short,grid_seam".into()
     });
     let names: Vec<&str> = list.split(',').collect();
+    let meta = wavecp::surrogate::modelfile::load(std::path::Path::new(&args[1]))?.meta;
     let inds = names
         .iter()
-        .map(|n| indicator(n))
+        .map(|n| indicator(n, &meta))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let s = Sampling {
         model: PathBuf::from(&args[1]),

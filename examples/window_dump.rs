@@ -1,7 +1,8 @@
 //! Dumps every window `wavecp calibrate` would sample (its recorded frames and forecast on the
 //! grid as little-endian f32, its scenario, time and true error as JSON) for offline indicator
 //! research, e.g. `scripts/indicator-features.py`:
-//! `window_dump MODEL DATASET_JOB SCENARIOS FREQUENCY_FACTOR OUT_PREFIX`.
+//! `window_dump MODEL DATASET_JOB SCENARIOS FREQUENCY_FACTOR OUT_PREFIX` (environment: `SEED`,
+//! default 1234; `SOURCE_BOX=x0,x1,y0,y1` to draw the sources there).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -39,9 +40,16 @@ fn main() -> anyhow::Result<()> {
         job: PathBuf::from(&a[2]),
         indicators: vec![],
         scenarios: a[3].parse()?,
-        seed: 1234,
+        seed: std::env::var("SEED").map_or(Ok(1234), |s| s.parse())?,
         frequency_factor: a[4].parse()?,
-        source_box: None,
+        source_box: match std::env::var("SOURCE_BOX") {
+            Err(_) => None,
+            Ok(b) => {
+                let v: Vec<f64> = b.split(',').map(str::parse).collect::<Result<_, _>>()?;
+                anyhow::ensure!(v.len() == 4, "SOURCE_BOX is x0,x1,y0,y1");
+                Some([v[0], v[1], v[2], v[3]])
+            }
+        },
         rollout: 0,
     };
     let buf = Rc::new(RefCell::new(vec![]));

@@ -148,10 +148,11 @@ fn default_velocity() -> String {
 }
 
 /// The indicators `[coupling] indicator` may name.
-pub const INDICATORS: [&str; 6] = [
+pub const INDICATORS: [&str; 7] = [
     "fe_probe",
     "fe_probe_short",
     "grid_seam",
+    "grid_learned",
     "energy_balance",
     "energy_change",
     "residual",

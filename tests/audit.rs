@@ -147,7 +147,7 @@ fn the_demo_reports_its_audits() {
 #[cfg(feature = "hdf5")]
 #[test]
 fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
-    use wavecp::coupling::calibrate::{calibrate, sample, Check, Sampling};
+    use wavecp::coupling::calibrate::{calibrate, sample, Check, Plan, Sampling};
     let dir = tempfile::tempdir().unwrap();
     let model = crate::coupling::hybrid::untrained(dir.path(), 2.0 * 0.01);
     let s = Sampling {
@@ -195,7 +195,12 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
             scenarios: 4,
             ..s.clone()
         },
-        (0.1, 0.5, check),
+        Plan {
+            risk: 0.1,
+            holdout: 0.5,
+            check,
+            fit_scenarios: 0,
+        },
         &[1.0],
     )
     .unwrap();

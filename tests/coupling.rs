@@ -740,7 +740,7 @@ pub(crate) mod hybrid {
     /// A solve job on the unit square (15 × 15 Q1, absorbing, a Ricker source, dt = 0.01,
     /// output every 10 steps) with `[coupling]` on `model`.
     #[cfg(feature = "hdf5")]
-    fn hybrid_job(
+    pub(crate) fn hybrid_job(
         dir: &std::path::Path,
         model: &std::path::Path,
         tolerance: f64,
@@ -1176,7 +1176,17 @@ pub(crate) mod hybrid {
             frequency_factor: 1.0,
             source_box: None,
         };
-        let (c, r) = calibrate(&s, (0.1, 0.5, check), &tols).unwrap();
+        let (c, r) = calibrate(
+            &s,
+            wavecp::coupling::calibrate::Plan {
+                risk: 0.1,
+                holdout: 0.5,
+                check,
+                fit_scenarios: 0,
+            },
+            &tols,
+        )
+        .unwrap();
         // 40 frames a scenario, 8 in and 8 out: 25 windows each, 2 scenarios a side.
         assert_eq!((r.calibration_windows, r.held_out_windows), (50, 50));
         assert_eq!(c.scores.len(), 50);

@@ -14,8 +14,8 @@ use wavecp::coupling::transfer::ZoneTransfer;
 // 1.6 % (measured), as large as the errors to be read.
 const STRIDE: usize = 1;
 
-/// The FE's frames of the test pulse on a 65 × 65 grid, every `STRIDE` steps.
-fn frames(t: &ZoneTransfer, n: usize) -> Vec<Vec<f64>> {
+/// The FE's frames of the test pulse on `t`'s grid, every `STRIDE` steps.
+pub(crate) fn frames(t: &ZoneTransfer, n: usize) -> Vec<Vec<f64>> {
     let p = problem();
     let mut s = sim(&p);
     (0..n)
@@ -31,8 +31,8 @@ fn frames(t: &ZoneTransfer, n: usize) -> Vec<Vec<f64>> {
 }
 
 /// `ind`'s score of the window `past` → `f`, shown a simulation `steps` steps in.
-fn score_at(
-    ind: &mut GridSmoothness,
+pub(crate) fn score_at(
+    ind: &mut dyn Indicator,
     t: &ZoneTransfer,
     steps: usize,
     past: &[Vec<f64>],

@@ -19,6 +19,7 @@ mod cuda;
 mod dataset;
 mod energy;
 mod fuzz;
+mod grid_learned;
 mod grid_seam;
 mod handback;
 mod mesh;

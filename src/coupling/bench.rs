@@ -189,8 +189,8 @@ fn hybrid(
     let mut net = net;
     let zeros = vec![0.0; transfer.points()];
     net.forecast(&vec![&zeros[..]; b.t_in])?;
-    let indicator: Box<dyn Indicator> =
-        super::solve::indicator(&b.indicator).map_err(|e| CouplingError::Setup(e.to_string()))?;
+    let indicator: Box<dyn Indicator> = super::solve::indicator(&b.indicator, None)
+        .map_err(|e| CouplingError::Setup(e.to_string()))?;
     let cfg = HybridConfig {
         stride,
         tolerance: f64::INFINITY,

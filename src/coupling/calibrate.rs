@@ -18,6 +18,9 @@
 //! many of the held-out windows would be accepted and how many of those are in truth worse
 //! than the tolerance.
 
+pub use super::error_model::spearman;
+use super::error_model::ErrorModel;
+use super::grid_indicators::{learned_inputs, LEARNED_INPUTS};
 use super::hybrid::rel_l2;
 use super::hybrid::{Forecaster, Indicator, WindowView};
 use super::network::NetworkForecaster;
@@ -31,7 +34,9 @@ use crate::surrogate::calibration::Calibration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 /// Which windows to sample.
@@ -61,6 +66,17 @@ pub struct Check {
     pub source_box: Option<[f64; 4]>,
 }
 
+/// How [`calibrate`] goes about it: the calibration rule's risk, the share of the scenarios
+/// held out and what changes in them, and for a learned indicator the scenarios its error
+/// model is fitted on first (drawn with seed `s.seed + 2`, apart from both).
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub risk: f64,
+    pub holdout: f64,
+    pub check: Check,
+    pub fit_scenarios: usize,
+}
+
 /// The sampled windows: per window its scenario and true error, per indicator its values;
 /// and the time spent forecasting and scoring.
 #[derive(Debug, Clone, Default)]
@@ -76,50 +92,80 @@ fn setup(e: impl std::fmt::Display) -> CouplingError {
     CouplingError::Setup(e.to_string())
 }
 
-/// Ranks of `v` (1-based; ties share their mean rank).
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        for &k in &idx[i..=j] {
-            r[k] = (i + j) as f64 / 2.0 + 1.0;
-        }
-        i = j + 1;
-    }
-    r
-}
-
-/// Spearman's rank correlation.
-pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = a.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in ra.iter().zip(&rb) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    sab / (saa * sbb).sqrt()
-}
-
-/// Runs the scenarios and scores every window (one rank).
+/// Runs the scenarios and scores every window (one rank); a learned indicator predicts with
+/// the error model its calibration in `s.model` carries.
 pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
+    let meta = crate::surrogate::modelfile::load(&s.model)
+        .map_err(setup)?
+        .meta;
+    let fitted = |n: &str| super::solve::fitted(&meta, n).cloned();
     if s.rollout > 0 {
-        return sample_rollout(s);
+        let name = s.indicators.first().ok_or_else(|| setup("no indicator"))?;
+        return sample_rollout(s, fitted(name).as_ref());
     }
     let inds: Vec<Box<dyn Indicator>> = s
         .indicators
         .iter()
-        .map(|n| super::solve::indicator(n).map_err(setup))
+        .map(|n| super::solve::indicator(n, fitted(n).as_ref()).map_err(setup))
         .collect::<Result<_, _>>()?;
     sample_with(s, inds)
+}
+
+/// Records each window's [`learned_inputs`] (scores 0).
+struct Inputs(Rc<RefCell<Vec<Vec<f64>>>>);
+
+impl Indicator for Inputs {
+    fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
+        self.0.borrow_mut().push(learned_inputs(&w)?);
+        Ok(0.0)
+    }
+}
+
+/// The ridge penalty of `grid_learned`'s error model (on standardized basis functions; the
+/// held-out ranking moved by < 0.01 over 0.3–30 on the fine model).
+pub const LEARNED_LAMBDA: f64 = 3.0;
+
+/// Whether `indicator` is fitted (an error model) before it is calibrated.
+pub fn is_learned(indicator: &str) -> bool {
+    indicator == "grid_learned"
+}
+
+/// What the fit of a learned indicator's error model saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    pub scenarios: usize,
+    pub windows: usize,
+    /// The fitted predictions against the true errors on the fit windows themselves.
+    pub spearman_fit: f64,
+    pub lambda: f64,
+}
+
+/// Fits `grid_learned`'s error model on every window of the scenarios of `s` (exact FE
+/// starts).
+pub fn fit_learned(s: &Sampling) -> Result<(ErrorModel, FitReport), CouplingError> {
+    let rows = Rc::new(RefCell::new(vec![]));
+    let w = sample_with(
+        &Sampling {
+            rollout: 0,
+            ..s.clone()
+        },
+        vec![Box::new(Inputs(rows.clone()))],
+    )?;
+    let rows = rows.take();
+    let m = ErrorModel::fit(LEARNED_INPUTS, &rows, &w.errors, true, LEARNED_LAMBDA)
+        .map_err(|e| setup(format!("fitting the error model: {e}")))?;
+    let pred = rows
+        .iter()
+        .map(|r| m.predict_ln(r))
+        .collect::<Result<Vec<f64>, _>>()
+        .map_err(setup)?;
+    let report = FitReport {
+        scenarios: s.scenarios,
+        windows: rows.len(),
+        spearman_fit: spearman(&pred, &w.errors),
+        lambda: LEARNED_LAMBDA,
+    };
+    Ok((m, report))
 }
 
 /// [`sample`] with the indicators given (`s.indicators` unread; exact FE starts only).
@@ -267,8 +313,8 @@ fn scenario_source(
 }
 
 /// [`sample`] with [`Sampling::rollout`]: every scenario a hybrid run accepting up to
-/// `rollout` windows in a row, each audited.
-fn sample_rollout(s: &Sampling) -> Result<Windows, CouplingError> {
+/// `rollout` windows in a row, each audited (a learned indicator predicting with `fitted`).
+fn sample_rollout(s: &Sampling, fitted: Option<&ErrorModel>) -> Result<Windows, CouplingError> {
     use super::handback::VelocityEstimate;
     use super::hybrid::{ErrorScale, Hybrid, HybridConfig};
     let (job, base, transfer) = job_and_transfer(s)?;
@@ -296,7 +342,7 @@ fn sample_rollout(s: &Sampling) -> Result<Windows, CouplingError> {
         let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
         condition(net, params)?;
         sim.advance(start);
-        let ind = super::solve::indicator(name).map_err(setup)?;
+        let ind = super::solve::indicator(name, fitted).map_err(setup)?;
         let last = start + (count - 1) * stride;
         let h = Hybrid::new(&mut sim, &transfer, net, ind, cfg)?.run(last)?;
         w.inference_s += h.inference_s;
@@ -343,15 +389,25 @@ pub struct CalibrationReport {
     pub median_error: f64,
     pub indicator_cost_share_of_inference: f64,
     pub held_out: Vec<HeldOut>,
+    /// A learned indicator's fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fit: Option<FitReport>,
 }
 
 /// Calibrates `s.indicators[0]` on `1 − holdout` of the scenarios, checks it at `tolerances`
-/// on the others (drawn with seed `s.seed + 1` and as `check` says).
+/// on the others (drawn with seed `s.seed + 1` and as `check` says). A learned indicator's
+/// error model is fitted first, on `plan.fit_scenarios` more, and returned in the calibration.
 pub fn calibrate(
     s: &Sampling,
-    (risk, holdout, check): (f64, f64, Check),
+    plan: Plan,
     tolerances: &[f64],
 ) -> Result<(Calibration, CalibrationReport), CouplingError> {
+    let Plan {
+        risk,
+        holdout,
+        check,
+        fit_scenarios,
+    } = plan;
     let indicator = s
         .indicators
         .first()
@@ -359,6 +415,34 @@ pub fn calibrate(
     if !(holdout > 0.0 && holdout < 1.0) {
         return Err(setup(format!("holdout {holdout} is not in (0, 1)")));
     }
+    let (estimator, fit) = match (is_learned(indicator), fit_scenarios) {
+        (false, 0) => (None, None),
+        (false, n) => {
+            return Err(setup(format!(
+                "`{indicator}` is not fitted: {n} fit scenarios are for a learned indicator (grid_learned)"
+            )))
+        }
+        (true, 0) => {
+            return Err(setup(format!(
+                "`{indicator}` fits an error model first: give it fit scenarios"
+            )))
+        }
+        (true, n) => {
+            let (m, r) = fit_learned(&Sampling {
+                scenarios: n,
+                seed: s.seed.wrapping_add(2),
+                ..s.clone()
+            })?;
+            (Some(m), Some(r))
+        }
+    };
+    let run = |s: &Sampling| -> Result<Windows, CouplingError> {
+        if s.rollout > 0 {
+            return sample_rollout(s, estimator.as_ref());
+        }
+        let ind = super::solve::indicator(indicator, estimator.as_ref()).map_err(setup)?;
+        sample_with(s, vec![ind])
+    };
     let split = ((1.0 - holdout) * s.scenarios as f64).round() as usize;
     let pairs = |w: &Windows| -> Vec<(f64, f64)> {
         w.scores[0]
@@ -370,11 +454,11 @@ pub fn calibrate(
     let (cal, test, cost) = if split == 0 || split == s.scenarios {
         (vec![], vec![], 0.0)
     } else {
-        let w = sample(&Sampling {
+        let w = run(&Sampling {
             scenarios: split,
             ..s.clone()
         })?;
-        let t = sample(&Sampling {
+        let t = run(&Sampling {
             scenarios: s.scenarios - split,
             seed: s.seed.wrapping_add(1),
             frequency_factor: check.frequency_factor,
@@ -391,7 +475,8 @@ pub fn calibrate(
             s.scenarios - split
         )));
     }
-    let c = Calibration::new(indicator, risk, &cal).map_err(setup)?;
+    let mut c = Calibration::new(indicator, risk, &cal).map_err(setup)?;
+    c.estimator = estimator;
     let held_out = tolerances
         .iter()
         .map(|&tol| {
@@ -432,6 +517,7 @@ pub fn calibrate(
         median_error: sorted[sorted.len() / 2],
         indicator_cost_share_of_inference: cost,
         held_out,
+        fit,
     };
     Ok((c, report))
 }

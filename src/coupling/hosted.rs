@@ -71,9 +71,10 @@ impl HostedHybrid {
             net,
             cfg,
             frames,
+            estimator,
             ..
         } = &mut self.parts;
-        let ind = indicator(&self.indicator)?;
+        let ind = indicator(&self.indicator, estimator.as_ref())?;
         let state = self.state.take();
         let (summary, st) = hosted.drive(|sim| {
             let net = OnRankZero::new(net.as_mut(), *frames, sim.comm());

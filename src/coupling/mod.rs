@@ -8,6 +8,7 @@
 pub mod bench;
 #[cfg(feature = "hdf5")]
 pub mod calibrate;
+pub mod error_model;
 pub mod grid_indicators;
 pub mod handback;
 #[cfg(feature = "hdf5")]

@@ -14,7 +14,8 @@
 //! `u_diff = |u − u_ref|`. Checkpoints keep the hybrid's state (its frames and counters) and
 //! the reference's error so far, so a restarted run continues bit for bit.
 
-use super::grid_indicators::GridSmoothness;
+use super::error_model::ErrorModel;
+use super::grid_indicators::{GridLearned, GridSmoothness};
 use super::handback::VelocityEstimate;
 use super::hybrid::{
     EnergyBalance, EnergyChange, ErrorScale, FeProbe, FeProbeShort, Forecaster, Hybrid,
@@ -51,8 +52,12 @@ pub(super) fn from_coupling(e: CouplingError) -> DriverError {
     }
 }
 
-/// The named indicator.
-pub fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
+/// The named indicator; a learned one predicts with `fitted`, the error model its calibration
+/// in the model file carries ([`fitted`]).
+pub fn indicator(
+    name: &str,
+    fitted: Option<&ErrorModel>,
+) -> Result<Box<dyn Indicator>, DriverError> {
     Ok(match name {
         "fe_probe" => Box::new(FeProbe),
         "fe_probe_short" => Box::new(FeProbeShort),
@@ -60,6 +65,17 @@ pub fn indicator(name: &str) -> Result<Box<dyn Indicator>, DriverError> {
         "energy_change" => Box::new(EnergyChange),
         "residual" => Box::new(Residual),
         "grid_seam" => Box::new(GridSmoothness::seam()),
+        "grid_learned" => {
+            match fitted {
+                Some(model) => Box::new(GridLearned {
+                    model: model.clone(),
+                }),
+                None => return Err(err(
+                    "`grid_learned` predicts the window error with an error model fitted to the \
+                     network: the model file has none (wavecp calibrate --indicator grid_learned)",
+                )),
+            }
+        }
         other => return Err(err(format!("no indicator `{other}`"))),
     })
 }
@@ -286,6 +302,18 @@ struct Parts {
     threshold: Option<f64>,
     /// The job's scenario parameters outside the model's trained ranges.
     out_of_range: Vec<String>,
+    /// The error model of a learned indicator.
+    estimator: Option<ErrorModel>,
+}
+
+/// The error model the model file's calibration of `indicator` carries, if any.
+pub fn fitted<'m>(
+    meta: &'m crate::surrogate::modelfile::ModelMeta,
+    indicator: &str,
+) -> Option<&'m ErrorModel> {
+    meta.calibrations
+        .get(indicator)
+        .and_then(|c| c.estimator.as_ref())
 }
 
 /// The indicator threshold `c.tolerance` becomes under the model's calibration of the job's
@@ -389,6 +417,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         cfg,
         threshold,
         out_of_range,
+        estimator: fitted(&meta, &c.indicator).cloned(),
     })
 }
 
@@ -439,6 +468,7 @@ pub(super) struct OnRanks {
     pub frames: (usize, usize),
     pub threshold: Option<f64>,
     pub out_of_range: Vec<String>,
+    pub estimator: Option<ErrorModel>,
 }
 
 /// [`parts`] on rank 0, its outcome told to every rank (collective): each rank gets its
@@ -450,7 +480,14 @@ pub(super) fn parts_on(
 ) -> Result<OnRanks, DriverError> {
     let comm = sim.comm();
     let root = (comm.rank() == 0).then(|| parts(c, job, sim.dt()));
-    type Told = (HybridConfig, usize, usize, Option<f64>, Vec<String>);
+    type Told = (
+        HybridConfig,
+        usize,
+        usize,
+        Option<f64>,
+        Vec<String>,
+        Option<ErrorModel>,
+    );
     let mut head = match &root {
         Some(Ok(p)) => crate::comm::to_bytes(&Ok::<Told, String>((
             p.cfg,
@@ -458,6 +495,7 @@ pub(super) fn parts_on(
             p.net.t_out(),
             p.threshold,
             p.out_of_range.clone(),
+            p.estimator.clone(),
         ))),
         Some(Err(e)) => crate::comm::to_bytes(&Err::<Told, _>(e.to_string())),
         None => vec![],
@@ -470,7 +508,8 @@ pub(super) fn parts_on(
         Some(Ok(p)) => (Some(p.transfer), Some(p.net)),
         None => (None, None),
     };
-    let (cfg, t_in, t_out, threshold, out_of_range) = told.map_err(DriverError::OtherRank)?;
+    let (cfg, t_in, t_out, threshold, out_of_range, estimator) =
+        told.map_err(DriverError::OtherRank)?;
     let transfer = ZoneTransfer::distribute(whole, sim.layout(), comm).map_err(err)?;
     Ok(OnRanks {
         transfer,
@@ -479,6 +518,7 @@ pub(super) fn parts_on(
         frames: (t_in, t_out),
         threshold,
         out_of_range,
+        estimator,
     })
 }
 
@@ -514,6 +554,7 @@ fn drive<'c>(
         frames,
         threshold,
         out_of_range,
+        estimator,
     } = parts_on(c, job, sim)?;
     let comm = sim.comm();
     let saved = std::mem::take(&mut lock(extras).state);
@@ -552,8 +593,8 @@ fn drive<'c>(
         ctx.reference = Some(r);
     }
     let net = OnRankZero::new(net, frames, comm);
-    let mut h =
-        Hybrid::new(sim, &transfer, net, indicator(&c.indicator)?, hcfg).map_err(from_coupling)?;
+    let ind = indicator(&c.indicator, estimator.as_ref())?;
+    let mut h = Hybrid::new(sim, &transfer, net, ind, hcfg).map_err(from_coupling)?;
     if let Some(s) = saved {
         (ctx.landed_at, ctx.score) = (s.landed_at, s.score);
         h = h.resume(s.hybrid).map_err(from_coupling)?;

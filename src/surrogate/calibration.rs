@@ -19,6 +19,10 @@ pub struct Calibration {
     /// Indicator values and true errors of the calibration windows, by increasing value.
     pub scores: Vec<f64>,
     pub errors: Vec<f64>,
+    /// The fitted error model of a learned indicator (`grid_learned`), whose predictions are
+    /// the scores; none for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimator: Option<crate::coupling::error_model::ErrorModel>,
 }
 
 impl Calibration {
@@ -47,6 +51,7 @@ impl Calibration {
             risk,
             scores: p.iter().map(|x| x.0).collect(),
             errors: p.iter().map(|x| x.1).collect(),
+            estimator: None,
         })
     }
 
@@ -108,12 +113,12 @@ impl<'de> Deserialize<'de> for Calibrations {
         #[serde(untagged)]
         enum Stored {
             Many(Vec<Calibration>),
-            One(Calibration),
+            One(Box<Calibration>),
         }
         Ok(match Option::<Stored>::deserialize(d)? {
             None => Calibrations::default(),
             Some(Stored::Many(v)) => Calibrations(v),
-            Some(Stored::One(c)) => Calibrations(vec![c]),
+            Some(Stored::One(c)) => Calibrations(vec![*c]),
         })
     }
 }

@@ -10,10 +10,14 @@ pub struct CalibrateArgs {
     pub model: PathBuf,
     /// The dataset job it was trained on: its mesh, zone, frames and scenario ranges.
     pub job: PathBuf,
-    /// The indicator to calibrate (fe_probe, fe_probe_short, grid_seam, energy_balance,
-    /// energy_change, residual).
+    /// The indicator to calibrate (fe_probe, fe_probe_short, grid_seam, grid_learned,
+    /// energy_balance, energy_change, residual).
     #[arg(long, default_value = "fe_probe")]
     pub indicator: String,
+    /// A learned indicator (grid_learned) fits its error model first on this many more
+    /// scenarios (seed + 2); default 24 for it, refused for the others.
+    #[arg(long)]
+    pub fit_scenarios: Option<usize>,
     /// Scenarios drawn (the first `1 - holdout` of them calibrate, the rest check).
     #[arg(long, default_value_t = 40)]
     pub scenarios: usize,
@@ -94,8 +98,19 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         frequency_factor: check,
         source_box,
     };
-    let (c, report) =
-        wavecp::coupling::calibrate::calibrate(&s, (a.risk, a.holdout, check), &a.tolerances)?;
+    let learned = wavecp::coupling::calibrate::is_learned(&a.indicator);
+    let plan = wavecp::coupling::calibrate::Plan {
+        risk: a.risk,
+        holdout: a.holdout,
+        check,
+        fit_scenarios: a.fit_scenarios.unwrap_or(if learned { 24 } else { 0 }),
+    };
+    anyhow::ensure!(
+        !learned || plan.fit_scenarios >= 2,
+        "--fit-scenarios: `{}` fits its error model on two or more scenarios",
+        a.indicator
+    );
+    let (c, report) = wavecp::coupling::calibrate::calibrate(&s, plan, &a.tolerances)?;
     if !a.dry_run {
         let out = a.out.as_ref().unwrap_or(&a.model);
         let mut meta = loaded.meta;
