@@ -315,3 +315,40 @@ fn calibrate_fits_the_error_model_stores_it_and_a_hybrid_run_predicts_with_it() 
         "{e}"
     );
 }
+
+#[cfg(feature = "hdf5")]
+#[test]
+fn the_calibrate_command_refuses_an_unknown_indicator_and_misplaced_fit_scenarios() {
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wavecp"))
+            .args(["--log", "warn", "calibrate"])
+            .arg(crate::common::repo("models/demo_cp.safetensors"))
+            .arg(crate::common::repo("examples/indicator_study/dataset.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["--indicator", "bad"]);
+    assert!(
+        e.contains("`bad` is none of") && e.contains("grid_learned"),
+        "{e}"
+    );
+    let e = run(&[
+        "--indicator",
+        "grid_seam",
+        "--fit-scenarios",
+        "3",
+        "--dry-run",
+    ]);
+    assert!(e.contains("not fitted"), "{e}");
+    let e = run(&[
+        "--indicator",
+        "grid_learned",
+        "--fit-scenarios",
+        "1",
+        "--dry-run",
+    ]);
+    assert!(e.contains("two or more"), "{e}");
+}

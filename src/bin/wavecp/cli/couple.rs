@@ -63,6 +63,12 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
     use wavecp::surrogate::modelfile;
     anyhow::ensure!(a.scenarios >= 2, "--scenarios must be at least 2");
     anyhow::ensure!(
+        wavecp::config::INDICATORS.contains(&a.indicator.as_str()),
+        "--indicator: `{}` is none of {}",
+        a.indicator,
+        wavecp::config::INDICATORS.join(", ")
+    );
+    anyhow::ensure!(
         a.frequency_factor.is_finite() && a.frequency_factor > 0.0,
         "--frequency-factor must be a positive number"
     );
