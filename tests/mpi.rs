@@ -842,6 +842,32 @@ fn hybrid_results(path: &Path) -> Vec<Vec<u64>> {
     bits(&v)
 }
 
+/// `model` with a `grid_learned` calibration whose error model is fitted on random inputs.
+fn learned_model(dir: &std::path::Path, model: &std::path::Path) -> std::path::PathBuf {
+    use wavecp::coupling::error_model::ErrorModel;
+    use wavecp::surrogate::calibration::Calibration;
+    let rows: Vec<Vec<f64>> = (0..60)
+        .map(|k| {
+            (0..27)
+                .map(|j| ((k * 31 + j * 17) % 23) as f64 / 7.0 - 9.0)
+                .collect()
+        })
+        .collect();
+    let errors: Vec<f64> = (0..60).map(|k| 0.01 * (1.0 + (k % 9) as f64)).collect();
+    let mut c = Calibration::new(
+        "grid_learned",
+        0.1,
+        &errors.iter().map(|&e| (e, e)).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    c.estimator = Some(ErrorModel::fit("random", &rows, &errors, true, 3.0).unwrap());
+    let mut l = wavecp::surrogate::modelfile::load(model).unwrap();
+    l.meta.calibrations.set(c);
+    let out = dir.join("learned.safetensors");
+    wavecp::surrogate::modelfile::save(&out, &l.model, &l.meta, None).unwrap();
+    out
+}
+
 #[test]
 fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restarts_across_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -925,6 +951,21 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
         serial["hybrid"]["windows"], h["windows"],
         "another indicator"
     );
+    // The learned one: its error model, read from the model file on rank 0, reaches every
+    // rank with the settings (any fitted model of 27 inputs will do for the bits).
+    let learned = learned_model(dir.path(), &model);
+    let set = format!("coupling.model=\"{}\"", learned.display());
+    let grid = [
+        "--set",
+        "coupling.indicator=\"grid_learned\"",
+        "--set",
+        set.as_str(),
+    ];
+    let serial = run(0, "learned_serial", &grid);
+    let two = run(2, "learned_np2", &grid);
+    assert_eq!(serial["hybrid"]["windows"], two["hybrid"]["windows"]);
+    let w = serial["hybrid"]["windows"].as_array().unwrap();
+    assert!(w.iter().any(|x| x[0].is_f64()), "{w:?}");
     // Stopped on 2 ranks inside a rejected window, continued on 4: the serial run's bits.
     let s = run(2, "moved", &["--stop-after-steps", "33"]);
     assert_eq!(s["interrupted"], true);

@@ -4,9 +4,9 @@
 //! the estimator and the rule that turns its predictions into a tolerance together.
 //!
 //! Ridge on a fixed quadratic basis rather than a small network: the fit is one linear solve,
-//! the same bits on every machine and rank count, with no training schedule to tune; on the
-//! fine model it ranks held-out windows as well as the richer fits tried offline
-//! (docs/coupling.md).
+//! the same bits on every machine and rank count, with no training schedule to tune. Offline
+//! on the fine model (docs/coupling.md) the quadratic basis ranked windows of held-out
+//! scenarios at 0.95, the linear one at 0.93.
 
 use serde::{Deserialize, Serialize};
 
