@@ -10,7 +10,8 @@
 //!
 //! `INDICATORS=a,b,...` picks the indicators (default: every named one but `grid_learned`,
 //! which needs a model calibrated for it); besides the names a job takes, `seam:Q`, `rough:Q`, `past:Q` and `extrap:D` are the grid signals of any order.
-//! `DUMP=FILE` also writes every window's scenario, true error and scores as JSON.
+//! `DUMP=FILE` also writes every window's scenario, true error and scores as JSON; `SEED=N` draws
+//! the scenarios with another seed than 1234 (the one `wavecp calibrate` calibrates on).
 //!
 //! ```sh
 //! wavecp dataset examples/indicator_study/dataset.toml
@@ -65,7 +66,7 @@ fn main() -> anyhow::Result<()> {
         job: PathBuf::from(&args[2]),
         indicators: names.iter().map(|n| n.to_string()).collect(),
         scenarios: args.get(3).map_or(Ok(40), |s| s.parse())?,
-        seed: 1234,
+        seed: std::env::var("SEED").map_or(Ok(1234), |s| s.parse())?,
         frequency_factor: args.get(4).map_or(Ok(1.0), |s| s.parse())?,
         source_box: match args.get(5) {
             None => None,

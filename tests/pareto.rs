@@ -107,6 +107,11 @@ fn the_fine_square_models_fit_their_dataset_and_hybrid_jobs() {
             .get(&c.indicator)
             .expect("the model is calibrated");
         assert_eq!(cal.indicator, c.indicator);
+        // A learned indicator carries its error model, fitted on the model's grid windows.
+        if wavecp::coupling::calibrate::is_learned(&c.indicator) {
+            let e = cal.estimator.as_ref().expect("a fitted error model");
+            assert_eq!(e.input_mean.len(), 27, "{model}");
+        }
         assert!(
             cal.scores.len() >= 500,
             "{model}: {} calibration windows",
