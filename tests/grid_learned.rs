@@ -225,6 +225,13 @@ fn its_score_ignores_the_fields_scale_and_refuses_another_window_shape() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("fitted on 27"), "{e}");
+    // A NaN in the frames is an error, not the floor of a difference (which would trust it).
+    let mut bad = forecasts[0].clone();
+    bad[2][7] = f64::NAN;
+    let e = score_at(&mut ind, &t, 0, &past, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not finite"), "{e}");
 }
 
 #[cfg(feature = "hdf5")]

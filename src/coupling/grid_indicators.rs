@@ -194,7 +194,15 @@ pub fn learned_inputs(w: &WindowView<'_, '_>) -> Result<Vec<f64>, CouplingError>
         let s = GridSmoothness {
             signal: GridSignal::Seam(q),
         };
-        x.extend(s.sequence_norms(w)?.into_iter().map(|v| v.max(1e-12).ln()));
+        for v in s.sequence_norms(w)? {
+            // `max` would turn a NaN into the floor: a small error, an accepted window.
+            if !v.is_finite() {
+                return Err(CouplingError::Setup(
+                    "a seam difference is not finite: the window's frames hold NaN or Inf".into(),
+                ));
+            }
+            x.push(v.max(1e-12).ln());
+        }
     }
     Ok(x)
 }
