@@ -72,8 +72,8 @@ pub struct CouplingConfig {
     /// A window is accepted when its indicator is below this; 0 accepts none (FE only, bit
     /// for bit).
     pub tolerance: f64,
-    /// `fe_probe` (default), `fe_probe_short`, `grid_seam`, `energy_balance`, `energy_change`
-    /// or `residual`.
+    /// `fe_probe` (default), `fe_probe_short`, `grid_seam`, `grid_learned`, `energy_balance`,
+    /// `energy_change` or `residual` ([`INDICATORS`]).
     #[serde(default = "default_indicator")]
     pub indicator: String,
     /// At most this many accepted windows in a row, then the FE runs one (0: no cap).

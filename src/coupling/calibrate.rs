@@ -98,7 +98,14 @@ pub fn sample(s: &Sampling) -> Result<Windows, CouplingError> {
     let meta = crate::surrogate::modelfile::load(&s.model)
         .map_err(setup)?
         .meta;
-    let fitted = |n: &str| super::solve::fitted(&meta, n).cloned();
+    sample_fitted(s, &|n| super::solve::fitted(&meta, n).cloned())
+}
+
+/// [`sample`] with the error model of each learned indicator given by `fitted` (by name).
+fn sample_fitted(
+    s: &Sampling,
+    fitted: &dyn Fn(&str) -> Option<ErrorModel>,
+) -> Result<Windows, CouplingError> {
     if s.rollout > 0 {
         let name = s.indicators.first().ok_or_else(|| setup("no indicator"))?;
         return sample_rollout(s, fitted(name).as_ref());
@@ -436,13 +443,8 @@ pub fn calibrate(
             (Some(m), Some(r))
         }
     };
-    let run = |s: &Sampling| -> Result<Windows, CouplingError> {
-        if s.rollout > 0 {
-            return sample_rollout(s, estimator.as_ref());
-        }
-        let ind = super::solve::indicator(indicator, estimator.as_ref()).map_err(setup)?;
-        sample_with(s, vec![ind])
-    };
+    let fitted = |n: &str| estimator.clone().filter(|_| n == indicator);
+    let run = |s: &Sampling| sample_fitted(s, &fitted);
     let split = ((1.0 - holdout) * s.scenarios as f64).round() as usize;
     let pairs = |w: &Windows| -> Vec<(f64, f64)> {
         w.scores[0]

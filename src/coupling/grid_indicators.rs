@@ -128,10 +128,39 @@ impl GridSmoothness {
     }
 }
 
+/// The forecast's RMS frame over the grid points `inside` the mesh: the unit of every grid
+/// signal.
+fn forecast_rms(w: &WindowView<'_, '_>, inside: &[bool]) -> f64 {
+    let mut sum = 0.0;
+    for f in w.forecast {
+        sum += f
+            .iter()
+            .zip(inside)
+            .filter(|(_, &i)| i)
+            .map(|(v, _)| v * v)
+            .sum::<f64>();
+    }
+    (sum / w.forecast.len() as f64)
+        .sqrt()
+        .max(f64::MIN_POSITIVE)
+}
+
 impl GridSmoothness {
     /// The signal's L2 norm over the grid points inside the mesh for each frame sequence it
     /// combines, relative to the forecast's RMS frame there.
     pub(super) fn sequence_norms(&self, w: &WindowView<'_, '_>) -> Result<Vec<f64>, CouplingError> {
+        let inside = w.transfer.mask();
+        self.norms(w, &inside, forecast_rms(w, &inside))
+    }
+
+    /// [`GridSmoothness::sequence_norms`] with the mask and the forecast's RMS frame given, so
+    /// that several signals of one window compute them once.
+    fn norms(
+        &self,
+        w: &WindowView<'_, '_>,
+        inside: &[bool],
+        scale: f64,
+    ) -> Result<Vec<f64>, CouplingError> {
         let (n_past, n_out) = (w.past.len(), w.forecast.len());
         let stencils = self.stencils(n_past, n_out).map_err(CouplingError::Setup)?;
         let frame = |k: usize| -> &[f64] {
@@ -141,17 +170,6 @@ impl GridSmoothness {
                 &w.forecast[k - n_past]
             }
         };
-        let inside = w.transfer.mask();
-        let mut scale = 0.0;
-        for f in w.forecast {
-            scale += f
-                .iter()
-                .zip(&inside)
-                .filter(|(_, &i)| i)
-                .map(|(v, _)| v * v)
-                .sum::<f64>();
-        }
-        let scale = (scale / n_out as f64).sqrt().max(f64::MIN_POSITIVE);
         let mut norms = Vec::with_capacity(stencils.len());
         for (first, weights) in &stencils {
             let mut s = 0.0;
@@ -189,12 +207,14 @@ pub const LEARNED_INPUTS: &str = "ln of the seam differences of orders 2-7, each
 /// The inputs of `grid_learned`: the logarithm of each seam sequence's difference norm
 /// ([`GridSignal::Seam`]) for the orders of [`LEARNED_ORDERS`], floored at 1e-12.
 pub fn learned_inputs(w: &WindowView<'_, '_>) -> Result<Vec<f64>, CouplingError> {
+    let inside = w.transfer.mask();
+    let scale = forecast_rms(w, &inside);
     let mut x = vec![];
     for q in LEARNED_ORDERS {
         let s = GridSmoothness {
             signal: GridSignal::Seam(q),
         };
-        for v in s.sequence_norms(w)? {
+        for v in s.norms(w, &inside, scale)? {
             // `max` would turn a NaN into the floor: a small error, an accepted window.
             if !v.is_finite() {
                 return Err(CouplingError::Setup(
