@@ -151,6 +151,7 @@ fn main() -> anyhow::Result<()> {
                 velocity,
                 error_scale: ErrorScale::Window,
                 audit_every: 0,
+                handback_limit: None,
             };
             let mut h = Hybrid::new(&mut sim, t, oracle, Trusting, hcfg)?;
             let mut errors = vec![];

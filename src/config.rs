@@ -101,6 +101,14 @@ pub struct CouplingConfig {
     /// 0 (default): none.
     #[serde(default)]
     pub audit_every: usize,
+    /// Also refuse a window the indicator trusts when handing the FE's field at its start
+    /// over to the grid and back loses `tolerance` or more of it (in the error scale's unit):
+    /// what the grid cannot hold — a source's near field, a front sharper than the grid — no
+    /// forecast brings back, and no indicator reading the grid sees. Measured on a sample of
+    /// ≈ 2¹⁴ nodes when the FE computed the state; after accepted windows the last value
+    /// stands. Default `false`.
+    #[serde(default)]
+    pub handback_check: bool,
     /// What a hybrid run does when the job's scenario (a conditioned model's source
     /// parameters) lies outside the ranges the model was trained on, where its calibration
     /// does not hold: `fe` (default: the FE runs every window, with a warning naming the

@@ -435,6 +435,7 @@ pub(crate) mod hybrid {
             velocity: VelocityEstimate::Bdf2,
             error_scale: ErrorScale::Window,
             audit_every: 0,
+            handback_limit: None,
         }
     }
 
@@ -1000,10 +1001,12 @@ pub(crate) mod hybrid {
             ..RunOptions::default()
         };
         // With the run's error scale the window scores depend on the largest frame so far,
-        // which the checkpoint must carry.
+        // which the checkpoint must carry; with it the hand-back check too (its losses, and
+        // the one in force after an accepted window).
         for scale in ["window", "run"] {
             let mut whole = alternating_job(dir.path(), &model, &format!("whole-{scale}"));
             whole.coupling.as_mut().unwrap().error_scale = scale.into();
+            whole.coupling.as_mut().unwrap().handback_check = scale == "run";
             let (run, h) =
                 run_hybrid(&whole, base, &opts(false, None), &wavecp::comm::Serial).unwrap();
             assert!(!run.interrupted && h.windows_accepted == 2);
@@ -1011,6 +1014,7 @@ pub(crate) mod hybrid {
             // 62 (where the accepted window 46–62 lands), then run to the end.
             let mut parts = alternating_job(dir.path(), &model, &format!("parts-{scale}"));
             parts.coupling.as_mut().unwrap().error_scale = scale.into();
+            parts.coupling.as_mut().unwrap().handback_check = scale == "run";
             let (r1, _) =
                 run_hybrid(&parts, base, &opts(false, Some(33)), &wavecp::comm::Serial).unwrap();
             assert!(r1.interrupted && r1.checkpoints == 1, "{r1:?}");
@@ -1021,6 +1025,8 @@ pub(crate) mod hybrid {
                 run_hybrid(&parts, base, &opts(true, None), &wavecp::comm::Serial).unwrap();
             assert!(!r3.interrupted && r3.restarted);
             assert_eq!(h3.windows, h.windows);
+            assert_eq!(h3.handback_losses, h.handback_losses);
+            assert_eq!(h.handback_losses.is_empty(), scale == "window");
             assert_eq!(h3.steps_surrogate, h.steps_surrogate);
             assert_eq!(
                 h3.max_rel_l2_error.unwrap().to_bits(),

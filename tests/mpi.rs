@@ -966,6 +966,15 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
     assert_eq!(serial["hybrid"]["windows"], two["hybrid"]["windows"]);
     let w = serial["hybrid"]["windows"].as_array().unwrap();
     assert!(w.iter().any(|x| x[0].is_f64()), "{w:?}");
+    // The hand-back check's losses: sums over a sample of nodes that each rank holds a part of,
+    // the serial run's bits on 4 ranks.
+    let check = ["--set", "coupling.handback_check=true"];
+    let serial = run(0, "check_serial", &check);
+    let four = run(4, "check_np4", &check);
+    let losses = &serial["hybrid"]["handback_losses"];
+    assert!(losses.as_array().is_some_and(|l| l.len() > 1), "{losses}");
+    assert_eq!(&four["hybrid"]["handback_losses"], losses);
+    assert_eq!(four["hybrid"]["windows"], serial["hybrid"]["windows"]);
     // Stopped on 2 ranks inside a rejected window, continued on 4: the serial run's bits.
     let s = run(2, "moved", &["--stop-after-steps", "33"]);
     assert_eq!(s["interrupted"], true);

@@ -198,6 +198,7 @@ fn hybrid(
         velocity: VelocityEstimate::Bdf2,
         error_scale: ErrorScale::Window,
         audit_every: 0,
+        handback_limit: None,
     };
     let mut sim = simulation(problem, dt)?;
     let mut h = Hybrid::new(&mut sim, &transfer, net, indicator, cfg)?;

@@ -343,6 +343,7 @@ fn sample_rollout(s: &Sampling, fitted: Option<&ErrorModel>) -> Result<Windows, 
         velocity: VelocityEstimate::Bdf2,
         error_scale: ErrorScale::Window,
         audit_every: 1,
+        handback_limit: None,
     };
     for scenario in 0..s.scenarios {
         let (mut sim, params) = scenario_sim(s, (&job, base), &mut pick)?;

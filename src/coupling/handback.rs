@@ -116,3 +116,23 @@ fn solve3(m: [[f64; 3]; 3], b: [f64; 3]) -> [f64; 3] {
     }
     x
 }
+
+/// What handing the grid frame `g` of the FE field `u` (this rank's owned values) back to the
+/// mesh loses: ‖u − P g‖ / ‖u‖ over a fixed sample of the covered nodes
+/// ([`super::transfer::ZoneTransfer::handback_terms`]), `P` the run's grid → mesh map; 0 for a
+/// zero field. Collective; the same bits on any number of ranks. A forecast handed back can be
+/// no closer to the FE's field than this: the part of the field the grid does not hold (a
+/// source's near field, a front sharper than the grid) is lost whatever the network does.
+pub fn loss(
+    transfer: &super::transfer::ZoneTransfer,
+    u: &[f64],
+    g: &[f64],
+    comm: &dyn crate::comm::Comm,
+) -> Result<f64, super::CouplingError> {
+    let (diff, norm) = transfer.handback_terms(u, g)?;
+    let (d, n) = (
+        crate::comm::repro_sum(comm, &diff),
+        crate::comm::repro_sum(comm, &norm),
+    );
+    Ok(if n > 0.0 { (d / n).sqrt() } else { 0.0 })
+}

@@ -117,6 +117,14 @@ pub struct HybridConfig {
     /// unobserved, then put back) to measure the forecast's true error ([`Audit`]); the run
     /// goes on from the forecast as it would have. 0: no audits.
     pub audit_every: usize,
+    /// `Some(limit)`: a window the indicator trusts is accepted only if the hand-back's own
+    /// loss ([`super::handback::loss`], the error scale applied) is below `limit` too — what
+    /// the grid cannot hold of the FE field, which no forecast can bring back and no grid
+    /// indicator sees. Measured on the state the window starts from when the FE computed it,
+    /// else (after accepted windows: a handed-back state holds only what the grid holds) the
+    /// last measured value stands.
+    #[serde(default)]
+    pub handback_limit: Option<f64>,
 }
 
 /// An accepted window the FE re-ran to measure the forecast's true error.
@@ -191,6 +199,11 @@ pub struct HybridSummary {
     /// Each window's indicator value (none where it was not tried: a tolerance of 0, or the
     /// cap on accepted windows in a row) and whether it was accepted, in order.
     pub windows: Vec<(Option<f64>, bool)>,
+    /// With [`HybridConfig::handback_limit`]: the hand-back losses measured (window, loss in
+    /// the tolerance's unit), and how many windows the indicator trusted that they refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handback_losses: Vec<(usize, f64)>,
+    pub handback_refused: usize,
 }
 
 /// Everything a hybrid run needs besides the simulation's own state to continue bit for bit:
@@ -211,6 +224,11 @@ pub struct HybridState {
     /// [`ErrorScale::Run`].
     pub run_max: f64,
     pub audits: Vec<Audit>,
+    /// [`HybridSummary::handback_losses`] and [`HybridSummary::handback_refused`].
+    #[serde(default)]
+    pub handback_losses: Vec<(usize, f64)>,
+    #[serde(default)]
+    pub handback_refused: usize,
     /// What the state was made with (checked on resuming): FE steps between frames, frames
     /// a forecast reads, grid points.
     pub stride: usize,
@@ -459,6 +477,8 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             audit_s: secs(self.times.audit),
             audits: self.st.audits.clone(),
             windows: windows.clone(),
+            handback_losses: self.st.handback_losses.clone(),
+            handback_refused: self.st.handback_refused,
             ..HybridSummary::default()
         };
         Ok((s, stopped))
@@ -483,7 +503,14 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             Some(self.try_window(t_in)?)
         };
         let score = tried.as_ref().map(|t| t.0);
-        let accepted = tried.filter(|(score, _, _)| *score < self.cfg.tolerance);
+        let trusted = tried.filter(|(score, _, _)| *score < self.cfg.tolerance);
+        let accepted = match (&trusted, self.cfg.handback_limit) {
+            (Some((_, _, factor)), Some(limit)) if self.handback_loss(*factor)? >= limit => {
+                self.st.handback_refused += 1;
+                None
+            }
+            _ => trusted,
+        };
         if let Some((score, forecast, factor)) = &accepted {
             let n = self.st.windows.iter().filter(|w| w.1).count() + 1;
             if self.cfg.audit_every > 0 && n.is_multiple_of(self.cfg.audit_every) {
@@ -615,6 +642,27 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         self.times.indicator += t.elapsed();
         let factor = self.scale(past);
         Ok((score * factor, forecast, factor))
+    }
+
+    /// The hand-back's loss in the tolerance's unit (`factor`: the window's error scale),
+    /// measured when the FE computed the state the window starts from; else the last one
+    /// measured stands, as a state handed back would show no loss whatever the field lost.
+    fn handback_loss(&mut self, factor: f64) -> Result<f64, CouplingError> {
+        let own = self.st.in_a_row == 0 && self.st.newest == self.sim.steps_done();
+        if let (false, Some(&(_, l))) = (own, self.st.handback_losses.last()) {
+            return Ok(l);
+        }
+        let t = Instant::now();
+        let g = self
+            .frames
+            .back()
+            .ok_or_else(|| CouplingError::Setup("no frame recorded".into()))?;
+        let loss = super::handback::loss(self.transfer, self.sim.u(), g, self.sim.comm())?;
+        self.st
+            .handback_losses
+            .push((self.st.windows.len(), loss * factor));
+        self.times.indicator += t.elapsed();
+        Ok(loss * factor)
     }
 
     /// Runs the FE over the window the forecast covers, from the current state, and records

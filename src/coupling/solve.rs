@@ -410,6 +410,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
             _ => ErrorScale::Window,
         },
         audit_every: c.audit_every,
+        handback_limit: c.handback_check.then_some(c.tolerance),
     };
     Ok(Parts {
         transfer,

@@ -332,6 +332,30 @@ pub struct ZoneTransfer {
     /// On a decomposed mesh: where the ranks' owned values go in the whole mesh (rank 0; the
     /// other ranks hold no `to_grid` locations).
     ranks: Option<Vec<u64>>,
+    /// The stencils of the covered nodes whose whole-mesh number is a multiple of
+    /// [`probe_stride`] (this rank's): where [`ZoneTransfer::handback_terms`] looks.
+    probe: Vec<NodeStencil>,
+    probe_cubic: Vec<CubicStencil>,
+}
+
+/// Every how many covered nodes (by whole-mesh number) the hand-back's loss is sampled: about
+/// 2¹⁴ of them, all of a small mesh. Odd, so that it does not follow a structured mesh's rows
+/// (a row of 1 000 nodes would put an even stride's samples in the same columns).
+fn probe_stride(covered: usize) -> usize {
+    let k = (covered >> 14).max(1);
+    if k > 1 && k.is_multiple_of(2) {
+        k + 1
+    } else {
+        k
+    }
+}
+
+/// The stencils of `all` whose node is a multiple of `every`.
+fn sampled<S: Copy>(all: &[S], every: usize, node: impl Fn(&S) -> u32) -> Vec<S> {
+    all.iter()
+        .filter(|s| (node(s) as usize).is_multiple_of(every))
+        .copied()
+        .collect()
 }
 
 /// What rank 0 sends each rank of a decomposed mesh.
@@ -343,6 +367,8 @@ struct RankPart {
     mesh_covered: usize,
     stencils: Vec<NodeStencil>,
     cubic: Vec<CubicStencil>,
+    probe: Vec<NodeStencil>,
+    probe_cubic: Vec<CubicStencil>,
 }
 
 impl ZoneTransfer {
@@ -369,10 +395,13 @@ impl ZoneTransfer {
         }
         let mask: Vec<bool> = to_grid.iter().map(Option::is_some).collect();
         let (to_mesh, cubic) = node_stencils(&mesh.coords, &grid, &mask, interp);
+        let every = probe_stride(to_mesh.len() + cubic.len());
         Ok(ZoneTransfer {
             grid,
             to_grid,
             mesh_covered: to_mesh.len() + cubic.len(),
+            probe: sampled(&to_mesh, every, |s| s.node),
+            probe_cubic: sampled(&cubic, every, |s| s.node),
             to_mesh,
             cubic,
             num_nodes: mesh.num_nodes(),
@@ -402,6 +431,8 @@ impl ZoneTransfer {
                     off += c as usize;
                     let stencils = for_rank(&w.to_mesh, mine, w.num_nodes, |s| &mut s.node);
                     let cubic = for_rank(&w.cubic, mine, w.num_nodes, |s| &mut s.node);
+                    let probe = for_rank(&w.probe, mine, w.num_nodes, |s| &mut s.node);
+                    let probe_cubic = for_rank(&w.probe_cubic, mine, w.num_nodes, |s| &mut s.node);
                     parts.push(crate::comm::to_bytes(&RankPart {
                         grid: w.grid,
                         mask: w.mask.clone(),
@@ -409,6 +440,8 @@ impl ZoneTransfer {
                         mesh_covered: w.mesh_covered,
                         stencils,
                         cubic,
+                        probe,
+                        probe_cubic,
                     }));
                 }
                 (Some(parts), Some((w.to_grid, ids)))
@@ -432,6 +465,8 @@ impl ZoneTransfer {
             mesh_nodes: p.mesh_nodes,
             mesh_covered: p.mesh_covered,
             ranks,
+            probe: p.probe,
+            probe_cubic: p.probe_cubic,
         })
     }
 
@@ -537,6 +572,38 @@ impl ZoneTransfer {
         self.check_len("mesh field", self.num_nodes, u.len())?;
         apply(&self.to_mesh, &self.cubic, self.grid.nx, g, u);
         Ok(())
+    }
+
+    /// What a hand-back of the grid field `g` loses of the mesh field `u` (this rank's owned
+    /// values), at a fixed sample of the covered nodes (about 2¹⁴ of the whole mesh's, the
+    /// same ones on any number of ranks): per sampled node `(u − P g)²` and `u²`, `P` the
+    /// grid → mesh map. Summed over the ranks they give ‖u − P g‖ / ‖u‖ on the sample; for
+    /// `g` the frame of `u` itself, what the grid does not hold of `u`.
+    pub fn handback_terms(
+        &self,
+        u: &[f64],
+        g: &[f64],
+    ) -> Result<(Vec<f64>, Vec<f64>), TransferError> {
+        self.check_len("grid field", self.mask.len(), g.len())?;
+        self.check_len("mesh field", self.num_nodes, u.len())?;
+        let value = |node: u32, b: f64| {
+            let v = u[node as usize];
+            ((v - b) * (v - b), v * v)
+        };
+        let bilinear = self.probe.iter().map(|s| {
+            let b = s.points.iter().zip(&s.weights);
+            value(s.node, b.map(|(&q, &w)| w * g[q as usize]).sum())
+        });
+        let nx = self.grid.nx;
+        let cubic = self.probe_cubic.iter().map(|s| {
+            let f = s.first as usize;
+            let b = (0..4).map(|b| {
+                let row = &g[f + b * nx..f + b * nx + 4];
+                s.wy[b] * (0..4).map(|a| s.wx[a] * row[a]).sum::<f64>()
+            });
+            value(s.node, b.sum())
+        });
+        Ok(bilinear.chain(cubic).unzip())
     }
 
     fn check_len(
