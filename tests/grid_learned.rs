@@ -321,6 +321,13 @@ fn calibrate_fits_the_error_model_stores_it_and_a_hybrid_run_predicts_with_it() 
         e.contains("grid_learned") && e.contains("wavecp calibrate"),
         "{e}"
     );
+    // Refused before the first step: no running output left to read as a run to continue.
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".running"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[cfg(feature = "hdf5")]

@@ -546,6 +546,7 @@ fn drive<'c>(
     job: (&Config, &Path),
     (sim, last): (&mut Simulation<'c>, usize),
     (extras, reference_on, restart): (&SharedExtras, bool, bool),
+    started: &mut bool,
     after: &mut AfterStep<'_>,
 ) -> Result<(HybridSummary, bool), DriverError> {
     let OnRanks {
@@ -601,6 +602,7 @@ fn drive<'c>(
         h = h.resume(s.hybrid).map_err(from_coupling)?;
     }
     let mut observed = Observed(after);
+    *started = true;
     let (mut summary, stopped) = h
         .run_with(last, &mut ctx, &mut [&mut observed])
         .map_err(from_coupling)?;
@@ -663,9 +665,10 @@ pub fn run_hybrid(
     }));
     let mut hybrid = None;
     let restart = opts.restart;
+    let mut started = false;
     let mut run = |sim: &mut Simulation<'_>, last: usize, after: &mut AfterStep<'_>| {
         let flags = (&extras, reference_on, restart);
-        let (s, stopped) = drive(c, (cfg, base), (sim, last), flags, after)?;
+        let (s, stopped) = drive(c, (cfg, base), (sim, last), flags, &mut started, after)?;
         hybrid = Some(s);
         Ok(stopped)
     };
@@ -673,7 +676,28 @@ pub fn run_hybrid(
         drive: &mut run,
         extras: extras.clone(),
     };
-    let summary = crate::sim::run_on_with(cfg, base, &opts, comm, Some(coupled))?;
-    let hybrid = hybrid.ok_or_else(|| err("the hybrid loop did not run"))?;
-    Ok((summary, hybrid))
+    let summary = crate::sim::run_on_with(cfg, base, &opts, comm, Some(coupled));
+    if summary.is_err() && !started && !restart && comm.rank() == 0 {
+        discard_running(&cfg.output.path);
+    }
+    let hybrid = hybrid.ok_or_else(|| err("the hybrid loop did not run"));
+    Ok((summary?, hybrid?))
+}
+
+/// Removes the running output (`NAME.running.*`) of a fresh run whose coupling failed to set
+/// up: it holds the initial step only, and left behind it reads as a run to continue.
+fn discard_running(out: &Path) {
+    use crate::output::target::{running_path, sibling};
+    if out.as_os_str().is_empty() {
+        return;
+    }
+    let run = running_path(out);
+    let tables = ["receivers.csv", "energy.csv"].map(|t| sibling(&run, t));
+    for p in tables.into_iter().chain([run.with_extension("xdmf"), run]) {
+        if let Err(e) = std::fs::remove_file(&p) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("could not remove {}: {e}", p.display());
+            }
+        }
+    }
 }
