@@ -346,3 +346,47 @@ fn the_shipped_submodel_job_runs_small_within_its_measured_error() {
     assert!(e < 0.04, "zone error {e}");
     assert!(s.oracle_max_rel_l2_error.unwrap() < 1e-3);
 }
+
+/// The shipped model was trained on sources at 2–3 Hz, its prior reflecting off the unit
+/// square: a 3.5 Hz source is refused by default (the submodel's boundary is the network's
+/// forecast, with no FE to fall back on), runs with `out_of_range = "trust"` and is reported;
+/// a mesh over another rectangle is refused whatever the setting, naming both rectangles.
+#[test]
+fn the_submodel_refuses_a_source_outside_its_models_ranges_unless_trusted() {
+    let job = crate::common::repo("jobs/submodel.toml");
+    let base = job.parent().unwrap();
+    let sets = [
+        "mesh.generate.nx=100",
+        "mesh.generate.ny=100",
+        "time.end=0.2",
+        "output.path=\"\"",
+    ]
+    .map(String::from);
+    let opts = SubmodelOptions::default();
+    let run = |cfg: &Config| wavecp::coupling::subrun::run_submodel(cfg, base, &opts, &Serial);
+    let mut cfg = Config::load(&job, &sets).unwrap();
+    let s = run(&cfg).unwrap();
+    assert!(s.out_of_range.is_empty() && s.windows == 1, "{s:?}");
+    cfg.source[0].frequency = 3.5;
+    let e = run(&cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("frequency = 3.5 outside [2")
+            && e.contains("no FE to fall back on")
+            && e.contains("out_of_range = \"trust\""),
+        "{e}"
+    );
+    cfg.coupling.as_mut().unwrap().out_of_range = "trust".into();
+    let s = run(&cfg).unwrap();
+    assert_eq!(s.windows, 1);
+    assert_eq!(s.out_of_range.len(), 1, "{:?}", s.out_of_range);
+    assert!(s.out_of_range[0].starts_with("frequency = 3.5"));
+    let mut sets = sets.to_vec();
+    sets.extend(["mesh.generate.x=[0.0, 1.2]", "mesh.generate.nx=120"].map(String::from));
+    let mut wide = Config::load(&job, &sets).unwrap();
+    wide.coupling.as_mut().unwrap().out_of_range = "trust".into();
+    let e = run(&wide).unwrap_err().to_string();
+    assert!(
+        e.contains("absorbing rectangle x in [0, 1]") && e.contains("x in [0, 1.2]"),
+        "{e}"
+    );
+}

@@ -431,17 +431,7 @@ fn condition(
     (cfg, mesh): (&Config, &crate::mesh::Mesh),
     (c, model): (&CouplingConfig, &Path),
 ) -> Result<Vec<String>, DriverError> {
-    if let Some(w) = cond.prior_walls {
-        let b = mesh.bbox();
-        let size = (w[1] - w[0]).abs().max((w[3] - w[2]).abs());
-        let off = [b[0] - w[0], b[2] - w[1], b[1] - w[2], b[3] - w[3]];
-        if off.iter().any(|d| d.abs() > 1e-9 * size) {
-            return Err(err(format!(
-                "{}'s prior adds the reflections of the absorbing rectangle x in [{}, {}], y in [{}, {}] it was trained in; this job's mesh spans x in [{}, {}], y in [{}, {}]",
-                model.display(), w[0], w[1], w[2], w[3], b[0], b[2], b[1], b[3]
-            )));
-        }
-    }
+    check_walls(cond, mesh, model)?;
     let params = super::subrun::scenario(cfg)?;
     let outside = cond.outside_training(&params);
     net.set_scenario(params).map_err(from_coupling)?;
@@ -458,6 +448,27 @@ fn condition(
         );
     }
     Ok(outside)
+}
+
+/// Refuses a model whose prior reflects off another rectangle than the job's mesh.
+pub(super) fn check_walls(
+    cond: &crate::surrogate::condition::Conditioning,
+    mesh: &crate::mesh::Mesh,
+    model: &Path,
+) -> Result<(), DriverError> {
+    let Some(w) = cond.prior_walls else {
+        return Ok(());
+    };
+    let b = mesh.bbox();
+    let size = (w[1] - w[0]).abs().max((w[3] - w[2]).abs());
+    let off = [b[0] - w[0], b[2] - w[1], b[1] - w[2], b[3] - w[3]];
+    if off.iter().any(|d| d.abs() > 1e-9 * size) {
+        return Err(err(format!(
+            "{}'s prior adds the reflections of the absorbing rectangle x in [{}, {}], y in [{}, {}] it was trained in; this job's mesh spans x in [{}, {}], y in [{}, {}]",
+            model.display(), w[0], w[1], w[2], w[3], b[0], b[2], b[1], b[3]
+        )));
+    }
+    Ok(())
 }
 
 /// What every rank holds of the pieces: the transfer of its own nodes, the network (rank 0

@@ -59,7 +59,7 @@ impl HostedSubmodel {
     /// The submodel of `cfg` (one rank: the zone is small), its network opened, its output
     /// file created when the job names one (steps are written by `write_output`).
     pub fn new(cfg: &Config, base: &Path) -> Result<Self, DriverError> {
-        let (grid, frame_dt, open) = network(cfg, base)?;
+        let (grid, frame_dt, _, open) = network(cfg, base)?;
         let (mut run, _, windows) = build_run(cfg, base, (grid, frame_dt), open, None)?;
         run.writer = writer(cfg, &run.sub, false)?;
         // The host decides when to write.

@@ -90,6 +90,9 @@ pub struct SubmodelSummary {
     /// The window a restart continued after.
     pub resumed_after_window: Option<usize>,
     pub checkpoints_written: usize,
+    /// The job's source parameters outside the model's trained ranges (run anyway only with
+    /// `coupling.out_of_range = "trust"`).
+    pub out_of_range: Vec<String>,
 }
 
 /// The job's single Ricker source as the scenario a conditioned model reads
@@ -359,12 +362,15 @@ pub fn run_submodel(
     opts: &SubmodelOptions,
     comm: &dyn Comm,
 ) -> Result<SubmodelSummary, DriverError> {
-    let (grid, frame_dt, open) = network(cfg, base)?;
-    run_with(cfg, base, (opts, comm), (grid, frame_dt), open)
+    let (grid, frame_dt, outside, open) = network(cfg, base)?;
+    let mut s = run_with(cfg, base, (opts, comm), (grid, frame_dt), open)?;
+    s.out_of_range = outside;
+    Ok(s)
 }
 
-/// The job's network: the zone grid and frame spacing its file records, and what opens it on
-/// the job's device for a submodel's grid transfer (with the job's scenario, when it reads one).
+/// The job's network: the zone grid and frame spacing its file records, the job's source
+/// parameters outside its trained ranges ([`in_range`]), and what opens it on the job's device
+/// for a submodel's grid transfer (with the job's scenario, when it reads one).
 #[allow(clippy::type_complexity)]
 pub(super) fn network<'a>(
     cfg: &'a Config,
@@ -373,6 +379,7 @@ pub(super) fn network<'a>(
     (
         ZoneGrid,
         f64,
+        Vec<String>,
         impl FnOnce(&ZoneTransfer) -> Result<NetworkForecaster, DriverError> + 'a,
     ),
     DriverError,
@@ -393,6 +400,10 @@ pub(super) fn network<'a>(
         ny: loaded.meta.ny,
     };
     let frame_dt = loaded.meta.frame_dt;
+    let outside = match &loaded.meta.conditioning {
+        Some(cond) => in_range(cfg, base, cond, &model)?,
+        None => vec![],
+    };
     let open = move |t: &ZoneTransfer| {
         let device = c.device.parse().map_err(err)?;
         let mut net = NetworkForecaster::from_loaded(loaded, &model, device, t, frame_dt)
@@ -402,7 +413,42 @@ pub(super) fn network<'a>(
         }
         Ok(net)
     };
-    Ok((grid, frame_dt, open))
+    Ok((grid, frame_dt, outside, open))
+}
+
+/// A conditioned model against the job: its prior's rectangle must be the mesh's, and its
+/// calibration holds only inside the source ranges it was trained on. The submodel has no FE
+/// to hand a window to (the network's forecast is its boundary), so outside them
+/// `coupling.out_of_range = "fe"` (the default) refuses the job and `"trust"` runs it with a
+/// warning. Returns the parameters outside.
+fn in_range(
+    cfg: &Config,
+    base: &Path,
+    cond: &crate::surrogate::condition::Conditioning,
+    model: &Path,
+) -> Result<Vec<String>, DriverError> {
+    let c = coupling(cfg)?;
+    if cond.prior_walls.is_some() {
+        let mesh = crate::sim::load_mesh(&cfg.mesh, base)?;
+        super::solve::check_walls(cond, &mesh, model)?;
+    }
+    let outside = cond.outside_training(&scenario(cfg)?);
+    if outside.is_empty() {
+        return Ok(outside);
+    }
+    if c.out_of_range == "fe" {
+        return Err(err(format!(
+            "the job's source lies outside what {} was trained on ({}): the submodel's boundary is the network's forecast and has no FE to fall back on; run the whole model (no [coupling]) or set coupling.out_of_range = \"trust\" to run it anyway",
+            model.display(),
+            outside.join(", ")
+        )));
+    }
+    tracing::warn!(
+        "the job's source lies outside what {} was trained on ({}): its boundary forecasts are not calibrated there (coupling.out_of_range = \"trust\")",
+        model.display(),
+        outside.join(", ")
+    );
+    Ok(outside)
 }
 
 fn coupling(cfg: &Config) -> Result<&crate::config::CouplingConfig, DriverError> {
@@ -708,6 +754,7 @@ fn finish<F: Forecaster>(
         interrupted: !complete,
         resumed_after_window: None,
         checkpoints_written: 0,
+        out_of_range: vec![],
     };
     tracing::info!(
         "submodel: {} windows, wall {:.2} s = FE {:.2} + inference {:.2} + transfers {:.2}",
