@@ -252,6 +252,17 @@ int wavecp_sim_hybrid_windows(const wavecp_sim *s,
 // window ends). `WAVECP_ERR_ARG` for another job.
 int wavecp_sim_submodel_windows(const wavecp_sim *s, int64_t *windows, double *indicator);
 
+// Where the simulation stands, as one JSON object (UTF-8, NUL-terminated): `mode` (`"fe"`,
+// `"hybrid"` or `"submodel"`), `step`, `time`, `dt`, `job_steps`, `finished`; a hybrid job
+// adds `hybrid` (what `wavecp solve --json` reports of the loop so far: windows accepted and
+// rejected with each window's indicator score, the tolerance's calibrated threshold, the
+// source parameters outside the model's trained ranges, hand-back losses, the wall-clock
+// split), a submodel job `submodel` (`windows`, `indicator`). `*length` receives the JSON's
+// length in bytes, without the NUL; it is written into `buf` when `capacity` exceeds that
+// length. Call with `buf` NULL and `capacity` 0 to learn the size; `WAVECP_ERR_ARG` when
+// `capacity` is too small (nothing is written to `buf`, `*length` is set).
+int wavecp_sim_summary_json(const wavecp_sim *s, char *buf, int64_t capacity, int64_t *length);
+
 // Appends the current step (and the receiver values since the last output step) to the job's
 // `output.path` (VTKHDF + XDMF, as `wavecp solve` writes it; nothing when the job has no
 // output path). Checks the field is finite. Collective.

@@ -610,6 +610,53 @@ pub unsafe extern "C" fn wavecp_sim_submodel_windows(
     })
 }
 
+/// Where the simulation stands, as one JSON object (UTF-8, NUL-terminated): `mode` (`"fe"`,
+/// `"hybrid"` or `"submodel"`), `step`, `time`, `dt`, `job_steps`, `finished`; a hybrid job
+/// adds `hybrid` (what `wavecp solve --json` reports of the loop so far: windows accepted and
+/// rejected with each window's indicator score, the tolerance's calibrated threshold, the
+/// source parameters outside the model's trained ranges, hand-back losses, the wall-clock
+/// split), a submodel job `submodel` (`windows`, `indicator`). `*length` receives the JSON's
+/// length in bytes, without the NUL; it is written into `buf` when `capacity` exceeds that
+/// length. Call with `buf` NULL and `capacity` 0 to learn the size; `WAVECP_ERR_ARG` when
+/// `capacity` is too small (nothing is written to `buf`, `*length` is set).
+#[no_mangle]
+pub unsafe extern "C" fn wavecp_sim_summary_json(
+    s: *const wavecp_sim,
+    buf: *mut c_char,
+    capacity: i64,
+    length: *mut i64,
+) -> c_int {
+    with_sim(s, |sim| {
+        if capacity < 0 {
+            return Err(Failure::new(
+                WAVECP_ERR_ARG,
+                format!("capacity = {capacity} is negative"),
+            ));
+        }
+        let text = hosted::summary_json(sim.built()?).to_string();
+        let n = text.len();
+        // SAFETY: a writable int64 (header contract).
+        unsafe { put(length, n as i64, "length") }?;
+        if buf.is_null() && capacity == 0 {
+            return Ok(());
+        }
+        if (capacity as u64) <= n as u64 {
+            return Err(Failure::new(
+                WAVECP_ERR_ARG,
+                format!(
+                    "capacity = {capacity} bytes does not hold the summary's {} (with its NUL)",
+                    n + 1
+                ),
+            ));
+        }
+        // SAFETY: `capacity` writable bytes (header contract), of which n + 1 are used.
+        let out = unsafe { out_slice(buf.cast::<u8>(), n + 1, "buf") }?;
+        out[..n].copy_from_slice(text.as_bytes());
+        out[n] = 0;
+        Ok(())
+    })
+}
+
 /// Appends the current step (and the receiver values since the last output step) to the job's
 /// `output.path` (VTKHDF + XDMF, as `wavecp solve` writes it; nothing when the job has no
 /// output path). Checks the field is finite. Collective.

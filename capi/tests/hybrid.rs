@@ -63,6 +63,18 @@ impl Host {
         );
         u
     }
+    /// `wavecp_sim_summary_json`, asked for its size first.
+    fn summary(&self) -> serde_json::Value {
+        let mut n = -1;
+        let rc = unsafe { wavecp_sim_summary_json(self.0, std::ptr::null_mut(), 0, &mut n) };
+        assert_eq!(rc, WAVECP_OK);
+        let mut buf = vec![0u8; n as usize + 1];
+        let mut m = -1;
+        let rc = unsafe { wavecp_sim_summary_json(self.0, buf.as_mut_ptr().cast(), n + 1, &mut m) };
+        assert_eq!((rc, m), (WAVECP_OK, n));
+        assert_eq!(buf[n as usize], 0);
+        serde_json::from_slice(&buf[..n as usize]).unwrap()
+    }
     fn windows(&self) -> (i64, i64) {
         let (mut a, mut r, mut s) = (0, 0, 0);
         let rc = unsafe { wavecp_sim_hybrid_windows(self.0, &mut a, &mut r, &mut s) };
@@ -125,6 +137,7 @@ fn a_hybrid_job_stepped_by_a_host_is_wavecp_solve_bit_for_bit() {
         whole.windows(),
         (hy.windows_accepted as i64, hy.windows_rejected as i64)
     );
+    summary_is_solves(&whole.summary(), &hy, last);
 
     // Calls ending on window boundaries (warm-up of 14 steps, windows of 16), with the state
     // saved after the second window and continued in another simulation.
@@ -167,6 +180,87 @@ fn a_hybrid_job_stepped_by_a_host_is_wavecp_solve_bit_for_bit() {
     );
 }
 
+/// The JSON summary of a hosted hybrid run advanced to the end against `wavecp solve`'s: the
+/// same windows with the same scores, threshold and out-of-range list.
+fn summary_is_solves(
+    v: &serde_json::Value,
+    hy: &wavecp::coupling::hybrid::HybridSummary,
+    last: i64,
+) {
+    assert_eq!(v["mode"], "hybrid");
+    assert_eq!(
+        (v["step"].as_i64(), v["job_steps"].as_i64()),
+        (Some(last), Some(last))
+    );
+    assert_eq!(v["finished"], false);
+    let h = &v["hybrid"];
+    let count = |k: &str| h[k].as_u64().unwrap() as usize;
+    assert_eq!(
+        (
+            count("windows_accepted"),
+            count("windows_rejected"),
+            count("steps_surrogate")
+        ),
+        (hy.windows_accepted, hy.windows_rejected, hy.steps_surrogate)
+    );
+    let windows = h["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), hy.windows.len());
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-14 * b.abs();
+    for (w, (score, accepted)) in windows.iter().zip(&hy.windows) {
+        assert_eq!(w[1].as_bool(), Some(*accepted));
+        match score {
+            Some(s) => assert!(near(w[0].as_f64().unwrap(), *s), "{w} vs {s}"),
+            None => assert!(w[0].is_null()),
+        }
+    }
+    match hy.indicator_threshold {
+        Some(t) => assert!(near(h["indicator_threshold"].as_f64().unwrap(), t)),
+        None => assert!(h["indicator_threshold"].is_null()),
+    }
+    // Absent when empty, as in `wavecp solve --json`.
+    let listed = h
+        .get("out_of_range")
+        .map_or(0, |o| o.as_array().unwrap().len());
+    assert_eq!(listed, hy.out_of_range.len());
+}
+
+/// `wavecp_sim_summary_json` on a job without `[coupling]` and with a buffer too small.
+#[test]
+fn the_summary_names_the_mode_and_refuses_a_short_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg =
+        wavecp::coupling::solve::demo_config(&model(), &["output.path=\"\"".into()]).unwrap();
+    cfg.coupling = None;
+    let p = dir.path().join("fe.toml");
+    std::fs::write(&p, toml::to_string(&cfg).unwrap()).unwrap();
+    let fe = Host::new(&p, &[]);
+    fe.advance(10);
+    let v = fe.summary();
+    assert_eq!(
+        (v["mode"].as_str(), v["step"].as_i64()),
+        (Some("fe"), Some(10))
+    );
+    let t = v["time"].as_f64().unwrap();
+    assert!((t - 10.0 * v["dt"].as_f64().unwrap()).abs() < 1e-12, "{v}");
+    assert!(
+        v.get("hybrid").is_none() && v.get("submodel").is_none(),
+        "{v}"
+    );
+    let mut n = -1;
+    let mut buf = [7u8; 8];
+    // SAFETY: 8 writable bytes and an int64.
+    let rc = unsafe { wavecp_sim_summary_json(fe.0, buf.as_mut_ptr().cast(), 8, &mut n) };
+    assert_eq!(rc, WAVECP_ERR_ARG);
+    assert!(n > 8 && buf == [7u8; 8], "{n} {buf:?}");
+    let msg = unsafe { std::ffi::CStr::from_ptr(wavecp_last_error()) }.to_string_lossy();
+    assert!(msg.contains("capacity = 8"), "{msg}");
+    let rc = unsafe { wavecp_sim_summary_json(fe.0, buf.as_mut_ptr().cast(), -1, &mut n) };
+    assert_eq!(rc, WAVECP_ERR_ARG);
+    let rc =
+        unsafe { wavecp_sim_summary_json(fe.0, buf.as_mut_ptr().cast(), 8, std::ptr::null_mut()) };
+    assert_eq!(rc, WAVECP_ERR_NULL);
+}
+
 /// The same from Python (examples/python/hybrid.py, window by window): the window counts and
 /// the final field's norm of the C ABI run above.
 #[test]
@@ -193,6 +287,16 @@ fn the_python_hybrid_host_takes_the_same_windows() {
         (Some(a), Some(r))
     );
     assert!(a >= 1);
+    // Its summary's counts are the C call's.
+    let sm = &v["summary"]["hybrid"];
+    assert_eq!(
+        (
+            sm["windows_accepted"].as_i64(),
+            sm["windows_rejected"].as_i64()
+        ),
+        (Some(a), Some(r))
+    );
+    assert_eq!(v["summary"]["mode"], "hybrid");
     let pn = v["norm"].as_f64().unwrap();
     assert!((pn - norm).abs() <= 1e-12 * norm, "{pn} vs {norm}");
 }

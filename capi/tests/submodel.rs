@@ -88,6 +88,21 @@ fn a_submodel_job_stepped_by_a_host_is_wavecp_solve_bit_for_bit() {
         assert_eq!(wavecp_sim_submodel_windows(a, &mut w, &mut ind), WAVECP_OK);
         assert_eq!(w as usize, sum.windows);
         assert!(ind.is_finite() && ind > 0.0, "latest indicator {ind}");
+        let mut n = 0i64;
+        assert_eq!(
+            wavecp_sim_summary_json(a, std::ptr::null_mut(), 0, &mut n),
+            WAVECP_OK
+        );
+        let mut buf = vec![0u8; n as usize + 1];
+        assert_eq!(
+            wavecp_sim_summary_json(a, buf.as_mut_ptr().cast(), n + 1, &mut n),
+            WAVECP_OK
+        );
+        let v: serde_json::Value = serde_json::from_slice(&buf[..n as usize]).unwrap();
+        assert_eq!(v["mode"], "submodel");
+        assert_eq!(v["submodel"]["windows"].as_u64(), Some(w as u64));
+        let si = v["submodel"]["indicator"].as_f64().unwrap();
+        assert!((si - ind).abs() <= 1e-14 * ind, "{si} vs {ind}");
         assert_eq!(wavecp_sim_finish(a), WAVECP_OK);
     }
     assert!(

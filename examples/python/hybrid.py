@@ -1,6 +1,7 @@
 """A hybrid job stepped from Python: the demo's job (the shipped network takes windows of steps
 where its error indicator trusts it) advanced window by window through the bindings. Prints one
-JSON line: windows accepted and rejected, steps the network replaced, the final field's norm.
+JSON line: windows accepted and rejected, steps the network replaced, the final field's norm,
+and the run's summary (`Sim.summary()`: each window's score, the wall-clock split, ...).
 
     python3 examples/python/hybrid.py JOB     (JOB: e.g. `wavecp demo`'s job, written to a file)
 """
@@ -20,4 +21,4 @@ with wavecp.Sim(sys.argv[1], set=['output.path=""']) as sim:
         sim.advance(min(16, sim.num_steps - sim.step))
     accepted, rejected, replaced = sim.hybrid_windows()
     print(json.dumps({"accepted": accepted, "rejected": rejected, "steps_surrogate": replaced,
-                      "norm": float(np.linalg.norm(sim.field()))}))
+                      "norm": float(np.linalg.norm(sim.field())), "summary": sim.summary()}))

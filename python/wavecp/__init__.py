@@ -13,6 +13,7 @@ with wavecp's message.
 """
 
 import ctypes
+import json
 import os
 from pathlib import Path
 
@@ -76,6 +77,7 @@ _SIGNATURES = {
     "wavecp_sim_destroy": (None, [_sim]),
     "wavecp_sim_hybrid_windows": (ctypes.c_int, [_sim, ctypes.POINTER(_i64), ctypes.POINTER(_i64), ctypes.POINTER(_i64)]),
     "wavecp_sim_submodel_windows": (ctypes.c_int, [_sim, ctypes.POINTER(_i64), ctypes.POINTER(ctypes.c_double)]),
+    "wavecp_sim_summary_json": (ctypes.c_int, [_sim, ctypes.c_char_p, _i64, ctypes.POINTER(_i64)]),
     "wavecp_net_open": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_sim)]),
     "wavecp_net_set_zone": (ctypes.c_int, [_sim] + [ctypes.c_double] * 4),
     "wavecp_net_set_mesh": (ctypes.c_int, [_sim, _f64p, _i64, _i64p, _i64]),
@@ -278,6 +280,16 @@ class Sim(_Handle):
         w, ind = _i64(), ctypes.c_double()
         self._call("wavecp_sim_submodel_windows", ctypes.byref(w), ctypes.byref(ind))
         return w.value, ind.value
+
+    def summary(self):
+        """Where the run stands, as a dict: mode, step, time, dt, job_steps, finished, and for a
+        hybrid job `hybrid` (windows with their scores, threshold, out_of_range, wall-clock
+        split, ...), for a submodel job `submodel` (windows, indicator)."""
+        n = _i64()
+        self._call("wavecp_sim_summary_json", None, 0, ctypes.byref(n))
+        buf = ctypes.create_string_buffer(n.value + 1)
+        self._call("wavecp_sim_summary_json", buf, n.value + 1, ctypes.byref(n))
+        return json.loads(buf.value.decode("utf-8"))
 
     def write_output(self):
         """Appends the current step to the job's output file (collective)."""

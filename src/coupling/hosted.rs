@@ -87,6 +87,9 @@ impl HostedHybrid {
         })?;
         self.state = Some(st);
         self.summary = summary;
+        // As `wavecp solve` reports them: what the tolerance became, and why the FE ran it all.
+        self.summary.indicator_threshold = self.parts.threshold;
+        self.summary.out_of_range = self.parts.out_of_range.clone();
         Ok(())
     }
 
@@ -162,6 +165,36 @@ pub trait HostedRun {
     fn submodel(&self) -> Option<(usize, f64)> {
         None
     }
+}
+
+/// Where a hosted run stands, as JSON (the C ABI's `wavecp_sim_summary_json`): `mode` (`fe`,
+/// `hybrid` or `submodel`), `step`, `time`, `dt`, `job_steps`, `finished`, and for a hybrid
+/// job `hybrid` (the loop's summary so far, the fields of `wavecp solve --json`'s `hybrid`
+/// object that a run without `--reference` has), for a submodel job `submodel` (`windows`,
+/// `indicator`: the latest window's, null before the first).
+pub fn summary_json(run: &dyn HostedRun) -> serde_json::Value {
+    let sim = run.simulation();
+    let mode = match (run.hybrid(), run.submodel()) {
+        (Some(_), _) => "hybrid",
+        (_, Some(_)) => "submodel",
+        _ => "fe",
+    };
+    let mut v = serde_json::json!({
+        "mode": mode,
+        "step": sim.steps_done(),
+        "time": sim.time(),
+        "dt": sim.dt(),
+        "job_steps": run.job_steps(),
+        "finished": run.is_finished(),
+    });
+    if let Some(h) = run.hybrid() {
+        // Plain fields and sequences: serialising it cannot fail (no map with non-string keys).
+        v["hybrid"] = serde_json::to_value(h).unwrap_or_else(|e| e.to_string().into());
+    }
+    if let Some((windows, indicator)) = run.submodel() {
+        v["submodel"] = serde_json::json!({ "windows": windows, "indicator": indicator });
+    }
+    v
 }
 
 /// The run of `cfg` a host steps, by the job's mode (collective): the FE model, a hybrid job,
