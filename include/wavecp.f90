@@ -41,6 +41,7 @@ module wavecp
         wavecp_get_field_prev, wavecp_set_field, wavecp_boundary_count, wavecp_boundary_nodes, &
         wavecp_set_boundary_values, wavecp_num_receivers, wavecp_receivers, wavecp_state_size, &
         wavecp_save_state, wavecp_load_state, wavecp_write_output, wavecp_finish, wavecp_destroy, &
+        wavecp_hybrid_windows, wavecp_submodel_windows, wavecp_summary_json, &
         wavecp_net_open, wavecp_net_set_mesh, wavecp_net_frames, wavecp_net_forecast, &
         wavecp_net_destroy
 
@@ -57,6 +58,26 @@ module wavecp
             import :: c_ptr, c_size_t
             type(c_ptr), value :: p
             integer(c_size_t) :: n
+        end function
+        function c_hybrid_windows(s, a, r, k) bind(C, name="wavecp_sim_hybrid_windows") result(rc)
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: s
+            integer(c_int64_t), intent(out) :: a, r, k
+            integer(c_int) :: rc
+        end function
+        function c_submodel_windows(s, w, ind) bind(C, name="wavecp_sim_submodel_windows") result(rc)
+            import :: c_ptr, c_int, c_int64_t, c_double
+            type(c_ptr), value :: s
+            integer(c_int64_t), intent(out) :: w
+            real(c_double), intent(out) :: ind
+            integer(c_int) :: rc
+        end function
+        function c_summary_json(s, buf, cap, n) bind(C, name="wavecp_sim_summary_json") result(rc)
+            import :: c_ptr, c_int, c_int64_t
+            type(c_ptr), value :: s, buf
+            integer(c_int64_t), value :: cap
+            integer(c_int64_t), intent(out) :: n
+            integer(c_int) :: rc
         end function
         function c_create(job, out) bind(C, name="wavecp_sim_create") result(rc)
             import :: c_char, c_ptr, c_int
@@ -275,6 +296,50 @@ contains
         integer, intent(in) :: steps
         integer, intent(out), optional :: ierr
         call done(c_advance(sim%ptr, int(steps, c_int64_t)), ierr, "wavecp_advance")
+    end subroutine
+
+    !> A hybrid job's windows accepted and rejected so far, and the steps the network replaced.
+    subroutine wavecp_hybrid_windows(sim, accepted, rejected, steps_surrogate, ierr)
+        type(wavecp_sim), intent(in) :: sim
+        integer(c_int64_t), intent(out) :: accepted, rejected, steps_surrogate
+        integer, intent(out), optional :: ierr
+        call done(c_hybrid_windows(sim%ptr, accepted, rejected, steps_surrogate), ierr, &
+            "wavecp_hybrid_windows")
+    end subroutine
+
+    !> A submodel job's windows done so far and the latest one's indicator (NaN before one).
+    subroutine wavecp_submodel_windows(sim, windows, indicator, ierr)
+        type(wavecp_sim), intent(in) :: sim
+        integer(c_int64_t), intent(out) :: windows
+        real(c_double), intent(out) :: indicator
+        integer, intent(out), optional :: ierr
+        call done(c_submodel_windows(sim%ptr, windows, indicator), ierr, "wavecp_submodel_windows")
+    end subroutine
+
+    !> Where the run stands, as one JSON object (see wavecp_sim_summary_json in wavecp.h);
+    !> empty when the call fails.
+    subroutine wavecp_summary_json(sim, json, ierr)
+        type(wavecp_sim), intent(in) :: sim
+        character(len=:), allocatable, intent(out) :: json
+        integer, intent(out), optional :: ierr
+        character(kind=c_char), allocatable, target :: buf(:)
+        integer(c_int64_t) :: n
+        integer(c_int) :: rc
+        integer :: i
+        rc = c_summary_json(sim%ptr, c_null_ptr, 0_c_int64_t, n)
+        if (rc == WAVECP_OK) then
+            allocate (buf(n + 1))
+            rc = c_summary_json(sim%ptr, c_loc(buf), n + 1, n)
+        end if
+        if (rc == WAVECP_OK) then
+            allocate (character(len=n) :: json)
+            do i = 1, int(n)
+                json(i:i) = buf(i)
+            end do
+        else
+            json = ""
+        end if
+        call done(rc, ierr, "wavecp_summary_json")
     end subroutine
 
     subroutine wavecp_time(sim, t, ierr)

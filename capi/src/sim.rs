@@ -640,6 +640,12 @@ pub unsafe extern "C" fn wavecp_sim_summary_json(
         if buf.is_null() && capacity == 0 {
             return Ok(());
         }
+        if buf.is_null() {
+            return Err(Failure::new(
+                WAVECP_ERR_NULL,
+                format!("buf is NULL with capacity = {capacity}"),
+            ));
+        }
         if (capacity as u64) <= n as u64 {
             return Err(Failure::new(
                 WAVECP_ERR_ARG,

@@ -153,6 +153,13 @@ fn c_fortran_and_python_hosts_are_bitwise_wavecp_solve() {
         let field = field_of(&d.join(format!("{tag}_field.txt")));
         assert!(same_bits(&field, last), "{tag} host: final field");
     }
+    // The Fortran host prints the finished run's summary (wavecp_summary_json).
+    let text = String::from_utf8_lossy(&outputs[1].1.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("summary: "));
+    let v: serde_json::Value = serde_json::from_str(line.unwrap_or("null")).unwrap();
+    assert_eq!(v["mode"], "fe", "{text}");
+    assert_eq!(v["finished"], true, "{text}");
+    assert_eq!(v["step"], v["job_steps"], "{text}");
     // The wave reached the receiver: the comparison is not one of zeros.
     assert!(last.iter().map(|v| v.abs()).fold(0.0, f64::max) > 0.05);
 }

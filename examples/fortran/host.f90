@@ -22,6 +22,7 @@ program host
     real(c_double), allocatable :: u(:), u2(:), vals(:), rec(:)
     integer(c_int8_t), allocatable :: saved(:)
     real(c_double) :: t
+    character(len=:), allocatable :: json
     integer :: i, unit
 
     if (command_argument_count() < 2) error stop "usage: host JOB OUT_DIR [key=value ...]"
@@ -56,6 +57,8 @@ program host
     call wavecp_receivers(a, rec)
     call wavecp_time(a, t)
     print '("t = ", f8.6, ", receiver 0 = ", es25.17e3)', t, rec(1)
+    call wavecp_summary_json(a, json)
+    print '("summary: ", a)', json
 
     ! A second simulation of the same job, alive beside the first, from the saved state.
     call make(b, "")

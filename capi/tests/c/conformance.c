@@ -79,6 +79,18 @@ int main(int argc, char **argv) {
     expect(wavecp_sim_load_state(s, junk, sizeof junk), WAVECP_ERR_ARG, "load_state of junk bytes");
     expect(wavecp_sim_load_state(s, NULL, 10), WAVECP_ERR_NULL, "load_state from NULL");
     expect(wavecp_sim_advance(s, 3), WAVECP_OK, "advance(3)");
+    int64_t len = -1;
+    char small[4] = "abc";
+    expect(wavecp_sim_summary_json(s, NULL, 0, NULL), WAVECP_ERR_NULL, "summary_json with length = NULL");
+    expect(wavecp_sim_summary_json(s, small, -1, &len), WAVECP_ERR_ARG, "summary_json with a negative capacity");
+    expect(wavecp_sim_summary_json(s, small, sizeof small, &len), WAVECP_ERR_ARG, "summary_json into too small a buffer");
+    if (len > 4 && small[0] == 'a') {
+        printf("ok   %-58s told\n", "summary_json: its length, the buffer untouched");
+    } else {
+        fprintf(stderr, "FAIL summary_json: length %lld, buffer \"%s\"\n", (long long)len, small);
+        failures++;
+    }
+    expect(wavecp_sim_summary_json(s, NULL, 5, &len), WAVECP_ERR_NULL, "summary_json into NULL with a capacity");
 
     /* A state of another job is refused. */
     int64_t bytes = 0;
@@ -102,6 +114,7 @@ int main(int argc, char **argv) {
     wavecp_sim_destroy(s);
     expect(wavecp_sim_advance(s, 1), WAVECP_ERR_HANDLE, "advance after destroy");
     expect(wavecp_sim_time(s, &x), WAVECP_ERR_HANDLE, "time after destroy");
+    expect(wavecp_sim_summary_json(s, NULL, 0, &len), WAVECP_ERR_HANDLE, "summary_json after destroy");
     wavecp_sim_destroy(s);
     printf("ok   %-58s survived\n", "destroy twice");
     wavecp_sim_destroy(NULL);
