@@ -200,6 +200,7 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
             holdout: 0.5,
             check,
             fit_scenarios: 0,
+            fit_rollout: 0,
         },
         &[1.0],
     )

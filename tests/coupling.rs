@@ -537,6 +537,7 @@ pub(crate) mod hybrid {
                     past: &past,
                     forecast: &forecast,
                     stride: STRIDE,
+                    reads_forecast: false,
                 })
                 .unwrap();
             scores.push(score);
@@ -576,6 +577,7 @@ pub(crate) mod hybrid {
                         past: &past,
                         forecast: &forecast,
                         stride: STRIDE,
+                        reads_forecast: false,
                     })
                     .unwrap(),
                 );
@@ -1189,6 +1191,7 @@ pub(crate) mod hybrid {
                 holdout: 0.5,
                 check,
                 fit_scenarios: 0,
+                fit_rollout: 0,
             },
             &tols,
         )

@@ -164,6 +164,7 @@ fn windows(
             past: &view,
             forecast: &f,
             stride: 1,
+            reads_forecast: false,
         })
         .unwrap();
         errors.push(rel_l2(&f, truth));
@@ -262,6 +263,7 @@ fn calibrate_fits_the_error_model_stores_it_and_a_hybrid_run_predicts_with_it() 
             source_box: None,
         },
         fit_scenarios,
+        fit_rollout: 0,
     };
     let e = calibrate(&s, plan(0), &[1.0]).unwrap_err().to_string();
     assert!(e.contains("fit scenarios"), "{e}");
@@ -365,4 +367,120 @@ fn the_calibrate_command_refuses_an_unknown_indicator_and_misplaced_fit_scenario
         "--dry-run",
     ]);
     assert!(e.contains("two or more"), "{e}");
+    let e = run(&[
+        "--indicator",
+        "grid_seam",
+        "--fit-rollout",
+        "2",
+        "--dry-run",
+    ]);
+    assert!(
+        e.contains("--fit-rollout") && e.contains("fits nothing"),
+        "{e}"
+    );
+}
+
+/// An error model fitted with the run's input (`LEARNED_INPUTS_RUN`) scores the same window
+/// by whether it follows an accepted one: fitted on windows whose error is 3× larger when
+/// they do, it predicts ≈ 3× more for the same frames read as a forecast's continuation.
+#[test]
+fn a_run_aware_error_model_reads_whether_the_window_follows_an_accepted_one() {
+    use wavecp::coupling::grid_indicators::LEARNED_INPUTS_RUN;
+    let (t, past, forecasts, inputs, errors) = windows(600, 13);
+    let (mut rows, mut errs) = (vec![], vec![]);
+    for (k, (x, e)) in inputs.iter().zip(&errors).enumerate() {
+        let flag = (k % 2) as f64;
+        rows.push([x.clone(), vec![flag]].concat());
+        errs.push(e * (1.0 + 2.0 * flag));
+    }
+    let m = ErrorModel::fit(LEARNED_INPUTS_RUN, &rows, &errs, true, 3.0).unwrap();
+    assert_eq!(m.input_mean.len(), 28);
+    let mut ind = GridLearned { model: m };
+    let p = problem();
+    let mut s = sim(&p);
+    let view: Vec<&[f64]> = past.iter().map(|f| &f[..]).collect();
+    let mut score = |f: &[Vec<f64>], reads_forecast: bool| {
+        ind.score(WindowView {
+            sim: &mut s,
+            transfer: &t,
+            past: &view,
+            forecast: f,
+            stride: 1,
+            reads_forecast,
+        })
+        .unwrap()
+    };
+    let ratios: Vec<f64> = forecasts[..20]
+        .iter()
+        .map(|f| score(f, true) / score(f, false))
+        .collect();
+    eprintln!("score ratios, after an accepted window / not: {ratios:.3?}");
+    for r in &ratios {
+        assert!((2.5..3.6).contains(r), "{ratios:?}");
+    }
+}
+
+/// `--fit-rollout`: the error model is fitted on the windows of hybrid runs of the fit
+/// scenarios too, reads the run's input, and a hybrid run predicts with it.
+#[cfg(feature = "hdf5")]
+#[test]
+fn calibrate_fits_on_the_windows_of_hybrid_runs_too() {
+    use crate::coupling::hybrid::{hybrid_job, untrained};
+    use wavecp::coupling::calibrate::{calibrate, Check, Plan, Sampling};
+    use wavecp::coupling::grid_indicators::LEARNED_INPUTS_RUN;
+    use wavecp::coupling::solve::run_hybrid;
+    use wavecp::sim::RunOptions;
+    use wavecp::surrogate::modelfile;
+    let dir = tempfile::tempdir().unwrap();
+    let model = untrained(dir.path(), 2.0 * 0.01);
+    let s = Sampling {
+        model: model.clone(),
+        job: crate::common::repo("examples/indicator_study/dataset.toml"),
+        indicators: vec!["grid_learned".into()],
+        scenarios: 4,
+        seed: 5,
+        frequency_factor: 1.0,
+        source_box: None,
+        rollout: 0,
+    };
+    let plan = Plan {
+        risk: 0.1,
+        holdout: 0.5,
+        check: Check {
+            frequency_factor: 1.0,
+            source_box: None,
+        },
+        fit_scenarios: 2,
+        fit_rollout: 2,
+    };
+    let (c, r) = calibrate(&s, plan, &[1.0]).unwrap();
+    let fit = r.fit.as_ref().unwrap();
+    // 25 exact-start windows a scenario, and the windows of a run of each: of the 4 windows
+    // after the warm-up, 2 accepted, one left to the FE, one accepted.
+    assert_eq!((fit.windows, fit.run_windows), (56, 6), "{fit:?}");
+    let m = c.estimator.clone().unwrap();
+    assert_eq!(
+        (m.inputs.as_str(), m.input_mean.len()),
+        (LEARNED_INPUTS_RUN, 28)
+    );
+    let mut l = modelfile::load(&model).unwrap();
+    l.meta.calibrations.set(c.clone());
+    let calibrated = dir.path().join("run-aware.safetensors");
+    modelfile::save(&calibrated, &l.model, &l.meta, None).unwrap();
+    let tol = 1.01 * c.errors.iter().copied().fold(0.0, f64::max);
+    let mut cfg = hybrid_job(dir.path(), &calibrated, tol);
+    cfg.coupling.as_mut().unwrap().indicator = "grid_learned".into();
+    let base = std::path::Path::new(".");
+    let (_, h) = run_hybrid(&cfg, base, &RunOptions::default(), &wavecp::comm::Serial).unwrap();
+    let t = c.threshold(tol);
+    let scored: Vec<(f64, bool)> = h
+        .windows
+        .iter()
+        .filter_map(|(s, a)| s.map(|v| (v, *a)))
+        .collect();
+    assert!(!scored.is_empty(), "{:?}", h.windows);
+    for (v, accepted) in scored {
+        assert!(v > 0.0 && v.is_finite());
+        assert_eq!(accepted, v < t, "{v} against {t}");
+    }
 }

@@ -48,6 +48,7 @@ pub(crate) fn score_at(
         past: &past,
         forecast: f,
         stride: STRIDE,
+        reads_forecast: false,
     });
     // It leaves the simulation where it was.
     assert_eq!(s.steps_done(), steps);

@@ -51,6 +51,7 @@ fn the_short_probe_reads_the_first_frames_error_like_the_full_one() {
                     past: &past,
                     forecast: &forecast,
                     stride: STRIDE,
+                    reads_forecast: false,
                 })
                 .unwrap(),
             );
@@ -88,6 +89,7 @@ fn the_short_probe_needs_three_recorded_frames() {
             past: &past,
             forecast: std::slice::from_ref(&g),
             stride: STRIDE,
+            reads_forecast: false,
         })
         .unwrap_err();
     assert!(e.to_string().contains("3 recorded frames"), "{e}");

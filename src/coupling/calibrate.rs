@@ -20,7 +20,9 @@
 
 pub use super::error_model::spearman;
 use super::error_model::ErrorModel;
-use super::grid_indicators::{learned_inputs, LEARNED_INPUTS};
+use super::grid_indicators::{
+    learned_inputs, learned_inputs_run, LEARNED_INPUTS, LEARNED_INPUTS_RUN,
+};
 use super::hybrid::rel_l2;
 use super::hybrid::{Forecaster, Indicator, WindowView};
 use super::network::NetworkForecaster;
@@ -75,6 +77,10 @@ pub struct Plan {
     pub holdout: f64,
     pub check: Check,
     pub fit_scenarios: usize,
+    /// Not 0: the error model is fitted on the windows of hybrid runs of the fit scenarios
+    /// too (accepting up to this many in a row, as [`Sampling::rollout`]), reading whether a
+    /// window follows an accepted one ([`LEARNED_INPUTS_RUN`]); 0: exact FE starts only.
+    pub fit_rollout: usize,
 }
 
 /// The sampled windows: per window its scenario and true error, per indicator its values;
@@ -108,7 +114,9 @@ fn sample_fitted(
 ) -> Result<Windows, CouplingError> {
     if s.rollout > 0 {
         let name = s.indicators.first().ok_or_else(|| setup("no indicator"))?;
-        return sample_rollout(s, fitted(name).as_ref());
+        let model = fitted(name);
+        let make = || super::solve::indicator(name, model.as_ref()).map_err(setup);
+        return sample_rollout(s, &make);
     }
     let inds: Vec<Box<dyn Indicator>> = s
         .indicators
@@ -118,12 +126,21 @@ fn sample_fitted(
     sample_with(s, inds)
 }
 
-/// Records each window's [`learned_inputs`] (scores 0).
-struct Inputs(Rc<RefCell<Vec<Vec<f64>>>>);
+/// Records each window's [`learned_inputs`], with the run's input when `run` (scores 0).
+#[derive(Clone)]
+struct Inputs {
+    rows: Rc<RefCell<Vec<Vec<f64>>>>,
+    run: bool,
+}
 
 impl Indicator for Inputs {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
-        self.0.borrow_mut().push(learned_inputs(&w)?);
+        let x = if self.run {
+            learned_inputs_run(&w)?
+        } else {
+            learned_inputs(&w)?
+        };
+        self.rows.borrow_mut().push(x);
         Ok(0.0)
     }
 }
@@ -142,24 +159,53 @@ pub fn is_learned(indicator: &str) -> bool {
 pub struct FitReport {
     pub scenarios: usize,
     pub windows: usize,
+    /// Of them, windows of hybrid runs ([`Plan::fit_rollout`]).
+    pub run_windows: usize,
     /// The fitted predictions against the true errors on the fit windows themselves.
     pub spearman_fit: f64,
     pub lambda: f64,
 }
 
 /// Fits `grid_learned`'s error model on every window of the scenarios of `s` (exact FE
-/// starts).
-pub fn fit_learned(s: &Sampling) -> Result<(ErrorModel, FitReport), CouplingError> {
-    let rows = Rc::new(RefCell::new(vec![]));
-    let w = sample_with(
-        &Sampling {
-            rollout: 0,
-            ..s.clone()
-        },
-        vec![Box::new(Inputs(rows.clone()))],
-    )?;
-    let rows = rows.take();
-    let m = ErrorModel::fit(LEARNED_INPUTS, &rows, &w.errors, true, LEARNED_LAMBDA)
+/// starts); with `rollout > 0` also on the windows of a hybrid run of each accepting up to
+/// `rollout` in a row ([`Plan::fit_rollout`]), the model then reading [`LEARNED_INPUTS_RUN`].
+pub fn fit_learned(s: &Sampling, rollout: usize) -> Result<(ErrorModel, FitReport), CouplingError> {
+    let inputs = Inputs {
+        rows: Rc::new(RefCell::new(vec![])),
+        run: rollout > 0,
+    };
+    let exact = Sampling {
+        rollout: 0,
+        ..s.clone()
+    };
+    let mut w = sample_with(&exact, vec![Box::new(inputs.clone())])?;
+    let mut run_windows = 0;
+    if rollout > 0 {
+        let make = || Ok(Box::new(inputs.clone()) as Box<dyn Indicator>);
+        let r = sample_rollout(
+            &Sampling {
+                rollout,
+                ..s.clone()
+            },
+            &make,
+        )?;
+        run_windows = r.errors.len();
+        w.errors.extend(r.errors);
+    }
+    let rows = inputs.rows.take();
+    if rows.len() != w.errors.len() {
+        return Err(setup(format!(
+            "{} windows scored, {} with a true error: the rollout scored a window it did not audit",
+            rows.len(),
+            w.errors.len()
+        )));
+    }
+    let what = if rollout > 0 {
+        LEARNED_INPUTS_RUN
+    } else {
+        LEARNED_INPUTS
+    };
+    let m = ErrorModel::fit(what, &rows, &w.errors, true, LEARNED_LAMBDA)
         .map_err(|e| setup(format!("fitting the error model: {e}")))?;
     let pred = rows
         .iter()
@@ -169,6 +215,7 @@ pub fn fit_learned(s: &Sampling) -> Result<(ErrorModel, FitReport), CouplingErro
     let report = FitReport {
         scenarios: s.scenarios,
         windows: rows.len(),
+        run_windows,
         spearman_fit: spearman(&pred, &w.errors),
         lambda: LEARNED_LAMBDA,
     };
@@ -234,6 +281,7 @@ pub fn sample_with(
                     past: &past,
                     forecast: &forecast,
                     stride,
+                    reads_forecast: false,
                 })?;
                 w.indicator_s[i] += t0.elapsed().as_secs_f64();
                 w.scores[i].push(score);
@@ -320,13 +368,15 @@ fn scenario_source(
 }
 
 /// [`sample`] with [`Sampling::rollout`]: every scenario a hybrid run accepting up to
-/// `rollout` windows in a row, each audited (a learned indicator predicting with `fitted`).
-fn sample_rollout(s: &Sampling, fitted: Option<&ErrorModel>) -> Result<Windows, CouplingError> {
+/// `rollout` windows in a row, each audited, scored by the indicator `make` gives.
+fn sample_rollout(
+    s: &Sampling,
+    make: &dyn Fn() -> Result<Box<dyn Indicator>, CouplingError>,
+) -> Result<Windows, CouplingError> {
     use super::handback::VelocityEstimate;
     use super::hybrid::{ErrorScale, Hybrid, HybridConfig};
     let (job, base, transfer) = job_and_transfer(s)?;
     let base = base.as_path();
-    let name = s.indicators.first().ok_or_else(|| setup("no indicator"))?;
     let (stride, start, count) = (job.frames.stride, job.frames.start, job.frames.count);
     let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
     let mut pick = |r: [f64; 2]| rng.random_range(r[0]..=r[1]);
@@ -350,7 +400,7 @@ fn sample_rollout(s: &Sampling, fitted: Option<&ErrorModel>) -> Result<Windows, 
         let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
         condition(net, params)?;
         sim.advance(start);
-        let ind = super::solve::indicator(name, fitted).map_err(setup)?;
+        let ind = make()?;
         let last = start + (count - 1) * stride;
         let h = Hybrid::new(&mut sim, &transfer, net, ind, cfg)?.run(last)?;
         w.inference_s += h.inference_s;
@@ -415,6 +465,7 @@ pub fn calibrate(
         holdout,
         check,
         fit_scenarios,
+        fit_rollout,
     } = plan;
     let indicator = s
         .indicators
@@ -436,11 +487,12 @@ pub fn calibrate(
             )))
         }
         (true, n) => {
-            let (m, r) = fit_learned(&Sampling {
+            let fit = Sampling {
                 scenarios: n,
                 seed: s.seed.wrapping_add(2),
                 ..s.clone()
-            })?;
+            };
+            let (m, r) = fit_learned(&fit, fit_rollout)?;
             (Some(m), Some(r))
         }
     };

@@ -204,6 +204,19 @@ pub const LEARNED_ORDERS: std::ops::RangeInclusive<usize> = 2..=7;
 /// What [`learned_inputs`] are, for the error model's messages.
 pub const LEARNED_INPUTS: &str = "ln of the seam differences of orders 2-7, each sequence";
 
+/// The inputs of an error model fitted on the windows of hybrid runs as well
+/// (`wavecp calibrate --fit-rollout`): [`learned_inputs`], then 1 when the window reads the
+/// previous window's forecast ([`WindowView::reads_forecast`]), else 0.
+pub const LEARNED_INPUTS_RUN: &str =
+    "ln of the seam differences of orders 2-7, each sequence; 1 after an accepted window";
+
+/// [`learned_inputs`] with the run's input of [`LEARNED_INPUTS_RUN`].
+pub fn learned_inputs_run(w: &WindowView<'_, '_>) -> Result<Vec<f64>, CouplingError> {
+    let mut x = learned_inputs(w)?;
+    x.push(if w.reads_forecast { 1.0 } else { 0.0 });
+    Ok(x)
+}
+
 /// The inputs of `grid_learned`: the logarithm of each seam sequence's difference norm
 /// ([`GridSignal::Seam`]) for the orders of [`LEARNED_ORDERS`], floored at 1e-12.
 pub fn learned_inputs(w: &WindowView<'_, '_>) -> Result<Vec<f64>, CouplingError> {
@@ -237,7 +250,11 @@ pub struct GridLearned {
 
 impl Indicator for GridLearned {
     fn score(&mut self, w: WindowView<'_, '_>) -> Result<f64, CouplingError> {
-        let x = learned_inputs(&w)?;
+        let x = if self.model.inputs == LEARNED_INPUTS_RUN {
+            learned_inputs_run(&w)?
+        } else {
+            learned_inputs(&w)?
+        };
         let ln = self.model.predict_ln(&x).map_err(CouplingError::Setup)?;
         Ok(ln.exp())
     }

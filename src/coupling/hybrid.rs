@@ -638,6 +638,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             past: &kept,
             forecast: &forecast,
             stride: self.cfg.stride,
+            reads_forecast: self.st.in_a_row > 0,
         })?;
         self.times.indicator += t.elapsed();
         let factor = self.scale(past);

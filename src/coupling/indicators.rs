@@ -19,6 +19,9 @@ pub struct WindowView<'a, 'c> {
     pub forecast: &'a [Vec<f64>],
     /// FE steps between frames.
     pub stride: usize,
+    /// The frames before the window are the previous window's forecast (accepted), not the
+    /// FE's: a hybrid run's window after an accepted one.
+    pub reads_forecast: bool,
 }
 
 impl WindowView<'_, '_> {

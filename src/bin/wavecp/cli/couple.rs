@@ -18,6 +18,11 @@ pub struct CalibrateArgs {
     /// scenarios (seed + 2); default 24 for it, refused for the others.
     #[arg(long)]
     pub fit_scenarios: Option<usize>,
+    /// Fit the learned error model on the windows of hybrid runs of the fit scenarios too,
+    /// each accepting up to N windows in a row (as --rollout), reading whether a window
+    /// follows an accepted one. 0 (default): exact FE starts only.
+    #[arg(long, default_value_t = 0)]
+    pub fit_rollout: usize,
     /// Scenarios drawn (the first `1 - holdout` of them calibrate, the rest check).
     #[arg(long, default_value_t = 40)]
     pub scenarios: usize,
@@ -110,7 +115,13 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         holdout: a.holdout,
         check,
         fit_scenarios: a.fit_scenarios.unwrap_or(if learned { 24 } else { 0 }),
+        fit_rollout: a.fit_rollout,
     };
+    anyhow::ensure!(
+        learned || a.fit_rollout == 0,
+        "--fit-rollout: `{}` fits nothing (only grid_learned does)",
+        a.indicator
+    );
     anyhow::ensure!(
         !learned || plan.fit_scenarios >= 2,
         "--fit-scenarios: `{}` fits its error model on two or more scenarios",
