@@ -12,6 +12,9 @@
 //! which needs a model calibrated for it); besides the names a job takes, `seam:Q`, `rough:Q`, `past:Q` and `extrap:D` are the grid signals of any order.
 //! `DUMP=FILE` also writes every window's scenario, true error and scores as JSON; `SEED=N` draws
 //! the scenarios with another seed than 1234 (the one `wavecp calibrate` calibrates on).
+//! `ROLLOUT=N` samples the windows of hybrid runs accepting up to N in a row instead (the first
+//! indicator only, predicting with the model's stored error model; the runs' decisions do not
+//! depend on it, so two models see the same windows).
 //!
 //! ```sh
 //! wavecp dataset examples/indicator_study/dataset.toml
@@ -76,9 +79,15 @@ fn main() -> anyhow::Result<()> {
                 Some([v[0], v[1], v[2], v[3]])
             }
         },
-        rollout: 0,
+        rollout: std::env::var("ROLLOUT").map_or(Ok(0), |s| s.parse())?,
     };
-    let w = sample_with(&s, inds)?;
+    // ROLLOUT=n: the windows of hybrid runs accepting up to n in a row (the first indicator,
+    // with the model file's error model), as `wavecp calibrate --rollout`.
+    let w = if s.rollout > 0 {
+        wavecp::coupling::calibrate::sample(&s)?
+    } else {
+        sample_with(&s, inds)?
+    };
     let n = w.errors.len();
     anyhow::ensure!(n > 0, "no windows: take more scenarios or frames");
     let mut sorted = w.errors.clone();
@@ -86,6 +95,7 @@ fn main() -> anyhow::Result<()> {
     let report = serde_json::json!({
         "model": s.model.display().to_string(),
         "scenarios": s.scenarios,
+        "rollout": s.rollout,
         "frequency_factor": s.frequency_factor,
         "source_box": s.source_box,
         "windows": n,
