@@ -129,7 +129,7 @@ impl HostedHybrid {
 }
 
 /// What a host steps, whatever the job's mode: the FE model ([`Hosted`]), a hybrid job
-/// ([`HybridRun`]) or a submodel job ([`HostedSubmodel`]). Calls marked collective in
+/// ([`HybridRun`]) or a submodel job ([`HostedSubmodel`](super::subhost::HostedSubmodel)). Calls marked collective in
 /// [`Hosted`] are collective here too.
 pub trait HostedRun {
     /// `n` steps on (collective).

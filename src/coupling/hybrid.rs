@@ -3,14 +3,16 @@
 //!
 //! The FE run records a frame on the zone grid every `stride` steps. After a warm-up of `t_in`
 //! frames by the FE, each window of `t_out` frames goes: forecast from the last `t_in` frames;
-//! indicator; **accept** (indicator below the tolerance, and fewer than `max_consecutive`
-//! accepted in a row) → the last forecast frame goes back to the mesh with a velocity from the
-//! last frames ([`super::handback`]) and the FE continues from there, `t_out · stride` steps
-//! later; **reject** → the FE runs the window itself, from its state untouched by the try. A
+//! indicator; **accept** (indicator below the tolerance, fewer than `max_consecutive`
+//! accepted in a row, and with [`HybridConfig::handback_limit`] a hand-back loss below it) →
+//! the last forecast frame goes back to the mesh with a velocity from the last frames
+//! ([`super::handback`]) and the FE continues from there, `t_out · stride` steps later;
+//! **reject** → the FE runs the window itself, from its state untouched by the try. A
 //! tolerance of 0 rejects every window, which is then the FE-only run bit for bit.
 //!
-//! One rank for now (the transfers take the whole field); the MPI version gathers the frame
-//! to one rank (issue 18).
+//! On several ranks each rank transfers its own nodes and every rank holds the grid frames;
+//! the network runs on rank 0 ([`OnRankZero`]) and its forecast is broadcast, so decisions
+//! and fields are the same bits on any rank count.
 
 use super::handback::VelocityEstimate;
 pub use super::indicators::{
