@@ -208,6 +208,27 @@ fn a_source_outside_the_trained_ranges_leaves_every_window_to_the_fe() {
     let (_, h) = run_hybrid(&cfg, base, &opts, &wavecp::comm::Serial).unwrap();
     assert_eq!(h.windows_accepted, 4, "{h:?}");
     assert_eq!(h.out_of_range.len(), 1);
+    // `wavecp solve` names them in its report.
+    let file = dir.path().join("ood.toml");
+    let text = crate::coupling::hybrid::hybrid_job_text(dir.path(), &model, f64::INFINITY);
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wavecp"))
+        .args(["--log", "error", "solve"])
+        .arg(&file)
+        .args(["--set", "source.0.frequency=2.6"])
+        .args(["--set", "coupling.out_of_range=\"trust\""])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("outside the model's trained ranges: frequency = 2.6 outside [1, 2]"),
+        "{text}"
+    );
     // Inside the range (2 Hz, the job's own): nothing reported.
     let (_, h) = run_hybrid(&job(dir.path(), &model), base, &opts, &wavecp::comm::Serial).unwrap();
     assert!(

@@ -175,6 +175,18 @@ fn hybrid(
                 h.transfer_s,
                 h.indicator_s
             );
+            if h.handback_refused > 0 {
+                println!(
+                    "hand-back check: {} trusted window(s) refused for their hand-back's loss",
+                    h.handback_refused
+                );
+            }
+            if !h.out_of_range.is_empty() {
+                println!(
+                    "outside the model's trained ranges: {} (coupling.out_of_range)",
+                    h.out_of_range.join(", ")
+                );
+            }
             if let (Some(r), Some(x), Some(e)) = (h.reference_wall_s, h.speedup, h.max_rel_l2_error)
             {
                 println!(
@@ -217,6 +229,12 @@ fn submodel(
         "indicator: max {:.3e}, {} of {} windows above the tolerance",
         s.indicator_max, s.windows_above_tolerance, s.windows
     );
+    if !s.out_of_range.is_empty() {
+        println!(
+            "outside the model's trained ranges (run with coupling.out_of_range = \"trust\"): {}",
+            s.out_of_range.join(", ")
+        );
+    }
     if let (Some(r), Some(x), Some(e), Some(o)) = (
         s.reference_wall_s,
         s.cost_ratio,
