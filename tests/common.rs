@@ -64,3 +64,29 @@ pub fn wavecp_bin() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_wavecp")))
 }
+
+/// `wavecp --log error solve JOB --set S ...`, its output whatever its status.
+#[cfg(feature = "hdf5")]
+pub fn solve_cli<'a>(
+    job: &std::path::Path,
+    sets: impl IntoIterator<Item = &'a str>,
+) -> std::process::Output {
+    let mut c = std::process::Command::new(wavecp_bin());
+    c.args(["--log", "error", "solve"]).arg(job);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    c.output().unwrap()
+}
+
+/// [`solve_cli`] that must succeed: its standard output.
+#[cfg(feature = "hdf5")]
+pub fn solve_cli_ok<'a>(job: &std::path::Path, sets: impl IntoIterator<Item = &'a str>) -> String {
+    let out = solve_cli(job, sets);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -212,18 +212,9 @@ fn a_source_outside_the_trained_ranges_leaves_every_window_to_the_fe() {
     let file = dir.path().join("ood.toml");
     let text = crate::coupling::hybrid::hybrid_job_text(dir.path(), &model, f64::INFINITY);
     std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wavecp"))
-        .args(["--log", "error", "solve"])
-        .arg(&file)
-        .args(["--set", "source.0.frequency=2.6"])
-        .args(["--set", "coupling.out_of_range=\"trust\""])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = crate::common::solve_cli_ok(
+        &file,
+        ["source.0.frequency=2.6", "coupling.out_of_range=\"trust\""],
     );
     assert!(
         text.contains("outside the model's trained ranges: frequency = 2.6 outside [1, 2]"),

@@ -238,33 +238,15 @@ fn its_score_ignores_the_fields_scale_and_refuses_another_window_shape() {
 #[cfg(feature = "hdf5")]
 #[test]
 fn calibrate_fits_the_error_model_stores_it_and_a_hybrid_run_predicts_with_it() {
-    use crate::coupling::hybrid::{hybrid_job, untrained};
-    use wavecp::coupling::calibrate::{calibrate, Check, Plan, Sampling};
+    use crate::coupling::hybrid::hybrid_job;
+    use wavecp::coupling::calibrate::{calibrate, Sampling};
     use wavecp::coupling::solve::run_hybrid;
     use wavecp::sim::RunOptions;
     use wavecp::surrogate::modelfile;
     let dir = tempfile::tempdir().unwrap();
-    let model = untrained(dir.path(), 2.0 * 0.01);
-    let s = Sampling {
-        model: model.clone(),
-        job: crate::common::repo("examples/indicator_study/dataset.toml"),
-        indicators: vec!["grid_learned".into()],
-        scenarios: 4,
-        seed: 5,
-        frequency_factor: 1.0,
-        source_box: None,
-        rollout: 0,
-    };
-    let plan = |fit_scenarios| Plan {
-        risk: 0.1,
-        holdout: 0.5,
-        check: Check {
-            frequency_factor: 1.0,
-            source_box: None,
-        },
-        fit_scenarios,
-        fit_rollout: 0,
-    };
+    let s = learned_sampling(dir.path());
+    let model = s.model.clone();
+    let plan = |fit_scenarios| learned_plan(fit_scenarios, 0);
     let e = calibrate(&s, plan(0), &[1.0]).unwrap_err().to_string();
     assert!(e.contains("fit scenarios"), "{e}");
     let seam = Sampling {
@@ -286,33 +268,14 @@ fn calibrate_fits_the_error_model_stores_it_and_a_hybrid_run_predicts_with_it() 
     // Its scores are predicted errors: positive, of the errors' order on the windows it saw.
     assert!(c.scores.iter().all(|v| *v > 0.0 && v.is_finite()));
     // Stored with the model, read back whole.
-    let mut l = modelfile::load(&model).unwrap();
-    l.meta.calibrations.set(c.clone());
-    let calibrated = dir.path().join("calibrated.safetensors");
-    modelfile::save(&calibrated, &l.model, &l.meta, None).unwrap();
+    let calibrated = with_calibration(&model, &c, &dir.path().join("calibrated.safetensors"));
     let back = modelfile::load(&calibrated).unwrap().meta;
     assert_eq!(back.calibrations.get("grid_learned"), Some(&c));
-    // A hybrid job with it: the tolerance becomes the calibrated threshold and each window is
-    // tried and accepted exactly when its prediction is below it. (The untrained network's
-    // errors are large: a tolerance above all of them leaves a threshold to compare with.)
-    let tol = 1.01 * c.errors.iter().copied().fold(0.0, f64::max);
-    let base = std::path::Path::new(".");
-    let mut cfg = hybrid_job(dir.path(), &calibrated, tol);
-    cfg.coupling.as_mut().unwrap().indicator = "grid_learned".into();
-    let (_, h) = run_hybrid(&cfg, base, &RunOptions::default(), &wavecp::comm::Serial).unwrap();
-    let t = c.threshold(tol);
+    // A hybrid job with it: the tolerance becomes the calibrated threshold.
+    let (h, t) = decides_by_threshold(dir.path(), &calibrated, &c);
     assert!(t > 0.0);
     assert_eq!(h.indicator_threshold, Some(t));
-    let scored: Vec<(f64, bool)> = h
-        .windows
-        .iter()
-        .filter_map(|(s, a)| s.map(|v| (v, *a)))
-        .collect();
-    assert!(!scored.is_empty(), "{:?}", h.windows);
-    for (v, accepted) in scored {
-        assert!(v > 0.0);
-        assert_eq!(accepted, v < t, "{v} against {t}");
-    }
+    let base = std::path::Path::new(".");
     // The model without it: refused by name, with the command that makes one.
     let mut cfg = hybrid_job(dir.path(), &model, 1.0);
     cfg.coupling.as_mut().unwrap().indicator = "grid_learned".into();
@@ -425,35 +388,11 @@ fn a_run_aware_error_model_reads_whether_the_window_follows_an_accepted_one() {
 #[cfg(feature = "hdf5")]
 #[test]
 fn calibrate_fits_on_the_windows_of_hybrid_runs_too() {
-    use crate::coupling::hybrid::{hybrid_job, untrained};
-    use wavecp::coupling::calibrate::{calibrate, Check, Plan, Sampling};
+    use wavecp::coupling::calibrate::calibrate;
     use wavecp::coupling::grid_indicators::LEARNED_INPUTS_RUN;
-    use wavecp::coupling::solve::run_hybrid;
-    use wavecp::sim::RunOptions;
-    use wavecp::surrogate::modelfile;
     let dir = tempfile::tempdir().unwrap();
-    let model = untrained(dir.path(), 2.0 * 0.01);
-    let s = Sampling {
-        model: model.clone(),
-        job: crate::common::repo("examples/indicator_study/dataset.toml"),
-        indicators: vec!["grid_learned".into()],
-        scenarios: 4,
-        seed: 5,
-        frequency_factor: 1.0,
-        source_box: None,
-        rollout: 0,
-    };
-    let plan = Plan {
-        risk: 0.1,
-        holdout: 0.5,
-        check: Check {
-            frequency_factor: 1.0,
-            source_box: None,
-        },
-        fit_scenarios: 2,
-        fit_rollout: 2,
-    };
-    let (c, r) = calibrate(&s, plan, &[1.0]).unwrap();
+    let s = learned_sampling(dir.path());
+    let (c, r) = calibrate(&s, learned_plan(2, 2), &[1.0]).unwrap();
     let fit = r.fit.as_ref().unwrap();
     // 25 exact-start windows a scenario, and the windows of a run of each: of the 4 windows
     // after the warm-up, 2 accepted, one left to the FE, one accepted.
@@ -463,15 +402,76 @@ fn calibrate_fits_on_the_windows_of_hybrid_runs_too() {
         (m.inputs.as_str(), m.input_mean.len()),
         (LEARNED_INPUTS_RUN, 28)
     );
-    let mut l = modelfile::load(&model).unwrap();
+    let calibrated = with_calibration(&s.model, &c, &dir.path().join("run-aware.safetensors"));
+    decides_by_threshold(dir.path(), &calibrated, &c);
+}
+
+/// The calibration set-up of the tests above: an untrained model (frames 0.02 apart) in
+/// `dir`, 4 scenarios of the indicator study's dataset job sampled for `grid_learned`.
+#[cfg(feature = "hdf5")]
+fn learned_sampling(dir: &std::path::Path) -> wavecp::coupling::calibrate::Sampling {
+    wavecp::coupling::calibrate::Sampling {
+        model: crate::coupling::hybrid::untrained(dir, 2.0 * 0.01),
+        job: crate::common::repo("examples/indicator_study/dataset.toml"),
+        indicators: vec!["grid_learned".into()],
+        scenarios: 4,
+        seed: 5,
+        frequency_factor: 1.0,
+        source_box: None,
+        rollout: 0,
+    }
+}
+
+/// Half the scenarios held out, in the trained ranges; the error model fitted on
+/// `fit_scenarios` more (and the windows of their runs with `fit_rollout`).
+#[cfg(feature = "hdf5")]
+fn learned_plan(fit_scenarios: usize, fit_rollout: usize) -> wavecp::coupling::calibrate::Plan {
+    wavecp::coupling::calibrate::Plan {
+        risk: 0.1,
+        holdout: 0.5,
+        check: wavecp::coupling::calibrate::Check {
+            frequency_factor: 1.0,
+            source_box: None,
+        },
+        fit_scenarios,
+        fit_rollout,
+    }
+}
+
+/// `model` with the calibration `c` added, saved as `out`.
+#[cfg(feature = "hdf5")]
+fn with_calibration(
+    model: &std::path::Path,
+    c: &wavecp::surrogate::calibration::Calibration,
+    out: &std::path::Path,
+) -> std::path::PathBuf {
+    use wavecp::surrogate::modelfile;
+    let mut l = modelfile::load(model).unwrap();
     l.meta.calibrations.set(c.clone());
-    let calibrated = dir.path().join("run-aware.safetensors");
-    modelfile::save(&calibrated, &l.model, &l.meta, None).unwrap();
+    modelfile::save(out, &l.model, &l.meta, None).unwrap();
+    out.to_path_buf()
+}
+
+/// The coupling tests' hybrid job with `model` calibrated by `c` for `grid_learned`: each
+/// window is tried and accepted exactly when its prediction is below the calibrated
+/// threshold. (The untrained network's errors are large: a tolerance above all of them
+/// leaves a threshold to compare with.) Returns the run's summary and the threshold.
+#[cfg(feature = "hdf5")]
+fn decides_by_threshold(
+    dir: &std::path::Path,
+    model: &std::path::Path,
+    c: &wavecp::surrogate::calibration::Calibration,
+) -> (wavecp::coupling::hybrid::HybridSummary, f64) {
     let tol = 1.01 * c.errors.iter().copied().fold(0.0, f64::max);
-    let mut cfg = hybrid_job(dir.path(), &calibrated, tol);
+    let mut cfg = crate::coupling::hybrid::hybrid_job(dir, model, tol);
     cfg.coupling.as_mut().unwrap().indicator = "grid_learned".into();
-    let base = std::path::Path::new(".");
-    let (_, h) = run_hybrid(&cfg, base, &RunOptions::default(), &wavecp::comm::Serial).unwrap();
+    let (_, h) = wavecp::coupling::solve::run_hybrid(
+        &cfg,
+        std::path::Path::new("."),
+        &wavecp::sim::RunOptions::default(),
+        &wavecp::comm::Serial,
+    )
+    .unwrap();
     let t = c.threshold(tol);
     let scored: Vec<(f64, bool)> = h
         .windows
@@ -483,4 +483,5 @@ fn calibrate_fits_on_the_windows_of_hybrid_runs_too() {
         assert!(v > 0.0 && v.is_finite());
         assert_eq!(accepted, v < t, "{v} against {t}");
     }
+    (h, t)
 }

@@ -381,31 +381,17 @@ fn the_submodel_refuses_a_source_outside_its_models_ranges_unless_trusted() {
     assert_eq!(s.out_of_range.len(), 1, "{:?}", s.out_of_range);
     assert!(s.out_of_range[0].starts_with("frequency = 3.5"));
     // `wavecp solve` names them in its report, and refuses the job without `trust`.
-    let solve = |extra: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wavecp"));
-        c.args(["--log", "error", "solve"]).arg(&job);
-        for s in sets
-            .iter()
+    let ood = || {
+        sets.iter()
             .map(String::as_str)
             .chain(["source.0.frequency=3.5"])
-            .chain(extra.iter().copied())
-        {
-            c.args(["--set", s]);
-        }
-        c.output().unwrap()
     };
-    let out = solve(&["coupling.out_of_range=\"trust\""]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::common::solve_cli_ok(&job, ood().chain(["coupling.out_of_range=\"trust\""]));
     assert!(
         text.contains("outside the model's trained ranges") && text.contains("frequency = 3.5"),
         "{text}"
     );
-    let out = solve(&[]);
+    let out = crate::common::solve_cli(&job, ood());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no FE to fall back on"));
     let mut sets = sets.to_vec();

@@ -431,7 +431,7 @@ fn condition(
     (cfg, mesh): (&Config, &crate::mesh::Mesh),
     (c, model): (&CouplingConfig, &Path),
 ) -> Result<Vec<String>, DriverError> {
-    check_walls(cond, mesh, model)?;
+    check_walls(cond, mesh.bbox(), model)?;
     let params = super::subrun::scenario(cfg)?;
     let outside = cond.outside_training(&params);
     net.set_scenario(params).map_err(from_coupling)?;
@@ -450,16 +450,16 @@ fn condition(
     Ok(outside)
 }
 
-/// Refuses a model whose prior reflects off another rectangle than the job's mesh.
+/// Refuses a model whose prior reflects off another rectangle than the job's mesh, whose
+/// bounding box is `b` ([`crate::mesh::Mesh::bbox`]).
 pub(super) fn check_walls(
     cond: &crate::surrogate::condition::Conditioning,
-    mesh: &crate::mesh::Mesh,
+    b: [f64; 4],
     model: &Path,
 ) -> Result<(), DriverError> {
     let Some(w) = cond.prior_walls else {
         return Ok(());
     };
-    let b = mesh.bbox();
     let size = (w[1] - w[0]).abs().max((w[3] - w[2]).abs());
     let off = [b[0] - w[0], b[2] - w[1], b[1] - w[2], b[3] - w[3]];
     if off.iter().any(|d| d.abs() > 1e-9 * size) {

@@ -363,14 +363,15 @@ pub fn run_submodel(
     comm: &dyn Comm,
 ) -> Result<SubmodelSummary, DriverError> {
     let (grid, frame_dt, outside, open) = network(cfg, base)?;
-    let mut s = run_with(cfg, base, (opts, comm), (grid, frame_dt), open)?;
+    let mut s = run_made(cfg, base, (opts, comm), (grid, frame_dt), open)?;
     s.out_of_range = outside;
     Ok(s)
 }
 
 /// The job's network: the zone grid and frame spacing its file records, the job's source
 /// parameters outside its trained ranges ([`in_range`]), and what opens it on the job's device
-/// for a submodel's grid transfer (with the job's scenario, when it reads one).
+/// for a submodel's grid transfer, given the outer mesh's bounding box (refused when its prior
+/// reflects off another rectangle; told the job's scenario, when it reads one).
 #[allow(clippy::type_complexity)]
 pub(super) fn network<'a>(
     cfg: &'a Config,
@@ -380,7 +381,7 @@ pub(super) fn network<'a>(
         ZoneGrid,
         f64,
         Vec<String>,
-        impl FnOnce(&ZoneTransfer) -> Result<NetworkForecaster, DriverError> + 'a,
+        impl FnOnce(&ZoneTransfer, [f64; 4]) -> Result<NetworkForecaster, DriverError> + 'a,
     ),
     DriverError,
 > {
@@ -401,10 +402,13 @@ pub(super) fn network<'a>(
     };
     let frame_dt = loaded.meta.frame_dt;
     let outside = match &loaded.meta.conditioning {
-        Some(cond) => in_range(cfg, base, cond, &model)?,
+        Some(cond) => in_range(cfg, cond, &model)?,
         None => vec![],
     };
-    let open = move |t: &ZoneTransfer| {
+    let open = move |t: &ZoneTransfer, outer: [f64; 4]| {
+        if let Some(cond) = &loaded.meta.conditioning {
+            super::solve::check_walls(cond, outer, &model)?;
+        }
         let device = c.device.parse().map_err(err)?;
         let mut net = NetworkForecaster::from_loaded(loaded, &model, device, t, frame_dt)
             .map_err(from_coupling)?;
@@ -416,22 +420,16 @@ pub(super) fn network<'a>(
     Ok((grid, frame_dt, outside, open))
 }
 
-/// A conditioned model against the job: its prior's rectangle must be the mesh's, and its
-/// calibration holds only inside the source ranges it was trained on. The submodel has no FE
-/// to hand a window to (the network's forecast is its boundary), so outside them
-/// `coupling.out_of_range = "fe"` (the default) refuses the job and `"trust"` runs it with a
-/// warning. Returns the parameters outside.
+/// A conditioned model's calibration holds only inside the source ranges it was trained on.
+/// The submodel has no FE to hand a window to (the network's forecast is its boundary), so
+/// outside them `coupling.out_of_range = "fe"` (the default) refuses the job and `"trust"`
+/// runs it with a warning. Returns the parameters outside.
 fn in_range(
     cfg: &Config,
-    base: &Path,
     cond: &crate::surrogate::condition::Conditioning,
     model: &Path,
 ) -> Result<Vec<String>, DriverError> {
     let c = coupling(cfg)?;
-    if cond.prior_walls.is_some() {
-        let mesh = crate::sim::load_mesh(&cfg.mesh, base)?;
-        super::solve::check_walls(cond, &mesh, model)?;
-    }
     let outside = cond.outside_training(&scenario(cfg)?);
     if outside.is_empty() {
         return Ok(outside);
@@ -458,19 +456,21 @@ fn coupling(cfg: &Config) -> Result<&crate::config::CouplingConfig, DriverError>
 }
 
 /// The submodel run of a job, not yet started: the zone's problem and its simulation, the
-/// transfers, the forecaster `make` gives, the whole model and the oracle beside it when
+/// transfers, the forecaster `make` gives (from the submodel's grid transfer and the outer
+/// mesh's bounding box), the whole model and the oracle beside it when
 /// `reference` names their communicator. Returns it with the outer mesh's node count and the
 /// number of windows to `time.end`.
 pub(super) fn build_run<'c, F: Forecaster>(
     cfg: &Config,
     base: &Path,
     (grid, frame_dt): (ZoneGrid, f64),
-    make: impl FnOnce(&ZoneTransfer) -> Result<F, DriverError>,
+    make: impl FnOnce(&ZoneTransfer, [f64; 4]) -> Result<F, DriverError>,
     reference: Option<&'c dyn Comm>,
 ) -> Result<(Run<'c, F>, usize, usize), DriverError> {
     let c = coupling(cfg)?;
     let setup = crate::sim::setup(cfg, base)?;
     let outer_nodes = setup.problem.mesh.num_nodes();
+    let outer_box = setup.problem.mesh.bbox();
     let sp = restrict(&setup, grid.x, grid.y).map_err(from_coupling)?;
     if sp.sources_outside < setup.problem.sources.len() {
         tracing::warn!(
@@ -491,7 +491,7 @@ pub(super) fn build_run<'c, F: Forecaster>(
     let to_grid = ZoneTransfer::new(&sub.submesh().mesh, grid).map_err(err)?;
     let ip = c.interpolation.parse().map_err(err)?;
     let sampler = GridSampler::new(grid, &sub.interface_coords(), ip).map_err(err)?;
-    let net = make(&to_grid)?;
+    let net = make(&to_grid, outer_box)?;
     let reference = match (oracle_sp, reference) {
         (Some(osp), Some(comm)) => {
             let oracle = Submodel::new(osp, dt, interp, &zeros, &zeros).map_err(from_coupling)?;
@@ -536,9 +536,20 @@ pub(super) fn build_run<'c, F: Forecaster>(
 pub fn run_with<F: Forecaster>(
     cfg: &Config,
     base: &Path,
+    run: (&SubmodelOptions, &dyn Comm),
+    zone: (ZoneGrid, f64),
+    make: impl FnOnce(&ZoneTransfer) -> Result<F, DriverError>,
+) -> Result<SubmodelSummary, DriverError> {
+    run_made(cfg, base, run, zone, |t, _| make(t))
+}
+
+/// [`run_with`] with `make` also given the outer mesh's bounding box.
+fn run_made<F: Forecaster>(
+    cfg: &Config,
+    base: &Path,
     (opts, comm): (&SubmodelOptions, &dyn Comm),
     (grid, frame_dt): (ZoneGrid, f64),
-    make: impl FnOnce(&ZoneTransfer) -> Result<F, DriverError>,
+    make: impl FnOnce(&ZoneTransfer, [f64; 4]) -> Result<F, DriverError>,
 ) -> Result<SubmodelSummary, DriverError> {
     let c = coupling(cfg)?;
     if comm.size() > 1 {
