@@ -6,7 +6,8 @@
 #
 # It writes two files to DIR, both replaced (write, then rename) after every step, so a run
 # stopped at a time limit leaves everything finished before it:
-#   summary.txt      the figures that decide issue 5 (tests, our layers and training steps
+#   summary.txt      the figures that decide issues 5 and 18 (tests, the hybrid fine job with
+#                    the network on the GPU, our layers and training steps
 #                    against PyTorch's, each kernel's share of the roofline), printed last too
 #   results.tar.gz   every log and JSON the steps wrote (checkpoints left out)
 # Two files because the device tool returns at most eight.
@@ -114,7 +115,34 @@ export WAVECP_REQUIRE_CUDA=1 WAVECP_REQUIRE_NVRTC=1
 step "tests" 240 tests.txt env WAVECP_REPO="$here" WAVECP_BIN="$here/wavecp-h5" "$here/tests" \
     cuda:: surrogate::device_selection --test-threads 1 --nocapture
 
-# 2. The goals: our layers beside PyTorch's (cuDNN, TF32 off on both) at the first shape, and
+# 2. Issue 18's last goal: the hybrid job on the fine FE model (10^6 nodes, 20 windows) with the
+#    network on the GPU, beside the same job with the network on this machine's CPU, each point
+#    against its FE-only reference measured in the same run; on all cores and on 2 (the
+#    threads of the CPU figures in docs/benchmarks.md). Then the cost sweep over the FE node
+#    count with GPU inference (the break-even point). The rehearsal runs the job on a
+#    100 x 100 mesh for 6 windows and the sweep at 10^4 nodes.
+cd "$here"
+cores=$(nproc)
+fine=(--job examples/fine_square/hybrid_prior.toml)
+sweep=(--nodes 10000,100000,1000000)
+if [ "$quick" = 1 ]; then
+    fine+=(--set mesh.generate.nx=99 --set mesh.generate.ny=99 --set time.end=1.2)
+    sweep=(--nodes 2500,10000 --windows 1)
+fi
+for dev in cuda cpu; do
+    step "hybrid fine job, network on $dev, $cores threads" 150 "couple-fine-$dev-t$cores.json" \
+        ./wavecp-h5 bench couple "${fine[@]}" --tolerances 0.03,0.05 --set "coupling.device=\"$dev\"" \
+        --threads "$cores"
+done
+if [ "$cores" != 2 ]; then
+    step "hybrid fine job, network on cuda, 2 threads" 150 couple-fine-cuda-t2.json \
+        ./wavecp-h5 bench couple "${fine[@]}" --tolerances 0.05 --set 'coupling.device="cuda"' --threads 2
+fi
+step "cost sweep, network on cuda" 150 couple-sweep-cuda.json \
+    ./wavecp-h5 bench couple "${sweep[@]}" --device cuda --threads "$cores"
+cd - > /dev/null
+
+# 3. The goals of issue 5: our layers beside PyTorch's (cuDNN, TF32 off on both) at the first shape, and
 #    training steps of the paper models.
 first=${shapes[0]}
 t=$(tag "$first")
@@ -129,13 +157,13 @@ if has_torch; then
         --steps "$steps" "${train_size[@]}"
 fi
 
-# 3. Each kernel family alone, against the device's roofline, and the variants' sweep.
+# 4. Each kernel family alone, against the device's roofline, and the variants' sweep.
 step "bench kernels" 120 bench-kernels.json "$here/wavecp" bench kernels "${kernel_args[@]}"
 # Every GEMM tile height and k split, and every chain tile, at each level of the paper models:
 # what the choice rules need, so they can be set from this run's figures.
 step "bench kernels --sweep" 150 bench-kernels-sweep.json "$here/wavecp" bench kernels --sweep "${kernel_args[@]}"
 
-# 4. The larger shape, then the same layers on the baseline GEMM and with the CP passes
+# 5. The larger shape, then the same layers on the baseline GEMM and with the CP passes
 #    unfused, for what the tiled GEMM and the fused chain gain.
 for shape in "${shapes[@]:1}"; do
     t=$(tag "$shape")
@@ -152,7 +180,7 @@ for shape in "${shapes[@]}"; do
         env WAVECP_CP_FUSED=0 "$here/wavecp" bench conv --device cuda --kind cp --samples 20 $shape
 done
 
-# 5. `wavecp train` and `wavecp eval` through the CLI on the GPU and the CPU, same job and data.
+# 6. `wavecp train` and `wavecp eval` through the CLI on the GPU and the CPU, same job and data.
 cd "$here"
 for m in small_dense small_pair small_cp; do
     for dev in cuda cpu; do
@@ -164,7 +192,7 @@ for m in small_dense small_pair small_cp; do
         data/test.h5 --device cuda --json
 done
 
-# 6. Determinism on the GPU (no atomics, fixed reduction orders): the same run twice, and a run
+# 7. Determinism on the GPU (no atomics, fixed reduction orders): the same run twice, and a run
 #    stopped after 2 of 3 epochs and resumed, end with bit-identical weights and moments
 #    (summary.py compares the checkpoints).
 det=(./wavecp-h5 train train.toml --set model.file=\"models/small_cp.toml\" --device cuda --json)

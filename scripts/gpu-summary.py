@@ -205,7 +205,32 @@ def determinism_section():
               + f"; last epoch's losses {'identical' if same_loss else 'DIFFER'}")
 
 
-for section in (conv_section, train_section, kernels_section, sweep_section, cli_section,
+def hybrid_section():
+    print("\n== hybrid fine job (issue 18): speed-up over the FE-only run measured in the same run")
+    files = sorted(glob.glob(os.path.join(d, "couple-fine-*.json")))
+    if not files:
+        print("  not run")
+    for f in files:
+        r = load(os.path.basename(f))
+        if not r:
+            continue
+        print(f"  {os.path.basename(f)}: network on {r.get('network_device')}, {r.get('threads')} threads,"
+              f" {r.get('nodes')} nodes, {r.get('windows')} windows")
+        for p in r.get("points", []):
+            print(f"    tol {p['tolerance']}: {p['windows_accepted']} accepted, speed-up {p['speedup']:.2f}x"
+                  f" at max rel. L2 {p['max_rel_l2_error']:.3e}; wall {p['wall_s']:.2f} s ="
+                  f" FE {p['fe_s']:.2f} + inference {p['inference_s']:.3f} + transfer {p['transfer_s']:.2f}"
+                  f" + indicator {p['indicator_s']:.3f}; FE only {p['reference_wall_s']:.2f} s")
+    s = load("couple-sweep-cuda.json")
+    if s:
+        print(f"  cost sweep (network on cuda): inference {s['inference_per_window_s'] * 1e3:.2f} ms a window,"
+              f" break-even {s.get('break_even_nodes')} nodes")
+        for c in s["cases"]:
+            print(f"    {c['nodes']} nodes: speed-up {c['speedup']:.2f}x (window {c['window_speedup']:.2f}x),"
+                  f" predicted {c['predicted_speedup']:.2f}x ({c['prediction_error'] * 100:.0f} % off)")
+
+
+for section in (hybrid_section, conv_section, train_section, kernels_section, sweep_section, cli_section,
                 determinism_section):
     try:
         section()

@@ -90,6 +90,7 @@ impl HostedHybrid {
         // As `wavecp solve` reports them: what the tolerance became, and why the FE ran it all.
         self.summary.indicator_threshold = self.parts.threshold;
         self.summary.out_of_range = self.parts.out_of_range.clone();
+        self.summary.network_device = self.parts.net.as_ref().map(|n| n.device());
         Ok(())
     }
 

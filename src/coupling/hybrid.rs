@@ -198,6 +198,9 @@ pub struct HybridSummary {
     /// (`coupling.out_of_range`), as `name = value outside [lo, hi]`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub out_of_range: Vec<String>,
+    /// Where the network ran (`coupling.device`): `cpu`, or the GPU's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_device: Option<String>,
     /// Each window's indicator value (none where it was not tried: a tolerance of 0, or the
     /// cap on accepted windows in a row) and whether it was accepted, in order.
     pub windows: Vec<(Option<f64>, bool)>,

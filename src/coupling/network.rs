@@ -127,6 +127,11 @@ impl NetworkForecaster {
     pub fn meta(&self) -> &ModelMeta {
         &self.meta
     }
+
+    /// Where the network runs: `cpu`, or the GPU's name.
+    pub fn device(&self) -> String {
+        self.runner.device()
+    }
 }
 
 fn surrogate(e: SurrogateError) -> CouplingError {

@@ -43,6 +43,10 @@ pub struct ParetoReport {
     pub model: String,
     pub indicator: String,
     pub velocity: String,
+    /// Where the network ran: `cpu`, or the GPU's name.
+    pub network_device: String,
+    /// The threads the FE (and a network on the CPU) ran on.
+    pub threads: usize,
     pub nodes: usize,
     pub steps: usize,
     pub windows: usize,
@@ -80,6 +84,8 @@ pub fn pareto(
         model: c.model.display().to_string(),
         indicator: c.indicator.clone(),
         velocity: c.velocity.clone(),
+        network_device: String::new(),
+        threads: rayon::current_num_threads(),
         nodes: 0,
         steps: 0,
         windows: 0,
@@ -104,6 +110,7 @@ pub fn pareto(
             h.max_rel_l2_error.unwrap_or(f64::NAN)
         );
         report.nodes = run.nodes;
+        report.network_device = h.network_device.clone().unwrap_or_default();
         report.steps = h.steps_total;
         report.windows = h.windows_accepted + h.windows_rejected;
         report.points.push(ParetoPoint {

@@ -605,6 +605,7 @@ fn drive<'c>(
         }
         ctx.reference = Some(r);
     }
+    let device = net.as_ref().map(NetworkForecaster::device);
     let net = OnRankZero::new(net, frames, comm);
     let ind = indicator(&c.indicator, estimator.as_ref())?;
     let mut h = Hybrid::new(sim, &transfer, net, ind, hcfg).map_err(from_coupling)?;
@@ -620,6 +621,7 @@ fn drive<'c>(
     summary.wall_s = (summary.wall_s - ctx.observed.as_secs_f64()).max(0.0);
     summary.indicator_threshold = threshold;
     summary.out_of_range = out_of_range;
+    summary.network_device = device;
     if threshold.is_some() {
         let above = summary
             .audits

@@ -438,6 +438,13 @@ impl Runner {
         Ok(Runner { model, gpu })
     }
 
+    /// Where it runs: `cpu`, or the GPU's name.
+    pub fn device(&self) -> String {
+        self.gpu
+            .as_ref()
+            .map_or_else(|| "cpu".into(), GpuTrainer::name)
+    }
+
     pub fn forward(&mut self, x: Tensor) -> Result<Tensor, SurrogateError> {
         match &mut self.gpu {
             Some(g) => g.predict(x),

@@ -9,6 +9,8 @@ mod conv;
 mod elementwise;
 mod gemm;
 mod host;
+#[cfg(feature = "hdf5")]
+mod hybrid;
 mod training;
 
 use host::HostOps;

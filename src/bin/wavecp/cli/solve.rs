@@ -164,7 +164,7 @@ fn hybrid(
         } else {
             report(&summary, false)?;
             println!(
-                "hybrid: {} of {} windows accepted, {} of {} steps by the surrogate; wall {:.2} s = FE {:.2} + inference {:.2} + transfers {:.2} + indicator {:.2}",
+                "hybrid: {} of {} windows accepted, {} of {} steps by the surrogate; wall {:.2} s = FE {:.2} + inference {:.2} (on {}) + transfers {:.2} + indicator {:.2}",
                 h.windows_accepted,
                 h.windows_accepted + h.windows_rejected,
                 h.steps_surrogate,
@@ -172,6 +172,7 @@ fn hybrid(
                 h.wall_s,
                 h.fe_s,
                 h.inference_s,
+                h.network_device.as_deref().unwrap_or("cpu"),
                 h.transfer_s,
                 h.indicator_s
             );
