@@ -42,3 +42,4 @@ mod submodel;
 mod submodel_loop;
 #[cfg(feature = "hdf5")]
 mod surrogate;
+mod transfer_blocks;

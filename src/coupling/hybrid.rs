@@ -281,6 +281,8 @@ pub struct Hybrid<'s, 'c, F: Forecaster, I: Indicator> {
     st: HybridState,
     started: bool,
     times: Times,
+    /// Mesh fields reused by every hand-back.
+    scratch: (Vec<f64>, Vec<f64>),
 }
 
 /// Where a hybrid run's time goes.
@@ -349,6 +351,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             st,
             started: false,
             times: Times::default(),
+            scratch: Default::default(),
         })
     }
 
@@ -740,13 +743,18 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         let v_grid = est.velocity(&seq, frame_dt).ok_or_else(|| {
             CouplingError::Setup(format!("{k} frames are needed for the velocity"))
         })?;
-        let mut u = self.sim.u().to_vec();
+        // Into buffers kept from the last hand-back: two fresh mesh fields a window would be
+        // page faults on every hand-back. Nodes outside the grid keep the current field.
+        let (mut u, mut v) = std::mem::take(&mut self.scratch);
+        u.clear();
+        u.extend_from_slice(self.sim.u());
+        v.clear();
+        v.resize(u.len(), 0.0);
         self.transfer
-            .to_mesh(seq[seq.len() - 1 - est.lag()], &mut u)?;
-        let mut v = vec![0.0; u.len()];
-        self.transfer.to_mesh(&v_grid, &mut v)?;
+            .to_mesh_pair([seq[seq.len() - 1 - est.lag()], &v_grid], [&mut u, &mut v])?;
         let step = self.sim.steps_done() + window;
         self.sim.start_from(&u, &v, step)?;
+        self.scratch = (u, v);
         forecast.truncate(forecast.len() - est.lag());
         for f in forecast {
             self.push(f);

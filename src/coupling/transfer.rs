@@ -201,25 +201,74 @@ fn node_stencils(
     (bilinear, cubic)
 }
 
-/// `u[node] = stencil · g` for every stencil.
-fn apply(bilinear: &[NodeStencil], cubic: &[CubicStencil], nx: usize, g: &[f64], u: &mut [f64]) {
-    for s in bilinear {
-        u[s.node as usize] = s
-            .points
+impl NodeStencil {
+    fn value(&self, g: &[f64]) -> f64 {
+        self.points
             .iter()
-            .zip(&s.weights)
+            .zip(&self.weights)
             .map(|(&q, &w)| w * g[q as usize])
-            .sum();
+            .sum()
     }
-    for s in cubic {
-        let f = s.first as usize;
-        u[s.node as usize] = (0..4)
+}
+
+impl CubicStencil {
+    fn value(&self, nx: usize, g: &[f64]) -> f64 {
+        let f = self.first as usize;
+        (0..4)
             .map(|b| {
                 let row = &g[f + b * nx..f + b * nx + 4];
-                s.wy[b] * (0..4).map(|a| s.wx[a] * row[a]).sum::<f64>()
+                self.wy[b] * (0..4).map(|a| self.wx[a] * row[a]).sum::<f64>()
             })
-            .sum();
+            .sum()
     }
+}
+
+/// Nodes per block of a parallel grid → mesh pass: large enough that a block's stencils
+/// (72 bytes a node) amortise the task, small enough to share 10⁶ nodes among many threads.
+const APPLY_BLOCK: usize = 1 << 14;
+
+/// `u[k][node] = stencil · g[k]` for every stencil and field `k`, the fields in one pass over
+/// the stencils (a hand-back maps its displacement and velocity with the same ones), in
+/// parallel over blocks of nodes. Both stencil lists are sorted by node (they are built in
+/// node order), so each block's stencils are a run of each list and each block writes its own
+/// slice of every field. Each value is computed as by one pass alone: same bits.
+fn apply(
+    bilinear: &[NodeStencil],
+    cubic: &[CubicStencil],
+    nx: usize,
+    g: &[&[f64]],
+    u: Vec<&mut [f64]>,
+) {
+    use rayon::prelude::*;
+    debug_assert!(bilinear.is_sorted_by_key(|s| s.node) && cubic.is_sorted_by_key(|s| s.node));
+    let mut chunks: Vec<_> = u.into_iter().map(|f| f.chunks_mut(APPLY_BLOCK)).collect();
+    let mut blocks = Vec::new();
+    while let Some(b) = chunks
+        .iter_mut()
+        .map(Iterator::next)
+        .collect::<Option<Vec<_>>>()
+    {
+        blocks.push(b);
+    }
+    blocks.into_par_iter().enumerate().for_each(|(k, mut out)| {
+        let lo = k * APPLY_BLOCK;
+        let hi = lo + out.first().map_or(0, |o| o.len());
+        let run = |node: u32| (node as usize) < lo;
+        let end = |node: u32| (node as usize) < hi;
+        let b =
+            bilinear.partition_point(|s| run(s.node))..bilinear.partition_point(|s| end(s.node));
+        for s in &bilinear[b] {
+            for (o, g) in out.iter_mut().zip(g) {
+                o[s.node as usize - lo] = s.value(g);
+            }
+        }
+        let c = cubic.partition_point(|s| run(s.node))..cubic.partition_point(|s| end(s.node));
+        for s in &cubic[c] {
+            for (o, g) in out.iter_mut().zip(g) {
+                o[s.node as usize - lo] = s.value(nx, g);
+            }
+        }
+    });
 }
 
 /// Grid → a fixed list of points in the zone (a submodel's interface nodes), by the stencils
@@ -280,7 +329,7 @@ impl GridSampler {
                 });
             }
         }
-        apply(&self.bilinear, &self.cubic, self.grid.nx, g, out);
+        apply(&self.bilinear, &self.cubic, self.grid.nx, &[g], vec![out]);
         Ok(())
     }
 }
@@ -329,9 +378,11 @@ pub struct ZoneTransfer {
     /// The whole mesh's node count and how many of them the grid covers.
     mesh_nodes: usize,
     mesh_covered: usize,
-    /// On a decomposed mesh: where the ranks' owned values go in the whole mesh (rank 0; the
-    /// other ranks hold no `to_grid` locations).
-    ranks: Option<Vec<u64>>,
+    /// On a decomposed mesh: this rank's owned nodes that the grid points' stencils read, in
+    /// the order rank 0 gathers them; rank 0's `to_grid` stencils then index the gathered
+    /// values (the other ranks hold no `to_grid` locations). Hundreds of values a frame where
+    /// the whole field would be millions.
+    sample: Option<Vec<u32>>,
     /// The stencils of the covered nodes whose whole-mesh number is a multiple of
     /// [`probe_stride`] (this rank's): where [`ZoneTransfer::handback_terms`] looks.
     probe: Vec<NodeStencil>,
@@ -369,6 +420,43 @@ struct RankPart {
     cubic: Vec<CubicStencil>,
     probe: Vec<NodeStencil>,
     probe_cubic: Vec<CubicStencil>,
+    sample: Vec<u32>,
+}
+
+/// Of the mesh nodes the grid points' stencils read (`needed`, by whole-mesh number), those a
+/// rank owns (`mine`: its owned nodes' whole-mesh numbers), as its local indices.
+fn sample_of(mine: &[u64], needed: &[bool]) -> Vec<u32> {
+    mine.iter()
+        .enumerate()
+        .filter(|&(_, &g)| needed.get(g as usize) == Some(&true))
+        .map(|(l, _)| l as u32)
+        .collect()
+}
+
+/// `to_grid`'s stencils made to index the gathered samples (`order`: their whole-mesh
+/// numbers in gather order) instead of the whole mesh; `None` when a node is in no rank's
+/// sample (owned by none).
+fn onto_samples(
+    to_grid: Vec<Option<PointLocation>>,
+    order: &[u64],
+    nodes: usize,
+) -> Option<Vec<Option<PointLocation>>> {
+    let mut at = vec![u32::MAX; nodes];
+    for (k, &g) in order.iter().enumerate() {
+        *at.get_mut(g as usize)? = k as u32;
+    }
+    to_grid
+        .into_iter()
+        .map(|s| match s {
+            None => Some(None),
+            Some(mut s) => {
+                for n in &mut s.nodes[..s.len] {
+                    *n = *at.get(*n as usize).filter(|&&k| k != u32::MAX)?;
+                }
+                Some(Some(s))
+            }
+        })
+        .collect()
 }
 
 impl ZoneTransfer {
@@ -407,7 +495,7 @@ impl ZoneTransfer {
             num_nodes: mesh.num_nodes(),
             mask,
             mesh_nodes: mesh.num_nodes(),
-            ranks: None,
+            sample: None,
         })
     }
 
@@ -424,37 +512,50 @@ impl ZoneTransfer {
         let counts = comm.gather_u64(&[no as u64]);
         let (parts, whole) = match (ids, counts, whole) {
             (Some(ids), Some(counts), Some(w)) => {
-                let mut parts = Vec::with_capacity(counts.len());
+                let mut needed = vec![false; w.num_nodes];
+                for s in w.to_grid.iter().flatten() {
+                    for &n in &s.nodes[..s.len] {
+                        needed[n as usize] = true;
+                    }
+                }
+                let mut mine = Vec::with_capacity(counts.len());
                 let mut off = 0usize;
                 for &c in &counts {
-                    let mine = &ids[off..off + c as usize];
+                    mine.push(&ids[off..off + c as usize]);
                     off += c as usize;
-                    let stencils = for_rank(&w.to_mesh, mine, w.num_nodes, |s| &mut s.node);
-                    let cubic = for_rank(&w.cubic, mine, w.num_nodes, |s| &mut s.node);
-                    let probe = for_rank(&w.probe, mine, w.num_nodes, |s| &mut s.node);
-                    let probe_cubic = for_rank(&w.probe_cubic, mine, w.num_nodes, |s| &mut s.node);
-                    parts.push(crate::comm::to_bytes(&RankPart {
-                        grid: w.grid,
-                        mask: w.mask.clone(),
-                        mesh_nodes: w.mesh_nodes,
-                        mesh_covered: w.mesh_covered,
-                        stencils,
-                        cubic,
-                        probe,
-                        probe_cubic,
-                    }));
                 }
-                (Some(parts), Some((w.to_grid, ids)))
+                let samples: Vec<Vec<u32>> = mine.iter().map(|m| sample_of(m, &needed)).collect();
+                let order: Vec<u64> = (mine.iter().zip(&samples))
+                    .flat_map(|(m, s)| s.iter().map(|&l| m[l as usize]))
+                    .collect();
+                let to_grid = onto_samples(w.to_grid.clone(), &order, w.num_nodes)
+                    .ok_or_else(|| "a mesh node the grid reads is owned by no rank".to_string());
+                let parts = (mine.iter().zip(samples))
+                    .map(|(m, sample)| {
+                        let part = to_grid.as_ref().map(|_| RankPart {
+                            grid: w.grid,
+                            mask: w.mask.clone(),
+                            mesh_nodes: w.mesh_nodes,
+                            mesh_covered: w.mesh_covered,
+                            stencils: for_rank(&w.to_mesh, m, w.num_nodes, |s| &mut s.node),
+                            cubic: for_rank(&w.cubic, m, w.num_nodes, |s| &mut s.node),
+                            probe: for_rank(&w.probe, m, w.num_nodes, |s| &mut s.node),
+                            probe_cubic: for_rank(&w.probe_cubic, m, w.num_nodes, |s| &mut s.node),
+                            sample,
+                        });
+                        crate::comm::to_bytes(&part.map_err(Clone::clone))
+                    })
+                    .collect();
+                (Some(parts), to_grid.ok())
             }
             _ => (None, None),
         };
+        // Every rank gets its part or rank 0's error, so that all return together.
         let mine = comm.scatter_bytes(parts);
-        let p: RankPart =
+        let p: Result<RankPart, String> =
             bincode::deserialize(&mine).map_err(|e| TransferError::Ranks(e.to_string()))?;
-        let (to_grid, ranks) = match whole {
-            Some((to_grid, ids)) => (to_grid, Some(ids)),
-            None => (vec![], Some(vec![])),
-        };
+        let p = p.map_err(TransferError::Ranks)?;
+        let to_grid = whole.unwrap_or_default();
         Ok(ZoneTransfer {
             grid: p.grid,
             to_grid,
@@ -464,7 +565,7 @@ impl ZoneTransfer {
             mask: p.mask,
             mesh_nodes: p.mesh_nodes,
             mesh_covered: p.mesh_covered,
-            ranks,
+            sample: Some(p.sample),
             probe: p.probe,
             probe_cubic: p.probe_cubic,
         })
@@ -518,7 +619,7 @@ impl ZoneTransfer {
     /// The FE field `u` (one value per mesh node) at the grid points; masked points get 0.
     /// A transfer of a decomposed mesh takes [`ZoneTransfer::to_grid_on`].
     pub fn to_grid(&self, u: &[f64], out: &mut [f64]) -> Result<(), TransferError> {
-        if self.ranks.is_some() {
+        if self.sample.is_some() {
             return Err(TransferError::Ranks(
                 "a transfer of a decomposed mesh maps to the grid collectively (to_grid_on)".into(),
             ));
@@ -539,19 +640,18 @@ impl ZoneTransfer {
         out: &mut [f64],
         comm: &dyn Comm,
     ) -> Result<(), TransferError> {
-        let Some(ids) = &self.ranks else {
+        let Some(sample) = &self.sample else {
             return self.to_grid(u, out);
         };
         self.check_len("mesh field", self.num_nodes, u.len())?;
         self.check_len("grid field", self.mask.len(), out.len())?;
+        let mine: Vec<f64> = sample.iter().map(|&l| u[l as usize]).collect();
         let mut bytes = Vec::new();
-        if let Some(g) = comm.gather_f64(u) {
-            let mut whole = vec![0.0; self.mesh_nodes];
-            for (v, &i) in g.iter().zip(ids) {
-                whole[i as usize] = *v;
-            }
+        // The same weights on the same values in the same order as on the whole field: the
+        // serial map's bits.
+        if let Some(g) = comm.gather_f64(&mine) {
             for (o, s) in out.iter_mut().zip(&self.to_grid) {
-                *o = s.as_ref().map_or(0.0, |s| s.interpolate(&whole));
+                *o = s.as_ref().map_or(0.0, |s| s.interpolate(&g));
             }
             bytes = crate::comm::to_bytes(&*out);
         }
@@ -570,7 +670,22 @@ impl ZoneTransfer {
     pub fn to_mesh(&self, g: &[f64], u: &mut [f64]) -> Result<(), TransferError> {
         self.check_len("grid field", self.mask.len(), g.len())?;
         self.check_len("mesh field", self.num_nodes, u.len())?;
-        apply(&self.to_mesh, &self.cubic, self.grid.nx, g, u);
+        apply(&self.to_mesh, &self.cubic, self.grid.nx, &[g], vec![u]);
+        Ok(())
+    }
+
+    /// [`ZoneTransfer::to_mesh`] of two grid fields at once (a hand-back's displacement and
+    /// velocity): one pass over the stencils, the same values.
+    pub fn to_mesh_pair(
+        &self,
+        g: [&[f64]; 2],
+        [u, v]: [&mut [f64]; 2],
+    ) -> Result<(), TransferError> {
+        for (f, m) in g.iter().zip([&*u, &*v]) {
+            self.check_len("grid field", self.mask.len(), f.len())?;
+            self.check_len("mesh field", self.num_nodes, m.len())?;
+        }
+        apply(&self.to_mesh, &self.cubic, self.grid.nx, &g, vec![u, v]);
         Ok(())
     }
 
@@ -590,19 +705,12 @@ impl ZoneTransfer {
             let v = u[node as usize];
             ((v - b) * (v - b), v * v)
         };
-        let bilinear = self.probe.iter().map(|s| {
-            let b = s.points.iter().zip(&s.weights);
-            value(s.node, b.map(|(&q, &w)| w * g[q as usize]).sum())
-        });
+        let bilinear = self.probe.iter().map(|s| value(s.node, s.value(g)));
         let nx = self.grid.nx;
-        let cubic = self.probe_cubic.iter().map(|s| {
-            let f = s.first as usize;
-            let b = (0..4).map(|b| {
-                let row = &g[f + b * nx..f + b * nx + 4];
-                s.wy[b] * (0..4).map(|a| s.wx[a] * row[a]).sum::<f64>()
-            });
-            value(s.node, b.sum())
-        });
+        let cubic = self
+            .probe_cubic
+            .iter()
+            .map(|s| value(s.node, s.value(nx, g)));
         Ok(bilinear.chain(cubic).unzip())
     }
 
