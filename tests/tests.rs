@@ -29,6 +29,8 @@ mod mpi;
 mod nn;
 mod nn_model;
 #[cfg(feature = "hdf5")]
+mod out_of_range_cal;
+#[cfg(feature = "hdf5")]
 mod output;
 #[cfg(feature = "hdf5")]
 mod pareto;

@@ -435,8 +435,14 @@ pub struct HeldOut {
 pub struct CalibrationReport {
     pub model: String,
     pub indicator: String,
+    /// `in_range`, or `out_of_range` (`wavecp calibrate --out-of-range`).
+    pub regime: &'static str,
     pub risk: f64,
     pub scenarios: usize,
+    /// The frequency factor and source box of the calibration scenarios.
+    pub frequency_factor: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_box: Option<[f64; 4]>,
     /// The frequency factor and source box of the held-out scenarios.
     pub held_out_frequency_factor: f64,
     pub held_out_source_box: Option<[f64; 4]>,
@@ -497,7 +503,67 @@ pub fn calibrate(
         }
     };
     let fitted = |n: &str| estimator.clone().filter(|_| n == indicator);
-    let run = |s: &Sampling| sample_fitted(s, &fitted);
+    let (mut c, mut report) = split(s, &fitted, (risk, holdout, check), tolerances, &[])?;
+    c.estimator = estimator;
+    report.fit = fit;
+    Ok((c, report))
+}
+
+/// Calibrates the indicator of `base` (a model's calibration in range; a learned indicator
+/// keeps its error model) on scenarios outside the trained ranges, drawn as `s` says
+/// (`frequency_factor`, `source_box`), and checks it on held-out ones as `check` says:
+/// returns `base` with that calibration as its [`Calibration::out_of_range`]. The windows of
+/// an earlier calibration out of range stay in it, so that one calibration covers several
+/// regimes (a higher frequency, a source elsewhere), each sampled by its own call.
+pub fn calibrate_out_of_range(
+    s: &Sampling,
+    base: &Calibration,
+    (risk, holdout, check): (f64, f64, Check),
+    tolerances: &[f64],
+) -> Result<(Calibration, CalibrationReport), CouplingError> {
+    if s.indicators.first() != Some(&base.indicator) {
+        return Err(setup(format!(
+            "the calibration given is of `{}`, the scenarios are sampled for {:?}",
+            base.indicator, s.indicators
+        )));
+    }
+    if s.frequency_factor == 1.0 && s.source_box.is_none() {
+        return Err(setup(
+            "scenarios out of range need a frequency factor other than 1 or a source box",
+        ));
+    }
+    let fitted = |n: &str| base.estimator.clone().filter(|_| n == base.indicator);
+    let earlier: Vec<(f64, f64)> = base.out_of_range.as_ref().map_or(vec![], |o| {
+        o.scores
+            .iter()
+            .copied()
+            .zip(o.errors.iter().copied())
+            .collect()
+    });
+    let (regime, mut report) = split(s, &fitted, (risk, holdout, check), tolerances, &earlier)?;
+    report.regime = "out_of_range";
+    let mut c = base.clone();
+    c.out_of_range = Some(Box::new(regime));
+    Ok((c, report))
+}
+
+/// The calibration of `s.indicators[0]` (its error model, if learned, from `fitted`) on the
+/// first `1 − holdout` of the scenarios and the `earlier` windows, checked on the others.
+fn split(
+    s: &Sampling,
+    fitted: &dyn Fn(&str) -> Option<ErrorModel>,
+    (risk, holdout, check): (f64, f64, Check),
+    tolerances: &[f64],
+    earlier: &[(f64, f64)],
+) -> Result<(Calibration, CalibrationReport), CouplingError> {
+    let indicator = s
+        .indicators
+        .first()
+        .ok_or_else(|| setup("no indicator to calibrate"))?;
+    if !(holdout > 0.0 && holdout < 1.0) {
+        return Err(setup(format!("holdout {holdout} is not in (0, 1)")));
+    }
+    let run = |s: &Sampling| sample_fitted(s, fitted);
     let split = ((1.0 - holdout) * s.scenarios as f64).round() as usize;
     let pairs = |w: &Windows| -> Vec<(f64, f64)> {
         w.scores[0]
@@ -530,8 +596,8 @@ pub fn calibrate(
             s.scenarios - split
         )));
     }
-    let mut c = Calibration::new(indicator, risk, &cal).map_err(setup)?;
-    c.estimator = estimator;
+    let all: Vec<(f64, f64)> = earlier.iter().chain(&cal).copied().collect();
+    let c = Calibration::new(indicator, risk, &all).map_err(setup)?;
     let held_out = tolerances
         .iter()
         .map(|&tol| {
@@ -561,18 +627,21 @@ pub fn calibrate(
     let report = CalibrationReport {
         model: s.model.display().to_string(),
         indicator: indicator.clone(),
+        regime: "in_range",
         risk,
         scenarios: s.scenarios,
+        frequency_factor: s.frequency_factor,
+        source_box: s.source_box,
         held_out_frequency_factor: check.frequency_factor,
         held_out_source_box: check.source_box,
-        calibration_windows: cal.len(),
+        calibration_windows: all.len(),
         held_out_windows: test.len(),
         spearman_calibration: corr(&cal),
         spearman_held_out: corr(&test),
         median_error: sorted[sorted.len() / 2],
         indicator_cost_share_of_inference: cost,
         held_out,
-        fit,
+        fit: None,
     };
     Ok((c, report))
 }

@@ -350,6 +350,36 @@ fn calibrated(c: &CouplingConfig, meta: &crate::surrogate::modelfile::ModelMeta)
     }
 }
 
+/// The threshold of the model's calibration of the job's indicator out of the trained ranges
+/// (`wavecp calibrate --out-of-range`), for a source outside them run with `trust`; `None`
+/// (warned) without one: the calibration in range then stands.
+fn calibrated_out_of_range(
+    c: &CouplingConfig,
+    meta: &crate::surrogate::modelfile::ModelMeta,
+) -> Option<f64> {
+    let cal = meta.calibrations.get(&c.indicator)?;
+    match &cal.out_of_range {
+        Some(o) => {
+            let t = o.threshold(c.tolerance);
+            tracing::info!(
+                "out of the trained ranges: tolerance {} -> {} below {t:.4e} (calibrated out of range on {} windows, risk {})",
+                c.tolerance,
+                c.indicator,
+                o.scores.len(),
+                o.risk
+            );
+            Some(t)
+        }
+        None => {
+            tracing::warn!(
+                "the model's calibration of `{}` has none out of the trained ranges (wavecp calibrate --out-of-range): the one in range is used, which does not hold there",
+                c.indicator
+            );
+            None
+        }
+    }
+}
+
 fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<Parts, DriverError> {
     let model = base.join(&c.model);
     let loaded = crate::surrogate::modelfile::load(&model).map_err(err)?;
@@ -388,6 +418,11 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     let out_of_range = match &meta.conditioning {
         Some(cond) => condition(&mut net, cond, (cfg, &mesh), (c, &model))?,
         None => vec![],
+    };
+    let threshold = if !out_of_range.is_empty() && c.out_of_range == "trust" {
+        calibrated_out_of_range(c, &meta).or(threshold)
+    } else {
+        threshold
     };
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,

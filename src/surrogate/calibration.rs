@@ -23,6 +23,12 @@ pub struct Calibration {
     /// the scores; none for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimator: Option<crate::coupling::error_model::ErrorModel>,
+    /// The same indicator (and error model) calibrated on scenarios outside the model's
+    /// trained ranges (`wavecp calibrate --out-of-range`): the threshold of a run whose source
+    /// lies outside them with `coupling.out_of_range = "trust"`. A new calibration in range
+    /// drops it (its error model may differ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_range: Option<Box<Calibration>>,
 }
 
 impl Calibration {
@@ -52,6 +58,7 @@ impl Calibration {
             scores: p.iter().map(|x| x.0).collect(),
             errors: p.iter().map(|x| x.1).collect(),
             estimator: None,
+            out_of_range: None,
         })
     }
 

@@ -41,10 +41,20 @@ pub struct CalibrateArgs {
     /// --frequency-factor.
     #[arg(long)]
     pub check_frequency_factor: Option<f64>,
+    /// Draw the calibration sources in this box instead of the job's ranges, `x0,x1,y0,y1`
+    /// (with --out-of-range: sources where none was in training).
+    #[arg(long, value_delimiter = ',')]
+    pub source_box: Option<Vec<f64>>,
     /// Draw the held-out sources in this box instead, `x0,x1,y0,y1` (outside the trained
-    /// ranges: sources where none was in training).
+    /// ranges: sources where none was in training); default: as --source-box.
     #[arg(long, value_delimiter = ',')]
     pub check_source_box: Option<Vec<f64>>,
+    /// Calibrate the model's calibration of --indicator again on scenarios outside its
+    /// trained ranges (--frequency-factor, --source-box), with its error model, and store it
+    /// beside the one in range: what a run whose source lies outside them uses with
+    /// `coupling.out_of_range = "trust"`. The calibration in range is kept.
+    #[arg(long)]
+    pub out_of_range: bool,
     /// Tolerances (relative L2 window errors) to check on the held-out windows.
     #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3,0.5")]
     pub tolerances: Vec<f64>,
@@ -83,6 +93,7 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         "{} is a training checkpoint: calibrate the best model (best.safetensors)",
         a.model.display()
     );
+    let source_box = boxed("--source-box", a.source_box.as_deref())?;
     let s = wavecp::coupling::calibrate::Sampling {
         model: a.model.clone(),
         job: a.job.clone(),
@@ -90,7 +101,7 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         scenarios: a.scenarios,
         seed: a.seed,
         frequency_factor: a.frequency_factor,
-        source_box: None,
+        source_box,
         rollout: a.rollout,
     };
     let check = a.check_frequency_factor.unwrap_or(a.frequency_factor);
@@ -98,17 +109,13 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         check.is_finite() && check > 0.0,
         "--check-frequency-factor must be a positive number"
     );
-    let source_box = match a.check_source_box.as_deref() {
-        None => None,
-        Some(&[x0, x1, y0, y1]) if x0 <= x1 && y0 <= y1 => Some([x0, x1, y0, y1]),
-        Some(b) => {
-            anyhow::bail!("--check-source-box takes x0,x1,y0,y1 with x0 <= x1, y0 <= y1: {b:?}")
-        }
-    };
     let check = wavecp::coupling::calibrate::Check {
         frequency_factor: check,
-        source_box,
+        source_box: boxed("--check-source-box", a.check_source_box.as_deref())?.or(source_box),
     };
+    if a.out_of_range {
+        return out_of_range(&a, loaded, &s, check);
+    }
     let learned = wavecp::coupling::calibrate::is_learned(&a.indicator);
     let plan = wavecp::coupling::calibrate::Plan {
         risk: a.risk,
@@ -138,6 +145,61 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
             a.indicator,
             out.display(),
             meta.calibrations.indicators().join(", ")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// `x0,x1,y0,y1` as a box, if given.
+#[cfg(feature = "hdf5")]
+fn boxed(flag: &str, b: Option<&[f64]>) -> Result<Option<[f64; 4]>> {
+    match b {
+        None => Ok(None),
+        Some(&[x0, x1, y0, y1]) if x0 <= x1 && y0 <= y1 => Ok(Some([x0, x1, y0, y1])),
+        Some(b) => anyhow::bail!("{flag} takes x0,x1,y0,y1 with x0 <= x1, y0 <= y1: {b:?}"),
+    }
+}
+
+/// `wavecp calibrate --out-of-range`: the model's calibration of the indicator, calibrated
+/// again outside the trained ranges and stored beside the one in range.
+#[cfg(feature = "hdf5")]
+fn out_of_range(
+    a: &CalibrateArgs,
+    loaded: wavecp::surrogate::modelfile::Loaded,
+    s: &wavecp::coupling::calibrate::Sampling,
+    check: wavecp::coupling::calibrate::Check,
+) -> Result<()> {
+    use wavecp::surrogate::modelfile;
+    anyhow::ensure!(
+        a.fit_scenarios.is_none() && a.fit_rollout == 0 && a.rollout == 0,
+        "--out-of-range keeps the calibration's error model and samples exact FE starts: \
+         --fit-scenarios, --fit-rollout and --rollout do not go with it"
+    );
+    let base = loaded.meta.calibrations.get(&a.indicator).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} carries no calibration of `{}` to calibrate out of range: run wavecp calibrate \
+             --indicator {} first (in range)",
+            a.model.display(),
+            a.indicator,
+            a.indicator
+        )
+    })?;
+    let (c, report) = wavecp::coupling::calibrate::calibrate_out_of_range(
+        s,
+        base,
+        (a.risk, a.holdout, check),
+        &a.tolerances,
+    )?;
+    if !a.dry_run {
+        let out = a.out.as_ref().unwrap_or(&a.model);
+        let mut meta = loaded.meta;
+        meta.calibrations.set(c);
+        modelfile::save(out, &loaded.model, &meta, None)?;
+        tracing::info!(
+            "calibration of `{}` out of range written to {}",
+            a.indicator,
+            out.display()
         );
     }
     println!("{}", serde_json::to_string_pretty(&report)?);

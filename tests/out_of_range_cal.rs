@@ -1,0 +1,216 @@
+//! A calibration out of the trained ranges (`wavecp calibrate --out-of-range`): sampled with
+//! the model's own error model, stored beside the calibration in range (which it leaves as it
+//! was), accumulated over regimes, and used by a run whose source lies outside the ranges
+//! with `coupling.out_of_range = "trust"` — only by such a run. On the shipped conditioned
+//! fine model over a 50 × 50 mesh of its square, so that each scenario takes a second.
+
+use std::path::{Path, PathBuf};
+use wavecp::coupling::calibrate::{calibrate_out_of_range, Check, Sampling};
+use wavecp::surrogate::calibration::Calibration;
+use wavecp::surrogate::modelfile;
+
+/// The fine model's dataset job on a 50 × 50 mesh, 40 frames a run.
+fn coarse_dataset(dir: &Path) -> PathBuf {
+    let src = std::fs::read_to_string(crate::common::repo(
+        "examples/fine_square/dataset_full.toml",
+    ))
+    .unwrap();
+    let job = src
+        .replace("nx = 999", "nx = 49")
+        .replace("ny = 999", "ny = 49")
+        .replace("count = 165", "count = 40");
+    assert_ne!(job, src);
+    let p = dir.join("dataset.toml");
+    std::fs::write(&p, job).unwrap();
+    p
+}
+
+fn sampling(dir: &Path, model: &Path, factor: f64, source_box: Option<[f64; 4]>) -> Sampling {
+    Sampling {
+        model: model.to_path_buf(),
+        job: coarse_dataset(dir),
+        indicators: vec!["grid_learned".into()],
+        scenarios: 2,
+        seed: 11,
+        frequency_factor: factor,
+        source_box,
+        rollout: 0,
+    }
+}
+
+fn check(factor: f64, source_box: Option<[f64; 4]>) -> Check {
+    Check {
+        frequency_factor: factor,
+        source_box,
+    }
+}
+
+fn shipped() -> (PathBuf, Calibration) {
+    let model = crate::common::repo("models/fine_prior_cp.safetensors");
+    let cal = modelfile::load(&model)
+        .unwrap()
+        .meta
+        .calibrations
+        .get("grid_learned")
+        .cloned()
+        .expect("the shipped fine model carries a grid_learned calibration");
+    (model, cal)
+}
+
+#[test]
+fn a_calibration_out_of_range_keeps_the_one_in_range_and_adds_up_over_regimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, base) = shipped();
+    let (freq, r1) = calibrate_out_of_range(
+        &sampling(dir.path(), &model, 1.6, None),
+        &base,
+        (0.1, 0.5, check(1.6, None)),
+        &[0.05],
+    )
+    .unwrap();
+    assert_eq!(r1.regime, "out_of_range");
+    // The calibration in range and its error model are untouched.
+    let in_range = |c: &Calibration| (c.scores.clone(), c.errors.clone(), c.estimator.clone());
+    assert_eq!(in_range(&freq), in_range(&base));
+    let o1 = freq.out_of_range.as_ref().expect("stored out of range");
+    assert!(o1.estimator.is_none() && o1.out_of_range.is_none());
+    assert_eq!(o1.scores.len(), r1.calibration_windows);
+    assert!(
+        r1.calibration_windows > 10 && r1.held_out_windows > 10,
+        "{r1:?}"
+    );
+    // Its scores are the model's error model's: the held-out ranking is not noise.
+    assert!(r1.spearman_calibration > 0.3, "{r1:?}");
+    // A second regime adds its windows to the first's.
+    let b = [0.05, 0.2, 0.25, 0.75];
+    let (both, r2) = calibrate_out_of_range(
+        &sampling(dir.path(), &model, 1.0, Some(b)),
+        &freq,
+        (0.1, 0.5, check(1.0, Some(b))),
+        &[0.05],
+    )
+    .unwrap();
+    let o2 = both.out_of_range.as_ref().unwrap();
+    assert_eq!(r2.source_box, Some(b));
+    assert!(r2.calibration_windows > o1.scores.len());
+    assert_eq!(o2.scores.len(), r2.calibration_windows);
+    let pairs = |c: &Calibration| {
+        let mut p: Vec<(u64, u64)> = (c.scores.iter().zip(&c.errors))
+            .map(|(s, e)| (s.to_bits(), e.to_bits()))
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    let (p1, p2) = (pairs(o1), pairs(o2));
+    assert!(p1.iter().all(|p| p2.binary_search(p).is_ok()));
+    assert_eq!(in_range(&both), in_range(&base));
+    // Scenarios in range, or a calibration of another indicator, are refused.
+    let e = calibrate_out_of_range(
+        &sampling(dir.path(), &model, 1.0, None),
+        &base,
+        (0.1, 0.5, check(1.0, None)),
+        &[0.05],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("frequency factor"), "{e}");
+    let mut other = sampling(dir.path(), &model, 1.6, None);
+    other.indicators = vec!["grid_seam".into()];
+    let e =
+        calibrate_out_of_range(&other, &base, (0.1, 0.5, check(1.6, None)), &[0.05]).unwrap_err();
+    assert!(e.to_string().contains("grid_seam"), "{e}");
+}
+
+/// The threshold a run reports: the calibration out of range's for a source outside the
+/// trained ranges with `trust`, the one in range otherwise (in range, or no calibration out
+/// of range, which the run warns about).
+#[test]
+fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, base) = shipped();
+    let (c, _) = calibrate_out_of_range(
+        &sampling(dir.path(), &model, 1.6, None),
+        &base,
+        (0.1, 0.5, check(1.6, None)),
+        &[0.05],
+    )
+    .unwrap();
+    let mut l = modelfile::load(&model).unwrap();
+    l.meta.calibrations.set(c.clone());
+    let with = dir.path().join("ood.safetensors");
+    modelfile::save(&with, &l.model, &l.meta, None).unwrap();
+    let tol = 0.05;
+    let (t_in, t_out) = (
+        base.threshold(tol),
+        c.out_of_range.as_ref().unwrap().threshold(tol),
+    );
+    assert_ne!(
+        t_in.to_bits(),
+        t_out.to_bits(),
+        "the case does not tell them apart"
+    );
+    let job = crate::common::repo("examples/fine_square/hybrid_prior.toml");
+    let threshold = |model: &Path, frequency: &str, trust: bool| {
+        let out = dir.path().join("run.vtkhdf");
+        let sets = [
+            "mesh.generate.nx=49".to_string(),
+            "mesh.generate.ny=49".to_string(),
+            "time.end=0.6".to_string(),
+            format!("source.0.frequency={frequency}"),
+            format!("coupling.model=\"{}\"", model.display()),
+            format!("coupling.tolerance={tol}"),
+            format!(
+                "coupling.out_of_range=\"{}\"",
+                if trust { "trust" } else { "fe" }
+            ),
+            format!("output.path=\"{}\"", out.display()),
+        ];
+        let mut c = std::process::Command::new(crate::common::wavecp_bin());
+        c.args(["--log", "error", "solve"]).arg(&job);
+        for s in &sets {
+            c.args(["--set", s]);
+        }
+        let o = c.arg("--json").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["hybrid"]["indicator_threshold"].as_f64().unwrap()
+    };
+    // 2.6 Hz is above the trained 1-2 Hz.
+    assert_eq!(threshold(&with, "2.6", true), t_out);
+    assert_eq!(threshold(&with, "1.5", true), t_in);
+    assert_eq!(threshold(&model, "2.6", true), t_in);
+}
+
+/// `wavecp calibrate --out-of-range` needs a calibration in range of the indicator, keeps its
+/// error model (no refit, no rollout) and scenarios out of range; each refusal names why,
+/// before any scenario is run, and writes nothing.
+#[test]
+fn calibrate_out_of_range_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = coarse_dataset(dir.path());
+    let out = dir.path().join("out.safetensors");
+    let run = |model: &str, extra: &[&str]| {
+        let mut c = std::process::Command::new(crate::common::wavecp_bin());
+        c.args(["--log", "error", "calibrate"])
+            .arg(crate::common::repo(model))
+            .arg(&job)
+            .args(["--indicator", "grid_learned", "--out-of-range", "--out"])
+            .arg(&out)
+            .args(extra);
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = run("models/demo_cp.safetensors", &["--frequency-factor", "1.6"]);
+    assert!(e.contains("no calibration of `grid_learned`"), "{e}");
+    let shipped = "models/fine_prior_cp.safetensors";
+    let e = run(
+        shipped,
+        &["--frequency-factor", "1.6", "--fit-scenarios", "4"],
+    );
+    assert!(e.contains("--fit-scenarios"), "{e}");
+    let e = run(shipped, &[]);
+    assert!(e.contains("frequency factor"), "{e}");
+    let e = run(shipped, &["--source-box", "0.2,0.1,0,1"]);
+    assert!(e.contains("--source-box"), "{e}");
+    assert!(!out.exists());
+}
