@@ -138,6 +138,12 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
     l.meta.calibrations.set(c.clone());
     let with = dir.path().join("ood.safetensors");
     modelfile::save(&with, &l.model, &l.meta, None).unwrap();
+    l.meta.calibrations.set(Calibration {
+        out_of_range: None,
+        ..base.clone()
+    });
+    let without = dir.path().join("in_range_only.safetensors");
+    modelfile::save(&without, &l.model, &l.meta, None).unwrap();
     let tol = 0.05;
     let (t_in, t_out) = (
         base.threshold(tol),
@@ -177,7 +183,7 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
     // 2.6 Hz is above the trained 1-2 Hz.
     assert_eq!(threshold(&with, "2.6", true), t_out);
     assert_eq!(threshold(&with, "1.5", true), t_in);
-    assert_eq!(threshold(&model, "2.6", true), t_in);
+    assert_eq!(threshold(&without, "2.6", true), t_in);
 }
 
 /// `wavecp calibrate --out-of-range` needs a calibration in range of the indicator, keeps its
