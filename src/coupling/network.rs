@@ -93,7 +93,7 @@ impl NetworkForecaster {
             dims: l.model.spec.model.dims,
         };
         Ok(NetworkForecaster {
-            runner: Runner::new(l.model, device).map_err(surrogate)?,
+            runner: Runner::asked_by(l.model, device, "coupling.device =").map_err(surrogate)?,
             meta,
             ws,
             mask: transfer.mask(),

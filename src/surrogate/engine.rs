@@ -14,18 +14,22 @@ pub enum Slot {
     Validation = 1,
 }
 
-/// The GPU that `device` asks for, if any.
+/// The GPU that `device` asks for, if any; `flag` names the option it came from in errors
+/// and logs (`--device`, `coupling.device`).
 #[cfg(feature = "cuda")]
-pub(crate) fn open_device(device: Device) -> Result<Option<crate::cuda::Gpu>, SurrogateError> {
+pub(crate) fn open_device(
+    device: Device,
+    flag: &str,
+) -> Result<Option<crate::cuda::Gpu>, SurrogateError> {
     match device {
         Device::Cpu => Ok(None),
         Device::Cuda(n) => crate::cuda::Gpu::new(n)
             .map(Some)
-            .map_err(|e| SurrogateError::Cuda(format!("--device cuda:{n}: {e}"))),
+            .map_err(|e| SurrogateError::Cuda(format!("{flag} cuda:{n}: {e}"))),
         Device::Auto => match crate::cuda::Gpu::new(0) {
             Ok(g) => Ok(Some(g)),
             Err(e) => {
-                tracing::info!("--device auto: CUDA unavailable ({e}); running on the CPU");
+                tracing::info!("{flag} auto: CUDA unavailable ({e}); running on the CPU");
                 Ok(None)
             }
         },
@@ -35,14 +39,15 @@ pub(crate) fn open_device(device: Device) -> Result<Option<crate::cuda::Gpu>, Su
 #[cfg(not(feature = "cuda"))]
 pub(crate) fn open_device(
     device: Device,
+    flag: &str,
 ) -> Result<Option<std::convert::Infallible>, SurrogateError> {
     match device {
         Device::Cpu => Ok(None),
-        Device::Cuda(_) => Err(SurrogateError::Cuda(
-            "--device cuda: this wavecp was built without the `cuda` feature".into(),
-        )),
+        Device::Cuda(_) => Err(SurrogateError::Cuda(format!(
+            "{flag} cuda: this wavecp was built without the `cuda` feature"
+        ))),
         Device::Auto => {
-            tracing::info!("--device auto: built without the `cuda` feature; running on the CPU");
+            tracing::info!("{flag} auto: built without the `cuda` feature; running on the CPU");
             Ok(None)
         }
     }
@@ -426,9 +431,14 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// `model` on `device` (`auto`: the GPU if one opens).
+    /// `model` on `device` (`auto`: the GPU if one opens), as `--device` asked.
     pub fn new(model: Model, device: Device) -> Result<Self, SurrogateError> {
-        let gpu = match open_device(device)? {
+        Self::asked_by(model, device, "--device")
+    }
+
+    /// [`Runner::new`], `flag` naming the option that asked for `device` in its errors.
+    pub fn asked_by(model: Model, device: Device, flag: &str) -> Result<Self, SurrogateError> {
+        let gpu = match open_device(device, flag)? {
             #[cfg(feature = "cuda")]
             Some(g) => Some(GpuTrainer::new(g, &model, crate::nn::train::LossKind::Mse)?),
             #[cfg(not(feature = "cuda"))]

@@ -605,7 +605,7 @@ fn run_inner(
     opts: &TrainOptions,
 ) -> Result<TrainSummary, SurrogateError> {
     // Device, first: a missing GPU is reported before any data is read.
-    let gpu = super::engine::open_device(opts.device)?;
+    let gpu = super::engine::open_device(opts.device, "--device")?;
     let data = Data::load(job, base)?;
     let out_dir = job.output.dir.clone();
     let ckpt = out_dir.join("checkpoint.safetensors");

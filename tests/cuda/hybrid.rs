@@ -114,7 +114,7 @@ fn a_hybrid_job_asking_for_a_missing_gpu_is_refused_clearly() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("coupling") && err.contains("cuda:0"), "{err}");
+    assert!(err.contains("coupling.device = cuda:0"), "{err}");
     assert!(
         err.contains("driver") || err.contains("device") || err.contains("feature"),
         "{err}"
