@@ -473,13 +473,7 @@ pub fn calibrate(
         fit_scenarios,
         fit_rollout,
     } = plan;
-    let indicator = s
-        .indicators
-        .first()
-        .ok_or_else(|| setup("no indicator to calibrate"))?;
-    if !(holdout > 0.0 && holdout < 1.0) {
-        return Err(setup(format!("holdout {holdout} is not in (0, 1)")));
-    }
+    let indicator = checked(s, holdout)?;
     let (estimator, fit) = match (is_learned(indicator), fit_scenarios) {
         (false, 0) => (None, None),
         (false, n) => {
@@ -547,6 +541,17 @@ pub fn calibrate_out_of_range(
     Ok((c, report))
 }
 
+/// The indicator `s` samples first, once the holdout is known to leave both sides (checked
+/// before any scenario runs).
+fn checked(s: &Sampling, holdout: f64) -> Result<&String, CouplingError> {
+    if !(holdout > 0.0 && holdout < 1.0) {
+        return Err(setup(format!("holdout {holdout} is not in (0, 1)")));
+    }
+    s.indicators
+        .first()
+        .ok_or_else(|| setup("no indicator to calibrate"))
+}
+
 /// The calibration of `s.indicators[0]` (its error model, if learned, from `fitted`) on the
 /// first `1 − holdout` of the scenarios and the `earlier` windows, checked on the others.
 fn split(
@@ -556,13 +561,7 @@ fn split(
     tolerances: &[f64],
     earlier: &[(f64, f64)],
 ) -> Result<(Calibration, CalibrationReport), CouplingError> {
-    let indicator = s
-        .indicators
-        .first()
-        .ok_or_else(|| setup("no indicator to calibrate"))?;
-    if !(holdout > 0.0 && holdout < 1.0) {
-        return Err(setup(format!("holdout {holdout} is not in (0, 1)")));
-    }
+    let indicator = checked(s, holdout)?;
     let run = |s: &Sampling| sample_fitted(s, fitted);
     let split = ((1.0 - holdout) * s.scenarios as f64).round() as usize;
     let pairs = |w: &Windows| -> Vec<(f64, f64)> {

@@ -87,10 +87,7 @@ impl HostedHybrid {
         })?;
         self.state = Some(st);
         self.summary = summary;
-        // As `wavecp solve` reports them: what the tolerance became, and why the FE ran it all.
-        self.summary.indicator_threshold = self.parts.threshold;
-        self.summary.out_of_range = self.parts.out_of_range.clone();
-        self.summary.network_device = self.parts.net.as_ref().map(|n| n.device());
+        self.parts.describe(&mut self.summary);
         Ok(())
     }
 

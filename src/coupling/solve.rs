@@ -317,18 +317,36 @@ pub fn fitted<'m>(
 }
 
 /// The indicator threshold `c.tolerance` becomes under the model's calibration of the job's
-/// indicator, or `None` (the tolerance then bounds the raw indicator value).
-fn calibrated(c: &CouplingConfig, meta: &crate::surrogate::modelfile::ModelMeta) -> Option<f64> {
+/// indicator, or `None` (the tolerance then bounds the raw indicator value). For a source
+/// outside the trained ranges run with `trust` (`outside_trusted`), the calibration out of
+/// the ranges (`wavecp calibrate --out-of-range`) when the model has one, else (warned) the
+/// one in range.
+fn calibrated(
+    c: &CouplingConfig,
+    meta: &crate::surrogate::modelfile::ModelMeta,
+    outside_trusted: bool,
+) -> Option<f64> {
     let have = meta.calibrations.indicators();
     match meta.calibrations.get(&c.indicator) {
         Some(cal) => {
-            let t = cal.threshold(c.tolerance);
+            let (used, regime) = match (&cal.out_of_range, outside_trusted) {
+                (Some(o), true) => (&**o, " out of the trained ranges"),
+                (None, true) => {
+                    tracing::warn!(
+                        "the model's calibration of `{}` has none out of the trained ranges (wavecp calibrate --out-of-range): the one in range is used, which does not hold there",
+                        c.indicator
+                    );
+                    (cal, "")
+                }
+                (_, false) => (cal, ""),
+            };
+            let t = used.threshold(c.tolerance);
             tracing::info!(
-                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibrated on {} windows, risk {})",
+                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibrated{regime} on {} windows, risk {})",
                 c.tolerance,
                 c.indicator,
-                cal.scores.len(),
-                cal.risk
+                used.scores.len(),
+                used.risk
             );
             Some(t)
         }
@@ -350,41 +368,10 @@ fn calibrated(c: &CouplingConfig, meta: &crate::surrogate::modelfile::ModelMeta)
     }
 }
 
-/// The threshold of the model's calibration of the job's indicator out of the trained ranges
-/// (`wavecp calibrate --out-of-range`), for a source outside them run with `trust`; `None`
-/// (warned) without one: the calibration in range then stands.
-fn calibrated_out_of_range(
-    c: &CouplingConfig,
-    meta: &crate::surrogate::modelfile::ModelMeta,
-) -> Option<f64> {
-    let cal = meta.calibrations.get(&c.indicator)?;
-    match &cal.out_of_range {
-        Some(o) => {
-            let t = o.threshold(c.tolerance);
-            tracing::info!(
-                "out of the trained ranges: tolerance {} -> {} below {t:.4e} (calibrated out of range on {} windows, risk {})",
-                c.tolerance,
-                c.indicator,
-                o.scores.len(),
-                o.risk
-            );
-            Some(t)
-        }
-        None => {
-            tracing::warn!(
-                "the model's calibration of `{}` has none out of the trained ranges (wavecp calibrate --out-of-range): the one in range is used, which does not hold there",
-                c.indicator
-            );
-            None
-        }
-    }
-}
-
 fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<Parts, DriverError> {
     let model = base.join(&c.model);
     let loaded = crate::surrogate::modelfile::load(&model).map_err(err)?;
     let meta = loaded.meta.clone();
-    let threshold = calibrated(c, &meta);
     let zone = meta.zone.ok_or_else(|| {
         err(format!(
             "{} does not record the zone it was trained on (trained before zones were kept): retrain it",
@@ -419,11 +406,8 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         Some(cond) => condition(&mut net, cond, (cfg, &mesh), (c, &model))?,
         None => vec![],
     };
-    let threshold = if !out_of_range.is_empty() && c.out_of_range == "trust" {
-        calibrated_out_of_range(c, &meta).or(threshold)
-    } else {
-        threshold
-    };
+    let trusted = c.out_of_range == "trust";
+    let threshold = calibrated(c, &meta, trusted && !out_of_range.is_empty());
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),
@@ -433,7 +417,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     let cfg = HybridConfig {
         stride,
         // Outside the trained ranges with `fe`: a tolerance of 0 accepts nothing.
-        tolerance: if out_of_range.is_empty() || c.out_of_range == "trust" {
+        tolerance: if out_of_range.is_empty() || trusted {
             threshold.unwrap_or(c.tolerance)
         } else {
             0.0
@@ -472,13 +456,13 @@ fn condition(
     net.set_scenario(params).map_err(from_coupling)?;
     if !outside.is_empty() {
         tracing::warn!(
-            "the job's source lies outside what {} was trained on ({}): its calibration does not hold there; {}",
+            "the job's source lies outside what {} was trained on ({}): its calibration in range does not hold there; {}",
             model.display(),
             outside.join(", "),
             if c.out_of_range == "fe" {
                 "the FE runs every window (coupling.out_of_range = \"trust\" lets the indicator decide)"
             } else {
-                "the indicator decides as usual (coupling.out_of_range = \"trust\")"
+                "the indicator decides (coupling.out_of_range = \"trust\")"
             }
         );
     }
@@ -516,6 +500,18 @@ pub(super) struct OnRanks {
     pub threshold: Option<f64>,
     pub out_of_range: Vec<String>,
     pub estimator: Option<ErrorModel>,
+    /// Where the network runs (rank 0; `None` elsewhere).
+    pub network_device: Option<String>,
+}
+
+impl OnRanks {
+    /// What the set-up decided, into `s` as `wavecp solve` reports it: the threshold the
+    /// tolerance became, the source parameters outside the trained ranges, the network's device.
+    pub fn describe(&self, s: &mut HybridSummary) {
+        s.indicator_threshold = self.threshold;
+        s.out_of_range = self.out_of_range.clone();
+        s.network_device = self.network_device.clone();
+    }
 }
 
 /// [`parts`] on rank 0, its outcome told to every rank (collective): each rank gets its
@@ -555,6 +551,7 @@ pub(super) fn parts_on(
         Some(Ok(p)) => (Some(p.transfer), Some(p.net)),
         None => (None, None),
     };
+    let network_device = net.as_ref().map(NetworkForecaster::device);
     let (cfg, t_in, t_out, threshold, out_of_range, estimator) =
         told.map_err(DriverError::OtherRank)?;
     let transfer = ZoneTransfer::distribute(whole, sim.layout(), comm).map_err(err)?;
@@ -566,6 +563,7 @@ pub(super) fn parts_on(
         threshold,
         out_of_range,
         estimator,
+        network_device,
     })
 }
 
@@ -595,15 +593,7 @@ fn drive<'c>(
     started: &mut bool,
     after: &mut AfterStep<'_>,
 ) -> Result<(HybridSummary, bool), DriverError> {
-    let OnRanks {
-        transfer,
-        net,
-        cfg: hcfg,
-        frames,
-        threshold,
-        out_of_range,
-        estimator,
-    } = parts_on(c, job, sim)?;
+    let mut parts = parts_on(c, job, sim)?;
     let comm = sim.comm();
     let saved = std::mem::take(&mut lock(extras).state);
     let saved: Option<Saved> = if restart && !saved.is_empty() {
@@ -640,10 +630,9 @@ fn drive<'c>(
         }
         ctx.reference = Some(r);
     }
-    let device = net.as_ref().map(NetworkForecaster::device);
-    let net = OnRankZero::new(net, frames, comm);
-    let ind = indicator(&c.indicator, estimator.as_ref())?;
-    let mut h = Hybrid::new(sim, &transfer, net, ind, hcfg).map_err(from_coupling)?;
+    let net = OnRankZero::new(parts.net.as_mut(), parts.frames, comm);
+    let ind = indicator(&c.indicator, parts.estimator.as_ref())?;
+    let mut h = Hybrid::new(sim, &parts.transfer, net, ind, parts.cfg).map_err(from_coupling)?;
     if let Some(s) = saved {
         (ctx.landed_at, ctx.score) = (s.landed_at, s.score);
         h = h.resume(s.hybrid).map_err(from_coupling)?;
@@ -654,10 +643,8 @@ fn drive<'c>(
         .run_with(last, &mut ctx, &mut [&mut observed])
         .map_err(from_coupling)?;
     summary.wall_s = (summary.wall_s - ctx.observed.as_secs_f64()).max(0.0);
-    summary.indicator_threshold = threshold;
-    summary.out_of_range = out_of_range;
-    summary.network_device = device;
-    if threshold.is_some() {
+    parts.describe(&mut summary);
+    if parts.threshold.is_some() {
         let above = summary
             .audits
             .iter()

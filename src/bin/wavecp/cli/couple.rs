@@ -135,19 +135,32 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         a.indicator
     );
     let (c, report) = wavecp::coupling::calibrate::calibrate(&s, plan, &a.tolerances)?;
+    store(&a, loaded, c, &report)
+}
+
+/// The calibration into the model file (`--out`, else MODEL; not with `--dry-run`), beside the
+/// model's calibrations of other indicators; the report on stdout.
+#[cfg(feature = "hdf5")]
+fn store(
+    a: &CalibrateArgs,
+    loaded: wavecp::surrogate::modelfile::Loaded,
+    c: wavecp::surrogate::calibration::Calibration,
+    report: &wavecp::coupling::calibrate::CalibrationReport,
+) -> Result<()> {
     if !a.dry_run {
         let out = a.out.as_ref().unwrap_or(&a.model);
         let mut meta = loaded.meta;
         meta.calibrations.set(c);
-        modelfile::save(out, &loaded.model, &meta, None)?;
+        wavecp::surrogate::modelfile::save(out, &loaded.model, &meta, None)?;
         tracing::info!(
-            "calibration of `{}` written to {} (the model's calibrations: {})",
+            "{} calibration of `{}` written to {} (the model's calibrations: {})",
+            report.regime,
             a.indicator,
             out.display(),
             meta.calibrations.indicators().join(", ")
         );
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
 }
 
@@ -170,7 +183,6 @@ fn out_of_range(
     s: &wavecp::coupling::calibrate::Sampling,
     check: wavecp::coupling::calibrate::Check,
 ) -> Result<()> {
-    use wavecp::surrogate::modelfile;
     anyhow::ensure!(
         a.fit_scenarios.is_none() && a.fit_rollout == 0 && a.rollout == 0,
         "--out-of-range keeps the calibration's error model and samples exact FE starts: \
@@ -191,19 +203,7 @@ fn out_of_range(
         (a.risk, a.holdout, check),
         &a.tolerances,
     )?;
-    if !a.dry_run {
-        let out = a.out.as_ref().unwrap_or(&a.model);
-        let mut meta = loaded.meta;
-        meta.calibrations.set(c);
-        modelfile::save(out, &loaded.model, &meta, None)?;
-        tracing::info!(
-            "calibration of `{}` out of range written to {}",
-            a.indicator,
-            out.display()
-        );
-    }
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    store(a, loaded, c, &report)
 }
 
 #[cfg(not(feature = "hdf5"))]
