@@ -79,6 +79,19 @@ pub fn solve_cli<'a>(
     c.output().unwrap()
 }
 
+/// `wavecp solve JOB --set S ... FLAGS --json` that must succeed: its report.
+#[cfg(feature = "hdf5")]
+pub fn solve_json(job: &std::path::Path, sets: &[String], flags: &[&str]) -> serde_json::Value {
+    let mut c = std::process::Command::new(wavecp_bin());
+    c.args(["--log", "error", "solve"]).arg(job);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    let o = c.args(flags).arg("--json").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// [`solve_cli`] that must succeed: its standard output.
 #[cfg(feature = "hdf5")]
 pub fn solve_cli_ok<'a>(job: &std::path::Path, sets: impl IntoIterator<Item = &'a str>) -> String {

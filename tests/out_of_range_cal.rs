@@ -170,14 +170,7 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
             ),
             format!("output.path=\"{}\"", out.display()),
         ];
-        let mut c = std::process::Command::new(crate::common::wavecp_bin());
-        c.args(["--log", "error", "solve"]).arg(&job);
-        for s in &sets {
-            c.args(["--set", s]);
-        }
-        let o = c.arg("--json").output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let v = crate::common::solve_json(&job, &sets, &[]);
         v["hybrid"]["indicator_threshold"].as_f64().unwrap()
     };
     // 2.6 Hz is above the trained 1-2 Hz.

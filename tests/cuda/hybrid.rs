@@ -18,18 +18,7 @@ fn hybrid_on(device: &str, dir: &std::path::Path) -> serde_json::Value {
         format!("coupling.device=\"{device}\""),
         format!("output.path=\"{}\"", out.display()),
     ];
-    let mut c = Command::new(crate::common::wavecp_bin());
-    c.args(["--log", "error", "solve"]).arg(&job);
-    for s in &sets {
-        c.args(["--set", s]);
-    }
-    let o = c.args(["--reference", "--json"]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "network on {device}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    crate::common::solve_json(&job, &sets, &["--reference"])
 }
 
 /// The window scores and decisions, the calibrated threshold and the run's error are the CPU's
