@@ -207,6 +207,27 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
     .unwrap();
     assert_eq!((rep.calibration_windows, rep.held_out_windows), (8, 8));
     assert_eq!(c.scores.len(), 8);
+    // The windows `--windows` writes: the calibration side is what the calibration holds,
+    // the held-out side what the check counts, scenario by scenario (2 a side, 4 windows each).
+    let side = |h: bool| -> Vec<_> { rep.windows.iter().filter(|w| w.held_out == h).collect() };
+    let mut cal: Vec<f64> = side(false).iter().map(|w| w.score).collect();
+    cal.sort_by(f64::total_cmp);
+    assert_eq!(cal, c.scores);
+    let held = side(true);
+    assert_eq!(held.len(), 8);
+    let h = &rep.held_out[0];
+    assert_eq!(h.per_scenario.len(), 2);
+    for (k, &[acc, over]) in h.per_scenario.iter().enumerate() {
+        let mine: Vec<_> = held.iter().filter(|w| w.scenario == k).collect();
+        assert_eq!(mine.len(), 4);
+        let taken: Vec<_> = mine.iter().filter(|w| w.score < h.threshold).collect();
+        assert_eq!(acc, taken.len());
+        assert_eq!(over, taken.iter().filter(|w| w.error > 1.0).count());
+    }
+    assert_eq!(
+        h.per_scenario.iter().map(|p| p[0]).sum::<usize>(),
+        h.accepted
+    );
     // Two in a row, then the FE takes one: windows 0, 1 and 3 of each scenario's 4 tried and
     // audited (the first two as with every window accepted).
     let two = sample(&Sampling {

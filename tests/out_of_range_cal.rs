@@ -213,3 +213,66 @@ fn calibrate_out_of_range_refuses_what_it_cannot_do() {
     assert!(e.contains("--source-box"), "{e}");
     assert!(!out.exists());
 }
+
+/// `--windows` writes every window the call sampled, one JSON object a line, on both sides of
+/// the split (not the earlier regimes' windows the calibration keeps); `--dry-run` writes it
+/// and no model. The report counts the held-out windows scenario by scenario.
+#[test]
+fn calibrate_writes_its_windows_and_counts_the_held_out_ones_by_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = coarse_dataset(dir.path());
+    let (out, lines) = (
+        dir.path().join("out.safetensors"),
+        dir.path().join("w.jsonl"),
+    );
+    let o = std::process::Command::new(crate::common::wavecp_bin())
+        .args(["--log", "error", "calibrate"])
+        .arg(crate::common::repo("models/fine_prior_cp.safetensors"))
+        .arg(&job)
+        .args(["--indicator", "grid_learned", "--out-of-range"])
+        .args([
+            "--frequency-factor",
+            "1.6",
+            "--scenarios",
+            "4",
+            "--seed",
+            "11",
+        ])
+        .args(["--tolerances", "0.05,1e9", "--dry-run", "--out"])
+        .arg(&out)
+        .arg("--windows")
+        .arg(&lines)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.exists(), "--dry-run wrote the model");
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&lines)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let held: Vec<&serde_json::Value> = rows.iter().filter(|r| r["held_out"] == true).collect();
+    let n_held = rep["held_out_windows"].as_u64().unwrap() as usize;
+    assert_eq!(held.len(), n_held);
+    // The calibration also holds the shipped regimes' windows, which the file leaves out.
+    let own = rows.len() - held.len();
+    assert!(own > 10 && (own as u64) < rep["calibration_windows"].as_u64().unwrap());
+    for r in &rows {
+        assert!(r["score"].as_f64().unwrap() >= 0.0 && r["error"].as_f64().unwrap() >= 0.0);
+        assert!(r["scenario"].as_u64().unwrap() < 2, "{r}");
+    }
+    // A tolerance above every error: each scenario's accepted windows, none above it.
+    let all = &rep["held_out"][1];
+    let per: Vec<[u64; 2]> = serde_json::from_value(all["per_scenario"].clone()).unwrap();
+    assert_eq!(per.len(), 2);
+    let t = all["threshold"].as_f64().unwrap();
+    for (k, p) in per.iter().enumerate() {
+        let acc = held
+            .iter()
+            .filter(|r| r["scenario"] == k as u64 && r["score"].as_f64().unwrap() < t)
+            .count();
+        assert_eq!(*p, [acc as u64, 0]);
+    }
+    assert_eq!(per[0][0] + per[1][0], all["accepted"].as_u64().unwrap());
+}

@@ -428,6 +428,10 @@ pub struct HeldOut {
     /// Held-out windows whose true error is within the tolerance (what a perfect indicator
     /// would accept).
     pub within: usize,
+    /// Per held-out scenario, its windows accepted and of those the ones above the
+    /// tolerance: windows of one scenario move together, so the pooled fraction hides how
+    /// unevenly the risk falls (a regime sampled by few scenarios shows it here).
+    pub per_scenario: Vec<[usize; 2]>,
 }
 
 /// What `wavecp calibrate` reports.
@@ -456,6 +460,19 @@ pub struct CalibrationReport {
     /// A learned indicator's fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit: Option<FitReport>,
+    /// The windows sampled by this call (not the earlier ones), for `--windows`.
+    #[serde(skip)]
+    pub windows: Vec<SampledWindow>,
+}
+
+/// One window sampled by a calibration: which side of the split, its scenario (numbered per
+/// side), the indicator's value and the true error.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SampledWindow {
+    pub held_out: bool,
+    pub scenario: usize,
+    pub score: f64,
+    pub error: f64,
 }
 
 /// Calibrates `s.indicators[0]` on `1 − holdout` of the scenarios, checks it at `tolerances`
@@ -541,6 +558,24 @@ pub fn calibrate_out_of_range(
     Ok((c, report))
 }
 
+/// Per scenario (numbered from 0), the windows of `pairs` scoring below `threshold` and of
+/// those the ones with an error above `tol`.
+fn per_scenario(
+    pairs: &[(f64, f64)],
+    scenario: &[usize],
+    threshold: f64,
+    tol: f64,
+) -> Vec<[usize; 2]> {
+    let mut out = vec![[0, 0]; scenario.iter().max().map_or(0, |m| m + 1)];
+    for (&(score, error), &k) in pairs.iter().zip(scenario) {
+        if score < threshold {
+            out[k][0] += 1;
+            out[k][1] += usize::from(error > tol);
+        }
+    }
+    out
+}
+
 /// The indicator `s` samples first, once the holdout is known to leave both sides (checked
 /// before any scenario runs).
 fn checked(s: &Sampling, holdout: f64) -> Result<&String, CouplingError> {
@@ -571,6 +606,7 @@ fn split(
             .zip(w.errors.iter().copied())
             .collect()
     };
+    let mut windows = vec![];
     let (cal, test, cost) = if split == 0 || split == s.scenarios {
         (vec![], vec![], 0.0)
     } else {
@@ -586,6 +622,16 @@ fn split(
             ..s.clone()
         })?;
         let cost = (w.indicator_s[0] + t.indicator_s[0]) / (w.inference_s + t.inference_s);
+        for (held_out, x) in [(false, &w), (true, &t)] {
+            windows.extend(x.scenario.iter().zip(&x.scores[0]).zip(&x.errors).map(
+                |((&scenario, &score), &error)| SampledWindow {
+                    held_out,
+                    scenario,
+                    score,
+                    error,
+                },
+            ));
+        }
         (pairs(&w), pairs(&t), cost)
     };
     if cal.is_empty() || test.is_empty() {
@@ -595,6 +641,11 @@ fn split(
             s.scenarios - split
         )));
     }
+    let test_scenario: Vec<usize> = windows
+        .iter()
+        .filter(|w| w.held_out)
+        .map(|w| w.scenario)
+        .collect();
     let all: Vec<(f64, f64)> = earlier.iter().chain(&cal).copied().collect();
     let c = Calibration::new(indicator, risk, &all).map_err(setup)?;
     let held_out = tolerances
@@ -614,6 +665,7 @@ fn split(
                     over as f64 / acc.len() as f64
                 },
                 within: test.iter().filter(|p| p.1 <= tol).count(),
+                per_scenario: per_scenario(&test, &test_scenario, threshold, tol),
             }
         })
         .collect();
@@ -641,6 +693,7 @@ fn split(
         indicator_cost_share_of_inference: cost,
         held_out,
         fit: None,
+        windows,
     };
     Ok((c, report))
 }

@@ -4,6 +4,7 @@
 
 use super::{Prescribed, SolverError, WaveSolver};
 use crate::comm::{repro_sum, Comm};
+use rayon::prelude::*;
 
 impl WaveSolver {
     /// Continues from a field `u` and its velocity `v` (owned values, local order) at step
@@ -28,7 +29,12 @@ impl WaveSolver {
                     found: x.len(),
                 });
             }
-            if let Some(&value) = x.iter().find(|x| !x.is_finite()) {
+            // In parallel: a serial pass over both fields was a fifth of a hand-back.
+            let bad = x
+                .par_chunks(1 << 14)
+                .any(|c| c.iter().any(|x| !x.is_finite()));
+            let first = bad.then(|| x.iter().find(|x| !x.is_finite())).flatten();
+            if let Some(&value) = first {
                 return Err(SolverError::NonFiniteInput { what, value });
             }
         }

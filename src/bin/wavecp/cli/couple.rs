@@ -62,9 +62,13 @@ pub struct CalibrateArgs {
     /// indicator the model holds is kept; one of the same indicator is replaced.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Only report; write nothing.
+    /// Only report; write nothing (but --windows).
     #[arg(long)]
     pub dry_run: bool,
+    /// Also write the windows this call sampled, one JSON object a line: `held_out`,
+    /// `scenario` (numbered per side), `score` (the indicator) and `error` (the true one).
+    #[arg(long)]
+    pub windows: Option<PathBuf>,
     /// Sample the windows a hybrid run sees: each scenario runs accepting up to N windows in
     /// a row (BDF2 hand-back; then the FE runs one), the FE re-running each accepted window
     /// for its true error, so all but the first of a run start from the previous window's
@@ -159,6 +163,15 @@ fn store(
             out.display(),
             meta.calibrations.indicators().join(", ")
         );
+    }
+    if let Some(path) = &a.windows {
+        let mut text = String::new();
+        for w in &report.windows {
+            text.push_str(&serde_json::to_string(w)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("--windows: cannot write {}: {e}", path.display()))?;
     }
     println!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
