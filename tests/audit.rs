@@ -202,7 +202,7 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
             fit_scenarios: 0,
             fit_rollout: 0,
         },
-        &[1.0],
+        &[1.0, 1e9],
     )
     .unwrap();
     assert_eq!((rep.calibration_windows, rep.held_out_windows), (8, 8));
@@ -227,6 +227,29 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
     assert_eq!(
         h.per_scenario.iter().map(|p| p[0]).sum::<usize>(),
         h.accepted
+    );
+    // Each calibration scenario checked by the rule fitted on the other one alone (at a
+    // tolerance above every error: the other's largest score is the threshold).
+    let mut acc = 0;
+    for k in 0..2 {
+        let of = |in_k: bool| -> Vec<(f64, f64)> {
+            side(false)
+                .iter()
+                .filter(|w| (w.scenario == k) == in_k)
+                .map(|w| (w.score, w.error))
+                .collect()
+        };
+        let t = wavecp::surrogate::calibration::Calibration::new("fe_probe", 0.1, &of(false))
+            .unwrap()
+            .threshold(1e9);
+        acc += of(true).iter().filter(|p| p.0 < t).count();
+    }
+    let l = &rep.leave_one_scenario_out[1];
+    assert!(acc > 0, "no window accepted: the check checks nothing");
+    assert_eq!((l.tolerance, l.accepted), (1e9, acc));
+    assert_eq!(l.exceeded_fraction, 0.0);
+    assert!(
+        l.scenarios_accepting <= 2 && l.exceeded_fraction <= l.worst_scenario_exceeded_fraction
     );
     // Two in a row, then the FE takes one: windows 0, 1 and 3 of each scenario's 4 tried and
     // audited (the first two as with every window accepted).

@@ -434,6 +434,19 @@ pub struct HeldOut {
     pub per_scenario: Vec<[usize; 2]>,
 }
 
+/// The calibration rule checked on each calibration scenario in turn, fitted without it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftOut {
+    pub tolerance: f64,
+    /// Windows accepted over all the folds, and of those the fraction above the tolerance.
+    pub accepted: usize,
+    pub exceeded_fraction: f64,
+    /// Scenarios with a window accepted, and the largest fraction above the tolerance among
+    /// them (one scenario's accepted windows all above it: 1).
+    pub scenarios_accepting: usize,
+    pub worst_scenario_exceeded_fraction: f64,
+}
+
 /// What `wavecp calibrate` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct CalibrationReport {
@@ -457,6 +470,10 @@ pub struct CalibrationReport {
     pub median_error: f64,
     pub indicator_cost_share_of_inference: f64,
     pub held_out: Vec<HeldOut>,
+    /// The calibration scenarios of this call left out one at a time (the rule fitted on the
+    /// others and the earlier windows, checked on it): a second estimate of the risk, from
+    /// as many checks as scenarios, where the held-out split gives one.
+    pub leave_one_scenario_out: Vec<LeftOut>,
     /// A learned indicator's fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit: Option<FitReport>,
@@ -556,6 +573,66 @@ pub fn calibrate_out_of_range(
     let mut c = base.clone();
     c.out_of_range = Some(Box::new(regime));
     Ok((c, report))
+}
+
+/// [`LeftOut`] at each tolerance over the calibration side of `windows`, the `earlier`
+/// windows always among the fitted ones.
+fn left_out(
+    (indicator, risk): (&str, f64),
+    earlier: &[(f64, f64)],
+    windows: &[SampledWindow],
+    tolerances: &[f64],
+) -> Result<Vec<LeftOut>, CouplingError> {
+    let cal: Vec<&SampledWindow> = windows.iter().filter(|w| !w.held_out).collect();
+    let n = cal.iter().map(|w| w.scenario + 1).max().unwrap_or(0);
+    let mut folds = vec![];
+    for k in 0..n {
+        let rest: Vec<(f64, f64)> = earlier
+            .iter()
+            .copied()
+            .chain(
+                cal.iter()
+                    .filter(|w| w.scenario != k)
+                    .map(|w| (w.score, w.error)),
+            )
+            .collect();
+        if rest.is_empty() {
+            return Ok(vec![]);
+        }
+        let c = Calibration::new(indicator, risk, &rest).map_err(setup)?;
+        let mine: Vec<(f64, f64)> = (cal.iter().filter(|w| w.scenario == k))
+            .map(|w| (w.score, w.error))
+            .collect();
+        folds.push((c, mine));
+    }
+    Ok(tolerances
+        .iter()
+        .map(|&tol| {
+            let per: Vec<[usize; 2]> = folds
+                .iter()
+                .map(|(c, mine)| {
+                    let t = c.threshold(tol);
+                    let acc = mine.iter().filter(|p| p.0 < t);
+                    [acc.clone().count(), acc.filter(|p| p.1 > tol).count()]
+                })
+                .collect();
+            let (acc, over) = per.iter().fold((0, 0), |a, p| (a.0 + p[0], a.1 + p[1]));
+            let taking: Vec<f64> = (per.iter().filter(|p| p[0] > 0))
+                .map(|p| p[1] as f64 / p[0] as f64)
+                .collect();
+            LeftOut {
+                tolerance: tol,
+                accepted: acc,
+                exceeded_fraction: if acc == 0 {
+                    0.0
+                } else {
+                    over as f64 / acc as f64
+                },
+                scenarios_accepting: taking.len(),
+                worst_scenario_exceeded_fraction: taking.iter().copied().fold(0.0, f64::max),
+            }
+        })
+        .collect())
 }
 
 /// Per scenario (numbered from 0), the windows of `pairs` scoring below `threshold` and of
@@ -692,6 +769,7 @@ fn split(
         median_error: sorted[sorted.len() / 2],
         indicator_cost_share_of_inference: cost,
         held_out,
+        leave_one_scenario_out: left_out((indicator, risk), earlier, &windows, tolerances)?,
         fit: None,
         windows,
     };
