@@ -377,3 +377,32 @@ fn cp_recompute_gives_identical_results() {
         }
     }
 }
+
+/// A model file read and written again holds the same metadata, byte for byte: every stored
+/// number (a calibration's windows, an error model's coefficients) parses to the bits it was
+/// written from. Cargo gives the tests the library's own serde_json features (no
+/// dev-dependency adds any), so this checks what the shipped binary does.
+#[test]
+fn a_model_file_read_and_written_again_keeps_its_metadata_bits() {
+    use wavecp::surrogate::modelfile;
+    let meta_json = |p: &std::path::Path| -> String {
+        let buf = std::fs::read(p).unwrap();
+        let (_, h) = safetensors::SafeTensors::read_metadata(&buf).unwrap();
+        h.metadata().as_ref().unwrap()["wavecp.meta"].clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let again = |src: &std::path::Path, out: &str| {
+        let l = modelfile::load(src).unwrap();
+        let out = dir.path().join(out);
+        modelfile::save(&out, &l.model, &l.meta, None).unwrap();
+        out
+    };
+    // Written by wavecp in the current format (stored calibration windows, an error model).
+    let src = crate::common::repo("models/fine_prior_cp.safetensors");
+    assert!(meta_json(&src) == meta_json(&again(&src, "a.safetensors")));
+    // An older format (one calibration) is written in the current one, then kept.
+    let src = crate::common::repo("models/demo_cp.safetensors");
+    let once = again(&src, "b.safetensors");
+    assert!(meta_json(&src) != meta_json(&once));
+    assert!(meta_json(&once) == meta_json(&again(&once, "c.safetensors")));
+}
