@@ -382,6 +382,7 @@ fn cp_recompute_gives_identical_results() {
 /// number (a calibration's windows, an error model's coefficients) parses to the bits it was
 /// written from. Cargo gives the tests the library's own serde_json features (no
 /// dev-dependency adds any), so this checks what the shipped binary does.
+#[cfg(feature = "hdf5")]
 #[test]
 fn a_model_file_read_and_written_again_keeps_its_metadata_bits() {
     use wavecp::surrogate::modelfile;
