@@ -623,16 +623,21 @@ fn left_out(
             LeftOut {
                 tolerance: tol,
                 accepted: acc,
-                exceeded_fraction: if acc == 0 {
-                    0.0
-                } else {
-                    over as f64 / acc as f64
-                },
+                exceeded_fraction: share(over, acc),
                 scenarios_accepting: taking.len(),
                 worst_scenario_exceeded_fraction: taking.iter().copied().fold(0.0, f64::max),
             }
         })
         .collect())
+}
+
+/// `part / whole`, 0 when there is no whole (no window accepted: none above the tolerance).
+fn share(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
 }
 
 /// Per scenario (numbered from 0), the windows of `pairs` scoring below `threshold` and of
@@ -736,11 +741,7 @@ fn split(
                 threshold,
                 accepted: acc.len(),
                 accepted_fraction: acc.len() as f64 / test.len() as f64,
-                exceeded_fraction: if acc.is_empty() {
-                    0.0
-                } else {
-                    over as f64 / acc.len() as f64
-                },
+                exceeded_fraction: share(over, acc.len()),
                 within: test.iter().filter(|p| p.1 <= tol).count(),
                 per_scenario: per_scenario(&test, &test_scenario, threshold, tol),
             }
