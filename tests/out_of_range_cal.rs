@@ -211,6 +211,19 @@ fn calibrate_out_of_range_refuses_what_it_cannot_do() {
     assert!(e.contains("frequency factor"), "{e}");
     let e = run(shipped, &["--source-box", "0.2,0.1,0,1"]);
     assert!(e.contains("--source-box"), "{e}");
+    // A windows file that cannot be written is refused before the scenarios run: no model
+    // is written (checked below), where after them the calibrated model would be.
+    let bad = dir.path().join("no-such-dir").join("w.jsonl");
+    let e = run(
+        shipped,
+        &[
+            "--frequency-factor",
+            "1.6",
+            "--windows",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(e.contains("--windows: cannot write"), "{e}");
     assert!(!out.exists());
 }
 

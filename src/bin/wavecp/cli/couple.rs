@@ -92,6 +92,11 @@ pub fn calibrate(a: CalibrateArgs) -> Result<()> {
         "--frequency-factor must be a positive number"
     );
     let loaded = modelfile::load(&a.model)?;
+    if let Some(path) = &a.windows {
+        // Before the scenarios run (minutes to an hour), not after them.
+        std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("--windows: cannot write {}: {e}", path.display()))?;
+    }
     anyhow::ensure!(
         loaded.train.is_none(),
         "{} is a training checkpoint: calibrate the best model (best.safetensors)",
