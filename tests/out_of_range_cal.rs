@@ -45,15 +45,20 @@ fn check(factor: f64, source_box: Option<[f64; 4]>) -> Check {
     }
 }
 
+/// The shipped fine model and its calibration of `grid_learned`, with the windows out of
+/// range pooled only (as sampled before regimes were kept), so that the regimes are the
+/// test's own.
 fn shipped() -> (PathBuf, Calibration) {
     let model = crate::common::repo("models/fine_prior_cp.safetensors");
-    let cal = modelfile::load(&model)
+    let mut cal = modelfile::load(&model)
         .unwrap()
         .meta
         .calibrations
         .get("grid_learned")
         .cloned()
         .expect("the shipped fine model carries a grid_learned calibration");
+    let o = cal.out_of_range.as_mut().expect("and one out of range");
+    o.regimes.clear();
     (model, cal)
 }
 
@@ -104,6 +109,29 @@ fn a_calibration_out_of_range_keeps_the_one_in_range_and_adds_up_over_regimes() 
     let (p1, p2) = (pairs(o1), pairs(o2));
     assert!(p1.iter().all(|p| p2.binary_search(p).is_ok()));
     assert_eq!(in_range(&both), in_range(&base));
+    // Each window is filed under its scenario's regime too: the higher frequency's under
+    // `frequency` (those of a scenario drawn just above the trained range under none), the
+    // box's, whose x is well left of the trained sources, under `source_x`.
+    let regime = |c: &Calibration, name: &str| {
+        (c.regimes.iter())
+            .find(|r| r.name() == name)
+            .map_or(0, |r| r.scores.len())
+    };
+    let tagged = |r: &wavecp::coupling::calibrate::CalibrationReport, name: &str| {
+        (r.windows.iter())
+            .filter(|w| !w.held_out && w.outside.join("+") == name)
+            .count()
+    };
+    assert!(
+        o1.regimes.iter().all(|r| r.name() == "frequency"),
+        "{:?}",
+        o1.regimes
+    );
+    assert_eq!(regime(o1, "frequency"), tagged(&r1, "frequency"));
+    assert_eq!(regime(o2, "frequency"), regime(o1, "frequency"));
+    assert!(tagged(&r2, "source_x") > 10, "{:?}", r2.regimes);
+    assert_eq!(regime(o2, "source_x"), tagged(&r2, "source_x"));
+    assert_eq!(r2.regimes.len(), o2.regimes.len());
     // Scenarios in range, or a calibration of another indicator, are refused.
     let e = calibrate_out_of_range(
         &sampling(dir.path(), &model, 1.0, None),
@@ -121,16 +149,19 @@ fn a_calibration_out_of_range_keeps_the_one_in_range_and_adds_up_over_regimes() 
 }
 
 /// The threshold a run reports: the calibration out of range's for a source outside the
-/// trained ranges with `trust`, the one in range otherwise (in range, or no calibration out
-/// of range, which the run warns about).
+/// trained ranges with `trust` — its own regime's, where it has one — the one in range
+/// otherwise (in range, or no calibration out of range, which the run warns about).
 #[test]
 fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let (model, base) = shipped();
+    let b = [0.05, 0.2, 0.25, 0.75];
+    // The shipped windows out of range, pooled only, and the box's, which the call files
+    // under a regime.
     let (c, _) = calibrate_out_of_range(
-        &sampling(dir.path(), &model, 1.6, None),
+        &sampling(dir.path(), &model, 1.0, Some(b)),
         &base,
-        (0.1, 0.5, check(1.6, None)),
+        (0.1, 0.5, check(1.0, Some(b))),
         &[0.05],
     )
     .unwrap();
@@ -145,23 +176,30 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
     let without = dir.path().join("in_range_only.safetensors");
     modelfile::save(&without, &l.model, &l.meta, None).unwrap();
     let tol = 0.05;
-    let (t_in, t_out) = (
+    let o = c.out_of_range.as_ref().unwrap();
+    let outside = |p: &[&str]| {
+        let names: Vec<String> = p.iter().map(|s| s.to_string()).collect();
+        o.threshold_outside(&names, tol).0
+    };
+    let (t_in, t_x, t_pooled) = (
         base.threshold(tol),
-        c.out_of_range.as_ref().unwrap().threshold(tol),
+        outside(&["source_x"]),
+        o.threshold(tol),
     );
-    assert_ne!(
-        t_in.to_bits(),
-        t_out.to_bits(),
-        "the case does not tell them apart"
+    assert_eq!(o.regimes.len(), 1, "{:?}", o.regimes);
+    assert!(
+        t_in != t_x && t_x != t_pooled,
+        "the case does not tell them apart: {t_in} {t_x} {t_pooled}"
     );
     let job = crate::common::repo("examples/fine_square/hybrid_prior.toml");
-    let threshold = |model: &Path, frequency: &str, trust: bool| {
+    let threshold = |model: &Path, (frequency, x): (&str, &str), trust: bool| {
         let out = dir.path().join("run.vtkhdf");
         let sets = [
             "mesh.generate.nx=49".to_string(),
             "mesh.generate.ny=49".to_string(),
             "time.end=0.6".to_string(),
             format!("source.0.frequency={frequency}"),
+            format!("source.0.position=[{x}, 0.5]"),
             format!("coupling.model=\"{}\"", model.display()),
             format!("coupling.tolerance={tol}"),
             format!(
@@ -171,12 +209,32 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
             format!("output.path=\"{}\"", out.display()),
         ];
         let v = crate::common::solve_json(&job, &sets, &[]);
-        v["hybrid"]["indicator_threshold"].as_f64().unwrap()
+        let h = &v["hybrid"];
+        let from = h["indicator_calibration"].as_str().unwrap().to_string();
+        (h["indicator_threshold"].as_f64().unwrap(), from)
     };
-    // 2.6 Hz is above the trained 1-2 Hz.
-    assert_eq!(threshold(&with, "2.6", true), t_out);
-    assert_eq!(threshold(&with, "1.5", true), t_in);
-    assert_eq!(threshold(&without, "2.6", true), t_in);
+    // x = 0.1 is left of the trained sources (0.28-0.73): the box's regime. 2.6 Hz is above
+    // the trained 1-2 Hz, where the calibration has no regime: the pooled windows.
+    let mid = "0.5";
+    let x = |t: f64, from: &str| (t, from.to_string());
+    assert_eq!(
+        threshold(&with, ("1.5", "0.1"), true),
+        x(t_x, "out_of_range:source_x")
+    );
+    assert_eq!(
+        threshold(&with, ("2.6", mid), true),
+        x(t_pooled, "out_of_range:pooled")
+    );
+    // Outside in both: the smaller of the pooled and the box regime's.
+    assert_eq!(
+        threshold(&with, ("2.6", "0.1"), true),
+        x(t_x.min(t_pooled), "out_of_range:smallest:pooled,source_x")
+    );
+    assert_eq!(threshold(&with, ("1.5", mid), true), x(t_in, "in_range"));
+    assert_eq!(
+        threshold(&without, ("1.5", "0.1"), true),
+        x(t_in, "in_range")
+    );
 }
 
 /// `wavecp calibrate --out-of-range` needs a calibration in range of the indicator, keeps its
@@ -274,6 +332,10 @@ fn calibrate_writes_its_windows_and_counts_the_held_out_ones_by_scenario() {
     for r in &rows {
         assert!(r["score"].as_f64().unwrap() >= 0.0 && r["error"].as_f64().unwrap() >= 0.0);
         assert!(r["scenario"].as_u64().unwrap() < 2, "{r}");
+        // Its regime: a frequency 1.6 times one drawn in range is above the trained range,
+        // clearly (regime `frequency`) or just (none).
+        let o: Vec<String> = serde_json::from_value(r["outside"].clone()).unwrap();
+        assert!(o.is_empty() || o == ["frequency"], "{r}");
     }
     // A tolerance above every error: each scenario's accepted windows, none above it.
     let all = &rep["held_out"][1];

@@ -32,7 +32,7 @@ use crate::comm::Serial;
 use crate::config::SourceConfig;
 use crate::dataset::DatasetJob;
 use crate::nn::Device;
-use crate::surrogate::calibration::Calibration;
+use crate::surrogate::calibration::{Calibration, TaggedWindow};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -88,6 +88,9 @@ pub struct Plan {
 #[derive(Debug, Clone, Default)]
 pub struct Windows {
     pub scenario: Vec<usize>,
+    /// Per scenario, the parameters its source lies outside the model's trained ranges in
+    /// (sorted; empty inside them, or for a model not conditioned on its scenario).
+    pub outside: Vec<Vec<String>>,
     pub errors: Vec<f64>,
     pub scores: Vec<Vec<f64>>,
     pub inference_s: f64,
@@ -246,6 +249,7 @@ pub fn sample_with(
     for scenario in 0..s.scenarios {
         let (mut sim, params) = scenario_sim(s, (&job, base), &mut pick)?;
         let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
+        w.outside.push(outside(net, &params));
         condition(net, params)?;
         let (t_in, t_out) = (net.t_in(), net.t_out());
         if count < t_in + t_out {
@@ -320,6 +324,13 @@ fn scenario_sim(
     let cfg = job.fe_config(end, vec![scenario_source(s, job, pick)]);
     let params = super::subrun::scenario(&cfg)?;
     Ok((crate::sim::from_job(&cfg, base, &Serial)?.0, params))
+}
+
+/// The regime of `params` out of the trained ranges of `net` ([`Conditioning::regime`]).
+///
+/// [`Conditioning::regime`]: crate::surrogate::condition::Conditioning::regime
+fn outside(net: &NetworkForecaster, params: &[f64]) -> Vec<String> {
+    (net.meta().conditioning.as_ref()).map_or(vec![], |c| c.regime(params))
 }
 
 /// Tells a model conditioned on the scenario the one it runs in.
@@ -398,6 +409,7 @@ fn sample_rollout(
     for scenario in 0..s.scenarios {
         let (mut sim, params) = scenario_sim(s, (&job, base), &mut pick)?;
         let net = network(&mut net, s, &transfer, stride as f64 * sim.dt())?;
+        w.outside.push(outside(net, &params));
         condition(net, params)?;
         sim.advance(start);
         let ind = make()?;
@@ -474,6 +486,9 @@ pub struct CalibrationReport {
     /// others and the earlier windows, checked on it): a second estimate of the risk, from
     /// as many checks as scenarios, where the held-out split gives one.
     pub leave_one_scenario_out: Vec<LeftOut>,
+    /// Out of range: the calibration's regimes after this call.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regimes: Vec<RegimeSummary>,
     /// A learned indicator's fit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fit: Option<FitReport>,
@@ -483,13 +498,67 @@ pub struct CalibrationReport {
 }
 
 /// One window sampled by a calibration: which side of the split, its scenario (numbered per
-/// side), the indicator's value and the true error.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// side) and the parameters that scenario lies outside the trained ranges in, the indicator's
+/// value and the true error.
+#[derive(Debug, Clone, Serialize)]
 pub struct SampledWindow {
     pub held_out: bool,
     pub scenario: usize,
+    pub outside: Vec<String>,
     pub score: f64,
     pub error: f64,
+}
+
+/// A regime of a calibration out of range after the call: its parameters outside, its
+/// windows (all calls'), and its thresholds at the report's tolerances.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegimeSummary {
+    pub outside: Vec<String>,
+    pub windows: usize,
+    pub thresholds: Vec<f64>,
+}
+
+/// How the windows of a call become a calibration, and which threshold a window meets.
+#[derive(Clone, Copy)]
+enum Rule<'a> {
+    /// One calibration over all windows.
+    InRange,
+    /// Pooled and by regime, after the windows of an earlier calibration out of range;
+    /// a window meets its regime's threshold ([`Calibration::threshold_outside`]).
+    OutOfRange(Option<&'a Calibration>),
+}
+
+impl Rule<'_> {
+    fn fit(
+        self,
+        (indicator, risk): (&str, f64),
+        windows: &[&SampledWindow],
+    ) -> Result<Calibration, CouplingError> {
+        match self {
+            Rule::InRange => {
+                let p: Vec<(f64, f64)> = windows.iter().map(|w| (w.score, w.error)).collect();
+                Calibration::new(indicator, risk, &p)
+            }
+            Rule::OutOfRange(earlier) => {
+                let tagged: Vec<TaggedWindow> = (windows.iter())
+                    .map(|w| TaggedWindow {
+                        outside: w.outside.clone(),
+                        score: w.score,
+                        error: w.error,
+                    })
+                    .collect();
+                Calibration::out_of_range(earlier, indicator, risk, &tagged)
+            }
+        }
+        .map_err(setup)
+    }
+
+    fn threshold(self, c: &Calibration, outside: &[String], tol: f64) -> f64 {
+        match self {
+            Rule::InRange => c.threshold(tol),
+            Rule::OutOfRange(_) => c.threshold_outside(outside, tol).0,
+        }
+    }
 }
 
 /// Calibrates `s.indicators[0]` on `1 − holdout` of the scenarios, checks it at `tolerances`
@@ -531,7 +600,13 @@ pub fn calibrate(
         }
     };
     let fitted = |n: &str| estimator.clone().filter(|_| n == indicator);
-    let (mut c, mut report) = split(s, &fitted, (risk, holdout, check), tolerances, &[])?;
+    let (mut c, mut report) = split(
+        s,
+        &fitted,
+        (risk, holdout, check),
+        tolerances,
+        Rule::InRange,
+    )?;
     c.estimator = estimator;
     report.fit = fit;
     Ok((c, report))
@@ -561,25 +636,19 @@ pub fn calibrate_out_of_range(
         ));
     }
     let fitted = |n: &str| base.estimator.clone().filter(|_| n == base.indicator);
-    let earlier: Vec<(f64, f64)> = base.out_of_range.as_ref().map_or(vec![], |o| {
-        o.scores
-            .iter()
-            .copied()
-            .zip(o.errors.iter().copied())
-            .collect()
-    });
-    let (regime, mut report) = split(s, &fitted, (risk, holdout, check), tolerances, &earlier)?;
+    let rule = Rule::OutOfRange(base.out_of_range.as_deref());
+    let (regime, mut report) = split(s, &fitted, (risk, holdout, check), tolerances, rule)?;
     report.regime = "out_of_range";
     let mut c = base.clone();
     c.out_of_range = Some(Box::new(regime));
     Ok((c, report))
 }
 
-/// [`LeftOut`] at each tolerance over the calibration side of `windows`, the `earlier`
-/// windows always among the fitted ones.
+/// [`LeftOut`] at each tolerance over the calibration side of `windows`, fitted by `rule`
+/// (after its earlier windows, always among the fitted ones).
 fn left_out(
+    rule: Rule<'_>,
     (indicator, risk): (&str, f64),
-    earlier: &[(f64, f64)],
     windows: &[SampledWindow],
     tolerances: &[f64],
 ) -> Result<Vec<LeftOut>, CouplingError> {
@@ -587,22 +656,14 @@ fn left_out(
     let n = cal.iter().map(|w| w.scenario + 1).max().unwrap_or(0);
     let mut folds = vec![];
     for k in 0..n {
-        let rest: Vec<(f64, f64)> = earlier
-            .iter()
-            .copied()
-            .chain(
-                cal.iter()
-                    .filter(|w| w.scenario != k)
-                    .map(|w| (w.score, w.error)),
-            )
-            .collect();
-        if rest.is_empty() {
-            return Ok(vec![]);
-        }
-        let c = Calibration::new(indicator, risk, &rest).map_err(setup)?;
-        let mine: Vec<(f64, f64)> = (cal.iter().filter(|w| w.scenario == k))
-            .map(|w| (w.score, w.error))
-            .collect();
+        let rest: Vec<&SampledWindow> = cal.iter().copied().filter(|w| w.scenario != k).collect();
+        let c = match rule.fit((indicator, risk), &rest) {
+            Ok(c) => c,
+            // One scenario and nothing earlier: no fold to fit.
+            Err(_) if rest.is_empty() => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let mine: Vec<&SampledWindow> = cal.iter().copied().filter(|w| w.scenario == k).collect();
         folds.push((c, mine));
     }
     Ok(tolerances
@@ -611,9 +672,11 @@ fn left_out(
             let per: Vec<[usize; 2]> = folds
                 .iter()
                 .map(|(c, mine)| {
-                    let t = c.threshold(tol);
-                    let acc = mine.iter().filter(|p| p.0 < t);
-                    [acc.clone().count(), acc.filter(|p| p.1 > tol).count()]
+                    let t = mine
+                        .first()
+                        .map_or(0.0, |w| rule.threshold(c, &w.outside, tol));
+                    let acc = mine.iter().filter(|w| w.score < t);
+                    [acc.clone().count(), acc.filter(|w| w.error > tol).count()]
                 })
                 .collect();
             let (acc, over) = per.iter().fold((0, 0), |a, p| (a.0 + p[0], a.1 + p[1]));
@@ -640,19 +703,15 @@ fn share(part: usize, whole: usize) -> f64 {
     }
 }
 
-/// Per scenario (numbered from 0), the windows of `pairs` scoring below `threshold` and of
-/// those the ones with an error above `tol`.
-fn per_scenario(
-    pairs: &[(f64, f64)],
-    scenario: &[usize],
-    threshold: f64,
-    tol: f64,
-) -> Vec<[usize; 2]> {
-    let mut out = vec![[0, 0]; scenario.iter().max().map_or(0, |m| m + 1)];
-    for (&(score, error), &k) in pairs.iter().zip(scenario) {
-        if score < threshold {
-            out[k][0] += 1;
-            out[k][1] += usize::from(error > tol);
+/// Per scenario (numbered from 0), the windows scoring below their threshold and of those the
+/// ones with an error above `tol`.
+fn per_scenario(windows: &[&SampledWindow], thresholds: &[f64], tol: f64) -> Vec<[usize; 2]> {
+    let n = windows.iter().map(|w| w.scenario + 1).max().unwrap_or(0);
+    let mut out = vec![[0, 0]; n];
+    for (w, &t) in windows.iter().zip(thresholds) {
+        if w.score < t {
+            out[w.scenario][0] += 1;
+            out[w.scenario][1] += usize::from(w.error > tol);
         }
     }
     out
@@ -669,29 +728,32 @@ fn checked(s: &Sampling, holdout: f64) -> Result<&String, CouplingError> {
         .ok_or_else(|| setup("no indicator to calibrate"))
 }
 
+/// The windows of `x` as one side of the split.
+fn sampled(x: &Windows, held_out: bool) -> impl Iterator<Item = SampledWindow> + '_ {
+    (0..x.errors.len()).map(move |i| SampledWindow {
+        held_out,
+        scenario: x.scenario[i],
+        outside: x.outside[x.scenario[i]].clone(),
+        score: x.scores[0][i],
+        error: x.errors[i],
+    })
+}
+
 /// The calibration of `s.indicators[0]` (its error model, if learned, from `fitted`) on the
-/// first `1 − holdout` of the scenarios and the `earlier` windows, checked on the others.
+/// first `1 − holdout` of the scenarios as `rule` fits it, checked on the others.
 fn split(
     s: &Sampling,
     fitted: &dyn Fn(&str) -> Option<ErrorModel>,
     (risk, holdout, check): (f64, f64, Check),
     tolerances: &[f64],
-    earlier: &[(f64, f64)],
+    rule: Rule<'_>,
 ) -> Result<(Calibration, CalibrationReport), CouplingError> {
     let indicator = checked(s, holdout)?;
     let run = |s: &Sampling| sample_fitted(s, fitted);
     let split = ((1.0 - holdout) * s.scenarios as f64).round() as usize;
-    let pairs = |w: &Windows| -> Vec<(f64, f64)> {
-        w.scores[0]
-            .iter()
-            .copied()
-            .zip(w.errors.iter().copied())
-            .collect()
-    };
     let mut windows = vec![];
-    let (cal, test, cost) = if split == 0 || split == s.scenarios {
-        (vec![], vec![], 0.0)
-    } else {
+    let mut cost = 0.0;
+    if split > 0 && split < s.scenarios {
         let w = run(&Sampling {
             scenarios: split,
             ..s.clone()
@@ -703,19 +765,11 @@ fn split(
             source_box: check.source_box,
             ..s.clone()
         })?;
-        let cost = (w.indicator_s[0] + t.indicator_s[0]) / (w.inference_s + t.inference_s);
-        for (held_out, x) in [(false, &w), (true, &t)] {
-            windows.extend(x.scenario.iter().zip(&x.scores[0]).zip(&x.errors).map(
-                |((&scenario, &score), &error)| SampledWindow {
-                    held_out,
-                    scenario,
-                    score,
-                    error,
-                },
-            ));
-        }
-        (pairs(&w), pairs(&t), cost)
-    };
+        cost = (w.indicator_s[0] + t.indicator_s[0]) / (w.inference_s + t.inference_s);
+        windows.extend(sampled(&w, false).chain(sampled(&t, true)));
+    }
+    let (cal, test): (Vec<&SampledWindow>, Vec<&SampledWindow>) =
+        windows.iter().partition(|w| !w.held_out);
     if cal.is_empty() || test.is_empty() {
         return Err(setup(format!(
             "{} scenarios split {split} / {} leave a side without windows: take more scenarios",
@@ -723,36 +777,43 @@ fn split(
             s.scenarios - split
         )));
     }
-    let test_scenario: Vec<usize> = windows
-        .iter()
-        .filter(|w| w.held_out)
-        .map(|w| w.scenario)
-        .collect();
-    let all: Vec<(f64, f64)> = earlier.iter().chain(&cal).copied().collect();
-    let c = Calibration::new(indicator, risk, &all).map_err(setup)?;
+    let c = rule.fit((indicator, risk), &cal)?;
     let held_out = tolerances
         .iter()
         .map(|&tol| {
-            let threshold = c.threshold(tol);
-            let acc: Vec<&(f64, f64)> = test.iter().filter(|p| p.0 < threshold).collect();
-            let over = acc.iter().filter(|p| p.1 > tol).count();
+            let t: Vec<f64> = (test.iter())
+                .map(|w| rule.threshold(&c, &w.outside, tol))
+                .collect();
+            let acc: Vec<&&SampledWindow> = (test.iter().zip(&t).filter(|(w, &t)| w.score < t))
+                .map(|p| p.0)
+                .collect();
+            let over = acc.iter().filter(|w| w.error > tol).count();
             HeldOut {
                 tolerance: tol,
-                threshold,
+                threshold: t[0],
                 accepted: acc.len(),
                 accepted_fraction: acc.len() as f64 / test.len() as f64,
                 exceeded_fraction: share(over, acc.len()),
-                within: test.iter().filter(|p| p.1 <= tol).count(),
-                per_scenario: per_scenario(&test, &test_scenario, threshold, tol),
+                within: test.iter().filter(|w| w.error <= tol).count(),
+                per_scenario: per_scenario(&test, &t, tol),
             }
         })
         .collect();
-    let corr = |p: &[(f64, f64)]| {
-        let (a, b): (Vec<f64>, Vec<f64>) = p.iter().copied().unzip();
+    let corr = |p: &[&SampledWindow]| {
+        let (a, b): (Vec<f64>, Vec<f64>) = p.iter().map(|w| (w.score, w.error)).unzip();
         spearman(&a, &b)
     };
-    let mut sorted: Vec<f64> = cal.iter().chain(&test).map(|p| p.1).collect();
+    let mut sorted: Vec<f64> = windows.iter().map(|w| w.error).collect();
     sorted.sort_by(f64::total_cmp);
+    let regimes = (c.regimes.iter())
+        .map(|r| RegimeSummary {
+            outside: r.outside.clone(),
+            windows: r.scores.len(),
+            thresholds: (tolerances.iter())
+                .map(|&t| c.threshold_outside(&r.outside, t).0)
+                .collect(),
+        })
+        .collect();
     let report = CalibrationReport {
         model: s.model.display().to_string(),
         indicator: indicator.clone(),
@@ -763,14 +824,15 @@ fn split(
         source_box: s.source_box,
         held_out_frequency_factor: check.frequency_factor,
         held_out_source_box: check.source_box,
-        calibration_windows: all.len(),
+        calibration_windows: c.scores.len(),
         held_out_windows: test.len(),
         spearman_calibration: corr(&cal),
         spearman_held_out: corr(&test),
         median_error: sorted[sorted.len() / 2],
         indicator_cost_share_of_inference: cost,
         held_out,
-        leave_one_scenario_out: left_out((indicator, risk), earlier, &windows, tolerances)?,
+        leave_one_scenario_out: left_out(rule, (indicator, risk), &windows, tolerances)?,
+        regimes,
         fit: None,
         windows,
     };

@@ -194,6 +194,12 @@ pub struct HybridSummary {
     /// error) became; windows scoring below it are accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub indicator_threshold: Option<f64>,
+    /// Which of the model's calibrations gave the threshold: `in_range`, or out of the
+    /// trained ranges `out_of_range:<regime>` (the run's own parameters outside, e.g.
+    /// `frequency`), `out_of_range:smallest:pooled,<regimes>` (none of its own; the smallest
+    /// of those sharing part of them and the pooled one), `out_of_range:pooled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator_calibration: Option<String>,
     /// The job's scenario parameters outside a conditioned model's trained ranges
     /// (`coupling.out_of_range`), as `name = value outside [lo, hi]`.
     #[serde(skip_serializing_if = "Vec::is_empty")]

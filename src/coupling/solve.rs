@@ -297,9 +297,9 @@ struct Parts {
     transfer: ZoneTransfer,
     net: NetworkForecaster,
     cfg: HybridConfig,
-    /// The indicator threshold the tolerance became, when the model carries a calibration of
-    /// the job's indicator.
-    threshold: Option<f64>,
+    /// The indicator threshold the tolerance became and the calibration it came from, when
+    /// the model carries a calibration of the job's indicator.
+    threshold: Option<(f64, String)>,
     /// The job's scenario parameters outside the model's trained ranges.
     out_of_range: Vec<String>,
     /// The error model of a learned indicator.
@@ -317,38 +317,61 @@ pub fn fitted<'m>(
 }
 
 /// The indicator threshold `c.tolerance` becomes under the model's calibration of the job's
-/// indicator, or `None` (the tolerance then bounds the raw indicator value). For a source
-/// outside the trained ranges run with `trust` (`outside_trusted`), the calibration out of
-/// the ranges (`wavecp calibrate --out-of-range`) when the model has one, else (warned) the
-/// one in range.
+/// indicator, and which calibration gave it (`in_range`, `out_of_range:<regime>`,
+/// `out_of_range:smallest:<regimes>`, `out_of_range:pooled`); or `None` (the tolerance then
+/// bounds the raw indicator value). For a source outside the trained ranges in the
+/// parameters `outside` run with `trust`, the calibration out of the ranges
+/// (`wavecp calibrate --out-of-range`) as [`Calibration::threshold_outside`] picks it when
+/// the model has one, else (warned) the one in range.
 fn calibrated(
     c: &CouplingConfig,
     meta: &crate::surrogate::modelfile::ModelMeta,
-    outside_trusted: bool,
-) -> Option<f64> {
+    outside_trusted: Option<&[String]>,
+) -> Option<(f64, String)> {
+    use crate::surrogate::calibration::Basis;
     let have = meta.calibrations.indicators();
     match meta.calibrations.get(&c.indicator) {
         Some(cal) => {
-            let (used, regime) = match (&cal.out_of_range, outside_trusted) {
-                (Some(o), true) => (&**o, " out of the trained ranges"),
-                (None, true) => {
+            let (t, from, n) = match (&cal.out_of_range, outside_trusted) {
+                (Some(o), Some(outside)) => {
+                    let (t, basis) = o.threshold_outside(outside, c.tolerance);
+                    let (from, n) = match basis {
+                        Basis::Regime(r) => {
+                            let n = o.regimes.iter().find(|x| x.name() == r);
+                            (format!("out_of_range:{r}"), n.map_or(0, |x| x.scores.len()))
+                        }
+                        Basis::Smallest(rs) => (
+                            format!("out_of_range:smallest:pooled,{}", rs.join(",")),
+                            o.scores.len(),
+                        ),
+                        Basis::Pooled => ("out_of_range:pooled".to_string(), o.scores.len()),
+                    };
+                    (t, from, n)
+                }
+                (None, Some(_)) => {
                     tracing::warn!(
                         "the model's calibration of `{}` has none out of the trained ranges (wavecp calibrate --out-of-range): the one in range is used, which does not hold there",
                         c.indicator
                     );
-                    (cal, "")
+                    (
+                        cal.threshold(c.tolerance),
+                        "in_range".into(),
+                        cal.scores.len(),
+                    )
                 }
-                (_, false) => (cal, ""),
+                (_, None) => (
+                    cal.threshold(c.tolerance),
+                    "in_range".into(),
+                    cal.scores.len(),
+                ),
             };
-            let t = used.threshold(c.tolerance);
             tracing::info!(
-                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibrated{regime} on {} windows, risk {})",
+                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibration {from}: {n} windows, risk {})",
                 c.tolerance,
                 c.indicator,
-                used.scores.len(),
-                used.risk
+                cal.risk
             );
-            Some(t)
+            Some((t, from))
         }
         None if have.is_empty() => {
             tracing::warn!(
@@ -402,12 +425,14 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     let device = c.device.parse().map_err(err)?;
     let mut net = NetworkForecaster::from_loaded(loaded, &model, device, &transfer, frame_dt)
         .map_err(from_coupling)?;
-    let out_of_range = match &meta.conditioning {
+    let (out_of_range, names) = match &meta.conditioning {
         Some(cond) => condition(&mut net, cond, (cfg, &mesh), (c, &model))?,
-        None => vec![],
+        None => (vec![], vec![]),
     };
     let trusted = c.out_of_range == "trust";
-    let threshold = calibrated(c, &meta, trusted && !out_of_range.is_empty());
+    // Outside, if only just (no regime): the pooled calibration out of range.
+    let outside = (trusted && !out_of_range.is_empty()).then_some(&names[..]);
+    let threshold = calibrated(c, &meta, outside);
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),
@@ -418,7 +443,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         stride,
         // Outside the trained ranges with `fe`: a tolerance of 0 accepts nothing.
         tolerance: if out_of_range.is_empty() || trusted {
-            threshold.unwrap_or(c.tolerance)
+            threshold.as_ref().map_or(c.tolerance, |t| t.0)
         } else {
             0.0
         },
@@ -443,17 +468,18 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
 
 /// Tells a model conditioned on its scenario the job's source; refused when its prior reflects
 /// off another rectangle than the job's mesh. Returns the source's parameters outside the
-/// model's trained ranges (warned about: what then happens is `coupling.out_of_range`).
+/// model's trained ranges (warned about: what then happens is `coupling.out_of_range`), as
+/// `name = value outside [lo, hi]` and by name.
 fn condition(
     net: &mut NetworkForecaster,
     cond: &crate::surrogate::condition::Conditioning,
     (cfg, mesh): (&Config, &crate::mesh::Mesh),
     (c, model): (&CouplingConfig, &Path),
-) -> Result<Vec<String>, DriverError> {
+) -> Result<(Vec<String>, Vec<String>), DriverError> {
     check_walls(cond, mesh.bbox(), model)?;
     let params = super::subrun::scenario(cfg)?;
     let outside = cond.outside_training(&params);
-    net.set_scenario(params).map_err(from_coupling)?;
+    net.set_scenario(params.clone()).map_err(from_coupling)?;
     if !outside.is_empty() {
         tracing::warn!(
             "the job's source lies outside what {} was trained on ({}): its calibration in range does not hold there; {}",
@@ -466,7 +492,8 @@ fn condition(
             }
         );
     }
-    Ok(outside)
+    let names = cond.regime(&params);
+    Ok((outside, names))
 }
 
 /// Refuses a model whose prior reflects off another rectangle than the job's mesh, whose
@@ -497,7 +524,7 @@ pub(super) struct OnRanks {
     pub net: Option<NetworkForecaster>,
     pub cfg: HybridConfig,
     pub frames: (usize, usize),
-    pub threshold: Option<f64>,
+    pub threshold: Option<(f64, String)>,
     pub out_of_range: Vec<String>,
     pub estimator: Option<ErrorModel>,
     /// Where the network runs (rank 0; `None` elsewhere).
@@ -508,7 +535,8 @@ impl OnRanks {
     /// What the set-up decided, into `s` as `wavecp solve` reports it: the threshold the
     /// tolerance became, the source parameters outside the trained ranges, the network's device.
     pub fn describe(&self, s: &mut HybridSummary) {
-        s.indicator_threshold = self.threshold;
+        s.indicator_threshold = self.threshold.as_ref().map(|t| t.0);
+        s.indicator_calibration = self.threshold.as_ref().map(|t| t.1.clone());
         s.out_of_range = self.out_of_range.clone();
         s.network_device = self.network_device.clone();
     }
@@ -527,7 +555,7 @@ pub(super) fn parts_on(
         HybridConfig,
         usize,
         usize,
-        Option<f64>,
+        Option<(f64, String)>,
         Vec<String>,
         Option<ErrorModel>,
     );
@@ -536,7 +564,7 @@ pub(super) fn parts_on(
             p.cfg,
             p.net.t_in(),
             p.net.t_out(),
-            p.threshold,
+            p.threshold.clone(),
             p.out_of_range.clone(),
             p.estimator.clone(),
         ))),

@@ -7,6 +7,13 @@
 //! windows scoring at most `s`, no more than the fraction `risk` have an error above `τ`. A
 //! hybrid run accepts a window whose indicator is below it. Nothing above the largest
 //! calibration score is ever accepted, and a tolerance no window's error is below accepts none.
+//!
+//! Out of the trained ranges the windows are also kept by regime — the scenario parameters
+//! their source lies outside — because a scenario's windows move together and two regimes
+//! pooled give a threshold one of them does not bear (measured on the fine model: a
+//! frequency above the trained range took 44.5 % of its accepted windows above a tolerance
+//! of 0.1 under the pooled threshold, against the 0.1 risk). A run outside the ranges takes
+//! its own regime's threshold, see [`Calibration::threshold_outside`].
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +36,53 @@ pub struct Calibration {
     /// drops it (its error model may differ).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_range: Option<Box<Calibration>>,
+    /// In a calibration out of range: its windows again, by regime — the parameters their
+    /// scenario lies clearly outside the trained ranges in ([`Conditioning::regime`]).
+    /// Windows of a scenario with no regime (inside, or just outside), or sampled before
+    /// regimes were kept, are in the pooled `scores` only.
+    ///
+    /// [`Conditioning::regime`]: crate::surrogate::condition::Conditioning::regime
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regimes: Vec<Regime>,
+}
+
+/// The calibration windows of the scenarios outside the trained ranges in the same
+/// parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regime {
+    /// The parameters outside (names as the model's conditioning channels), sorted.
+    pub outside: Vec<String>,
+    /// Indicator values and true errors, by increasing value.
+    pub scores: Vec<f64>,
+    pub errors: Vec<f64>,
+}
+
+impl Regime {
+    /// `outside` joined with `+` (`frequency`, `frequency+source_x`).
+    pub fn name(&self) -> String {
+        self.outside.join("+")
+    }
+}
+
+/// Which windows a threshold out of range came from ([`Calibration::threshold_outside`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Basis {
+    /// The regime of the run's own parameters outside.
+    Regime(String),
+    /// The smallest of the pooled threshold and those of the regimes named, each outside in
+    /// part of the run's parameters (none in all of them).
+    Smallest(Vec<String>),
+    /// All the windows out of range (no regime shares a parameter set with the run's).
+    Pooled,
+}
+
+/// One window sampled out of range: its scenario's regime (sorted; empty: none), its
+/// indicator value and its true error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedWindow {
+    pub outside: Vec<String>,
+    pub score: f64,
+    pub error: f64,
 }
 
 impl Calibration {
@@ -59,28 +113,99 @@ impl Calibration {
             errors: p.iter().map(|x| x.1).collect(),
             estimator: None,
             out_of_range: None,
+            regimes: vec![],
         })
+    }
+
+    /// A calibration out of range: the windows of `earlier` (one, or none) and `windows`,
+    /// pooled and by regime.
+    pub fn out_of_range(
+        earlier: Option<&Calibration>,
+        indicator: &str,
+        risk: f64,
+        windows: &[TaggedWindow],
+    ) -> Result<Self, String> {
+        let mut all: Vec<(f64, f64)> = earlier.map_or(vec![], |e| pairs(&e.scores, &e.errors));
+        all.extend(windows.iter().map(|w| (w.score, w.error)));
+        let mut c = Calibration::new(indicator, risk, &all)?;
+        let mut by: std::collections::BTreeMap<Vec<String>, Vec<(f64, f64)>> = earlier
+            .map_or(vec![], |e| e.regimes.clone())
+            .into_iter()
+            .map(|r| (r.outside, pairs(&r.scores, &r.errors)))
+            .collect();
+        for w in windows.iter().filter(|w| !w.outside.is_empty()) {
+            let mut key = w.outside.clone();
+            key.sort();
+            by.entry(key).or_default().push((w.score, w.error));
+        }
+        c.regimes = by
+            .into_iter()
+            .map(|(outside, mut p)| {
+                p.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                Regime {
+                    outside,
+                    scores: p.iter().map(|x| x.0).collect(),
+                    errors: p.iter().map(|x| x.1).collect(),
+                }
+            })
+            .collect();
+        Ok(c)
     }
 
     /// The indicator threshold for `tolerance` (error units): windows scoring below it are
     /// accepted. 0 when no prefix of the calibration windows meets the risk.
     pub fn threshold(&self, tolerance: f64) -> f64 {
-        let mut over = 0usize;
-        let mut best = 0.0;
-        for (k, (&s, &e)) in self.scores.iter().zip(&self.errors).enumerate() {
-            if e > tolerance {
-                over += 1;
-            }
-            let n = k + 1;
-            // Ties: a threshold can only fall between distinct values.
-            let distinct = self.scores.get(n).is_none_or(|&next| next > s);
-            if distinct && over as f64 <= self.risk * n as f64 {
-                // Just above `s`, so that the window scoring `s` is accepted.
-                best = next_up(s);
-            }
-        }
-        best
+        threshold(&self.scores, &self.errors, self.risk, tolerance)
     }
+
+    /// In a calibration out of range, the threshold for `tolerance` of a run whose source
+    /// lies outside the trained ranges in the parameters `outside`: its regime's when there
+    /// is one; else the smallest of the pooled one and those of the regimes outside in part
+    /// of `outside` (each bears some of what the run does not share with training); else
+    /// the pooled one.
+    pub fn threshold_outside(&self, outside: &[String], tolerance: f64) -> (f64, Basis) {
+        let mut key = outside.to_vec();
+        key.sort();
+        let of = |r: &Regime| threshold(&r.scores, &r.errors, self.risk, tolerance);
+        if let Some(r) = self.regimes.iter().find(|r| r.outside == key) {
+            return (of(r), Basis::Regime(r.name()));
+        }
+        let part: Vec<&Regime> = (self.regimes.iter())
+            .filter(|r| r.outside.iter().all(|p| key.contains(p)))
+            .collect();
+        if part.is_empty() {
+            return (self.threshold(tolerance), Basis::Pooled);
+        }
+        let t = part
+            .iter()
+            .map(|r| of(r))
+            .fold(self.threshold(tolerance), f64::min);
+        (t, Basis::Smallest(part.iter().map(|r| r.name()).collect()))
+    }
+}
+
+/// `(score, error)` pairs of parallel slices.
+fn pairs(scores: &[f64], errors: &[f64]) -> Vec<(f64, f64)> {
+    scores.iter().copied().zip(errors.iter().copied()).collect()
+}
+
+/// The rule of the module doc over windows sorted by score.
+fn threshold(scores: &[f64], errors: &[f64], risk: f64, tolerance: f64) -> f64 {
+    let mut over = 0usize;
+    let mut best = 0.0;
+    for (k, (&s, &e)) in scores.iter().zip(errors).enumerate() {
+        if e > tolerance {
+            over += 1;
+        }
+        let n = k + 1;
+        // Ties: a threshold can only fall between distinct values.
+        let distinct = scores.get(n).is_none_or(|&next| next > s);
+        if distinct && over as f64 <= risk * n as f64 {
+            // Just above `s`, so that the window scoring `s` is accepted.
+            best = next_up(s);
+        }
+    }
+    best
 }
 
 /// The calibrations a model carries, one per indicator. Stored as a list; files written when
@@ -136,5 +261,114 @@ fn next_up(x: f64) -> f64 {
         f64::from_bits(1)
     } else {
         f64::from_bits(x.to_bits() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tagged(outside: &[&str], pairs: &[(f64, f64)]) -> Vec<TaggedWindow> {
+        (pairs.iter())
+            .map(|&(score, error)| TaggedWindow {
+                outside: outside.iter().map(|s| s.to_string()).collect(),
+                score,
+                error,
+            })
+            .collect()
+    }
+
+    /// Ten windows scoring 0.1..1.0; those scoring above `bad_from` have error 0.5, the
+    /// others 0.01.
+    fn windows(bad_from: f64, offset: f64) -> Vec<(f64, f64)> {
+        (1..=10)
+            .map(|k| {
+                let s = k as f64 / 10.0 + offset;
+                (s, if s > bad_from { 0.5 } else { 0.01 })
+            })
+            .collect()
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_run_out_of_range_takes_its_own_regimes_threshold() {
+        let (freq, pos) = (windows(0.35, 0.0), windows(2.0, 0.001));
+        let mut w = tagged(&["frequency"], &freq);
+        w.extend(tagged(&["source_x"], &pos));
+        // A scenario with no regime (just outside): pooled only.
+        w.extend(tagged(&[], &[(0.05, 0.9)]));
+        let c = Calibration::out_of_range(None, "grid_learned", 0.1, &w).unwrap();
+        assert_eq!(c.scores.len(), 21);
+        assert_eq!(c.regimes.len(), 2);
+        let alone = |p: &[(f64, f64)]| Calibration::new("grid_learned", 0.1, p).unwrap();
+        let tol = 0.1;
+        let (tf, tp) = (alone(&freq).threshold(tol), alone(&pos).threshold(tol));
+        assert!(tf < tp, "the case does not tell the regimes apart");
+        assert_eq!(
+            c.threshold_outside(&names(&["frequency"]), tol),
+            (tf, Basis::Regime("frequency".into()))
+        );
+        assert_eq!(
+            c.threshold_outside(&names(&["source_x"]), tol),
+            (tp, Basis::Regime("source_x".into()))
+        );
+        // Outside in both (no regime of both): the smallest, the pooled one's included.
+        let (t, b) = c.threshold_outside(&names(&["source_x", "frequency"]), tol);
+        assert_eq!(t, tf.min(c.threshold(tol)));
+        assert_eq!(
+            b,
+            Basis::Smallest(vec!["frequency".into(), "source_x".into()])
+        );
+        // Outside in a parameter no regime has: the pooled one.
+        assert_eq!(
+            c.threshold_outside(&names(&["amplitude"]), tol),
+            (c.threshold(tol), Basis::Pooled)
+        );
+        assert_eq!(
+            c.threshold_outside(&[], tol),
+            (c.threshold(tol), Basis::Pooled)
+        );
+    }
+
+    #[test]
+    fn a_calibration_out_of_range_adds_to_the_regimes_before_it() {
+        let first = Calibration::out_of_range(
+            None,
+            "grid_learned",
+            0.1,
+            &tagged(&["frequency"], &windows(0.35, 0.0)),
+        )
+        .unwrap();
+        let mut more = tagged(&["frequency"], &windows(0.65, 0.002));
+        more.extend(tagged(&["source_x"], &windows(2.0, 0.001)));
+        let both = Calibration::out_of_range(Some(&first), "grid_learned", 0.1, &more).unwrap();
+        let counts: Vec<(String, usize)> = (both.regimes.iter())
+            .map(|r| (r.name(), r.scores.len()))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![("frequency".into(), 20), ("source_x".into(), 10)]
+        );
+        assert_eq!(both.scores.len(), 30);
+        assert!(both.regimes[0].scores.is_sorted());
+        // The pooled windows are all of them, as one calibration of them all has them.
+        let mut all: Vec<(f64, f64)> = windows(0.35, 0.0);
+        all.extend(more.iter().map(|w| (w.score, w.error)));
+        let pooled = Calibration::new("grid_learned", 0.1, &all).unwrap();
+        assert_eq!(
+            (&both.scores, &both.errors),
+            (&pooled.scores, &pooled.errors)
+        );
+        // An earlier calibration without regimes (files written before they were kept)
+        // reads, and its windows stay pooled only.
+        let mut old = serde_json::to_value(&first).unwrap();
+        old.as_object_mut().unwrap().remove("regimes");
+        let old: Calibration = serde_json::from_value(old).unwrap();
+        assert!(old.regimes.is_empty());
+        let c = Calibration::out_of_range(Some(&old), "grid_learned", 0.1, &more).unwrap();
+        assert_eq!((c.scores.len(), c.regimes[0].scores.len()), (30, 10));
     }
 }

@@ -18,6 +18,12 @@ pub const PARAMS: [&str; 6] = [
     "speed",
 ];
 
+/// How far outside its trained range, in half-widths, a parameter must lie to set a scenario's
+/// regime ([`Conditioning::regime`]).
+/// The shipped fine model's trained ranges lie up to 0.13 half-widths inside the ranges its
+/// runs were drawn from (51 training runs do not reach the ends).
+pub const REGIME_MARGIN: f64 = 0.25;
+
 /// The extra input channels of a conditioned model, after the frames' channel: `x`, `y` (grid
 /// coordinates), `t` (each input frame's time), then the scenario parameters ([`PARAMS`]).
 /// Channel `k` is fed as `(v − center[k]) / half_width[k]`.
@@ -201,20 +207,40 @@ impl Conditioning {
     /// `name = value outside [lo, hi]` (a parameter that never varied in training counts as
     /// trained over ±1 around its value: its channel carries nothing).
     pub fn outside_training(&self, params: &[f64]) -> Vec<String> {
-        (0..self.nparams())
-            .filter_map(|k| {
+        self.outside(params, 1e-9)
+            .map(|k| {
                 let (c, h) = (self.center[3 + k], self.half_width[3 + k]);
-                let v = *params.get(k)?;
-                ((v - c).abs() > h * (1.0 + 1e-9)).then(|| {
-                    format!(
-                        "{} = {v} outside [{}, {}]",
-                        self.channels[3 + k],
-                        c - h,
-                        c + h
-                    )
-                })
+                format!(
+                    "{} = {} outside [{}, {}]",
+                    self.channels[3 + k],
+                    params[k],
+                    c - h,
+                    c + h
+                )
             })
             .collect()
+    }
+
+    /// The regime of `params` out of the trained ranges: the names of the parameters more
+    /// than [`REGIME_MARGIN`] half-widths outside them, sorted. The trained ranges are those
+    /// of the training runs, a little inside the ranges they were drawn from, so a source
+    /// drawn from the dataset's own ranges is often just outside in one parameter; that
+    /// does not make it another regime (a calibration out of range files its windows by it).
+    pub fn regime(&self, params: &[f64]) -> Vec<String> {
+        let mut names: Vec<String> = (self.outside(params, REGIME_MARGIN))
+            .map(|k| self.channels[3 + k].clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The indices of the parameters more than `margin` half-widths outside the trained
+    /// ranges.
+    fn outside<'a>(&'a self, params: &'a [f64], margin: f64) -> impl Iterator<Item = usize> + 'a {
+        (0..self.nparams().min(params.len())).filter(move |&k| {
+            let (c, h) = (self.center[3 + k], self.half_width[3 + k]);
+            (params[k] - c).abs() > h * (1.0 + margin)
+        })
     }
 
     /// Extra channels.

@@ -52,9 +52,16 @@ pub struct CalibrateArgs {
     /// Calibrate the model's calibration of --indicator again on scenarios outside its
     /// trained ranges (--frequency-factor, --source-box), with its error model, and store it
     /// beside the one in range: what a run whose source lies outside them uses with
-    /// `coupling.out_of_range = "trust"`. The calibration in range is kept.
+    /// `coupling.out_of_range = "trust"`. The calibration in range is kept, and so are the
+    /// windows of earlier --out-of-range calls: each window is filed under the parameters its
+    /// scenario lies outside the trained ranges in (its regime), and a run takes its own
+    /// regime's threshold.
     #[arg(long)]
     pub out_of_range: bool,
+    /// With --out-of-range: drop the windows of earlier --out-of-range calls first (start
+    /// the calibration out of range afresh).
+    #[arg(long, requires = "out_of_range")]
+    pub fresh: bool,
     /// Tolerances (relative L2 window errors) to check on the held-out windows.
     #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3,0.5")]
     pub tolerances: Vec<f64>,
@@ -66,7 +73,8 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Also write the windows this call sampled, one JSON object a line: `held_out`,
-    /// `scenario` (numbered per side), `score` (the indicator) and `error` (the true one).
+    /// `scenario` (numbered per side), `outside` (the parameters its scenario lies outside
+    /// the trained ranges in), `score` (the indicator) and `error` (the true one).
     #[arg(long)]
     pub windows: Option<PathBuf>,
     /// Sample the windows a hybrid run sees: each scenario runs accepting up to N windows in
@@ -215,9 +223,13 @@ fn out_of_range(
             a.indicator
         )
     })?;
+    let mut base = base.clone();
+    if a.fresh {
+        base.out_of_range = None;
+    }
     let (c, report) = wavecp::coupling::calibrate::calibrate_out_of_range(
         s,
-        base,
+        &base,
         (a.risk, a.holdout, check),
         &a.tolerances,
     )?;
