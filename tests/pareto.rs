@@ -6,6 +6,7 @@ fn point(speedup: f64, max_rel_l2_error: f64) -> ParetoPoint {
     ParetoPoint {
         tolerance: 0.0,
         indicator_threshold: None,
+        indicator_calibration: None,
         windows_accepted: 0,
         windows_rejected: 0,
         steps_surrogate: 0,

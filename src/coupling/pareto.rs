@@ -21,6 +21,10 @@ pub struct ParetoPoint {
     /// The indicator value the tolerance became (a calibrated model), else absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub indicator_threshold: Option<f64>,
+    /// Which of the model's calibrations gave it (as the hybrid report's
+    /// `indicator_calibration`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicator_calibration: Option<String>,
     pub windows_accepted: usize,
     pub windows_rejected: usize,
     pub steps_surrogate: usize,
@@ -116,6 +120,7 @@ pub fn pareto(
         report.points.push(ParetoPoint {
             tolerance,
             indicator_threshold: h.indicator_threshold,
+            indicator_calibration: h.indicator_calibration.clone(),
             windows_accepted: h.windows_accepted,
             windows_rejected: h.windows_rejected,
             steps_surrogate: h.steps_surrogate,

@@ -328,42 +328,24 @@ fn calibrated(
     meta: &crate::surrogate::modelfile::ModelMeta,
     outside_trusted: Option<&[String]>,
 ) -> Option<(f64, String)> {
-    use crate::surrogate::calibration::Basis;
     let have = meta.calibrations.indicators();
     match meta.calibrations.get(&c.indicator) {
         Some(cal) => {
             let (t, from, n) = match (&cal.out_of_range, outside_trusted) {
                 (Some(o), Some(outside)) => {
                     let (t, basis) = o.threshold_outside(outside, c.tolerance);
-                    let (from, n) = match basis {
-                        Basis::Regime(r) => {
-                            let n = o.regimes.iter().find(|x| x.name() == r);
-                            (format!("out_of_range:{r}"), n.map_or(0, |x| x.scores.len()))
-                        }
-                        Basis::Smallest(rs) => (
-                            format!("out_of_range:smallest:pooled,{}", rs.join(",")),
-                            o.scores.len(),
-                        ),
-                        Basis::Pooled => ("out_of_range:pooled".to_string(), o.scores.len()),
-                    };
-                    (t, from, n)
+                    (t, basis.label(), o.windows_behind(&basis))
                 }
-                (None, Some(_)) => {
-                    tracing::warn!(
-                        "the model's calibration of `{}` has none out of the trained ranges (wavecp calibrate --out-of-range): the one in range is used, which does not hold there",
-                        c.indicator
-                    );
-                    (
-                        cal.threshold(c.tolerance),
-                        "in_range".into(),
-                        cal.scores.len(),
-                    )
+                (o, outside) => {
+                    if o.is_none() && outside.is_some() {
+                        tracing::warn!(
+                            "the model's calibration of `{}` has none out of the trained ranges (wavecp calibrate --out-of-range): the one in range is used, which does not hold there",
+                            c.indicator
+                        );
+                    }
+                    let n = cal.scores.len();
+                    (cal.threshold(c.tolerance), "in_range".into(), n)
                 }
-                (_, None) => (
-                    cal.threshold(c.tolerance),
-                    "in_range".into(),
-                    cal.scores.len(),
-                ),
             };
             tracing::info!(
                 "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibration {from}: {n} windows, risk {})",

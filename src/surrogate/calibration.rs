@@ -76,6 +76,18 @@ pub enum Basis {
     Pooled,
 }
 
+impl Basis {
+    /// As a run reports it (`indicator_calibration`): `out_of_range:<regime>`,
+    /// `out_of_range:smallest:pooled,<regimes>` or `out_of_range:pooled`.
+    pub fn label(&self) -> String {
+        match self {
+            Basis::Regime(r) => format!("out_of_range:{r}"),
+            Basis::Smallest(rs) => format!("out_of_range:smallest:pooled,{}", rs.join(",")),
+            Basis::Pooled => "out_of_range:pooled".into(),
+        }
+    }
+}
+
 /// One window sampled out of range: its scenario's regime (sorted; empty: none), its
 /// indicator value and its true error.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +168,16 @@ impl Calibration {
     /// accepted. 0 when no prefix of the calibration windows meets the risk.
     pub fn threshold(&self, tolerance: f64) -> f64 {
         threshold(&self.scores, &self.errors, self.risk, tolerance)
+    }
+
+    /// The windows behind a threshold of [`Self::threshold_outside`]: its regime's, else all.
+    pub fn windows_behind(&self, basis: &Basis) -> usize {
+        match basis {
+            Basis::Regime(r) => {
+                (self.regimes.iter().find(|x| &x.name() == r)).map_or(0, |x| x.scores.len())
+            }
+            _ => self.scores.len(),
+        }
     }
 
     /// In a calibration out of range, the threshold for `tolerance` of a run whose source
