@@ -477,6 +477,9 @@ pub struct CalibrationReport {
     pub held_out_source_box: Option<[f64; 4]>,
     pub calibration_windows: usize,
     pub held_out_windows: usize,
+    /// Out of range: the windows sampled (both sides) whose scenario lies inside the trained
+    /// ranges or only just outside (no regime), left to the calibration in range.
+    pub windows_without_regime: usize,
     pub spearman_calibration: f64,
     pub spearman_held_out: f64,
     pub median_error: f64,
@@ -529,6 +532,13 @@ enum Rule<'a> {
 }
 
 impl Rule<'_> {
+    /// Whether `w` belongs to the calibration: out of range, only windows with a regime (a
+    /// scenario inside the trained ranges or just outside is the calibration in range's, which
+    /// a run there uses).
+    fn keeps(self, w: &SampledWindow) -> bool {
+        matches!(self, Rule::InRange) || !w.outside.is_empty()
+    }
+
     fn fit(
         self,
         (indicator, risk): (&str, f64),
@@ -652,7 +662,9 @@ fn left_out(
     windows: &[SampledWindow],
     tolerances: &[f64],
 ) -> Result<Vec<LeftOut>, CouplingError> {
-    let cal: Vec<&SampledWindow> = windows.iter().filter(|w| !w.held_out).collect();
+    let cal: Vec<&SampledWindow> = (windows.iter())
+        .filter(|w| !w.held_out && rule.keeps(w))
+        .collect();
     let n = cal.iter().map(|w| w.scenario + 1).max().unwrap_or(0);
     let mut folds = vec![];
     for k in 0..n {
@@ -768,14 +780,23 @@ fn split(
         cost = (w.indicator_s[0] + t.indicator_s[0]) / (w.inference_s + t.inference_s);
         windows.extend(sampled(&w, false).chain(sampled(&t, true)));
     }
-    let (cal, test): (Vec<&SampledWindow>, Vec<&SampledWindow>) =
-        windows.iter().partition(|w| !w.held_out);
+    let (cal, test): (Vec<&SampledWindow>, Vec<&SampledWindow>) = (windows.iter())
+        .filter(|w| rule.keeps(w))
+        .partition(|w| !w.held_out);
     if cal.is_empty() || test.is_empty() {
-        return Err(setup(format!(
-            "{} scenarios split {split} / {} leave a side without windows: take more scenarios",
-            s.scenarios,
-            s.scenarios - split
-        )));
+        return Err(setup(match rule {
+            Rule::InRange => format!(
+                "{} scenarios split {split} / {} leave a side without windows: take more scenarios",
+                s.scenarios,
+                s.scenarios - split
+            ),
+            Rule::OutOfRange(_) => format!(
+                "of {} scenarios split {split} / {}, a side has none clearly outside the trained ranges (more than {} half-widths): take more scenarios, or go further out",
+                s.scenarios,
+                s.scenarios - split,
+                crate::surrogate::condition::REGIME_MARGIN
+            ),
+        }));
     }
     let c = rule.fit((indicator, risk), &cal)?;
     let held_out = tolerances
@@ -803,7 +824,7 @@ fn split(
         let (a, b): (Vec<f64>, Vec<f64>) = p.iter().map(|w| (w.score, w.error)).unzip();
         spearman(&a, &b)
     };
-    let mut sorted: Vec<f64> = windows.iter().map(|w| w.error).collect();
+    let mut sorted: Vec<f64> = cal.iter().chain(&test).map(|w| w.error).collect();
     sorted.sort_by(f64::total_cmp);
     let regimes = (c.regimes.iter())
         .map(|r| RegimeSummary {
@@ -826,6 +847,7 @@ fn split(
         held_out_source_box: check.source_box,
         calibration_windows: c.scores.len(),
         held_out_windows: test.len(),
+        windows_without_regime: windows.len() - cal.len() - test.len(),
         spearman_calibration: corr(&cal),
         spearman_held_out: corr(&test),
         median_error: sorted[sorted.len() / 2],

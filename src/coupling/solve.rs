@@ -412,8 +412,14 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         None => (vec![], vec![]),
     };
     let trusted = c.out_of_range == "trust";
-    // Outside, if only just (no regime): the pooled calibration out of range.
-    let outside = (trusted && !out_of_range.is_empty()).then_some(&names[..]);
+    // Only just outside (no regime): where the calibration in range was sampled.
+    if trusted && !out_of_range.is_empty() && names.is_empty() {
+        tracing::info!(
+            "the source lies only just outside the trained ranges (no parameter more than {} half-widths out), as the calibration in range's scenarios may: its threshold is used",
+            crate::surrogate::condition::REGIME_MARGIN
+        );
+    }
+    let outside = (trusted && !names.is_empty()).then_some(&names[..]);
     let threshold = calibrated(c, &meta, outside);
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
@@ -464,7 +470,7 @@ fn condition(
     net.set_scenario(params.clone()).map_err(from_coupling)?;
     if !outside.is_empty() {
         tracing::warn!(
-            "the job's source lies outside what {} was trained on ({}): its calibration in range does not hold there; {}",
+            "the job's source lies outside what {} was trained on ({}): {}",
             model.display(),
             outside.join(", "),
             if c.out_of_range == "fe" {

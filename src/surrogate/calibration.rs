@@ -38,8 +38,8 @@ pub struct Calibration {
     pub out_of_range: Option<Box<Calibration>>,
     /// In a calibration out of range: its windows again, by regime — the parameters their
     /// scenario lies clearly outside the trained ranges in ([`Conditioning::regime`]).
-    /// Windows of a scenario with no regime (inside, or just outside), or sampled before
-    /// regimes were kept, are in the pooled `scores` only.
+    /// Windows sampled before regimes were kept (which also held scenarios inside or just
+    /// outside the ranges) are in the pooled `scores` only.
     ///
     /// [`Conditioning::regime`]: crate::surrogate::condition::Conditioning::regime
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

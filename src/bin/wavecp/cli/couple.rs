@@ -54,8 +54,9 @@ pub struct CalibrateArgs {
     /// beside the one in range: what a run whose source lies outside them uses with
     /// `coupling.out_of_range = "trust"`. The calibration in range is kept, and so are the
     /// windows of earlier --out-of-range calls: each window is filed under the parameters its
-    /// scenario lies outside the trained ranges in (its regime), and a run takes its own
-    /// regime's threshold.
+    /// scenario lies clearly outside the trained ranges in (its regime; more than 0.25
+    /// half-widths out), and a run takes its own regime's threshold. Windows of a scenario
+    /// inside the ranges or only just outside are left to the calibration in range.
     #[arg(long)]
     pub out_of_range: bool,
     /// With --out-of-range: drop the windows of earlier --out-of-range calls first (start
