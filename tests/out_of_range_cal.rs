@@ -148,9 +148,10 @@ fn a_calibration_out_of_range_keeps_the_one_in_range_and_adds_up_over_regimes() 
     assert!(e.to_string().contains("grid_seam"), "{e}");
 }
 
-/// The threshold a run reports: the calibration out of range's for a source outside the
-/// trained ranges with `trust` — its own regime's, where it has one — the one in range
-/// otherwise (in range, or no calibration out of range, which the run warns about).
+/// The threshold a run reports: the calibration out of range's for a source clearly outside
+/// the trained ranges with `trust` — its own regime's, where it has one — the one in range
+/// otherwise (in range, only just outside, or no calibration out of range, which the run
+/// warns about).
 #[test]
 fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
@@ -192,7 +193,7 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
         "the case does not tell them apart: {t_in} {t_x} {t_pooled}"
     );
     let job = crate::common::repo("examples/fine_square/hybrid_prior.toml");
-    let threshold = |model: &Path, (frequency, x): (&str, &str), trust: bool| {
+    let run = |model: &Path, (frequency, x): (&str, &str), trust: bool| {
         let out = dir.path().join("run.vtkhdf");
         let sets = [
             "mesh.generate.nx=49".to_string(),
@@ -208,8 +209,10 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
             ),
             format!("output.path=\"{}\"", out.display()),
         ];
-        let v = crate::common::solve_json(&job, &sets, &[]);
-        let h = &v["hybrid"];
+        crate::common::solve_json(&job, &sets, &[])["hybrid"].clone()
+    };
+    let threshold = |model: &Path, source: (&str, &str), trust: bool| {
+        let h = run(model, source, trust);
         let from = h["indicator_calibration"].as_str().unwrap().to_string();
         (h["indicator_threshold"].as_f64().unwrap(), from)
     };
@@ -234,6 +237,19 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
     // Only just outside (x = 0.27, trained from 0.28): where the calibration in range's
     // scenarios were drawn (from 0.25), so its threshold.
     assert_eq!(threshold(&with, ("1.5", "0.27"), true), x(t_in, "in_range"));
+    // So it does without `trust` too — the same windows scored, the same decisions — where a
+    // source clearly outside leaves every window to the FE untried; both are reported outside.
+    let windows = |x: &str, trust: bool| {
+        let h = run(&with, ("1.5", x), trust);
+        assert_eq!(h["out_of_range"].as_array().unwrap().len(), 1, "{h}");
+        h["windows"].as_array().unwrap().clone()
+    };
+    let just = windows("0.27", false);
+    assert!(just.iter().all(|w| w[0].is_f64()), "{just:?}");
+    assert_eq!(just, windows("0.27", true));
+    assert!(windows("0.1", false)
+        .iter()
+        .all(|w| w[0].is_null() && w[1] == false));
     assert_eq!(
         threshold(&without, ("1.5", "0.1"), true),
         x(t_in, "in_range")

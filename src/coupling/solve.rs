@@ -412,13 +412,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         None => (vec![], vec![]),
     };
     let trusted = c.out_of_range == "trust";
-    // Only just outside (no regime): where the calibration in range was sampled.
-    if trusted && !out_of_range.is_empty() && names.is_empty() {
-        tracing::info!(
-            "the source lies only just outside the trained ranges (no parameter more than {} half-widths out), as the calibration in range's scenarios may: its threshold is used",
-            crate::surrogate::condition::REGIME_MARGIN
-        );
-    }
+    // Only just outside (no regime) is where the calibration in range was sampled.
     let outside = (trusted && !names.is_empty()).then_some(&names[..]);
     let threshold = calibrated(c, &meta, outside);
     let velocity = match c.velocity.as_str() {
@@ -429,8 +423,8 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     };
     let cfg = HybridConfig {
         stride,
-        // Outside the trained ranges with `fe`: a tolerance of 0 accepts nothing.
-        tolerance: if out_of_range.is_empty() || trusted {
+        // Clearly outside the trained ranges with `fe`: a tolerance of 0 accepts nothing.
+        tolerance: if names.is_empty() || trusted {
             threshold.as_ref().map_or(c.tolerance, |t| t.0)
         } else {
             0.0
@@ -468,19 +462,25 @@ fn condition(
     let params = super::subrun::scenario(cfg)?;
     let outside = cond.outside_training(&params);
     net.set_scenario(params.clone()).map_err(from_coupling)?;
+    let names = cond.regime(&params);
     if !outside.is_empty() {
+        let then = if names.is_empty() {
+            format!(
+                "only just (no parameter more than {} half-widths out, where the dataset's own draws reach), so the calibration in range decides",
+                crate::surrogate::condition::REGIME_MARGIN
+            )
+        } else if c.out_of_range == "fe" {
+            "the FE runs every window (coupling.out_of_range = \"trust\" lets the indicator decide)"
+                .into()
+        } else {
+            "the indicator decides (coupling.out_of_range = \"trust\")".into()
+        };
         tracing::warn!(
-            "the job's source lies outside what {} was trained on ({}): {}",
+            "the job's source lies outside what {} was trained on ({}): {then}",
             model.display(),
             outside.join(", "),
-            if c.out_of_range == "fe" {
-                "the FE runs every window (coupling.out_of_range = \"trust\" lets the indicator decide)"
-            } else {
-                "the indicator decides (coupling.out_of_range = \"trust\")"
-            }
         );
     }
-    let names = cond.regime(&params);
     Ok((outside, names))
 }
 
