@@ -278,6 +278,24 @@ fn calibrate_out_of_range_refuses_what_it_cannot_do() {
     };
     let e = run("models/demo_cp.safetensors", &["--frequency-factor", "1.6"]);
     assert!(e.contains("no calibration of `grid_learned`"), "{e}");
+    // A model not conditioned on its scenario has no ranges to leave.
+    let o = std::process::Command::new(crate::common::wavecp_bin())
+        .args(["--log", "error", "calibrate"])
+        .arg(crate::common::repo("models/fine_full_cp.safetensors"))
+        .arg(&job)
+        .args([
+            "--indicator",
+            "fe_probe",
+            "--out-of-range",
+            "--frequency-factor",
+            "1.6",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("not conditioned"), "{e}");
     let shipped = "models/fine_prior_cp.safetensors";
     let e = run(
         shipped,

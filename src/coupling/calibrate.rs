@@ -88,8 +88,9 @@ pub struct Plan {
 #[derive(Debug, Clone, Default)]
 pub struct Windows {
     pub scenario: Vec<usize>,
-    /// Per scenario, the parameters its source lies outside the model's trained ranges in
-    /// (sorted; empty inside them, or for a model not conditioned on its scenario).
+    /// Per scenario, its regime out of the model's trained ranges (`Conditioning::regime`:
+    /// the parameters clearly outside, sorted; empty inside them or only just outside, or
+    /// for a model not conditioned on its scenario).
     pub outside: Vec<Vec<String>>,
     pub errors: Vec<f64>,
     pub scores: Vec<Vec<f64>>,
@@ -501,8 +502,8 @@ pub struct CalibrationReport {
 }
 
 /// One window sampled by a calibration: which side of the split, its scenario (numbered per
-/// side) and the parameters that scenario lies outside the trained ranges in, the indicator's
-/// value and the true error.
+/// side) and that scenario's regime ([`Windows::outside`]), the indicator's value and the
+/// true error.
 #[derive(Debug, Clone, Serialize)]
 pub struct SampledWindow {
     pub held_out: bool,

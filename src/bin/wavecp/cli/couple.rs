@@ -224,6 +224,11 @@ fn out_of_range(
             a.indicator
         )
     })?;
+    anyhow::ensure!(
+        loaded.meta.conditioning.is_some(),
+        "--out-of-range: {} is not conditioned on its scenario, so it has no trained ranges for a run to leave (a calibration out of them would never be used)",
+        a.model.display()
+    );
     let mut base = base.clone();
     if a.fresh {
         base.out_of_range = None;
