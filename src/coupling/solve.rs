@@ -451,7 +451,10 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
 /// Tells a model conditioned on its scenario the job's source; refused when its prior reflects
 /// off another rectangle than the job's mesh. Returns the source's parameters outside the
 /// model's trained ranges (warned about: what then happens is `coupling.out_of_range`), as
-/// `name = value outside [lo, hi]` and by name.
+/// `name = value outside [lo, hi]`, and its regime ([`Conditioning::regime`]: the names of
+/// those clearly outside).
+///
+/// [`Conditioning::regime`]: crate::surrogate::condition::Conditioning::regime
 fn condition(
     net: &mut NetworkForecaster,
     cond: &crate::surrogate::condition::Conditioning,
@@ -460,9 +463,8 @@ fn condition(
 ) -> Result<(Vec<String>, Vec<String>), DriverError> {
     check_walls(cond, mesh.bbox(), model)?;
     let params = super::subrun::scenario(cfg)?;
-    let outside = cond.outside_training(&params);
-    net.set_scenario(params.clone()).map_err(from_coupling)?;
-    let names = cond.regime(&params);
+    let (outside, names) = (cond.outside_training(&params), cond.regime(&params));
+    net.set_scenario(params).map_err(from_coupling)?;
     if !outside.is_empty() {
         let then = if names.is_empty() {
             format!(
