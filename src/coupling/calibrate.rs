@@ -666,9 +666,12 @@ fn left_out(
     let cal: Vec<&SampledWindow> = (windows.iter())
         .filter(|w| !w.held_out && rule.keeps(w))
         .collect();
-    let n = cal.iter().map(|w| w.scenario + 1).max().unwrap_or(0);
+    // The scenarios with windows kept (out of range, one with no regime has none to check).
+    let mut ids: Vec<usize> = cal.iter().map(|w| w.scenario).collect();
+    ids.sort_unstable();
+    ids.dedup();
     let mut folds = vec![];
-    for k in 0..n {
+    for k in ids {
         let rest: Vec<&SampledWindow> = cal.iter().copied().filter(|w| w.scenario != k).collect();
         let c = match rule.fit((indicator, risk), &rest) {
             Ok(c) => c,

@@ -20,6 +20,7 @@ pub const PARAMS: [&str; 6] = [
 
 /// How far outside its trained range, in half-widths, a parameter must lie to set a scenario's
 /// regime ([`Conditioning::regime`]).
+///
 /// The shipped fine model's trained ranges lie up to 0.13 half-widths inside the ranges its
 /// runs were drawn from (51 training runs do not reach the ends).
 pub const REGIME_MARGIN: f64 = 0.25;

@@ -74,8 +74,10 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Also write the windows this call sampled, one JSON object a line: `held_out`,
-    /// `scenario` (numbered per side), `outside` (the parameters its scenario lies outside
-    /// the trained ranges in), `score` (the indicator) and `error` (the true one).
+    /// `scenario` (numbered per side), `outside` (its scenario's regime: the parameters
+    /// clearly outside the trained ranges; empty inside them or only just outside, such a
+    /// window left out of a calibration out of range), `score` (the indicator) and `error`
+    /// (the true one).
     #[arg(long)]
     pub windows: Option<PathBuf>,
     /// Sample the windows a hybrid run sees: each scenario runs accepting up to N windows in
