@@ -195,8 +195,10 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
             scenarios: 4,
             ..s.clone()
         },
+        // Each left-out fold has one calibration scenario: a risk of 0.5 is the smallest the
+        // rule by scenario meets with it (⌊0.5 · 2⌋ = 1).
         Plan {
-            risk: 0.1,
+            risk: 0.5,
             holdout: 0.5,
             check,
             fit_scenarios: 0,
@@ -207,6 +209,9 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
     .unwrap();
     assert_eq!((rep.calibration_windows, rep.held_out_windows), (8, 8));
     assert_eq!(c.scores.len(), 8);
+    // Each window's scenario kept with it: the rule by scenario holds besides the windows'.
+    assert_eq!((c.scenarios.len(), c.scenario_count()), (8, 2));
+    assert_eq!(rep.calibration_scenarios, 2);
     // The windows `--windows` writes: the calibration side is what the calibration holds,
     // the held-out side what the check counts, scenario by scenario (2 a side, 4 windows each).
     let side = |h: bool| -> Vec<_> { rep.windows.iter().filter(|w| w.held_out == h).collect() };
@@ -232,16 +237,17 @@ fn a_rollout_calibration_samples_the_windows_a_hybrid_run_sees() {
     // tolerance above every error: the other's largest score is the threshold).
     let mut acc = 0;
     for k in 0..2 {
-        let of = |in_k: bool| -> Vec<(f64, f64)> {
+        let of = |in_k: bool| -> Vec<(f64, f64, u32)> {
             side(false)
                 .iter()
                 .filter(|w| (w.scenario == k) == in_k)
-                .map(|w| (w.score, w.error))
+                .map(|w| (w.score, w.error, w.scenario as u32))
                 .collect()
         };
-        let t = wavecp::surrogate::calibration::Calibration::new("fe_probe", 0.1, &of(false))
-            .unwrap()
-            .threshold(1e9);
+        let t =
+            wavecp::surrogate::calibration::Calibration::by_scenario("fe_probe", 0.5, &of(false))
+                .unwrap()
+                .threshold(1e9);
         acc += of(true).iter().filter(|p| p.0 < t).count();
     }
     let l = &rep.leave_one_scenario_out[1];

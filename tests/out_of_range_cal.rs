@@ -25,7 +25,7 @@ fn coarse_dataset(dir: &Path) -> PathBuf {
     p
 }
 
-fn sampling(dir: &Path, model: &Path, factor: f64, source_box: Option<[f64; 4]>) -> Sampling {
+pub fn sampling(dir: &Path, model: &Path, factor: f64, source_box: Option<[f64; 4]>) -> Sampling {
     Sampling {
         model: model.to_path_buf(),
         job: coarse_dataset(dir),
@@ -38,7 +38,7 @@ fn sampling(dir: &Path, model: &Path, factor: f64, source_box: Option<[f64; 4]>)
     }
 }
 
-fn check(factor: f64, source_box: Option<[f64; 4]>) -> Check {
+pub fn check(factor: f64, source_box: Option<[f64; 4]>) -> Check {
     Check {
         frequency_factor: factor,
         source_box,
@@ -47,8 +47,9 @@ fn check(factor: f64, source_box: Option<[f64; 4]>) -> Check {
 
 /// The shipped fine model and its calibration of `grid_learned`, with the windows out of
 /// range pooled only (as sampled before regimes were kept), so that the regimes are the
-/// test's own.
-fn shipped() -> (PathBuf, Calibration) {
+/// test's own, and without scenarios: the windows' rule, which a regime of the one scenario
+/// a call here calibrates with has (tests/scenario_rule.rs has the rule by scenario).
+pub fn shipped() -> (PathBuf, Calibration) {
     let model = crate::common::repo("models/fine_prior_cp.safetensors");
     let mut cal = modelfile::load(&model)
         .unwrap()
@@ -59,7 +60,7 @@ fn shipped() -> (PathBuf, Calibration) {
         .expect("the shipped fine model carries a grid_learned calibration");
     let o = cal.out_of_range.as_mut().expect("and one out of range");
     o.regimes.clear();
-    (model, cal)
+    (model, cal.windows_rule_only())
 }
 
 #[test]

@@ -36,6 +36,8 @@ mod output;
 mod pareto;
 mod probe_short;
 mod scale;
+#[cfg(feature = "hdf5")]
+mod scenario_rule;
 mod sim;
 mod solver;
 mod source;

@@ -8,6 +8,8 @@
 pub mod bench;
 #[cfg(feature = "hdf5")]
 pub mod calibrate;
+#[cfg(feature = "hdf5")]
+mod calibrate_split;
 pub mod error_model;
 pub mod grid_indicators;
 pub mod handback;

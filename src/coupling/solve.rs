@@ -331,10 +331,11 @@ fn calibrated(
     let have = meta.calibrations.indicators();
     match meta.calibrations.get(&c.indicator) {
         Some(cal) => {
-            let (t, from, n) = match (&cal.out_of_range, outside_trusted) {
+            let (t, from, n, m) = match (&cal.out_of_range, outside_trusted) {
                 (Some(o), Some(outside)) => {
                     let (t, basis) = o.threshold_outside(outside, c.tolerance);
-                    (t, basis.label(), o.windows_behind(&basis))
+                    let m = o.scenarios_behind(&basis);
+                    (t, basis.label(), o.windows_behind(&basis), m)
                 }
                 (o, outside) => {
                     if o.is_none() && outside.is_some() {
@@ -344,11 +345,16 @@ fn calibrated(
                         );
                     }
                     let n = cal.scores.len();
-                    (cal.threshold(c.tolerance), "in_range".into(), n)
+                    let m = cal.scenario_count();
+                    (cal.threshold(c.tolerance), "in_range".into(), n, m)
                 }
             };
+            let rule = match m {
+                0 => "the windows' rule".to_string(),
+                m => format!("{m} scenarios, the rule by scenario too"),
+            };
             tracing::info!(
-                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibration {from}: {n} windows, risk {})",
+                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibration {from}: {n} windows, {rule}; risk {})",
                 c.tolerance,
                 c.indicator,
                 cal.risk

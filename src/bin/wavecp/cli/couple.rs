@@ -180,6 +180,7 @@ fn store(
             meta.calibrations.indicators().join(", ")
         );
     }
+    warn_scenarios(report);
     if let Some(path) = &a.windows {
         let mut text = String::new();
         for w in &report.windows {
@@ -191,6 +192,32 @@ fn store(
     }
     println!("{}", serde_json::to_string_pretty(report)?);
     Ok(())
+}
+
+/// Says when the rule by scenario cannot hold (no scenarios kept) or accepts nothing (too
+/// few of them for the risk), for the calibration and each regime.
+#[cfg(feature = "hdf5")]
+fn warn_scenarios(r: &wavecp::coupling::calibrate::CalibrationReport) {
+    let need = r.scenarios_needed;
+    if r.calibration_scenarios == 0 {
+        tracing::warn!(
+            "the calibration keeps no scenarios (an earlier calibration out of range did not): it has the windows' rule alone; --fresh starts it afresh"
+        );
+        return;
+    }
+    let mut few: Vec<(String, usize)> = vec![];
+    if r.regimes.is_empty() && r.calibration_scenarios < need {
+        few.push(("the calibration".into(), r.calibration_scenarios));
+    }
+    for g in r.regimes.iter().filter(|g| g.scenarios < need) {
+        few.push((format!("regime {}", g.outside.join("+")), g.scenarios));
+    }
+    for (what, n) in few {
+        tracing::warn!(
+            "{what} has {n} scenarios: at a risk of {} the rule by scenario needs {need} to accept any window (take more scenarios, or a larger --risk)",
+            r.risk
+        );
+    }
 }
 
 /// `x0,x1,y0,y1` as a box, if given.
