@@ -68,3 +68,42 @@ fn windows_keep_their_scenarios_across_calls_and_the_rule_by_scenario_bounds_the
     }
     assert!(n >= scenarios_needed(0.2) || o2.threshold(0.3) == 0.0);
 }
+
+/// `wavecp calibrate` says when its calibration has too few scenarios for the rule by
+/// scenario to accept anything at its risk, and not when it has enough.
+#[test]
+fn calibrate_warns_of_too_few_scenarios_for_the_risk() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |risk: &str| {
+        let o = std::process::Command::new(crate::common::wavecp_bin())
+            .args(["--log", "warn", "calibrate"])
+            .arg(crate::common::repo("models/demo_cp.safetensors"))
+            .arg(crate::common::repo("examples/indicator_study/dataset.toml"))
+            .args([
+                "--indicator",
+                "fe_probe",
+                "--scenarios",
+                "4",
+                "--risk",
+                risk,
+            ])
+            .args(["--tolerances", "0.5", "--dry-run", "--out"])
+            .arg(dir.path().join("m.safetensors"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (String::from_utf8_lossy(&o.stderr).into_owned(), rep)
+    };
+    let (e, rep) = run("0.1");
+    assert_eq!(rep["calibration_scenarios"], 2);
+    assert!(
+        e.contains("the calibration has 2 scenarios") && e.contains("needs 9"),
+        "{e}"
+    );
+    // Nothing accepted under both rules, what the windows' rule alone would accept beside it.
+    assert_eq!(rep["held_out"][0]["threshold"], 0.0);
+    let (e, rep) = run("0.5");
+    assert!(!e.contains("scenarios: at a risk"), "{e}");
+    assert_eq!(rep["scenarios_needed"], 1);
+}
