@@ -212,6 +212,13 @@ fn warn_scenarios(r: &wavecp::coupling::calibrate::CalibrationReport) {
     for g in r.regimes.iter().filter(|g| g.scenarios < need) {
         few.push((format!("regime {}", g.outside.join("+")), g.scenarios));
     }
+    if need == usize::MAX && !few.is_empty() {
+        tracing::warn!(
+            "at a risk of {} the rule by scenario accepts no window, whatever the tolerance",
+            r.risk
+        );
+        return;
+    }
     for (what, n) in few {
         tracing::warn!(
             "{what} has {n} scenarios: at a risk of {} the rule by scenario needs {need} to accept any window (take more scenarios, or a larger --risk)",
