@@ -102,7 +102,7 @@ pub struct Windows {
     pub indicator_s: Vec<f64>,
 }
 
-fn setup(e: impl std::fmt::Display) -> CouplingError {
+pub(super) fn setup(e: impl std::fmt::Display) -> CouplingError {
     CouplingError::Setup(e.to_string())
 }
 

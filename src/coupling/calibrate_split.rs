@@ -2,15 +2,11 @@
 //! [`Calibration`], the held-out ones check it at each tolerance, and each calibration scenario
 //! left out in turn checks it again; and the report of all three.
 
-use super::calibrate::{sample_fitted, spearman, Check, FitReport, Sampling, Windows};
+use super::calibrate::{sample_fitted, setup, spearman, Check, FitReport, Sampling, Windows};
 use super::error_model::ErrorModel;
 use super::CouplingError;
 use crate::surrogate::calibration::{scenarios_needed, Basis, Calibration, TaggedWindow};
 use serde::Serialize;
-
-fn setup(e: impl std::fmt::Display) -> CouplingError {
-    CouplingError::Setup(e.to_string())
-}
 
 /// How a calibration holds on the held-out windows at one tolerance.
 #[derive(Debug, Clone, Serialize)]
@@ -43,16 +39,26 @@ pub struct WindowsRule {
     pub exceeded_fraction: f64,
 }
 
-/// Per window of `test`, its threshold at `tol` under `rule` from `c`; the windows accepted
-/// and of those the ones above `tol`.
+/// Per window of `test`, its threshold at `tol` under `rule` from `c` (once per regime: it
+/// depends on nothing else); the windows accepted and of those the ones above `tol`.
 fn held_out_at(
     rule: Rule<'_>,
     c: &Calibration,
     test: &[&SampledWindow],
     tol: f64,
 ) -> (Vec<f64>, usize, usize) {
+    let mut known: Vec<(&[String], f64)> = vec![];
     let t: Vec<f64> = (test.iter())
-        .map(|w| rule.threshold(c, &w.outside, tol))
+        .map(
+            |w| match known.iter().find(|k| k.0 == w.outside.as_slice()) {
+                Some(k) => k.1,
+                None => {
+                    let t = rule.threshold(c, &w.outside, tol);
+                    known.push((&w.outside, t));
+                    t
+                }
+            },
+        )
         .collect();
     let (acc, over) = (test.iter().zip(&t))
         .filter(|(w, &t)| w.score < t)
@@ -230,11 +236,8 @@ fn left_out(
             let per: Vec<[usize; 2]> = folds
                 .iter()
                 .map(|(c, mine)| {
-                    let t = mine
-                        .first()
-                        .map_or(0.0, |w| rule.threshold(c, &w.outside, tol));
-                    let acc = mine.iter().filter(|w| w.score < t);
-                    [acc.clone().count(), acc.filter(|w| w.error > tol).count()]
+                    let (_, acc, over) = held_out_at(rule, c, mine, tol);
+                    [acc, over]
                 })
                 .collect();
             let (acc, over) = per.iter().fold((0, 0), |a, p| (a.0 + p[0], a.1 + p[1]));

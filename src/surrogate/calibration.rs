@@ -243,13 +243,17 @@ impl Calibration {
     /// Calibration scenarios behind a threshold of [`Self::threshold_outside`] (0: the
     /// windows' rule alone).
     pub fn scenarios_behind(&self, basis: &Basis) -> usize {
-        let ids = match basis {
-            Basis::Regime(r) => {
-                (self.regimes.iter().find(|x| &x.name() == r)).map_or(&[][..], |x| &x.scenarios)
-            }
-            _ => &self.scenarios,
-        };
-        count_distinct(ids)
+        count_distinct(self.behind(basis).1)
+    }
+
+    /// The indicator values and scenarios of the windows behind `basis`: its regime's (none
+    /// if the calibration has no such regime), else all.
+    fn behind(&self, basis: &Basis) -> (&[f64], &[u32]) {
+        match basis {
+            Basis::Regime(r) => (self.regimes.iter().find(|x| &x.name() == r))
+                .map_or((&[][..], &[][..]), |x| (&x.scores, &x.scenarios)),
+            _ => (&self.scores, &self.scenarios),
+        }
     }
 
     /// Scenarios in the pooled windows (0 without them).
@@ -296,12 +300,7 @@ impl Calibration {
 
     /// The windows behind a threshold of [`Self::threshold_outside`]: its regime's, else all.
     pub fn windows_behind(&self, basis: &Basis) -> usize {
-        match basis {
-            Basis::Regime(r) => {
-                (self.regimes.iter().find(|x| &x.name() == r)).map_or(0, |x| x.scores.len())
-            }
-            _ => self.scores.len(),
-        }
+        self.behind(basis).0.len()
     }
 
     /// In a calibration out of range, the threshold for `tolerance` of a run whose source
