@@ -109,6 +109,12 @@ pub struct CouplingConfig {
     /// stands. Default `false`.
     #[serde(default)]
     pub handback_check: bool,
+    /// With `handback_check`: the loss is charged to the window's tolerance, so that the
+    /// indicator must predict an error below what the loss leaves of it (its threshold at
+    /// `tolerance − loss`): the forecast's error and the grid's loss add up in the field
+    /// handed back. `false`: each is held to the tolerance alone. Default `true`.
+    #[serde(default = "yes")]
+    pub handback_budget: bool,
     /// What a hybrid run does when the job's scenario (a conditioned model's source
     /// parameters) lies outside the ranges the model was trained on, where its calibration
     /// does not hold: `fe` (default: the FE runs every window, with a warning naming the

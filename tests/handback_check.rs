@@ -102,12 +102,16 @@ fn run(limit: Option<f64>, cap: usize, grid: usize) -> (HybridSummary, Vec<f64>)
 }
 
 /// A pulse of width 0.08: sharper than a 9 × 9 grid's spacing.
-fn start(p: &wavecp::solver::Problem) -> Simulation<'static> {
+pub(crate) fn start(p: &wavecp::solver::Problem) -> Simulation<'static> {
     Simulation::serial(pulse_solver(p, 0.5, [0.37, 0.61], 0.08)).unwrap()
 }
 
 /// The FE-only run's frames every `STRIDE` steps up to `last`.
-fn frames_of(p: &wavecp::solver::Problem, t: &ZoneTransfer, last: usize) -> Vec<Vec<f64>> {
+pub(crate) fn frames_of(
+    p: &wavecp::solver::Problem,
+    t: &ZoneTransfer,
+    last: usize,
+) -> Vec<Vec<f64>> {
     let mut s = start(p);
     let mut frames = vec![];
     loop {

@@ -22,6 +22,7 @@ mod fuzz;
 mod grid_learned;
 mod grid_seam;
 mod handback;
+mod handback_budget;
 mod handback_check;
 mod mesh;
 #[cfg(all(feature = "mpi", feature = "hdf5"))]

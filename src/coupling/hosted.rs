@@ -72,13 +72,18 @@ impl HostedHybrid {
             cfg,
             frames,
             estimator,
+            budget,
             ..
         } = &mut self.parts;
         let ind = indicator(&self.indicator, estimator.as_ref())?;
         let state = self.state.take();
         let (summary, st) = hosted.drive(|sim| {
             let net = OnRankZero::new(net.as_mut(), *frames, sim.comm());
+            let at = budget.as_ref().map(|r| move |b| r.at(b));
             let mut h = Hybrid::new(sim, transfer, net, ind, *cfg).map_err(from_coupling)?;
+            if let Some(at) = &at {
+                h = h.with_handback_budget(at);
+            }
             if let Some(s) = state {
                 h = h.resume(s).map_err(from_coupling)?;
             }

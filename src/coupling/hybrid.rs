@@ -4,7 +4,8 @@
 //! The FE run records a frame on the zone grid every `stride` steps. After a warm-up of `t_in`
 //! frames by the FE, each window of `t_out` frames goes: forecast from the last `t_in` frames;
 //! indicator; **accept** (indicator below the tolerance, fewer than `max_consecutive`
-//! accepted in a row, and with [`HybridConfig::handback_limit`] a hand-back loss below it) →
+//! accepted in a row, and with [`HybridConfig::handback_limit`] a hand-back loss below it,
+//! with [`Hybrid::with_handback_budget`] the indicator below what that loss leaves) →
 //! the last forecast frame goes back to the mesh with a velocity from the last frames
 //! ([`super::handback`]) and the FE continues from there, `t_out · stride` steps later;
 //! **reject** → the FE runs the window itself, from its state untouched by the try. A
@@ -289,6 +290,8 @@ pub struct Hybrid<'s, 'c, F: Forecaster, I: Indicator> {
     times: Times,
     /// Mesh fields reused by every hand-back.
     scratch: (Vec<f64>, Vec<f64>),
+    /// [`Hybrid::with_handback_budget`]'s threshold for a tolerance.
+    budget: Option<&'s dyn Fn(f64) -> f64>,
 }
 
 /// Where a hybrid run's time goes.
@@ -358,7 +361,23 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             started: false,
             times: Times::default(),
             scratch: Default::default(),
+            budget: None,
         })
+    }
+
+    /// Charges the hand-back's loss to the window that incurs it (with
+    /// [`HybridConfig::handback_limit`]): a window the indicator trusts that starts from the
+    /// FE's own state, where the loss is measured, is accepted only if its value is also below
+    /// `threshold_at(limit − loss)`, the threshold of what the loss leaves of the tolerance
+    /// (`threshold_at(limit)` being [`HybridConfig::tolerance`]). The forecast's error and the
+    /// grid's loss add up in the field handed back; bounding each by the tolerance alone lets
+    /// their sum reach twice it. The windows after it start from what the grid holds and are
+    /// not charged again: refusing one of them does not bring the lost part back (the FE then
+    /// runs on from the handed-back field), and measured it made runs worse (docs/coupling.md).
+    /// `threshold_at` must be the same function on every rank.
+    pub fn with_handback_budget(mut self, threshold_at: &'s dyn Fn(f64) -> f64) -> Self {
+        self.budget = Some(threshold_at);
+        self
     }
 
     /// Continues from `state` (a checkpoint's), the simulation being restored to the step it
@@ -519,7 +538,9 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         let score = tried.as_ref().map(|t| t.0);
         let trusted = tried.filter(|(score, _, _)| *score < self.cfg.tolerance);
         let accepted = match (&trusted, self.cfg.handback_limit) {
-            (Some((_, _, factor)), Some(limit)) if self.handback_loss(*factor)? >= limit => {
+            (Some((score, _, factor)), Some(limit))
+                if !self.hands_back(*score, *factor, limit)? =>
+            {
                 self.st.handback_refused += 1;
                 None
             }
@@ -657,6 +678,26 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         self.times.indicator += t.elapsed();
         let factor = self.scale(past);
         Ok((score * factor, forecast, factor))
+    }
+
+    /// Whether a window the indicator trusts (its value `score`) may be handed back under the
+    /// hand-back limit: its loss below `limit`, and with a budget, where the loss was
+    /// measured (the window starts from the FE's own state), its value below the threshold
+    /// of what the loss leaves.
+    fn hands_back(&mut self, score: f64, factor: f64, limit: f64) -> Result<bool, CouplingError> {
+        let loss = self.handback_loss(factor)?;
+        if loss >= limit {
+            return Ok(false);
+        }
+        let measured_here =
+            self.st.handback_losses.last().map(|l| l.0) == Some(self.st.windows.len());
+        let Some(at) = self.budget.filter(|_| measured_here) else {
+            return Ok(true);
+        };
+        let t = Instant::now();
+        let within = score < at(limit - loss);
+        self.times.indicator += t.elapsed();
+        Ok(within)
     }
 
     /// The hand-back's loss in the tolerance's unit (`factor`: the window's error scale),

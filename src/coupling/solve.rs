@@ -31,6 +31,7 @@ use crate::sim::extras::{lock, ExtraField, ExtraFrame, ExtraStep, Extras, Shared
 use crate::sim::{
     AfterStep, Control, Coupled, DriverError, Observer, RunOptions, RunSummary, Simulation,
 };
+use crate::surrogate::calibration::ThresholdRule;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -304,6 +305,9 @@ struct Parts {
     out_of_range: Vec<String>,
     /// The error model of a learned indicator.
     estimator: Option<ErrorModel>,
+    /// With `coupling.handback_budget`: the rule for the threshold of what the hand-back's
+    /// loss leaves of the tolerance.
+    budget: Option<ThresholdRule>,
 }
 
 /// The error model the model file's calibration of `indicator` carries, if any.
@@ -322,20 +326,25 @@ pub fn fitted<'m>(
 /// bounds the raw indicator value). For a source outside the trained ranges in the
 /// parameters `outside` run with `trust`, the calibration out of the ranges
 /// (`wavecp calibrate --out-of-range`) as [`Calibration::threshold_outside`] picks it when
-/// the model has one, else (warned) the one in range.
+/// the model has one, else (warned) the one in range. Also the rule that gave it, for other
+/// tolerances ([`ThresholdRule::Raw`] without a calibration).
 fn calibrated(
     c: &CouplingConfig,
     meta: &crate::surrogate::modelfile::ModelMeta,
     outside_trusted: Option<&[String]>,
-) -> Option<(f64, String)> {
+) -> (Option<(f64, String)>, ThresholdRule) {
     let have = meta.calibrations.indicators();
     match meta.calibrations.get(&c.indicator) {
         Some(cal) => {
-            let (t, from, n, m) = match (&cal.out_of_range, outside_trusted) {
+            let (t, from, n, m, rule) = match (&cal.out_of_range, outside_trusted) {
                 (Some(o), Some(outside)) => {
                     let (t, basis) = o.threshold_outside(outside, c.tolerance);
                     let m = o.scenarios_behind(&basis);
-                    (t, basis.label(), o.windows_behind(&basis), m)
+                    let rule = ThresholdRule::Outside {
+                        calibration: (**o).clone(),
+                        outside: outside.to_vec(),
+                    };
+                    (t, basis.label(), o.windows_behind(&basis), m, rule)
                 }
                 (o, outside) => {
                     if o.is_none() && outside.is_some() {
@@ -346,27 +355,28 @@ fn calibrated(
                     }
                     let n = cal.scores.len();
                     let m = cal.scenario_count();
-                    (cal.threshold(c.tolerance), "in_range".into(), n, m)
+                    let rule = ThresholdRule::InRange(cal.clone());
+                    (cal.threshold(c.tolerance), "in_range".into(), n, m, rule)
                 }
             };
-            let rule = match m {
+            let named = match m {
                 0 => "the windows' rule".to_string(),
                 m => format!("{m} scenarios, the rule by scenario too"),
             };
             tracing::info!(
-                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibration {from}: {n} windows, {rule}; risk {})",
+                "tolerance {} (window error, relative L2) -> {} below {t:.4e} (calibration {from}: {n} windows, {named}; risk {})",
                 c.tolerance,
                 c.indicator,
                 cal.risk
             );
-            Some((t, from))
+            (Some((t, from)), rule)
         }
         None if have.is_empty() => {
             tracing::warn!(
                 "the model carries no calibration (wavecp calibrate): the tolerance bounds the raw `{}` value",
                 c.indicator
             );
-            None
+            (None, ThresholdRule::Raw)
         }
         None => {
             tracing::warn!(
@@ -374,7 +384,7 @@ fn calibrated(
                 have.join(", "),
                 c.indicator
             );
-            None
+            (None, ThresholdRule::Raw)
         }
     }
 }
@@ -420,7 +430,18 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
     let trusted = c.out_of_range == "trust";
     // Only just outside (no regime) is where the calibration in range was sampled.
     let outside = (trusted && !names.is_empty()).then_some(&names[..]);
-    let threshold = calibrated(c, &meta, outside);
+    let (threshold, rule) = calibrated(c, &meta, outside);
+    if c.handback_check {
+        tracing::info!(
+            "hand-back check: a window is refused when handing the field to the grid and back loses {} or more{}",
+            c.tolerance,
+            if c.handback_budget {
+                ", or when its indicator is above the threshold of what that loss leaves of the tolerance"
+            } else {
+                " (the loss not charged to the tolerance: coupling.handback_budget = false)"
+            }
+        );
+    }
     let velocity = match c.velocity.as_str() {
         "two_frames" => VelocityEstimate::TwoFrames,
         "fit" => VelocityEstimate::Fit(net.t_out() + 1),
@@ -451,6 +472,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         threshold,
         out_of_range,
         estimator: fitted(&meta, &c.indicator).cloned(),
+        budget: (c.handback_check && c.handback_budget).then_some(rule),
     })
 }
 
@@ -523,6 +545,8 @@ pub(super) struct OnRanks {
     pub threshold: Option<(f64, String)>,
     pub out_of_range: Vec<String>,
     pub estimator: Option<ErrorModel>,
+    /// [`Parts`]'s budget rule, on every rank.
+    pub budget: Option<ThresholdRule>,
     /// Where the network runs (rank 0; `None` elsewhere).
     pub network_device: Option<String>,
 }
@@ -554,6 +578,9 @@ pub(super) fn parts_on(
         Option<(f64, String)>,
         Vec<String>,
         Option<ErrorModel>,
+        // The budget rule as JSON: its calibration's optional fields are skipped when empty,
+        // which bincode cannot read back.
+        Option<String>,
     );
     let mut head = match &root {
         Some(Ok(p)) => crate::comm::to_bytes(&Ok::<Told, String>((
@@ -563,6 +590,9 @@ pub(super) fn parts_on(
             p.threshold.clone(),
             p.out_of_range.clone(),
             p.estimator.clone(),
+            p.budget
+                .as_ref()
+                .map(|r| serde_json::to_string(r).unwrap_or_default()),
         ))),
         Some(Err(e)) => crate::comm::to_bytes(&Err::<Told, _>(e.to_string())),
         None => vec![],
@@ -576,8 +606,14 @@ pub(super) fn parts_on(
         None => (None, None),
     };
     let network_device = net.as_ref().map(NetworkForecaster::device);
-    let (cfg, t_in, t_out, threshold, out_of_range, estimator) =
+    let (cfg, t_in, t_out, threshold, out_of_range, estimator, budget) =
         told.map_err(DriverError::OtherRank)?;
+    let budget = match budget {
+        Some(json) => {
+            Some(serde_json::from_str(&json).map_err(|e| err(format!("set-up from rank 0: {e}")))?)
+        }
+        None => None,
+    };
     let transfer = ZoneTransfer::distribute(whole, sim.layout(), comm).map_err(err)?;
     Ok(OnRanks {
         transfer,
@@ -587,6 +623,7 @@ pub(super) fn parts_on(
         threshold,
         out_of_range,
         estimator,
+        budget,
         network_device,
     })
 }
@@ -656,7 +693,11 @@ fn drive<'c>(
     }
     let net = OnRankZero::new(parts.net.as_mut(), parts.frames, comm);
     let ind = indicator(&c.indicator, parts.estimator.as_ref())?;
+    let at = parts.budget.as_ref().map(|r| move |b| r.at(b));
     let mut h = Hybrid::new(sim, &parts.transfer, net, ind, parts.cfg).map_err(from_coupling)?;
+    if let Some(at) = &at {
+        h = h.with_handback_budget(at);
+    }
     if let Some(s) = saved {
         (ctx.landed_at, ctx.score) = (s.landed_at, s.score);
         h = h.resume(s.hybrid).map_err(from_coupling)?;

@@ -109,6 +109,40 @@ impl Basis {
     }
 }
 
+/// How a run turns a tolerance into an indicator threshold, kept whole so that a window can
+/// be held to less than the run's tolerance: what the hand-back's loss leaves of it
+/// (`coupling.handback_budget`). Monotone: a smaller tolerance never gets a larger threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ThresholdRule {
+    /// No calibration of the indicator: the tolerance bounds its raw value.
+    Raw,
+    /// The calibration in range.
+    InRange(Calibration),
+    /// A calibration out of range, for a run outside in the parameters `outside`
+    /// ([`Calibration::threshold_outside`]).
+    Outside {
+        calibration: Calibration,
+        outside: Vec<String>,
+    },
+}
+
+impl ThresholdRule {
+    /// The threshold for `tolerance` (0 for a tolerance of 0 or below).
+    pub fn at(&self, tolerance: f64) -> f64 {
+        if tolerance <= 0.0 {
+            return 0.0;
+        }
+        match self {
+            ThresholdRule::Raw => tolerance,
+            ThresholdRule::InRange(c) => c.threshold(tolerance),
+            ThresholdRule::Outside {
+                calibration,
+                outside,
+            } => calibration.threshold_outside(outside, tolerance).0,
+        }
+    }
+}
+
 /// One window sampled out of range: its scenario's regime (sorted; empty: none), its
 /// indicator value, its true error and its scenario (numbered within the call).
 #[derive(Debug, Clone, PartialEq)]
@@ -645,6 +679,41 @@ mod tests {
         assert_eq!(c.scenario_count(), 0);
         assert!(c.regimes.iter().all(|r| r.scenarios.is_empty()));
         assert_eq!(c.scores.len(), 40);
+    }
+
+    #[test]
+    fn a_threshold_rule_gives_its_calibrations_thresholds_and_never_more_for_less() {
+        let c = Calibration::by_scenario("grid_learned", 0.1, &one_scenario_off()).unwrap();
+        let mut w = tagged(&["frequency"], &windows(0.35, 0.0));
+        w.extend(tagged(&["source_x"], &windows(0.65, 0.001)));
+        // One scenario a regime: the windows' rule (the rule by scenario accepts nothing).
+        let o =
+            (Calibration::out_of_range(None, "grid_learned", 0.1, &w).unwrap()).windows_rule_only();
+        let both = names(&["source_x", "frequency"]);
+        let rules = [
+            ThresholdRule::Raw,
+            ThresholdRule::InRange(c.clone()),
+            ThresholdRule::Outside {
+                calibration: o.clone(),
+                outside: both.clone(),
+            },
+        ];
+        let tols: Vec<f64> = (0..=60).map(|k| k as f64 * 0.01).collect();
+        for r in &rules {
+            assert_eq!((r.at(0.0), r.at(-0.1)), (0.0, 0.0));
+            // Every rank reads the rule back from JSON (the set-up's broadcast).
+            let back: ThresholdRule =
+                serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap();
+            assert_eq!(&back, r);
+            let at: Vec<f64> = tols.iter().map(|&t| r.at(t)).collect();
+            assert!(at.windows(2).all(|p| p[0] <= p[1]), "{r:?}: {at:?}");
+            assert!(at[60] > at[1], "{r:?}: {at:?}");
+        }
+        for &t in &tols[1..] {
+            assert_eq!(rules[0].at(t), t);
+            assert_eq!(rules[1].at(t), c.threshold(t));
+            assert_eq!(rules[2].at(t), o.threshold_outside(&both, t).0);
+        }
     }
 
     #[test]
