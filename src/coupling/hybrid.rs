@@ -695,9 +695,14 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             return Ok(true);
         };
         let t = Instant::now();
-        let within = score < at(limit - loss);
+        let threshold = at(limit - loss);
         self.times.indicator += t.elapsed();
-        Ok(within)
+        tracing::debug!(
+            "window {}: hand-back loss {loss:.4e} leaves {:.4e} of the tolerance, threshold {threshold:.4e}, indicator {score:.4e}",
+            self.st.windows.len(),
+            limit - loss
+        );
+        Ok(score < threshold)
     }
 
     /// The hand-back's loss in the tolerance's unit (`factor`: the window's error scale),
