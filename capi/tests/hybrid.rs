@@ -224,6 +224,43 @@ fn summary_is_solves(
     assert_eq!(listed, hy.out_of_range.len());
 }
 
+/// The demo's job on a 31 × 31 mesh at a tolerance of 0.1 with the hand-back check, where the
+/// hand-back loses 7-10 % of the field: a host charges the loss to the tolerance as `wavecp
+/// solve` does (the same windows, scores and field), and `coupling.handback_budget = false`
+/// set through the ABI decides otherwise.
+#[test]
+fn a_host_charges_the_hand_back_loss_as_wavecp_solve_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets: Vec<String> = [
+        "output.path=\"\"",
+        "mesh.generate.nx=30",
+        "mesh.generate.ny=30",
+        "coupling.tolerance=0.1",
+        "coupling.handback_check=true",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cfg = wavecp::coupling::solve::demo_config(&model(), &sets).unwrap();
+    let p = dir.path().join("fine.toml");
+    std::fs::write(&p, toml::to_string(&cfg).unwrap()).unwrap();
+    let cfg = wavecp::config::Config::load(&p, &[]).unwrap();
+    let (run, hy) =
+        wavecp::coupling::solve::run_hybrid(&cfg, dir.path(), &Default::default(), &Serial)
+            .unwrap();
+    assert!(hy.handback_refused > 0, "{:?}", hy.handback_losses);
+    let host = Host::new(&p, &[]);
+    let last = host.steps();
+    assert_eq!(last as usize, run.steps);
+    host.advance(last);
+    summary_is_solves(&host.summary(), &hy, last);
+    let unbudgeted = Host::new(&p, &["coupling.handback_budget=false"]);
+    unbudgeted.advance(last);
+    let (v, w) = (unbudgeted.summary(), host.summary());
+    assert_ne!(v["hybrid"]["windows"], w["hybrid"]["windows"]);
+    assert!(!same_bits(&unbudgeted.field(), &host.field()));
+}
+
 /// `wavecp_sim_summary_json` on a job without `[coupling]` and with a buffer too small.
 #[test]
 fn the_summary_names_the_mode_and_refuses_a_short_buffer() {
