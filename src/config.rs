@@ -109,10 +109,12 @@ pub struct CouplingConfig {
     /// stands. Default `false`.
     #[serde(default)]
     pub handback_check: bool,
-    /// With `handback_check`: the loss is charged to the window's tolerance, so that the
-    /// indicator must predict an error below what the loss leaves of it (its threshold at
-    /// `tolerance − loss`): the forecast's error and the grid's loss add up in the field
-    /// handed back. `false`: each is held to the tolerance alone. Default `true`.
+    /// With `handback_check`: the loss is charged to the tolerance of the window that incurs
+    /// it (one starting from the FE's own state, where it is measured), so that the indicator
+    /// must predict an error below what the loss leaves (its threshold at `tolerance − loss`):
+    /// the forecast's error and the grid's loss add up in the field handed back. The windows
+    /// after an accepted one are not charged again. `false`: each is held to the tolerance
+    /// alone. Default `true`.
     #[serde(default = "yes")]
     pub handback_budget: bool,
     /// What a hybrid run does when the job's scenario (a conditioned model's source

@@ -583,17 +583,22 @@ pub(super) fn parts_on(
         Option<String>,
     );
     let mut head = match &root {
-        Some(Ok(p)) => crate::comm::to_bytes(&Ok::<Told, String>((
-            p.cfg,
-            p.net.t_in(),
-            p.net.t_out(),
-            p.threshold.clone(),
-            p.out_of_range.clone(),
-            p.estimator.clone(),
-            p.budget
-                .as_ref()
-                .map(|r| serde_json::to_string(r).unwrap_or_default()),
-        ))),
+        Some(Ok(p)) => {
+            let budget = (p.budget.as_ref().map(serde_json::to_string).transpose())
+                .map_err(|e| format!("the hand-back budget's rule does not serialize: {e}"));
+            let told: Result<Told, String> = budget.map(|b| {
+                (
+                    p.cfg,
+                    p.net.t_in(),
+                    p.net.t_out(),
+                    p.threshold.clone(),
+                    p.out_of_range.clone(),
+                    p.estimator.clone(),
+                    b,
+                )
+            });
+            crate::comm::to_bytes(&told)
+        }
         Some(Err(e)) => crate::comm::to_bytes(&Err::<Told, _>(e.to_string())),
         None => vec![],
     };
