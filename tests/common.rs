@@ -79,6 +79,14 @@ pub fn solve_cli<'a>(
     c.output().unwrap()
 }
 
+/// The JSON a `wavecp` command that must succeed printed.
+#[cfg(feature = "hdf5")]
+pub fn json_of(mut c: std::process::Command) -> serde_json::Value {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// `wavecp solve JOB --set S ... FLAGS --json` that must succeed: its report.
 #[cfg(feature = "hdf5")]
 pub fn solve_json(job: &std::path::Path, sets: &[String], flags: &[&str]) -> serde_json::Value {
@@ -87,9 +95,8 @@ pub fn solve_json(job: &std::path::Path, sets: &[String], flags: &[&str]) -> ser
     for s in sets {
         c.args(["--set", s]);
     }
-    let o = c.args(flags).arg("--json").output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
+    c.args(flags).arg("--json");
+    json_of(c)
 }
 
 /// [`solve_cli`] that must succeed: its standard output.

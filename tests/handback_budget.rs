@@ -165,16 +165,8 @@ fn the_demo_charges_the_hand_back_loss_to_its_calibrated_tolerance() {
         for s in sets {
             cmd.args(["--set", s]);
         }
-        let out = cmd
-            .args(["--set", &format!("coupling.handback_budget={budget}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        cmd.args(["--set", &format!("coupling.handback_budget={budget}")]);
+        let v = crate::common::json_of(cmd);
         serde_json::from_value::<Demo>(v["hybrid"].clone()).unwrap()
     };
     let (on, off) = (demo(true), demo(false));
