@@ -685,12 +685,10 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
     /// measured (the window starts from the FE's own state), its value below the threshold
     /// of what the loss leaves.
     fn hands_back(&mut self, score: f64, factor: f64, limit: f64) -> Result<bool, CouplingError> {
-        let loss = self.handback_loss(factor)?;
+        let (loss, measured_here) = self.handback_loss(factor)?;
         if loss >= limit {
             return Ok(false);
         }
-        let measured_here =
-            self.st.handback_losses.last().map(|l| l.0) == Some(self.st.windows.len());
         let Some(at) = self.budget.filter(|_| measured_here) else {
             return Ok(true);
         };
@@ -708,10 +706,11 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
     /// The hand-back's loss in the tolerance's unit (`factor`: the window's error scale),
     /// measured when the FE computed the state the window starts from; else the last one
     /// measured stands, as a state handed back would show no loss whatever the field lost.
-    fn handback_loss(&mut self, factor: f64) -> Result<f64, CouplingError> {
+    /// Also whether it was measured here.
+    fn handback_loss(&mut self, factor: f64) -> Result<(f64, bool), CouplingError> {
         let own = self.st.in_a_row == 0 && self.st.newest == self.sim.steps_done();
         if let (false, Some(&(_, l))) = (own, self.st.handback_losses.last()) {
-            return Ok(l);
+            return Ok((l, false));
         }
         let t = Instant::now();
         let g = self
@@ -723,7 +722,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             .handback_losses
             .push((self.st.windows.len(), loss * factor));
         self.times.indicator += t.elapsed();
-        Ok(loss * factor)
+        Ok((loss * factor, true))
     }
 
     /// Runs the FE over the window the forecast covers, from the current state, and records
