@@ -152,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 error_scale: ErrorScale::Window,
                 audit_every: 0,
                 handback_limit: None,
+                retake_velocity: None,
             };
             let mut h = Hybrid::new(&mut sim, t, oracle, Trusting, hcfg)?;
             let mut errors = vec![];

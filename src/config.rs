@@ -85,6 +85,14 @@ pub struct CouplingConfig {
     /// frames before its end and the FE runs those two).
     #[serde(default = "default_velocity")]
     pub velocity: String,
+    /// When the FE takes a window right after a hand-back whose `velocity` reads only frames up
+    /// to the one handed back (all but `central4`): `central4` (default) forms that velocity
+    /// again by the central difference around the frame, from the frames before it and the
+    /// first two of the refused window's forecast (one is made when the window was not tried:
+    /// the cap, the run's end); `none` keeps the one-sided velocity, whose error the FE then
+    /// carries on and, in 2-D, grows (docs/coupling.md, "The FE's retake").
+    #[serde(default = "default_retake_velocity")]
+    pub retake_velocity: String,
     /// What `tolerance` is relative to: `window` (default: the window's own field, the
     /// calibration's unit) or `run` (the largest field of the run so far, the unit of
     /// `max_rel_l2_error`: quiet windows after the wave has passed are then judged by their
@@ -161,6 +169,10 @@ fn default_indicator() -> String {
 
 fn default_velocity() -> String {
     "bdf2".into()
+}
+
+fn default_retake_velocity() -> String {
+    "central4".into()
 }
 
 /// The indicators `[coupling] indicator` may name.
@@ -424,6 +436,12 @@ impl Config {
                     "`{}` is none of bdf2, two_frames, fit, central4",
                     c.velocity
                 ),
+            ));
+        }
+        if !["central4", "none"].contains(&c.retake_velocity.as_str()) {
+            return Err(invalid(
+                "coupling.retake_velocity",
+                format!("`{}` is none of central4, none", c.retake_velocity),
             ));
         }
         if !["hybrid", "submodel"].contains(&c.mode.as_str()) {

@@ -436,6 +436,7 @@ pub(crate) mod hybrid {
             error_scale: ErrorScale::Window,
             audit_every: 0,
             handback_limit: None,
+            retake_velocity: None,
         }
     }
 
@@ -836,6 +837,7 @@ pub(crate) mod hybrid {
             ("velocity = \"euler\"\n", "coupling.velocity"),
             ("device = \"tpu\"\n", "coupling.device"),
             ("error_scale = \"global\"\n", "coupling.error_scale"),
+            ("retake_velocity = \"bdf2\"\n", "coupling.retake_velocity"),
         ] {
             let e = wavecp::config::Config::from_toml(&text(extra), "job", &[])
                 .unwrap_err()

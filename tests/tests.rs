@@ -36,6 +36,7 @@ mod output;
 #[cfg(feature = "hdf5")]
 mod pareto;
 mod probe_short;
+mod retake;
 mod scale;
 #[cfg(feature = "hdf5")]
 mod scenario_rule;

@@ -199,6 +199,7 @@ fn hybrid(
         error_scale: ErrorScale::Window,
         audit_every: 0,
         handback_limit: None,
+        retake_velocity: None,
     };
     let mut sim = simulation(problem, dt)?;
     let mut h = Hybrid::new(&mut sim, &transfer, net, indicator, cfg)?;

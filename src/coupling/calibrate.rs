@@ -410,6 +410,7 @@ fn sample_rollout(
         error_scale: ErrorScale::Window,
         audit_every: 1,
         handback_limit: None,
+        retake_velocity: None,
     };
     for scenario in 0..s.scenarios {
         let (mut sim, params) = scenario_sim(s, (&job, base), &mut pick)?;

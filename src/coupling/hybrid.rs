@@ -26,6 +26,8 @@ use crate::sim::{Control, Observer, Simulation};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+mod landing;
+
 /// What forecasts frames: the network, or in tests an oracle.
 pub trait Forecaster {
     /// Frames a forecast reads.
@@ -128,6 +130,13 @@ pub struct HybridConfig {
     /// last measured value stands.
     #[serde(default)]
     pub handback_limit: Option<f64>,
+    /// `Some(est)`: when the FE takes a window right after a hand-back whose velocity has no
+    /// lag (`bdf2`, `two_frames`, `fit`), that velocity is formed again by `est` (a central
+    /// difference) around the frame handed back, from the frames before it and the first of
+    /// the refused window's forecast; also before the FE runs what is left of the run after
+    /// the last window. `None`: the FE carries the one-sided velocity on.
+    #[serde(default)]
+    pub retake_velocity: Option<VelocityEstimate>,
 }
 
 /// An accepted window the FE re-ran to measure the forecast's true error.
@@ -492,6 +501,9 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             }
         }
         if !stopped {
+            if self.sim.steps_done() < last {
+                self.retake(t_in, window, None)?;
+            }
             stopped = self.fe_to(last, shared, observers)?;
         }
         let windows = &self.st.windows;
@@ -536,28 +548,35 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             Some(self.try_window(t_in)?)
         };
         let score = tried.as_ref().map(|t| t.0);
-        let trusted = tried.filter(|(score, _, _)| *score < self.cfg.tolerance);
-        let accepted = match (&trusted, self.cfg.handback_limit) {
-            (Some((score, _, factor)), Some(limit))
-                if !self.hands_back(*score, *factor, limit)? =>
+        let trusted = tried
+            .as_ref()
+            .filter(|(score, _, _)| *score < self.cfg.tolerance);
+        let accepted = match (trusted, self.cfg.handback_limit) {
+            (Some(&(score, _, factor)), Some(limit))
+                if !self.hands_back(score, factor, limit)? =>
             {
                 self.st.handback_refused += 1;
-                None
+                false
             }
-            _ => trusted,
+            (t, _) => t.is_some(),
         };
-        if let Some((score, forecast, factor)) = &accepted {
+        if let (true, Some((score, forecast, factor))) = (accepted, &tried) {
             let n = self.st.windows.iter().filter(|w| w.1).count() + 1;
             if self.cfg.audit_every > 0 && n.is_multiple_of(self.cfg.audit_every) {
                 self.audit(forecast, *score, *factor)?;
             }
         }
-        self.st.windows.push((score, accepted.is_some()));
+        if !accepted {
+            // Before the window is counted: whether the FE takes it from a hand-back reads
+            // the windows so far.
+            self.retake(t_in, window, tried.as_ref().map(|t| &t.1[..]))?;
+        }
+        self.st.windows.push((score, accepted));
         // The surrogate's part: the window, less the frames a central velocity reads after the
         // frame handed back (the FE then runs them, frame by frame).
         let lands = window - self.cfg.velocity.lag() * self.cfg.stride;
-        shared.window(start..start + lands, score, accepted.is_some());
-        match accepted {
+        shared.window(start..start + lands, score, accepted);
+        match tried.filter(|_| accepted) {
             Some((_, forecast, _)) => {
                 self.frames_inside(start, &forecast, shared)?;
                 self.hand_back(forecast, lands)?;
@@ -646,26 +665,9 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
     /// The forecast of the next window, its indicator value in the tolerance's unit, and the
     /// error scale's factor.
     fn try_window(&mut self, t_in: usize) -> Result<(f64, Vec<Vec<f64>>, f64), CouplingError> {
+        let forecast = self.forecast(t_in)?;
         let kept: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
         let past = &kept[kept.len() - t_in..];
-        let t = Instant::now();
-        // The oldest input frame's time, for a model conditioned on time and scenario.
-        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
-        self.forecaster
-            .set_input_time(self.sim.time() - (t_in - 1) as f64 * frame_dt);
-        let forecast = self.forecaster.forecast(past)?;
-        self.times.inference += t.elapsed();
-        if forecast.len() != self.forecaster.t_out()
-            || forecast.iter().any(|f| f.len() != past[0].len())
-        {
-            return Err(CouplingError::Setup(format!(
-                "the forecaster gave {} frames of {} values; {} of {} were expected",
-                forecast.len(),
-                forecast.first().map_or(0, Vec::len),
-                self.forecaster.t_out(),
-                past[0].len()
-            )));
-        }
         let t = Instant::now();
         let score = self.indicator.score(WindowView {
             sim: &mut *self.sim,
@@ -777,42 +779,6 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
                 }
             }
         }
-    }
-
-    /// The FE continues from the forecast's frame `lag` before its last, `window` steps on.
-    fn hand_back(
-        &mut self,
-        mut forecast: Vec<Vec<f64>>,
-        window: usize,
-    ) -> Result<(), CouplingError> {
-        let t = Instant::now();
-        let est = self.cfg.velocity;
-        let k = est.frames();
-        let mut seq: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
-        seq.extend(forecast.iter().map(|f| &f[..]));
-        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
-        let v_grid = est.velocity(&seq, frame_dt).ok_or_else(|| {
-            CouplingError::Setup(format!("{k} frames are needed for the velocity"))
-        })?;
-        // Into buffers kept from the last hand-back: two fresh mesh fields a window would be
-        // page faults on every hand-back. Nodes outside the grid keep the current field.
-        let (mut u, mut v) = std::mem::take(&mut self.scratch);
-        u.clear();
-        u.extend_from_slice(self.sim.u());
-        v.clear();
-        v.resize(u.len(), 0.0);
-        self.transfer
-            .to_mesh_pair([seq[seq.len() - 1 - est.lag()], &v_grid], [&mut u, &mut v])?;
-        let step = self.sim.steps_done() + window;
-        self.sim.start_from(&u, &v, step)?;
-        self.scratch = (u, v);
-        forecast.truncate(forecast.len() - est.lag());
-        for f in forecast {
-            self.push(f);
-        }
-        self.st.newest = step;
-        self.times.transfer += t.elapsed();
-        Ok(())
     }
 }
 

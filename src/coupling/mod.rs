@@ -10,6 +10,8 @@ pub mod bench;
 pub mod calibrate;
 #[cfg(feature = "hdf5")]
 mod calibrate_split;
+#[cfg(feature = "hdf5")]
+mod demo;
 pub mod error_model;
 pub mod grid_indicators;
 pub mod handback;

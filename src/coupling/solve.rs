@@ -14,6 +14,7 @@
 //! `u_diff = |u − u_ref|`. Checkpoints keep the hybrid's state (its frames and counters) and
 //! the reference's error so far, so a restarted run continues bit for bit.
 
+pub use super::demo::demo_config;
 use super::error_model::ErrorModel;
 use super::grid_indicators::{GridLearned, GridSmoothness};
 use super::handback::VelocityEstimate;
@@ -79,52 +80,6 @@ pub fn indicator(
         }
         other => return Err(err(format!("no indicator `{other}`"))),
     })
-}
-
-/// The hybrid demo (`wavecp demo`): the indicator study's 15 × 15 unit square with absorbing
-/// sides and an in-distribution Ricker source, 100 steps, the surrogate `model` (the shipped
-/// `models/demo_cp.safetensors`: trained and calibrated on that square by
-/// `scripts/make-demo-model`) with the FE probe; `overrides` as `--set` gives them.
-pub fn demo_config(
-    model: &Path,
-    overrides: &[String],
-) -> Result<Config, crate::config::ConfigError> {
-    let text = format!(
-        r#"[mesh.generate]
-shape = "quad"
-nx = 15
-ny = 15
-[material]
-c = 1.0
-[[boundary]]
-tags = ["left", "right", "top", "bottom"]
-kind = "absorbing"
-[[source]]
-position = [0.45, 0.55]
-frequency = 2.0
-amplitude = 1.0
-delay = 0.2
-[time]
-end = 1.0
-dt = 0.01
-[[receiver]]
-position = [0.3, 0.3]
-name = "r0"
-[[receiver]]
-position = [0.7, 0.6]
-name = "r1"
-[output]
-path = "wavecp_demo.vtkhdf"
-every = 2
-[coupling]
-model = "{}"
-tolerance = 0.05
-indicator = "fe_probe"
-velocity = "central4"
-"#,
-        model.display()
-    );
-    Config::from_toml(&text, "the hybrid demo", overrides)
 }
 
 /// The point fields and values a hybrid run writes beside `u`.
@@ -201,8 +156,16 @@ impl Ctx<'_> {
             let u_ref = r.sim.u();
             let diff: Vec<f64> = u.iter().zip(u_ref).map(|(a, b)| (a - b).abs()).collect();
             let sq = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x * x).collect() };
-            r.max_diff = r.max_diff.max(repro_sum(self.comm, &sq(&diff)).sqrt());
-            r.max_ref = r.max_ref.max(repro_sum(self.comm, &sq(u_ref)).sqrt());
+            let (d, m) = (
+                repro_sum(self.comm, &sq(&diff)).sqrt(),
+                repro_sum(self.comm, &sq(u_ref)).sqrt(),
+            );
+            (r.max_diff, r.max_ref) = (r.max_diff.max(d), r.max_ref.max(m));
+            tracing::debug!(
+                "output step {n} ({}): |u - u_ref| {d:.4e}, |u_ref| {m:.4e}, error so far {:.4e}",
+                if stepper > 0.0 { "surrogate" } else { "FE" },
+                r.max_diff / r.max_ref.max(f64::MIN_POSITIVE)
+            );
             by_name.push(("u_ref", ExtraField::Values(u_ref.to_vec())));
             by_name.push(("u_diff", ExtraField::Values(diff)));
         }
@@ -464,6 +427,7 @@ fn parts(c: &CouplingConfig, (cfg, base): (&Config, &Path), dt: f64) -> Result<P
         },
         audit_every: c.audit_every,
         handback_limit: c.handback_check.then_some(c.tolerance),
+        retake_velocity: (c.retake_velocity == "central4").then_some(VelocityEstimate::Central4),
     };
     Ok(Parts {
         transfer,

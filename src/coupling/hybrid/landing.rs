@@ -1,0 +1,146 @@
+//! Forecasts and where they land: the forecast of a window, its hand-back onto the mesh, and
+//! the FE's retake of a hand-back when the window after it is refused.
+
+use super::{Forecaster, Hybrid, Indicator};
+use crate::coupling::handback::VelocityEstimate;
+use crate::coupling::transfer::ZoneTransfer;
+use crate::coupling::CouplingError;
+use crate::sim::Simulation;
+use std::time::Instant;
+
+impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
+    /// The forecast of the `t_out` frames after the last recorded one, from the last `t_in`.
+    pub(super) fn forecast(&mut self, t_in: usize) -> Result<Vec<Vec<f64>>, CouplingError> {
+        let kept: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
+        let past = &kept[kept.len() - t_in..];
+        let t = Instant::now();
+        // The oldest input frame's time, for a model conditioned on time and scenario.
+        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
+        self.forecaster
+            .set_input_time(self.sim.time() - (t_in - 1) as f64 * frame_dt);
+        let forecast = self.forecaster.forecast(past)?;
+        self.times.inference += t.elapsed();
+        if forecast.len() != self.forecaster.t_out()
+            || forecast.iter().any(|f| f.len() != past[0].len())
+        {
+            return Err(CouplingError::Setup(format!(
+                "the forecaster gave {} frames of {} values; {} of {} were expected",
+                forecast.len(),
+                forecast.first().map_or(0, Vec::len),
+                self.forecaster.t_out(),
+                past[0].len()
+            )));
+        }
+        Ok(forecast)
+    }
+
+    /// The FE continues from the forecast's frame `lag` before its last, `window` steps on.
+    pub(super) fn hand_back(
+        &mut self,
+        mut forecast: Vec<Vec<f64>>,
+        window: usize,
+    ) -> Result<(), CouplingError> {
+        let t = Instant::now();
+        let est = self.cfg.velocity;
+        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
+        let mut seq: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
+        seq.extend(forecast.iter().map(|f| &f[..]));
+        let step = self.sim.steps_done() + window;
+        let scratch = &mut self.scratch;
+        land(
+            (&mut *self.sim, self.transfer, scratch),
+            est,
+            (&seq, step, frame_dt),
+        )?;
+        forecast.truncate(forecast.len() - est.lag());
+        for f in forecast {
+            self.push(f);
+        }
+        self.st.newest = step;
+        self.times.transfer += t.elapsed();
+        Ok(())
+    }
+
+    /// Before the FE runs from here: when the state is a hand-back whose velocity was read
+    /// from the frames up to it alone (a velocity without lag), and the run has a
+    /// [`super::HybridConfig::retake_velocity`], the velocity is formed again, centred on the
+    /// frame handed back, from the frames before it and the first frames of `forecast` (the
+    /// refused window's, or one made here when there is none). A one-sided velocity from
+    /// forecast frames errs in the mean, and in 2-D the FE turns such an error into a
+    /// displacement that grows with time (the hybrid's windows do not carry it: each reads
+    /// the grid's frames, not the FE state).
+    pub(super) fn retake(
+        &mut self,
+        t_in: usize,
+        window: usize,
+        forecast: Option<&[Vec<f64>]>,
+    ) -> Result<(), CouplingError> {
+        let Some(est) = self.cfg.retake_velocity else {
+            return Ok(());
+        };
+        let first_window = self.st.origin + (t_in - 1) * self.cfg.stride;
+        let landed_here = self.st.windows.last().is_some_and(|w| w.1)
+            && self.sim.steps_done() == first_window + self.st.windows.len() * window;
+        if self.cfg.velocity.lag() > 0 || !landed_here {
+            return Ok(());
+        }
+        let made;
+        let forecast = match forecast {
+            Some(f) => f,
+            None => {
+                made = self.forecast(t_in)?;
+                &made
+            }
+        };
+        let t = Instant::now();
+        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
+        let before = est.frames() - est.lag();
+        let mut seq: Vec<&[f64]> = (self.frames.iter().skip(self.frames.len() - before))
+            .map(|f| &f[..])
+            .collect();
+        seq.extend(forecast.iter().take(est.lag()).map(|f| &f[..]));
+        let step = self.sim.steps_done();
+        let scratch = &mut self.scratch;
+        land(
+            (&mut *self.sim, self.transfer, scratch),
+            est,
+            (&seq, step, frame_dt),
+        )?;
+        self.times.transfer += t.elapsed();
+        tracing::debug!(
+            "step {step}: the FE takes over from a hand-back, its velocity formed again by {est:?}"
+        );
+        Ok(())
+    }
+}
+
+/// The FE restarted at `step` from the frame of `seq` [`VelocityEstimate::lag`] before its
+/// last, with the velocity `est` reads from `seq` (frames `frame_dt` apart). Nodes outside the grid keep the current
+/// field.
+fn land(
+    (sim, transfer, scratch): (
+        &mut Simulation<'_>,
+        &ZoneTransfer,
+        &mut (Vec<f64>, Vec<f64>),
+    ),
+    est: VelocityEstimate,
+    (seq, step, frame_dt): (&[&[f64]], usize, f64),
+) -> Result<(), CouplingError> {
+    let v_grid = est.velocity(seq, frame_dt).ok_or_else(|| {
+        CouplingError::Setup(format!(
+            "{} frames are needed for the velocity",
+            est.frames()
+        ))
+    })?;
+    // Into buffers kept from the last hand-back: two fresh mesh fields a window would be
+    // page faults on every hand-back.
+    let (mut u, mut v) = std::mem::take(scratch);
+    u.clear();
+    u.extend_from_slice(sim.u());
+    v.clear();
+    v.resize(u.len(), 0.0);
+    transfer.to_mesh_pair([seq[seq.len() - 1 - est.lag()], &v_grid], [&mut u, &mut v])?;
+    sim.start_from(&u, &v, step)?;
+    *scratch = (u, v);
+    Ok(())
+}
