@@ -9,6 +9,7 @@ fn point(speedup: f64, max_rel_l2_error: f64) -> ParetoPoint {
         indicator_calibration: None,
         windows_accepted: 0,
         windows_rejected: 0,
+        handback_refused: 0,
         steps_surrogate: 0,
         wall_s: 1.0,
         reference_wall_s: speedup,
@@ -168,4 +169,42 @@ fn the_curves_error_is_the_written_runs() {
         h.max_rel_l2_error,
         p.max_rel_l2_error
     );
+}
+
+/// A point reports the windows the hand-back check refused, as the run it stands for does.
+#[cfg(feature = "hdf5")]
+#[test]
+fn a_points_hand_back_refusals_are_its_runs() {
+    use wavecp::sim::RunOptions;
+    // The demo's square on 31 × 31 nodes: the hand-back loses 7-10 % of the field
+    // (tests/handback_budget.rs), which refuses windows the indicator trusts.
+    let sets: Vec<String> = [
+        "mesh.generate.nx=30",
+        "mesh.generate.ny=30",
+        "coupling.handback_check=true",
+        "output.path=\"\"",
+    ]
+    .map(String::from)
+    .to_vec();
+    let model = crate::common::repo("models/demo_cp.safetensors");
+    let cfg = wavecp::coupling::solve::demo_config(&model, &sets).unwrap();
+    let r = pareto(&cfg, std::path::Path::new("."), "demo", &[0.1, 10.0]).unwrap();
+    for p in &r.points {
+        let mut c = cfg.clone();
+        c.coupling.as_mut().unwrap().tolerance = p.tolerance;
+        let opts = RunOptions {
+            reference: true,
+            ..RunOptions::default()
+        };
+        let base = std::path::Path::new(".");
+        let (_, h) =
+            wavecp::coupling::solve::run_hybrid(&c, base, &opts, &wavecp::comm::Serial).unwrap();
+        assert_eq!(
+            (p.handback_refused, p.windows_accepted),
+            (h.handback_refused, h.windows_accepted)
+        );
+    }
+    // At 0.1 the loss refuses some of what the indicator trusts; at 10 it refuses nothing.
+    assert!(r.points[0].handback_refused > 0, "{:?}", r.points[0]);
+    assert_eq!(r.points[1].handback_refused, 0);
 }

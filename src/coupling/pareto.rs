@@ -27,6 +27,9 @@ pub struct ParetoPoint {
     pub indicator_calibration: Option<String>,
     pub windows_accepted: usize,
     pub windows_rejected: usize,
+    /// Windows the indicator trusted that the hand-back check refused (as the hybrid
+    /// report's `handback_refused`; 0 without `coupling.handback_check`).
+    pub handback_refused: usize,
     pub steps_surrogate: usize,
     pub wall_s: f64,
     pub reference_wall_s: f64,
@@ -123,6 +126,7 @@ pub fn pareto(
             indicator_calibration: h.indicator_calibration.clone(),
             windows_accepted: h.windows_accepted,
             windows_rejected: h.windows_rejected,
+            handback_refused: h.handback_refused,
             steps_surrogate: h.steps_surrogate,
             wall_s: h.wall_s,
             reference_wall_s: h.reference_wall_s.unwrap_or(f64::NAN),
