@@ -1032,6 +1032,9 @@ pub(crate) mod hybrid {
             assert_eq!(h3.handback_losses, h.handback_losses);
             assert_eq!(h.handback_losses.is_empty(), scale == "window");
             assert_eq!(h3.steps_surrogate, h.steps_surrogate);
+            // The FE retakes each capped window after an accepted one (a forecast made for it).
+            assert!(h.retakes > 0);
+            assert_eq!(h3.retakes, h.retakes);
             assert_eq!(
                 h3.max_rel_l2_error.unwrap().to_bits(),
                 h.max_rel_l2_error.unwrap().to_bits()

@@ -107,6 +107,7 @@ fn the_fe_taking_a_window_after_a_hand_back_continues_closer_with_the_central_ve
     assert_eq!(kept.windows, retaken.windows);
     let pattern: Vec<bool> = retaken.windows.iter().map(|w| w.1).collect();
     assert_eq!(pattern, [[true; 4].as_slice(), &[false; 6]].concat());
+    assert_eq!((kept.retakes, retaken.retakes), (0, 1));
     // The central velocity, read at the frame the FE continues from: as a run handing back
     // by the central difference from the start (two frames early), which bounds it here.
     let (central, central_err, _) = run(&accept, (10, 0), VelocityEstimate::Central4, None);
@@ -130,6 +131,7 @@ fn the_fe_running_the_end_of_the_run_after_a_hand_back_retakes_it_too() {
     let (retaken, retaken_err, _) = run(&every, (10, 3), BDF2, C4);
     assert_eq!(kept.windows_accepted, 10);
     assert_eq!(retaken.windows, kept.windows);
+    assert_eq!((kept.retakes, retaken.retakes), (0, 1));
     eprintln!("run's end after a hand-back: BDF2 kept {kept_err:.3e}, retaken {retaken_err:.3e}");
     assert!(retaken_err * 3.0 < kept_err);
 }
@@ -143,6 +145,7 @@ fn without_a_hand_back_before_the_fe_or_with_a_central_velocity_nothing_changes(
         let (a, _, ua) = run(&accept, w, VelocityEstimate::Central4, None);
         let (b, _, ub) = run(&accept, w, VelocityEstimate::Central4, C4);
         assert_eq!(a.windows, b.windows);
+        assert_eq!(b.retakes, 0);
         assert_eq!(
             bits(&ua),
             bits(&ub),
@@ -177,10 +180,12 @@ fn a_retake_changes_only_the_velocity_and_only_after_an_accepted_window() {
     let (kept, _, uk) = run(&[5, 7], (10, 0), BDF2, None);
     let (retaken, _, ur) = run(&[5, 7], (10, 0), BDF2, C4);
     assert_eq!(kept.windows, retaken.windows);
+    assert_eq!(retaken.retakes, 2);
     assert_ne!(bits(&uk), bits(&ur));
     // The same accepted windows, the run stopped where window 5 lands: no retake yet.
     let (a, _, ua) = run(&[5], (6, 0), BDF2, None);
     let (b, _, ub) = run(&[5], (6, 0), BDF2, C4);
     assert_eq!(a.windows, b.windows);
+    assert_eq!(b.retakes, 0);
     assert_eq!(bits(&ua[..]), bits(&ub[..]));
 }

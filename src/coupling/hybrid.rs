@@ -225,6 +225,9 @@ pub struct HybridSummary {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub handback_losses: Vec<(usize, f64)>,
     pub handback_refused: usize,
+    /// With [`HybridConfig::retake_velocity`]: how many times the FE took over from a
+    /// hand-back with its velocity formed again.
+    pub retakes: usize,
 }
 
 /// Everything a hybrid run needs besides the simulation's own state to continue bit for bit:
@@ -524,6 +527,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             windows: windows.clone(),
             handback_losses: self.st.handback_losses.clone(),
             handback_refused: self.st.handback_refused,
+            retakes: self.retakes(t_in, window),
             ..HybridSummary::default()
         };
         Ok((s, stopped))
