@@ -226,8 +226,10 @@ pub struct HybridSummary {
     pub handback_losses: Vec<(usize, f64)>,
     pub handback_refused: usize,
     /// With [`HybridConfig::retake_velocity`]: how many times the FE took over from a
-    /// hand-back with its velocity formed again.
+    /// hand-back with its velocity formed again, and how many times it kept the one-sided
+    /// velocity because the refused forecast's start was off the frames before it.
     pub retakes: usize,
+    pub retakes_declined: usize,
 }
 
 /// Everything a hybrid run needs besides the simulation's own state to continue bit for bit:
@@ -253,6 +255,9 @@ pub struct HybridState {
     pub handback_losses: Vec<(usize, f64)>,
     #[serde(default)]
     pub handback_refused: usize,
+    /// [`HybridSummary::retakes_declined`].
+    #[serde(default)]
+    pub retakes_declined: usize,
     /// What the state was made with (checked on resuming): FE steps between frames, frames
     /// a forecast reads, grid points.
     pub stride: usize,
@@ -442,7 +447,8 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
     }
 
     fn keep(&self) -> usize {
-        self.forecaster.t_in().max(3)
+        // Four for the retake's check of the refused forecast's start.
+        self.forecaster.t_in().max(4)
     }
 
     /// Advances to step `last`: the FE warm-up, then windows; the FE runs what is left when
@@ -506,6 +512,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
         if !stopped {
             if self.sim.steps_done() < last {
                 self.retake(t_in, window, None)?;
+                shared.state_changed(&self.state());
             }
             stopped = self.fe_to(last, shared, observers)?;
         }
@@ -527,7 +534,8 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             windows: windows.clone(),
             handback_losses: self.st.handback_losses.clone(),
             handback_refused: self.st.handback_refused,
-            retakes: self.retakes(t_in, window),
+            retakes: self.retakes(t_in, window) - self.st.retakes_declined,
+            retakes_declined: self.st.retakes_declined,
             ..HybridSummary::default()
         };
         Ok((s, stopped))
