@@ -921,6 +921,8 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
     let serial = run(0, "serial", &[]);
     let h = &serial["hybrid"];
     assert_eq!(h["windows_accepted"], 2, "{h}");
+    // The FE retakes each capped window after an accepted one from a forecast made for it.
+    assert!(h["retakes"].as_u64().unwrap() > 0, "{h}");
     assert!(h["max_rel_l2_error"].as_f64().unwrap() > 0.0);
     // Every accepted window audited: the FE's re-run and its error are collective too.
     assert_eq!(h["audits"].as_array().map(Vec::len), Some(2), "{h}");
@@ -931,6 +933,7 @@ fn a_hybrid_run_decides_and_steps_the_same_on_one_two_and_four_ranks_and_restart
         assert_eq!(s["ranks"], np);
         assert_eq!(s["hybrid"]["windows"], h["windows"], "{np} ranks");
         assert_eq!(s["hybrid"]["audits"], h["audits"], "{np} ranks");
+        assert_eq!(s["hybrid"]["retakes"], h["retakes"], "{np} ranks");
         assert_eq!(
             s["hybrid"]["max_rel_l2_error"].as_f64().unwrap().to_bits(),
             h["max_rel_l2_error"].as_f64().unwrap().to_bits()

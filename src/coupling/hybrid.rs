@@ -133,8 +133,9 @@ pub struct HybridConfig {
     /// `Some(est)`: when the FE takes a window right after a hand-back whose velocity has no
     /// lag (`bdf2`, `two_frames`, `fit`), that velocity is formed again by `est` (a central
     /// difference) around the frame handed back, from the frames before it and the first of
-    /// the refused window's forecast; also before the FE runs what is left of the run after
-    /// the last window. `None`: the FE carries the one-sided velocity on.
+    /// the refused window's forecast, unless that forecast jumps away from the frames before
+    /// it (see `landing::seam`); also before the FE runs what is left of the run after the
+    /// last window. `None`: the FE carries the one-sided velocity on.
     #[serde(default)]
     pub retake_velocity: Option<VelocityEstimate>,
 }
@@ -255,7 +256,9 @@ pub struct HybridState {
     pub handback_losses: Vec<(usize, f64)>,
     #[serde(default)]
     pub handback_refused: usize,
-    /// [`HybridSummary::retakes_declined`].
+    /// [`HybridSummary::retakes`] and [`HybridSummary::retakes_declined`].
+    #[serde(default)]
+    pub retakes: usize,
     #[serde(default)]
     pub retakes_declined: usize,
     /// What the state was made with (checked on resuming): FE steps between frames, frames
@@ -534,7 +537,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             windows: windows.clone(),
             handback_losses: self.st.handback_losses.clone(),
             handback_refused: self.st.handback_refused,
-            retakes: self.retakes(t_in, window) - self.st.retakes_declined,
+            retakes: self.st.retakes,
             retakes_declined: self.st.retakes_declined,
             ..HybridSummary::default()
         };

@@ -61,21 +61,6 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
         Ok(())
     }
 
-    /// How many times the FE took over from a hand-back by [`Self::retake`] so far: the
-    /// windows refused right after accepted ones, and the run's end after an accepted last
-    /// window. Read from the windows, so a restarted run counts as the uninterrupted one.
-    pub(super) fn retakes(&self, t_in: usize, window: usize) -> usize {
-        if self.cfg.retake_velocity.is_none() || self.cfg.velocity.lag() > 0 {
-            return 0;
-        }
-        let w = &self.st.windows;
-        let within = w.windows(2).filter(|p| p[0].1 && !p[1].1).count();
-        let first_window = self.st.origin + (t_in - 1) * self.cfg.stride;
-        let at_end = w.last().is_some_and(|x| x.1)
-            && self.sim.steps_done() > first_window + w.len() * window;
-        within + usize::from(at_end)
-    }
-
     /// Before the FE runs from here: when the state is a hand-back whose velocity was read
     /// from the frames up to it alone (a velocity without lag), and the run has a
     /// [`super::HybridConfig::retake_velocity`], the velocity is formed again, centred on the
@@ -130,6 +115,7 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
             est,
             (&seq, step, frame_dt),
         )?;
+        self.st.retakes += 1;
         self.times.transfer += t.elapsed();
         tracing::debug!(
             "step {step}: the FE takes over from a hand-back, its velocity formed again by {est:?} ({est:?} - BDF2 velocity {:.2} times BDF2's error estimate)",
