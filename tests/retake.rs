@@ -3,7 +3,8 @@
 //! back (BDF2), the velocity is formed again by the central difference around that frame,
 //! from the refused window's first forecast frames. With a perfect forecast the FE then
 //! continues closer to the FE-only run; where no hand-back precedes the FE's window, or the
-//! velocity is already central, nothing changes bit for bit.
+//! velocity is already central, nothing changes bit for bit; a refused forecast that jumps
+//! away from the frames before it is not retaken.
 
 use crate::coupling::hybrid::{cfg, problem, reference, sim, Trusting, STRIDE};
 use crate::coupling::{rel_l2, unit};

@@ -65,10 +65,12 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
     /// from the frames up to it alone (a velocity without lag), and the run has a
     /// [`super::HybridConfig::retake_velocity`], the velocity is formed again, centred on the
     /// frame handed back, from the frames before it and the first frames of `forecast` (the
-    /// refused window's, or one made here when there is none). A one-sided velocity from
-    /// forecast frames errs in the mean, and in 2-D the FE turns such an error into a
-    /// displacement that grows with time (the hybrid's windows do not carry it: each reads
-    /// the grid's frames, not the FE state).
+    /// refused window's, or one made here when there is none), unless that forecast jumps
+    /// away from the frames before it ([`seam`]). A one-sided velocity carries the truncation
+    /// and the forecast frames' errors with larger weights (BDF2's sum to 4 in magnitude, the
+    /// central ones to 1.5), and in 2-D the FE turns a velocity error into a displacement
+    /// that grows with time (measured on the fine job: docs/coupling.md, "The FE's retake of
+    /// a hand-back"); the hybrid's windows do not carry it, each reading the grid's frames.
     pub(super) fn retake(
         &mut self,
         t_in: usize,
