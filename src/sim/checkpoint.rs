@@ -33,7 +33,7 @@ struct Checkpoint {
     /// A coupled run's own state (its frames, its counters), opaque here; empty for an FE run.
     coupling: Vec<u8>,
 }
-const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC3";
+const CHECKPOINT_MAGIC: [u8; 8] = *b"WAVECPC4";
 const CHECKPOINT_HEAD: usize = 8 + 32;
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
