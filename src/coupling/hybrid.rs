@@ -486,7 +486,7 @@ impl<'s, 'c, F: Forecaster, I: Indicator> Hybrid<'s, 'c, F, I> {
             self.st.origin = self.sim.steps_done();
             self.record(shared)?;
         }
-        let first_window = self.st.origin + (t_in - 1) * stride;
+        let first_window = self.first_window(t_in);
         let mut stopped = false;
         loop {
             let s = self.sim.steps_done();

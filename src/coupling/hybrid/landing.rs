@@ -9,15 +9,24 @@ use crate::sim::Simulation;
 use std::time::Instant;
 
 impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
+    /// The time between frames.
+    pub(super) fn frame_dt(&self) -> f64 {
+        self.cfg.stride as f64 * self.sim.dt()
+    }
+
+    /// The step the first window starts at: the `t_in`-th frame's.
+    pub(super) fn first_window(&self, t_in: usize) -> usize {
+        self.st.origin + (t_in - 1) * self.cfg.stride
+    }
+
     /// The forecast of the `t_out` frames after the last recorded one, from the last `t_in`.
     pub(super) fn forecast(&mut self, t_in: usize) -> Result<Vec<Vec<f64>>, CouplingError> {
         let kept: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
         let past = &kept[kept.len() - t_in..];
         let t = Instant::now();
         // The oldest input frame's time, for a model conditioned on time and scenario.
-        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
-        self.forecaster
-            .set_input_time(self.sim.time() - (t_in - 1) as f64 * frame_dt);
+        let t0 = self.sim.time() - (t_in - 1) as f64 * self.frame_dt();
+        self.forecaster.set_input_time(t0);
         let forecast = self.forecaster.forecast(past)?;
         self.times.inference += t.elapsed();
         if forecast.len() != self.forecaster.t_out()
@@ -42,15 +51,16 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
     ) -> Result<(), CouplingError> {
         let t = Instant::now();
         let est = self.cfg.velocity;
-        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
         let mut seq: Vec<&[f64]> = self.frames.iter().map(|f| &f[..]).collect();
         seq.extend(forecast.iter().map(|f| &f[..]));
+        let v = velocity(est, &seq, self.frame_dt())?;
         let step = self.sim.steps_done() + window;
-        let scratch = &mut self.scratch;
+        let frame = seq[seq.len() - 1 - est.lag()];
         land(
-            (&mut *self.sim, self.transfer, scratch),
-            est,
-            (&seq, step, frame_dt),
+            (&mut *self.sim, self.transfer, &mut self.scratch),
+            frame,
+            &v,
+            step,
         )?;
         forecast.truncate(forecast.len() - est.lag());
         for f in forecast {
@@ -80,9 +90,8 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
         let Some(est) = self.cfg.retake_velocity else {
             return Ok(());
         };
-        let first_window = self.st.origin + (t_in - 1) * self.cfg.stride;
         let landed_here = self.st.windows.last().is_some_and(|w| w.1)
-            && self.sim.steps_done() == first_window + self.st.windows.len() * window;
+            && self.sim.steps_done() == self.first_window(t_in) + self.st.windows.len() * window;
         if self.cfg.velocity.lag() > 0 || !landed_here {
             return Ok(());
         }
@@ -95,14 +104,15 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
             }
         };
         let t = Instant::now();
-        let frame_dt = self.cfg.stride as f64 * self.sim.dt();
+        let frame_dt = self.frame_dt();
         let before = est.frames() - est.lag();
         let mut seq: Vec<&[f64]> = (self.frames.iter().skip(self.frames.len() - before))
             .map(|f| &f[..])
             .collect();
         seq.extend(forecast.iter().take(est.lag()).map(|f| &f[..]));
         let step = self.sim.steps_done();
-        let (jump, scale) = seam(&self.frames, est, &seq, frame_dt)?;
+        let central = velocity(est, &seq, frame_dt)?;
+        let (jump, scale) = seam(&self.frames, &central, frame_dt)?;
         if jump > SEAM_LIMIT * scale {
             self.st.retakes_declined += 1;
             self.times.transfer += t.elapsed();
@@ -111,11 +121,12 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
             );
             return Ok(());
         }
-        let scratch = &mut self.scratch;
+        let frame = seq[before - 1];
         land(
-            (&mut *self.sim, self.transfer, scratch),
-            est,
-            (&seq, step, frame_dt),
+            (&mut *self.sim, self.transfer, &mut self.scratch),
+            frame,
+            &central,
+            step,
         )?;
         self.st.retakes += 1;
         self.times.transfer += t.elapsed();
@@ -134,27 +145,27 @@ impl<F: Forecaster, I: Indicator> Hybrid<'_, '_, F, I> {
 const SEAM_LIMIT: f64 = 4.0;
 
 /// Whether the refused forecast starts where the frames before it lead: the L2 difference
-/// (on the grid) of the central velocity `est` reads from `seq` and the BDF2 velocity of the
-/// frames before it alone, and BDF2's own error estimate, its leading term `Δ²/3 · ∂³u/∂t³`
+/// (on the grid) of the `central` velocity and the BDF2 velocity of the frames before it alone, and BDF2's own error estimate, its leading term `Δ²/3 · ∂³u/∂t³`
 /// from the third difference of the last four frames. A smooth field differs by about the
 /// estimate; a forecast offset from the frames before by `e` adds `7e / 12Δ` (the central
 /// weights across the seam), which the FE would turn into a growing error.
 fn seam(
     frames: &std::collections::VecDeque<Vec<f64>>,
-    est: VelocityEstimate,
-    seq: &[&[f64]],
+    central: &[f64],
     frame_dt: f64,
 ) -> Result<(f64, f64), CouplingError> {
     let n = frames.len();
-    let short = || CouplingError::Setup(format!("{n} frames kept: 4 are needed to retake"));
     if n < 4 {
-        return Err(short());
+        return Err(CouplingError::Setup(format!(
+            "{n} frames kept: 4 are needed to retake"
+        )));
     }
     let back = |j: usize| &frames[n - 1 - j][..];
-    let central = est.velocity(seq, frame_dt).ok_or_else(short)?;
-    let one_sided = VelocityEstimate::Bdf2
-        .velocity(&[back(2), back(1), back(0)], frame_dt)
-        .ok_or_else(short)?;
+    let one_sided = velocity(
+        VelocityEstimate::Bdf2,
+        &[back(2), back(1), back(0)],
+        frame_dt,
+    )?;
     let jump = (central.iter().zip(&one_sided))
         .map(|(a, b)| (a - b) * (a - b))
         .sum::<f64>()
@@ -169,24 +180,32 @@ fn seam(
     Ok((jump, third / (3.0 * frame_dt)))
 }
 
-/// The FE restarted at `step` from the frame of `seq` [`VelocityEstimate::lag`] before its
-/// last, with the velocity `est` reads from `seq` (frames `frame_dt` apart). Nodes outside the grid keep the current
-/// field.
+/// The velocity `est` reads from `seq` (frames `frame_dt` apart).
+fn velocity(
+    est: VelocityEstimate,
+    seq: &[&[f64]],
+    frame_dt: f64,
+) -> Result<Vec<f64>, CouplingError> {
+    est.velocity(seq, frame_dt).ok_or_else(|| {
+        CouplingError::Setup(format!(
+            "{} frames are needed for the velocity",
+            est.frames()
+        ))
+    })
+}
+
+/// The FE restarted at `step` from the grid frame `frame` and the grid velocity `v_grid`.
+/// Nodes outside the grid keep the current field.
 fn land(
     (sim, transfer, scratch): (
         &mut Simulation<'_>,
         &ZoneTransfer,
         &mut (Vec<f64>, Vec<f64>),
     ),
-    est: VelocityEstimate,
-    (seq, step, frame_dt): (&[&[f64]], usize, f64),
+    frame: &[f64],
+    v_grid: &[f64],
+    step: usize,
 ) -> Result<(), CouplingError> {
-    let v_grid = est.velocity(seq, frame_dt).ok_or_else(|| {
-        CouplingError::Setup(format!(
-            "{} frames are needed for the velocity",
-            est.frames()
-        ))
-    })?;
     // Into buffers kept from the last hand-back: two fresh mesh fields a window would be
     // page faults on every hand-back.
     let (mut u, mut v) = std::mem::take(scratch);
@@ -194,7 +213,7 @@ fn land(
     u.extend_from_slice(sim.u());
     v.clear();
     v.resize(u.len(), 0.0);
-    transfer.to_mesh_pair([seq[seq.len() - 1 - est.lag()], &v_grid], [&mut u, &mut v])?;
+    transfer.to_mesh_pair([frame, v_grid], [&mut u, &mut v])?;
     sim.start_from(&u, &v, step)?;
     *scratch = (u, v);
     Ok(())
