@@ -221,6 +221,15 @@ mod trained {
             );
             assert_eq!(c.prior_speed, Some(1.0));
             assert_eq!(c.prior_walls, Some([0.0, 1.0, 0.0, 1.0]));
+            // The ranges the dataset job drew from (the amplitude's default, 1 only).
+            let drawn = [
+                [0.05, 0.95],
+                [0.05, 0.95],
+                [2.0, 3.0],
+                [1.0, 1.0],
+                [0.4, 0.5],
+            ];
+            assert_eq!(c.sampled.as_deref(), Some(&drawn[..]));
         }
         // The noise changes training and is the same on every run.
         assert_ne!(losses[0], losses[1]);

@@ -235,22 +235,37 @@ fn only_a_trusted_run_out_of_range_thresholds_with_the_calibration_out_of_range(
         x(t_x.min(t_pooled), "out_of_range:smallest:pooled,source_x")
     );
     assert_eq!(threshold(&with, ("1.5", mid), true), x(t_in, "in_range"));
-    // Only just outside (x = 0.27, trained from 0.28): where the calibration in range's
-    // scenarios were drawn (from 0.25), so its threshold.
-    assert_eq!(threshold(&with, ("1.5", "0.27"), true), x(t_in, "in_range"));
-    // So it does without `trust` too — the same windows scored, the same decisions — where a
-    // source clearly outside leaves every window to the FE untried; both are reported outside.
-    let windows = |x: &str, trust: bool| {
-        let h = run(&with, ("1.5", x), trust);
-        assert_eq!(h["out_of_range"].as_array().unwrap().len(), 1, "{h}");
+    // The model records the ranges its dataset drew from (x from 0.25): x = 0.27, left of
+    // the trained sources (from 0.28), is inside them, not reported; x = 0.24 is only just
+    // outside (0.17 half-widths past the training runs), reported, and decided by the
+    // calibration in range, with `trust` or without — the same windows scored, the same
+    // decisions — where a source clearly outside leaves every window to the FE untried.
+    let windows = |model: &Path, x: &str, trust: bool, reported: usize| {
+        let h = run(model, ("1.5", x), trust);
+        let n = h["out_of_range"].as_array().map_or(0, Vec::len);
+        assert_eq!(n, reported, "{h}");
         h["windows"].as_array().unwrap().clone()
     };
-    let just = windows("0.27", false);
+    assert_eq!(threshold(&with, ("1.5", "0.27"), true), x(t_in, "in_range"));
+    windows(&with, "0.27", false, 0);
+    assert_eq!(threshold(&with, ("1.5", "0.24"), true), x(t_in, "in_range"));
+    let just = windows(&with, "0.24", false, 1);
     assert!(just.iter().all(|w| w[0].is_f64()), "{just:?}");
-    assert_eq!(just, windows("0.27", true));
-    assert!(windows("0.1", false)
+    assert_eq!(just, windows(&with, "0.24", true, 1));
+    assert!(windows(&with, "0.1", false, 1)
         .iter()
         .all(|w| w[0].is_null() && w[1] == false));
+    // A model without them (trained before datasets recorded them) reports x = 0.27, past its
+    // training runs, and decides it as the source just outside above.
+    let mut old = modelfile::load(&with).unwrap();
+    old.meta.conditioning.as_mut().unwrap().sampled = None;
+    let unrecorded = dir.path().join("unrecorded.safetensors");
+    modelfile::save(&unrecorded, &old.model, &old.meta, None).unwrap();
+    assert_eq!(
+        threshold(&unrecorded, ("1.5", "0.27"), true),
+        x(t_in, "in_range")
+    );
+    windows(&unrecorded, "0.27", false, 1);
     assert_eq!(
         threshold(&without, ("1.5", "0.1"), true),
         x(t_in, "in_range")

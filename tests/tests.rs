@@ -25,6 +25,8 @@ mod handback;
 mod handback_budget;
 mod handback_check;
 mod mesh;
+#[cfg(feature = "hdf5")]
+mod model_info;
 #[cfg(all(feature = "mpi", feature = "hdf5"))]
 mod mpi;
 mod nn;

@@ -340,7 +340,7 @@ pub(super) fn split(
                 s.scenarios - split
             ),
             Rule::OutOfRange(_) => format!(
-                "of {} scenarios split {split} / {}, a side has none clearly outside the trained ranges (more than {} half-widths): take more scenarios, or go further out",
+                "of {} scenarios split {split} / {}, a side has none outside the trained ranges far enough to make a regime (more than {} half-widths past the training runs' extremes): take more scenarios, or go further out",
                 s.scenarios,
                 s.scenarios - split,
                 crate::surrogate::condition::REGIME_MARGIN

@@ -460,7 +460,7 @@ fn condition(
     if !outside.is_empty() {
         let then = if names.is_empty() {
             format!(
-                "only just (no parameter more than {} half-widths out, where the dataset's own draws reach), so the calibration in range decides",
+                "only just (no parameter more than {} half-widths past its training runs' extremes, near where they were drawn), so the calibration in range decides",
                 crate::surrogate::condition::REGIME_MARGIN
             )
         } else if c.out_of_range == "fe" {

@@ -96,6 +96,27 @@ fn unit_amp() -> [f64; 2] {
     [1.0, 1.0]
 }
 
+impl SamplingConfig {
+    /// The ranges each column of `/params` is drawn from, in its order
+    /// ([`DatasetJob::param_names`]); the delay's, when it follows the frequency (`1.2/f`),
+    /// is the one that makes.
+    pub fn ranges(&self) -> Vec<[f64; 2]> {
+        let [f0, f1] = self.frequency;
+        let delay = self.delay.unwrap_or([1.2 / f1, 1.2 / f0]);
+        let mut v = vec![
+            self.source_x,
+            self.source_y,
+            self.frequency,
+            self.amplitude,
+            delay,
+        ];
+        if let Some(inc) = &self.inclusion {
+            v.push(inc.speed);
+        }
+        v
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionSampling {

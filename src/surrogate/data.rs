@@ -40,6 +40,9 @@ pub struct Scenarios {
     pub walls: Option<[f64; 4]>,
     /// With a prior channel: the prior at every frame, `[samples, frames, ny, nx]`.
     pub prior: Vec<f32>,
+    /// The ranges the dataset job drew the parameters from (its `[sampling]`, from the job
+    /// text the file keeps), one per column of `params`.
+    pub sampled: Option<Vec<[f64; 2]>>,
 }
 
 impl FrameSet {
@@ -310,7 +313,12 @@ impl Scenarios {
             .and_then(|t| t.get("material")?.get("c")?.as_float())
             .unwrap_or(1.0);
         let walls = job.as_ref().and_then(absorbing_rectangle);
+        let sampled = (job.as_ref())
+            .and_then(|t| t.get("sampling")?.clone().try_into().ok())
+            .map(|s: crate::dataset::SamplingConfig| s.ranges())
+            .filter(|r| r.len() == nparams);
         Scenarios {
+            sampled,
             params: if nparams > 0 { params } else { vec![] },
             nparams,
             frame_t0,

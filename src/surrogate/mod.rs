@@ -7,6 +7,7 @@ pub mod data;
 pub mod engine;
 pub mod eval;
 pub mod modelfile;
+pub mod summary;
 pub mod train;
 
 use crate::nn::NnError;

@@ -194,6 +194,34 @@ pub fn load(path: &Path) -> Result<Loaded, SurrogateError> {
     Ok(Loaded { model, meta, train })
 }
 
+/// Records in the model file at `path` the ranges its dataset job drew the scenarios from
+/// (one per parameter, [`crate::dataset::SamplingConfig::ranges`]): for models trained before
+/// datasets recorded them. Refused for a model not conditioned on its scenario, a training
+/// checkpoint (its optimiser state would be dropped), or ranges that do not hold what training
+/// saw. The file is replaced atomically; returns the conditioning written.
+pub fn record_sampling(
+    path: &Path,
+    ranges: &[[f64; 2]],
+) -> Result<super::condition::Conditioning, SurrogateError> {
+    let mut l = load(path)?;
+    if l.train.is_some() {
+        return Err(file_err(
+            path,
+            "a training checkpoint: record the ranges in the model file it leads to",
+        ));
+    }
+    let Some(c) = l.meta.conditioning.take() else {
+        return Err(file_err(
+            path,
+            "the model is not conditioned on its scenario: it reads no parameters to range",
+        ));
+    };
+    let c = c.with_sampled(ranges).map_err(|m| file_err(path, m))?;
+    l.meta.conditioning = Some(c.clone());
+    save(path, &l.model, &l.meta, None)?;
+    Ok(c)
+}
+
 /// The metadata a model carries must make sense and fit its layers: `t_in`, `t_out` and the grid
 /// at least 1, a finite mean, a positive finite std, and channels that match the frames (2-D:
 /// `t_in` in, `t_out` out; 3-D: one in, one out).

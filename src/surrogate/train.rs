@@ -383,12 +383,13 @@ fn scenario_conditioning(fs: &FrameSet, dims: usize) -> Result<Conditioning, Sur
         )));
     };
     let last = sc.frame_t0 + (fs.nframes - 1) as f64 * fs.frame_dt;
-    Ok(Conditioning::fit(
-        zone,
-        [sc.frame_t0, last],
-        &sc.params,
-        sc.nparams,
-    ))
+    let c = Conditioning::fit(zone, [sc.frame_t0, last], &sc.params, sc.nparams);
+    match &sc.sampled {
+        Some(r) => c
+            .with_sampled(r)
+            .map_err(|m| bad(format!("{}: {m}", fs.path.display()))),
+        None => Ok(c),
+    }
 }
 
 /// The model, its optimiser and training state: from the checkpoint with `--resume`, else new.

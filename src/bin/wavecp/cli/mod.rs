@@ -4,6 +4,7 @@
 mod bench;
 mod couple;
 mod device;
+mod model;
 mod solve;
 mod surrogate;
 
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 #[command(
     name = "wavecp",
     version,
-    about = "Explicit FE acoustic wave solver (and, later, its CNN surrogate)"
+    about = "Explicit FE acoustic wave solver, its compressed CNN surrogate, and hybrid runs of both"
 )]
 pub struct Cli {
     /// Log filter (also WAVECP_LOG), e.g. `info`, `debug`, `warn`.
@@ -65,11 +66,23 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum ModelCmd {
-    /// Layers, output channels and trainable parameters (TOML architecture or .safetensors model).
+    /// What a model holds: a TOML architecture's layers and trainable parameters; a trained
+    /// model file's (.safetensors) besides its windows, grid, training record, the ranges of
+    /// the scenarios it was trained on and its calibrations' thresholds.
     Info {
         file: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Records in a model file the ranges its dataset job drew the scenarios from, for a model
+    /// trained before wavecp recorded them: a source is then out of range exactly when it
+    /// lies outside them.
+    Sampling {
+        /// The model file (.safetensors), rewritten in place.
+        model: PathBuf,
+        /// The dataset job the model's training data came from.
+        #[arg(long)]
+        job: PathBuf,
     },
 }
 
@@ -96,7 +109,10 @@ pub fn run(cmd: Cmd, comm: &dyn wavecp::comm::Comm) -> Result<bool> {
         Cmd::Calibrate(a) => couple::calibrate(a),
         Cmd::Model {
             cmd: ModelCmd::Info { file, json },
-        } => surrogate::model_info(&file, json),
+        } => model::info(&file, json),
+        Cmd::Model {
+            cmd: ModelCmd::Sampling { model, job },
+        } => model::sampling(&model, &job),
         Cmd::Device(a) => device::run(a),
         Cmd::Mesh {
             cmd: MeshCmd::Info { file, json },

@@ -1,6 +1,8 @@
 //! `wavecp dataset | train | eval | predict | compare | model info`: the surrogate workflow.
 
-use anyhow::{Context, Result};
+#[cfg(feature = "hdf5")]
+use anyhow::Context;
+use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -256,29 +258,4 @@ pub fn compare(_: CompareArgs) -> Result<()> {
     anyhow::bail!(
         "this wavecp was built without the `hdf5` feature: comparisons read HDF5 datasets"
     )
-}
-
-pub fn model_info(file: &std::path::Path, json: bool) -> Result<()> {
-    use wavecp::nn::{Model, ModelSpec};
-    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
-    let spec = ModelSpec::from_toml(&text).with_context(|| format!("{}", file.display()))?;
-    let m = Model::new(spec).with_context(|| format!("{}", file.display()))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"file": file, "trainable_params": m.num_params(), "weight_bytes": 4 * m.num_params(), "out_channels": m.out_channels, "layers": m.summary()})
-        );
-    } else {
-        for l in m.summary() {
-            println!("  {l}");
-        }
-        println!(
-            "{}: {} trainable parameters ({} weight bytes), {} output channels",
-            file.display(),
-            m.num_params(),
-            4 * m.num_params(),
-            m.out_channels
-        );
-    }
-    Ok(())
 }
