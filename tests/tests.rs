@@ -18,6 +18,7 @@ mod cuda;
 #[cfg(feature = "hdf5")]
 mod dataset;
 mod energy;
+mod energy_source;
 mod fuzz;
 mod grid_learned;
 mod grid_seam;

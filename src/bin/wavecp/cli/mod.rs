@@ -75,8 +75,8 @@ pub enum ModelCmd {
         json: bool,
     },
     /// Records in a model file the ranges its dataset job drew the scenarios from, for a model
-    /// trained before wavecp recorded them: a source is then out of range exactly when it
-    /// lies outside them.
+    /// trained before wavecp recorded them: a source is then reported out of range exactly
+    /// when it lies outside them (rather than outside its training runs' extremes).
     Sampling {
         /// The model file (.safetensors), rewritten in place.
         model: PathBuf,

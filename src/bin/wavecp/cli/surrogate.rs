@@ -1,4 +1,4 @@
-//! `wavecp dataset | train | eval | predict | compare | model info`: the surrogate workflow.
+//! `wavecp dataset | train | eval | predict | compare`: the surrogate workflow.
 
 #[cfg(feature = "hdf5")]
 use anyhow::Context;
