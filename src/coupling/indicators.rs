@@ -100,8 +100,8 @@ impl Indicator for Residual {
 /// only by what the absorbing boundary lets out and the sources put in (the floor: on the
 /// test pulse ≈ 1.3 % a frame); a forecast's error shows as more change. An error in
 /// amplitude against the recorded frames also changes the velocity the triples see, so the
-/// energy can fall as well as grow: hence the absolute value. Not yet an energy *balance*
-/// (the boundary flux and the sources' work are not subtracted). Cost: one stiffness product
+/// energy can fall as well as grow: hence the absolute value. The boundary flux and the
+/// sources' work are not subtracted ([`EnergyBalance`] does). Cost: one stiffness product
 /// and three transfers a frame.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EnergyChange;
