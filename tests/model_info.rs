@@ -16,6 +16,24 @@ fn cli(args: &[&std::ffi::OsStr]) -> std::process::Output {
         .unwrap()
 }
 
+fn info(file: &Path, json: bool) -> std::process::Output {
+    let mut args = vec!["model".as_ref(), "info".as_ref(), file.as_os_str()];
+    if json {
+        args.push("--json".as_ref());
+    }
+    cli(&args)
+}
+
+fn sampling(model: &Path, job: &Path) -> std::process::Output {
+    cli(&[
+        "model".as_ref(),
+        "sampling".as_ref(),
+        model.as_os_str(),
+        "--job".as_ref(),
+        job.as_os_str(),
+    ])
+}
+
 fn fine_job_ranges() -> Vec<[f64; 2]> {
     let job = DatasetJob::load(&repo("examples/fine_square/dataset_full.toml"), &[]).unwrap();
     job.sampling.ranges()
@@ -37,12 +55,7 @@ fn unrecorded(dir: &Path) -> std::path::PathBuf {
 #[test]
 fn model_info_reports_what_the_model_file_holds() {
     let file = repo("models/fine_prior_cp.safetensors");
-    let o = cli(&[
-        "model".as_ref(),
-        "info".as_ref(),
-        file.as_os_str(),
-        "--json".as_ref(),
-    ]);
+    let o = info(&file, true);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let l = modelfile::load(&file).unwrap();
@@ -96,7 +109,7 @@ fn model_info_reports_what_the_model_file_holds() {
         }
     }
     // The text names the same.
-    let o = cli(&["model".as_ref(), "info".as_ref(), file.as_os_str()]);
+    let o = info(&file, false);
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
         "8 frames in, 8 out, on a 16 × 16 grid",
@@ -107,17 +120,9 @@ fn model_info_reports_what_the_model_file_holds() {
         assert!(text.contains(want), "`{want}` not in\n{text}");
     }
     // An architecture still reads as before; a file that is neither is refused, named.
-    let o = cli(&[
-        "model".as_ref(),
-        "info".as_ref(),
-        repo("models/small_cp.toml").as_os_str(),
-    ]);
+    let o = info(&repo("models/small_cp.toml"), false);
     assert!(o.status.success());
-    let o = cli(&[
-        "model".as_ref(),
-        "info".as_ref(),
-        repo("Cargo.lock").as_os_str(),
-    ]);
+    let o = info(&repo("Cargo.lock"), false);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
     assert!(e.contains("Cargo.lock: not a wavecp model file"), "{e}");
@@ -132,13 +137,7 @@ fn model_sampling_records_the_job_ranges_or_refuses() {
     let file = unrecorded(dir.path());
     let before = std::fs::read(&file).unwrap();
     let wrong = repo("examples/submodel/dataset.toml");
-    let o = cli(&[
-        "model".as_ref(),
-        "sampling".as_ref(),
-        file.as_os_str(),
-        "--job".as_ref(),
-        wrong.as_os_str(),
-    ]);
+    let o = sampling(&file, &wrong);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(
@@ -147,13 +146,7 @@ fn model_sampling_records_the_job_ranges_or_refuses() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), before);
     let job = repo("examples/fine_square/dataset_full.toml");
-    let o = cli(&[
-        "model".as_ref(),
-        "sampling".as_ref(),
-        file.as_os_str(),
-        "--job".as_ref(),
-        job.as_os_str(),
-    ]);
+    let o = sampling(&file, &job);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, b) = (
         modelfile::load(&file).unwrap(),
@@ -170,13 +163,7 @@ fn model_sampling_records_the_job_ranges_or_refuses() {
     // A model of frames only has no parameters to range.
     let plain = dir.path().join("plain.safetensors");
     std::fs::copy(repo("models/demo_cp.safetensors"), &plain).unwrap();
-    let o = cli(&[
-        "model".as_ref(),
-        "sampling".as_ref(),
-        plain.as_os_str(),
-        "--job".as_ref(),
-        job.as_os_str(),
-    ]);
+    let o = sampling(&plain, &job);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not conditioned"));
 }
