@@ -178,6 +178,15 @@ fn a_missing_file_names_the_path() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/nonexistent/x.msh"));
+    // A geometry script given for its mesh says so, and how to mesh it.
+    let err = read_msh(&repo("meshes/inclusion.geo"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("inclusion.geo: a Gmsh geometry script, not a mesh")
+            && err.contains("gmsh -2"),
+        "{err}"
+    );
 }
 
 #[test]

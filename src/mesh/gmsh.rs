@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 /// tags; points are ignored. The region tag of a cell is the first physical tag of its surface
 /// (0 when the surface has none).
 pub fn read_msh(path: &Path) -> Result<Mesh, MeshError> {
+    if path.extension().is_some_and(|e| e == "geo") {
+        return Err(MeshError::Parse {
+            file: path.to_path_buf(),
+            msg: "a Gmsh geometry script, not a mesh: mesh it first (`gmsh -2 -format msh41 FILE.geo`; scripts/make-meshes does so for the shipped ones) and give the .msh".into(),
+        });
+    }
     let bytes = std::fs::read(path).map_err(|source| MeshError::Io {
         file: path.to_path_buf(),
         source,
