@@ -302,7 +302,12 @@ pub fn sample_with(
 
 /// The dataset job of `s`, its folder, and the transfer between its mesh and its zone grid.
 fn job_and_transfer(s: &Sampling) -> Result<(DatasetJob, PathBuf, ZoneTransfer), CouplingError> {
-    let job = DatasetJob::load(&s.job, &[]).map_err(setup)?;
+    let job = DatasetJob::load(&s.job, &[]).map_err(|e| {
+        setup(format!(
+            "{} (calibration runs scenarios of the dataset job the model was trained from, with its [zone], [frames] and [sampling])",
+            e.to_string().trim_end()
+        ))
+    })?;
     let base = s.job.parent().unwrap_or(Path::new(".")).to_path_buf();
     let z = &job.zone;
     let grid = ZoneGrid {

@@ -195,7 +195,12 @@ pub fn sampling(_: &Path, _: &Path) -> Result<()> {
 
 #[cfg(feature = "hdf5")]
 pub fn sampling(model: &Path, job: &Path) -> Result<()> {
-    let j = wavecp::dataset::DatasetJob::load(job, &[])?;
+    let j = wavecp::dataset::DatasetJob::load(job, &[]).map_err(|e| {
+        anyhow::anyhow!(
+            "{} (--job is the dataset job the model's training data came from)",
+            e.to_string().trim_end()
+        )
+    })?;
     let c = wavecp::surrogate::modelfile::record_sampling(model, &j.sampling.ranges())?;
     for k in 0..c.nparams() {
         if let Some(r) = c.sampled_range(k) {
