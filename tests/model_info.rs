@@ -145,6 +145,12 @@ fn model_sampling_records_the_job_ranges_or_refuses() {
         "{e}"
     );
     assert_eq!(std::fs::read(&file).unwrap(), before);
+    // A solve job is no dataset job: refused, saying what --job is.
+    let o = sampling(&file, &repo("jobs/inclusion.toml"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("--job is the dataset job"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
     let job = repo("examples/fine_square/dataset_full.toml");
     let o = sampling(&file, &job);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
