@@ -42,6 +42,13 @@ impl TimeFunction {
     }
 }
 
+/// The time of a Ricker wavelet's peak when a job gives none: 1.2 periods of its frequency,
+/// so that at t = 0 the wavelet is `2·10⁻⁵` of its peak (`(1 − 2a)·e^−a`, `a = (1.2π)²`) and a
+/// run from rest does not start with a jump.
+pub fn ricker_default_delay(frequency: f64) -> f64 {
+    1.2 / frequency
+}
+
 /// A point source `f(x, t) = w(t) δ(x − x_s)`, distributed to the nodes of the cell holding `x_s`
 /// with the shape-function values there (the exact load vector of a point load).
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]

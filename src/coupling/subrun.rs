@@ -109,7 +109,7 @@ pub(super) fn scenario(cfg: &Config) -> Result<Vec<f64>, DriverError> {
         s.position[1],
         s.frequency,
         s.amplitude,
-        s.delay.unwrap_or(1.2 / s.frequency),
+        (s.delay).unwrap_or(crate::sources::ricker_default_delay(s.frequency)),
         cfg.material.c.unwrap_or(1.0),
     ])
 }

@@ -58,7 +58,7 @@ fn draw(
     let a = u(s.amplitude);
     let d = match s.delay {
         Some(r) => u(r),
-        None => 1.2 / f,
+        None => crate::sources::ricker_default_delay(f),
     };
     let mut v = vec![p[0], p[1], f, a, d];
     if let Some(inc) = &s.inclusion {

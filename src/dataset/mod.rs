@@ -102,7 +102,7 @@ impl SamplingConfig {
     /// is the one that makes.
     pub fn ranges(&self) -> Vec<[f64; 2]> {
         let [f0, f1] = self.frequency;
-        let delay = self.delay.unwrap_or([1.2 / f1, 1.2 / f0]);
+        let delay = (self.delay).unwrap_or([f1, f0].map(crate::sources::ricker_default_delay));
         let mut v = vec![
             self.source_x,
             self.source_y,

@@ -74,7 +74,7 @@ pub fn time_function(b: &BoundaryConfig) -> TimeFunction {
             TimeFunction::Ricker {
                 amplitude: b.value,
                 frequency: f,
-                delay: b.delay.unwrap_or(1.2 / f),
+                delay: b.delay.unwrap_or(crate::sources::ricker_default_delay(f)),
             }
         }
     }
@@ -173,7 +173,7 @@ pub fn point_source(mesh: &Mesh, s: &SourceConfig) -> Option<PointSource> {
     let wavelet = TimeFunction::Ricker {
         amplitude: s.amplitude,
         frequency: s.frequency,
-        delay: s.delay.unwrap_or(1.2 / s.frequency),
+        delay: (s.delay).unwrap_or(crate::sources::ricker_default_delay(s.frequency)),
     };
     Some(PointSource { location, wavelet })
 }
